@@ -1,0 +1,83 @@
+# Hikube Portal. `make run` starts everything embedded; `make test` runs the suite.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+DEVCLUSTER_PORT ?= 6443
+export DEBUG ?= true
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help setup run test lint format messages messages-check bench clean
+
+help:
+	@echo "make run     start the portal, devcluster, a Celery worker and beat (embedded mode)"
+	@echo "make test    run the test suite"
+	@echo "make lint    ruff check and format check"
+	@echo "make bench   run the benchmarks in bench/"
+
+$(VENV)/.installed: requirements.txt
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed
+	@if command -v msgfmt >/dev/null; then $(PY) manage.py compilemessages -v0 --ignore '.venv/*'; \
+	else echo "note: gettext is missing (apt-get install gettext); using the committed .mo files"; fi
+
+# Embedded mode: SQLite under var/, the filesystem broker, devcluster with its state kept in var/.
+run: setup
+	@mkdir -p var/devcluster var/log
+	pids=()
+	trap 'kill $${pids[@]} 2>/dev/null; wait' EXIT INT TERM
+	$(PY) -m devcluster serve --port $(DEVCLUSTER_PORT) --fleet demo \
+	  --kubeconfig-out var/devcluster/kubeconfig --state var/devcluster/state.json \
+	  > var/log/devcluster.log 2>&1 & pids+=($$!)
+	for _ in $$(seq 100); do [ -s var/devcluster/kubeconfig ] && break; sleep 0.1; done
+	$(PY) manage.py migrate -v0
+	$(PY) manage.py seed_demo
+	$(PY) manage.py register_cluster
+	$(VENV)/bin/celery -A hikube_portal worker --pool=solo --loglevel=INFO > var/log/worker.log 2>&1 & pids+=($$!)
+	$(VENV)/bin/celery -A hikube_portal beat --loglevel=INFO > var/log/beat.log 2>&1 & pids+=($$!)
+	echo
+	echo "  Hikube Portal: http://127.0.0.1:$(PORT)/"
+	echo "  Logins (password hikube-demo): alice (tenant-acme), bob (tenant-globex), admin (platform admin)"
+	echo "  devcluster: http://127.0.0.1:$(DEVCLUSTER_PORT)/  kubectl --kubeconfig var/devcluster/kubeconfig get nodes"
+	echo "  Logs: var/log/. Stop with Ctrl-C."
+	echo
+	$(PY) manage.py runserver 127.0.0.1:$(PORT) --noreload
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+messages: setup
+	$(PY) manage.py makemessages -l fr -l de --no-location --no-obsolete -i '.venv/*' -i 'devcluster/*' -i 'bench/*' -i 'staticfiles/*'
+	$(PY) manage.py compilemessages -v0 --ignore '.venv/*'
+
+# Fails when the catalogs, refreshed by makemessages, hold an untranslated or fuzzy entry.
+messages-check: setup
+	tmp=$$(mktemp -d)
+	cp -r locale "$$tmp/locale.orig"
+	$(PY) manage.py makemessages -l fr -l de --no-location --no-obsolete -i '.venv/*' -i 'devcluster/*' -i 'bench/*' -i 'staticfiles/*' -v0
+	status=0
+	for po in locale/*/LC_MESSAGES/django.po; do
+	  left=$$(msgattrib --untranslated --no-obsolete "$$po"; msgattrib --only-fuzzy --no-obsolete "$$po")
+	  if grep -q msgid <<<"$$left"; then echo "$$po has untranslated or fuzzy entries:"; echo "$$left"; status=1; fi
+	done
+	rm -rf locale && mv "$$tmp/locale.orig" locale && rm -rf "$$tmp"
+	exit $$status
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf var staticfiles

@@ -1,0 +1,46 @@
+"""Reads. Everything tenant-owned is fetched here, scoped to the user asking."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+from django.http import Http404
+
+from .models import GpuModel, Membership, Tenant
+
+User = AbstractBaseUser | AnonymousUser
+
+
+def catalog_models() -> QuerySet[GpuModel]:
+    return GpuModel.objects.all()
+
+
+def offered_models() -> QuerySet[GpuModel]:
+    return GpuModel.objects.filter(offered=True)
+
+
+def tenants_for_user(user: User) -> QuerySet[Tenant]:
+    """The tenants a user belongs to. Platform admins see every tenant."""
+    if not user.is_authenticated:
+        return Tenant.objects.none()
+    if user.is_staff:
+        return Tenant.objects.all()
+    return Tenant.objects.filter(memberships__user=user)
+
+
+def get_tenant_for_user(user: User, namespace: str) -> Tenant:
+    """A tenant the user may see, or 404: never a 403 that would confirm the tenant exists."""
+    tenant = tenants_for_user(user).filter(namespace=namespace).first()
+    if tenant is None:
+        raise Http404("No such tenant.")
+    return tenant
+
+
+def memberships_of(tenant: Tenant) -> QuerySet[Membership]:
+    return tenant.memberships.select_related("user").order_by("user__username")
+
+
+def membership_of(user: User, tenant: Tenant) -> Membership | None:
+    if not user.is_authenticated:
+        return None
+    return Membership.objects.filter(user=user, tenant=tenant).first()

@@ -1,0 +1,62 @@
+"""Browser journeys in headless Chromium (Debian's), driven by Playwright."""
+
+import pytest
+from django.urls import reverse
+
+from gpus.tests.conftest import PASSWORD
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def plain_static_storage(settings):
+    # live_server serves /static/ through the finders, which know no manifest names.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+def log_in(page, live_server, username: str) -> None:
+    page.goto(live_server.url + reverse("login"))
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(live_server.url + reverse("gpus:catalog"))
+
+
+def test_compare_page_table_reads_right(page, live_server, alice):
+    log_in(page, live_server, "alice")
+    page.get_by_role("link", name="Compare", exact=True).click()
+    table = page.locator("#compare-table")
+    headers = table.locator("thead th").all_inner_texts()
+    assert headers == ["Specification", "NVIDIA L40S", "NVIDIA A100", "NVIDIA H100"]
+    int8_row = table.locator("tbody tr", has_text="INT8")
+    assert int8_row.locator("td.best").inner_text().startswith("1979 TOPS")
+    approach = page.locator("#approach-table tbody tr").all_inner_texts()
+    assert any("Isolation" in row and "Complete (1 GPU = 1 VM)" in row for row in approach)
+
+
+def test_compare_updates_with_htmx_without_reload(page, live_server, alice):
+    log_in(page, live_server, "alice")
+    page.goto(live_server.url + reverse("gpus:compare"))
+    page.evaluate("window.__marker = 'same-page'")
+    page.get_by_label("NVIDIA A100", exact=True).uncheck()
+    page.get_by_role("button", name="Compare", exact=True).click()
+    page.wait_for_function("document.querySelectorAll('#compare-table thead th').length === 3")
+    assert page.evaluate("window.__marker") == "same-page"
+    headers = page.locator("#compare-table thead th").all_inner_texts()
+    assert headers == ["Specification", "NVIDIA L40S", "NVIDIA H100"]
+
+
+def test_advisor_in_french(page, live_server, alice):
+    log_in(page, live_server, "alice")
+    page.goto(live_server.url + reverse("gpus:advisor"))
+    page.locator("#language-select").select_option("fr")
+    page.get_by_role("button", name="Change").click()
+    page.wait_for_selector("html[lang=fr]")
+    page.get_by_label("Rendu, CAO ou autres graphismes").check()
+    page.get_by_role("button", name="Me conseiller").click()
+    advice = page.locator("#advice")
+    advice.get_by_text("NVIDIA L40S").wait_for()
+    assert "Machine virtuelle GPU" in advice.inner_text()
