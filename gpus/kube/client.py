@@ -177,7 +177,18 @@ def build_configuration(config: ClusterConfig) -> k8s.Configuration:
     # Retries are the caller's business (Celery backoff honouring Retry-After). We keep
     # only one quick retry for a stale pooled connection: urllib3 re-sends on read errors
     # only for idempotent methods, so a POST is never sent twice behind our back.
-    cfg.retries = Retry(total=1, connect=1, read=1, redirect=0, status=0, other=0)
+    # urllib3 must not act on Retry-After itself (it would sleep, then raise MaxRetryError
+    # and hide the 429): the response comes back to us and becomes a TransientError.
+    cfg.retries = Retry(
+        total=1,
+        connect=1,
+        read=1,
+        redirect=0,
+        status=0,
+        other=0,
+        respect_retry_after_header=False,
+        raise_on_status=False,
+    )
     return cfg
 
 

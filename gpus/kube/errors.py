@@ -265,17 +265,16 @@ def from_api_exception(exc: ApiException, cluster: str | None = None) -> KubeErr
 
 def _connection_words(exc: BaseException) -> str:
     text = str(exc).lower()
-    if (
-        isinstance(exc, (socket.timeout, TimeoutError, urllib3.exceptions.TimeoutError))
-        or "timed out" in text
-    ):
-        return "did not answer in time"
+    # Order matters: urllib3's NewConnectionError subclasses ConnectTimeoutError.
     if isinstance(exc, ConnectionRefusedError) or "refused" in text:
         return "refused the connection"
     if isinstance(exc, ConnectionResetError) or "reset" in text:
         return "reset the connection"
     if "remote end closed" in text or "aborted" in text or "incomplete" in text:
         return "dropped the connection"
+    timeouts = (socket.timeout, TimeoutError, urllib3.exceptions.TimeoutError)
+    if isinstance(exc, timeouts) or "timed out" in text:
+        return "did not answer in time"
     return "could not be reached"
 
 
