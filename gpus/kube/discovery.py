@@ -79,7 +79,9 @@ def _is_kubernetes_kind(key: str, schema: dict[str, Any]) -> bool:
     for gvk in schema.get("x-kubernetes-group-version-kind") or []:
         if gvk.get("group") == manifests.GROUP and gvk.get("kind") == manifests.KUBERNETES:
             return True
-    return key.split(".")[-1] == manifests.KUBERNETES and "cozystack" in key
+    # No GVK extension: trust the key's last segment; requiring spec.nodeGroups below
+    # keeps an unrelated "Kubernetes" definition from matching.
+    return key.split(".")[-1] == manifests.KUBERNETES
 
 
 def disk_field_from_openapi(doc: dict[str, Any]) -> str | None:

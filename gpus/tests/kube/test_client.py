@@ -217,3 +217,37 @@ def test_bugs_are_not_swallowed():
 
     with pytest.raises(TypeError):
         kc.call(kc.ClusterConfig(name="bug"), fn)
+
+
+class CountingBucket:
+    def __init__(self) -> None:
+        self.acquired = 0
+
+    def acquire(self) -> float:
+        self.acquired += 1
+        return 0.0
+
+
+def test_every_request_takes_a_token(tmp_path):
+    from gpus.kube import ClusterGateway
+
+    def route(rec: Recorded):
+        if "/nodes" in rec.path:
+            q = rec.path.split("continue=")
+            if len(q) == 1:
+                return (
+                    200,
+                    {"metadata": {"continue": "2"}, "items": [{"metadata": {"name": "a"}}]},
+                    {},
+                )
+            return 200, {"metadata": {}, "items": [{"metadata": {"name": "b"}}]}, {}
+        return 200, {"resources": []}, {}
+
+    with fake_api(tmp_path, route) as api:
+        cfg = kc.ClusterConfig(name="count", kubeconfig=str(api.kubeconfig))
+        bucket = CountingBucket()
+        session = kc.Session(cfg, bucket=bucket)  # type: ignore[arg-type]
+        gateway = ClusterGateway(cfg, session=session)
+        assert [n.name for n in gateway.iter_nodes(page_size=1)] == ["a", "b"]
+        session.request_json("GET", "/apis/apps.cozystack.io/v1alpha1")
+        assert bucket.acquired == len(api.requests) == 3
