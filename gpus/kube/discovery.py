@@ -76,7 +76,10 @@ def _resolve(schema: Any, root: dict[str, Any], depth: int = 0) -> Any:
 
 
 def _is_kubernetes_kind(key: str, schema: dict[str, Any]) -> bool:
-    for gvk in schema.get("x-kubernetes-group-version-kind") or []:
+    gvks = schema.get("x-kubernetes-group-version-kind") or []
+    for gvk in [gvks] if isinstance(gvks, dict) else gvks:
+        if not isinstance(gvk, dict):
+            continue
         if gvk.get("group") == manifests.GROUP and gvk.get("kind") == manifests.KUBERNETES:
             return True
     # No GVK extension: trust the key's last segment; requiring spec.nodeGroups below

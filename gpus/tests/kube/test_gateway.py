@@ -412,3 +412,15 @@ def test_read_kubevirt_vm_and_events(tmp_path):
         evs = gateway.list_events("tenant-acme", "involvedObject.name=virt-launcher-x")
     assert evs[0].reason == "FailedScheduling" and evs[0].count == 3
     assert json.dumps(evs[0].message).count("Insufficient") == 1
+
+
+@pytest.mark.parametrize(
+    ("flavour", "field"),
+    [("current", "ephemeralStorage"), ("legacy", "ephemeralStorage"), ("head", "diskSize")],
+)
+def test_disk_field_from_devcluster_openapi_documents(flavour, field):
+    """The OpenAPI devcluster serves per flavour (built in-process, no server)."""
+    openapi = pytest.importorskip("devcluster.openapi")
+    resources = pytest.importorskip("devcluster.resources")
+    doc = openapi.openapi_v3_doc("apps.cozystack.io/v1alpha1", resources.resources_for(flavour))
+    assert discovery.disk_field_from_openapi(doc) == field
