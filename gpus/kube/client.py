@@ -30,7 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3._collections import HTTPHeaderDict
 from urllib3.util.retry import Retry
 
-from .errors import is_translatable, translate
+from .errors import KubeError, is_translatable, translate
 
 T = TypeVar("T")
 
@@ -238,8 +238,6 @@ class Session:
                     try:
                         self._client = api_client(self.config)
                     except Exception as exc:  # kubeconfig missing/invalid: permanent
-                        from .errors import KubeError
-
                         raise KubeError(
                             "Cannot load the connection settings of cluster "
                             f"{self.config.name}: {exc}"
