@@ -38,3 +38,65 @@ class Workload(models.TextChoices):
     RENDERING = "rendering", _("Rendering, CAD or other graphics")
     LEGACY = "legacy", _("A legacy or specialized application")
     DEVELOPMENT = "development", _("An isolated CUDA development environment")
+
+
+class NodeHealth(models.TextChoices):
+    READY = "ready", _("Ready")
+    CORDONED = "cordoned", _("Cordoned")
+    NOT_READY = "not_ready", _("Not ready")
+
+
+class WorkloadKind(models.TextChoices):
+    VM = "vm", _("GPU virtual machine")
+    NODE_GROUP = "node_group", _("Kubernetes node group")
+
+
+class ResourceState(models.TextChoices):
+    """The life of a GPU VM or node group as the portal shows it (mapped from the cluster)."""
+
+    PENDING = "pending", _("Pending")
+    PROVISIONING = "provisioning", _("Provisioning")
+    STARTING = "starting", _("Starting")
+    RUNNING = "running", _("Running")
+    SCALING = "scaling", _("Scaling")
+    UNSCHEDULABLE = "unschedulable", _("Waiting for a free GPU")
+    STOPPING = "stopping", _("Stopping")
+    STOPPED = "stopped", _("Stopped")
+    DELETING = "deleting", _("Deleting")
+    FAILED = "failed", _("Failed")
+    UNKNOWN = "unknown", _("Unknown")
+
+
+ACTIVE_RESOURCE_STATES = frozenset(
+    {
+        ResourceState.PENDING,
+        ResourceState.PROVISIONING,
+        ResourceState.STARTING,
+        ResourceState.SCALING,
+        ResourceState.UNSCHEDULABLE,
+        ResourceState.STOPPING,
+        ResourceState.DELETING,
+    }
+)
+TERMINAL_RESOURCE_STATES = frozenset(
+    {ResourceState.RUNNING, ResourceState.STOPPED, ResourceState.FAILED}
+)
+
+# KubeVirt VirtualMachine.status.printableStatus -> portal state; anything else is "unknown".
+PRINTABLE_STATUS_STATES: dict[str, ResourceState] = {
+    "Stopped": ResourceState.STOPPED,
+    "Provisioning": ResourceState.PROVISIONING,
+    "Starting": ResourceState.STARTING,
+    "Running": ResourceState.RUNNING,
+    "Paused": ResourceState.STOPPED,
+    "Stopping": ResourceState.STOPPING,
+    "Terminating": ResourceState.DELETING,
+    "Migrating": ResourceState.RUNNING,
+    "WaitingForVolumeBinding": ResourceState.PROVISIONING,
+    "ErrorUnschedulable": ResourceState.UNSCHEDULABLE,
+    "CrashLoopBackOff": ResourceState.FAILED,
+    "ErrImagePull": ResourceState.FAILED,
+    "ImagePullBackOff": ResourceState.FAILED,
+    "ErrorPvcNotFound": ResourceState.FAILED,
+    "DataVolumeError": ResourceState.FAILED,
+}

@@ -17,15 +17,19 @@ def navigation(request: HttpRequest) -> dict[str, object]:
         (reverse("gpus:compare"), _("Compare")),
         (reverse("gpus:advisor"), _("Which GPU?")),
     ]
-    tenant = selectors.tenants_for_user(user).first()
-    if tenant is not None and not user.is_staff:
-        items.append((reverse("gpus:tenant", args=[tenant.namespace]), _("My tenant")))
+    items.append((reverse("gpus:inventory"), _("Inventory")))
+    tenant = selectors.tenants_for_user(user).filter(memberships__user=user).first()
+    if tenant is not None:
+        items.append((reverse("gpus:my_gpus", args=[tenant.namespace]), _("My GPUs")))
     if user.is_staff:
+        items.append((reverse("gpus:nodes"), _("Nodes")))
         items.append((reverse("admin:index"), _("Admin")))
+    # The current item is the longest link the path starts with ("/" only matches itself).
     path = request.path
+    matches = [url for url, _label in items if path == url or (url != "/" and path.startswith(url))]
+    current = max(matches, key=len, default=None)
     return {
         "nav_items": [
-            {"url": url, "label": label, "current": path == url or (url != "/" and path.startswith(url))}
-            for url, label in items
+            {"url": url, "label": label, "current": url == current} for url, label in items
         ]
     }

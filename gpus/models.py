@@ -8,7 +8,7 @@ from django.db import models
 from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
-from .choices import GpuUse, MembershipRole
+from .choices import GpuUse, MembershipRole, NodeHealth, ResourceState, WorkloadKind
 
 # Cozystack tenant namespaces: tenant-root, its children tenant-<name> (DNS-1123 label, <= 63 chars).
 tenant_namespace_validator = RegexValidator(
@@ -112,3 +112,158 @@ class GpuModel(models.Model):
         """The notes in the active language, falling back to English."""
         language = (translation.get_language() or "en").split("-")[0]
         return self.notes.get(language) or self.notes.get("en", "")
+
+
+class Cluster(models.Model):
+    """A Cozystack management cluster the portal reads and writes, and its last sync."""
+
+    name = models.SlugField(_("name"), max_length=63, unique=True)
+    kubeconfig = models.CharField(_("kubeconfig path"), max_length=500, blank=True)
+    context = models.CharField(_("kubeconfig context"), max_length=200, blank=True)
+    in_cluster = models.BooleanField(_("in-cluster config"), default=False)
+    # Discovered from the served API (see gpus.kube.discovery).
+    vm_kind = models.CharField(_("VM kind"), max_length=40, blank=True)
+    node_group_disk_field = models.CharField(_("node-group disk field"), max_length=40, blank=True)
+    last_synced_at = models.DateTimeField(_("last successful sync"), null=True, blank=True)
+    last_attempt_at = models.DateTimeField(_("last sync attempt"), null=True, blank=True)
+    last_sync_seconds = models.FloatField(_("last sync duration (s)"), null=True, blank=True)
+    last_error = models.TextField(_("last sync error"), blank=True)
+    unreachable_since = models.DateTimeField(_("unreachable since"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("cluster")
+        verbose_name_plural = _("clusters")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Node(models.Model):
+    """A host node of the snapshot, with its GPU totals denormalized for fast lists."""
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="nodes")
+    name = models.CharField(_("name"), max_length=253)
+    health = models.CharField(_("health"), max_length=16, choices=NodeHealth.choices)
+    ready = models.BooleanField(_("ready"), default=True)
+    unschedulable = models.BooleanField(_("cordoned"), default=False)
+    taints = models.JSONField(_("taints"), default=list, blank=True)
+    labels = models.JSONField(_("labels"), default=dict, blank=True)
+    gpu_installed = models.PositiveIntegerField(_("GPUs installed"), default=0)
+    gpu_allocated = models.PositiveIntegerField(_("GPUs allocated"), default=0)
+    gpu_free = models.PositiveIntegerField(_("GPUs free"), default=0)
+    synced_at = models.DateTimeField(_("synced at"))
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["cluster", "name"], name="unique_node_per_cluster")
+        ]
+        indexes = [
+            models.Index(fields=["name"], name="node_name_idx"),
+            models.Index(fields=["health", "name"], name="node_health_idx"),
+            models.Index(fields=["gpu_free", "name"], name="node_free_idx"),
+        ]
+        verbose_name = _("node")
+        verbose_name_plural = _("nodes")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class NodeGpu(models.Model):
+    """GPUs of one model on one node: what the node advertises and what pods hold."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="gpus")
+    gpu_model = models.ForeignKey(GpuModel, on_delete=models.PROTECT, related_name="node_gpus")
+    installed = models.PositiveIntegerField(default=0)
+    allocated = models.PositiveIntegerField(default=0)
+    free = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["node", "gpu_model"], name="unique_node_gpu_model")
+        ]
+        indexes = [models.Index(fields=["gpu_model", "free"], name="nodegpu_model_free_idx")]
+
+
+class ModelInventory(models.Model):
+    """Per cluster and GPU model: the totals the overview shows, computed at each sync."""
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="model_totals")
+    gpu_model = models.ForeignKey(GpuModel, on_delete=models.PROTECT, related_name="totals")
+    installed = models.PositiveIntegerField(default=0)
+    allocated = models.PositiveIntegerField(default=0)
+    free = models.PositiveIntegerField(default=0)
+    # On nodes that are not ready or cordoned, and not allocated: installed but not rentable.
+    unavailable = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["cluster", "gpu_model"], name="unique_model_total")
+        ]
+
+
+class TenantAllocation(models.Model):
+    """Per cluster, tenant namespace and GPU model: how many GPUs the tenant's pods hold."""
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="allocations")
+    namespace = models.CharField(max_length=63)
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.SET_NULL, null=True, blank=True, related_name="allocations"
+    )
+    gpu_model = models.ForeignKey(GpuModel, on_delete=models.PROTECT, related_name="allocations")
+    allocated = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cluster", "namespace", "gpu_model"], name="unique_tenant_allocation"
+            )
+        ]
+
+
+class GpuWorkload(models.Model):
+    """A tenant's GPU VM or Kubernetes node group, as the cluster reports it.
+
+    Created by the inventory sync for everything found (including objects made outside the
+    portal) and, later, by provisioning. Names are the Cozystack application names.
+    """
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="workloads")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="workloads")
+    kind = models.CharField(_("kind"), max_length=16, choices=WorkloadKind.choices)
+    app_kind = models.CharField(_("Cozystack kind"), max_length=40)
+    name = models.CharField(_("name"), max_length=63)
+    node_group = models.CharField(_("node group"), max_length=63, blank=True)
+    gpu_model = models.ForeignKey(
+        GpuModel, on_delete=models.PROTECT, null=True, blank=True, related_name="workloads"
+    )
+    gpus_per_instance = models.PositiveIntegerField(_("GPUs per instance"), default=0)
+    instances = models.PositiveIntegerField(_("instances"), default=1)
+    gpus_held = models.PositiveIntegerField(_("GPUs held"), default=0)
+    state = models.CharField(
+        _("state"), max_length=16, choices=ResourceState.choices, default=ResourceState.UNKNOWN
+    )
+    reason = models.CharField(_("reason"), max_length=200, blank=True)
+    message = models.TextField(_("message"), blank=True)
+    created_in_portal = models.BooleanField(_("created in the portal"), default=False)
+    last_seen_at = models.DateTimeField(_("last seen in the cluster"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "node_group"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cluster", "tenant", "kind", "name", "node_group"],
+                name="unique_workload",
+            )
+        ]
+        verbose_name = _("GPU workload")
+        verbose_name_plural = _("GPU workloads")
+
+    def __str__(self) -> str:
+        return f"{self.name}/{self.node_group}" if self.node_group else self.name
+
+    @property
+    def gpus_requested(self) -> int:
+        return self.gpus_per_instance * self.instances

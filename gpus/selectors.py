@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet, Sum
 from django.http import Http404
 
-from .models import GpuModel, Membership, Tenant
+from .models import (
+    Cluster,
+    GpuModel,
+    GpuWorkload,
+    Membership,
+    ModelInventory,
+    Node,
+    NodeGpu,
+    Tenant,
+    TenantAllocation,
+)
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -44,3 +56,108 @@ def membership_of(user: User, tenant: Tenant) -> Membership | None:
     if not user.is_authenticated:
         return None
     return Membership.objects.filter(user=user, tenant=tenant).first()
+
+
+# --- inventory -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelTotals:
+    gpu_model: GpuModel
+    installed: int
+    allocated: int
+    free: int
+    unavailable: int
+    held_by_me: int = 0
+
+    def percent(self, part: int) -> float:
+        return round(100.0 * part / self.installed, 1) if self.installed else 0.0
+
+    @property
+    def allocated_pct(self) -> float:
+        return self.percent(self.allocated)
+
+    @property
+    def free_pct(self) -> float:
+        return self.percent(self.free)
+
+    @property
+    def unavailable_pct(self) -> float:
+        return self.percent(self.unavailable)
+
+
+def model_totals(user: User) -> list[ModelTotals]:
+    """Per GPU model, summed over clusters; with what the user's tenants hold."""
+    held: dict[int, int] = dict(
+        TenantAllocation.objects.filter(tenant__memberships__user=user)
+        .values("gpu_model")
+        .annotate(n=Sum("allocated"))
+        .values_list("gpu_model", "n")
+    )
+    rows = (
+        ModelInventory.objects.values("gpu_model")
+        .annotate(
+            installed_sum=Sum("installed"),
+            allocated_sum=Sum("allocated"),
+            free_sum=Sum("free"),
+            unavailable_sum=Sum("unavailable"),
+        )
+        .order_by()
+    )
+    models = GpuModel.objects.in_bulk([r["gpu_model"] for r in rows] + list(held))
+    totals = [
+        ModelTotals(
+            models[r["gpu_model"]],
+            r["installed_sum"],
+            r["allocated_sum"],
+            r["free_sum"],
+            r["unavailable_sum"],
+            held.get(r["gpu_model"], 0),
+        )
+        for r in rows
+    ]
+    known = {t.gpu_model.pk for t in totals}
+    # A tenant may hold a model no node advertises any more: still show it.
+    totals += [ModelTotals(models[pk], 0, 0, 0, 0, n) for pk, n in held.items() if pk not in known]
+    return sorted(totals, key=lambda t: (not t.gpu_model.offered, t.gpu_model.sort_order,
+                                         t.gpu_model.display_name))
+
+
+def free_by_model() -> dict[int, int]:
+    """Live free count per catalog model (from the last snapshot)."""
+    return dict(
+        ModelInventory.objects.values("gpu_model")
+        .annotate(n=Sum("free"))
+        .order_by()
+        .values_list("gpu_model", "n")
+    )
+
+
+def allocations_by_tenant() -> list[dict[str, object]]:
+    """For platform admins: GPUs held per tenant namespace and model."""
+    return list(
+        TenantAllocation.objects.values(
+            "namespace", "tenant__display_name", "gpu_model__display_name"
+        )
+        .annotate(n=Sum("allocated"))
+        .order_by("namespace", "gpu_model__display_name")
+    )
+
+
+def clusters_status() -> QuerySet[Cluster]:
+    return Cluster.objects.all()
+
+
+def node_queryset(user: User) -> QuerySet[Node]:
+    """Host nodes: platform admins only (tenants never see host names)."""
+    if not user.is_staff:
+        raise Http404("No such page.")
+    return Node.objects.select_related("cluster").prefetch_related(
+        Prefetch("gpus", queryset=NodeGpu.objects.select_related("gpu_model"))
+    )
+
+
+def tenant_workloads(user: User, tenant: Tenant) -> QuerySet[GpuWorkload]:
+    """The tenant's GPU VMs and node groups; the tenant must be one the user may see."""
+    get_tenant_for_user(user, tenant.namespace)
+    return GpuWorkload.objects.filter(tenant=tenant).select_related("gpu_model", "cluster")

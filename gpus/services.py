@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from .choices import MembershipRole
-from .models import Membership, Tenant
+from .models import Cluster, Membership, Tenant
 
 DEMO_PASSWORD = "hikube-demo"
 DEMO_TENANTS = [("tenant-acme", "Acme Corp"), ("tenant-globex", "Globex")]
@@ -42,3 +43,23 @@ def seed_demo_data() -> list[str]:
         if was_created:
             created.append(username)
     return created
+
+
+def register_default_cluster() -> Cluster:
+    """The cluster named by the CLUSTER_* settings, created or updated."""
+    cluster, _ = Cluster.objects.update_or_create(
+        name=settings.CLUSTER_NAME,
+        defaults={
+            "kubeconfig": "" if settings.CLUSTER_IN_CLUSTER else settings.CLUSTER_KUBECONFIG,
+            "context": settings.CLUSTER_CONTEXT,
+            "in_cluster": settings.CLUSTER_IN_CLUSTER,
+        },
+    )
+    return cluster
+
+
+def request_inventory_sync(cluster: Cluster) -> None:
+    """Queue a sync now (the button admins press); the task runs after the commit."""
+    from .tasks import sync_inventory
+
+    transaction.on_commit(lambda: sync_inventory.delay(cluster.pk))

@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
 
-from . import selectors
+from . import selectors, services
 from .advisor import recommend
 from .compare import APPROACH_ROWS, compare_rows
+from .filters import NodeFilter
 from .forms import AdvisorForm, CompareForm
+
+NODES_PER_PAGE = 50
+REFRESH_SECONDS = 30
 
 
 def catalog(request: HttpRequest) -> HttpResponse:
-    models = selectors.catalog_models()
+    models = list(selectors.catalog_models())
+    free = selectors.free_by_model()
+    for model in models:
+        model.free_now = free.get(model.pk)  # None: not in the fleet (or no sync yet)
     return render(
         request,
         "gpus/catalog.html",
         {
             "offered": [m for m in models if m.offered],
             "others": [m for m in models if not m.offered],
+            "synced": any(c.last_synced_at for c in selectors.clusters_status()),
         },
     )
 
@@ -61,3 +73,61 @@ def tenant_detail(request: HttpRequest, namespace: str) -> HttpResponse:
             "membership": selectors.membership_of(request.user, tenant),
         },
     )
+
+
+def _inventory_context(request: HttpRequest) -> dict[str, object]:
+    user = request.user
+    return {
+        "totals": selectors.model_totals(user),
+        "clusters": selectors.clusters_status(),
+        "tenant_allocations": selectors.allocations_by_tenant() if user.is_staff else [],
+        "refresh_seconds": REFRESH_SECONDS,
+    }
+
+
+def inventory(request: HttpRequest) -> HttpResponse:
+    return render(request, "gpus/inventory.html", _inventory_context(request))
+
+
+def inventory_summary(request: HttpRequest) -> HttpResponse:
+    """The overview's body alone: htmx polls it so the page refreshes without a reload."""
+    return render(request, "gpus/_inventory_summary.html", _inventory_context(request))
+
+
+@require_POST
+def inventory_sync(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        raise Http404("No such page.")
+    for cluster in selectors.clusters_status():
+        services.request_inventory_sync(cluster)
+    messages.success(request, _("Inventory sync queued. The page refreshes by itself."))
+    return redirect("gpus:inventory")
+
+
+def node_list(request: HttpRequest) -> HttpResponse:
+    node_filter = NodeFilter(request.GET or None, queryset=selectors.node_queryset(request.user))
+    paginator = Paginator(node_filter.qs, NODES_PER_PAGE)
+    requested = request.GET.get("page")
+    page = paginator.get_page(paginator.num_pages if requested == "last" else requested)
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "filter": node_filter,
+        "page": page,
+        "query": query.urlencode(),
+        "clusters": selectors.clusters_status(),
+    }
+    template = "gpus/_node_table.html" if request.htmx else "gpus/nodes.html"
+    return render(request, template, context)
+
+
+def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
+    tenant = selectors.get_tenant_for_user(request.user, namespace)
+    context = {
+        "tenant": tenant,
+        "workloads": selectors.tenant_workloads(request.user, tenant),
+        "clusters": selectors.clusters_status(),
+        "refresh_seconds": REFRESH_SECONDS,
+    }
+    template = "gpus/_my_gpus_table.html" if request.htmx else "gpus/my_gpus.html"
+    return render(request, template, context)

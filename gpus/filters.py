@@ -1,0 +1,56 @@
+"""The admin node list's filters (django-filter): parse query parameters into a queryset."""
+
+from __future__ import annotations
+
+import django_filters
+from django.db.models import QuerySet
+from django.utils.translation import gettext_lazy as _
+
+from .choices import NodeHealth
+from .models import Cluster, GpuModel, Node
+
+
+class NodeFilter(django_filters.FilterSet):
+    q = django_filters.CharFilter(field_name="name", lookup_expr="icontains", label=_("Name"))
+    gpu_model = django_filters.ModelChoiceFilter(
+        field_name="gpus__gpu_model",
+        queryset=GpuModel.objects.filter(node_gpus__isnull=False).distinct(),
+        label=_("GPU model"),
+        empty_label=_("Any model"),
+    )
+    cluster = django_filters.ModelChoiceFilter(
+        queryset=Cluster.objects.all(), label=_("Cluster"), empty_label=_("Any cluster")
+    )
+    health = django_filters.ChoiceFilter(
+        choices=NodeHealth.choices, label=_("Health"), empty_label=_("Any health")
+    )
+    has_free = django_filters.BooleanFilter(
+        method="filter_has_free",
+        label=_("Has free GPUs"),
+        widget=django_filters.widgets.BooleanWidget(),
+    )
+    sort = django_filters.OrderingFilter(
+        fields=(("name", "name"), ("gpu_free", "free"), ("gpu_allocated", "allocated"),
+                ("health", "health")),
+        field_labels={"name": _("Name"), "gpu_free": _("Free GPUs"),
+                      "gpu_allocated": _("Allocated GPUs"), "health": _("Health")},
+        label=_("Sort by"),
+    )
+
+    class Meta:
+        model = Node
+        fields: list[str] = []
+
+    def filter_has_free(self, queryset: QuerySet[Node], name: str, value: bool | None):
+        if value is None:
+            return queryset
+        return queryset.filter(gpu_free__gt=0) if value else queryset.filter(gpu_free=0)
+
+    @property
+    def qs(self) -> QuerySet[Node]:
+        queryset = super().qs
+        # Stable order for pagination: the chosen sort, then the name.
+        ordering = list(queryset.query.order_by) or ["name"]
+        if "name" not in ordering and "-name" not in ordering:
+            ordering.append("name")
+        return queryset.order_by(*ordering)
