@@ -1,0 +1,70 @@
+"""CLI: `python -m devcluster serve ...` and `python -m devcluster backfill ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from . import metrics
+    from .server import DevCluster
+
+    dc = DevCluster(fleet=args.fleet, flavour=args.flavour, seed=args.seed)
+    end = float(args.end) if args.end else time.time()
+    start = end - args.days * 86400
+    series: list[metrics.Gpu] = []
+    with dc.store.lock:
+        for res in dc.reconciler.apps:
+            is_cluster = res.plural == "kuberneteses"
+            if not is_cluster and not args.include_vms:
+                continue
+            for (ns, name), obj in dc.store.iter_objects(res.key):
+                owner = f"{res.key}|{ns}/{name}"
+                units = [u for u in dc.reconciler.units.values() if u["owner"] == owner]
+                ann = (obj["metadata"].get("annotations") or {}).get(metrics.PROFILE_ANNOTATION)
+                extra = (("cluster", f"kubernetes-{name}" if is_cluster else ""), ("tenant", ns))
+                series += metrics.gpus_of_units(units, ann, args.seed, "training" if is_cluster else "idle", extra)
+    out = sys.stdout if args.out == "-" else open(args.out, "w")
+    try:
+        n = metrics.write_openmetrics(out, series, start, end, args.step, args.seed)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"backfill: {len(series)} GPUs, {n} samples, {args.days} day(s) at {args.step}s -> {args.out}",
+          file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run the fake Cozystack management cluster API")
+    s.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    s.add_argument("--fleet", default="demo", help="demo | scale | path to a fleet YAML file")
+    s.add_argument("--flavour", default="current", choices=("current", "legacy", "head"))
+    s.add_argument("--kubeconfig-out", default=None, help="default var/devcluster/kubeconfig")
+    s.add_argument("--state", default=None, help="JSON state file: loaded at start, saved on change and exit")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--speed", type=float, default=1.0, help="divides every simulated delay")
+    s.add_argument("--faults", default=None, help='JSON, e.g. {"rules":[{"verb":"list","error_429":0.5}]}')
+    s.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    b = sub.add_parser("backfill", help="write N days of DCGM series as OpenMetrics text")
+    b.add_argument("--fleet", default="demo")
+    b.add_argument("--flavour", default="current", choices=("current", "legacy", "head"))
+    b.add_argument("--days", type=float, default=1.0)
+    b.add_argument("--step", type=float, default=60.0, help="seconds between samples")
+    b.add_argument("--end", default=None, help="unix time of the last sample (default now)")
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--include-vms", action="store_true", help="also GPU VMs (guest-agent stand-in)")
+    b.add_argument("--out", default="-")
+    args = p.parse_args(argv)
+    if args.cmd == "serve":
+        from .server import run
+        return run(args)
+    return _backfill(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

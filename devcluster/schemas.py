@@ -1,0 +1,129 @@
+"""Validation and server-side defaults from the real Cozystack chart schemas (devcluster/schemas/).
+
+Defaults are applied the way apiextensions does (missing property with a default gets it, then
+recurse), and errors come back as Kubernetes `details.causes` (reason, message, field).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+HELM_RELEASE_MAX = 53
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str) -> dict[str, Any]:
+    return json.loads((SCHEMA_DIR / name).read_text())
+
+
+def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
+    """Return `value` with schema defaults filled in (value is not modified)."""
+    if isinstance(value, dict) and (schema.get("type") == "object" or "properties" in schema
+                                    or "additionalProperties" in schema):
+        out = dict(value)
+        props = schema.get("properties", {})
+        for key, sub in props.items():
+            if key not in out and "default" in sub:
+                out[key] = copy.deepcopy(sub["default"])
+            if key in out:
+                out[key] = apply_defaults(out[key], sub)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in out:
+                if key not in props:
+                    out[key] = apply_defaults(out[key], extra)
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [apply_defaults(v, schema["items"]) for v in value]
+    return value
+
+
+def _field(prefix: str, path: Any) -> str:
+    out = prefix
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def _quote(v: Any) -> str:
+    return json.dumps(v)
+
+
+def _cause(err: jsonschema.ValidationError, prefix: str) -> dict[str, str]:
+    v = err.validator
+    field = _field(prefix, err.absolute_path)
+    if v == "enum":
+        allowed = ", ".join(_quote(x) for x in err.validator_value)
+        return {"reason": "FieldValueNotSupported", "field": field,
+                "message": f"Unsupported value: {_quote(err.instance)}: supported values: {allowed}"}
+    if v == "required":
+        missing = re.findall(r"'([^']+)' is a required property", err.message)
+        name = missing[0] if missing else "?"
+        return {"reason": "FieldValueRequired", "field": f"{field}.{name}", "message": "Required value"}
+    if v in ("type", "anyOf"):
+        want = err.validator_value if v == "type" else "integer or string"
+        return {"reason": "FieldValueTypeInvalid", "field": field,
+                "message": f"Invalid value: {_quote(type(err.instance).__name__)}: "
+                           f"{field} in body must be of type {want}: {_quote(err.instance)}"}
+    if v == "pattern":
+        return {"reason": "FieldValueInvalid", "field": field,
+                "message": f"Invalid value: {_quote(err.instance)}: {field} in body should match "
+                           f"'{err.validator_value}'"}
+    return {"reason": "FieldValueInvalid", "field": field,
+            "message": f"Invalid value: {_quote(err.instance)}: {err.message}"}
+
+
+def validate_spec(spec: Any, schema_name: str) -> list[dict[str, str]]:
+    schema = load_schema(schema_name)
+    if not isinstance(spec, dict):
+        return [{"reason": "FieldValueTypeInvalid", "field": "spec",
+                 "message": f"Invalid value: {_quote(type(spec).__name__)}: spec in body must be of type object"}]
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(spec), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    causes = []
+    for err in errors:
+        # anyOf(int|string) + pattern: report the pattern failure, not the anyOf wrapper twice.
+        causes.append(_cause(err, "spec"))
+    seen, out = set(), []
+    for c in causes:
+        k = (c["field"], c["message"])
+        if k not in seen:
+            seen.add(k)
+            out.append(c)
+    return out
+
+
+def default_spec(spec: dict[str, Any], schema_name: str) -> dict[str, Any]:
+    return apply_defaults(spec, load_schema(schema_name))
+
+
+def validate_name(name: str, prefix: str) -> list[dict[str, str]]:
+    """cozystack-api's validateNameFormat / validateNameLength."""
+    causes = []
+    if not DNS1035.match(name or ""):
+        causes.append({
+            "reason": "FieldValueInvalid", "field": "metadata.name",
+            "message": f"Invalid value: {_quote(name)}: a DNS-1035 label must consist of lower case alphanumeric "
+                       "characters or '-', start with an alphabetic character, and end with an alphanumeric "
+                       "character (e.g. 'my-name',  or 'abc-123', regex used for validation is "
+                       "'[a-z]([-a-z0-9]*[a-z0-9])?')"})
+    limit = HELM_RELEASE_MAX - len(prefix)
+    if len(name or "") > limit:
+        causes.append({"reason": "FieldValueTooLong", "field": "metadata.name",
+                       "message": f"Too long: may not be more than {limit} bytes"})
+    return causes
+
+
+def describe(causes: list[dict[str, str]]) -> str:
+    if len(causes) == 1:
+        return f"{causes[0]['field']}: {causes[0]['message']}"
+    return "[" + ", ".join(f"{c['field']}: {c['message']}" for c in causes) + "]"

@@ -1,0 +1,158 @@
+"""Objects, the global resourceVersion, serialized-JSON cache and the bounded watch history.
+
+One re-entrant lock guards everything; the reconciler and the HTTP threads both take it.
+Stored object dicts are never mutated in place: every write stores a fresh dict, so readers
+may keep references and the cached JSON stays valid.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
+
+
+def now_rfc3339(ts: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if ts is None else ts))
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+@dataclass
+class WatchEvent:
+    rv: int
+    res: str
+    ns: str
+    type: str  # ADDED, MODIFIED, DELETED
+    obj: dict[str, Any]
+    raw: bytes
+
+
+class Store:
+    def __init__(self, history: int = 20000) -> None:
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self.rv = 0
+        self.objects: dict[str, dict[Key, dict[str, Any]]] = {}
+        self._json: dict[str, dict[Key, bytes]] = {}
+        self._sorted: dict[str, list[Key] | None] = {}
+        self.history: list[WatchEvent] = []
+        self._history_rvs: list[int] = []
+        self.history_max = history
+        self.compacted_rv = 0  # watches from a resourceVersion below this get 410 Gone
+        self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
+        self.closed = False
+        self.dirty = threading.Event()  # set on every write, for the state saver
+
+    # --- reads -------------------------------------------------------------------------
+    def get(self, res: str, ns: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get(res, {}).get((ns, name))
+
+    def raw(self, res: str, key: Key) -> bytes:
+        cache = self._json.setdefault(res, {})
+        b = cache.get(key)
+        if b is None:
+            b = dumps(self.objects[res][key])
+            cache[key] = b
+        return b
+
+    def sorted_keys(self, res: str) -> list[Key]:
+        keys = self._sorted.get(res)
+        if keys is None:
+            keys = sorted(self.objects.get(res, {}))
+            self._sorted[res] = keys
+        return keys
+
+    def iter_objects(self, res: str, ns: str | None = None) -> Iterator[tuple[Key, dict[str, Any]]]:
+        objs = self.objects.get(res, {})
+        for key in self.sorted_keys(res):
+            if ns is None or key[0] == ns:
+                yield key, objs[key]
+
+    def count(self, res: str) -> int:
+        return len(self.objects.get(res, {}))
+
+    # --- writes ------------------------------------------------------------------------
+    def _bump(self) -> int:
+        self.rv += 1
+        return self.rv
+
+    def put(self, res: str, obj: dict[str, Any], event: str | None = None) -> dict[str, Any]:
+        """Store `obj` (taking ownership), stamping a fresh resourceVersion; emits ADDED/MODIFIED."""
+        with self.lock:
+            md = obj.setdefault("metadata", {})
+            key = (md.get("namespace", ""), md["name"])
+            bucket = self.objects.setdefault(res, {})
+            existed = key in bucket
+            md["resourceVersion"] = str(self._bump())
+            bucket[key] = obj
+            if not existed:
+                self._sorted[res] = None
+            raw = dumps(obj)
+            self._json.setdefault(res, {})[key] = raw
+            self._record(WatchEvent(self.rv, res, key[0], event or ("MODIFIED" if existed else "ADDED"), obj, raw))
+            return obj
+
+    def delete(self, res: str, ns: str, name: str) -> dict[str, Any] | None:
+        with self.lock:
+            bucket = self.objects.get(res, {})
+            old = bucket.pop((ns, name), None)
+            if old is None:
+                return None
+            self._sorted[res] = None
+            self._json.get(res, {}).pop((ns, name), None)
+            gone = copy.copy(old)
+            gone["metadata"] = dict(old["metadata"], resourceVersion=str(self._bump()))
+            self._record(WatchEvent(self.rv, res, ns, "DELETED", gone, dumps(gone)))
+            return gone
+
+    def load_raw(self, res: str, obj: dict[str, Any]) -> None:
+        """Insert without an event or a new resourceVersion (state restore, fleet bootstrap)."""
+        md = obj["metadata"]
+        key = (md.get("namespace", ""), md["name"])
+        self.objects.setdefault(res, {})[key] = obj
+        self._sorted[res] = None
+        self._json.get(res, {}).pop(key, None)
+
+    def _record(self, ev: WatchEvent) -> None:
+        self.history.append(ev)
+        self._history_rvs.append(ev.rv)
+        if len(self.history) > self.history_max * 2:
+            cut = len(self.history) - self.history_max
+            self.compacted_rv = self._history_rvs[cut - 1]
+            del self.history[:cut]
+            del self._history_rvs[:cut]
+        self.dirty.set()
+        for listener in self.listeners:
+            listener(ev.res, ev.type, ev.obj)
+        self.cond.notify_all()
+
+    def events_since(self, rv: int) -> list[WatchEvent]:
+        """History entries with resourceVersion > rv (caller holds the lock)."""
+        i = bisect.bisect_right(self._history_rvs, rv)
+        return self.history[i:]
+
+    # --- persistence -------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {"rv": self.rv, "objects": {res: list(b.values()) for res, b in self.objects.items()}}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        with self.lock:
+            self.objects.clear()
+            self._json.clear()
+            self._sorted.clear()
+            for res, objs in data.get("objects", {}).items():
+                for obj in objs:
+                    self.load_raw(res, obj)
+            self.rv = int(data.get("rv", 0))
+            # Events before a restart are gone: any older watch resourceVersion is expired.
+            self.compacted_rv = self.rv
