@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--speed", type=float, default=1.0, help="divides every simulated delay")
     s.add_argument("--faults", default=None, help='JSON, e.g. {"rules":[{"verb":"list","error_429":0.5}]}')
+    s.add_argument("--watch-history", type=int, default=20000,
+                   help="watch events kept; a watch from an older resourceVersion gets 410 Gone")
     s.add_argument("--verbose", action="store_true", help="log every request to stderr")
     b = sub.add_parser("backfill", help="write N days of DCGM series as OpenMetrics text")
     b.add_argument("--fleet", default="demo")

@@ -324,6 +324,10 @@ class Api:
         except ValueError as e:
             raise ApiError(400, "BadRequest", f"invalid resource version: {rv_param}") from e
         bookmarks = req.query.get("allowWatchBookmarks") in ("1", "true")
+        # WatchList (kubectl >= 1.32 `wait`, informers): initial state, then an initial-events-end bookmark.
+        send_initial = req.query.get("sendInitialEvents") == "true"
+        if send_initial:
+            since = None
 
         def match(obj: dict[str, Any], obj_ns: str) -> bool:
             if ns is not None and obj_ns != ns:
@@ -348,6 +352,11 @@ class Api:
                                                        f"({self.store.compacted_rv})").status()
                         yield line("ERROR", dumps(err))
                         return
+            if send_initial:
+                initial.append(line("BOOKMARK", dumps({
+                    "kind": res.kind, "apiVersion": res.api_version,
+                    "metadata": {"resourceVersion": str(last),
+                                 "annotations": {"k8s.io/initial-events-end": "true"}}})))
             if initial:
                 yield b"".join(initial)
             last_bookmark = time.monotonic()

@@ -31,12 +31,13 @@ class DevCluster:
     """Everything but the socket: usable in-process (backfill, unit tests) or behind HTTPServer."""
 
     def __init__(self, fleet: str = "demo", flavour: str = "current", seed: int = 1, speed: float = 1.0,
-                 faults: dict[str, Any] | None = None, state_file: str | None = None) -> None:
+                 faults: dict[str, Any] | None = None, state_file: str | None = None,
+                 watch_history: int = 20000) -> None:
         self.seed = seed
         self.flavour = flavour
         self.resources = resources_for(flavour)
         self.clock = Clock()
-        self.store = Store()
+        self.store = Store(history=watch_history)
         self.faults = Faults(seed, faults)
         self.fleet: Fleet = load_fleet(fleet, flavour)
         self.admin_token = make_token(seed, "admin")
@@ -332,7 +333,7 @@ def run(args: Any) -> int:
 
     faults = json.loads(args.faults) if args.faults else None
     dc = DevCluster(fleet=args.fleet, flavour=args.flavour, seed=args.seed, speed=args.speed, faults=faults,
-                    state_file=args.state)
+                    state_file=args.state, watch_history=args.watch_history)
     srv = make_server(dc, args.port, verbose=args.verbose)
     url = f"http://127.0.0.1:{dc.port}"
     path = write_kubeconfig(args.kubeconfig_out or default_kubeconfig_path(), f"https://127.0.0.1:{dc.port}",
