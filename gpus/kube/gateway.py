@@ -284,10 +284,12 @@ class ClusterGateway:
         config: ClusterConfig,
         flavour: ClusterFlavour | None = None,
         session: Session | None = None,
+        page_attempts: int = 5,
     ) -> None:
         self.config = config
         self.session = session or Session(config)
         self._flavour = flavour
+        self.page_attempts = page_attempts
 
     def close(self) -> None:
         self.session.close()
@@ -308,9 +310,19 @@ class ClusterGateway:
     def _paged(
         self, fn: Callable[..., Any], page_size: int, **kwargs: Any
     ) -> Iterator[dict[str, Any]]:
+        """Every item of a list, page by page. A transient failure retries the same page (same
+        continue token), so one 429 in a 12,500-node list does not restart the whole list."""
         token: str | None = None
         while True:
-            page = self.session.call_json(fn, limit=page_size, _continue=token, **kwargs) or {}
+            page = (
+                with_retries(
+                    lambda token=token: self.session.call_json(
+                        fn, limit=page_size, _continue=token, **kwargs
+                    ),
+                    attempts=self.page_attempts,
+                )
+                or {}
+            )
             yield from page.get("items") or []
             token = (page.get("metadata") or {}).get("continue") or None
             if not token:

@@ -145,9 +145,21 @@ def test_injected_429_has_retry_after(devcluster, admin):
             ]
         }
     )
+    admin.page_attempts = 1  # no retry: see the error itself
     with pytest.raises(TransientError) as info:
         list(admin.iter_nodes())
     assert info.value.status == 429
     assert info.value.retry_after == 5
     # the fault was one-shot: the next list succeeds
     assert list(admin.iter_nodes())
+
+
+def test_a_429_in_the_middle_of_a_paged_list_retries_that_page(devcluster, admin):
+    injected_before = devcluster.get_faults()["injected"]
+    devcluster.set_faults(
+        {"rules": [{"verb": "list", "resource": "nodes", "error_429": 1.0, "retry_after": 1,
+                    "times": 2}]}
+    )
+    names = [node.name for node in admin.iter_nodes(page_size=2)]
+    assert len(names) == len(set(names)) == 9  # the demo fleet, each node once
+    assert devcluster.get_faults()["injected"] - injected_before == 2
