@@ -204,7 +204,7 @@ def write_openmetrics(fh: TextIO, series: list[Gpu], start: float, end: float, s
     compact arrays, then written family by family.
     """
     times: list[int] = []
-    t = start
+    t = end - math.floor((end - start) / step) * step  # align so the last sample is at `end`
     while t <= end:
         times.append(int(t))
         t += step
