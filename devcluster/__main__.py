@@ -25,15 +25,19 @@ def _backfill(args: argparse.Namespace) -> int:
                 units = [u for u in dc.reconciler.units.values() if u["owner"] == owner]
                 ann = (obj["metadata"].get("annotations") or {}).get(metrics.PROFILE_ANNOTATION)
                 extra = (("cluster", f"kubernetes-{name}" if is_cluster else ""), ("tenant", ns))
-                series += metrics.gpus_of_units(units, ann, args.seed, "training" if is_cluster else "idle", extra)
-    out = sys.stdout if args.out == "-" else open(args.out, "w")
-    try:
-        n = metrics.write_openmetrics(out, series, start, end, args.step, args.seed)
-    finally:
-        if out is not sys.stdout:
-            out.close()
-    print(f"backfill: {len(series)} GPUs, {n} samples, {args.days} day(s) at {args.step}s -> {args.out}",
-          file=sys.stderr)
+                series += metrics.gpus_of_units(
+                    units, ann, args.seed, "training" if is_cluster else "idle", extra
+                )
+    if args.out == "-":
+        n = metrics.write_openmetrics(sys.stdout, series, start, end, args.step, args.seed)
+    else:
+        with open(args.out, "w") as fh:
+            n = metrics.write_openmetrics(fh, series, start, end, args.step, args.seed)
+    print(
+        f"backfill: {len(series)} GPUs, {n} samples, {args.days} day(s) at {args.step}s "
+        f"-> {args.out}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -45,12 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--fleet", default="demo", help="demo | scale | path to a fleet YAML file")
     s.add_argument("--flavour", default="current", choices=("current", "legacy", "head"))
     s.add_argument("--kubeconfig-out", default=None, help="default var/devcluster/kubeconfig")
-    s.add_argument("--state", default=None, help="JSON state file: loaded at start, saved on change and exit")
+    s.add_argument(
+        "--state", default=None, help="JSON state file: loaded at start, saved on change and exit"
+    )
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--speed", type=float, default=1.0, help="divides every simulated delay")
-    s.add_argument("--faults", default=None, help='JSON, e.g. {"rules":[{"verb":"list","error_429":0.5}]}')
-    s.add_argument("--watch-history", type=int, default=20000,
-                   help="watch events kept; a watch from an older resourceVersion gets 410 Gone")
+    s.add_argument(
+        "--faults", default=None, help='JSON, e.g. {"rules":[{"verb":"list","error_429":0.5}]}'
+    )
+    s.add_argument(
+        "--watch-history",
+        type=int,
+        default=20000,
+        help="watch events kept; a watch from an older resourceVersion gets 410 Gone",
+    )
     s.add_argument("--verbose", action="store_true", help="log every request to stderr")
     b = sub.add_parser("backfill", help="write N days of DCGM series as OpenMetrics text")
     b.add_argument("--fleet", default="demo")
@@ -64,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "serve":
         from .server import run
+
         return run(args)
     return _backfill(args)
 

@@ -1,4 +1,4 @@
-"""Kubernetes REST semantics, independent of the HTTP layer: routing, verbs, Status errors, paging, watch."""
+"""Kubernetes REST semantics without HTTP: routing, verbs, Status errors, paging, watch."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import random
 import string
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -28,9 +29,23 @@ from .store import Store, dumps, now_rfc3339
 
 JSON = "application/json"
 ALLOWED_TOP = {"apiVersion", "kind", "metadata", "spec", "status"}
-ALLOWED_META = {"name", "namespace", "generateName", "uid", "resourceVersion", "generation", "creationTimestamp",
-                "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "finalizers",
-                "ownerReferences", "managedFields", "selfLink"}
+ALLOWED_META = {
+    "name",
+    "namespace",
+    "generateName",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "finalizers",
+    "ownerReferences",
+    "managedFields",
+    "selfLink",
+}
 KEPT_META = ("labels", "annotations", "finalizers", "ownerReferences")
 
 
@@ -45,14 +60,33 @@ class Response:
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
-        self.code, self.reason, self.message, self.details, self.headers = code, reason, message, details, headers
+        self.code, self.reason, self.message, self.details, self.headers = (
+            code,
+            reason,
+            message,
+            details,
+            headers,
+        )
 
     def status(self) -> dict[str, Any]:
-        st: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                              "message": self.message, "reason": self.reason, "code": self.code}
+        st: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details is not None:
             st["details"] = self.details
         return st
@@ -72,7 +106,9 @@ def _details(res: Resource, name: str | None, **extra: Any) -> dict[str, Any]:
 
 
 def not_found(res: Resource, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'{res.group_resource} "{name}" not found', _details(res, name))
+    return ApiError(
+        404, "NotFound", f'{res.group_resource} "{name}" not found', _details(res, name)
+    )
 
 
 @dataclass
@@ -88,16 +124,25 @@ class Request:
 class Api:
     """One instance per server; every method runs in an HTTP worker thread."""
 
-    def __init__(self, store: Store, resources: list[Resource], auth: Authorizer, faults: Faults, clock: Clock,
-                 seed: int = 1) -> None:
+    def __init__(
+        self,
+        store: Store,
+        resources: list[Resource],
+        auth: Authorizer,
+        faults: Faults,
+        clock: Clock,
+        seed: int = 1,
+    ) -> None:
         self.store = store
         self.resources = resources
         self.auth = auth
         self.faults = faults
         self.clock = clock
-        self.by_path: dict[tuple[str, str], Resource] = {(r.api_version, r.plural): r for r in resources}
+        self.by_path: dict[tuple[str, str], Resource] = {
+            (r.api_version, r.plural): r for r in resources
+        }
         self.openapi_docs = openapi.build_docs(resources)
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 - deterministic names/uids, not secrets
         self.rng_lock = threading.Lock()
         self.host = "127.0.0.1"
         self.stopping = threading.Event()
@@ -133,8 +178,12 @@ class Api:
         try:
             return self.auth.impersonate(ident, user, groups)
         except Forbidden as e:
-            raise ApiError(403, "Forbidden", str(e), {"kind": "users" if user else "groups",
-                                                     "name": user or groups[0]}) from e
+            raise ApiError(
+                403,
+                "Forbidden",
+                str(e),
+                {"kind": "users" if user else "groups", "name": user or groups[0]},
+            ) from e
 
     def _route(self, req: Request) -> Response:
         p = req.path
@@ -150,15 +199,20 @@ class Api:
             if p == "/openapi/v3":
                 return self._json(openapi.openapi_v3_root(self.resources, self.openapi_docs))
             if p.startswith("/openapi/v3/"):
-                gv = p[len("/openapi/v3/"):].split("/", 1)[1] if p.count("/") >= 4 else ""
+                gv = p[len("/openapi/v3/") :].split("/", 1)[1] if p.count("/") >= 4 else ""
                 if gv in self.openapi_docs:
-                    return Response(200, self.openapi_docs[gv], {"Cache-Control": "public, immutable"})
+                    return Response(
+                        200, self.openapi_docs[gv], {"Cache-Control": "public, immutable"}
+                    )
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             segs = p.strip("/").split("/")
             if segs[0] == "apis" and len(segs) == 2 and segs[1] in openapi.groups(self.resources):
                 return self._json(openapi.api_group(segs[1], self.resources))
-            if segs[0] == "apis" and len(segs) == 3 and any(r.api_version == f"{segs[1]}/{segs[2]}"
-                                                            for r in self.resources):
+            if (
+                segs[0] == "apis"
+                and len(segs) == 3
+                and any(r.api_version == f"{segs[1]}/{segs[2]}" for r in self.resources)
+            ):
                 return self._json(openapi.resource_list(f"{segs[1]}/{segs[2]}", self.resources))
         return self._resource_request(req)
 
@@ -179,7 +233,11 @@ class Api:
             ns, rest = rest[1], rest[2:]
         elif rest[0] == "namespaces" and len(rest) == 2 and gv == "v1":
             return NAMESPACES, None, rest[1], None
-        plural, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
+        plural, name, sub = (
+            rest[0],
+            rest[1] if len(rest) > 1 else None,
+            rest[2] if len(rest) > 2 else None,
+        )
         if len(rest) > 3:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         res = self.by_path.get((gv, plural))
@@ -195,8 +253,12 @@ class Api:
             if name:
                 return "get"
             return "watch" if req.query.get("watch") in ("1", "true", "True") else "list"
-        return {"POST": "create", "PUT": "update", "PATCH": "patch",
-                "DELETE": "delete" if name else "deletecollection"}.get(m, m.lower())
+        return {
+            "POST": "create",
+            "PUT": "update",
+            "PATCH": "patch",
+            "DELETE": "delete" if name else "deletecollection",
+        }.get(m, m.lower())
 
     def _resource_request(self, req: Request) -> Response:
         res, ns, name, sub = self._parse(req.path)
@@ -209,21 +271,39 @@ class Api:
             if decision.drop:
                 return Response(0, drop=True)
             if decision.status == 429:
-                raise ApiError(429, "TooManyRequests", "Too many requests, please try again later.",
-                               {"retryAfterSeconds": decision.retry_after},
-                               headers={"Retry-After": str(decision.retry_after)})
+                raise ApiError(
+                    429,
+                    "TooManyRequests",
+                    "Too many requests, please try again later.",
+                    {"retryAfterSeconds": decision.retry_after},
+                    headers={"Retry-After": str(decision.retry_after)},
+                )
             if decision.status:
                 reason = "InternalError" if decision.status == 500 else "ServiceUnavailable"
-                raise ApiError(decision.status, reason,
-                               "Internal error occurred: injected fault" if decision.status == 500
-                               else "the server is currently unable to handle the request",
-                               headers={"Retry-After": str(decision.retry_after)} if decision.status == 503 else None)
+                raise ApiError(
+                    decision.status,
+                    reason,
+                    "Internal error occurred: injected fault"
+                    if decision.status == 500
+                    else "the server is currently unable to handle the request",
+                    headers={"Retry-After": str(decision.retry_after)}
+                    if decision.status == 503
+                    else None,
+                )
         if not self.auth.allowed(req.identity, verb, res, ns if res.namespaced else None):
-            raise ApiError(403, "Forbidden", self.auth.forbidden_message(req.identity, verb, res, ns, name),
-                           _details(res, name))
+            raise ApiError(
+                403,
+                "Forbidden",
+                self.auth.forbidden_message(req.identity, verb, res, ns, name),
+                _details(res, name),
+            )
         if verb not in res.verbs and not (sub == "status" and verb == "get"):
-            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource",
-                           _details(res, name))
+            raise ApiError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+                _details(res, name),
+            )
         if verb == "get":
             return self._get(res, ns, name)  # type: ignore[arg-type]
         if verb == "list":
@@ -240,7 +320,11 @@ class Api:
             return self._delete(req, res, ns, name)  # type: ignore[arg-type]
         if verb == "deletecollection":
             return self._delete_collection(req, res, ns)
-        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        raise ApiError(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
 
     def _get(self, res: Resource, ns: str | None, name: str) -> Response:
         with self.store.lock:
@@ -251,8 +335,9 @@ class Api:
 
     def _selectors(self, req: Request) -> tuple[Any, Any]:
         try:
-            return parse_label_selector(req.query.get("labelSelector")), \
-                parse_field_selector(req.query.get("fieldSelector"))
+            return parse_label_selector(req.query.get("labelSelector")), parse_field_selector(
+                req.query.get("fieldSelector")
+            )
         except SelectorError as e:
             raise ApiError(400, "BadRequest", str(e)) from e
 
@@ -270,8 +355,12 @@ class Api:
                 start = (data["start"][0], data["start"][1])
                 list_rv = str(data["rv"])
             except (ValueError, KeyError, IndexError, TypeError, binascii.Error) as e:
-                raise ApiError(400, "BadRequest", "continue key is not valid: incorrect encoded start "
-                                                  "resourceVersion (version meta.k8s.io/v1)") from e
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "continue key is not valid: incorrect encoded start "
+                    "resourceVersion (version meta.k8s.io/v1)",
+                ) from e
         table = "as=Table" in req.headers.get("accept", "")
         with self.store.lock:
             if not token:
@@ -279,6 +368,7 @@ class Api:
             keys = self.store.sorted_keys(res.key)
             objs = self.store.objects.get(res.key, {})
             import bisect
+
             i = bisect.bisect_right(keys, start) if start else 0
             picked: list[tuple[tuple[str, str], dict[str, Any]]] = []
             more = False
@@ -298,17 +388,29 @@ class Api:
             list_meta: dict[str, Any] = {"resourceVersion": list_rv}
             if more and picked:
                 last = picked[-1][0]
-                list_meta["continue"] = base64.urlsafe_b64encode(
-                    json.dumps({"rv": int(list_rv), "start": list(last)}).encode()).decode().rstrip("=")
-                if not lsel and not fsel:
-                    if ns is None:
-                        list_meta["remainingItemCount"] = len(keys) - i
+                list_meta["continue"] = (
+                    base64.urlsafe_b64encode(
+                        json.dumps({"rv": int(list_rv), "start": list(last)}).encode()
+                    )
+                    .decode()
+                    .rstrip("=")
+                )
+                if not lsel and not fsel and ns is None:
+                    list_meta["remainingItemCount"] = len(keys) - i
             if table:
-                body = dumps(tables.to_table(res, [o for _, o in picked], list_meta,
-                                             req.query.get("includeObject", "Metadata")))
+                body = dumps(
+                    tables.to_table(
+                        res,
+                        [o for _, o in picked],
+                        list_meta,
+                        req.query.get("includeObject", "Metadata"),
+                    )
+                )
                 return Response(200, body)
             raws = [self.store.raw(res.key, k) for k, _ in picked]
-        head = dumps({"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": list_meta})
+        head = dumps(
+            {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": list_meta}
+        )
         body = head[:-1] + b',"items":[' + b",".join(raws) + b"]}"
         return Response(200, body)
 
@@ -324,7 +426,8 @@ class Api:
         except ValueError as e:
             raise ApiError(400, "BadRequest", f"invalid resource version: {rv_param}") from e
         bookmarks = req.query.get("allowWatchBookmarks") in ("1", "true")
-        # WatchList (kubectl >= 1.32 `wait`, informers): initial state, then an initial-events-end bookmark.
+        # WatchList (kubectl >= 1.32 `wait`, informers): initial state, then a bookmark
+        # annotated k8s.io/initial-events-end, or the client waits forever.
         send_initial = req.query.get("sendInitialEvents") == "true"
         if send_initial:
             since = None
@@ -342,21 +445,38 @@ class Api:
             with self.store.lock:
                 if since is None:
                     last = self.store.rv
-                    initial = [line("ADDED", self.store.raw(res.key, k)) for k, o in self.store.iter_objects(res.key)
-                               if match(o, k[0])]
+                    initial = [
+                        line("ADDED", self.store.raw(res.key, k))
+                        for k, o in self.store.iter_objects(res.key)
+                        if match(o, k[0])
+                    ]
                 else:
                     last = since
                     initial = []
                     if since < self.store.compacted_rv:
-                        err = ApiError(410, "Expired", f"too old resource version: {since} "
-                                                       f"({self.store.compacted_rv})").status()
+                        err = ApiError(
+                            410,
+                            "Expired",
+                            f"too old resource version: {since} ({self.store.compacted_rv})",
+                        ).status()
                         yield line("ERROR", dumps(err))
                         return
             if send_initial:
-                initial.append(line("BOOKMARK", dumps({
-                    "kind": res.kind, "apiVersion": res.api_version,
-                    "metadata": {"resourceVersion": str(last),
-                                 "annotations": {"k8s.io/initial-events-end": "true"}}})))
+                initial.append(
+                    line(
+                        "BOOKMARK",
+                        dumps(
+                            {
+                                "kind": res.kind,
+                                "apiVersion": res.api_version,
+                                "metadata": {
+                                    "resourceVersion": str(last),
+                                    "annotations": {"k8s.io/initial-events-end": "true"},
+                                },
+                            }
+                        ),
+                    )
+                )
             if initial:
                 yield b"".join(initial)
             last_bookmark = time.monotonic()
@@ -379,8 +499,16 @@ class Api:
                     yield b"".join(out)
                 elif bookmarks and time.monotonic() - last_bookmark > 5:
                     last_bookmark = time.monotonic()
-                    yield line("BOOKMARK", dumps({"kind": res.kind, "apiVersion": res.api_version,
-                                                  "metadata": {"resourceVersion": str(current_rv)}}))
+                    yield line(
+                        "BOOKMARK",
+                        dumps(
+                            {
+                                "kind": res.kind,
+                                "apiVersion": res.api_version,
+                                "metadata": {"resourceVersion": str(current_rv)},
+                            }
+                        ),
+                    )
 
         return Response(200, stream=gen())
 
@@ -405,8 +533,12 @@ class Api:
         return unknown if mode != "Ignore" else []
 
     def _invalid(self, res: Resource, name: str, causes: list[dict[str, str]]) -> ApiError:
-        return ApiError(422, "Invalid", f'{res.kind}.{res.group} "{name}" is invalid: {schemas.describe(causes)}',
-                        {"name": name, "group": res.group, "kind": res.kind, "causes": causes})
+        return ApiError(
+            422,
+            "Invalid",
+            f'{res.kind}.{res.group} "{name}" is invalid: {schemas.describe(causes)}',
+            {"name": name, "group": res.group, "kind": res.kind, "causes": causes},
+        )
 
     def _admit(self, res: Resource, obj: dict[str, Any], name: str) -> dict[str, Any]:
         """Defaults then validation, as cozystack-api does for applications."""
@@ -424,9 +556,16 @@ class Api:
     def _check_type(self, res: Resource, obj: Any) -> dict[str, Any]:
         if not isinstance(obj, dict):
             raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
-        if obj.get("kind") not in (None, res.kind) or obj.get("apiVersion") not in (None, res.api_version):
-            raise ApiError(400, "BadRequest", f"the API version in the data ({obj.get('apiVersion')}) does not match "
-                                              f"the expected API version ({res.api_version})")
+        if obj.get("kind") not in (None, res.kind) or obj.get("apiVersion") not in (
+            None,
+            res.api_version,
+        ):
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the API version in the data ({obj.get('apiVersion')}) does not match "
+                f"the expected API version ({res.api_version})",
+            )
         if "metadata" in obj and not isinstance(obj["metadata"], dict):
             raise ApiError(400, "BadRequest", "metadata must be an object")
         return obj
@@ -440,38 +579,80 @@ class Api:
         warnings = self._strict_check(req, obj)
         md = obj.get("metadata") or {}
         if md.get("namespace") and ns and md["namespace"] != ns:
-            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace "
-                                              "sent on the request")
+            raise ApiError(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace "
+                "sent on the request",
+            )
         name = md.get("name") or ""
         if not name and md.get("generateName"):
             name = md["generateName"] + self._random_suffix()
         if not name:
-            raise self._invalid(res, "", [{"reason": "FieldValueRequired", "field": "metadata.name",
-                                           "message": "Required value: name or generateName is required"}])
+            raise self._invalid(
+                res,
+                "",
+                [
+                    {
+                        "reason": "FieldValueRequired",
+                        "field": "metadata.name",
+                        "message": "Required value: name or generateName is required",
+                    }
+                ],
+            )
         spec = self._admit(res, obj, name)
         with self.store.lock:
             if ns and self.store.get(NAMESPACES.key, "", ns) is None:
-                raise ApiError(404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"})
+                raise ApiError(
+                    404,
+                    "NotFound",
+                    f'namespaces "{ns}" not found',
+                    {"name": ns, "kind": "namespaces"},
+                )
             if self.store.get(res.key, ns or "", name) is not None:
-                raise ApiError(409, "AlreadyExists", f'{res.group_resource} "{name}" already exists',
-                               _details(res, name))
+                raise ApiError(
+                    409,
+                    "AlreadyExists",
+                    f'{res.group_resource} "{name}" already exists',
+                    _details(res, name),
+                )
             now = self.clock.now()
-            new_md: dict[str, Any] = {"name": name, "namespace": ns or "",
-                                      "uid": stable_uuid("obj", res.key, ns, name, now, self._random_suffix()),
-                                      "generation": 1, "creationTimestamp": now_rfc3339(now)}
+            new_md: dict[str, Any] = {
+                "name": name,
+                "namespace": ns or "",
+                "uid": stable_uuid("obj", res.key, ns, name, now, self._random_suffix()),
+                "generation": 1,
+                "creationTimestamp": now_rfc3339(now),
+            }
             for k in KEPT_META:
                 if md.get(k):
                     new_md[k] = copy.deepcopy(md[k])
-            new = {"apiVersion": res.api_version, "kind": res.kind, "metadata": new_md, "spec": spec,
-                   "status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "Progressing",
-                                              "message": "Reconciliation in progress",
-                                              "lastTransitionTime": now_rfc3339(now), "observedGeneration": 1}]}}
+            new = {
+                "apiVersion": res.api_version,
+                "kind": res.kind,
+                "metadata": new_md,
+                "spec": spec,
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "Unknown",
+                            "reason": "Progressing",
+                            "message": "Reconciliation in progress",
+                            "lastTransitionTime": now_rfc3339(now),
+                            "observedGeneration": 1,
+                        }
+                    ]
+                },
+            }
             if req.query.get("dryRun") == "All":
                 new_md["resourceVersion"] = ""
                 return self._with_warnings(Response(201, dumps(new)), warnings)
             stored = self.store.put(res.key, new)
-            return self._with_warnings(Response(201, self.store.raw(res.key, (ns or "", name))
-                                                if stored else b""), warnings)
+            return self._with_warnings(
+                Response(201, self.store.raw(res.key, (ns or "", name)) if stored else b""),
+                warnings,
+            )
 
     @staticmethod
     def _with_warnings(resp: Response, warnings: list[str]) -> Response:
@@ -479,22 +660,48 @@ class Api:
             resp.headers["Warning"] = ", ".join(f'299 - "{w}"' for w in warnings)
         return resp
 
-    def _replace(self, req: Request, res: Resource, ns: str | None, name: str, new: dict[str, Any],
-                 cur: dict[str, Any], require_rv: bool) -> Response:
+    def _replace(
+        self,
+        req: Request,
+        res: Resource,
+        ns: str | None,
+        name: str,
+        new: dict[str, Any],
+        cur: dict[str, Any],
+        require_rv: bool,
+    ) -> Response:
         """Shared by PUT and PATCH (caller holds the lock)."""
         warnings = self._strict_check(req, new)
         md = new.get("metadata") or {}
         if md.get("name") not in (None, name):
-            raise ApiError(400, "BadRequest", f'the name of the object ({md.get("name")}) does not match the name '
-                                              f'on the URL ({name})')
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the name of the object ({md.get('name')}) does not match the name "
+                f"on the URL ({name})",
+            )
         rv = md.get("resourceVersion")
         if require_rv and not rv:
-            raise self._invalid(res, name, [{"reason": "FieldValueInvalid", "field": "metadata.resourceVersion",
-                                             "message": "Invalid value: 0x0: must be specified for an update"}])
+            raise self._invalid(
+                res,
+                name,
+                [
+                    {
+                        "reason": "FieldValueInvalid",
+                        "field": "metadata.resourceVersion",
+                        "message": "Invalid value: 0x0: must be specified for an update",
+                    }
+                ],
+            )
         if rv and rv != cur["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res.group_resource} "{name}": the '
-                                            'object has been modified; please apply your changes to the latest '
-                                            'version and try again', _details(res, name))
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {res.group_resource} "{name}": the '
+                "object has been modified; please apply your changes to the latest "
+                "version and try again",
+                _details(res, name),
+            )
         out_md = copy.deepcopy(cur["metadata"])
         for k in KEPT_META:
             if md.get(k):
@@ -510,11 +717,15 @@ class Api:
         elif res.key == NODES.key:
             out["spec"] = copy.deepcopy(new.get("spec") or {})
         if out == cur:
-            return self._with_warnings(Response(200, self.store.raw(res.key, (ns or "", name))), warnings)
+            return self._with_warnings(
+                Response(200, self.store.raw(res.key, (ns or "", name))), warnings
+            )
         if req.query.get("dryRun") == "All":
             return self._with_warnings(Response(200, dumps(out)), warnings)
         self.store.put(res.key, out)
-        return self._with_warnings(Response(200, self.store.raw(res.key, (ns or "", name))), warnings)
+        return self._with_warnings(
+            Response(200, self.store.raw(res.key, (ns or "", name))), warnings
+        )
 
     def _update(self, req: Request, res: Resource, ns: str | None, name: str) -> Response:
         new = self._check_type(res, self._body(req))
@@ -531,11 +742,23 @@ class Api:
             cur = self.store.get(res.key, ns or "", name)
             if ctype == "application/apply-patch+yaml":
                 if not req.query.get("fieldManager"):
-                    raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required '
-                                                   'value: is required for apply patch',
-                                   {"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [
-                                       {"reason": "FieldValueRequired", "message": "Required value: is required "
-                                        "for apply patch", "field": "fieldManager"}]})
+                    raise ApiError(
+                        422,
+                        "Invalid",
+                        'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required '
+                        "value: is required for apply patch",
+                        {
+                            "group": "meta.k8s.io",
+                            "kind": "PatchOptions",
+                            "causes": [
+                                {
+                                    "reason": "FieldValueRequired",
+                                    "message": "Required value: is required for apply patch",
+                                    "field": "fieldManager",
+                                }
+                            ],
+                        },
+                    )
                 if cur is None:
                     if not isinstance(patch, dict):
                         raise ApiError(400, "BadRequest", "invalid apply configuration")
@@ -547,8 +770,11 @@ class Api:
             try:
                 if ctype == "application/json-patch+json":
                     new = json_patch(cur, patch)
-                elif ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json",
-                               "application/apply-patch+yaml"):
+                elif ctype in (
+                    "application/merge-patch+json",
+                    "application/strategic-merge-patch+json",
+                    "application/apply-patch+yaml",
+                ):
                     if not isinstance(patch, dict):
                         raise PatchError("a merge patch must be an object")
                     # Apply: the applied configuration's fields win; no field ownership is tracked.
@@ -557,12 +783,19 @@ class Api:
                         patch.get("metadata", {}).pop("resourceVersion", None)
                     new = merge_patch(cur, patch)
                 else:
-                    raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                                   f"accepted media types include: application/json-patch+json, "
-                                   f"application/merge-patch+json, application/apply-patch+yaml")
+                    raise ApiError(
+                        415,
+                        "UnsupportedMediaType",
+                        "the body of the request was in an unknown format - "
+                        "accepted media types include: application/json-patch+json, "
+                        "application/merge-patch+json, application/apply-patch+yaml",
+                    )
             except PatchError as e:
-                raise ApiError(422 if ctype == "application/json-patch+json" else 400,
-                               "Invalid" if ctype == "application/json-patch+json" else "BadRequest", str(e)) from e
+                raise ApiError(
+                    422 if ctype == "application/json-patch+json" else 400,
+                    "Invalid" if ctype == "application/json-patch+json" else "BadRequest",
+                    str(e),
+                ) from e
             if not isinstance(new, dict):
                 raise ApiError(400, "BadRequest", "patch result is not an object")
             return self._replace(req, res, ns, name, new, cur, require_rv=False)
@@ -579,10 +812,17 @@ class Api:
             if cur is None:
                 raise not_found(res, name)
             pre = (opts.get("preconditions") or {}) if isinstance(opts, dict) else {}
-            if pre.get("uid") and pre["uid"] != cur["metadata"].get("uid") or \
-                    pre.get("resourceVersion") and pre["resourceVersion"] != cur["metadata"]["resourceVersion"]:
-                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res.group_resource} "{name}": '
-                                                'Precondition failed', _details(res, name))
+            if (pre.get("uid") and pre["uid"] != cur["metadata"].get("uid")) or (
+                pre.get("resourceVersion")
+                and pre["resourceVersion"] != cur["metadata"]["resourceVersion"]
+            ):
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {res.group_resource} "{name}": '
+                    "Precondition failed",
+                    _details(res, name),
+                )
             if req.query.get("dryRun") == "All":
                 return Response(200, self.store.raw(res.key, (ns or "", name)))
             gone = self.store.delete(res.key, ns or "", name)
@@ -591,11 +831,20 @@ class Api:
     def _delete_collection(self, req: Request, res: Resource, ns: str | None) -> Response:
         lsel, fsel = self._selectors(req)
         with self.store.lock:
-            victims = [k for k, o in self.store.iter_objects(res.key, ns)
-                       if not ((lsel and not lsel(o)) or (fsel and not fsel(o)))]
+            victims = [
+                k
+                for k, o in self.store.iter_objects(res.key, ns)
+                if not ((lsel and not lsel(o)) or (fsel and not fsel(o)))
+            ]
             items = [self.store.delete(res.key, *k) for k in victims]
-        return self._json({"kind": f"{res.kind}List", "apiVersion": res.api_version,
-                           "metadata": {"resourceVersion": str(self.store.rv)}, "items": items})
+        return self._json(
+            {
+                "kind": f"{res.kind}List",
+                "apiVersion": res.api_version,
+                "metadata": {"resourceVersion": str(self.store.rv)},
+                "items": items,
+            }
+        )
 
 
 def random_token(rng: random.Random, n: int = 40) -> str:

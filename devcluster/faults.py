@@ -11,8 +11,18 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-RULE_KEYS = {"verb", "resource", "namespace", "error_429", "error_500", "error_503", "latency_ms", "drop",
-             "retry_after", "times"}
+RULE_KEYS = {
+    "verb",
+    "resource",
+    "namespace",
+    "error_429",
+    "error_500",
+    "error_503",
+    "latency_ms",
+    "drop",
+    "retry_after",
+    "times",
+}
 
 
 @dataclass
@@ -34,7 +44,7 @@ def _as_set(v: Any) -> set[str] | None:
 class Faults:
     def __init__(self, seed: int = 1, config: dict[str, Any] | None = None) -> None:
         self.lock = threading.Lock()
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 - reproducible fault draws, not secrets
         self.rules: list[dict[str, Any]] = []
         self.injected = 0
         if config:
@@ -50,7 +60,9 @@ class Faults:
                 raise ValueError("faults: each rule must be an object")
             unknown = set(r) - RULE_KEYS
             if unknown:
-                raise ValueError(f"faults: unknown keys {sorted(unknown)} (allowed: {sorted(RULE_KEYS)})")
+                raise ValueError(
+                    f"faults: unknown keys {sorted(unknown)} (allowed: {sorted(RULE_KEYS)})"
+                )
             for k in ("error_429", "error_500", "error_503", "drop"):
                 if not 0.0 <= float(r.get(k, 0)) <= 1.0:
                     raise ValueError(f"faults: {k} must be a rate between 0 and 1")
@@ -69,8 +81,11 @@ class Faults:
     def decide(self, verb: str, resource: str, namespace: str | None) -> Decision | None:
         with self.lock:
             for rule in self.rules:
-                verbs, resources, nss = _as_set(rule.get("verb")), _as_set(rule.get("resource")), \
-                    _as_set(rule.get("namespace"))
+                verbs, resources, nss = (
+                    _as_set(rule.get("verb")),
+                    _as_set(rule.get("resource")),
+                    _as_set(rule.get("namespace")),
+                )
                 if verbs is not None and verb not in verbs:
                     continue
                 if resources is not None and resource not in resources:
@@ -79,7 +94,10 @@ class Faults:
                     continue
                 if rule.get("times") is not None and int(rule["times"]) <= 0:
                     continue
-                d = Decision(latency_ms=float(rule.get("latency_ms", 0)), retry_after=int(rule.get("retry_after", 1)))
+                d = Decision(
+                    latency_ms=float(rule.get("latency_ms", 0)),
+                    retry_after=int(rule.get("retry_after", 1)),
+                )
                 x = self.rng.random()
                 acc = 0.0
                 for key, status in (("error_429", 429), ("error_500", 500), ("error_503", 503)):

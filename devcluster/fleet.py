@@ -36,10 +36,24 @@ class GpuModel:
 
 
 MODELS: dict[str, GpuModel] = {
-    L40S: GpuModel(L40S, "l40s", "NVIDIA-L40S", "NVIDIA L40S", 46068, "ada-lovelace", (8, 9), 350, 2520, 35),
-    A100: GpuModel(A100, "a100", "NVIDIA-A100-80GB-PCIe", "NVIDIA A100 80GB PCIe", 81920, "ampere", (8, 0),
-                   300, 1410, 45),
-    H100: GpuModel(H100, "h100", "NVIDIA-H100-NVL", "NVIDIA H100 NVL", 95830, "hopper", (9, 0), 400, 1785, 60),
+    L40S: GpuModel(
+        L40S, "l40s", "NVIDIA-L40S", "NVIDIA L40S", 46068, "ada-lovelace", (8, 9), 350, 2520, 35
+    ),
+    A100: GpuModel(
+        A100,
+        "a100",
+        "NVIDIA-A100-80GB-PCIe",
+        "NVIDIA A100 80GB PCIe",
+        81920,
+        "ampere",
+        (8, 0),
+        300,
+        1410,
+        45,
+    ),
+    H100: GpuModel(
+        H100, "h100", "NVIDIA-H100-NVL", "NVIDIA H100 NVL", 95830, "hopper", (9, 0), 400, 1785, 60
+    ),
 }
 
 
@@ -48,8 +62,18 @@ def model_for(resource: str) -> GpuModel:
     if resource in MODELS:
         return MODELS[resource]
     slug = resource.split("/", 1)[-1]
-    return GpuModel(resource, slug.lower(), "NVIDIA-" + slug.replace("_", "-"), "NVIDIA " + slug.replace("_", " "),
-                    24576, "unknown", (8, 0), 250, 1700, 30)
+    return GpuModel(
+        resource,
+        slug.lower(),
+        "NVIDIA-" + slug.replace("_", "-"),
+        "NVIDIA " + slug.replace("_", " "),
+        24576,
+        "unknown",
+        (8, 0),
+        250,
+        1700,
+        30,
+    )
 
 
 def stable_hex(*parts: Any, n: int = 32) -> str:
@@ -88,7 +112,8 @@ def make_node(spec: NodeSpec, seed: int, created: float) -> dict[str, Any]:
         "kubernetes.io/hostname": spec.name,
         "kubernetes.io/os": "linux",
         "node-role.kubernetes.io/worker": "",
-        "topology.kubernetes.io/zone": "gva-" + ("a", "b", "c")[int(stable_hex(spec.name, n=4), 16) % 3],
+        "topology.kubernetes.io/zone": "gva-"
+        + ("a", "b", "c")[int(stable_hex(spec.name, n=4), 16) % 3],
     }
     capacity = {
         "cpu": str(spec.cpu),
@@ -101,48 +126,80 @@ def make_node(spec: NodeSpec, seed: int, created: float) -> dict[str, Any]:
         "memory": f"{spec.memory_gib * 1048576}Ki",
         "pods": "250",
     }
-    allocatable = dict(capacity, cpu=f"{spec.cpu * 1000 - 500}m", memory=f"{spec.memory_gib * 1048576 - 1048576}Ki",
-                       **{"ephemeral-storage": "1727729574400"})
+    allocatable = dict(
+        capacity,
+        cpu=f"{spec.cpu * 1000 - 500}m",
+        memory=f"{spec.memory_gib * 1048576 - 1048576}Ki",
+        **{"ephemeral-storage": "1727729574400"},
+    )
     if spec.model and spec.gpus:
         m = model_for(spec.model)
-        labels.update({
-            "feature.node.kubernetes.io/pci-10de.present": "true",
-            "nvidia.com/gpu.present": "true",
-            "nvidia.com/gpu.workload.config": "vm-passthrough",
-            "nvidia.com/gpu.deploy.sandbox-device-plugin": "true",
-            "nvidia.com/gpu.deploy.vfio-manager": "true",
-            "nvidia.com/gpu.product": m.product,
-            "nvidia.com/gpu.count": str(spec.gpus),
-            "nvidia.com/gpu.memory": str(m.memory_mib),
-            "nvidia.com/gpu.family": m.family,
-        })
+        labels.update(
+            {
+                "feature.node.kubernetes.io/pci-10de.present": "true",
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu.workload.config": "vm-passthrough",
+                "nvidia.com/gpu.deploy.sandbox-device-plugin": "true",
+                "nvidia.com/gpu.deploy.vfio-manager": "true",
+                "nvidia.com/gpu.product": m.product,
+                "nvidia.com/gpu.count": str(spec.gpus),
+                "nvidia.com/gpu.memory": str(m.memory_mib),
+                "nvidia.com/gpu.family": m.family,
+            }
+        )
         capacity[spec.model] = str(spec.gpus)
         allocatable[spec.model] = str(spec.gpus)
     ts = now_rfc3339(created)
     hb = now_rfc3339()
     if spec.ready:
-        ready = {"type": "Ready", "status": "True", "reason": "KubeletReady",
-                 "message": "kubelet is posting ready status", "lastHeartbeatTime": hb, "lastTransitionTime": ts}
+        ready = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "kubelet is posting ready status",
+            "lastHeartbeatTime": hb,
+            "lastTransitionTime": ts,
+        }
         others = "False"
     else:
-        ready = {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
-                 "message": "Kubelet stopped posting node status.", "lastHeartbeatTime": ts,
-                 "lastTransitionTime": hb}
+        ready = {
+            "type": "Ready",
+            "status": "Unknown",
+            "reason": "NodeStatusUnknown",
+            "message": "Kubelet stopped posting node status.",
+            "lastHeartbeatTime": ts,
+            "lastTransitionTime": hb,
+        }
         others = "Unknown"
     conditions = [
-        {"type": t, "status": others, "reason": r if spec.ready else "NodeStatusUnknown",
-         "message": msg if spec.ready else "Kubelet stopped posting node status.",
-         "lastHeartbeatTime": hb if spec.ready else ts, "lastTransitionTime": ts}
-        for t, r, msg in (("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                          ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                          ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"))
+        {
+            "type": t,
+            "status": others,
+            "reason": r if spec.ready else "NodeStatusUnknown",
+            "message": msg if spec.ready else "Kubelet stopped posting node status.",
+            "lastHeartbeatTime": hb if spec.ready else ts,
+            "lastTransitionTime": ts,
+        }
+        for t, r, msg in (
+            (
+                "MemoryPressure",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
+            ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        )
     ] + [ready]
     taints = []
     if spec.cordoned:
-        taints.append({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule", "timeAdded": hb})
+        taints.append(
+            {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule", "timeAdded": hb}
+        )
     if not spec.ready:
-        taints += [{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule", "timeAdded": hb},
-                   {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": hb}]
+        taints += [
+            {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule", "timeAdded": hb},
+            {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": hb},
+        ]
     h = int(stable_hex(seed, spec.name, n=8), 16)
     ip = f"10.{(h >> 16) & 255}.{(h >> 8) & 255}.{h & 255 or 1}"
     node: dict[str, Any] = {
@@ -163,7 +220,10 @@ def make_node(spec: NodeSpec, seed: int, created: float) -> dict[str, Any]:
             "capacity": capacity,
             "allocatable": allocatable,
             "conditions": conditions,
-            "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": spec.name}],
+            "addresses": [
+                {"type": "InternalIP", "address": ip},
+                {"type": "Hostname", "address": spec.name},
+            ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": {
                 "architecture": "amd64",
@@ -188,15 +248,22 @@ def make_node(spec: NodeSpec, seed: int, created: float) -> dict[str, Any]:
 
 def make_namespace(name: str, created: float) -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": name, "uid": stable_uuid("ns", name), "creationTimestamp": now_rfc3339(created),
-                     "labels": {"kubernetes.io/metadata.name": name}},
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "uid": stable_uuid("ns", name),
+            "creationTimestamp": now_rfc3339(created),
+            "labels": {"kubernetes.io/metadata.name": name},
+        },
         "spec": {"finalizers": ["kubernetes"]},
         "status": {"phase": "Active"},
     }
 
 
-def _app(kind: str, ns: str, name: str, spec: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
+def _app(
+    kind: str, ns: str, name: str, spec: dict[str, Any], profile: str | None = None
+) -> dict[str, Any]:
     md: dict[str, Any] = {"name": name, "namespace": ns}
     if profile:
         md["annotations"] = {"devcluster.hikube.io/gpu-profile": profile}
@@ -213,41 +280,128 @@ def demo_fleet(flavour: str = "current") -> Fleet:
         nodes.append(NodeSpec(f"gpu-h100-{i}", H100, 8, cpu=192, memory_gib=2048))
     workloads: list[dict[str, Any]] = []
     if flavour == "legacy":
-        workloads.append(_app("VirtualMachine", "tenant-acme", "gpu-ws", {
-            "running": True, "instanceType": "u1.2xlarge", "gpus": [{"name": L40S}],
-            "systemDisk": {"image": "ubuntu", "storage": "100Gi"}}, "idle"))
-        workloads.append(_app("VirtualMachine", "tenant-globex", "inference", {
-            "running": True, "instanceType": "u1.4xlarge", "gpus": [{"name": L40S}],
-            "systemDisk": {"image": "ubuntu", "storage": "200Gi"}}, "inference"))
+        workloads.append(
+            _app(
+                "VirtualMachine",
+                "tenant-acme",
+                "gpu-ws",
+                {
+                    "running": True,
+                    "instanceType": "u1.2xlarge",
+                    "gpus": [{"name": L40S}],
+                    "systemDisk": {"image": "ubuntu", "storage": "100Gi"},
+                },
+                "idle",
+            )
+        )
+        workloads.append(
+            _app(
+                "VirtualMachine",
+                "tenant-globex",
+                "inference",
+                {
+                    "running": True,
+                    "instanceType": "u1.4xlarge",
+                    "gpus": [{"name": L40S}],
+                    "systemDisk": {"image": "ubuntu", "storage": "200Gi"},
+                },
+                "inference",
+            )
+        )
     else:
-        workloads.append(_app("VMDisk", "tenant-acme", "gpu-ws-system",
-                              {"source": {"image": {"name": "ubuntu-2404"}}, "storage": "100Gi"}))
-        workloads.append(_app("VMInstance", "tenant-acme", "gpu-ws", {
-            "runStrategy": "Always", "instanceType": "u1.2xlarge", "disks": [{"name": "gpu-ws-system"}],
-            "gpus": [{"name": L40S}], "external": True, "externalPorts": [22, 8888]}, "idle"))
-        workloads.append(_app("VMDisk", "tenant-globex", "inference-system",
-                              {"source": {"image": {"name": "ubuntu-2404"}}, "storage": "200Gi"}))
-        workloads.append(_app("VMInstance", "tenant-globex", "inference", {
-            "runStrategy": "Always", "instanceType": "u1.4xlarge", "disks": [{"name": "inference-system"}],
-            "gpus": [{"name": L40S}]}, "inference"))
+        workloads.append(
+            _app(
+                "VMDisk",
+                "tenant-acme",
+                "gpu-ws-system",
+                {"source": {"image": {"name": "ubuntu-2404"}}, "storage": "100Gi"},
+            )
+        )
+        workloads.append(
+            _app(
+                "VMInstance",
+                "tenant-acme",
+                "gpu-ws",
+                {
+                    "runStrategy": "Always",
+                    "instanceType": "u1.2xlarge",
+                    "disks": [{"name": "gpu-ws-system"}],
+                    "gpus": [{"name": L40S}],
+                    "external": True,
+                    "externalPorts": [22, 8888],
+                },
+                "idle",
+            )
+        )
+        workloads.append(
+            _app(
+                "VMDisk",
+                "tenant-globex",
+                "inference-system",
+                {"source": {"image": {"name": "ubuntu-2404"}}, "storage": "200Gi"},
+            )
+        )
+        workloads.append(
+            _app(
+                "VMInstance",
+                "tenant-globex",
+                "inference",
+                {
+                    "runStrategy": "Always",
+                    "instanceType": "u1.4xlarge",
+                    "disks": [{"name": "inference-system"}],
+                    "gpus": [{"name": L40S}],
+                },
+                "inference",
+            )
+        )
     disk_key = "diskSize" if flavour == "head" else "ephemeralStorage"
 
-    def group(mn: int, mx: int, it: str, disk: str, gpus: list[str], roles: list[str] | None = None) -> dict:
-        g: dict[str, Any] = {"minReplicas": mn, "maxReplicas": mx, "instanceType": it, disk_key: disk,
-                             "resources": {}, "gpus": [{"name": x} for x in gpus]}
+    def group(
+        mn: int, mx: int, it: str, disk: str, gpus: list[str], roles: list[str] | None = None
+    ) -> dict:
+        g: dict[str, Any] = {
+            "minReplicas": mn,
+            "maxReplicas": mx,
+            "instanceType": it,
+            disk_key: disk,
+            "resources": {},
+            "gpus": [{"name": x} for x in gpus],
+        }
         if roles:
             g["roles"] = roles
         return g
 
-    workloads.append(_app("Kubernetes", "tenant-acme", "ml", {
-        "version": "v1.33", "controlPlane": {"replicas": 2},
-        "nodeGroups": {"md0": group(1, 3, "u1.large", "50Gi", [], ["ingress-nginx"]),
-                       "gpu": group(2, 4, "u1.8xlarge", "100Gi", [A100])},
-        "addons": {"gpuOperator": {"enabled": True, "valuesOverride": {}}}}, "hot,training"))
-    workloads.append(_app("Kubernetes", "tenant-globex", "serve", {
-        "version": "v1.34",
-        "nodeGroups": {"gpu": group(1, 2, "u1.8xlarge", "100Gi", [L40S, L40S])},
-        "addons": {"gpuOperator": {"enabled": True, "valuesOverride": {}}}}, "inference,idle"))
+    workloads.append(
+        _app(
+            "Kubernetes",
+            "tenant-acme",
+            "ml",
+            {
+                "version": "v1.33",
+                "controlPlane": {"replicas": 2},
+                "nodeGroups": {
+                    "md0": group(1, 3, "u1.large", "50Gi", [], ["ingress-nginx"]),
+                    "gpu": group(2, 4, "u1.8xlarge", "100Gi", [A100]),
+                },
+                "addons": {"gpuOperator": {"enabled": True, "valuesOverride": {}}},
+            },
+            "hot,training",
+        )
+    )
+    workloads.append(
+        _app(
+            "Kubernetes",
+            "tenant-globex",
+            "serve",
+            {
+                "version": "v1.34",
+                "nodeGroups": {"gpu": group(1, 2, "u1.8xlarge", "100Gi", [L40S, L40S])},
+                "addons": {"gpuOperator": {"enabled": True, "valuesOverride": {}}},
+            },
+            "inference,idle",
+        )
+    )
     return Fleet("demo", nodes, ["tenant-root", "tenant-acme", "tenant-globex"], workloads)
 
 
@@ -255,20 +409,30 @@ SCALE_MIX = ((L40S, 0.5), (A100, 0.3), (H100, 0.2))
 
 
 def scale_fleet(n_nodes: int = 12500, gpus_per_node: int = 8) -> Fleet:
-    """12,500 nodes x 8 GPUs: 50% L40S, 30% A100, 20% H100; every 500th cordoned, every 700th NotReady."""
+    """12,500 nodes x 8 GPUs: 50% L40S, 30% A100, 20% H100.
+
+    Every 500th node is cordoned and every 700th NotReady.
+    """
     nodes = []
     bounds = []
     acc = 0.0
     for res, share in SCALE_MIX:
         acc += share
-        bounds.append((res, int(round(acc * n_nodes))))
+        bounds.append((res, round(acc * n_nodes)))
     start = 0
     for res, end in bounds:
         short = MODELS[res].short
         for i in range(start, end):
             n = i - start + 1
-            nodes.append(NodeSpec(f"gpu-{short}-{n:05d}", res, gpus_per_node,
-                                  ready=(i % 700 != 699), cordoned=(i % 500 == 499)))
+            nodes.append(
+                NodeSpec(
+                    f"gpu-{short}-{n:05d}",
+                    res,
+                    gpus_per_node,
+                    ready=(i % 700 != 699),
+                    cordoned=(i % 500 == 499),
+                )
+            )
         start = end
     return Fleet("scale", nodes, ["tenant-root", "tenant-acme", "tenant-globex"], [])
 
@@ -276,23 +440,40 @@ def scale_fleet(n_nodes: int = 12500, gpus_per_node: int = 8) -> Fleet:
 def file_fleet(path: str) -> Fleet:
     data = yaml.safe_load(Path(path).read_text()) or {}
     for res, m in (data.get("models") or {}).items():
-        MODELS[res] = GpuModel(res, m.get("short", res.split("/")[-1].lower()),
-                               m.get("product", "NVIDIA-" + res.split("/")[-1]),
-                               m.get("modelName", "NVIDIA " + res.split("/")[-1]), int(m.get("memoryMiB", 24576)),
-                               m.get("family", "unknown"), tuple(m.get("compute", (8, 0))),  # type: ignore[arg-type]
-                               int(m.get("powerLimitW", 250)), int(m.get("maxSmClockMHz", 1700)),
-                               int(m.get("idlePowerW", 30)))
+        MODELS[res] = GpuModel(
+            res,
+            m.get("short", res.split("/")[-1].lower()),
+            m.get("product", "NVIDIA-" + res.split("/")[-1]),
+            m.get("modelName", "NVIDIA " + res.split("/")[-1]),
+            int(m.get("memoryMiB", 24576)),
+            m.get("family", "unknown"),
+            tuple(m.get("compute", (8, 0))),  # type: ignore[arg-type]
+            int(m.get("powerLimitW", 250)),
+            int(m.get("maxSmClockMHz", 1700)),
+            int(m.get("idlePowerW", 30)),
+        )
     nodes: list[NodeSpec] = []
     for entry in data.get("nodes") or []:
         count = int(entry.get("count", 1))
         cordoned = set(entry.get("cordoned") or [])
         not_ready = set(entry.get("notReady") or [])
         for i in range(1, count + 1):
-            name = entry["name"] if "name" in entry and count == 1 else f"{entry.get('prefix', 'node')}-{i}"
-            nodes.append(NodeSpec(name, entry.get("model"), int(entry.get("gpus", 0)),
-                                  ready=bool(entry.get("ready", True)) and i not in not_ready,
-                                  cordoned=bool(entry.get("cordoned_all", False)) or i in cordoned,
-                                  cpu=int(entry.get("cpu", 128)), memory_gib=int(entry.get("memoryGiB", 1024))))
+            name = (
+                entry["name"]
+                if "name" in entry and count == 1
+                else f"{entry.get('prefix', 'node')}-{i}"
+            )
+            nodes.append(
+                NodeSpec(
+                    name,
+                    entry.get("model"),
+                    int(entry.get("gpus", 0)),
+                    ready=bool(entry.get("ready", True)) and i not in not_ready,
+                    cordoned=bool(entry.get("cordoned_all", False)) or i in cordoned,
+                    cpu=int(entry.get("cpu", 128)),
+                    memory_gib=int(entry.get("memoryGiB", 1024)),
+                )
+            )
     tenants = list(data.get("tenants") or ["tenant-root"])
     return Fleet(Path(path).stem, nodes, tenants, list(data.get("workloads") or []))
 

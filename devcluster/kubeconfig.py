@@ -1,4 +1,4 @@
-"""Tokens (deterministic from --seed) and the kubeconfig: `admin` plus one context per tenant namespace."""
+"""Tokens (deterministic from --seed) and the kubeconfig: `admin` + one context per tenant."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ def make_token(seed: int, who: str) -> str:
     return f"dc-{hashlib.sha256(f'devcluster/{seed}/{who}'.encode()).hexdigest()[:40]}"
 
 
-def kubeconfig(url: str, admin_token: str, tenant_tokens: dict[str, str], ca_data: str | None = None) -> dict:
+def kubeconfig(
+    url: str, admin_token: str, tenant_tokens: dict[str, str], ca_data: str | None = None
+) -> dict:
     cluster: dict[str, str] = {"server": url}
     if ca_data:
         cluster["certificate-authority-data"] = ca_data
@@ -22,15 +24,28 @@ def kubeconfig(url: str, admin_token: str, tenant_tokens: dict[str, str], ca_dat
     contexts = [{"name": "admin", "context": {"cluster": "devcluster", "user": "admin"}}]
     for ns, tok in sorted(tenant_tokens.items()):
         users.append({"name": ns, "user": {"token": tok}})
-        contexts.append({"name": ns, "context": {"cluster": "devcluster", "user": ns, "namespace": ns}})
-    return {"apiVersion": "v1", "kind": "Config", "preferences": {},
-            "clusters": [{"name": "devcluster", "cluster": cluster}],
-            "users": users, "contexts": contexts, "current-context": "admin"}
+        contexts.append(
+            {"name": ns, "context": {"cluster": "devcluster", "user": ns, "namespace": ns}}
+        )
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "clusters": [{"name": "devcluster", "cluster": cluster}],
+        "users": users,
+        "contexts": contexts,
+        "current-context": "admin",
+    }
 
 
-def write_kubeconfig(path: str | Path, url: str, admin_token: str, tenant_tokens: dict[str, str],
-                     ca_file: Path | None = None) -> Path:
-    """kubectl needs https:// to send tokens (client-go reads kubeconfig credentials only for TLS)."""
+def write_kubeconfig(
+    path: str | Path,
+    url: str,
+    admin_token: str,
+    tenant_tokens: dict[str, str],
+    ca_file: Path | None = None,
+) -> Path:
+    """kubectl needs https:// to send tokens (clientcmd reads credentials only for TLS)."""
     ca = base64.b64encode(ca_file.read_bytes()).decode() if ca_file else None
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,12 @@
-"""DCGM-exporter stand-in: per-GPU series for tenant-cluster workers (and GPU VMs as guest-agent stand-ins).
+"""DCGM-exporter stand-in: per-GPU series for tenant-cluster workers (and GPU VMs, standing in
+for guest agents).
 
-Values are pure functions of (seed, GPU UUID, time) and the workload profile, so a scrape, a re-scrape
-and a backfill agree. Profiles: `training` (steady, near 100%), `hot` (training on a GPU that is
-thermally throttling), `inference` (bursty), `idle` (allocated, a pod holds it, nothing runs) and
-`free` (no pod). A workload picks profiles with the annotation `devcluster.hikube.io/gpu-profile`:
-a comma-separated list cycled over its GPUs ordered by (worker, index).
+Values are pure functions of (seed, GPU UUID, time) and the workload profile, so a scrape, a
+re-scrape and a backfill agree. Profiles: `training` (steady, near 100%), `hot` (training on a
+GPU that is thermally throttling), `inference` (bursty), `idle` (allocated, a pod holds it,
+nothing runs) and `free` (no pod). A workload picks profiles with the annotation
+`devcluster.hikube.io/gpu-profile`: a comma-separated list cycled over its GPUs ordered by
+(worker, index).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import math
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, TextIO
+from typing import Any, TextIO
 
 from .fleet import GpuModel, model_for
 
@@ -29,7 +32,11 @@ METRICS: list[tuple[str, str, str]] = [
     ("DCGM_FI_DEV_GPU_TEMP", "gauge", "GPU temperature (in C)."),
     ("DCGM_FI_DEV_MEMORY_TEMP", "gauge", "Memory temperature (in C)."),
     ("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (in W)."),
-    ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "counter", "Total energy consumption since boot (in mJ)."),
+    (
+        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+        "counter",
+        "Total energy consumption since boot (in mJ).",
+    ),
     ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "counter", "Total number of PCIe retries."),
     ("DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilization (in %)."),
     ("DCGM_FI_DEV_MEM_COPY_UTIL", "gauge", "Memory utilization (in %)."),
@@ -40,15 +47,30 @@ METRICS: list[tuple[str, str, str]] = [
     ("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB)."),
     ("DCGM_FI_DEV_FB_RESERVED", "gauge", "Framebuffer memory reserved (in MiB)."),
     ("DCGM_FI_DEV_POWER_MGMT_LIMIT", "gauge", "Current power limit for the device (in W)."),
-    ("DCGM_FI_DEV_THERMAL_VIOLATION", "counter", "Throttling duration due to thermal constraints (in us)."),
+    (
+        "DCGM_FI_DEV_THERMAL_VIOLATION",
+        "counter",
+        "Throttling duration due to thermal constraints (in us).",
+    ),
     ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "gauge", "Ratio of time the graphics engine is active."),
-    ("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "gauge", "Ratio of cycles the tensor (HMMA) pipe is active."),
-    ("DCGM_FI_PROF_DRAM_ACTIVE", "gauge",
-     "Ratio of cycles the device memory interface is active sending or receiving data."),
+    (
+        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+        "gauge",
+        "Ratio of cycles the tensor (HMMA) pipe is active.",
+    ),
+    (
+        "DCGM_FI_PROF_DRAM_ACTIVE",
+        "gauge",
+        "Ratio of cycles the device memory interface is active sending or receiving data.",
+    ),
 ]
 MEM_CLOCK = {"l40s": 9001, "a100": 1512, "h100": 2619}
-POD_FOR = {"training": ("ml", "trainer", "train"), "hot": ("ml", "trainer", "train"),
-           "inference": ("inference", "vllm", "vllm"), "idle": ("default", "jupyter", "notebook")}
+POD_FOR = {
+    "training": ("ml", "trainer", "train"),
+    "hot": ("ml", "trainer", "train"),
+    "inference": ("inference", "vllm", "vllm"),
+    "idle": ("default", "jupyter", "notebook"),
+}
 
 
 @dataclass(frozen=True)
@@ -108,7 +130,9 @@ def sample(gpu: Gpu, t: float, seed: int) -> dict[str, float]:
         temp = 87 + 4 * n2
         sm = m.max_sm_clock * (0.62 + 0.06 * n)
         power = float(m.power_limit_w) - 2 * n
-    avg_power = {"training": 0.85, "hot": 0.97, "inference": 0.4, "idle": 0.15, "free": 0.12}.get(p, 0.2)
+    avg_power = {"training": 0.85, "hot": 0.97, "inference": 0.4, "idle": 0.15, "free": 0.12}.get(
+        p, 0.2
+    )
     since = max(0.0, t - BOOT_EPOCH)
     energy = (m.idle_power_w + (m.power_limit_w - m.idle_power_w) * avg_power) * since * 1000
     if p == "hot":
@@ -143,9 +167,15 @@ def _esc(v: str) -> str:
 
 
 def labels(gpu: Gpu) -> str:
-    parts = [("gpu", str(gpu.index)), ("UUID", gpu.uuid), ("pci_bus_id", f"00000000:{7 + gpu.index:02X}:00.0"),
-             ("device", f"nvidia{gpu.index}"), ("modelName", gpu.model.model_name), ("Hostname", gpu.hostname),
-             ("DCGM_FI_DRIVER_VERSION", DRIVER_VERSION)]
+    parts = [
+        ("gpu", str(gpu.index)),
+        ("UUID", gpu.uuid),
+        ("pci_bus_id", f"00000000:{7 + gpu.index:02X}:00.0"),
+        ("device", f"nvidia{gpu.index}"),
+        ("modelName", gpu.model.model_name),
+        ("Hostname", gpu.hostname),
+        ("DCGM_FI_DRIVER_VERSION", DRIVER_VERSION),
+    ]
     if gpu.pod:
         parts += [("container", gpu.pod[1]), ("namespace", gpu.pod[0]), ("pod", gpu.pod[2])]
     parts += list(gpu.extra)
@@ -153,7 +183,7 @@ def labels(gpu: Gpu) -> str:
 
 
 def _fmt(v: float) -> str:
-    if isinstance(v, int) or float(v).is_integer() and abs(v) < 1e15:
+    if isinstance(v, int) or (float(v).is_integer() and abs(v) < 1e15):
         return str(int(v))
     return f"{v:.6f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:.6f}"
 
@@ -175,8 +205,13 @@ def profiles_for(annotation: str | None, default: str) -> list[str]:
     return items or [default]
 
 
-def gpus_of_units(units: Iterable[dict[str, Any]], profile_annotation: str | None, seed: int,
-                  default: str = "training", extra: tuple[tuple[str, str], ...] = ()) -> list[Gpu]:
+def gpus_of_units(
+    units: Iterable[dict[str, Any]],
+    profile_annotation: str | None,
+    seed: int,
+    default: str = "training",
+    extra: tuple[tuple[str, str], ...] = (),
+) -> list[Gpu]:
     """The GPUs of Running units (one workload), with profiles cycled over (worker, index)."""
     profiles = profiles_for(profile_annotation, default)
     out: list[Gpu] = []
@@ -197,7 +232,9 @@ def gpus_of_units(units: Iterable[dict[str, Any]], profile_annotation: str | Non
     return out
 
 
-def write_openmetrics(fh: TextIO, series: list[Gpu], start: float, end: float, step: float, seed: int) -> int:
+def write_openmetrics(
+    fh: TextIO, series: list[Gpu], start: float, end: float, step: float, seed: int
+) -> int:
     """N days of the same series for `promtool tsdb create-blocks-from openmetrics`.
 
     OpenMetrics wants each family's samples together, so values are computed once per GPU into
@@ -218,11 +255,17 @@ def write_openmetrics(fh: TextIO, series: list[Gpu], start: float, end: float, s
     n = 0
     for name, mtype, help_ in METRICS:
         # OpenMetrics counters need a _total suffix; keep DCGM's names and declare them `unknown`.
-        fh.write(f"# HELP {name} {help_}\n# TYPE {name} {'gauge' if mtype == 'gauge' else 'unknown'}\n")
+        fh.write(
+            f"# HELP {name} {help_}\n# TYPE {name} {'gauge' if mtype == 'gauge' else 'unknown'}\n"
+        )
         for g in series:
             lab = labels(g)
             col = values[g.uuid][name]
-            fh.write("".join(f"{name}{{{lab}}} {_fmt(v)} {ts}\n" for v, ts in zip(col, times)))
+            fh.write(
+                "".join(
+                    f"{name}{{{lab}}} {_fmt(v)} {ts}\n" for v, ts in zip(col, times, strict=False)
+                )
+            )
             n += len(times)
     fh.write("# EOF\n")
     return n

@@ -8,8 +8,8 @@ account `system:serviceaccount:N:N`; group `system:masters` is cluster-admin.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .resources import READ, Resource
 
@@ -34,8 +34,12 @@ class Forbidden(Exception):
 
 
 class Authorizer:
-    def __init__(self, admin_token: str, tenant_tokens: dict[str, str],
-                 namespace_exists: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        admin_token: str,
+        tenant_tokens: dict[str, str],
+        namespace_exists: Callable[[str], bool],
+    ) -> None:
         self.admin_token = admin_token
         self.tenant_tokens = dict(tenant_tokens)
         self._by_token = {tok: ns for ns, tok in tenant_tokens.items()}
@@ -46,14 +50,19 @@ class Authorizer:
             return Identity(user, groups, cluster_admin=True)
         admin, view = set(), set()
         parts = user.split(":")
-        if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"] and parts[2] == parts[3]:
-            if self.namespace_exists(parts[2]):
-                admin.add(parts[2])
+        is_tenant_sa = len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]
+        if is_tenant_sa and parts[2] == parts[3] and self.namespace_exists(parts[2]):
+            admin.add(parts[2])
         for g in groups:
             if g.startswith("tenant-") and self.namespace_exists(g):
                 admin.add(g)
                 continue
-            for suffix, target in (("-super-admin", admin), ("-admin", admin), ("-view", view), ("-use", view)):
+            for suffix, target in (
+                ("-super-admin", admin),
+                ("-admin", admin),
+                ("-view", view),
+                ("-use", view),
+            ):
                 if g.endswith(suffix) and self.namespace_exists(g[: -len(suffix)]):
                     target.add(g[: -len(suffix)])
                     break
@@ -64,20 +73,27 @@ class Authorizer:
             return None
         token = authorization[7:].strip()
         if token == self.admin_token:
-            return Identity(ADMIN_USER, ("system:masters", "system:authenticated"), cluster_admin=True)
+            return Identity(
+                ADMIN_USER, ("system:masters", "system:authenticated"), cluster_admin=True
+            )
         ns = self._by_token.get(token)
         if ns is None:
             return None
-        return Identity(tenant_user(ns), (f"system:serviceaccounts:{ns}", "system:serviceaccounts",
-                                          "system:authenticated"), admin_in=frozenset({ns}))
+        return Identity(
+            tenant_user(ns),
+            (f"system:serviceaccounts:{ns}", "system:serviceaccounts", "system:authenticated"),
+            admin_in=frozenset({ns}),
+        )
 
     def impersonate(self, who: Identity, user: str | None, groups: list[str]) -> Identity:
         if not who.cluster_admin:
             what = f'users "{user}"' if user else f'groups "{groups[0]}"'
             kind = "users" if user else "groups"
-            raise Forbidden(f'{what} is forbidden: User "{who.user}" cannot impersonate resource "{kind}" '
-                            f'in API group "" at the cluster scope')
-        return self.identity_for(user or "", tuple(groups) + ("system:authenticated",))
+            raise Forbidden(
+                f'{what} is forbidden: User "{who.user}" cannot impersonate resource "{kind}" '
+                f'in API group "" at the cluster scope'
+            )
+        return self.identity_for(user or "", (*tuple(groups), "system:authenticated"))
 
     @staticmethod
     def allowed(who: Identity, verb: str, res: Resource, ns: str | None) -> bool:
@@ -97,8 +113,12 @@ class Authorizer:
         return False
 
     @staticmethod
-    def forbidden_message(who: Identity, verb: str, res: Resource, ns: str | None, name: str | None) -> str:
+    def forbidden_message(
+        who: Identity, verb: str, res: Resource, ns: str | None, name: str | None
+    ) -> str:
         subject = f'{res.group_resource} "{name}"' if name else res.group_resource
         scope = f'in the namespace "{ns}"' if ns and res.namespaced else "at the cluster scope"
-        return (f'{subject} is forbidden: User "{who.user}" cannot {verb} resource "{res.plural}" '
-                f'in API group "{res.group}" {scope}')
+        return (
+            f'{subject} is forbidden: User "{who.user}" cannot {verb} resource "{res.plural}" '
+            f'in API group "{res.group}" {scope}'
+        )

@@ -1,9 +1,9 @@
-"""The controller side: Helm-like application status, KubeVirt VMs, GPU scheduling, monitors, events.
+"""The controller side: Helm-like app status, KubeVirt VMs, GPU scheduling, monitors, events.
 
-Every KubeVirt VM the cluster runs (a standalone VMInstance / legacy VirtualMachine, or a worker of a
-tenant Kubernetes node group) is a *unit*. A unit holds GPUs only through its virt-launcher pod's
-`nvidia.com/<MODEL>` requests, as on a real cluster, so allocation = what bound pods request.
-All work happens under the store lock; delays are divided by --speed.
+Every KubeVirt VM the cluster runs (a standalone VMInstance / legacy VirtualMachine, or a worker
+of a tenant Kubernetes node group) is a *unit*. A unit holds GPUs only through its virt-launcher
+pod's `nvidia.com/<MODEL>` requests, as on a real cluster, so allocation = what bound pods
+request. All work happens under the store lock; delays are divided by --speed.
 """
 
 from __future__ import annotations
@@ -33,16 +33,30 @@ LAUNCHER_IMAGE = "quay.io/kubevirt/virt-launcher:v1.6.2"
 RUNNING_PHASES = ("Starting", "Running")
 
 
-def _cond(ctype: str, status: str, reason: str, message: str, ts: str, gen: int | None = None) -> dict[str, Any]:
-    c = {"type": ctype, "status": status, "reason": reason, "message": message, "lastTransitionTime": ts}
+def _cond(
+    ctype: str, status: str, reason: str, message: str, ts: str, gen: int | None = None
+) -> dict[str, Any]:
+    c = {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": ts,
+    }
     if gen is not None:
         c["observedGeneration"] = gen
     return c
 
 
 class Reconciler:
-    def __init__(self, store: Store, resources: list[Resource], clock: Clock, speed: float = 1.0,
-                 seed: int = 1) -> None:
+    def __init__(
+        self,
+        store: Store,
+        resources: list[Resource],
+        clock: Clock,
+        speed: float = 1.0,
+        seed: int = 1,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.speed = max(speed, 1e-6)
@@ -54,7 +68,9 @@ class Reconciler:
         self.wake = threading.Event()
         self.stop_flag = threading.Event()
         self._index_dirty = True
-        self.free: dict[str, dict[str, int]] = {}  # model -> node -> free GPUs (schedulable nodes only)
+        self.free: dict[
+            str, dict[str, int]
+        ] = {}  # model -> node -> free GPUs (schedulable nodes only)
         self.order: dict[str, list[str]] = {}  # model -> schedulable node names, sorted
         self.schedulable: list[str] = []
         self.node_counts = {"total": 0, "not_ready": 0, "cordoned": 0}
@@ -162,7 +178,9 @@ class Reconciler:
         total = self.node_counts["total"]
         reasons: Counter[str] = Counter()
         if self.node_counts["not_ready"]:
-            reasons["node(s) had untolerated taint {node.kubernetes.io/unreachable: }"] = self.node_counts["not_ready"]
+            reasons["node(s) had untolerated taint {node.kubernetes.io/unreachable: }"] = (
+                self.node_counts["not_ready"]
+            )
         if self.node_counts["cordoned"]:
             reasons["node(s) were unschedulable"] = self.node_counts["cordoned"]
         resource_fail = 0
@@ -175,16 +193,33 @@ class Reconciler:
             resource_fail += failed
         parts = sorted(f"{n} {r}" for r, n in reasons.items())
         not_helpful = total - resource_fail
-        pre = sorted(p for p in (f"{resource_fail} No preemption victims found for incoming pod" if resource_fail
-                                 else "", f"{not_helpful} Preemption is not helpful for scheduling"
-                                 if not_helpful else "") if p)
-        return (f"0/{total} nodes are available: {', '.join(parts)}. "
-                f"preemption: 0/{total} nodes are available: {', '.join(pre)}.")
+        pre = sorted(
+            p
+            for p in (
+                f"{resource_fail} No preemption victims found for incoming pod"
+                if resource_fail
+                else "",
+                f"{not_helpful} Preemption is not helpful for scheduling" if not_helpful else "",
+            )
+            if p
+        )
+        return (
+            f"0/{total} nodes are available: {', '.join(parts)}. "
+            f"preemption: 0/{total} nodes are available: {', '.join(pre)}."
+        )
 
     # --- events ------------------------------------------------------------------------
-    def emit(self, ns: str, involved: dict[str, Any], etype: str, reason: str, message: str,
-             component: str) -> None:
-        name = f"{involved['name']}.{stable_hex(self.seed, involved.get('uid', ''), reason, message, n=16)}"
+    def emit(
+        self,
+        ns: str,
+        involved: dict[str, Any],
+        etype: str,
+        reason: str,
+        message: str,
+        component: str,
+    ) -> None:
+        digest = stable_hex(self.seed, involved.get("uid", ""), reason, message, n=16)
+        name = f"{involved['name']}.{digest}"
         ts = now_rfc3339(self.clock.now())
         old = self.store.get(EVENTS.key, ns, name)
         if old:
@@ -193,12 +228,24 @@ class Reconciler:
             ev["lastTimestamp"] = ts
         else:
             ev = {
-                "apiVersion": "v1", "kind": "Event",
-                "metadata": {"name": name, "namespace": ns, "uid": stable_uuid(self.seed, "event", ns, name),
-                             "creationTimestamp": ts},
-                "involvedObject": involved, "reason": reason, "message": message, "type": etype,
-                "source": {"component": component}, "reportingComponent": component, "reportingInstance": "",
-                "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "uid": stable_uuid(self.seed, "event", ns, name),
+                    "creationTimestamp": ts,
+                },
+                "involvedObject": involved,
+                "reason": reason,
+                "message": message,
+                "type": etype,
+                "source": {"component": component},
+                "reportingComponent": component,
+                "reportingInstance": "",
+                "firstTimestamp": ts,
+                "lastTimestamp": ts,
+                "count": 1,
             }
         self.store.put(EVENTS.key, ev)
 
@@ -231,15 +278,27 @@ class Reconciler:
         gen = int(md.get("generation", 1))
         rec = self.app_records.get(key)
         if rec is None or rec.get("uid") != md.get("uid"):
-            rec = {"uid": md.get("uid"), "gen": gen, "since": now, "installed": False, "revision": 0,
-                   "ready": False}
+            rec = {
+                "uid": md.get("uid"),
+                "gen": gen,
+                "since": now,
+                "installed": False,
+                "revision": 0,
+                "ready": False,
+            }
             self.app_records[key] = rec
         if rec["gen"] != gen:
             rec.update(gen=gen, since=now, ready=False)
-            self._set_app_status(res, obj, "Unknown", "Progressing", "Reconciliation in progress", now)
+            self._set_app_status(
+                res, obj, "Unknown", "Progressing", "Reconciliation in progress", now
+            )
             obj = self.store.get(res.key, md.get("namespace", ""), md["name"]) or obj
         if not rec["ready"]:
-            wait = self.delay("disk" if res.plural == "vmdisks" else ("upgrade" if rec["installed"] else "install"))
+            wait = self.delay(
+                "disk"
+                if res.plural == "vmdisks"
+                else ("upgrade" if rec["installed"] else "install")
+            )
             if now >= rec["since"] + wait:
                 rec["revision"] += 1
                 action = "upgrade" if rec["installed"] else "install"
@@ -248,7 +307,8 @@ class Reconciler:
                 rec["ready_at"] = now
                 release = f"{md.get('namespace')}/{res.prefix}{md['name']}.v{rec['revision']}"
                 verb = "Upgrade" if action == "upgrade" else "Install"
-                msg = f"Helm {action} succeeded for release {release} with chart {res.prefix.rstrip('-')}@{CHART_VERSION}"
+                chart = f"{res.prefix.rstrip('-')}@{CHART_VERSION}"
+                msg = f"Helm {action} succeeded for release {release} with chart {chart}"
                 self._set_app_status(res, obj, "True", f"{verb}Succeeded", msg, now, released=True)
             else:
                 return rec["since"] + wait
@@ -259,8 +319,16 @@ class Reconciler:
             return self._ensure_cluster_units(res, obj, rec, now)
         return 0.0
 
-    def _set_app_status(self, res: Resource, obj: dict[str, Any], status: str, reason: str, message: str,
-                        now: float, released: bool = False) -> None:
+    def _set_app_status(
+        self,
+        res: Resource,
+        obj: dict[str, Any],
+        status: str,
+        reason: str,
+        message: str,
+        now: float,
+        released: bool = False,
+    ) -> None:
         new = copy.copy(obj)
         st = dict(obj.get("status") or {})
         ts = now_rfc3339(now)
@@ -286,16 +354,31 @@ class Reconciler:
         ns, name = nsname.split("/", 1)
         prefix = next((r.prefix for r in self.apps if r.key == res_key), "")
         for _, mon in list(self.store.iter_objects(WORKLOAD_MONITORS.key, ns)):
-            if mon["metadata"].get("labels", {}).get("apps.cozystack.io/application.name") == name and \
-                    mon["metadata"]["name"].startswith(prefix):
+            if mon["metadata"].get("labels", {}).get(
+                "apps.cozystack.io/application.name"
+            ) == name and mon["metadata"]["name"].startswith(prefix):
                 self.store.delete(WORKLOAD_MONITORS.key, ns, mon["metadata"]["name"])
 
     # --- units -------------------------------------------------------------------------
-    def _new_unit(self, owner: str, ns: str, name: str, gpus: list[str], now: float, **extra: Any) -> dict[str, Any]:
+    def _new_unit(
+        self, owner: str, ns: str, name: str, gpus: list[str], now: float, **extra: Any
+    ) -> dict[str, Any]:
         self.seq += 1
-        unit = {"owner": owner, "ns": ns, "name": name, "gpus": gpus, "phase": "Provisioning", "since": now,
-                "node": None, "pod": None, "seq": self.seq, "halted": False, "created": now,
-                "uid": stable_uuid(self.seed, "vm", ns, name, self.seq), "event_at": 0.0}
+        unit = {
+            "owner": owner,
+            "ns": ns,
+            "name": name,
+            "gpus": gpus,
+            "phase": "Provisioning",
+            "since": now,
+            "node": None,
+            "pod": None,
+            "seq": self.seq,
+            "halted": False,
+            "created": now,
+            "uid": stable_uuid(self.seed, "vm", ns, name, self.seq),
+            "event_at": 0.0,
+        }
         unit.update(extra)
         self.units[f"{ns}/{name}"] = unit
         self._write_vm(unit, now)
@@ -311,11 +394,26 @@ class Reconciler:
         disks = [d.get("name") for d in spec.get("disks", []) if isinstance(d, dict)]
         unit = self.units.get(f"{ns}/{uname}")
         if unit is None:
-            unit = self._new_unit(owner, ns, uname, gpus, now, disks=disks, instance_type=spec.get("instanceType"),
-                                  labels={"app.kubernetes.io/instance": uname, "app.kubernetes.io/managed-by": "Helm"})
+            unit = self._new_unit(
+                owner,
+                ns,
+                uname,
+                gpus,
+                now,
+                disks=disks,
+                instance_type=spec.get("instanceType"),
+                labels={
+                    "app.kubernetes.io/instance": uname,
+                    "app.kubernetes.io/managed-by": "Helm",
+                },
+            )
             self._ensure_monitor(ns, uname, md["name"], "virtual-machine", "virtual-machine", 1, 1)
         changed = False
-        if unit["gpus"] != gpus or unit.get("disks") != disks or unit.get("instance_type") != spec.get("instanceType"):
+        if (
+            unit["gpus"] != gpus
+            or unit.get("disks") != disks
+            or unit.get("instance_type") != spec.get("instanceType")
+        ):
             unit.update(gpus=gpus, disks=disks, instance_type=spec.get("instanceType"))
             if unit["phase"] in RUNNING_PHASES or unit["phase"] == "ErrorUnschedulable":
                 self._release(unit)  # KubeVirt restarts the VM to apply a new device list
@@ -327,7 +425,9 @@ class Reconciler:
         if changed:
             self._write_vm(unit, now)
 
-    def _ensure_cluster_units(self, res: Resource, obj: dict[str, Any], rec: dict[str, Any], now: float) -> float:
+    def _ensure_cluster_units(
+        self, res: Resource, obj: dict[str, Any], rec: dict[str, Any], now: float
+    ) -> float:
         md, spec = obj["metadata"], obj.get("spec", {})
         ns, name = md["namespace"], md["name"]
         owner = f"{res.key}|{ns}/{name}"
@@ -348,19 +448,31 @@ class Reconciler:
                 continue
             want = max(0, min(int(g.get("minReplicas", 0)), int(g.get("maxReplicas", 0) or 0)))
             gpus = [x.get("name", "") for x in g.get("gpus") or [] if isinstance(x, dict)]
-            members = sorted((u for u in self.units.values() if u["owner"] == owner and u.get("group") == gname),
-                             key=lambda u: u["seq"])
+            members = sorted(
+                (u for u in self.units.values() if u["owner"] == owner and u.get("group") == gname),
+                key=lambda u: u["seq"],
+            )
             for u in members[want:]:
                 self._remove_unit(f"{u['ns']}/{u['name']}")  # scale down: newest first
             members = members[:want]
             ms = stable_hex(self.seed, ns, name, gname, n=5)
             for _ in range(want - len(members)):
                 suffix = stable_hex(self.seed, ns, name, gname, self.seq + 1, n=5)
-                u = self._new_unit(owner, ns, f"{cluster}-{gname}-{ms}-{suffix}", gpus, now, group=gname,
-                                   cluster=cluster, instance_type=g.get("instanceType"),
-                                   labels={"cluster.x-k8s.io/cluster-name": cluster,
-                                           "cluster.x-k8s.io/deployment-name": f"{cluster}-{gname}",
-                                           "kubevirt.io/vm": "true"})
+                u = self._new_unit(
+                    owner,
+                    ns,
+                    f"{cluster}-{gname}-{ms}-{suffix}",
+                    gpus,
+                    now,
+                    group=gname,
+                    cluster=cluster,
+                    instance_type=g.get("instanceType"),
+                    labels={
+                        "cluster.x-k8s.io/cluster-name": cluster,
+                        "cluster.x-k8s.io/deployment-name": f"{cluster}-{gname}",
+                        "kubevirt.io/vm": "true",
+                    },
+                )
                 members.append(u)
             for u in members:
                 if u["gpus"] != gpus:
@@ -370,38 +482,80 @@ class Reconciler:
                         u.update(phase="Provisioning", since=now)
                     self._write_vm(u, now)
             running = sum(1 for u in members if u["phase"] == "Running")
-            self._ensure_monitor(ns, f"{cluster}-{gname}", name, "kubernetes", "worker", int(g.get("minReplicas", 0)),
-                                 want, available=running, observed=len(members))
+            self._ensure_monitor(
+                ns,
+                f"{cluster}-{gname}",
+                name,
+                "kubernetes",
+                "worker",
+                int(g.get("minReplicas", 0)),
+                want,
+                available=running,
+                observed=len(members),
+            )
         for _, mon in list(self.store.iter_objects(WORKLOAD_MONITORS.key, ns)):
             mname = mon["metadata"]["name"]
-            if mname.startswith(cluster + "-") and mon["spec"].get("type") == "worker" and \
-                    mname[len(cluster) + 1:] not in groups and \
-                    mon["metadata"].get("labels", {}).get("apps.cozystack.io/application.name") == name:
+            if (
+                mname.startswith(cluster + "-")
+                and mon["spec"].get("type") == "worker"
+                and mname[len(cluster) + 1 :] not in groups
+                and mon["metadata"].get("labels", {}).get("apps.cozystack.io/application.name")
+                == name
+            ):
                 self.store.delete(WORKLOAD_MONITORS.key, ns, mname)
         return 0.0
 
-    def _ensure_monitor(self, ns: str, mname: str, app: str, kind: str, mtype: str, min_replicas: int,
-                        replicas: int, available: int | None = None, observed: int | None = None) -> None:
+    def _ensure_monitor(
+        self,
+        ns: str,
+        mname: str,
+        app: str,
+        kind: str,
+        mtype: str,
+        min_replicas: int,
+        replicas: int,
+        available: int | None = None,
+        observed: int | None = None,
+    ) -> None:
         if available is None:
             u = self.units.get(f"{ns}/{mname}")
             available = 1 if u and u["phase"] == "Running" else 0
             observed = 0 if u is None or u["halted"] else 1
         observed = available if observed is None else observed
-        spec = {"selector": {"app.kubernetes.io/instance": mname}, "kind": kind, "type": mtype,
-                "version": CHART_VERSION, "minReplicas": min_replicas, "replicas": replicas}
-        status = {"operational": available >= min_replicas, "availableReplicas": available,
-                  "observedReplicas": observed}
+        spec = {
+            "selector": {"app.kubernetes.io/instance": mname},
+            "kind": kind,
+            "type": mtype,
+            "version": CHART_VERSION,
+            "minReplicas": min_replicas,
+            "replicas": replicas,
+        }
+        status = {
+            "operational": available >= min_replicas,
+            "availableReplicas": available,
+            "observedReplicas": observed,
+        }
         old = self.store.get(WORKLOAD_MONITORS.key, ns, mname)
         if old and old.get("spec") == spec and old.get("status") == status:
             return
         ts = now_rfc3339(self.clock.now())
         mon = {
-            "apiVersion": "cozystack.io/v1alpha1", "kind": "WorkloadMonitor",
-            "metadata": (copy.deepcopy(old["metadata"]) if old else {
-                "name": mname, "namespace": ns, "uid": stable_uuid(self.seed, "wm", ns, mname, ts),
-                "creationTimestamp": ts, "generation": 1,
-                "labels": {"apps.cozystack.io/application.name": app}}),
-            "spec": spec, "status": status,
+            "apiVersion": "cozystack.io/v1alpha1",
+            "kind": "WorkloadMonitor",
+            "metadata": (
+                copy.deepcopy(old["metadata"])
+                if old
+                else {
+                    "name": mname,
+                    "namespace": ns,
+                    "uid": stable_uuid(self.seed, "wm", ns, mname, ts),
+                    "creationTimestamp": ts,
+                    "generation": 1,
+                    "labels": {"apps.cozystack.io/application.name": app},
+                }
+            ),
+            "spec": spec,
+            "status": status,
         }
         self.store.put(WORKLOAD_MONITORS.key, mon)
 
@@ -435,7 +589,9 @@ class Reconciler:
                 self._write_vm(unit, now)
                 if unit.get("group") is None and unit["owner"]:
                     app = unit["owner"].split("|", 1)[1].split("/", 1)[1]
-                    self._ensure_monitor(unit["ns"], unit["name"], app, "virtual-machine", "virtual-machine", 1, 1)
+                    self._ensure_monitor(
+                        unit["ns"], unit["name"], app, "virtual-machine", "virtual-machine", 1, 1
+                    )
         return changed, deadlines
 
     def _step_unit(self, unit: dict[str, Any], now: float) -> float:
@@ -472,7 +628,9 @@ class Reconciler:
             d = self.store.get("apps.cozystack.io/v1alpha1/vmdisks", unit["ns"], disk)
             if d is None:
                 return "ErrorPvcNotFound"
-            ready = [c for c in (d.get("status") or {}).get("conditions", []) if c["type"] == "Ready"]
+            ready = [
+                c for c in (d.get("status") or {}).get("conditions", []) if c["type"] == "Ready"
+            ]
             if not ready or ready[0]["status"] != "True":
                 return "WaitingForVolumeBinding"
         return None
@@ -486,11 +644,23 @@ class Reconciler:
             self._take(node, need, +1)
             unit.update(phase="Starting", since=now, node=node)
             pod = self._write_pod(unit, now)
-            self.emit(unit["ns"], _ref(pod), "Normal", "Scheduled",
-                      f"Successfully assigned {unit['ns']}/{unit['pod']} to {node}", "default-scheduler")
-            self.emit(unit["ns"], self._vm_ref(unit), "Normal", "SuccessfulCreate",
-                      f"Started the virtual machine by creating the new virtual machine instance {unit['name']}",
-                      "virtualmachine-controller")
+            self.emit(
+                unit["ns"],
+                _ref(pod),
+                "Normal",
+                "Scheduled",
+                f"Successfully assigned {unit['ns']}/{unit['pod']} to {node}",
+                "default-scheduler",
+            )
+            self.emit(
+                unit["ns"],
+                self._vm_ref(unit),
+                "Normal",
+                "SuccessfulCreate",
+                "Started the virtual machine by creating the new virtual machine instance "
+                + unit["name"],
+                "virtualmachine-controller",
+            )
             return unit["since"] + self.delay("vm_start")
         first = unit["phase"] != "ErrorUnschedulable"
         unit["phase"] = "ErrorUnschedulable"
@@ -499,106 +669,229 @@ class Reconciler:
             msg = self._unschedulable_message(need)
             unit["message"] = msg
             pod = self._write_pod(unit, now, message=msg)
-            self.emit(unit["ns"], _ref(pod), "Warning", "FailedScheduling", msg, "default-scheduler")
+            self.emit(
+                unit["ns"], _ref(pod), "Warning", "FailedScheduling", msg, "default-scheduler"
+            )
             unit["event_at"] = now
         return unit["event_at"] + self.delay("sched_retry")
 
     # --- derived objects ---------------------------------------------------------------
     def _vm_ref(self, unit: dict[str, Any]) -> dict[str, Any]:
-        return {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": unit["name"],
-                "namespace": unit["ns"], "uid": unit["uid"]}
+        return {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachine",
+            "name": unit["name"],
+            "namespace": unit["ns"],
+            "uid": unit["uid"],
+        }
 
     def _write_vm(self, unit: dict[str, Any], now: float) -> None:
         ts = now_rfc3339(now)
         old = self.store.get(KUBEVIRT_VMS.key, unit["ns"], unit["name"])
         phase = unit["phase"]
         ready = phase == "Running"
-        conds = [{"type": "Ready", "status": "True" if ready else "False", "lastProbeTime": None,
-                  "lastTransitionTime": ts, "reason": "" if ready else (
-                      "VMINotExists" if phase in ("Stopped", "Provisioning") else "PodNotReady"),
-                  "message": "" if ready else ("VMI does not exist" if phase in ("Stopped", "Provisioning")
-                                               else "virt-launcher pod is not ready")}]
+        conds = [
+            {
+                "type": "Ready",
+                "status": "True" if ready else "False",
+                "lastProbeTime": None,
+                "lastTransitionTime": ts,
+                "reason": ""
+                if ready
+                else ("VMINotExists" if phase in ("Stopped", "Provisioning") else "PodNotReady"),
+                "message": ""
+                if ready
+                else (
+                    "VMI does not exist"
+                    if phase in ("Stopped", "Provisioning")
+                    else "virt-launcher pod is not ready"
+                ),
+            }
+        ]
         if phase == "ErrorUnschedulable":
-            conds.append({"type": "PodScheduled", "status": "False", "lastProbeTime": None,
-                          "lastTransitionTime": ts, "reason": "Unschedulable", "message": unit.get("message", "")})
+            conds.append(
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": ts,
+                    "reason": "Unschedulable",
+                    "message": unit.get("message", ""),
+                }
+            )
         gpus = [{"name": f"gpu{i + 1}", "deviceName": g} for i, g in enumerate(unit["gpus"])]
         spec: dict[str, Any] = {
             "runStrategy": "Halted" if unit["halted"] else "Always",
-            "template": {"metadata": {"labels": {"kubevirt.io/domain": unit["name"]}},
-                         "spec": {"domain": {"devices": {"gpus": gpus}}}},
+            "template": {
+                "metadata": {"labels": {"kubevirt.io/domain": unit["name"]}},
+                "spec": {"domain": {"devices": {"gpus": gpus}}},
+            },
         }
         if unit.get("instance_type"):
-            spec["instancetype"] = {"kind": "VirtualMachineClusterInstancetype", "name": unit["instance_type"]}
-        status = {"printableStatus": phase, "created": phase in RUNNING_PHASES, "ready": ready,
-                  "conditions": conds, "runStrategy": spec["runStrategy"]}
+            spec["instancetype"] = {
+                "kind": "VirtualMachineClusterInstancetype",
+                "name": unit["instance_type"],
+            }
+        status = {
+            "printableStatus": phase,
+            "created": phase in RUNNING_PHASES,
+            "ready": ready,
+            "conditions": conds,
+            "runStrategy": spec["runStrategy"],
+        }
         if old and old["spec"] == spec and old["status"]["printableStatus"] == phase:
             return
-        md = copy.deepcopy(old["metadata"]) if old else {
-            "name": unit["name"], "namespace": unit["ns"], "uid": unit["uid"], "generation": 1,
-            "creationTimestamp": now_rfc3339(unit["created"]), "labels": dict(unit.get("labels") or {}),
-            "annotations": {"kubevirt.io/latest-observed-api-version": "v1"}}
+        md = (
+            copy.deepcopy(old["metadata"])
+            if old
+            else {
+                "name": unit["name"],
+                "namespace": unit["ns"],
+                "uid": unit["uid"],
+                "generation": 1,
+                "creationTimestamp": now_rfc3339(unit["created"]),
+                "labels": dict(unit.get("labels") or {}),
+                "annotations": {"kubevirt.io/latest-observed-api-version": "v1"},
+            }
+        )
         if old and old["spec"] != spec:
             md["generation"] = int(md.get("generation", 1)) + 1
-        self.store.put(KUBEVIRT_VMS.key, {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
-                                          "metadata": md, "spec": spec, "status": status})
+        self.store.put(
+            KUBEVIRT_VMS.key,
+            {
+                "apiVersion": "kubevirt.io/v1",
+                "kind": "VirtualMachine",
+                "metadata": md,
+                "spec": spec,
+                "status": status,
+            },
+        )
 
-    def _write_pod(self, unit: dict[str, Any], now: float, running: bool = False,
-                   message: str | None = None) -> dict[str, Any]:
+    def _write_pod(
+        self, unit: dict[str, Any], now: float, running: bool = False, message: str | None = None
+    ) -> dict[str, Any]:
         ts = now_rfc3339(now)
         need = Counter(unit["gpus"])
         gpu_req = {m: str(n) for m, n in sorted(need.items())}
         requests = {"cpu": "100m", "memory": "4Gi", "devices.kubevirt.io/kvm": "1", **gpu_req}
         limits = {"devices.kubevirt.io/kvm": "1", **gpu_req}
         old = self.store.get(PODS.key, unit["ns"], unit["pod"])
-        md = copy.deepcopy(old["metadata"]) if old else {
-            "name": unit["pod"], "namespace": unit["ns"], "uid": stable_uuid(self.seed, "pod", unit["pod"], now),
-            "creationTimestamp": ts, "generateName": f"virt-launcher-{unit['name']}-",
-            "labels": {"kubevirt.io": "virt-launcher", "kubevirt.io/created-by": unit["uid"],
-                       "vm.kubevirt.io/name": unit["name"], "kubevirt.io/domain": unit["name"],
-                       **{k: v for k, v in (unit.get("labels") or {}).items() if k.startswith("cluster.x-k8s.io")}},
-            "annotations": {"kubevirt.io/domain": unit["name"]},
-            "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-                                 "name": unit["name"], "uid": unit["uid"], "controller": True,
-                                 "blockOwnerDeletion": True}]}
+        md = (
+            copy.deepcopy(old["metadata"])
+            if old
+            else {
+                "name": unit["pod"],
+                "namespace": unit["ns"],
+                "uid": stable_uuid(self.seed, "pod", unit["pod"], now),
+                "creationTimestamp": ts,
+                "generateName": f"virt-launcher-{unit['name']}-",
+                "labels": {
+                    "kubevirt.io": "virt-launcher",
+                    "kubevirt.io/created-by": unit["uid"],
+                    "vm.kubevirt.io/name": unit["name"],
+                    "kubevirt.io/domain": unit["name"],
+                    **{
+                        k: v
+                        for k, v in (unit.get("labels") or {}).items()
+                        if k.startswith("cluster.x-k8s.io")
+                    },
+                },
+                "annotations": {"kubevirt.io/domain": unit["name"]},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "kubevirt.io/v1",
+                        "kind": "VirtualMachineInstance",
+                        "name": unit["name"],
+                        "uid": unit["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            }
+        )
         spec: dict[str, Any] = {
-            "containers": [{"name": "compute", "image": LAUNCHER_IMAGE,
-                            "command": ["/usr/bin/virt-launcher-monitor"],
-                            "resources": {"requests": requests, "limits": limits}}],
-            "restartPolicy": "Never", "schedulerName": "default-scheduler", "serviceAccountName": "default",
-            "terminationGracePeriodSeconds": 210, "priority": 0, "automountServiceAccountToken": False,
-            "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
-                             "tolerationSeconds": 300},
-                            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
-                             "tolerationSeconds": 300}],
+            "containers": [
+                {
+                    "name": "compute",
+                    "image": LAUNCHER_IMAGE,
+                    "command": ["/usr/bin/virt-launcher-monitor"],
+                    "resources": {"requests": requests, "limits": limits},
+                }
+            ],
+            "restartPolicy": "Never",
+            "schedulerName": "default-scheduler",
+            "serviceAccountName": "default",
+            "terminationGracePeriodSeconds": 210,
+            "priority": 0,
+            "automountServiceAccountToken": False,
+            "tolerations": [
+                {
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
+                {
+                    "key": "node.kubernetes.io/unreachable",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
+            ],
         }
         status: dict[str, Any] = {"phase": "Pending", "qosClass": "Burstable"}
         if unit.get("node"):
             spec["nodeName"] = unit["node"]
             ip = int(stable_hex(unit["pod"], n=4), 16)
-            status.update(hostIP=_node_ip(self.store, unit["node"]), podIP=f"10.244.{ip % 250}.{ip % 253 + 2}",
-                          startTime=md["creationTimestamp"])
+            status.update(
+                hostIP=_node_ip(self.store, unit["node"]),
+                podIP=f"10.244.{ip % 250}.{ip % 253 + 2}",
+                startTime=md["creationTimestamp"],
+            )
             conds = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": ts}]
             if running:
                 status["phase"] = "Running"
-                conds += [{"type": t, "status": "True", "lastTransitionTime": ts}
-                          for t in ("Initialized", "ContainersReady", "Ready")]
-                status["containerStatuses"] = [{
-                    "name": "compute", "image": LAUNCHER_IMAGE, "imageID": LAUNCHER_IMAGE + "@sha256:" +
-                    stable_hex("img", n=64), "ready": True, "restartCount": 0, "started": True,
-                    "containerID": "containerd://" + stable_hex(unit["pod"], n=64),
-                    "state": {"running": {"startedAt": ts}}}]
+                conds += [
+                    {"type": t, "status": "True", "lastTransitionTime": ts}
+                    for t in ("Initialized", "ContainersReady", "Ready")
+                ]
+                status["containerStatuses"] = [
+                    {
+                        "name": "compute",
+                        "image": LAUNCHER_IMAGE,
+                        "imageID": LAUNCHER_IMAGE + "@sha256:" + stable_hex("img", n=64),
+                        "ready": True,
+                        "restartCount": 0,
+                        "started": True,
+                        "containerID": "containerd://" + stable_hex(unit["pod"], n=64),
+                        "state": {"running": {"startedAt": ts}},
+                    }
+                ]
             status["conditions"] = conds
         else:
-            status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                     "message": message or unit.get("message", ""), "lastTransitionTime": ts}]
+            status["conditions"] = [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": message or unit.get("message", ""),
+                    "lastTransitionTime": ts,
+                }
+            ]
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": spec, "status": status}
         return self.store.put(PODS.key, pod)
 
 
 def _ref(pod: dict[str, Any]) -> dict[str, Any]:
     md = pod["metadata"]
-    return {"apiVersion": "v1", "kind": "Pod", "name": md["name"], "namespace": md["namespace"], "uid": md["uid"],
-            "resourceVersion": md.get("resourceVersion", "")}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": md["name"],
+        "namespace": md["namespace"],
+        "uid": md["uid"],
+        "resourceVersion": md.get("resourceVersion", ""),
+    }
 
 
 def _node_ready(node: dict[str, Any]) -> bool:

@@ -43,24 +43,81 @@ class Resource:
 
 
 NAMESPACES = Resource("", "v1", "namespaces", "namespace", "Namespace", False, READ, ("ns",))
-NODES = Resource("", "v1", "nodes", "node", "Node", False, ("get", "list", "patch", "watch"), ("no",))
+NODES = Resource(
+    "", "v1", "nodes", "node", "Node", False, ("get", "list", "patch", "watch"), ("no",)
+)
 PODS = Resource("", "v1", "pods", "pod", "Pod", True, READ, ("po",), categories=("all",))
 EVENTS = Resource("", "v1", "events", "event", "Event", True, READ, ("ev",))
-KUBEVIRT_VMS = Resource("kubevirt.io", "v1", "virtualmachines", "virtualmachine", "VirtualMachine", True, READ,
-                        ("vm", "vms"), categories=("all",))
-WORKLOAD_MONITORS = Resource("cozystack.io", "v1alpha1", "workloadmonitors", "workloadmonitor", "WorkloadMonitor",
-                             True, READ)
+KUBEVIRT_VMS = Resource(
+    "kubevirt.io",
+    "v1",
+    "virtualmachines",
+    "virtualmachine",
+    "VirtualMachine",
+    True,
+    READ,
+    ("vm", "vms"),
+    categories=("all",),
+)
+WORKLOAD_MONITORS = Resource(
+    "cozystack.io", "v1alpha1", "workloadmonitors", "workloadmonitor", "WorkloadMonitor", True, READ
+)
 
-VMINSTANCES = Resource(APPS_GROUP, "v1alpha1", "vminstances", "vminstance", "VMInstance", True, WRITE,
-                       prefix="vm-instance-", schema="vminstance.v1.1.0.json")
-VMDISKS = Resource(APPS_GROUP, "v1alpha1", "vmdisks", "vmdisk", "VMDisk", True, WRITE,
-                   prefix="vm-disk-", schema="vmdisk.v1.1.0.json")
-KUBERNETESES = Resource(APPS_GROUP, "v1alpha1", "kuberneteses", "kubernetes", "Kubernetes", True, WRITE,
-                        prefix="kubernetes-", schema="kubernetes.v1.1.0.json")
-KUBERNETESES_HEAD = Resource(APPS_GROUP, "v1alpha1", "kuberneteses", "kubernetes", "Kubernetes", True, WRITE,
-                             prefix="kubernetes-", schema="kubernetes.v1.6-head.json")
-LEGACY_VMS = Resource(APPS_GROUP, "v1alpha1", "virtualmachines", "virtualmachine", "VirtualMachine", True, WRITE,
-                      prefix="virtual-machine-", schema="virtualmachine.legacy.json")
+VMINSTANCES = Resource(
+    APPS_GROUP,
+    "v1alpha1",
+    "vminstances",
+    "vminstance",
+    "VMInstance",
+    True,
+    WRITE,
+    prefix="vm-instance-",
+    schema="vminstance.v1.1.0.json",
+)
+VMDISKS = Resource(
+    APPS_GROUP,
+    "v1alpha1",
+    "vmdisks",
+    "vmdisk",
+    "VMDisk",
+    True,
+    WRITE,
+    prefix="vm-disk-",
+    schema="vmdisk.v1.1.0.json",
+)
+KUBERNETESES = Resource(
+    APPS_GROUP,
+    "v1alpha1",
+    "kuberneteses",
+    "kubernetes",
+    "Kubernetes",
+    True,
+    WRITE,
+    prefix="kubernetes-",
+    schema="kubernetes.v1.1.0.json",
+)
+KUBERNETESES_HEAD = Resource(
+    APPS_GROUP,
+    "v1alpha1",
+    "kuberneteses",
+    "kubernetes",
+    "Kubernetes",
+    True,
+    WRITE,
+    prefix="kubernetes-",
+    schema="kubernetes.v1.6-head.json",
+)
+LEGACY_VMS = Resource(
+    APPS_GROUP,
+    "v1alpha1",
+    "virtualmachines",
+    "virtualmachine",
+    "VirtualMachine",
+    True,
+    WRITE,
+    prefix="virtual-machine-",
+    schema="virtualmachine.legacy.json",
+)
 
 FLAVOURS = ("current", "legacy", "head")
 
@@ -69,9 +126,9 @@ def resources_for(flavour: str) -> list[Resource]:
     """Served resources; `head` = Cozystack v1.4+ Kubernetes schema (nodeGroups[].diskSize)."""
     base = [NAMESPACES, NODES, PODS, EVENTS, KUBEVIRT_VMS, WORKLOAD_MONITORS]
     if flavour == "current":
-        return base + [VMINSTANCES, VMDISKS, KUBERNETESES]
+        return [*base, VMINSTANCES, VMDISKS, KUBERNETESES]
     if flavour == "head":
-        return base + [VMINSTANCES, VMDISKS, KUBERNETESES_HEAD]
+        return [*base, VMINSTANCES, VMDISKS, KUBERNETESES_HEAD]
     if flavour == "legacy":
-        return base + [LEGACY_VMS, KUBERNETESES]
+        return [*base, LEGACY_VMS, KUBERNETESES]
     raise ValueError(f"unknown flavour {flavour!r} (expected one of {FLAVOURS})")

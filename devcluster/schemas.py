@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,16 @@ DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 HELM_RELEASE_MAX = 53
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> dict[str, Any]:
     return json.loads((SCHEMA_DIR / name).read_text())
 
 
 def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
     """Return `value` with schema defaults filled in (value is not modified)."""
-    if isinstance(value, dict) and (schema.get("type") == "object" or "properties" in schema
-                                    or "additionalProperties" in schema):
+    if isinstance(value, dict) and (
+        schema.get("type") == "object" or "properties" in schema or "additionalProperties" in schema
+    ):
         out = dict(value)
         props = schema.get("properties", {})
         for key, sub in props.items():
@@ -63,32 +64,56 @@ def _cause(err: jsonschema.ValidationError, prefix: str) -> dict[str, str]:
     field = _field(prefix, err.absolute_path)
     if v == "enum":
         allowed = ", ".join(_quote(x) for x in err.validator_value)
-        return {"reason": "FieldValueNotSupported", "field": field,
-                "message": f"Unsupported value: {_quote(err.instance)}: supported values: {allowed}"}
+        return {
+            "reason": "FieldValueNotSupported",
+            "field": field,
+            "message": f"Unsupported value: {_quote(err.instance)}: supported values: {allowed}",
+        }
     if v == "required":
         missing = re.findall(r"'([^']+)' is a required property", err.message)
         name = missing[0] if missing else "?"
-        return {"reason": "FieldValueRequired", "field": f"{field}.{name}", "message": "Required value"}
+        return {
+            "reason": "FieldValueRequired",
+            "field": f"{field}.{name}",
+            "message": "Required value",
+        }
     if v in ("type", "anyOf"):
         want = err.validator_value if v == "type" else "integer or string"
-        return {"reason": "FieldValueTypeInvalid", "field": field,
-                "message": f"Invalid value: {_quote(type(err.instance).__name__)}: "
-                           f"{field} in body must be of type {want}: {_quote(err.instance)}"}
+        return {
+            "reason": "FieldValueTypeInvalid",
+            "field": field,
+            "message": f"Invalid value: {_quote(type(err.instance).__name__)}: "
+            f"{field} in body must be of type {want}: {_quote(err.instance)}",
+        }
     if v == "pattern":
-        return {"reason": "FieldValueInvalid", "field": field,
-                "message": f"Invalid value: {_quote(err.instance)}: {field} in body should match "
-                           f"'{err.validator_value}'"}
-    return {"reason": "FieldValueInvalid", "field": field,
-            "message": f"Invalid value: {_quote(err.instance)}: {err.message}"}
+        return {
+            "reason": "FieldValueInvalid",
+            "field": field,
+            "message": f"Invalid value: {_quote(err.instance)}: {field} in body should match "
+            f"'{err.validator_value}'",
+        }
+    return {
+        "reason": "FieldValueInvalid",
+        "field": field,
+        "message": f"Invalid value: {_quote(err.instance)}: {err.message}",
+    }
 
 
 def validate_spec(spec: Any, schema_name: str) -> list[dict[str, str]]:
     schema = load_schema(schema_name)
     if not isinstance(spec, dict):
-        return [{"reason": "FieldValueTypeInvalid", "field": "spec",
-                 "message": f"Invalid value: {_quote(type(spec).__name__)}: spec in body must be of type object"}]
+        return [
+            {
+                "reason": "FieldValueTypeInvalid",
+                "field": "spec",
+                "message": f"Invalid value: {_quote(type(spec).__name__)}: "
+                "spec in body must be of type object",
+            }
+        ]
     validator = jsonschema.Draft7Validator(schema)
-    errors = sorted(validator.iter_errors(spec), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    errors = sorted(
+        validator.iter_errors(spec), key=lambda e: (list(map(str, e.absolute_path)), e.validator)
+    )
     causes = []
     for err in errors:
         # anyOf(int|string) + pattern: report the pattern failure, not the anyOf wrapper twice.
@@ -110,16 +135,26 @@ def validate_name(name: str, prefix: str) -> list[dict[str, str]]:
     """cozystack-api's validateNameFormat / validateNameLength."""
     causes = []
     if not DNS1035.match(name or ""):
-        causes.append({
-            "reason": "FieldValueInvalid", "field": "metadata.name",
-            "message": f"Invalid value: {_quote(name)}: a DNS-1035 label must consist of lower case alphanumeric "
-                       "characters or '-', start with an alphabetic character, and end with an alphanumeric "
-                       "character (e.g. 'my-name',  or 'abc-123', regex used for validation is "
-                       "'[a-z]([-a-z0-9]*[a-z0-9])?')"})
+        causes.append(
+            {
+                "reason": "FieldValueInvalid",
+                "field": "metadata.name",
+                "message": f"Invalid value: {_quote(name)}: a DNS-1035 label must consist of lower "
+                "case alphanumeric characters or '-', start with an alphabetic character, and end "
+                "with an alphanumeric "
+                "character (e.g. 'my-name',  or 'abc-123', regex used for validation is "
+                "'[a-z]([-a-z0-9]*[a-z0-9])?')",
+            }
+        )
     limit = HELM_RELEASE_MAX - len(prefix)
     if len(name or "") > limit:
-        causes.append({"reason": "FieldValueTooLong", "field": "metadata.name",
-                       "message": f"Too long: may not be more than {limit} bytes"})
+        causes.append(
+            {
+                "reason": "FieldValueTooLong",
+                "field": "metadata.name",
+                "message": f"Too long: may not be more than {limit} bytes",
+            }
+        )
     return causes
 
 

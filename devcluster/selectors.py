@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Matcher = Callable[[dict[str, Any]], bool]
 
@@ -41,7 +42,11 @@ def parse_label_selector(expr: str | None) -> Matcher | None:
     for part in _split_top(expr):
         m = _SET_RE.match(part)
         if m:
-            key, op, vals = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
+            key, op, vals = (
+                m.group(1),
+                m.group(2),
+                {v.strip() for v in m.group(3).split(",") if v.strip()},
+            )
             if op == "in":
                 tests.append(lambda lb, k=key, vs=vals: lb.get(k) in vs)
             else:
@@ -86,8 +91,17 @@ def _field_value(obj: dict[str, Any], path: str) -> str:
 
 
 SUPPORTED_FIELDS = {
-    "metadata.name", "metadata.namespace", "spec.nodeName", "status.phase", "involvedObject.name",
-    "involvedObject.kind", "involvedObject.namespace", "involvedObject.uid", "reason", "type", "spec.unschedulable",
+    "metadata.name",
+    "metadata.namespace",
+    "spec.nodeName",
+    "status.phase",
+    "involvedObject.name",
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.uid",
+    "reason",
+    "type",
+    "spec.unschedulable",
 }
 
 
@@ -101,7 +115,7 @@ def parse_field_selector(expr: str | None) -> Matcher | None:
             raise SelectorError(f"invalid selector: {part!r}; can't understand {part!r}")
         field, op, val = m.groups()
         if field not in SUPPORTED_FIELDS:
-            raise SelectorError(f'field label not supported: {field}')
+            raise SelectorError(f"field label not supported: {field}")
         tests.append((field, op != "!=", val))
 
     def match(obj: dict[str, Any]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -30,9 +31,16 @@ STATE_VERSION = 1
 class DevCluster:
     """Everything but the socket: usable in-process (backfill, unit tests) or behind HTTPServer."""
 
-    def __init__(self, fleet: str = "demo", flavour: str = "current", seed: int = 1, speed: float = 1.0,
-                 faults: dict[str, Any] | None = None, state_file: str | None = None,
-                 watch_history: int = 20000) -> None:
+    def __init__(
+        self,
+        fleet: str = "demo",
+        flavour: str = "current",
+        seed: int = 1,
+        speed: float = 1.0,
+        faults: dict[str, Any] | None = None,
+        state_file: str | None = None,
+        watch_history: int = 20000,
+    ) -> None:
         self.seed = seed
         self.flavour = flavour
         self.resources = resources_for(flavour)
@@ -42,8 +50,11 @@ class DevCluster:
         self.fleet: Fleet = load_fleet(fleet, flavour)
         self.admin_token = make_token(seed, "admin")
         self.tenant_tokens = {ns: make_token(seed, ns) for ns in self.fleet.tenants}
-        self.auth = Authorizer(self.admin_token, self.tenant_tokens,
-                               lambda ns: self.store.get(NAMESPACES.key, "", ns) is not None)
+        self.auth = Authorizer(
+            self.admin_token,
+            self.tenant_tokens,
+            lambda ns: self.store.get(NAMESPACES.key, "", ns) is not None,
+        )
         self.reconciler = Reconciler(self.store, self.resources, self.clock, speed, seed)
         self.api = Api(self.store, self.resources, self.auth, self.faults, self.clock, seed)
         self.api.extra_routes = [("/devcluster/", self._admin_route), ("/dcgm/", self._dcgm_route)]
@@ -59,7 +70,7 @@ class DevCluster:
     def _bootstrap(self) -> None:
         now = time.time()
         created = now - 30 * 86400
-        for ns in self.fleet.tenants + ["default", "kube-system", "cozy-system"]:
+        for ns in [*self.fleet.tenants, "default", "kube-system", "cozy-system"]:
             if self.store.get(NAMESPACES.key, "", ns) is None:
                 self.store.load_raw(NAMESPACES.key, make_namespace(ns, created))
         for spec in self.fleet.nodes:
@@ -67,7 +78,8 @@ class DevCluster:
         self.store.rv = 1
         if not self.fleet.workloads:
             return
-        # Workloads are created through the API an hour ago and fast-forwarded, so they come up Running.
+        # Workloads are created through the API "an hour ago" and fast-forwarded: they come up
+        # Running.
         start = now - 3600
         self.clock.fixed = start
         for manifest in self.fleet.workloads:
@@ -76,9 +88,13 @@ class DevCluster:
 
     def create_manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
         api_version, kind = manifest.get("apiVersion", ""), manifest.get("kind", "")
-        res = next((r for r in self.resources if r.api_version == api_version and r.kind == kind), None)
+        res = next(
+            (r for r in self.resources if r.api_version == api_version and r.kind == kind), None
+        )
         if res is None:
-            raise ValueError(f"fleet workload: {api_version} {kind} is not served by flavour {self.flavour}")
+            raise ValueError(
+                f"fleet workload: {api_version} {kind} is not served by flavour {self.flavour}"
+            )
         ns = manifest.get("metadata", {}).get("namespace", "tenant-root")
         req = Request("POST", "", {}, {}, b"")
         resp = self.api._create(req, res, ns, json.loads(json.dumps(manifest)))
@@ -102,11 +118,22 @@ class DevCluster:
             for res in list(self.store.objects):
                 raws = [self.store.raw(res, k) for k in self.store.sorted_keys(res)]
                 parts.append(dumps(res) + b":[" + b",".join(raws) + b"]")
-            store_json = b'{"rv":' + str(self.store.rv).encode() + b',"objects":{' + b",".join(parts) + b"}}"
+            store_json = (
+                b'{"rv":' + str(self.store.rv).encode() + b',"objects":{' + b",".join(parts) + b"}}"
+            )
             recon = dumps(self.reconciler.state())
             self.store.dirty.clear()
-        body = (b'{"version":' + str(STATE_VERSION).encode() + b',"store":' + store_json + b',"reconciler":' + recon
-                + b',"faults":' + dumps(self.faults.describe()) + b"}")
+        body = (
+            b'{"version":'
+            + str(STATE_VERSION).encode()
+            + b',"store":'
+            + store_json
+            + b',"reconciler":'
+            + recon
+            + b',"faults":'
+            + dumps(self.faults.describe())
+            + b"}"
+        )
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_name(self.state_file.name + ".tmp")
         tmp.write_bytes(body)
@@ -139,7 +166,9 @@ class DevCluster:
         if ident is None:
             raise ApiError(401, "Unauthorized", "Unauthorized")
         if not ident.cluster_admin:
-            raise ApiError(403, "Forbidden", f'User "{ident.user}" cannot use the devcluster admin endpoint')
+            raise ApiError(
+                403, "Forbidden", f'User "{ident.user}" cannot use the devcluster admin endpoint'
+            )
         if req.path == "/devcluster/faults":
             if req.method in ("PUT", "POST"):
                 try:
@@ -152,12 +181,24 @@ class DevCluster:
             return Response(200, dumps(self.faults.describe()))
         if req.path == "/devcluster/info":
             with self.store.lock:
-                return Response(200, dumps({
-                    "fleet": self.fleet.name, "flavour": self.flavour, "seed": self.seed,
-                    "speed": self.reconciler.speed, "nodes": self.store.count(NODES.key),
-                    "resourceVersion": self.store.rv, "tenants": sorted(self.tenant_tokens),
-                    "units": {k: {x: u[x] for x in ("phase", "node", "gpus")} for k, u in
-                              self.reconciler.units.items()}}))
+                return Response(
+                    200,
+                    dumps(
+                        {
+                            "fleet": self.fleet.name,
+                            "flavour": self.flavour,
+                            "seed": self.seed,
+                            "speed": self.reconciler.speed,
+                            "nodes": self.store.count(NODES.key),
+                            "resourceVersion": self.store.rv,
+                            "tenants": sorted(self.tenant_tokens),
+                            "units": {
+                                k: {x: u[x] for x in ("phase", "node", "gpus")}
+                                for k, u in self.reconciler.units.items()
+                            },
+                        }
+                    ),
+                )
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
     # --- DCGM --------------------------------------------------------------------------
@@ -171,7 +212,9 @@ class DevCluster:
             owner = f"{res.key}|{ns}/{name}"
             units = [u for u in self.reconciler.units.values() if u["owner"] == owner]
             ann = (obj["metadata"].get("annotations") or {}).get(metrics.PROFILE_ANNOTATION)
-            return metrics.gpus_of_units(units, ann, self.seed, default="training" if kind == "kubernetes" else "idle")
+            return metrics.gpus_of_units(
+                units, ann, self.seed, default="training" if kind == "kubernetes" else "idle"
+            )
         return None
 
     def dcgm_targets(self, include_vms: bool = False) -> list[dict[str, Any]]:
@@ -184,14 +227,25 @@ class DevCluster:
                     continue
                 for (ns, name), _ in self.store.iter_objects(res.key):
                     owner = f"{res.key}|{ns}/{name}"
-                    if not any(u["gpus"] for u in self.reconciler.units.values() if u["owner"] == owner):
+                    if not any(
+                        u["gpus"] for u in self.reconciler.units.values() if u["owner"] == owner
+                    ):
                         continue
                     if is_cluster:
-                        labels = {"__metrics_path__": f"/dcgm/kubernetes/{ns}/{name}/metrics",
-                                  "cluster": f"kubernetes-{name}", "tenant": ns, "source": "dcgm-exporter"}
+                        labels = {
+                            "__metrics_path__": f"/dcgm/kubernetes/{ns}/{name}/metrics",
+                            "cluster": f"kubernetes-{name}",
+                            "tenant": ns,
+                            "source": "dcgm-exporter",
+                        }
                     else:
-                        labels = {"__metrics_path__": f"/dcgm/vm/{ns}/{name}/metrics", "cluster": "",
-                                  "tenant": ns, "vm": name, "source": "guest-agent"}
+                        labels = {
+                            "__metrics_path__": f"/dcgm/vm/{ns}/{name}/metrics",
+                            "cluster": "",
+                            "tenant": ns,
+                            "vm": name,
+                            "source": "guest-agent",
+                        }
                     out.append({"targets": [host], "labels": labels})
         return out
 
@@ -203,9 +257,13 @@ class DevCluster:
             with self.store.lock:
                 gpus = self._workload_gpus(segs[1], segs[2], segs[3])
             if gpus is None:
-                return Response(404, b"404 page not found\n", content_type="text/plain; charset=utf-8")
+                return Response(
+                    404, b"404 page not found\n", content_type="text/plain; charset=utf-8"
+                )
             text = metrics.render(gpus, time.time(), self.seed)
-            return Response(200, text.encode(), content_type="text/plain; version=0.0.4; charset=utf-8")
+            return Response(
+                200, text.encode(), content_type="text/plain; version=0.0.4; charset=utf-8"
+            )
         return Response(404, b"404 page not found\n", content_type="text/plain; charset=utf-8")
 
 
@@ -226,10 +284,8 @@ class Handler(BaseHTTPRequestHandler):
         resp = self.dc.api.handle(self.command, self.path, headers, body)
         if resp.drop:
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         if resp.stream is not None:
             self._stream(resp)
@@ -267,9 +323,9 @@ class Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from the base class
+    def log_message(self, format: str, *args: Any) -> None:
         if self.verbose:
-            sys.stderr.write("%s - %s\n" % (self.address_string(), format % args))
+            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
 
 
 TLS_DIR = Path(__file__).resolve().parent / "tls"
@@ -309,10 +365,8 @@ class Server(ThreadingHTTPServer):
             self.RequestHandlerClass(conn, client_address, self)
         finally:
             if conn is not request:
-                try:
+                with contextlib.suppress(OSError):
                     conn.close()
-                except OSError:
-                    pass
 
 
 def make_server(dc: DevCluster, port: int = 0, verbose: bool = False) -> Server:
@@ -332,12 +386,24 @@ def run(args: Any) -> int:
     import signal
 
     faults = json.loads(args.faults) if args.faults else None
-    dc = DevCluster(fleet=args.fleet, flavour=args.flavour, seed=args.seed, speed=args.speed, faults=faults,
-                    state_file=args.state, watch_history=args.watch_history)
+    dc = DevCluster(
+        fleet=args.fleet,
+        flavour=args.flavour,
+        seed=args.seed,
+        speed=args.speed,
+        faults=faults,
+        state_file=args.state,
+        watch_history=args.watch_history,
+    )
     srv = make_server(dc, args.port, verbose=args.verbose)
     url = f"http://127.0.0.1:{dc.port}"
-    path = write_kubeconfig(args.kubeconfig_out or default_kubeconfig_path(), f"https://127.0.0.1:{dc.port}",
-                            dc.admin_token, dc.tenant_tokens, ca_file=TLS_DIR / "devcluster.crt")
+    path = write_kubeconfig(
+        args.kubeconfig_out or default_kubeconfig_path(),
+        f"https://127.0.0.1:{dc.port}",
+        dc.admin_token,
+        dc.tenant_tokens,
+        ca_file=TLS_DIR / "devcluster.crt",
+    )
     dc.start_background()
     stop = threading.Event()
 
@@ -346,10 +412,15 @@ def run(args: Any) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True)
+    t = threading.Thread(
+        target=srv.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
+    )
     t.start()
-    print(f"devcluster kubeconfig: {path.resolve()} (fleet {dc.fleet.name}, flavour {dc.flavour}, "
-          f"{dc.store.count(NODES.key)} nodes)", flush=True)
+    print(
+        f"devcluster kubeconfig: {path.resolve()} (fleet {dc.fleet.name}, flavour {dc.flavour}, "
+        f"{dc.store.count(NODES.key)} nodes)",
+        flush=True,
+    )
     print(f"devcluster listening on {url}", flush=True)
     stop.wait()
     dc.shutdown()

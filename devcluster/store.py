@@ -12,8 +12,9 @@ import copy
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 
@@ -86,7 +87,7 @@ class Store:
         return self.rv
 
     def put(self, res: str, obj: dict[str, Any], event: str | None = None) -> dict[str, Any]:
-        """Store `obj` (taking ownership), stamping a fresh resourceVersion; emits ADDED/MODIFIED."""
+        """Store `obj` (taking ownership) with a fresh resourceVersion; emits ADDED/MODIFIED."""
         with self.lock:
             md = obj.setdefault("metadata", {})
             key = (md.get("namespace", ""), md["name"])
@@ -98,7 +99,11 @@ class Store:
                 self._sorted[res] = None
             raw = dumps(obj)
             self._json.setdefault(res, {})[key] = raw
-            self._record(WatchEvent(self.rv, res, key[0], event or ("MODIFIED" if existed else "ADDED"), obj, raw))
+            self._record(
+                WatchEvent(
+                    self.rv, res, key[0], event or ("MODIFIED" if existed else "ADDED"), obj, raw
+                )
+            )
             return obj
 
     def delete(self, res: str, ns: str, name: str) -> dict[str, Any] | None:
@@ -143,7 +148,10 @@ class Store:
     # --- persistence -------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return {"rv": self.rv, "objects": {res: list(b.values()) for res, b in self.objects.items()}}
+            return {
+                "rv": self.rv,
+                "objects": {res: list(b.values()) for res, b in self.objects.items()},
+            }
 
     def restore(self, data: dict[str, Any]) -> None:
         with self.lock:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import calendar
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .resources import Resource
 
@@ -55,7 +56,9 @@ def _cond(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
     return None
 
 
-Column = tuple[str, str, str, int, Callable[[dict[str, Any]], Any]]  # name, type, format, priority, cell
+Column = tuple[
+    str, str, str, int, Callable[[dict[str, Any]], Any]
+]  # name, type, format, priority, cell
 
 
 def _app_columns() -> list[Column]:
@@ -67,10 +70,12 @@ def _app_columns() -> list[Column]:
         v = (o.get("status") or {}).get("version", "")
         return v.split("+", 1)[1] if "+" in v else v
 
-    return [("NAME", "string", "name", 0, lambda o: o["metadata"]["name"]),
-            ("READY", "string", "", 0, ready),
-            ("AGE", "string", "", 0, lambda o: age(o["metadata"].get("creationTimestamp"))),
-            ("VERSION", "string", "", 0, version)]
+    return [
+        ("NAME", "string", "name", 0, lambda o: o["metadata"]["name"]),
+        ("READY", "string", "", 0, ready),
+        ("AGE", "string", "", 0, lambda o: age(o["metadata"].get("creationTimestamp"))),
+        ("VERSION", "string", "", 0, version),
+    ]
 
 
 def _node_status(o: dict[str, Any]) -> str:
@@ -82,8 +87,11 @@ def _node_status(o: dict[str, Any]) -> str:
 
 
 def _roles(o: dict[str, Any]) -> str:
-    roles = sorted(k.split("/", 1)[1] for k in (o["metadata"].get("labels") or {})
-                   if k.startswith("node-role.kubernetes.io/"))
+    roles = sorted(
+        k.split("/", 1)[1]
+        for k in (o["metadata"].get("labels") or {})
+        if k.startswith("node-role.kubernetes.io/")
+    )
     return ",".join(roles) or "<none>"
 
 
@@ -100,11 +108,29 @@ COLUMNS: dict[str, list[Column]] = {
         ("ROLES", "string", "", 0, _roles),
         ("AGE", "string", "", 0, lambda o: age(o["metadata"].get("creationTimestamp"))),
         ("VERSION", "string", "", 0, lambda o: o["status"]["nodeInfo"]["kubeletVersion"]),
-        ("INTERNAL-IP", "string", "", 1, lambda o: next((a["address"] for a in o["status"].get("addresses", [])
-                                                          if a["type"] == "InternalIP"), "<none>")),
+        (
+            "INTERNAL-IP",
+            "string",
+            "",
+            1,
+            lambda o: next(
+                (
+                    a["address"]
+                    for a in o["status"].get("addresses", [])
+                    if a["type"] == "InternalIP"
+                ),
+                "<none>",
+            ),
+        ),
         ("OS-IMAGE", "string", "", 1, lambda o: o["status"]["nodeInfo"]["osImage"]),
         ("KERNEL-VERSION", "string", "", 1, lambda o: o["status"]["nodeInfo"]["kernelVersion"]),
-        ("CONTAINER-RUNTIME", "string", "", 1, lambda o: o["status"]["nodeInfo"]["containerRuntimeVersion"]),
+        (
+            "CONTAINER-RUNTIME",
+            "string",
+            "",
+            1,
+            lambda o: o["status"]["nodeInfo"]["containerRuntimeVersion"],
+        ),
     ],
     "pods": [
         ("NAME", "string", "name", 0, lambda o: o["metadata"]["name"]),
@@ -124,16 +150,34 @@ COLUMNS: dict[str, list[Column]] = {
         ("LAST SEEN", "string", "", 0, lambda o: age(o.get("lastTimestamp"))),
         ("TYPE", "string", "", 0, lambda o: o.get("type", "")),
         ("REASON", "string", "", 0, lambda o: o.get("reason", "")),
-        ("OBJECT", "string", "", 0, lambda o: f"{o['involvedObject'].get('kind', '').lower()}/"
-                                              f"{o['involvedObject'].get('name', '')}"),
+        (
+            "OBJECT",
+            "string",
+            "",
+            0,
+            lambda o: (
+                f"{o['involvedObject'].get('kind', '').lower()}/"
+                f"{o['involvedObject'].get('name', '')}"
+            ),
+        ),
         ("MESSAGE", "string", "", 0, lambda o: o.get("message", "")),
     ],
     "kubevirt.io/virtualmachines": [
         ("NAME", "string", "name", 0, lambda o: o["metadata"]["name"]),
         ("AGE", "string", "", 0, lambda o: age(o["metadata"].get("creationTimestamp"))),
         ("STATUS", "string", "", 0, lambda o: o.get("status", {}).get("printableStatus", "")),
-        ("READY", "string", "", 0, lambda o: str(bool(o.get("status", {}).get("ready"))).lower()
-         .replace("true", "True").replace("false", "False")),
+        (
+            "READY",
+            "string",
+            "",
+            0,
+            lambda o: (
+                str(bool(o.get("status", {}).get("ready")))
+                .lower()
+                .replace("true", "True")
+                .replace("false", "False")
+            ),
+        ),
     ],
     "workloadmonitors": [
         ("NAME", "string", "name", 0, lambda o: o["metadata"]["name"]),
@@ -153,9 +197,10 @@ def columns_for(res: Resource) -> list[Column]:
         return _app_columns()
     if res.group == "kubevirt.io":
         return COLUMNS["kubevirt.io/virtualmachines"]
-    return COLUMNS.get(res.plural) or [("NAME", "string", "name", 0, lambda o: o["metadata"]["name"]),
-                                       ("AGE", "string", "", 0,
-                                        lambda o: age(o["metadata"].get("creationTimestamp")))]
+    return COLUMNS.get(res.plural) or [
+        ("NAME", "string", "name", 0, lambda o: o["metadata"]["name"]),
+        ("AGE", "string", "", 0, lambda o: age(o["metadata"].get("creationTimestamp"))),
+    ]
 
 
 def partial_metadata(obj: dict[str, Any]) -> dict[str, Any]:
@@ -163,8 +208,9 @@ def partial_metadata(obj: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": md}
 
 
-def to_table(res: Resource, objs: list[dict[str, Any]], list_meta: dict[str, Any],
-             include: str = "Metadata") -> dict[str, Any]:
+def to_table(
+    res: Resource, objs: list[dict[str, Any]], list_meta: dict[str, Any], include: str = "Metadata"
+) -> dict[str, Any]:
     cols = columns_for(res)
     rows = []
     for o in objs:
@@ -175,8 +221,18 @@ def to_table(res: Resource, objs: list[dict[str, Any]], list_meta: dict[str, Any
             row["object"] = partial_metadata(o)
         rows.append(row)
     return {
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta,
-        "columnDefinitions": [{"name": c[0].title() if c[0] != "NAME" else "Name", "type": c[1], "format": c[2],
-                               "description": c[0].lower(), "priority": c[3]} for c in cols],
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": [
+            {
+                "name": c[0].title() if c[0] != "NAME" else "Name",
+                "type": c[1],
+                "format": c[2],
+                "description": c[0].lower(),
+                "priority": c[3],
+            }
+            for c in cols
+        ],
         "rows": rows,
     }

@@ -22,9 +22,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -46,9 +47,19 @@ def kubectl_path() -> str:
 class DevCluster:
     """Handle on a running `python -m devcluster serve` subprocess."""
 
-    def __init__(self, workdir: str | Path, fleet: str = "demo", flavour: str = "current", speed: float = 50.0,
-                 seed: int = 1, faults: dict[str, Any] | None = None, state: str | Path | None = None,
-                 port: int = 0, ready_timeout: float = 30.0, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: str | Path,
+        fleet: str = "demo",
+        flavour: str = "current",
+        speed: float = 50.0,
+        seed: int = 1,
+        faults: dict[str, Any] | None = None,
+        state: str | Path | None = None,
+        port: int = 0,
+        ready_timeout: float = 30.0,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.fleet, self.flavour, self.speed, self.seed = fleet, flavour, speed, seed
@@ -66,10 +77,25 @@ class DevCluster:
         self.output: list[str] = []
 
     # --- lifecycle ---------------------------------------------------------------------
-    def start(self) -> "DevCluster":
-        cmd = [sys.executable, "-m", "devcluster", "serve", "--port", str(self.port_arg), "--fleet", self.fleet,
-               "--flavour", self.flavour, "--speed", str(self.speed), "--seed", str(self.seed),
-               "--kubeconfig-out", str(self.kubeconfig)]
+    def start(self) -> DevCluster:
+        cmd = [
+            sys.executable,
+            "-m",
+            "devcluster",
+            "serve",
+            "--port",
+            str(self.port_arg),
+            "--fleet",
+            self.fleet,
+            "--flavour",
+            self.flavour,
+            "--speed",
+            str(self.speed),
+            "--seed",
+            str(self.seed),
+            "--kubeconfig-out",
+            str(self.kubeconfig),
+        ]
         if self.faults:
             cmd += ["--faults", json.dumps(self.faults)]
         if self.state:
@@ -78,8 +104,14 @@ class DevCluster:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
-        self.proc = subprocess.Popen(cmd, cwd=str(self.workdir), env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=str(self.workdir),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         lines: queue.Queue[str | None] = queue.Queue()
 
         def pump() -> None:
@@ -94,14 +126,18 @@ class DevCluster:
         while True:
             try:
                 line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
+            except queue.Empty as e:
                 self.stop()
-                raise TimeoutError(f"devcluster not ready after {self.ready_timeout}s:\n{''.join(self.output)}")
+                raise TimeoutError(
+                    f"devcluster not ready after {self.ready_timeout}s:\n{''.join(self.output)}"
+                ) from e
             if line is None:
                 self.stop()
-                raise RuntimeError(f"devcluster exited before it was ready:\n{''.join(self.output)}")
+                raise RuntimeError(
+                    f"devcluster exited before it was ready:\n{''.join(self.output)}"
+                )
             if line.startswith(READY_PREFIX):
-                self.url = line[len(READY_PREFIX):].strip()
+                self.url = line[len(READY_PREFIX) :].strip()
                 break
         self.port = int(self.url.rsplit(":", 1)[1])
         self.https_url = f"https://127.0.0.1:{self.port}"
@@ -129,18 +165,31 @@ class DevCluster:
         assert self.proc is not None
         return self.proc.pid
 
-    def __enter__(self) -> "DevCluster":
+    def __enter__(self) -> DevCluster:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
     # --- raw HTTP ----------------------------------------------------------------------
-    def request(self, method: str, path: str, token: str | None = None, body: Any = None,
-                headers: dict[str, str] | None = None, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[int, dict[str, str], bytes]:
         """Plain-HTTP request; `token=None` uses the admin token, `token=""` sends none."""
-        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        req = urllib.request.Request(self.url + path, data=data, method=method)
+        data = (
+            None
+            if body is None
+            else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        )
+        if not self.url.startswith("http://"):
+            raise ValueError(f"not an http URL: {self.url!r}")
+        req = urllib.request.Request(self.url + path, data=data, method=method)  # noqa: S310
         tok = self.admin_token if token is None else token
         if tok:
             req.add_header("Authorization", f"Bearer {tok}")
@@ -149,7 +198,7 @@ class DevCluster:
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http:// only
                 return resp.status, dict(resp.headers.items()), resp.read()
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers.items()), e.read()
@@ -174,30 +223,61 @@ class DevCluster:
         from kubernetes import client
 
         cfg = client.Configuration(host=self.url)
-        tok = self.tenant_tokens[tenant] if tenant else (self.admin_token if token is None else token)
+        tok = (
+            self.tenant_tokens[tenant] if tenant else (self.admin_token if token is None else token)
+        )
         if tok:
             cfg.api_key = {"BearerToken": tok}
             cfg.api_key_prefix = {"BearerToken": "Bearer"}
         return client.ApiClient(cfg)
 
-    def kubectl(self, *args: str, context: str | None = None, check: bool = True, timeout: float = 60.0,
-                input: str | None = None) -> subprocess.CompletedProcess[str]:  # noqa: A002 - subprocess's name
-        cmd = [kubectl_path(), "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.kubectl_cache)]
+    def kubectl(
+        self,
+        *args: str,
+        context: str | None = None,
+        check: bool = True,
+        timeout: float = 60.0,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [
+            kubectl_path(),
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--cache-dir",
+            str(self.kubectl_cache),
+        ]
         if context:
             cmd += ["--context", context]
         cmd += list(args)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
         if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
 
 @contextmanager
-def run_devcluster(workdir: str | Path, fleet: str = "demo", flavour: str = "current", speed: float = 50.0,
-                   seed: int = 1, faults: dict[str, Any] | None = None, state: str | Path | None = None,
-                   **kwargs: Any) -> Iterator[DevCluster]:
-    dc = DevCluster(workdir, fleet=fleet, flavour=flavour, speed=speed, seed=seed, faults=faults, state=state,
-                    **kwargs)
+def run_devcluster(
+    workdir: str | Path,
+    fleet: str = "demo",
+    flavour: str = "current",
+    speed: float = 50.0,
+    seed: int = 1,
+    faults: dict[str, Any] | None = None,
+    state: str | Path | None = None,
+    **kwargs: Any,
+) -> Iterator[DevCluster]:
+    dc = DevCluster(
+        workdir,
+        fleet=fleet,
+        flavour=flavour,
+        speed=speed,
+        seed=seed,
+        faults=faults,
+        state=state,
+        **kwargs,
+    )
     dc.start()
     try:
         yield dc

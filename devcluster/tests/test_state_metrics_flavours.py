@@ -23,8 +23,9 @@ def test_state_survives_restart_and_old_watches_expire(tmp_path) -> None:
     state = tmp_path / "state.json"
     with run_devcluster(tmp_path / "a", state=state) as first:
         custom = client.CustomObjectsApi(first.api_client())
-        created = custom.create_namespaced_custom_object(G, V, "tenant-acme", "vminstances",
-                                                         vm_instance("keep-me", ["nvidia.com/AD102GL_L40S"]))
+        created = custom.create_namespaced_custom_object(
+            G, V, "tenant-acme", "vminstances", vm_instance("keep-me", ["nvidia.com/AD102GL_L40S"])
+        )
         wait_for(lambda: kubevirt_status(custom, "tenant-acme", "vm-instance-keep-me") == "Running")
         old_rv = created["metadata"]["resourceVersion"]
     assert first.proc is not None and first.proc.returncode == 0  # clean SIGTERM shutdown
@@ -35,12 +36,24 @@ def test_state_survives_restart_and_old_watches_expire(tmp_path) -> None:
         assert again["metadata"]["uid"] == created["metadata"]["uid"]
         assert kubevirt_status(custom, "tenant-acme", "vm-instance-keep-me") == "Running"
         # The GPU stays allocated to the restored launcher pod.
-        pods = client.CoreV1Api(second.api_client()).list_namespaced_pod(
-            "tenant-acme", label_selector="vm.kubevirt.io/name=vm-instance-keep-me").items
+        pods = (
+            client.CoreV1Api(second.api_client())
+            .list_namespaced_pod(
+                "tenant-acme", label_selector="vm.kubevirt.io/name=vm-instance-keep-me"
+            )
+            .items
+        )
         assert len(pods) == 1 and pods[0].spec.node_name
         with pytest.raises(client.ApiException) as exc:
-            for _ in watch.Watch().stream(custom.list_namespaced_custom_object, G, V, "tenant-acme", "vminstances",
-                                          resource_version=old_rv, timeout_seconds=2):
+            for _ in watch.Watch().stream(
+                custom.list_namespaced_custom_object,
+                G,
+                V,
+                "tenant-acme",
+                "vminstances",
+                resource_version=old_rv,
+                timeout_seconds=2,
+            ):
                 pass
         assert exc.value.status == 410
         # And the reconciler still works after a restore.
@@ -49,7 +62,7 @@ def test_state_survives_restart_and_old_watches_expire(tmp_path) -> None:
 
 
 def _scrape(url: str) -> tuple[str, str]:
-    with urllib.request.urlopen(url, timeout=10) as resp:
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - the test's own http URL
         return resp.headers["Content-Type"], resp.read().decode()
 
 
@@ -62,16 +75,35 @@ def test_dcgm_targets_and_metrics(dc: DevCluster) -> None:
     ctype, text = _scrape(dc.url + path)
     assert ctype.startswith("text/plain; version=0.0.4")
     fams = {f.name: f for f in text_string_to_metric_families(text)}
-    for name in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_POWER_USAGE",
-                 "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_XID_ERRORS",
-                 "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"):
+    for name in (
+        "DCGM_FI_DEV_GPU_UTIL",
+        "DCGM_FI_DEV_FB_USED",
+        "DCGM_FI_DEV_FB_FREE",
+        "DCGM_FI_DEV_POWER_USAGE",
+        "DCGM_FI_DEV_GPU_TEMP",
+        "DCGM_FI_DEV_SM_CLOCK",
+        "DCGM_FI_DEV_XID_ERRORS",
+        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+    ):
         assert name in fams, name
     util = fams["DCGM_FI_DEV_GPU_UTIL"].samples
     assert len(util) == 2  # acme/ml: 2 A100 workers x 1 GPU
     labels = util[0].labels
-    assert set(labels) >= {"gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname",
-                           "DCGM_FI_DRIVER_VERSION", "pod", "namespace", "container"}
-    assert labels["modelName"] == "NVIDIA A100 80GB PCIe" and labels["Hostname"].startswith("kubernetes-ml-gpu-")
+    assert set(labels) >= {
+        "gpu",
+        "UUID",
+        "pci_bus_id",
+        "device",
+        "modelName",
+        "Hostname",
+        "DCGM_FI_DRIVER_VERSION",
+        "pod",
+        "namespace",
+        "container",
+    }
+    assert labels["modelName"] == "NVIDIA A100 80GB PCIe" and labels["Hostname"].startswith(
+        "kubernetes-ml-gpu-"
+    )
     temps = sorted(s.value for s in fams["DCGM_FI_DEV_GPU_TEMP"].samples)
     assert temps[-1] >= 87  # the throttling hot GPU
     # globex/serve: bursty inference + allocated-but-idle on one worker.
@@ -86,13 +118,33 @@ def test_dcgm_targets_and_metrics(dc: DevCluster) -> None:
 
 def test_backfill_writes_openmetrics(tmp_path) -> None:
     out = tmp_path / "dcgm.om"
-    subprocess.run([sys.executable, "-m", "devcluster", "backfill", "--fleet", "demo", "--days", "0.01",
-                    "--step", "60", "--end", "1780000000", "--out", str(out)], check=True, cwd=REPO_ROOT,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "devcluster",
+            "backfill",
+            "--fleet",
+            "demo",
+            "--days",
+            "0.01",
+            "--step",
+            "60",
+            "--end",
+            "1780000000",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=60,
+    )
     text = out.read_text()
     assert text.endswith("# EOF\n")
     lines = [ln for ln in text.splitlines() if ln.startswith("DCGM_FI_DEV_GPU_UTIL{")]
-    # 3 cluster GPUs (acme/ml 2 x A100, globex/serve 1 worker x 2 L40S) x 15 samples (864 s / 60 s + 1)
+    # 4 cluster GPUs (acme/ml 2 x A100, globex/serve 1 worker x 2 L40S)
+    # x 15 samples (864 s / 60 s + 1)
     assert len(lines) == 4 * 15
     assert 'cluster="kubernetes-ml"' in lines[0] and 'tenant="tenant-acme"' in lines[0]
     assert lines[-1].rsplit(" ", 1)[1] == "1780000000"
@@ -104,14 +156,22 @@ def test_legacy_flavour_serves_virtualmachines(tmp_path) -> None:
         names = {r["name"] for r in res["resources"]}
         assert "virtualmachines" in names and "vminstances" not in names and "kuberneteses" in names
         custom = client.CustomObjectsApi(legacy.api_client())
-        body = {"apiVersion": f"{G}/{V}", "kind": "VirtualMachine", "metadata": {"name": "old"},
-                "spec": {"running": False, "gpus": [{"name": "nvidia.com/AD102GL_L40S"}],
-                         "systemDisk": {"image": "ubuntu", "storage": "50Gi"}}}
+        body = {
+            "apiVersion": f"{G}/{V}",
+            "kind": "VirtualMachine",
+            "metadata": {"name": "old"},
+            "spec": {
+                "running": False,
+                "gpus": [{"name": "nvidia.com/AD102GL_L40S"}],
+                "systemDisk": {"image": "ubuntu", "storage": "50Gi"},
+            },
+        }
         made = custom.create_namespaced_custom_object(G, V, "tenant-acme", "virtualmachines", body)
         assert made["spec"]["systemDisk"]["storageClass"] == "replicated"  # nested default
         wait_for(lambda: kubevirt_status(custom, "tenant-acme", "virtual-machine-old") == "Stopped")
-        custom.patch_namespaced_custom_object(G, V, "tenant-acme", "virtualmachines", "old",
-                                              {"spec": {"running": True}})
+        custom.patch_namespaced_custom_object(
+            G, V, "tenant-acme", "virtualmachines", "old", {"spec": {"running": True}}
+        )
         wait_for(lambda: kubevirt_status(custom, "tenant-acme", "virtual-machine-old") == "Running")
         out = legacy.kubectl("get", "virtualmachines.apps.cozystack.io", "-n", "tenant-acme").stdout
         assert out.splitlines()[0].split() == ["NAME", "READY", "AGE", "VERSION"]
@@ -120,8 +180,16 @@ def test_legacy_flavour_serves_virtualmachines(tmp_path) -> None:
 def test_head_flavour_uses_disk_size(tmp_path) -> None:
     with run_devcluster(tmp_path, flavour="head") as head:
         custom = client.CustomObjectsApi(head.api_client())
-        old = {"apiVersion": f"{G}/{V}", "kind": "Kubernetes", "metadata": {"name": "k"},
-               "spec": {"nodeGroups": {"g": {"minReplicas": 0, "maxReplicas": 1, "instanceType": "u1.large"}}}}
+        old = {
+            "apiVersion": f"{G}/{V}",
+            "kind": "Kubernetes",
+            "metadata": {"name": "k"},
+            "spec": {
+                "nodeGroups": {
+                    "g": {"minReplicas": 0, "maxReplicas": 1, "instanceType": "u1.large"}
+                }
+            },
+        }
         made = custom.create_namespaced_custom_object(G, V, "tenant-acme", "kuberneteses", old)
         assert made["spec"]["nodeGroups"]["g"]["diskSize"] == "20Gi"
         doc = json.loads(head.request("GET", "/openapi/v3/apis/apps.cozystack.io/v1alpha1")[2])
