@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
@@ -16,7 +17,6 @@ from .filters import NodeFilter
 from .forms import AdvisorForm, CompareForm
 
 NODES_PER_PAGE = 50
-REFRESH_SECONDS = 30
 
 
 def catalog(request: HttpRequest) -> HttpResponse:
@@ -81,7 +81,7 @@ def _inventory_context(request: HttpRequest) -> dict[str, object]:
         "totals": selectors.model_totals(user),
         "clusters": selectors.clusters_status(),
         "tenant_allocations": selectors.allocations_by_tenant() if user.is_staff else [],
-        "refresh_seconds": REFRESH_SECONDS,
+        "refresh_seconds": settings.PAGE_REFRESH_SECONDS,
     }
 
 
@@ -127,7 +127,7 @@ def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
         "tenant": tenant,
         "workloads": selectors.tenant_workloads(request.user, tenant),
         "clusters": selectors.clusters_status(),
-        "refresh_seconds": REFRESH_SECONDS,
+        "refresh_seconds": settings.PAGE_REFRESH_SECONDS,
     }
     template = "gpus/_my_gpus_table.html" if request.htmx else "gpus/my_gpus.html"
     return render(request, template, context)

@@ -60,3 +60,28 @@ def test_advisor_in_french(page, live_server, alice):
     advice = page.locator("#advice")
     advice.get_by_text("NVIDIA L40S").wait_for()
     assert "Machine virtuelle GPU" in advice.inner_text()
+
+
+def test_inventory_refreshes_itself_without_a_reload(page, live_server, alice, settings):
+    from django.utils import timezone
+
+    from gpus.models import Cluster, GpuModel, ModelInventory
+
+    settings.PAGE_REFRESH_SECONDS = 1
+    cluster = Cluster.objects.create(name="c", last_synced_at=timezone.now())
+    l40s = GpuModel.objects.get(resource_name="nvidia.com/AD102GL_L40S")
+    row = ModelInventory.objects.create(
+        cluster=cluster, gpu_model=l40s, installed=16, allocated=4, free=8, unavailable=4
+    )
+    log_in(page, live_server, "alice")
+    page.goto(live_server.url + reverse("gpus:inventory"))
+    free_cell = page.locator('tr[data-model="nvidia.com/AD102GL_L40S"] td.free')
+    assert free_cell.inner_text() == "8"
+    page.evaluate("window.__marker = 'same-page'")
+    row.free, row.allocated = 5, 7
+    row.save()
+    page.wait_for_function(
+        "document.querySelector('tr[data-model=\"nvidia.com/AD102GL_L40S\"] td.free').innerText === '5'",
+        timeout=10_000,
+    )
+    assert page.evaluate("window.__marker") == "same-page"
