@@ -305,7 +305,7 @@ class Api:
                 _details(res, name),
             )
         if verb == "get":
-            return self._get(res, ns, name)  # type: ignore[arg-type]
+            return self._get(req, res, ns, name)  # type: ignore[arg-type]
         if verb == "list":
             return self._list(req, res, ns)
         if verb == "watch":
@@ -326,11 +326,16 @@ class Api:
             "the server does not allow this method on the requested resource",
         )
 
-    def _get(self, res: Resource, ns: str | None, name: str) -> Response:
+    def _get(self, req: Request, res: Resource, ns: str | None, name: str) -> Response:
         with self.store.lock:
             key = (ns or "", name)
-            if self.store.get(res.key, *key) is None:
+            obj = self.store.get(res.key, *key)
+            if obj is None:
                 raise not_found(res, name)
+            if "as=Table" in req.headers.get("accept", ""):
+                include = req.query.get("includeObject", "Metadata")
+                meta = {"resourceVersion": obj["metadata"]["resourceVersion"]}
+                return Response(200, dumps(tables.to_table(res, [obj], meta, include)))
             return Response(200, self.store.raw(res.key, key))
 
     def _selectors(self, req: Request) -> tuple[Any, Any]:

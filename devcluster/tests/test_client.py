@@ -362,3 +362,52 @@ def test_injected_429_carries_retry_after(dc: DevCluster, core: client.CoreV1Api
         dc.request("PUT", "/devcluster/faults", token=dc.tenant_tokens["tenant-acme"], body={})[0]
         == 403
     )
+
+
+def test_concurrent_creates_never_overcommit_gpus(dc: DevCluster, core: client.CoreV1Api) -> None:
+    """Twelve 3 x A100 VMs at once: exactly as many run as free capacity allows, per host."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a100 = "nvidia.com/GA100_A100_PCIE_80GB"
+
+    def used_per_node() -> dict[str, int]:
+        used: dict[str, int] = {}
+        for p in core.list_pod_for_all_namespaces().items:
+            if p.spec.node_name and p.status.phase in ("Pending", "Running"):
+                req = p.spec.containers[0].resources.requests or {}
+                used[p.spec.node_name] = used.get(p.spec.node_name, 0) + int(req.get(a100, "0"))
+        return used
+
+    before = used_per_node()
+    hosts = [
+        n
+        for n in core.list_node(label_selector="nvidia.com/gpu.product=NVIDIA-A100-80GB-PCIe").items
+        if not n.spec.unschedulable and n.status.conditions[-1].status == "True"
+    ]
+    expected = sum(
+        (int(n.status.allocatable[a100]) - before.get(n.metadata.name, 0)) // 3 for n in hosts
+    )
+    assert expected >= 1
+
+    def make(i: int) -> None:
+        api = client.CustomObjectsApi(dc.api_client())
+        api.create_namespaced_custom_object(
+            G, V, "tenant-root", "vminstances", vm_instance(f"race-{i}", [a100] * 3, "tenant-root")
+        )
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(make, range(12)))
+    custom = client.CustomObjectsApi(dc.api_client())
+
+    def settled() -> list[str]:
+        states = [
+            kubevirt_status(custom, "tenant-root", f"vm-instance-race-{i}") for i in range(12)
+        ]
+        return states if all(s in ("Running", "ErrorUnschedulable") for s in states) else []
+
+    states = wait_for(settled, what="all race VMs settled")
+    assert states.count("Running") == expected
+    used = used_per_node()
+    assert all(used.get(n.metadata.name, 0) <= int(n.status.allocatable[a100]) for n in hosts)
+    for i in range(12):
+        custom.delete_namespaced_custom_object(G, V, "tenant-root", "vminstances", f"race-{i}")

@@ -209,3 +209,30 @@ def test_kubevirt_vms_and_events_print(dc: DevCluster) -> None:
     assert any(line.startswith("vm-instance-gpu-ws ") and "Running" in line for line in out)
     ev = dc.kubectl("get", "events", "-n", "tenant-acme").stdout
     assert "Scheduled" in ev
+
+
+def test_cordon_is_a_node_patch_that_blocks_scheduling(dc: DevCluster) -> None:
+    dc.kubectl("cordon", "gpu-a100-2")
+    try:
+        row = dc.kubectl("get", "node", "gpu-a100-2").stdout.splitlines()
+        assert row[0].split()[:2] == ["NAME", "STATUS"]
+        assert row[1].split()[1] == "Ready,SchedulingDisabled"
+    finally:
+        dc.kubectl("uncordon", "gpu-a100-2")
+    assert dc.kubectl("get", "node", "gpu-a100-2").stdout.splitlines()[1].split()[1] == "Ready"
+
+
+def test_server_side_apply_and_explain(dc: DevCluster, tmp_path) -> None:
+    manifest = tmp_path / "ssa.yaml"
+    manifest.write_text(VM_EXAMPLE.split("---\n")[0].replace("kc-ws-system", "ssa-disk"))
+    out = dc.kubectl("apply", "--server-side", "-f", str(manifest)).stdout
+    assert "vmdisk.apps.cozystack.io/ssa-disk serverside-applied" in out
+    manifest.write_text(manifest.read_text().replace("storage: 100Gi", "storage: 120Gi"))
+    dc.kubectl("apply", "--server-side", "-f", str(manifest))
+    got = dc.kubectl(
+        "get", "vmdisk", "ssa-disk", "-n", "tenant-acme", "-o", "jsonpath={.spec.storage}"
+    )
+    assert got.stdout == "120Gi"
+    explain = dc.kubectl("explain", "vminstances.spec.runStrategy").stdout
+    assert "Halted" in explain and "RerunOnFailure" in explain
+    dc.kubectl("delete", "-f", str(manifest))
