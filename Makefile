@@ -34,10 +34,11 @@ run: setup
 	$(PY) -m devcluster serve --port $(DEVCLUSTER_PORT) --fleet demo \
 	  --kubeconfig-out var/devcluster/kubeconfig --state var/devcluster/state.json \
 	  > var/log/devcluster.log 2>&1 & pids+=($$!)
-	for _ in $$(seq 100); do [ -s var/devcluster/kubeconfig ] && break; sleep 0.1; done
+	for _ in $$(seq 150); do grep -q "listening on" var/log/devcluster.log 2>/dev/null && break; sleep 0.2; done
 	$(PY) manage.py migrate -v0
 	$(PY) manage.py seed_demo
 	$(PY) manage.py register_cluster
+	$(PY) manage.py sync_inventory
 	$(VENV)/bin/celery -A hikube_portal worker --pool=solo --loglevel=INFO > var/log/worker.log 2>&1 & pids+=($$!)
 	$(VENV)/bin/celery -A hikube_portal beat --loglevel=INFO > var/log/beat.log 2>&1 & pids+=($$!)
 	echo

@@ -1,0 +1,29 @@
+from django.core.management.base import BaseCommand, CommandParser
+
+from gpus.inventory import sync_cluster
+from gpus.kube.errors import KubeError
+from gpus.models import Cluster
+from gpus.tasks import sync_inventory
+
+
+class Command(BaseCommand):
+    help = "Sync the GPU inventory of every cluster now (or queue it for the Celery worker)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--queue", action="store_true", help="Queue a task per cluster.")
+
+    def handle(self, *args: object, queue: bool = False, **options: object) -> None:
+        for cluster in Cluster.objects.all():
+            if queue:
+                sync_inventory.delay(cluster.pk)
+                self.stdout.write(f"{cluster.name}: sync queued")
+                continue
+            try:
+                synced = sync_cluster(cluster.pk)
+            except KubeError as exc:
+                self.stderr.write(f"{cluster.name}: sync failed: {exc}")
+                continue
+            self.stdout.write(
+                f"{cluster.name}: {synced.nodes.count()} nodes synced in "
+                f"{synced.last_sync_seconds:.1f}s"
+            )
