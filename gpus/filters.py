@@ -24,10 +24,11 @@ class NodeFilter(django_filters.FilterSet):
     health = django_filters.ChoiceFilter(
         choices=NodeHealth.choices, label=_("Health"), empty_label=_("Any health")
     )
-    has_free = django_filters.BooleanFilter(
+    has_free = django_filters.ChoiceFilter(
         method="filter_has_free",
+        choices=(("yes", _("Yes")), ("no", _("No"))),
         label=_("Has free GPUs"),
-        widget=django_filters.widgets.BooleanWidget(),
+        empty_label=_("Any"),
     )
     sort = django_filters.OrderingFilter(
         fields=(("name", "name"), ("gpu_free", "free"), ("gpu_allocated", "allocated"),
@@ -35,16 +36,15 @@ class NodeFilter(django_filters.FilterSet):
         field_labels={"name": _("Name"), "gpu_free": _("Free GPUs"),
                       "gpu_allocated": _("Allocated GPUs"), "health": _("Health")},
         label=_("Sort by"),
+        empty_label=_("Name"),
     )
 
     class Meta:
         model = Node
         fields: list[str] = []
 
-    def filter_has_free(self, queryset: QuerySet[Node], name: str, value: bool | None):
-        if value is None:
-            return queryset
-        return queryset.filter(gpu_free__gt=0) if value else queryset.filter(gpu_free=0)
+    def filter_has_free(self, queryset: QuerySet[Node], name: str, value: str) -> QuerySet[Node]:
+        return queryset.filter(gpu_free__gt=0) if value == "yes" else queryset.filter(gpu_free=0)
 
     @property
     def qs(self) -> QuerySet[Node]:

@@ -160,7 +160,7 @@ def test_node_list_is_for_admins_only(cluster, alice_client, admin_client_):
     assert alice_client.get(reverse("gpus:nodes")).status_code == 404
     html = admin_client_.get(reverse("gpus:nodes"), {"health": "cordoned"}).content.decode()
     assert "gpu-l40s-2" in html and "gpu-l40s-1" not in html
-    html = admin_client_.get(reverse("gpus:nodes"), {"has_free": "true", "sort": "-free"}).content.decode()
+    html = admin_client_.get(reverse("gpus:nodes"), {"has_free": "yes", "sort": "-free"}).content.decode()
     assert html.index("gpu-h100-1") < html.index("gpu-l40s-1")
     assert "gpu-h100-2" not in html  # not ready: nothing free
 
@@ -181,3 +181,19 @@ def test_cross_tenant_my_gpus_is_404(alice_client, globex):
 def test_sync_button_needs_admin_and_csrf(alice_client, admin_client_, cluster, settings):
     settings.CELERY_TASK_ALWAYS_EAGER = False
     assert alice_client.post(reverse("gpus:inventory_sync")).status_code == 404
+
+
+def test_node_filters_reject_bad_values_without_a_500(cluster, admin_client_):
+    store_snapshot(cluster, reading(), timezone.now())
+    response = admin_client_.get(reverse("gpus:nodes"), {"health": "bogus", "gpu_model": "x"})
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+
+
+def test_node_list_last_page_and_search(cluster, admin_client_):
+    nodes = [node(f"gpu-l40s-{i:03d}", {L40S: 4}) for i in range(120)]
+    store_snapshot(cluster, reading(nodes=nodes, pods=[]), timezone.now())
+    html = admin_client_.get(reverse("gpus:nodes"), {"page": "last"}).content.decode()
+    assert "Page 3 of 3" in html and "gpu-l40s-119" in html and "gpu-l40s-099" not in html
+    html = admin_client_.get(reverse("gpus:nodes"), {"q": "l40s-07"}).content.decode()
+    assert "10 nodes" in html
