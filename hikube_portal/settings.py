@@ -153,12 +153,14 @@ CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", f"file://{VAR_DIR / 'ce
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue = VAR_DIR / "celery" / "queue"
     _processed = VAR_DIR / "celery" / "processed"
-    for _folder in (_queue, _processed, VAR_DIR / "celery" / "results"):
+    _control = VAR_DIR / "celery" / "control"  # fanout (inspect, ping); cwd by default
+    for _folder in (_queue, _processed, _control, VAR_DIR / "celery" / "results"):
         _folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue),
         "data_folder_out": str(_queue),
         "processed_folder": str(_processed),
+        "control_folder": str(_control),
         "store_processed": False,
         "polling_interval": 0.2,
     }
