@@ -46,6 +46,7 @@ ALLOWED_META = {
     "managedFields",
     "selfLink",
 }
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 KEPT_META = ("labels", "annotations", "finalizers", "ownerReferences")
 
 
@@ -720,7 +721,21 @@ class Api:
                 out_md["generation"] = int(cur["metadata"].get("generation", 1)) + 1
             out["spec"] = spec
         elif res.key == NODES.key:
-            out["spec"] = copy.deepcopy(new.get("spec") or {})
+            out["spec"] = spec = copy.deepcopy(new.get("spec") or {})
+            # The node lifecycle controller mirrors cordoning into a NoSchedule taint.
+            taints = [t for t in spec.get("taints") or [] if t.get("key") != UNSCHEDULABLE_TAINT]
+            if spec.get("unschedulable"):
+                taints.append(
+                    {
+                        "key": UNSCHEDULABLE_TAINT,
+                        "effect": "NoSchedule",
+                        "timeAdded": now_rfc3339(self.clock.now()),
+                    }
+                )
+            if taints:
+                spec["taints"] = taints
+            else:
+                spec.pop("taints", None)
         if out == cur:
             return self._with_warnings(
                 Response(200, self.store.raw(res.key, (ns or "", name))), warnings

@@ -217,6 +217,8 @@ def test_cordon_is_a_node_patch_that_blocks_scheduling(dc: DevCluster) -> None:
         row = dc.kubectl("get", "node", "gpu-a100-2").stdout.splitlines()
         assert row[0].split()[:2] == ["NAME", "STATUS"]
         assert row[1].split()[1] == "Ready,SchedulingDisabled"
+        taints = dc.kubectl("get", "node", "gpu-a100-2", "-o", "jsonpath={.spec.taints[*].key}")
+        assert "node.kubernetes.io/unschedulable" in taints.stdout
     finally:
         dc.kubectl("uncordon", "gpu-a100-2")
     assert dc.kubectl("get", "node", "gpu-a100-2").stdout.splitlines()[1].split()[1] == "Ready"
