@@ -47,9 +47,11 @@ def fleet_file(directory: Path, gpus: int) -> str:
     """A fleet of `gpus` / 8 nodes, the scale fleet's model mix; "scale" itself for 100,000."""
     if gpus == 100_000:
         return "scale"
-    models = ["nvidia.com/AD102GL_L40S"] * 5 + ["nvidia.com/GA100_A100_PCIE_80GB"] * 3 + [
-        "nvidia.com/H100_94GB"
-    ] * 2
+    models = (
+        ["nvidia.com/AD102GL_L40S"] * 5
+        + ["nvidia.com/GA100_A100_PCIE_80GB"] * 3
+        + ["nvidia.com/H100_94GB"] * 2
+    )
     lines = ["nodes:"]
     for i in range(gpus // 8):
         lines.append(f"  - {{name: gpu-node-{i:05d}, model: {models[i % 10]}, gpus: 8}}")
@@ -69,7 +71,11 @@ def run_sync_subprocess(cluster_id: int, var_dir: Path) -> dict[str, float]:
     """The sync in a fresh process, so its peak RSS is its own."""
     out = subprocess.run(
         [sys.executable, __file__, "--sync-only", str(cluster_id), "--var-dir", str(var_dir)],
-        capture_output=True, text=True, check=True, cwd=ROOT, timeout=900,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=900,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -176,7 +182,11 @@ def report(results: list[dict], engine: str, command: str) -> str:
                 f"| {r['gpus']:,} | {name} | {page['p50']:.1f} | {page['p95']:.1f} | {page['queries']} "
                 f"| {r['anchor_ms']:.0f} | {r['anchor_ms'] / page['p50']:.0f}x |"
             )
-    lines += ["", "Targets: p95 <= 150 ms and <= 10 queries, the same at 1,000 and 100,000 GPUs.", ""]
+    lines += [
+        "",
+        "Targets: p95 <= 150 ms and <= 10 queries, the same at 1,000 and 100,000 GPUs.",
+        "",
+    ]
     return "\n".join(lines)
 
 

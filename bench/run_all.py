@@ -1,4 +1,7 @@
-"""`make bench`: run every bench/bench_*.py in turn; each prints its table and writes bench/results/."""
+"""`make bench`: run every bench/bench_*.py in turn.
+
+Each prints its table and writes its figures under bench/results/.
+"""
 
 from __future__ import annotations
 

@@ -31,10 +31,18 @@ class NodeFilter(django_filters.FilterSet):
         empty_label=_("Any"),
     )
     sort = django_filters.OrderingFilter(
-        fields=(("name", "name"), ("gpu_free", "free"), ("gpu_allocated", "allocated"),
-                ("health", "health")),
-        field_labels={"name": _("Name"), "gpu_free": _("Free GPUs"),
-                      "gpu_allocated": _("Allocated GPUs"), "health": _("Health")},
+        fields=(
+            ("name", "name"),
+            ("gpu_free", "free"),
+            ("gpu_allocated", "allocated"),
+            ("health", "health"),
+        ),
+        field_labels={
+            "name": _("Name"),
+            "gpu_free": _("Free GPUs"),
+            "gpu_allocated": _("Allocated GPUs"),
+            "health": _("Health"),
+        },
         label=_("Sort by"),
         empty_label=_("Name"),
     )

@@ -175,7 +175,7 @@ def store_snapshot(cluster: Cluster, reading: FleetReading, now: Any) -> None:
             tenant_held[(pod.namespace, resource)] += count
     resource_names = {r for n in reading.nodes for r in n.gpu_resources}
     resource_names |= {r for _, r in tenant_held}
-    resource_names |= {g for vm in reading.vms for g in _gpu_names((vm.get("spec") or {}))}
+    resource_names |= {g for vm in reading.vms for g in _gpu_names(vm.get("spec") or {})}
     for app in reading.kubernetes_apps:
         for group in ((app.get("spec") or {}).get("nodeGroups") or {}).values():
             resource_names |= set(_gpu_names(group or {}))
@@ -222,8 +222,15 @@ def _store_nodes(
         update_conflicts=True,
         unique_fields=["cluster", "name"],
         update_fields=[
-            "health", "ready", "unschedulable", "taints", "labels",
-            "gpu_installed", "gpu_allocated", "gpu_free", "synced_at",
+            "health",
+            "ready",
+            "unschedulable",
+            "taints",
+            "labels",
+            "gpu_installed",
+            "gpu_allocated",
+            "gpu_free",
+            "synced_at",
         ],
     )
     # Nodes gone from the cluster disappear from the snapshot.
@@ -304,7 +311,9 @@ def _store_tenant_allocations(
 
 
 def _gpu_names(spec: Mapping[str, Any]) -> list[str]:
-    return [str(g.get("name")) for g in spec.get("gpus") or [] if isinstance(g, dict) and g.get("name")]
+    return [
+        str(g.get("name")) for g in spec.get("gpus") or [] if isinstance(g, dict) and g.get("name")
+    ]
 
 
 def _ready_condition(obj: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -395,10 +404,20 @@ def _store_workloads(
         held = _held_by(pods_by_ns[namespace], kubevirt_name).get(kubevirt_name, 0)
         rows.append(
             GpuWorkload(
-                cluster=cluster, tenant=tenant, kind=WorkloadKind.VM, app_kind=reading.vm_kind,
-                name=name, node_group="", gpu_model=models.get(gpus[0]),
-                gpus_per_instance=len(gpus), instances=1, gpus_held=held, state=state,
-                reason=reason[:200], message=message, last_seen_at=now,
+                cluster=cluster,
+                tenant=tenant,
+                kind=WorkloadKind.VM,
+                app_kind=reading.vm_kind,
+                name=name,
+                node_group="",
+                gpu_model=models.get(gpus[0]),
+                gpus_per_instance=len(gpus),
+                instances=1,
+                gpus_held=held,
+                state=state,
+                reason=reason[:200],
+                message=message,
+                last_seen_at=now,
             )
         )
 
@@ -420,11 +439,20 @@ def _store_workloads(
             held = sum(c for vm, c in held_by_worker.items() if vm.startswith(worker_prefix))
             rows.append(
                 GpuWorkload(
-                    cluster=cluster, tenant=tenant, kind=WorkloadKind.NODE_GROUP,
-                    app_kind="Kubernetes", name=name, node_group=group_name,
-                    gpu_model=models.get(gpus[0]), gpus_per_instance=len(gpus),
-                    instances=max(min_replicas, available), gpus_held=held, state=state,
-                    reason=reason[:200], message=message, last_seen_at=now,
+                    cluster=cluster,
+                    tenant=tenant,
+                    kind=WorkloadKind.NODE_GROUP,
+                    app_kind="Kubernetes",
+                    name=name,
+                    node_group=group_name,
+                    gpu_model=models.get(gpus[0]),
+                    gpus_per_instance=len(gpus),
+                    instances=max(min_replicas, available),
+                    gpus_held=held,
+                    state=state,
+                    reason=reason[:200],
+                    message=message,
+                    last_seen_at=now,
                 )
             )
 
@@ -434,8 +462,15 @@ def _store_workloads(
         update_conflicts=True,
         unique_fields=["cluster", "tenant", "kind", "name", "node_group"],
         update_fields=[
-            "app_kind", "gpu_model", "gpus_per_instance", "instances", "gpus_held", "state",
-            "reason", "message", "last_seen_at",
+            "app_kind",
+            "gpu_model",
+            "gpus_per_instance",
+            "instances",
+            "gpus_held",
+            "state",
+            "reason",
+            "message",
+            "last_seen_at",
         ],
     )
     # Objects seen before and gone now were deleted in the cluster; rows the portal created and

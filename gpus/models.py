@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .choices import GpuUse, MembershipRole, NodeHealth, ResourceState, WorkloadKind
 
-# Cozystack tenant namespaces: tenant-root, its children tenant-<name> (DNS-1123 label, <= 63 chars).
+# Cozystack tenant namespaces: tenant-root and its children tenant-<name> (DNS-1123, <= 63).
 tenant_namespace_validator = RegexValidator(
     r"^tenant-[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
     _("A tenant namespace looks like tenant-<name>: lowercase letters, digits and dashes."),
@@ -46,9 +46,7 @@ class Membership(models.Model):
     )
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["user", "tenant"], name="unique_membership")
-        ]
+        constraints = [models.UniqueConstraint(fields=["user", "tenant"], name="unique_membership")]
         verbose_name = _("membership")
         verbose_name_plural = _("memberships")
 
@@ -186,6 +184,9 @@ class NodeGpu(models.Model):
         ]
         indexes = [models.Index(fields=["gpu_model", "free"], name="nodegpu_model_free_idx")]
 
+    def __str__(self) -> str:
+        return f"{self.gpu_model} x{self.installed} on {self.node}"
+
 
 class ModelInventory(models.Model):
     """Per cluster and GPU model: the totals the overview shows, computed at each sync."""
@@ -202,6 +203,9 @@ class ModelInventory(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["cluster", "gpu_model"], name="unique_model_total")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.gpu_model} in {self.cluster}: {self.free} of {self.installed} free"
 
 
 class TenantAllocation(models.Model):
@@ -221,6 +225,9 @@ class TenantAllocation(models.Model):
                 fields=["cluster", "namespace", "gpu_model"], name="unique_tenant_allocation"
             )
         ]
+
+    def __str__(self) -> str:
+        return f"{self.namespace}: {self.allocated} x {self.gpu_model}"
 
 
 class GpuWorkload(models.Model):

@@ -119,8 +119,10 @@ def model_totals(user: User) -> list[ModelTotals]:
     known = {t.gpu_model.pk for t in totals}
     # A tenant may hold a model no node advertises any more: still show it.
     totals += [ModelTotals(models[pk], 0, 0, 0, 0, n) for pk, n in held.items() if pk not in known]
-    return sorted(totals, key=lambda t: (not t.gpu_model.offered, t.gpu_model.sort_order,
-                                         t.gpu_model.display_name))
+    return sorted(
+        totals,
+        key=lambda t: (not t.gpu_model.offered, t.gpu_model.sort_order, t.gpu_model.display_name),
+    )
 
 
 def free_by_model() -> dict[int, int]:

@@ -9,7 +9,7 @@ from django.db import transaction
 from .choices import MembershipRole
 from .models import Cluster, Membership, Tenant
 
-DEMO_PASSWORD = "hikube-demo"
+DEMO_PASSWORD = "hikube-demo"  # noqa: S105 - the documented demo login, refused with DEBUG off
 DEMO_TENANTS = [("tenant-acme", "Acme Corp"), ("tenant-globex", "Globex")]
 DEMO_USERS = [
     # username, is platform admin, tenant namespace, role

@@ -22,8 +22,10 @@ def sync_inventory(self, cluster_id: int) -> dict[str, object]:
     try:
         cluster = inventory.sync_cluster(cluster_id)
     except TransientError as exc:
-        delay = exc.retry_after or min(2 ** self.request.retries, 30)
-        log.warning("Inventory sync of cluster %s failed, retrying in %ss: %s", cluster_id, delay, exc)
+        delay = exc.retry_after or min(2**self.request.retries, 30)
+        log.warning(
+            "Inventory sync of cluster %s failed, retrying in %ss: %s", cluster_id, delay, exc
+        )
         raise self.retry(exc=exc, countdown=delay) from exc
     except KubeError as exc:
         log.error("Inventory sync of cluster %s failed: %s", cluster_id, exc)

@@ -1,4 +1,7 @@
-"""Thin views: read through selectors, render one page or fragment each. No view calls the cluster."""
+"""Thin views: read through selectors, render one page or fragment each.
+
+No view calls the cluster: pages read the snapshot the inventory sync keeps fresh.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Celery app, wired the Django way: configuration from settings (CELERY_*), tasks autodiscovered."""
+"""The Celery app, wired the Django way: settings CELERY_*, tasks autodiscovered."""
 
 import os
 

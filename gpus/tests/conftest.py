@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
+from django.apps import apps as django_apps
 from django.contrib.auth import get_user_model
 from django.test import Client
 
@@ -74,3 +77,11 @@ def admin_client_(platform_admin) -> Client:
     client = Client()
     client.force_login(platform_admin)
     return client
+
+
+@pytest.fixture
+def seeded_catalog(transactional_db):
+    """The GPU catalog the data migration seeds. Transactional tests (browser, real worker) flush
+    the database after each test, so they seed it again rather than rely on the migration."""
+    seed = importlib.import_module("gpus.migrations.0002_seed_catalog").seed
+    seed(django_apps, None)

@@ -5,7 +5,11 @@ from django.urls import reverse
 
 from gpus.tests.conftest import PASSWORD
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("seeded_catalog"),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -80,8 +84,8 @@ def test_inventory_refreshes_itself_without_a_reload(page, live_server, alice, s
     page.evaluate("window.__marker = 'same-page'")
     row.free, row.allocated = 5, 7
     row.save()
+    selector = 'tr[data-model="nvidia.com/AD102GL_L40S"] td.free'
     page.wait_for_function(
-        "document.querySelector('tr[data-model=\"nvidia.com/AD102GL_L40S\"] td.free').innerText === '5'",
-        timeout=10_000,
+        "s => document.querySelector(s).innerText === '5'", arg=selector, timeout=10_000
     )
     assert page.evaluate("window.__marker") == "same-page"

@@ -69,7 +69,8 @@ def test_catalog_page_shows_cards_with_specs(alice_client):
 
 def test_unknown_model_shows_up_flagged(alice_client):
     GpuModel.objects.create(
-        resource_name="nvidia.com/GB202_RTX_PRO_6000", display_name="GB202_RTX_PRO_6000",
+        resource_name="nvidia.com/GB202_RTX_PRO_6000",
+        display_name="GB202_RTX_PRO_6000",
         is_known=False,
     )
     html = alice_client.get(reverse("gpus:catalog")).content.decode()

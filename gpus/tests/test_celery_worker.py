@@ -17,7 +17,11 @@ from devcluster.testing import run_devcluster
 from gpus import services
 from gpus.models import Cluster, ModelInventory
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("seeded_catalog"),
+]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -34,9 +38,24 @@ def worker():
     """`celery worker` in its own process, pointed at the test database."""
     env = {**os.environ, "DATABASE_URL": database_url(), "DEBUG": "true"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "hikube_portal", "worker", "--pool=solo",
-         "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "hikube_portal",
+            "worker",
+            "--pool=solo",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         yield proc

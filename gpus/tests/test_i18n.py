@@ -10,7 +10,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_browser_language_french_is_used(alice_client):
-    html = alice_client.get(reverse("gpus:compare"), HTTP_ACCEPT_LANGUAGE="fr-CH,fr;q=0.9").content.decode()
+    html = alice_client.get(
+        reverse("gpus:compare"), HTTP_ACCEPT_LANGUAGE="fr-CH,fr;q=0.9"
+    ).content.decode()
     assert 'lang="fr"' in html
     assert "Comparer les modèles de GPU" in html
     assert "Complète (1 GPU = 1 VM)" in html

@@ -49,7 +49,8 @@ def sync_until(cluster: Cluster, check, timeout: float = 20.0) -> None:
 
 
 def demo_settled() -> bool:
-    # acme: gpu-ws (1 L40S) + ml/gpu (2 workers x 1 A100); globex: inference (1 L40S) + serve/gpu (1 x 2 L40S)
+    # acme: gpu-ws (1 L40S) + ml/gpu (2 workers x 1 A100);
+    # globex: inference (1 L40S) + serve/gpu (1 worker x 2 L40S).
     return (
         ModelInventory.objects.filter(gpu_model__resource_name=L40S, allocated=4).exists()
         and ModelInventory.objects.filter(gpu_model__resource_name=A100, allocated=2).exists()
@@ -77,7 +78,10 @@ def test_workloads_created_outside_the_portal_show_up(cluster, acme, globex, ali
     sync_until(cluster, demo_settled)
     ws = GpuWorkload.objects.get(tenant=acme, name="gpu-ws")
     assert (ws.kind, ws.gpu_model.resource_name, ws.gpus_held, ws.state) == (
-        WorkloadKind.VM, L40S, 1, ResourceState.RUNNING,
+        WorkloadKind.VM,
+        L40S,
+        1,
+        ResourceState.RUNNING,
     )
     group = GpuWorkload.objects.get(tenant=acme, name="ml", node_group="gpu")
     assert (group.gpu_model.resource_name, group.gpus_per_instance, group.gpus_held) == (A100, 1, 2)
@@ -91,8 +95,10 @@ def test_allocation_follows_a_vm_created_in_the_cluster(dc, cluster, acme, globe
     dc.kubectl("apply", "-f", "-", input=VM_YAML)
     sync_until(
         cluster,
-        lambda: totals(H100)[1] == 2
-        and GpuWorkload.objects.filter(name="big", state=ResourceState.RUNNING).exists(),
+        lambda: (
+            totals(H100)[1] == 2
+            and GpuWorkload.objects.filter(name="big", state=ResourceState.RUNNING).exists()
+        ),
     )
     assert totals(H100) == (16, 2, 14, 0)
     dc.kubectl("delete", "vminstance", "big", "-n", "tenant-acme")
@@ -101,10 +107,20 @@ def test_allocation_follows_a_vm_created_in_the_cluster(dc, cluster, acme, globe
 
 
 def test_injected_429s_and_500s_are_retried_and_the_sync_completes(dc, cluster, acme, globex):
-    dc.set_faults({"rules": [
-        {"verb": "list", "resource": "nodes", "error_429": 1.0, "retry_after": 1, "times": 1},
-        {"verb": "list", "resource": "pods", "error_500": 1.0, "times": 2},
-    ]})
+    dc.set_faults(
+        {
+            "rules": [
+                {
+                    "verb": "list",
+                    "resource": "nodes",
+                    "error_429": 1.0,
+                    "retry_after": 1,
+                    "times": 1,
+                },
+                {"verb": "list", "resource": "pods", "error_500": 1.0, "times": 2},
+            ]
+        }
+    )
     sync_cluster(cluster.pk)
     assert dc.get_faults()["injected"] == 3
     cluster.refresh_from_db()
@@ -135,8 +151,12 @@ def test_tenant_pages_show_no_host_names(cluster, acme, globex, alice_client):
     sync_until(cluster, demo_settled)
     node_names = list(Node.objects.values_list("name", flat=True))
     assert node_names
-    for url in (reverse("gpus:inventory"), reverse("gpus:inventory_summary"),
-                reverse("gpus:my_gpus", args=["tenant-acme"]), reverse("gpus:catalog")):
+    for url in (
+        reverse("gpus:inventory"),
+        reverse("gpus:inventory_summary"),
+        reverse("gpus:my_gpus", args=["tenant-acme"]),
+        reverse("gpus:catalog"),
+    ):
         html = alice_client.get(url).content.decode()
         leaked = [name for name in node_names if name in html]
         assert not leaked, f"{url} shows host names {leaked}"
@@ -168,7 +188,9 @@ def test_unknown_resource_names_appear_as_unknown_models(tmp_path, acme):
 
 def test_legacy_flavour_syncs_virtual_machines(tmp_path, acme, globex):
     with run_devcluster(tmp_path / "dc", fleet="demo", flavour="legacy", speed=50.0) as dc:
-        cluster = Cluster.objects.create(name="legacy", kubeconfig=str(dc.kubeconfig), context="admin")
+        cluster = Cluster.objects.create(
+            name="legacy", kubeconfig=str(dc.kubeconfig), context="admin"
+        )
         sync_until(
             cluster,
             lambda: GpuWorkload.objects.filter(name="gpu-ws", state=ResourceState.RUNNING).exists(),

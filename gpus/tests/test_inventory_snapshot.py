@@ -17,15 +17,25 @@ H100 = "nvidia.com/H100_94GB"
 
 def node(name, gpus, ready=True, cordoned=False):
     return NodeInfo(
-        name=name, labels={"kubernetes.io/hostname": name}, allocatable={}, capacity={},
-        ready=ready, unschedulable=cordoned, taints=[], gpu_resources=gpus,
+        name=name,
+        labels={"kubernetes.io/hostname": name},
+        allocatable={},
+        capacity={},
+        ready=ready,
+        unschedulable=cordoned,
+        taints=[],
+        gpu_resources=gpus,
     )
 
 
 def launcher(ns, vm, node_name, gpus, phase="Running"):
     return GpuPod(
-        namespace=ns, name=f"virt-launcher-{vm}-abcde", node_name=node_name, phase=phase,
-        gpus=gpus, labels={"vm.kubevirt.io/name": vm},
+        namespace=ns,
+        name=f"virt-launcher-{vm}-abcde",
+        node_name=node_name,
+        phase=phase,
+        gpus=gpus,
+        labels={"vm.kubevirt.io/name": vm},
     )
 
 
@@ -33,8 +43,9 @@ def vm_app(ns, name, gpus, ready="True"):
     return {
         "metadata": {"namespace": ns, "name": name},
         "spec": {"gpus": [{"name": g} for g in gpus], "runStrategy": "Always"},
-        "status": {"conditions": [{"type": "Ready", "status": ready, "reason": "Succeeded",
-                                   "message": ""}]},
+        "status": {
+            "conditions": [{"type": "Ready", "status": ready, "reason": "Succeeded", "message": ""}]
+        },
     }
 
 
@@ -106,7 +117,10 @@ def test_vm_workloads_with_state_and_held_gpus(cluster, acme, globex):
     store_snapshot(cluster, reading(vms=vms, kubevirt_vms=kubevirt), timezone.now())
     ws = GpuWorkload.objects.get(name="ws")
     assert (ws.tenant, ws.state, ws.gpus_per_instance, ws.gpus_held) == (
-        acme, ResourceState.RUNNING, 1, 1,
+        acme,
+        ResourceState.RUNNING,
+        1,
+        1,
     )
     big = GpuWorkload.objects.get(name="big")
     assert (big.state, big.gpus_per_instance, big.gpus_held) == (ResourceState.STARTING, 2, 2)
@@ -120,8 +134,14 @@ def test_unschedulable_vm_shows_the_clusters_message():
     kubevirt_vm = {
         "status": {
             "printableStatus": "ErrorUnschedulable",
-            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                            "message": "0/9 nodes are available: 9 Insufficient nvidia.com/H100_94GB."}],
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/9 nodes are available: 9 Insufficient nvidia.com/H100_94GB.",
+                }
+            ],
         }
     }
     state, reason, message = vm_state(app, kubevirt_vm, "VMInstance")
@@ -131,8 +151,9 @@ def test_unschedulable_vm_shows_the_clusters_message():
 
 
 def test_unknown_printable_status_maps_to_unknown_not_a_crash():
-    state, _, _ = vm_state(vm_app("t", "x", [L40S]), {"status": {"printableStatus": "Bogus"}},
-                           "VMInstance")
+    state, _, _ = vm_state(
+        vm_app("t", "x", [L40S]), {"status": {"printableStatus": "Bogus"}}, "VMInstance"
+    )
     assert state == ResourceState.UNKNOWN
 
 
@@ -142,10 +163,14 @@ def test_node_group_state_follows_the_workload_monitor():
     monitor = {"status": {"availableReplicas": 1}}
     state, _, message, available = node_group_state(app, monitor, 2)
     assert (state, available, message) == (ResourceState.SCALING, 1, "1 of 2 workers ready")
-    assert node_group_state(app, {"status": {"availableReplicas": 2}}, 2)[0] == ResourceState.RUNNING
+    assert (
+        node_group_state(app, {"status": {"availableReplicas": 2}}, 2)[0] == ResourceState.RUNNING
+    )
 
 
-def test_overview_pages_show_tenants_no_host_names(cluster, acme, globex, alice_client, admin_client_):
+def test_overview_pages_show_tenants_no_host_names(
+    cluster, acme, globex, alice_client, admin_client_
+):
     store_snapshot(cluster, reading(), timezone.now())
     Cluster.objects.filter(pk=cluster.pk).update(last_synced_at=timezone.now())
     tenant_html = alice_client.get(reverse("gpus:inventory")).content.decode()
@@ -160,7 +185,9 @@ def test_node_list_is_for_admins_only(cluster, alice_client, admin_client_):
     assert alice_client.get(reverse("gpus:nodes")).status_code == 404
     html = admin_client_.get(reverse("gpus:nodes"), {"health": "cordoned"}).content.decode()
     assert "gpu-l40s-2" in html and "gpu-l40s-1" not in html
-    html = admin_client_.get(reverse("gpus:nodes"), {"has_free": "yes", "sort": "-free"}).content.decode()
+    html = admin_client_.get(
+        reverse("gpus:nodes"), {"has_free": "yes", "sort": "-free"}
+    ).content.decode()
     assert html.index("gpu-h100-1") < html.index("gpu-l40s-1")
     assert "gpu-h100-2" not in html  # not ready: nothing free
 

@@ -34,7 +34,7 @@ def test_navigation_shows_admin_link_only_to_platform_admins(alice_client, admin
 
 def test_csrf_header_is_set_on_body_for_htmx(alice_client):
     html = alice_client.get(reverse("gpus:catalog")).content.decode()
-    assert "hx-headers='{\"X-CSRFToken\": \"" in html
+    assert 'hx-headers=\'{"X-CSRFToken": "' in html
 
 
 def test_writes_without_csrf_token_are_refused(alice):

@@ -8,5 +8,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         cluster = register_default_cluster()
-        where = "in-cluster config" if cluster.in_cluster else f"{cluster.kubeconfig} ({cluster.context})"
+        where = (
+            "in-cluster config"
+            if cluster.in_cluster
+            else f"{cluster.kubeconfig} ({cluster.context})"
+        )
         self.stdout.write(f"Cluster {cluster.name}: {where}")

@@ -157,8 +157,17 @@ def test_injected_429_has_retry_after(devcluster, admin):
 def test_a_429_in_the_middle_of_a_paged_list_retries_that_page(devcluster, admin):
     injected_before = devcluster.get_faults()["injected"]
     devcluster.set_faults(
-        {"rules": [{"verb": "list", "resource": "nodes", "error_429": 1.0, "retry_after": 1,
-                    "times": 2}]}
+        {
+            "rules": [
+                {
+                    "verb": "list",
+                    "resource": "nodes",
+                    "error_429": 1.0,
+                    "retry_after": 1,
+                    "times": 2,
+                }
+            ]
+        }
     )
     names = [node.name for node in admin.iter_nodes(page_size=2)]
     assert len(names) == len(set(names)) == 9  # the demo fleet, each node once
