@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run the fake Cozystack management cluster API")
     s.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    s.add_argument(
+        "--kubeconfig-server",
+        default=None,
+        help="server URL written into the kubeconfig (default https://127.0.0.1:PORT)",
+    )
     s.add_argument("--fleet", default="demo", help="demo | scale | path to a fleet YAML file")
     s.add_argument("--flavour", default="current", choices=("current", "legacy", "head"))
     s.add_argument("--kubeconfig-out", default=None, help="default var/devcluster/kubeconfig")

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -328,12 +329,30 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.write(f"{self.address_string()} - {format % args}\n")
 
 
-TLS_DIR = Path(__file__).resolve().parent / "tls"
+def ensure_certificate(tls_dir: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1, localhost and devcluster, made once per directory.
+
+    Generated with the system's openssl rather than shipped, so no private key lives in the repo.
+    Returns the certificate path (the CA that kubeconfigs trust).
+    """
+    crt, key = tls_dir / "devcluster.crt", tls_dir / "devcluster.key"
+    if not (crt.exists() and key.exists()):
+        tls_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
+             "-keyout", str(key), "-out", str(crt), "-days", "3650", "-subj", "/CN=devcluster",
+             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:devcluster",
+             "-addext", "basicConstraints=critical,CA:TRUE"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        key.chmod(0o600)
+    return crt
 
 
-def tls_context() -> ssl.SSLContext:
+def tls_context(tls_dir: Path) -> ssl.SSLContext:
+    crt = ensure_certificate(tls_dir)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(TLS_DIR / "devcluster.crt", TLS_DIR / "devcluster.key")
+    ctx.load_cert_chain(crt, tls_dir / "devcluster.key")
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 
@@ -369,10 +388,16 @@ class Server(ThreadingHTTPServer):
                     conn.close()
 
 
-def make_server(dc: DevCluster, port: int = 0, verbose: bool = False) -> Server:
+def make_server(
+    dc: DevCluster,
+    port: int = 0,
+    verbose: bool = False,
+    host: str = "127.0.0.1",
+    tls_dir: Path | None = None,
+) -> Server:
     handler = type("BoundHandler", (Handler,), {"dc": dc, "verbose": verbose})
-    srv = Server(("127.0.0.1", port), handler)
-    srv.ssl_ctx = tls_context()
+    srv = Server((host, port), handler)
+    srv.ssl_ctx = tls_context(tls_dir or Path(default_kubeconfig_path()).parent / "tls")
     dc.port = srv.server_address[1]
     dc.api.host = f"127.0.0.1:{dc.port}"
     return srv
@@ -395,14 +420,16 @@ def run(args: Any) -> int:
         state_file=args.state,
         watch_history=args.watch_history,
     )
-    srv = make_server(dc, args.port, verbose=args.verbose)
+    kubeconfig_out = Path(args.kubeconfig_out or default_kubeconfig_path())
+    tls_dir = kubeconfig_out.parent / "tls"
+    srv = make_server(dc, args.port, verbose=args.verbose, host=args.host, tls_dir=tls_dir)
     url = f"http://127.0.0.1:{dc.port}"
     path = write_kubeconfig(
-        args.kubeconfig_out or default_kubeconfig_path(),
-        f"https://127.0.0.1:{dc.port}",
+        kubeconfig_out,
+        args.kubeconfig_server or f"https://127.0.0.1:{dc.port}",
         dc.admin_token,
         dc.tenant_tokens,
-        ca_file=TLS_DIR / "devcluster.crt",
+        ca_file=tls_dir / "devcluster.crt",
     )
     dc.start_background()
     stop = threading.Event()
