@@ -56,3 +56,23 @@ def test_message_catalogs_are_complete(language):
             [msgattrib, flag, "--no-obsolete", str(po)], capture_output=True, text=True, check=True
         ).stdout
         assert "msgid" not in out, f"{language} has {flag} entries:\n{out}"
+
+
+def test_numbers_and_dates_follow_the_language(alice_client):
+    from django.utils import formats, timezone, translation
+
+    from gpus.models import Cluster
+
+    synced = timezone.now()
+    Cluster.objects.create(name="c", last_synced_at=synced)
+    english = alice_client.get(reverse("gpus:catalog"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    french = alice_client.get(reverse("gpus:catalog"), HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "91.6 TFLOPS" in english
+    assert "91,6 TFLOPS" in french
+    dates = {}
+    for language in ("en", "fr"):
+        with translation.override(language):
+            dates[language] = formats.date_format(timezone.localtime(synced), "DATETIME_FORMAT")
+    assert dates["en"] != dates["fr"]
+    page = alice_client.get(reverse("gpus:inventory"), HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert dates["fr"] in page
