@@ -66,7 +66,7 @@ messages: setup
 
 # Fails when the catalogs, refreshed by makemessages, hold an untranslated or fuzzy entry.
 messages-check: setup
-	tmp=$$(mktemp -d)
+	@tmp=$$(mktemp -d)
 	cp -r locale "$$tmp/locale.orig"
 	$(PY) manage.py makemessages -l fr -l de --no-location --no-obsolete -i '.venv/*' -i 'devcluster/*' -i 'bench/*' -i 'staticfiles/*' -v0
 	status=0

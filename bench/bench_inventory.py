@@ -5,7 +5,7 @@ paged LIST of the nodes from devcluster's API (what a dashboard reading Kubernet
     .venv/bin/python bench/bench_inventory.py            # both sizes, SQLite unless DATABASE_URL is set
     DATABASE_URL=postgres://... .venv/bin/python bench/bench_inventory.py --sizes 100000
 
-Writes bench/results/inventory.md.
+Writes bench/results/inventory-<database>.md (sqlite or postgresql).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results" / "inventory.md"
+RESULTS_DIR = ROOT / "bench" / "results"
 REQUESTS = 30
 ANCHOR_RUNS = 3
 
@@ -211,9 +211,11 @@ def main() -> None:
         call_command("migrate", verbosity=0)
         call_command("collectstatic", "--noinput", verbosity=0)
         results = [bench_size(int(s), workdir, var_dir) for s in args.sizes.split(",")]
-        text = report(results, connection.vendor, "make bench (bench/bench_inventory.py)")
+        engine = connection.vendor
+        command = "make bench" if engine == "sqlite" else "DATABASE_URL=postgres://... make bench"
+        text = report(results, engine, f"{command} (bench/bench_inventory.py)")
     print(text)
-    RESULTS.write_text(text)
+    (RESULTS_DIR / f"inventory-{engine}.md").write_text(text)
 
 
 if __name__ == "__main__":
