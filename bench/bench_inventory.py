@@ -180,7 +180,7 @@ def report(results: list[dict], engine: str, command: str) -> str:
         for name, page in r["pages"].items():
             lines.append(
                 f"| {r['gpus']:,} | {name} | {page['p50']:.1f} | {page['p95']:.1f} | {page['queries']} "
-                f"| {r['anchor_ms']:.0f} | {r['anchor_ms'] / page['p50']:.0f}x |"
+                f"| {r['anchor_ms']:.0f} | {r['anchor_ms'] / page['p50']:.1f}x |"
             )
     lines += [
         "",
