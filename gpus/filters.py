@@ -14,7 +14,8 @@ class NodeFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(field_name="name", lookup_expr="icontains", label=_("Name"))
     gpu_model = django_filters.ModelChoiceFilter(
         field_name="gpus__gpu_model",
-        queryset=GpuModel.objects.filter(node_gpus__isnull=False).distinct(),
+        # Models in the snapshot totals (a few rows), not a DISTINCT over every node GPU row.
+        queryset=GpuModel.objects.filter(totals__isnull=False).distinct(),
         label=_("GPU model"),
         empty_label=_("Any model"),
     )
