@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 BATCH = 2000
 # Pods in these phases hold their GPUs (the scheduler counts them).
 HOLDING_PHASES = {"Pending", "Running", "Unknown", ""}
+LAUNCHER_SELECTOR = "kubevirt.io=virt-launcher"
 KUBEVIRT_VM_PREFIX = {"VMInstance": "vm-instance-", "VirtualMachine": "virtual-machine-"}
 
 
@@ -75,7 +76,8 @@ def read_fleet(gateway: ClusterGateway, page_size: int = 500) -> FleetReading:
     flavour = gateway.discover()
     reading = FleetReading(
         nodes=list(gateway.iter_nodes(page_size=page_size)),
-        pods=list(gateway.iter_gpu_pods(page_size=page_size)),
+        # Only virt-launcher pods hold passthrough GPUs: the label keeps the list small.
+        pods=list(gateway.iter_gpu_pods(page_size=page_size, label_selector=LAUNCHER_SELECTOR)),
         vm_kind=flavour.vm_kind,
         disk_field=flavour.node_group_disk_field,
     )
