@@ -94,7 +94,7 @@ def model_totals(user: User) -> list[ModelTotals]:
         .annotate(n=Sum("allocated"))
         .values_list("gpu_model", "n")
     )
-    rows = (
+    rows = list(
         ModelInventory.objects.values("gpu_model")
         .annotate(
             installed_sum=Sum("installed"),
