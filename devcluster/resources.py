@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 READ = ("get", "list", "watch")
 WRITE = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -96,17 +96,8 @@ KUBERNETESES = Resource(
     prefix="kubernetes-",
     schema="kubernetes.v1.1.0.json",
 )
-KUBERNETESES_HEAD = Resource(
-    APPS_GROUP,
-    "v1alpha1",
-    "kuberneteses",
-    "kubernetes",
-    "Kubernetes",
-    True,
-    WRITE,
-    prefix="kubernetes-",
-    schema="kubernetes.v1.6-head.json",
-)
+# Cozystack v1.4+: the same kind, validated by the newer chart (diskSize, not ephemeralStorage).
+KUBERNETESES_HEAD = replace(KUBERNETESES, schema="kubernetes.v1.6-head.json")
 LEGACY_VMS = Resource(
     APPS_GROUP,
     "v1alpha1",
