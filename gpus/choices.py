@@ -2,6 +2,7 @@
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 
 class MembershipRole(models.TextChoices):
@@ -58,7 +59,7 @@ class ResourceState(models.TextChoices):
     PROVISIONING = "provisioning", _("Provisioning")
     STARTING = "starting", _("Starting")
     RUNNING = "running", _("Running")
-    SCALING = "scaling", _("Scaling")
+    SCALING = "scaling", pgettext_lazy("workload state", "Scaling")
     UNSCHEDULABLE = "unschedulable", _("Waiting for a free GPU")
     STOPPING = "stopping", _("Stopping")
     STOPPED = "stopped", _("Stopped")
