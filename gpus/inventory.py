@@ -166,15 +166,26 @@ def gpu_models_for(names: Iterable[str]) -> dict[str, GpuModel]:
     return models
 
 
+def _free_and_unavailable(installed: int, allocated: int, ready: bool) -> tuple[int, int]:
+    """GPUs not held by pods are free on a ready node, unavailable on a cordoned or NotReady one."""
+    idle = max(installed - allocated, 0)
+    return (idle, 0) if ready else (0, idle)
+
+
 def store_snapshot(cluster: Cluster, reading: FleetReading, now: Any) -> None:
     allocated_on: dict[tuple[str, str], int] = defaultdict(int)  # (node, resource) -> GPUs
     tenant_held: dict[tuple[str, str], int] = defaultdict(int)  # (namespace, resource) -> GPUs
+    # namespace -> KubeVirt VM name -> GPUs its virt-launcher pod holds
+    vm_held: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for pod in reading.pods:
         if pod.phase not in HOLDING_PHASES or not pod.node_name:
             continue  # unscheduled pods hold nothing yet
+        vm_name = pod.labels.get("vm.kubevirt.io/name") or pod.labels.get("kubevirt.io/domain")
         for resource, count in pod.gpus.items():
             allocated_on[(pod.node_name, resource)] += count
             tenant_held[(pod.namespace, resource)] += count
+            if vm_name:
+                vm_held[pod.namespace][vm_name] += count
     resource_names = {r for n in reading.nodes for r in n.gpu_resources}
     resource_names |= {r for _, r in tenant_held}
     resource_names |= {g for vm in reading.vms for g in _gpu_names(vm.get("spec") or {})}
@@ -188,7 +199,7 @@ def store_snapshot(cluster: Cluster, reading: FleetReading, now: Any) -> None:
         _store_node_gpus(node_ids, reading.nodes, allocated_on, models)
         _store_model_totals(cluster, reading.nodes, allocated_on, models)
         _store_tenant_allocations(cluster, tenant_held, models)
-        _store_workloads(cluster, reading, models, now)
+        _store_workloads(cluster, reading, models, vm_held, now)
 
 
 def _store_nodes(
@@ -202,7 +213,7 @@ def _store_nodes(
         installed = sum(node.gpu_resources.values())
         allocated = sum(allocated_on.get((node.name, r), 0) for r in node.gpu_resources)
         health = _health(node)
-        free = max(installed - allocated, 0) if health == NodeHealth.READY else 0
+        free, _ = _free_and_unavailable(installed, allocated, health == NodeHealth.READY)
         rows.append(
             Node(
                 cluster=cluster,
@@ -258,7 +269,7 @@ def _store_node_gpus(
                     gpu_model=models[resource],
                     installed=installed,
                     allocated=allocated,
-                    free=max(installed - allocated, 0) if ready else 0,
+                    free=_free_and_unavailable(installed, allocated, ready)[0],
                 )
             )
     NodeGpu.objects.bulk_create(rows, batch_size=BATCH)
@@ -280,7 +291,9 @@ def _store_model_totals(
             row = totals[resource]
             row["installed"] += installed
             row["allocated"] += allocated
-            row["free" if ready else "unavailable"] += installed - allocated
+            free, unavailable = _free_and_unavailable(installed, allocated, ready)
+            row["free"] += free
+            row["unavailable"] += unavailable
     ModelInventory.objects.filter(cluster=cluster).delete()
     ModelInventory.objects.bulk_create(
         [
@@ -371,25 +384,14 @@ def node_group_state(
     )
 
 
-def _held_by(pods: list[GpuPod], prefix: str) -> dict[str, int]:
-    held: dict[str, int] = defaultdict(int)
-    for pod in pods:
-        vm_name = pod.labels.get("vm.kubevirt.io/name") or pod.labels.get("kubevirt.io/domain")
-        if vm_name is None or not vm_name.startswith(prefix):
-            continue
-        if pod.phase in HOLDING_PHASES and pod.node_name:
-            for count in pod.gpus.values():
-                held[vm_name] += count
-    return held
-
-
 def _store_workloads(
-    cluster: Cluster, reading: FleetReading, models: Mapping[str, GpuModel], now: Any
+    cluster: Cluster,
+    reading: FleetReading,
+    models: Mapping[str, GpuModel],
+    vm_held: Mapping[str, Mapping[str, int]],
+    now: Any,
 ) -> None:
     tenants = {t.namespace: t for t in Tenant.objects.all()}
-    pods_by_ns: dict[str, list[GpuPod]] = defaultdict(list)
-    for pod in reading.pods:
-        pods_by_ns[pod.namespace].append(pod)
     rows: list[GpuWorkload] = []
 
     vm_prefix = KUBEVIRT_VM_PREFIX.get(reading.vm_kind, "vm-instance-")
@@ -403,7 +405,7 @@ def _store_workloads(
         state, reason, message = vm_state(
             app, reading.kubevirt_vms.get((namespace, kubevirt_name)), reading.vm_kind
         )
-        held = _held_by(pods_by_ns[namespace], kubevirt_name).get(kubevirt_name, 0)
+        held = vm_held.get(namespace, {}).get(kubevirt_name, 0)
         rows.append(
             GpuWorkload(
                 cluster=cluster,
@@ -429,7 +431,7 @@ def _store_workloads(
         if tenant is None:
             continue
         groups = ((app.get("spec") or {}).get("nodeGroups") or {}).items()
-        held_by_worker = _held_by(pods_by_ns[namespace], f"kubernetes-{name}-")
+        held_in_namespace = vm_held.get(namespace, {})
         for group_name, group in groups:
             gpus = _gpu_names(group or {})
             if not gpus:
@@ -438,7 +440,8 @@ def _store_workloads(
             monitor = reading.monitors.get((namespace, f"kubernetes-{name}-{group_name}"))
             state, reason, message, available = node_group_state(app, monitor, min_replicas)
             worker_prefix = f"kubernetes-{name}-{group_name}-"
-            held = sum(c for vm, c in held_by_worker.items() if vm.startswith(worker_prefix))
+            # Worker VMs are named kubernetes-<cluster>-<group>-<suffix>.
+            held = sum(c for vm, c in held_in_namespace.items() if vm.startswith(worker_prefix))
             rows.append(
                 GpuWorkload(
                     cluster=cluster,
