@@ -41,14 +41,13 @@ def catalog(request: HttpRequest) -> HttpResponse:
 def compare(request: HttpRequest) -> HttpResponse:
     if "models" in request.GET:
         form = CompareForm(request.GET)
+        chosen = form.cleaned_data["models"] if form.is_valid() else []
     else:
-        form = CompareForm(initial={"models": list(selectors.offered_models())[:3]})
-    chosen = form.cleaned_data["models"] if form.is_bound and form.is_valid() else None
-    if chosen is None and not form.is_bound:
         chosen = list(selectors.offered_models())[:3]
+        form = CompareForm(initial={"models": chosen})
     context = {
         "form": form,
-        "chosen": chosen or [],
+        "chosen": chosen,
         "rows": compare_rows(chosen) if chosen else [],
         "approach_rows": APPROACH_ROWS,
     }
