@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from gpus.inventory import sync_cluster
 from gpus.kube.errors import KubeError
 from gpus.models import Cluster
-from gpus.tasks import sync_inventory
+from gpus.services import request_inventory_sync
 
 
 class Command(BaseCommand):
@@ -15,7 +15,7 @@ class Command(BaseCommand):
     def handle(self, *args: object, queue: bool = False, **options: object) -> None:
         for cluster in Cluster.objects.all():
             if queue:
-                sync_inventory.delay(cluster.pk)
+                request_inventory_sync(cluster)
                 self.stdout.write(f"{cluster.name}: sync queued")
                 continue
             try:
