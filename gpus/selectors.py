@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Prefetch, QuerySet, Sum
+from django.db.models import Max, Prefetch, Q, QuerySet, Sum
 from django.http import Http404
+from django.utils.translation import gettext as _
 
+from .choices import ACTIVE_OPERATION_STATES, ResourceState
 from .models import (
     Cluster,
     GpuModel,
@@ -16,6 +18,7 @@ from .models import (
     ModelInventory,
     Node,
     NodeGpu,
+    Operation,
     Tenant,
     TenantAllocation,
 )
@@ -163,3 +166,91 @@ def tenant_workloads(user: User, tenant: Tenant) -> QuerySet[GpuWorkload]:
     """The tenant's GPU VMs and node groups; the tenant must be one the user may see."""
     get_tenant_for_user(user, tenant.namespace)
     return GpuWorkload.objects.filter(tenant=tenant).select_related("gpu_model", "cluster")
+
+
+# --- operations ------------------------------------------------------------------------
+
+
+def can_operate(user: User, tenant: Tenant) -> bool:
+    """Operators of the tenant and platform admins may change things; viewers only look."""
+    if not user.is_authenticated:
+        return False
+    if user.is_staff:
+        return True
+    membership = membership_of(user, tenant)
+    return bool(membership and membership.can_operate)
+
+
+def tenant_operations(user: User, tenant: Tenant) -> QuerySet[Operation]:
+    get_tenant_for_user(user, tenant.namespace)
+    return Operation.objects.filter(tenant=tenant).select_related("gpu_model", "cluster")
+
+
+def get_operation_for_user(user: User, namespace: str, pk: int) -> Operation:
+    """An operation of a tenant the user may see, or 404 (never 403)."""
+    tenant = get_tenant_for_user(user, namespace)
+    op = (
+        Operation.objects.filter(tenant=tenant, pk=pk)
+        .select_related("gpu_model", "cluster", "tenant")
+        .first()
+    )
+    if op is None:
+        raise Http404("No such operation.")
+    return op
+
+
+def operations_in_flight(user: User, tenant: Tenant) -> QuerySet[Operation]:
+    return tenant_operations(user, tenant).filter(state__in=ACTIVE_OPERATION_STATES)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    gpu_model: GpuModel
+    free_total: int
+    free_max_one: int
+
+
+def served_gpu_models() -> list[ServedModel]:
+    """Models the cluster serves (some node advertises them), with live free counts."""
+    rows = (
+        NodeGpu.objects.filter(installed__gt=0)
+        .values("gpu_model")
+        .annotate(
+            free_total=Sum("free", filter=Q(node__ready=True, node__unschedulable=False)),
+            free_max_one=Max("free", filter=Q(node__ready=True, node__unschedulable=False)),
+        )
+        .order_by()
+    )
+    models = GpuModel.objects.in_bulk([r["gpu_model"] for r in rows])
+    served = [
+        ServedModel(models[r["gpu_model"]], r["free_total"] or 0, r["free_max_one"] or 0)
+        for r in rows
+    ]
+    return sorted(
+        served,
+        key=lambda s: (not s.gpu_model.offered, s.gpu_model.sort_order, s.gpu_model.display_name),
+    )
+
+
+def explain_workloads(workloads: list[GpuWorkload]) -> None:
+    """For VMs waiting on the scheduler: why, in plain words from the snapshot (free in all
+    vs on one server), so "waiting for a free GPU" is never said when GPUs are free.
+    Sets ``explanation`` and ``split_capacity`` on each workload."""
+    from .provisioning import free_on_servers
+
+    for w in workloads:
+        w.explanation, w.split_capacity = "", False
+        if w.state != ResourceState.UNSCHEDULABLE or w.gpu_model is None:
+            continue
+        total, most = free_on_servers(w.gpu_model)
+        wanted = w.gpus_per_instance
+        w.split_capacity = total >= wanted
+        if w.split_capacity:
+            w.explanation = _(
+                "%(n)d x %(model)s wanted: %(total)d free in all, but at most %(most)d on one "
+                "server; it starts when one server has enough."
+            ) % {"n": wanted, "model": w.gpu_model.display_name, "total": total, "most": most}
+        else:
+            w.explanation = _(
+                "Waiting for a free GPU: %(n)d x %(model)s wanted, %(total)d free right now."
+            ) % {"n": wanted, "model": w.gpu_model.display_name, "total": total}

@@ -14,4 +14,18 @@ urlpatterns = [
     path("inventory/nodes/", views.node_list, name="nodes"),
     path("tenants/<slug:namespace>/", views.tenant_detail, name="tenant"),
     path("tenants/<slug:namespace>/gpus/", views.my_gpus, name="my_gpus"),
+    path("tenants/<slug:namespace>/vms/new/", views.vm_new, name="vm_new"),
+    path("tenants/<slug:namespace>/vms/new/check/", views.vm_check, name="vm_check"),
+    path("tenants/<slug:namespace>/operations/", views.operation_list, name="operations"),
+    path("tenants/<slug:namespace>/operations/<int:pk>/", views.operation_detail, name="operation"),
+    path(
+        "tenants/<slug:namespace>/operations/<int:pk>/status/",
+        views.operation_status,
+        name="operation_status",
+    ),
+    path(
+        "tenants/<slug:namespace>/operations/<int:pk>/retry/",
+        views.operation_retry,
+        name="operation_retry",
+    ),
 ]
