@@ -1,0 +1,194 @@
+"""Operations against devcluster over HTTP, driven step by step in-process (the Celery tasks call
+the same functions): apply is idempotent, polling is batched, failures are named."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.test import Client
+
+from devcluster.testing import run_devcluster
+from gpus import inventory, provisioning
+from gpus.choices import OperationKind, OperationState
+from gpus.kube.operations import apply_manifest
+from gpus.models import AuditEvent, Cluster, GpuModel, GpuQuota, Operation
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db, pytest.mark.usefixtures("catalog")]
+
+L40S = "nvidia.com/AD102GL_L40S"
+H100 = "nvidia.com/H100_94GB"
+
+
+@pytest.fixture
+def catalog(db):
+    import importlib
+
+    from django.apps import apps as django_apps
+
+    importlib.import_module("gpus.migrations.0002_seed_catalog").seed(django_apps, None)
+
+
+@pytest.fixture(scope="module", params=["current", "legacy"])
+def dc(request, tmp_path_factory):
+    with run_devcluster(
+        tmp_path_factory.mktemp(f"dc-{request.param}"), flavour=request.param, speed=200.0
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster(dc) -> Cluster:
+    row = Cluster.objects.create(name=f"dc{dc.port}", kubeconfig=str(dc.kubeconfig), context="admin")
+    inventory.sync_cluster(row.pk)
+    provisioning.refresh_served_schemas(row.pk)
+    row.refresh_from_db()
+    return row
+
+
+def vm_request(name: str, gpu: str = H100, count: int = 1, **extra) -> provisioning.VmRequest:
+    return provisioning.VmRequest(
+        name=name,
+        gpu_resource=gpu,
+        gpu_count=count,
+        instance_type="u1.2xlarge",
+        instance_profile="ubuntu",
+        image="ubuntu" if extra.pop("legacy", False) else "ubuntu-2404",
+        disk_size_gi=50,
+        storage_class="replicated",
+        **extra,
+    )
+
+
+def drive(op: Operation, until: set[str], seconds: float = 60) -> Operation:
+    """What the worker does: claim+apply, then batched polls until a state in ``until``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        op.refresh_from_db()
+        if op.state in until:
+            return op
+        if op.state == OperationState.PENDING:
+            claimed = provisioning.claim(op.pk)
+            if claimed:
+                provisioning.apply(claimed)
+        else:
+            provisioning.poll_cluster(op.cluster_id)
+        time.sleep(0.1)
+    raise AssertionError(f"operation stayed {op.state}: {op.reason} {op.message} {op.error}")
+
+
+def image_for(cluster: Cluster) -> dict:
+    return {"legacy": cluster.vm_kind == "VirtualMachine"}
+
+
+def test_create_vm_runs_and_is_recorded(cluster, alice, acme, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        op = provisioning.submit_vm(alice, acme, cluster, vm_request("web-1", **image_for(cluster)))
+    assert len(callbacks) == 1  # the apply is enqueued on commit, once
+    assert AuditEvent.objects.filter(operation=op, action="operation.create").count() == 1
+    op = drive(op, {OperationState.SUCCEEDED, OperationState.FAILED})
+    assert op.state == OperationState.SUCCEEDED, (op.reason, op.message)
+    assert op.applied_at and op.scheduled_at and op.running_at
+    assert op.attempts == 1
+    # The VM exists once, and applying the same manifests again writes nothing.
+    gateway = provisioning.gateway_for(cluster)
+    for doc in op.manifests:
+        assert apply_manifest(gateway, doc).wrote is False
+
+
+def test_second_active_operation_on_same_target_is_refused(cluster, alice, acme):
+    provisioning.submit_vm(alice, acme, cluster, vm_request("dup", **image_for(cluster)))
+    with pytest.raises(provisioning.OperationRefused) as exc:
+        provisioning.submit_vm(alice, acme, cluster, vm_request("dup", **image_for(cluster)))
+    assert exc.value.field == "name"
+    assert Operation.objects.filter(name="dup").count() == 1
+
+
+def test_quota_counts_in_flight_operations(cluster, alice, acme):
+    h100 = GpuModel.objects.get(resource_name=H100)
+    GpuQuota.objects.create(tenant=acme, gpu_model=h100, limit=3)
+    provisioning.submit_vm(alice, acme, cluster, vm_request("q1", count=2, **image_for(cluster)))
+    with pytest.raises(provisioning.OperationRefused) as exc:
+        provisioning.submit_vm(alice, acme, cluster, vm_request("q2", count=2, **image_for(cluster)))
+    assert "allows 1 more NVIDIA H100" in exc.value.message
+    assert not Operation.objects.filter(name="q2").exists()
+
+
+@pytest.fixture
+def fresh_cluster(dc, tmp_path) -> Cluster:
+    """A devcluster of its own (same flavour): this test counts every free H100."""
+    with run_devcluster(tmp_path / "dc", flavour=dc.flavour, speed=200.0) as own:
+        row = Cluster.objects.create(name="fresh", kubeconfig=str(own.kubeconfig), context="admin")
+        inventory.sync_cluster(row.pk)
+        provisioning.refresh_served_schemas(row.pk)
+        row.refresh_from_db()
+        yield row
+
+
+def test_over_capacity_refused_unless_queued_then_runs_when_capacity_frees(
+    fresh_cluster, alice, acme
+):
+    cluster = fresh_cluster
+    # Two VMs of 5 H100 land on the two 8-GPU servers: 6 free in all, at most 3 on one.
+    blockers = []
+    for i in range(2):
+        op = provisioning.submit_vm(
+            alice, acme, cluster, vm_request(f"hold-{i}", count=5, **image_for(cluster))
+        )
+        blockers.append(drive(op, {OperationState.SUCCEEDED}))
+    inventory.sync_cluster(cluster.pk)
+    with pytest.raises(provisioning.OperationRefused) as exc:
+        provisioning.submit_vm(alice, acme, cluster, vm_request("big", count=4, **image_for(cluster)))
+    assert "4 x NVIDIA H100 requested: 6 free in all, but at most 3 on one server" in str(
+        exc.value.message
+    )
+    queued = provisioning.submit_vm(
+        alice,
+        acme,
+        cluster,
+        vm_request("big", count=4, queue_until_capacity=True, **image_for(cluster)),
+    )
+    queued = drive(queued, {OperationState.QUEUED})
+    assert "H100" in provisioning.describe(queued).explanation
+    # Free one server: delete a blocker through a delete operation.
+    delete = provisioning.record(
+        user=alice,
+        tenant=acme,
+        cluster=cluster,
+        kind=OperationKind.DELETE,
+        app_kind=blockers[0].app_kind,
+        name=blockers[0].name,
+        docs=blockers[0].manifests,
+    )
+    drive(delete, {OperationState.SUCCEEDED})
+    queued = drive(queued, {OperationState.SUCCEEDED, OperationState.FAILED})
+    assert queued.state == OperationState.SUCCEEDED
+
+
+def test_spec_the_cluster_refuses_fails_with_the_field_named(cluster, alice, acme):
+    docs = provisioning.vm_manifests(vm_request("bad", **image_for(cluster)), acme.namespace, cluster.vm_kind)
+    docs[-1]["spec"]["runStrategy"] = "Sometimes"  # not in the chart's enum
+    op = provisioning.record(
+        user=alice,
+        tenant=acme,
+        cluster=cluster,
+        kind=OperationKind.CREATE,
+        app_kind=cluster.vm_kind,
+        name="bad",
+        docs=docs,
+    )
+    op = drive(op, {OperationState.FAILED, OperationState.SUCCEEDED})
+    assert op.state == OperationState.FAILED
+    assert any("runStrategy" in c["field"] for c in op.causes), op.causes
+
+
+def test_operation_page_shows_progress_and_stops_polling(cluster, alice, acme):
+    op = provisioning.submit_vm(alice, acme, cluster, vm_request("page-1", **image_for(cluster)))
+    client = Client()
+    client.force_login(alice)
+    url = f"/tenants/{acme.namespace}/operations/{op.pk}/status/"
+    assert client.get(url).status_code == 200
+    drive(op, {OperationState.SUCCEEDED})
+    response = client.get(url)
+    assert response.status_code == 286
+    assert b"op-done" in response.content
