@@ -738,8 +738,7 @@ def reconcile() -> list[int]:
 
 # --- reading an operation for people ---------------------------------------------------
 
-_INSUFFICIENT = re.compile(r"(\d+) Insufficient (nvidia\.com/[\w.-]+)")
-_INSUFFICIENT_ANY = re.compile(r"Insufficient (nvidia\.com/[\w.-]+)")
+_INSUFFICIENT_ANY = re.compile(r"Insufficient (nvidia\.com/[\w-]+)")
 
 
 def plain_reason(reason: str, message: str, wanted: int = 0) -> str:
