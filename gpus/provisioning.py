@@ -542,6 +542,17 @@ def identity_for(op: Operation) -> Identity:
     return Identity.tenant_admin(op.actor_name, op.namespace)
 
 
+def _record_baseline(op: Operation, gateway: ClusterGateway) -> None:
+    """Before the first write, keep what Helm last said about the target (no generation in
+    v1.1: an update is done when this moves). Saved once: an attempt after a crash must not
+    take its own earlier write for the starting point."""
+    if "before" in op.baseline:
+        return
+    current = gateway.get(mf.PLURALS[op.app_kind], op.namespace, op.name)
+    op.baseline = {"before": released_marker(current) if current else {}}
+    Operation.objects.filter(pk=op.pk, state=OperationState.APPLYING).update(baseline=op.baseline)
+
+
 def apply(op: Operation) -> None:
     """Apply the claimed operation's manifests (idempotent) and hand it to the poller.
 
@@ -550,7 +561,6 @@ def apply(op: Operation) -> None:
     gateway = gateway_for(op.cluster)
     who = identity_for(op)
     try:
-        baseline: dict[str, str] = {}
         if op.kind == OperationKind.DELETE:
             # Delete the VM first, then its disks: 404 means already gone.
             for doc in reversed(op.manifests):
@@ -558,12 +568,11 @@ def apply(op: Operation) -> None:
                     gateway, doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"], who
                 )
         else:
+            _record_baseline(op, gateway)
             # Day-2 changes patch an object that must be there; they never re-create it.
             must_exist = op.kind in (OperationKind.START, OperationKind.STOP, OperationKind.RESIZE)
             for doc in op.manifests:
-                result = apply_manifest(gateway, doc, who, must_exist=must_exist)
-                if doc["kind"] == op.app_kind and result.before is not None:
-                    baseline = released_marker(result.before)
+                apply_manifest(gateway, doc, who, must_exist=must_exist)
     except TransientError:
         raise
     except InvalidError as exc:
@@ -584,9 +593,6 @@ def apply(op: Operation) -> None:
         "lease_until": None,
         "error": "",
     }
-    # Keep the first baseline: a re-apply after a crash must not see its own earlier write.
-    if not op.baseline and baseline:
-        changes["baseline"] = baseline
     if _transition(op, {OperationState.APPLYING}, **changes):
         audit(op, op.tenant, "portal", "operation.applied", {"attempt": op.attempts})
 
@@ -630,7 +636,7 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
             _check_ceiling(op, now)
         return
     progress = vm_progress(
-        op.app_kind, op.name, view, _disk_name(op), op.baseline, _want_running(op)
+        op.app_kind, op.name, view, _disk_name(op), op.baseline.get("before", {}), _want_running(op)
     )
     changes: dict[str, Any] = (
         {"observed": progress.observed} if progress.observed != op.observed else {}

@@ -85,3 +85,20 @@ def seeded_catalog(transactional_db):
     the database after each test, so they seed it again rather than rely on the migration."""
     seed = importlib.import_module("gpus.migrations.0002_seed_catalog").seed
     seed(django_apps, None)
+
+
+@pytest.fixture
+def worker_factory(tmp_path):
+    """Real Celery workers (with beat) for provisioning tests; stopped at the end."""
+    from gpus.tests.test_provisioning_worker import Worker
+
+    workers: list[Worker] = []
+
+    def make(env: dict[str, str] | None = None) -> Worker:
+        w = Worker(tmp_path, env)
+        workers.append(w)
+        return w
+
+    yield make
+    for w in workers:
+        w.stop()

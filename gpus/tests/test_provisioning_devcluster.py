@@ -39,7 +39,9 @@ def dc(request, tmp_path_factory):
 
 @pytest.fixture
 def cluster(dc) -> Cluster:
-    row = Cluster.objects.create(name=f"dc{dc.port}", kubeconfig=str(dc.kubeconfig), context="admin")
+    row = Cluster.objects.create(
+        name=f"dc{dc.port}", kubeconfig=str(dc.kubeconfig), context="admin"
+    )
     inventory.sync_cluster(row.pk)
     provisioning.refresh_served_schemas(row.pk)
     row.refresh_from_db()
@@ -109,7 +111,9 @@ def test_quota_counts_in_flight_operations(cluster, alice, acme):
     GpuQuota.objects.create(tenant=acme, gpu_model=h100, limit=3)
     provisioning.submit_vm(alice, acme, cluster, vm_request("q1", count=2, **image_for(cluster)))
     with pytest.raises(provisioning.OperationRefused) as exc:
-        provisioning.submit_vm(alice, acme, cluster, vm_request("q2", count=2, **image_for(cluster)))
+        provisioning.submit_vm(
+            alice, acme, cluster, vm_request("q2", count=2, **image_for(cluster))
+        )
     assert "allows 1 more NVIDIA H100" in exc.value.message
     assert not Operation.objects.filter(name="q2").exists()
 
@@ -138,7 +142,9 @@ def test_over_capacity_refused_unless_queued_then_runs_when_capacity_frees(
         blockers.append(drive(op, {OperationState.SUCCEEDED}))
     inventory.sync_cluster(cluster.pk)
     with pytest.raises(provisioning.OperationRefused) as exc:
-        provisioning.submit_vm(alice, acme, cluster, vm_request("big", count=4, **image_for(cluster)))
+        provisioning.submit_vm(
+            alice, acme, cluster, vm_request("big", count=4, **image_for(cluster))
+        )
     assert "4 x NVIDIA H100 requested: 6 free in all, but at most 3 on one server" in str(
         exc.value.message
     )
@@ -166,7 +172,9 @@ def test_over_capacity_refused_unless_queued_then_runs_when_capacity_frees(
 
 
 def test_spec_the_cluster_refuses_fails_with_the_field_named(cluster, alice, acme):
-    docs = provisioning.vm_manifests(vm_request("bad", **image_for(cluster)), acme.namespace, cluster.vm_kind)
+    docs = provisioning.vm_manifests(
+        vm_request("bad", **image_for(cluster)), acme.namespace, cluster.vm_kind
+    )
     docs[-1]["spec"]["runStrategy"] = "Sometimes"  # not in the chart's enum
     op = provisioning.record(
         user=alice,

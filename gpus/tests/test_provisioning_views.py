@@ -294,7 +294,7 @@ def test_my_gpus_shows_operations_in_flight_and_split_capacity(alice_client, acm
     assert "Waiting for a free GPU" not in html
 
 
-FIELDS = list(form_data().keys()) + ["queue_until_capacity"]
+FIELDS = [*form_data().keys(), "queue_until_capacity"]
 texty = st.one_of(
     st.text(max_size=80),
     st.sampled_from(

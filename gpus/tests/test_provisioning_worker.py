@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from devcluster.testing import DevCluster, run_devcluster
 from gpus import inventory, provisioning
@@ -102,20 +101,6 @@ class Worker:
 
     def logs(self) -> str:
         return "".join(p.read_text()[-3000:] for p in sorted(self.tmp.glob("worker-*.log"))[-2:])
-
-
-@pytest.fixture
-def worker_factory(tmp_path) -> Iterator:
-    workers: list[Worker] = []
-
-    def make(env: dict[str, str] | None = None) -> Worker:
-        w = Worker(tmp_path, env)
-        workers.append(w)
-        return w
-
-    yield make
-    for w in workers:
-        w.stop()
 
 
 def register(dc: DevCluster, name: str = "dc") -> Cluster:
@@ -233,7 +218,7 @@ def test_worker_killed_20_times_mid_apply(tmp_path, alice, acme, worker_factory)
             for i in range(30)
         ]
         worker = worker_factory()
-        rng = random.Random(7)  # noqa: S311 - kill timing, not secrets
+        rng = random.Random(7)
         kills = 0
         while kills < 20:
             worker.start()
