@@ -31,7 +31,7 @@ PER_OPERATION_INTERVAL = 5.0
 
 
 def setup_django(var_dir: Path) -> None:
-    os.environ.update(DEBUG="true", VAR_DIR=str(var_dir), OPERATION_POLL_SECONDS="2")
+    os.environ.update(DEBUG="true", VAR_DIR=str(var_dir))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hikube_portal.settings")
     import django
 

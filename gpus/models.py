@@ -343,7 +343,7 @@ class Operation(models.Model):
             # At most one active operation per target.
             models.UniqueConstraint(
                 fields=["cluster", "namespace", "app_kind", "name", "node_group"],
-                condition=models.Q(state__in=["pending", "applying", "provisioning", "queued"]),
+                condition=models.Q(state__in=sorted(str(s) for s in ACTIVE_OPERATION_STATES)),
                 name="one_active_operation_per_target",
             )
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Max, Prefetch, Q, QuerySet, Sum
+from django.db.models import F, Max, Prefetch, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils.translation import gettext as _
 
@@ -200,7 +200,13 @@ def get_operation_for_user(user: User, namespace: str, pk: int) -> Operation:
 
 
 def operations_in_flight(user: User, tenant: Tenant) -> QuerySet[Operation]:
-    return tenant_operations(user, tenant).filter(state__in=ACTIVE_OPERATION_STATES)
+    """Active operations, and those finished after their cluster's last sync: the snapshot does
+    not show their result yet, so the page shows the operation instead (DESIGN rule 8)."""
+    return tenant_operations(user, tenant).filter(
+        Q(state__in=ACTIVE_OPERATION_STATES)
+        | Q(finished_at__gt=F("cluster__last_synced_at"))
+        | Q(finished_at__isnull=False, cluster__last_synced_at__isnull=True)
+    )
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,7 @@ INVENTORY_SYNC_SECONDS = env_float("INVENTORY_SYNC_SECONDS", 30.0)
 PAGE_REFRESH_SECONDS = env_int("PAGE_REFRESH_SECONDS", 30)
 # Operations (provisioning): how often the batched poller looks, when a lost task is re-enqueued,
 # how long a claimed apply may run before another worker may take it, and when to give up.
-OPERATION_POLL_SECONDS = env_float("OPERATION_POLL_SECONDS", 5.0)
+OPERATION_POLL_SECONDS = env_float("OPERATION_POLL_SECONDS", 2.0)
 OPERATION_RECONCILE_SECONDS = env_float("OPERATION_RECONCILE_SECONDS", 10.0)
 OPERATION_RECONCILE_AFTER_SECONDS = env_float("OPERATION_RECONCILE_AFTER_SECONDS", 10.0)
 OPERATION_LEASE_SECONDS = env_float("OPERATION_LEASE_SECONDS", 60.0)

@@ -5,6 +5,7 @@ and fuzzed input never causes a 500 nor an enqueued operation unless valid."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -287,8 +288,36 @@ def test_my_gpus_shows_operations_in_flight_and_split_capacity(alice_client, acm
         gpus_per_instance=5,
         state=ResourceState.UNSCHEDULABLE,
     )
+    # Done after the last sync: the snapshot does not show it yet, the operation does.
+    Operation.objects.create(
+        cluster=cluster,
+        tenant=acme,
+        actor=alice,
+        actor_name="alice",
+        kind="create",
+        namespace=acme.namespace,
+        app_kind="VMInstance",
+        name="just-done",
+        manifests=[],
+        state=OperationState.SUCCEEDED,
+        finished_at=timezone.now(),
+    )
+    Operation.objects.create(
+        cluster=cluster,
+        tenant=acme,
+        actor=alice,
+        actor_name="alice",
+        kind="create",
+        namespace=acme.namespace,
+        app_kind="VMInstance",
+        name="long-ago",
+        manifests=[],
+        state=OperationState.SUCCEEDED,
+        finished_at=cluster.last_synced_at - timedelta(days=1),
+    )
     html = alice_client.get(f"/tenants/{acme.namespace}/gpus/").content.decode()
-    assert 'id="in-flight"' in html and "coming" in html
+    assert 'id="in-flight"' in html and "coming" in html and "just-done" in html
+    assert "long-ago" not in html
     assert "Waiting for GPUs on one server" in html
     assert "7 free in all, but at most 4 on one server" in html
     assert "Waiting for a free GPU" not in html
