@@ -39,6 +39,11 @@ def test_create_a_gpu_vm_and_watch_it_run(page, live_server, alice, acme, tmp_pa
         log_in(page, live_server, "alice")
         page.get_by_role("link", name="My GPUs").click()
         page.get_by_role("link", name="New GPU virtual machine").first.click()
+        page.wait_for_url(re.compile(r".*/vms/new/$"))
+        # htmx must have processed the form before typing, or the first input is not checked.
+        page.wait_for_function(
+            "window.htmx && document.querySelector('#vm-form')['htmx-internal-data']"
+        )
         page.get_by_label("Name", exact=True).fill("Bad_Name")
         error = page.locator("#err-name .field-error")
         error.wait_for()

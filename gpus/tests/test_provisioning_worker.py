@@ -40,6 +40,7 @@ FAST = {
     "OPERATION_LEASE_SECONDS": "4",
     "OPERATION_UNSCHEDULABLE_GRACE_SECONDS": "30",
     "INVENTORY_SYNC_SECONDS": "2",
+    "OPERATION_RETRY_MAX_SECONDS": "2",
 }
 
 
@@ -323,7 +324,7 @@ def test_cluster_faults_converge_without_duplicate_writes(tmp_path, alice, acme,
             {
                 "verb": "*",
                 "resource": ["vminstances", "vmdisks", "virtualmachines"],
-                "error_429": 0.15,
+                "error_429": 0.1,
                 "error_500": 0.1,
                 "drop": 0.05,
                 "latency_ms": 50,
