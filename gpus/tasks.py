@@ -61,9 +61,10 @@ def apply_operation(self, operation_id: int) -> str:
     try:
         provisioning.apply(op)
     except TransientError as exc:
-        delay = (
-            exc.retry_after if exc.retry_after is not None else min(2 ** min(op.attempts, 5), 30)
-        )
+        if exc.retry_after is not None:
+            delay = exc.retry_after  # the cluster said when (429 Retry-After)
+        else:
+            delay = min(2 ** min(op.attempts, 6), settings.OPERATION_RETRY_MAX_SECONDS)
         provisioning.release_for_retry(op, exc, delay)
         log.warning("Operation %s: transient failure, retrying in %ss: %s", op.pk, delay, exc)
         raise self.retry(exc=exc, countdown=delay) from exc
