@@ -530,7 +530,7 @@ def succeed(op: Operation) -> None:
         set(ACTIVE_OPERATION_STATES),
         state=OperationState.SUCCEEDED,
         finished_at=now,
-        running_at=op.running_at or now,
+        running_at=op.running_at or (now if _want_running(op) and op.kind != "delete" else None),
         reason="",
         message="",
         lease_until=None,
@@ -817,9 +817,11 @@ def describe(op: Operation, now: Any = None) -> OperationView:
         (OperationStep.SUBMITTED, op.created_at),
         (OperationStep.APPLIED, op.applied_at),
     ]
-    if op.kind in (OperationKind.CREATE, OperationKind.RETRY):
-        if any(d["kind"] == mf.VM_DISK for d in op.manifests) or op.app_kind == mf.VIRTUAL_MACHINE:
-            points.append((OperationStep.DISK_READY, op.disk_ready_at))
+    creates = op.kind in (OperationKind.CREATE, OperationKind.RETRY)
+    has_disk = any(d["kind"] == mf.VM_DISK for d in op.manifests)
+    if creates and (has_disk or op.app_kind == mf.VIRTUAL_MACHINE):
+        points.append((OperationStep.DISK_READY, op.disk_ready_at))
+    if op.kind in (OperationKind.CREATE, OperationKind.RETRY, OperationKind.START):
         points.append((OperationStep.SCHEDULED, op.scheduled_at))
         points.append((OperationStep.RUNNING, op.running_at))
     steps = [Step(str(k), str(k.label), at) for k, at in points]
@@ -846,3 +848,56 @@ def describe(op: Operation, now: Any = None) -> OperationView:
     if op.reason or op.message:
         view.explanation = plain_reason(op.reason, op.message, op.gpu_count)
     return view
+
+
+# --- day-2 actions on VMs, also those made outside the portal ---------------------------
+
+VM_ACTIONS = (OperationKind.START, OperationKind.STOP, OperationKind.DELETE)
+
+
+def submit_vm_action(user: Any, workload: GpuWorkload, kind: str) -> Operation:
+    """Start, stop or delete a GPU VM the snapshot shows. The target is taken by value from the
+    snapshot row; the operation records what is sent, like a create."""
+    if kind not in VM_ACTIONS:
+        raise OperationRefused(_("Unknown action."))
+    tenant, app_kind, name = workload.tenant, workload.app_kind, workload.name
+    base = {
+        "apiVersion": mf.API_VERSION,
+        "kind": app_kind,
+        "metadata": {"name": name, "namespace": tenant.namespace},
+    }
+    docs: list[dict[str, Any]]
+    if kind == OperationKind.DELETE:
+        # The system disk goes too when the portal made it (an outside VM's disks are left alone).
+        created = (
+            Operation.objects.filter(
+                cluster=workload.cluster,
+                namespace=tenant.namespace,
+                app_kind=app_kind,
+                name=name,
+                kind__in=[OperationKind.CREATE, OperationKind.RETRY],
+                state=OperationState.SUCCEEDED,
+            )
+            .order_by("-pk")
+            .first()
+        )
+        disks = [d for d in (created.manifests if created else []) if d["kind"] == mf.VM_DISK]
+        docs = [*[{**d, "spec": {}} for d in disks], base]
+    else:
+        docs = [{**base, "spec": mf.vm_power_patch(app_kind, kind == OperationKind.START)["spec"]}]
+    starting = kind == OperationKind.START
+    return record(
+        user=user,
+        tenant=tenant,
+        cluster=workload.cluster,
+        kind=kind,
+        app_kind=app_kind,
+        name=name,
+        docs=docs,
+        gpu_model=workload.gpu_model if starting else None,
+        gpu_count=workload.gpus_per_instance if starting else 0,
+        # A start waits for capacity rather than failing: the user asked for this VM to run.
+        queue_until_capacity=starting,
+        check_capacity=False,
+        params={"action": kind},
+    )

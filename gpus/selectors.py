@@ -9,7 +9,7 @@ from django.db.models import F, Max, Prefetch, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils.translation import gettext as _
 
-from .choices import ACTIVE_OPERATION_STATES, ResourceState
+from .choices import ACTIVE_OPERATION_STATES, ResourceState, WorkloadKind
 from .models import (
     Cluster,
     GpuModel,
@@ -260,3 +260,16 @@ def explain_workloads(workloads: list[GpuWorkload]) -> None:
             w.explanation = _(
                 "Waiting for a free GPU: %(n)d x %(model)s wanted, %(total)d free right now."
             ) % {"n": wanted, "model": w.gpu_model.display_name, "total": total}
+
+
+def get_vm_for_user(user: User, namespace: str, name: str) -> GpuWorkload:
+    """A GPU VM of a tenant the user may see, by name as the snapshot shows it; else 404."""
+    tenant = get_tenant_for_user(user, namespace)
+    vm = (
+        GpuWorkload.objects.filter(tenant=tenant, kind=WorkloadKind.VM, name=name)
+        .select_related("cluster", "tenant", "gpu_model")
+        .first()
+    )
+    if vm is None:
+        raise Http404("No such VM.")
+    return vm

@@ -16,6 +16,11 @@ urlpatterns = [
     path("tenants/<slug:namespace>/gpus/", views.my_gpus, name="my_gpus"),
     path("tenants/<slug:namespace>/vms/new/", views.vm_new, name="vm_new"),
     path("tenants/<slug:namespace>/vms/new/check/", views.vm_check, name="vm_check"),
+    path(
+        "tenants/<slug:namespace>/vms/<slug:name>/<slug:action>/",
+        views.vm_action,
+        name="vm_action",
+    ),
     path("tenants/<slug:namespace>/operations/", views.operation_list, name="operations"),
     path("tenants/<slug:namespace>/operations/<int:pk>/", views.operation_detail, name="operation"),
     path(

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 
 from . import provisioning, selectors, services
 from .advisor import recommend
+from .choices import OperationKind
 from .compare import APPROACH_ROWS, compare_rows
 from .filters import NodeFilter
 from .forms import AdvisorForm, CompareForm, GpuVmForm
@@ -308,3 +309,27 @@ def operation_retry(request: HttpRequest, namespace: str, pk: int) -> HttpRespon
         messages.error(request, exc.message)
         return redirect("gpus:operation", namespace, op.pk)
     return redirect("gpus:operation", namespace, new.pk)
+
+
+ACTIONS = {"start": OperationKind.START, "stop": OperationKind.STOP, "delete": OperationKind.DELETE}
+
+
+def vm_action(request: HttpRequest, namespace: str, name: str, action: str) -> HttpResponse:
+    """GET: ask for confirmation; POST: record the start/stop/delete operation."""
+    vm = selectors.get_vm_for_user(request.user, namespace, name)
+    kind = ACTIONS.get(action)
+    if kind is None or not selectors.can_operate(request.user, vm.tenant):
+        raise Http404("No such page.")
+    error = ""
+    if request.method == "POST":
+        try:
+            op = provisioning.submit_vm_action(request.user, vm, kind)
+        except provisioning.OperationRefused as exc:
+            error = exc.message
+        else:
+            return redirect("gpus:operation", namespace, op.pk)
+    return render(
+        request,
+        "gpus/vm_action.html",
+        {"tenant": vm.tenant, "vm": vm, "action": action, "kind": kind, "error": error},
+    )

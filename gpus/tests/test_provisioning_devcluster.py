@@ -200,3 +200,41 @@ def test_operation_page_shows_progress_and_stops_polling(cluster, alice, acme):
     response = client.get(url)
     assert response.status_code == 286
     assert b"op-done" in response.content
+
+
+def test_stop_start_delete_a_vm_made_with_kubectl(cluster, dc, alice, acme):
+    """Day-2 actions work on objects made outside the portal, from the snapshot row."""
+    import yaml
+
+    from gpus.models import GpuWorkload
+
+    legacy = cluster.vm_kind == "VirtualMachine"
+    docs = provisioning.vm_manifests(
+        vm_request("outside", gpu=L40S, legacy=legacy), acme.namespace, cluster.vm_kind
+    )
+    dc.kubectl("apply", "-f", "-", context=acme.namespace, input=yaml.safe_dump_all(docs))
+    for _ in range(50):
+        inventory.sync_cluster(cluster.pk)
+        vm = GpuWorkload.objects.filter(tenant=acme, name="outside").first()
+        if vm and vm.state == "running":
+            break
+        time.sleep(0.1)
+    assert vm is not None and vm.state == "running"
+    assert not Operation.objects.filter(name="outside").exists()  # made outside the portal
+
+    stop = drive(provisioning.submit_vm_action(alice, vm, OperationKind.STOP), {"succeeded"})
+    assert stop.running_at is None
+    inventory.sync_cluster(cluster.pk)
+    vm = GpuWorkload.objects.get(tenant=acme, name="outside")
+    assert vm.state == "stopped"
+    start = drive(provisioning.submit_vm_action(alice, vm, OperationKind.START), {"succeeded"})
+    assert start.running_at is not None
+    delete = drive(provisioning.submit_vm_action(alice, vm, OperationKind.DELETE), {"succeeded"})
+    assert [d["kind"] for d in delete.manifests] == [cluster.vm_kind]  # not its disk: not ours
+    gateway = provisioning.gateway_for(cluster)
+    plural = "virtualmachines" if legacy else "vminstances"
+    assert gateway.get(plural, acme.namespace, "outside") is None
+    actions = list(
+        AuditEvent.objects.filter(target__endswith="/outside").values_list("action", flat=True)
+    )
+    assert actions.count("operation.succeeded") == 3

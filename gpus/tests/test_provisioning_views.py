@@ -358,3 +358,47 @@ def test_fuzzed_form_never_500_and_invalid_never_enqueued(alice_client, acme, cl
         form = GpuVmForm(payload, vm_kind="VMInstance", gpu_choices=[(L40S, "L40S")])
         assert form.is_valid(), form.errors
         assert op.params["name"] == form.cleaned_data["name"]
+
+
+@pytest.fixture
+def alice_vm(acme, cluster) -> GpuWorkload:
+    return GpuWorkload.objects.create(
+        cluster=cluster,
+        tenant=acme,
+        kind=WorkloadKind.VM,
+        app_kind="VMInstance",
+        name="box",
+        gpu_model=GpuModel.objects.get(resource_name=L40S),
+        gpus_per_instance=1,
+        state=ResourceState.RUNNING,
+    )
+
+
+def test_vm_actions_confirm_then_record(
+    alice_client, acme, alice_vm, django_capture_on_commit_callbacks
+):
+    html = alice_client.get(f"/tenants/{acme.namespace}/gpus/").content.decode()
+    assert f"/tenants/{acme.namespace}/vms/box/stop/" in html
+    page = alice_client.get(f"/tenants/{acme.namespace}/vms/box/delete/")
+    assert "Delete box?" in page.content.decode()
+    assert not Operation.objects.exists()  # a GET only asks
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = alice_client.post(f"/tenants/{acme.namespace}/vms/box/stop/")
+    assert response.status_code == 302 and len(callbacks) == 1
+    op = Operation.objects.get()
+    assert op.kind == "stop" and op.manifests[0]["spec"] == {"runStrategy": "Halted"}
+    # A second action while the first is in flight is refused in words, not a 500.
+    page = alice_client.post(f"/tenants/{acme.namespace}/vms/box/delete/")
+    assert page.status_code == 200 and "still in progress" in page.content.decode()
+
+
+def test_vm_actions_are_404_for_another_tenant_and_need_csrf(bob_client, alice, acme, alice_vm):
+    for action in ("start", "stop", "delete", "reboot"):
+        url = f"/tenants/{acme.namespace}/vms/box/{action}/"
+        assert bob_client.get(url).status_code == 404
+        assert bob_client.post(url).status_code == 404
+    assert bob_client.post("/tenants/tenant-globex/vms/box/stop/").status_code == 404
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert client.post(f"/tenants/{acme.namespace}/vms/box/stop/").status_code == 403
+    assert not Operation.objects.exists()
