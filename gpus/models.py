@@ -207,6 +207,8 @@ class ModelInventory(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["cluster", "gpu_model"], name="unique_model_total")
         ]
+        verbose_name = _("model total")
+        verbose_name_plural = _("model totals")
 
     def __str__(self) -> str:
         return f"{self.gpu_model} in {self.cluster}: {self.free} of {self.installed} free"
@@ -229,6 +231,8 @@ class TenantAllocation(models.Model):
                 fields=["cluster", "namespace", "gpu_model"], name="unique_tenant_allocation"
             )
         ]
+        verbose_name = _("tenant allocation")
+        verbose_name_plural = _("tenant allocations")
 
     def __str__(self) -> str:
         return f"{self.namespace}: {self.allocated} x {self.gpu_model}"

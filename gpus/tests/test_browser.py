@@ -89,3 +89,48 @@ def test_inventory_refreshes_itself_without_a_reload(page, live_server, alice, s
         "s => document.querySelector(s).innerText === '5'", arg=selector, timeout=10_000
     )
     assert page.evaluate("window.__marker") == "same-page"
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.mark.parametrize("language", ["en", "fr"])
+def test_phone_layout_never_scrolls_sideways(
+    browser, live_server, snapshot, platform_admin, language
+):
+    """At 390 px the compare page, the node list and a node's page fit the screen: tables
+    adapt (no page-wide horizontal scroll), node names stay whole words, counts stay visible."""
+    from gpus.models import Node
+
+    context = browser.new_context(viewport=PHONE, locale=language)
+    page = context.new_page()
+    page.goto(live_server.url + reverse("login"))
+    page.locator("#id_username").fill("admin")
+    page.locator("#id_password").fill(PASSWORD)
+    page.locator("main button[type=submit]").click()
+    page.wait_for_url(live_server.url + reverse("gpus:catalog"))
+    node = Node.objects.get(name="gpu-l40s-worker-01")
+    for url in (
+        reverse("gpus:compare"),
+        reverse("gpus:nodes"),
+        reverse("gpus:node", args=[node.pk]),
+        reverse("gpus:my_gpus", args=["tenant-acme"]),
+        reverse("gpus:inventory"),
+    ):
+        page.goto(live_server.url + url)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{url} is {width} px wide at {PHONE['width']} px"
+    page.goto(live_server.url + reverse("gpus:nodes"))
+    name = page.locator("#nodes tbody tr", has_text="gpu-l40s-worker-01").locator("code").first
+    assert name.evaluate("e => e.getClientRects().length") == 1  # one line: not cut mid-word
+    for cell in (
+        ("Installed", "Allocated", "Free")
+        if language == "en"
+        else ("Installés", "Alloués", "Libres")
+    ):
+        box = page.locator(f'#nodes tbody tr:first-child td[data-label="{cell}"]').bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    page.goto(live_server.url + reverse("gpus:compare"))
+    spec = page.locator("#compare-table tbody th", has_text="Architecture").first
+    assert spec.evaluate("e => e.getClientRects().length") == 1
+    context.close()
