@@ -112,7 +112,7 @@ AUTH_PASSWORD_VALIDATORS = [
 # Login throttling (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one user from one
 # address, that pair is locked out for LOGIN_LOCKOUT_MINUTES. Every failure is logged.
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
+    "gpus.auth.WebLoginThrottle",  # django-axes, for logins over the web
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)

@@ -17,3 +17,6 @@ os.environ.setdefault(
 os.environ["VAR_DIR"] = os.environ["TEST_VAR_DIR"]
 
 from .settings import *  # noqa: E402, F403
+
+# Tests hash many passwords (personas, login throttling): a fast hasher keeps them quick.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

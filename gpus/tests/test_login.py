@@ -58,3 +58,9 @@ def test_a_success_resets_the_count(alice):
     for _ in range(settings.AXES_FAILURE_LIMIT - 1):
         assert attempt(client, "alice", "wrong", "10.0.0.3").status_code == 200
     assert attempt(client, "alice", PASSWORD, "10.0.0.3").status_code == 302
+
+
+def test_programmatic_logins_still_work_for_tests_and_shells(alice):
+    client = Client()
+    assert client.login(username="alice", password=PASSWORD) is True
+    assert Client().login(username="alice", password="wrong") is False
