@@ -161,7 +161,15 @@ def node_list(request: HttpRequest) -> HttpResponse:
 def node_detail(request: HttpRequest, pk: int) -> HttpResponse:
     node = selectors.get_node_for_user(request.user, pk)
     tenants = selectors.node_holder_tenants(node)
-    holders = [{**h, "tenant": tenants.get(str(h.get("namespace")))} for h in node.holders]
+    names = {g.gpu_model.resource_name: g.gpu_model.display_name for g in node.gpus.all()}
+    holders = [
+        {
+            **h,
+            "tenant": tenants.get(str(h.get("namespace"))),
+            "model": names.get(str(h.get("resource")), h.get("resource")),
+        }
+        for h in node.holders
+    ]
     return render(request, "gpus/node.html", {"node": node, "holders": holders})
 
 
