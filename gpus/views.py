@@ -31,8 +31,7 @@ def render_page_or_fragment(
     """The fragment for an htmx swap; the whole page otherwise, including htmx's history
     restore (the back button after htmx's history cache is gone), which replaces the body.
     Vary: HX-Request keeps the two apart in any cache."""
-    htmx = getattr(request, "htmx", None)
-    partial = bool(htmx) and not htmx.history_restore_request
+    partial = bool(request.htmx) and not request.htmx.history_restore_request
     response = render(request, fragment if partial else page, {**context, "partial": partial})
     patch_vary_headers(response, ("HX-Request",))
     return response
