@@ -264,3 +264,29 @@ def test_login_page_costs_no_query(db, django_assert_num_queries):
     client = Client()
     with django_assert_num_queries(0):
         assert client.get(reverse("login")).status_code == 200
+
+
+def test_node_conditions_come_from_the_nodes_status():
+    from gpus.kube.gateway import node_from_json
+
+    node = node_from_json(
+        {
+            "metadata": {"name": "n1"},
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "KubeletNotReady",
+                        "message": "PLEG",
+                    },
+                    {"type": "DiskPressure", "status": "True"},
+                ]
+            },
+        }
+    )
+    assert node.ready is False
+    assert node.conditions == (
+        {"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": "PLEG"},
+        {"type": "DiskPressure", "status": "True", "reason": "", "message": ""},
+    )
