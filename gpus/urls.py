@@ -15,7 +15,7 @@ class IdConverter:
         return str(value)
 
 
-register_converter(IdConverter, "id")
+register_converter(IdConverter, "dbid")
 
 app_name = "gpus"
 
@@ -27,9 +27,9 @@ urlpatterns = [
     path("inventory/summary/", views.inventory_summary, name="inventory_summary"),
     path("inventory/sync/", views.inventory_sync, name="inventory_sync"),
     path("inventory/nodes/", views.node_list, name="nodes"),
-    path("inventory/nodes/<id:pk>/", views.node_detail, name="node"),
+    path("inventory/nodes/<dbid:pk>/", views.node_detail, name="node"),
     path("tenants/", views.tenant_list, name="tenants"),
     path("tenants/<slug:namespace>/", views.tenant_detail, name="tenant"),
     path("tenants/<slug:namespace>/gpus/", views.my_gpus, name="my_gpus"),
-    path("tenants/<slug:namespace>/gpus/<id:pk>/", views.workload_detail, name="workload"),
+    path("tenants/<slug:namespace>/gpus/<dbid:pk>/", views.workload_detail, name="workload"),
 ]
