@@ -73,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     # Realism timings, seconds at --speed 1 (divided by --speed); also knobs of /devcluster/faults.
     for flag, knob, what in (
         ("--cache-lag", "cache_lag", "an app read right after a write may be stale (404/conflict)"),
-        ("--continue-ttl", "continue_ttl", "a list continue token expires (410 Expired)"),
+        (
+            "--continue-ttl",
+            "continue_ttl",
+            "wall seconds (not scaled) until a continue token expires (410)",
+        ),
         ("--event-ttl", "event_ttl", "events are garbage-collected"),
         ("--stop-grace", "stop_grace", "a stopping VM keeps its pod (and GPUs)"),
         ("--uninstall-time", "uninstall", "Helm uninstall after the pods are gone"),

@@ -446,7 +446,9 @@ class Api:
                     "continue key is not valid: incorrect encoded start "
                     "resourceVersion (version meta.k8s.io/v1)",
                 ) from e
-            if time.time() - issued > self.knob_s("continue_ttl"):
+            # Wall seconds, not divided by --speed: it races the client's real paging, and a
+            # real apiserver gives 5 minutes whatever the simulated clock does.
+            if time.time() - issued > float(self.faults.knob("continue_ttl")):
                 # etcd compacted the list's revision (apiserver: storage.NewResourceExpired).
                 raise ApiError(
                     410,

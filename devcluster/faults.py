@@ -25,10 +25,11 @@ RULE_KEYS = {
 }
 
 
-# Timing knobs, in seconds at --speed 1 (each is divided by --speed when used). Sources in README.
+# Timing knobs, in seconds at --speed 1 (divided by --speed when used, except continue_ttl, which
+# races the client's real-time paging). Sources in devcluster/README.md.
 DEFAULT_KNOBS: dict[str, Any] = {
     "cache_lag": 1.0,  # cozystack-api reads apps from the controller-runtime cache
-    "continue_ttl": 300.0,  # a continue token expires once etcd compacts its revision (5 min)
+    "continue_ttl": 300.0,  # wall seconds (not scaled): etcd compacts every 5 min
     "event_ttl": 3600.0,  # kube-apiserver --event-ttl=1h
     "stop_grace": 30.0,  # vm-instance chart: terminationGracePeriodSeconds: 30
     "uninstall": 3.0,  # helm uninstall after the release's resources are gone
