@@ -366,8 +366,12 @@ class Reconciler:
         md = obj["metadata"]
         ns, name = md["namespace"], md["name"]
         spec = obj.get("spec") or {}
-        digest = stable_hex(json.dumps(spec, sort_keys=True), n=16)
         rec = self.app_records.get(key)
+        rv = md.get("resourceVersion")
+        if rec is not None and rec.get("rv") == rv and rec.get("uid") == md.get("uid"):
+            digest = rec["hash"]  # unchanged object: skip hashing the spec on every pass
+        else:
+            digest = stable_hex(json.dumps(spec, sort_keys=True), n=16)
         if rec is None or rec.get("uid") != md.get("uid"):
             rec = {
                 "uid": md.get("uid"),
@@ -380,6 +384,7 @@ class Reconciler:
                 "deployed": None,
             }
             self.app_records[key] = rec
+        rec["rv"] = rv
         if md.get("deletionTimestamp"):
             return self._uninstall(res, key, obj, rec, now)
         if rec["hash"] != digest:

@@ -211,6 +211,31 @@ def test_head_preserves_409(tmp_path) -> None:
         st = json.loads(exc.value.body)
         assert exc.value.status == 409 and st["reason"] == "AlreadyExists"
         assert st["message"].startswith("failed to create HelmRelease: ")
+        # HEAD's chart: no md0 merged in, a group starts at minReplicas (no `replicas: 2`).
+        k8s = {
+            "apiVersion": f"{G}/{V}",
+            "kind": "Kubernetes",
+            "metadata": {"name": "hk"},
+            "spec": {
+                "nodeGroups": {
+                    "g": {"minReplicas": 1, "maxReplicas": 3, "instanceType": "u1.large",
+                          "diskSize": "20Gi", "resources": {}, "gpus": []},
+                }
+            },
+        }  # fmt: skip
+        custom.create_namespaced_custom_object(G, V, "tenant-root", "kuberneteses", k8s)
+
+        def monitors() -> dict[str, Any]:
+            items = custom.list_namespaced_custom_object(
+                "cozystack.io", "v1alpha1", "tenant-root", "workloadmonitors"
+            )["items"]
+            return {
+                m["metadata"]["name"]: m["status"]["observedReplicas"]
+                for m in items
+                if m["metadata"]["name"].startswith("kubernetes-hk-")
+            }
+
+        wait_for(lambda: monitors() == {"kubernetes-hk-g": 1}, what="head starts at min")
 
 
 # --- 4. node groups as the v1.1 chart runs them --------------------------------------------

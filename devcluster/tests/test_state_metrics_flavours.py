@@ -179,6 +179,9 @@ def test_legacy_flavour_serves_virtualmachines(tmp_path) -> None:
         }
         made = custom.create_namespaced_custom_object(G, V, "tenant-acme", "virtualmachines", body)
         assert made["spec"]["systemDisk"]["storageClass"] == "replicated"  # nested default
+        with pytest.raises(client.ApiException) as exc:  # the old API wraps errors too
+            custom.create_namespaced_custom_object(G, V, "tenant-acme", "virtualmachines", body)
+        assert exc.value.status == 500 and "already exists" in exc.value.body
         wait_for(lambda: kubevirt_status(custom, "tenant-acme", "virtual-machine-old") == "Stopped")
         custom.patch_namespaced_custom_object(
             G, V, "tenant-acme", "virtualmachines", "old", {"spec": {"running": True}}
