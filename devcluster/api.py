@@ -194,6 +194,9 @@ class Api:
     # --- the controller-runtime cache behind cozystack-api's app reads ----------------
     def _remember(self, res: Resource, ns: str, name: str, before: dict[str, Any] | None) -> None:
         lag = self.knob_s("cache_lag")
+        if len(self.recent) > 4096:  # forget entries the cache has long caught up with
+            now = time.monotonic()
+            self.recent = {k: v for k, v in self.recent.items() if v[0] > now}
         if lag > 0:
             prev = self.recent.get((res.key, ns, name))
             if prev and prev[0] > time.monotonic():
@@ -901,6 +904,9 @@ class Api:
                 # then fails the HelmRelease update.
                 stale, cached = self._cached(res, ns or "", name, cur)
                 if cached is None:
+                    if ctype == "application/apply-patch+yaml":
+                        # Update found nothing, so server-side apply creates: AlreadyExists.
+                        raise helm_release_error(res, name, "create", self.v11)
                     cur = None
             if cur is None:
                 raise not_found(res, name)
