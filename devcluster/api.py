@@ -464,6 +464,8 @@ class Api:
                     "the first chunk was returned and now may show up in the list.",
                 )
         table = "as=Table" in req.headers.get("accept", "")
+        cache_view = res.is_app and bool(self.recent)  # app lists come from the same cache
+        stale_raw: dict[tuple[str, str], bytes] = {}
         with self.store.lock:
             if not token:
                 list_rv = str(self.store.rv)
@@ -480,6 +482,13 @@ class Api:
                 if ns is not None and k[0] != ns:
                     continue
                 obj = objs[k]
+                if cache_view and (res.key, k[0], k[1]) in self.recent:
+                    stale, shown = self._cached(res, k[0], k[1], obj)
+                    if stale:
+                        if shown is None:
+                            continue  # created a moment ago: not in the cache yet
+                        obj = shown
+                        stale_raw[k] = dumps(shown)
                 if (lsel and not lsel(obj)) or (fsel and not fsel(obj)):
                     continue
                 if limit and len(picked) >= limit:
@@ -509,7 +518,7 @@ class Api:
                     )
                 )
                 return Response(200, body)
-            raws = [self.store.raw(res.key, k) for k, _ in picked]
+            raws = [stale_raw.get(k) or self.store.raw(res.key, k) for k, _ in picked]
         head = dumps(
             {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": list_meta}
         )

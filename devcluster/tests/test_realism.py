@@ -181,6 +181,8 @@ def test_reads_lag_behind_writes(
     with pytest.raises(client.ApiException) as exc:
         custom.get_namespaced_custom_object(G, V, "tenant-root", "vminstances", "lagged")
     assert exc.value.status == 404  # the cache has not seen it yet
+    listed = custom.list_namespaced_custom_object(G, V, "tenant-root", "vminstances")["items"]
+    assert "lagged" not in {o["metadata"]["name"] for o in listed}  # lists too
     obj = wait_for(lambda: _get(custom, "tenant-root", "vminstances", "lagged"), timeout=10)
     custom.patch_namespaced_custom_object(
         G, V, "tenant-root", "vminstances", "lagged", {"metadata": {"labels": {"a": "1"}}}
