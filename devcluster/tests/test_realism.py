@@ -204,7 +204,20 @@ def test_reads_lag_behind_writes(
 
 
 def test_head_preserves_409(tmp_path) -> None:
-    with run_devcluster(tmp_path, flavour="head", speed=50.0) as head:
+    flags = ["--continue-ttl", "0", "--event-ttl", "7200"]
+    with run_devcluster(tmp_path, flavour="head", speed=50.0, extra_args=flags) as head:
+        knobs = head.get_faults()["knobs"]
+        assert knobs["continue_ttl"] == 0.0 and knobs["event_ttl"] == 7200.0
+        assert knobs["stop_grace"] == 30.0  # defaults for the others
+        with pytest.raises(RuntimeError):
+            head.set_faults({"rules": [], "knobs": {"stop_grace": -1}})
+        with pytest.raises(RuntimeError):
+            head.set_faults({"rules": [], "knobs": {"no_such_knob": 1}})
+        core = client.CoreV1Api(head.api_client())
+        token = core.list_node(limit=2).metadata._continue
+        with pytest.raises(client.ApiException) as exc:
+            core.list_node(limit=2, _continue=token)
+        assert exc.value.status == 410
         custom = client.CustomObjectsApi(head.api_client())
         body = vm_instance("dup", [], ns="tenant-root", runStrategy="Halted")
         custom.create_namespaced_custom_object(G, V, "tenant-root", "vminstances", body)
