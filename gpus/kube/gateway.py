@@ -40,6 +40,8 @@ class NodeInfo:
     unschedulable: bool
     taints: list[dict[str, str]]
     gpu_resources: dict[str, int]  # allocatable nvidia.com/* counts
+    # status.conditions as plain dicts (type, status, reason, message), for the node page.
+    conditions: tuple[dict[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,11 @@ def node_from_json(item: Mapping[str, Any]) -> NodeInfo:
             for t in spec.get("taints") or []
         ],
         gpu_resources=_gpu_counts(allocatable),
+        conditions=tuple(
+            {k: str(c.get(k) or "") for k in ("type", "status", "reason", "message")}
+            for c in status.get("conditions") or []
+            if isinstance(c, dict)
+        ),
     )
 
 
