@@ -280,3 +280,80 @@ class GpuVmForm(forms.Form):
         driver = yaml.safe_load(NVIDIA_DRIVER_CLOUD_INIT)
         data["runcmd"] = list(data.get("runcmd") or []) + driver["runcmd"]
         return "#cloud-config\n" + yaml.safe_dump(data, sort_keys=False)
+
+
+class NodeGroupForm(forms.Form):
+    cluster_name = forms.ChoiceField(label=_("Kubernetes cluster"))
+    group = forms.CharField(
+        label=_("Node group name"),
+        max_length=40,
+        help_text=_("Lowercase letters, digits and “-”, starting with a letter."),
+    )
+    min_replicas = forms.IntegerField(label=_("Minimum workers"), min_value=0, max_value=100)
+    max_replicas = forms.IntegerField(label=_("Maximum workers"), min_value=1, max_value=100)
+    instance_type = forms.ChoiceField(label=_("Instance type"), initial="u1.2xlarge")
+    disk_size_gi = forms.IntegerField(
+        label=_("Worker disk size (GiB)"), min_value=10, max_value=4096, initial=100
+    )
+    gpu_model = forms.ChoiceField(label=_("GPU model"))
+    gpus_per_node = forms.IntegerField(
+        label=_("GPUs per worker"), min_value=1, max_value=8, initial=1
+    )
+    ingress = forms.BooleanField(
+        label=_("Workers also host the ingress (role ingress-nginx)"), required=False
+    )
+
+    def __init__(
+        self,
+        *args: Any,
+        clusters: list[str] | None = None,
+        gpu_choices: list[tuple[str, str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["cluster_name"].choices = [(c, c) for c in clusters or []]
+        self.fields["gpu_model"].choices = gpu_choices or []
+        self.fields["instance_type"].choices = instance_type_choices()
+        self.warnings: list[str] = []
+
+    def clean_group(self) -> str:
+        group = self.cleaned_data["group"].strip()
+        if not DNS1035.match(group):
+            raise forms.ValidationError(
+                _(
+                    "Use lowercase letters, digits and “-”; start with a letter, end with a letter "
+                    "or digit."
+                ),
+                code="dns1035",
+            )
+        return group
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        low, high = data.get("min_replicas"), data.get("max_replicas")
+        if low is not None and high is not None and low > high:
+            self.add_error("max_replicas", _("At least the minimum."))
+        itype = INSTANCE_TYPES.get(data.get("instance_type", ""))
+        per = data.get("gpus_per_node") or 0
+        if itype and per and itype.vcpu < MIN_VCPU_PER_GPU * per:
+            self.warnings.append(
+                _(
+                    "%(type)s has %(vcpu)d vCPU for %(n)d GPU(s): Hikube recommends at least "
+                    "%(min)d vCPU per GPU (e.g. %(rec)s)."
+                )
+                % {
+                    "type": itype.name,
+                    "vcpu": itype.vcpu,
+                    "n": per,
+                    "min": MIN_VCPU_PER_GPU,
+                    "rec": recommended_instance_type(per),
+                }
+            )
+        if low == 0:
+            self.warnings.append(
+                _(
+                    "With 0 minimum workers the group may never scale up: the autoscaler adds "
+                    "workers only for pods that wait."
+                )
+            )
+        return data

@@ -46,6 +46,7 @@ from .kube.operations import (
     NamespaceView,
     apply_manifest,
     delete_target,
+    node_group_progress,
     observe,
     released_marker,
     scheduling_event,
@@ -280,7 +281,9 @@ def fit_for(model: GpuModel, count: int) -> Fit:
     return Fit(model, count, total, most)
 
 
-def gpus_counted(tenant: Tenant, model: GpuModel) -> int:
+def gpus_counted(
+    tenant: Tenant, model: GpuModel, exclude: tuple[int, str, str] | None = None
+) -> int:
     """GPUs held (snapshot) plus in flight (active operations), without counting a target twice."""
     active = Operation.objects.filter(
         tenant=tenant, gpu_model=model, state__in=ACTIVE_OPERATION_STATES
@@ -289,6 +292,8 @@ def gpus_counted(tenant: Tenant, model: GpuModel) -> int:
     targets = {
         (o.cluster_id, o.name, o.node_group) for o in active.only("cluster", "name", "node_group")
     }
+    if exclude:
+        targets.add(exclude)  # the target being changed: its new size replaces what it holds
     held = 0
     for w in GpuWorkload.objects.filter(tenant=tenant, gpu_model=model).only(
         "cluster", "name", "node_group", "gpus_per_instance", "instances"
@@ -298,11 +303,13 @@ def gpus_counted(tenant: Tenant, model: GpuModel) -> int:
     return held + int(in_flight)
 
 
-def quota_left(tenant: Tenant, model: GpuModel) -> int | None:
+def quota_left(
+    tenant: Tenant, model: GpuModel, exclude: tuple[int, str, str] | None = None
+) -> int | None:
     quota = GpuQuota.objects.filter(tenant=tenant, gpu_model=model).first()
     if quota is None:
         return None
-    return max(quota.limit - gpus_counted(tenant, model), 0)
+    return max(quota.limit - gpus_counted(tenant, model, exclude), 0)
 
 
 def quota_message(model: GpuModel, left: int) -> str:
@@ -372,7 +379,7 @@ def record(
         # The tenant row is the lock: concurrent submissions of one tenant queue here.
         Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
         if gpu_model is not None and gpu_count:
-            left = quota_left(tenant, gpu_model)
+            left = quota_left(tenant, gpu_model, (cluster.pk, name, node_group))
             if left is not None and gpu_count > left:
                 raise OperationRefused(quota_message(gpu_model, left), "gpu_count")
             if check_capacity and not queue_until_capacity:
@@ -570,7 +577,11 @@ def apply(op: Operation) -> None:
         else:
             _record_baseline(op, gateway)
             # Day-2 changes patch an object that must be there; they never re-create it.
-            must_exist = op.kind in (OperationKind.START, OperationKind.STOP, OperationKind.RESIZE)
+            must_exist = op.kind in (
+                OperationKind.START,
+                OperationKind.STOP,
+                OperationKind.RESIZE,
+            ) or bool(op.node_group)
             for doc in op.manifests:
                 apply_manifest(gateway, doc, who, must_exist=must_exist)
     except TransientError:
@@ -635,9 +646,23 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
         else:
             _check_ceiling(op, now)
         return
-    progress = vm_progress(
-        op.app_kind, op.name, view, _disk_name(op), op.baseline.get("before", {}), _want_running(op)
-    )
+    if op.node_group:
+        progress = node_group_progress(
+            op.name,
+            op.node_group,
+            view,
+            int(op.params.get("min_replicas") or 0),
+            op.baseline.get("before", {}),
+        )
+    else:
+        progress = vm_progress(
+            op.app_kind,
+            op.name,
+            view,
+            _disk_name(op),
+            op.baseline.get("before", {}),
+            _want_running(op),
+        )
     changes: dict[str, Any] = (
         {"observed": progress.observed} if progress.observed != op.observed else {}
     )
@@ -677,8 +702,13 @@ def _check_ceiling(op: Operation, now: Any) -> None:
     if op.state == OperationState.QUEUED:
         return  # waiting for capacity is what the user asked for
     start = op.scheduled_at or op.applied_at or op.created_at
-    if (now - start).total_seconds() > settings.OPERATION_TIMEOUT_SECONDS:
-        minutes = settings.OPERATION_TIMEOUT_SECONDS // 60
+    ceiling = (
+        settings.OPERATION_NODE_GROUP_TIMEOUT_SECONDS
+        if op.node_group
+        else settings.OPERATION_TIMEOUT_SECONDS
+    )
+    if (now - start).total_seconds() > ceiling:
+        minutes = ceiling // 60
         fail(
             op,
             "Timeout",
@@ -821,7 +851,7 @@ def describe(op: Operation, now: Any = None) -> OperationView:
     has_disk = any(d["kind"] == mf.VM_DISK for d in op.manifests)
     if creates and (has_disk or op.app_kind == mf.VIRTUAL_MACHINE):
         points.append((OperationStep.DISK_READY, op.disk_ready_at))
-    if op.kind in (OperationKind.CREATE, OperationKind.RETRY, OperationKind.START):
+    if creates or op.kind == OperationKind.START or op.node_group:
         points.append((OperationStep.SCHEDULED, op.scheduled_at))
         points.append((OperationStep.RUNNING, op.running_at))
     steps = [Step(str(k), str(k.label), at) for k, at in points]
@@ -900,4 +930,88 @@ def submit_vm_action(user: Any, workload: GpuWorkload, kind: str) -> Operation:
         queue_until_capacity=starting,
         check_capacity=False,
         params={"action": kind},
+    )
+
+
+# --- Kubernetes node groups (add or resize one group of an existing tenant cluster) -----
+
+# Cozystack v1.1 creates every MachineDeployment with 2 workers and returns to 2 on each
+# change (devcluster-vs-cozystack.md D): the fit and quota count at least that many.
+V11_CHART_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class NodeGroupRequest:
+    cluster_name: str
+    group: str
+    min_replicas: int
+    max_replicas: int
+    instance_type: str
+    disk_size_gi: int
+    gpu_resource: str
+    gpus_per_node: int
+    roles: tuple[str, ...] = ()
+
+    @property
+    def workers_held(self) -> int:
+        return max(self.min_replicas, V11_CHART_WORKERS)
+
+    def as_params(self) -> dict[str, Any]:
+        return {
+            "cluster_name": self.cluster_name,
+            "group": self.group,
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "instance_type": self.instance_type,
+            "disk_size_gi": self.disk_size_gi,
+            "gpu_resource": self.gpu_resource,
+            "gpus_per_node": self.gpus_per_node,
+            "roles": list(self.roles),
+        }
+
+
+def node_group_manifests(
+    request: NodeGroupRequest, namespace: str, disk_field: str
+) -> list[dict[str, Any]]:
+    """One partial Kubernetes manifest whose spec holds only this group: applied as a JSON
+    merge patch it changes that group alone (never the whole spec, never a null)."""
+    group = mf.node_group(
+        request.min_replicas,
+        request.max_replicas,
+        request.instance_type,
+        f"{request.disk_size_gi}Gi",
+        gpus=[request.gpu_resource] * request.gpus_per_node,
+        roles=request.roles,
+        disk_field=disk_field or "ephemeralStorage",
+    )
+    mf.validate_name(mf.KUBERNETES, request.cluster_name)
+    return [
+        {
+            "apiVersion": mf.API_VERSION,
+            "kind": mf.KUBERNETES,
+            "metadata": {"name": request.cluster_name, "namespace": namespace},
+            "spec": {"nodeGroups": {request.group: group}},
+        }
+    ]
+
+
+def submit_node_group(
+    user: Any, tenant: Tenant, cluster: Cluster, request: NodeGroupRequest, resize: bool
+) -> Operation:
+    docs = node_group_manifests(request, tenant.namespace, cluster.node_group_disk_field)
+    model = GpuModel.objects.get(resource_name=request.gpu_resource)
+    return record(
+        user=user,
+        tenant=tenant,
+        cluster=cluster,
+        kind=OperationKind.RESIZE if resize else OperationKind.CREATE,
+        app_kind=mf.KUBERNETES,
+        name=request.cluster_name,
+        node_group=request.group,
+        docs=docs,
+        gpu_model=model,
+        gpu_count=request.gpus_per_node * request.workers_held,
+        params=request.as_params(),
+        # Workers are placed one by one; the fit is per worker, not all on one server.
+        check_capacity=False,
     )

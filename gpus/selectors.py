@@ -334,3 +334,28 @@ def get_tenant_workload(user: User, tenant: Tenant, pk: int) -> GpuWorkload:
     if workload is None:
         raise Http404("No such workload.")
     return workload
+
+
+def tenant_kubernetes_clusters(tenant: Tenant) -> list[str]:
+    """Names of the tenant's Kubernetes clusters the snapshot knows (from their node groups)."""
+    return sorted(
+        set(
+            GpuWorkload.objects.filter(tenant=tenant, kind=WorkloadKind.NODE_GROUP).values_list(
+                "name", flat=True
+            )
+        )
+    )
+
+
+def get_node_group_for_user(user: User, namespace: str, name: str, group: str) -> GpuWorkload:
+    tenant = get_tenant_for_user(user, namespace)
+    row = (
+        GpuWorkload.objects.filter(
+            tenant=tenant, kind=WorkloadKind.NODE_GROUP, name=name, node_group=group
+        )
+        .select_related("cluster", "gpu_model")
+        .first()
+    )
+    if row is None:
+        raise Http404("No such node group.")
+    return row

@@ -38,6 +38,16 @@ urlpatterns = [
         views.vm_action,
         name="vm_action",
     ),
+    path(
+        "tenants/<slug:namespace>/kubernetes/nodegroups/new/",
+        views.node_group_edit,
+        name="node_group_new",
+    ),
+    path(
+        "tenants/<slug:namespace>/kubernetes/<slug:name>/nodegroups/<slug:group>/",
+        views.node_group_edit,
+        name="node_group_edit",
+    ),
     path("tenants/<slug:namespace>/operations/", views.operation_list, name="operations"),
     path("tenants/<slug:namespace>/operations/<int:pk>/", views.operation_detail, name="operation"),
     path(

@@ -22,7 +22,7 @@ from .advisor import recommend
 from .choices import OperationKind
 from .compare import APPROACH_ROWS, compare_rows
 from .filters import NodeFilter
-from .forms import AdvisorForm, CompareForm, GpuVmForm
+from .forms import AdvisorForm, CompareForm, GpuVmForm, NodeGroupForm
 from .models import Cluster, GpuModel, Tenant
 
 NODES_PER_PAGE = 50
@@ -386,4 +386,75 @@ def vm_action(request: HttpRequest, namespace: str, name: str, action: str) -> H
         request,
         "gpus/vm_action.html",
         {"tenant": vm.tenant, "vm": vm, "action": action, "kind": kind, "error": error},
+    )
+
+
+def _node_group_form(
+    tenant: Tenant, data: Any = None, initial: dict[str, Any] | None = None
+) -> NodeGroupForm:
+    clusters = selectors.tenant_kubernetes_clusters(tenant)
+    choices = [
+        (
+            s.gpu_model.resource_name,
+            _("%(model)s — %(free)d free, at most %(one)d on one server")
+            % {"model": s.gpu_model.display_name, "free": s.free_total, "one": s.free_max_one},
+        )
+        for s in selectors.served_gpu_models()
+    ]
+    return NodeGroupForm(data, initial=initial, clusters=clusters, gpu_choices=choices)
+
+
+def node_group_edit(
+    request: HttpRequest, namespace: str, name: str | None = None, group: str | None = None
+) -> HttpResponse:
+    """Add a GPU node group to a tenant cluster, or resize one (prefilled from the snapshot)."""
+    tenant = selectors.get_tenant_for_user(request.user, namespace)
+    if not selectors.can_operate(request.user, tenant):
+        raise Http404("No such page.")
+    existing = (
+        selectors.get_node_group_for_user(request.user, namespace, name, group) if group else None
+    )
+    initial = None
+    if existing is not None:
+        initial = {
+            "cluster_name": existing.name,
+            "group": existing.node_group,
+            "min_replicas": existing.instances,
+            "max_replicas": max(existing.instances, 1) * 2,
+            "gpu_model": existing.gpu_model.resource_name if existing.gpu_model else "",
+            "gpus_per_node": existing.gpus_per_instance or 1,
+        }
+    form = _node_group_form(tenant, request.POST or None, initial)
+    cluster = provisioning.default_cluster()
+    preview = ""
+    if form.is_bound and form.is_valid() and cluster is not None:
+        d = form.cleaned_data
+        ng = provisioning.NodeGroupRequest(
+            cluster_name=d["cluster_name"],
+            group=d["group"],
+            min_replicas=d["min_replicas"],
+            max_replicas=d["max_replicas"],
+            instance_type=d["instance_type"],
+            disk_size_gi=d["disk_size_gi"],
+            gpu_resource=d["gpu_model"],
+            gpus_per_node=d["gpus_per_node"],
+            roles=("ingress-nginx",) if d["ingress"] else (),
+        )
+        if request.POST.get("confirm"):
+            try:
+                op = provisioning.submit_node_group(
+                    request.user, tenant, cluster, ng, resize=existing is not None
+                )
+            except provisioning.OperationRefused as exc:
+                form.add_error(exc.field, exc.message)
+            else:
+                return redirect("gpus:operation", namespace, op.pk)
+        preview = yaml.safe_dump_all(
+            provisioning.node_group_manifests(ng, namespace, cluster.node_group_disk_field),
+            sort_keys=False,
+        )
+    return render(
+        request,
+        "gpus/node_group.html",
+        {"tenant": tenant, "form": form, "existing": existing, "preview": preview},
     )

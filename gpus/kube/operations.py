@@ -166,6 +166,7 @@ class NamespaceView:
 
     apps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     kubevirt: dict[str, dict[str, Any]] = field(default_factory=dict)
+    monitors: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
 
 
@@ -188,6 +189,11 @@ def observe(
                 "virtualmachines", namespace=namespace, group="kubevirt.io", version="v1"
             ):
                 view.kubevirt[(obj.get("metadata") or {}).get("name", "")] = obj
+        if "kuberneteses" in plurals:
+            for obj in gateway.iter_apps(
+                "workloadmonitors", namespace=namespace, group="cozystack.io", version="v1alpha1"
+            ):
+                view.monitors[(obj.get("metadata") or {}).get("name", "")] = obj
         if namespace in events_for:
             view.events = gateway.list_events(namespace, field_selector="reason=FailedScheduling")
     return views
@@ -356,3 +362,37 @@ def scheduling_event(view: NamespaceView, kubevirt_name: str) -> str:
         if ev.reason == "FailedScheduling" and ev.object_name.startswith(prefix):
             return ev.message
     return ""
+
+
+def node_group_progress(
+    cluster: str, group: str, view: NamespaceView, min_replicas: int, baseline: Mapping[str, str]
+) -> Progress:
+    """A node group is ready when Helm acted on the change (Released moved: no generation in
+    v1.1) and its WorkloadMonitor reports at least ``minReplicas`` available workers."""
+    app = view.apps.get(("kuberneteses", cluster))
+    if app is None:
+        return Progress()
+    observed: dict[str, Any] = {"released": released_marker(app)}
+    failure = _helm_failure(app)
+    if failure:
+        return Progress(
+            exists=True,
+            failed=True,
+            reason=failure[0],
+            message=failure[1],
+            causes=helm_causes(failure[1]),
+            observed=observed,
+        )
+    helm_done = _helm_done_since(app, baseline)
+    monitor = view.monitors.get(f"kubernetes-{cluster}-{group}") or {}
+    status = monitor.get("status") or {}
+    available = int(status.get("availableReplicas") or 0)
+    observed.update(available=available, observed=int(status.get("observedReplicas") or 0))
+    return Progress(
+        exists=True,
+        applied_seen=helm_done,
+        scheduled=available > 0,
+        running=helm_done and available >= min_replicas,
+        done=helm_done and bool(monitor) and available >= min_replicas,
+        observed=observed,
+    )

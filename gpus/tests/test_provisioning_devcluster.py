@@ -38,7 +38,8 @@ def dc(request, tmp_path_factory):
 
 
 @pytest.fixture
-def cluster(dc) -> Cluster:
+def cluster(dc, acme) -> Cluster:
+    """Registered and synced after the tenant exists, so the snapshot has its workloads."""
     row = Cluster.objects.create(
         name=f"dc{dc.port}", kubeconfig=str(dc.kubeconfig), context="admin"
     )
@@ -238,3 +239,64 @@ def test_stop_start_delete_a_vm_made_with_kubectl(cluster, dc, alice, acme):
         AuditEvent.objects.filter(target__endswith="/outside").values_list("action", flat=True)
     )
     assert actions.count("operation.succeeded") == 3
+
+
+A100 = "nvidia.com/GA100_A100_PCIE_80GB"
+
+
+def test_resize_a_node_group_while_someone_else_changes_another(cluster, dc, alice, acme):
+    """A merge patch of one group: a concurrent change of md0 is not lost; ready when the
+    group's WorkloadMonitor shows minReplicas available workers."""
+    from kubernetes import client
+
+    from gpus.models import GpuWorkload
+
+    group = GpuWorkload.objects.get(tenant=acme, name="ml", node_group="gpu")
+    assert group.instances == 2
+    request = provisioning.NodeGroupRequest(
+        cluster_name="ml",
+        group="gpu",
+        min_replicas=3,
+        max_replicas=4,
+        instance_type="u1.2xlarge",
+        disk_size_gi=100,
+        gpu_resource=A100,
+        gpus_per_node=1,
+    )
+    op = provisioning.submit_node_group(alice, acme, cluster, request, resize=True)
+    assert op.kind == "resize" and op.gpu_count == 3
+    claimed = provisioning.claim(op.pk)
+    provisioning.apply(claimed)
+    # Someone else edits md0 meanwhile (kubectl, another portal tab...).
+    api = client.CustomObjectsApi(dc.api_client())
+    api.patch_namespaced_custom_object(
+        "apps.cozystack.io", "v1alpha1", acme.namespace, "kuberneteses", "ml",
+        {"spec": {"nodeGroups": {"md0": {"maxReplicas": 7}}}},
+    )  # fmt: skip
+    op = drive(op, {OperationState.SUCCEEDED, OperationState.FAILED}, seconds=90)
+    assert op.state == OperationState.SUCCEEDED, (op.reason, op.message)
+    spec = api.get_namespaced_custom_object(
+        "apps.cozystack.io", "v1alpha1", acme.namespace, "kuberneteses", "ml"
+    )["spec"]
+    assert spec["nodeGroups"]["md0"]["maxReplicas"] == 7
+    assert spec["nodeGroups"]["gpu"]["minReplicas"] == 3
+    assert op.observed["available"] >= 3
+
+
+def test_add_a_gpu_node_group(cluster, alice, acme):
+    request = provisioning.NodeGroupRequest(
+        cluster_name="ml",
+        group="infer",
+        min_replicas=1,
+        max_replicas=2,
+        instance_type="u1.2xlarge",
+        disk_size_gi=50,
+        gpu_resource=L40S,
+        gpus_per_node=1,
+    )
+    op = provisioning.submit_node_group(alice, acme, cluster, request, resize=False)
+    assert op.gpu_count == 2  # v1.1 starts every group at 2 workers
+    disk_field = cluster.node_group_disk_field
+    assert disk_field in op.manifests[0]["spec"]["nodeGroups"]["infer"]
+    op = drive(op, {OperationState.SUCCEEDED, OperationState.FAILED}, seconds=90)
+    assert op.state == OperationState.SUCCEEDED, (op.reason, op.message)
