@@ -127,6 +127,15 @@ class Cluster(models.Model):
     last_sync_seconds = models.FloatField(_("last sync duration (s)"), null=True, blank=True)
     last_error = models.TextField(_("last sync error"), blank=True)
     unreachable_since = models.DateTimeField(_("unreachable since"), null=True, blank=True)
+    last_sync_rows = models.PositiveIntegerField(
+        _("rows written by the last sync"), null=True, blank=True
+    )
+    # Failed syncs in a row, and when the scheduled sync may try again (the cluster backs off).
+    consecutive_failures = models.PositiveIntegerField(_("failed syncs in a row"), default=0)
+    next_sync_at = models.DateTimeField(_("next scheduled sync"), null=True, blank=True)
+    # One sync per cluster at a time: the running sync's lease (see gpus.inventory).
+    sync_lease = models.CharField(max_length=32, blank=True, editable=False)
+    sync_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -150,7 +159,6 @@ class Node(models.Model):
     gpu_installed = models.PositiveIntegerField(_("GPUs installed"), default=0)
     gpu_allocated = models.PositiveIntegerField(_("GPUs allocated"), default=0)
     gpu_free = models.PositiveIntegerField(_("GPUs free"), default=0)
-    synced_at = models.DateTimeField(_("synced at"))
 
     class Meta:
         ordering = ["name"]
@@ -246,6 +254,8 @@ class GpuWorkload(models.Model):
     gpu_model = models.ForeignKey(
         GpuModel, on_delete=models.PROTECT, null=True, blank=True, related_name="workloads"
     )
+    # The resource name the spec asks for; gpu_model is set only if the catalog knows it.
+    gpu_resource = models.CharField(_("GPU resource name"), max_length=253, blank=True)
     gpus_per_instance = models.PositiveIntegerField(_("GPUs per instance"), default=0)
     instances = models.PositiveIntegerField(_("instances"), default=1)
     gpus_held = models.PositiveIntegerField(_("GPUs held"), default=0)
@@ -274,3 +284,27 @@ class GpuWorkload(models.Model):
     @property
     def gpus_requested(self) -> int:
         return self.gpus_per_instance * self.instances
+
+
+class SyncIssue(models.Model):
+    """An object of the cluster the last sync skipped (e.g. a value too long for a column)."""
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="sync_issues")
+    kind = models.CharField(_("kind"), max_length=63)
+    namespace = models.CharField(_("namespace"), max_length=253, blank=True)
+    name = models.CharField(_("name"), max_length=253)
+    problem = models.TextField(_("problem"))
+    first_seen_at = models.DateTimeField(_("first seen"))
+
+    class Meta:
+        ordering = ["cluster", "kind", "namespace", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cluster", "kind", "namespace", "name"], name="unique_sync_issue"
+            )
+        ]
+        verbose_name = _("skipped object")
+        verbose_name_plural = _("skipped objects")
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}: {self.problem}"
