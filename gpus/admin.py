@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import GpuModel, Membership, Tenant
+from .models import GpuModel, Membership, SyncIssue, Tenant
 
 
 class MembershipInline(admin.TabularInline):
@@ -36,3 +36,18 @@ class GpuModelAdmin(admin.ModelAdmin):
     ]
     list_filter = ["offered", "is_known", "architecture"]
     search_fields = ["display_name", "resource_name"]
+
+
+@admin.register(SyncIssue)
+class SyncIssueAdmin(admin.ModelAdmin):
+    """Read-only: the sync writes these rows, admins read them."""
+
+    list_display = ["cluster", "kind", "namespace", "name", "problem", "first_seen_at"]
+    list_filter = ["cluster", "kind"]
+    search_fields = ["namespace", "name"]
+
+    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -258,9 +258,10 @@ def gpu_models_for(names: Iterable[str]) -> dict[str, GpuModel]:
     return models_
 
 
-def _known_models(names: Iterable[str]) -> dict[str, GpuModel]:
-    """Existing catalog rows for these names, creating none."""
-    return {m.resource_name: m for m in GpuModel.objects.filter(resource_name__in=set(names))}
+def _catalog_models(names: Iterable[str], served: Mapping[str, GpuModel]) -> dict[str, GpuModel]:
+    """The catalog's own rows (or ones the platform serves) for these names, creating none."""
+    known = GpuModel.objects.filter(resource_name__in=set(names) - served.keys(), is_known=True)
+    return {**{m.resource_name: m for m in known}, **served}
 
 
 def remove_unused_unknown_models() -> int:
@@ -286,6 +287,7 @@ def sync_rows(
     value_fields: tuple[str, ...],
     wanted: Mapping[tuple[Any, ...], Mapping[str, Any]],
     fixed: Mapping[str, Any] | None = None,
+    before_delete: Callable[[list[int]], None] | None = None,
 ) -> None:
     """Make ``queryset`` hold exactly ``wanted`` (key -> values), writing only the differences.
 
@@ -311,6 +313,8 @@ def sync_rows(
     if to_update:
         model.objects.bulk_update(to_update, list(value_fields), batch_size=500)
     gone = [pk for pk, _ in existing.values()]
+    if gone and before_delete is not None:
+        before_delete(gone)
     for start in range(0, len(gone), BATCH):
         model.objects.filter(pk__in=gone[start : start + BATCH]).delete()
     written.add(table, len(to_create), len(to_update), len(gone))
@@ -367,7 +371,7 @@ def store_snapshot(
         _store_node_gpus(written, cluster, node_ids, nodes, allocated_on, catalog)
         _store_model_totals(written, cluster, nodes, allocated_on, catalog)
         _store_tenant_allocations(written, cluster, tenant_held, catalog)
-        _store_workloads(written, cluster, reading, vm_held, now, odd)
+        _store_workloads(written, cluster, reading, catalog, vm_held, now, odd)
         _store_issues(written, cluster, odd, now)
         locked.update(
             vm_kind=reading.vm_kind,
@@ -427,6 +431,10 @@ def _store_nodes(
         NODE_VALUES,
         wanted,
         fixed={"cluster": cluster},
+        # Their GPU rows go with them: counted as written.
+        before_delete=lambda pks: written.add(
+            "nodegpu", deleted=NodeGpu.objects.filter(node_id__in=pks).delete()[0]
+        ),
     )
     return dict(Node.objects.filter(cluster=cluster).values_list("name", "id"))
 
@@ -533,6 +541,7 @@ def _store_workloads(
     written: Written,
     cluster: Cluster,
     reading: FleetReading,
+    served: Mapping[str, GpuModel],
     vm_held: Mapping[str, Mapping[str, int]],
     now: datetime,
     odd: list[OddObject],
@@ -542,7 +551,7 @@ def _store_workloads(
     # kept on the row (gpu_resource) otherwise: never a catalog row of its own.
     requested = {g for vm in reading.vms for g in vm.gpus[:1]}
     requested |= {g.gpus[0] for app in reading.kubernetes_apps for g in app.node_groups if g.gpus}
-    catalog = _known_models(requested)
+    catalog = _catalog_models(requested, served)
     wanted: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def add(kind: str, namespace: str, app_kind: str, name: str, group: str, **values: Any) -> None:

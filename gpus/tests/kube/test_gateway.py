@@ -7,9 +7,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from gpus.kube import ClusterConfig, ClusterGateway, discovery, errors, manifests
+from gpus.kube import ClusterConfig, ClusterGateway, discovery, errors, manifests, records
 from gpus.kube import gateway as gw
-from gpus.kube import records
 
 from .fakeapi import Recorded, fake_api
 
