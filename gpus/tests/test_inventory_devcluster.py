@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.conf import settings
 from django.urls import reverse
 
 from devcluster.testing import run_devcluster
@@ -135,7 +136,10 @@ def test_an_unreachable_cluster_keeps_the_last_snapshot_and_says_so(
     dc.set_faults({"rules": [{"verb": "*", "resource": "*", "error_503": 1.0, "retry_after": 0}]})
     with pytest.raises(KubeError):
         sync_cluster(cluster.pk)
+    # One retry budget for the whole sync, not retries per page times task retries.
+    assert dc.get_faults()["injected"] == settings.INVENTORY_SYNC_RETRY_BUDGET + 1
     cluster.refresh_from_db()
+    assert cluster.consecutive_failures == 1 and cluster.next_sync_at is not None
     assert cluster.unreachable_since is not None
     assert "503" in cluster.last_error or "unavailable" in cluster.last_error.lower()
     assert totals(L40S) == (16, 4, 8, 4)  # the previous snapshot stays

@@ -245,10 +245,30 @@ def test_cross_tenant_my_gpus_is_404(alice_client, globex):
     assert alice_client.get(reverse("gpus:my_gpus", args=["tenant-acme"])).status_code == 200
 
 
-def test_sync_button_is_for_admins_only(alice_client, admin_client_, cluster):
+def _queued_syncs() -> list[list]:
+    """Take the sync tasks off the configured broker (Redis in CI, the filesystem embedded)."""
+    from hikube_portal.celery import app
+
+    found = []
+    with app.connection_for_read() as conn, conn.SimpleQueue("celery", no_ack=True) as queue:
+        while True:
+            try:
+                message = queue.get(block=False)
+            except queue.Empty:
+                return found
+            if message.headers.get("task") == "gpus.tasks.sync_inventory":
+                found.append(message.decode()[0])
+
+
+def test_sync_button_is_for_admins_only_and_queues_a_task(
+    alice_client, admin_client_, cluster, django_capture_on_commit_callbacks
+):
+    _queued_syncs()  # start from an empty queue
     assert alice_client.post(reverse("gpus:inventory_sync")).status_code == 404
-    response = admin_client_.post(reverse("gpus:inventory_sync"))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_.post(reverse("gpus:inventory_sync"))
     assert response.status_code == 302 and response.url == reverse("gpus:inventory")
+    assert _queued_syncs() == [[cluster.pk]]
 
 
 def test_node_filters_reject_bad_values_without_a_500(cluster, admin_client_):
