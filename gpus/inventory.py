@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -143,10 +143,7 @@ def _sync(cluster: Cluster) -> Cluster:
     gateway = gateway_for(cluster, budget)
     try:
         reading = gateway.read_inventory()
-    except KubeError as exc:
-        record_failure(cluster, exc, now)
-        raise
-    except Exception as exc:
+    except Exception as exc:  # KubeError or anything unexpected: on the cluster, then raised
         record_failure(cluster, exc, now)
         raise
     finally:
@@ -279,6 +276,26 @@ def remove_unused_unknown_models() -> int:
         return 0  # another cluster's sync is storing a row for it right now: next time
 
 
+COPY_FROM = 1000  # rows; below this a plain INSERT is as fast
+
+
+def insert(model: type[models.Model], rows: list[Any]) -> None:
+    """INSERT many rows; on PostgreSQL with COPY (a first sync loads 25,000 rows per cluster, and
+    an INSERT of them spends most of its time quoting parameters client-side)."""
+    if connection.vendor != "postgresql" or len(rows) < COPY_FROM:
+        model.objects.bulk_create(rows, batch_size=BATCH)
+        return
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    sql = f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for obj in rows:
+            copy.write_row(
+                [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields]
+            )
+
+
 def sync_rows(
     written: Written,
     table: str,
@@ -309,7 +326,7 @@ def sync_rows(
         elif current[1] != ordered:
             to_update.append(model(pk=current[0], **values))
     if to_create:
-        model.objects.bulk_create(to_create, batch_size=BATCH)
+        insert(model, to_create)
     if to_update:
         model.objects.bulk_update(to_update, list(value_fields), batch_size=500)
     gone = [pk for pk, _ in existing.values()]

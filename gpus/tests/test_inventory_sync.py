@@ -142,6 +142,20 @@ def test_gone_nodes_are_deleted_and_new_ones_inserted(cluster):
     assert NodeGpu.objects.filter(node__cluster=cluster).count() == 9
 
 
+def test_a_large_first_sync_stores_every_value(cluster):
+    # Over COPY_FROM rows: PostgreSQL loads them with COPY; the values must come back the same.
+    reading = fleet(inventory.COPY_FROM + 10)
+    written = store(cluster, reading)
+    assert written.tables["node"] == [inventory.COPY_FROM + 10, 0, 0]
+    stored = Node.objects.get(cluster=cluster, name="gpu-007")
+    assert stored.labels == {"kubernetes.io/hostname": "gpu-007", "nvidia.com/gpu.present": "true"}
+    assert stored.taints == [{"key": "nvidia.com/gpu", "value": "", "effect": "NoSchedule"}]
+    assert (stored.gpu_installed, stored.gpu_free, stored.health) == (8, 8, "ready")
+    gpu = NodeGpu.objects.get(node=stored)
+    assert (gpu.gpu_model.resource_name, gpu.installed) == (L40S, 8)
+    assert store(cluster, fleet(inventory.COPY_FROM + 10)).rows() == 0  # read back equal
+
+
 # --- one sync per cluster; the newer snapshot wins ---------------------------------------
 
 
