@@ -126,6 +126,7 @@ def sync_cluster(cluster_id: int) -> Cluster:
     """
     token = acquire_lease(cluster_id)
     if token is None:
+        Cluster.objects.get(pk=cluster_id)  # DoesNotExist for a cluster removed meanwhile
         raise SyncInProgress(f"cluster {cluster_id} is being synced already")
     try:
         return _sync(Cluster.objects.get(pk=cluster_id))

@@ -12,7 +12,15 @@ from devcluster.testing import run_devcluster
 from gpus.choices import ResourceState, WorkloadKind
 from gpus.inventory import sync_cluster
 from gpus.kube.errors import KubeError
-from gpus.models import Cluster, GpuModel, GpuWorkload, ModelInventory, Node, TenantAllocation
+from gpus.models import (
+    Cluster,
+    GpuModel,
+    GpuWorkload,
+    ModelInventory,
+    Node,
+    SyncIssue,
+    TenantAllocation,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -221,3 +229,55 @@ spec:
   disks: [{name: big-system}]
   gpus: [{name: nvidia.com/H100_94GB}, {name: nvidia.com/H100_94GB}]
 """
+
+
+ODD_YAML = """
+apiVersion: apps.cozystack.io/v1alpha1
+kind: VMInstance
+metadata: {name: odd, namespace: tenant-acme}
+spec:
+  runStrategy: Always
+  instanceType: u1.medium
+  gpus: [{name: nvidia.com/%(gpu)s}]
+---
+apiVersion: apps.cozystack.io/v1alpha1
+kind: Kubernetes
+metadata: {name: wide, namespace: tenant-acme}
+spec:
+  nodeGroups:
+    %(group)s:
+      minReplicas: 1
+      maxReplicas: 2
+      instanceType: u1.xlarge
+      resources: {}
+      gpus: [{name: %(a100)s}]
+"""
+
+
+def test_one_tenants_odd_objects_do_not_freeze_the_inventory(
+    dc, cluster, acme, globex, admin_client_, bob_client
+):
+    gpu, group = "X" * 139, "g" * 80  # a 150-character GPU name, an 80-character group key
+    dc.kubectl("apply", "-f", "-", input=ODD_YAML % {"gpu": gpu, "group": group, "a100": A100})
+    sync_until(cluster, lambda: GpuWorkload.objects.filter(name="odd").exists())
+    cluster.refresh_from_db()
+    assert cluster.last_error == "" and cluster.unreachable_since is None
+    assert totals(H100)[0] == 16  # the rest of the fleet is there
+    # The node group that cannot be stored is recorded and shown to admins.
+    issue = SyncIssue.objects.get(cluster=cluster, kind="Kubernetes")
+    assert issue.name == f"wide/{group}" and "node_group is 80 characters long" in issue.problem
+    assert f"wide/{group[:20]}" in admin_client_.get(reverse("gpus:inventory")).content.decode()
+    # The VM's odd GPU name is acme's business: on its row, not in anyone's catalog.
+    odd = GpuWorkload.objects.get(name="odd")
+    assert odd.gpu_model is None and odd.gpu_resource == f"nvidia.com/{gpu}"
+    assert not GpuModel.objects.filter(resource_name__contains=gpu).exists()
+    assert gpu not in bob_client.get(reverse("gpus:catalog")).content.decode()
+    # Gone from the cluster: gone from the portal.
+    dc.kubectl("delete", "vminstance", "odd", "-n", "tenant-acme", "--wait=false")
+    dc.kubectl("delete", "kubernetes", "wide", "-n", "tenant-acme", "--wait=false")
+    sync_until(
+        cluster,
+        lambda: (
+            not GpuWorkload.objects.filter(name="odd").exists() and not SyncIssue.objects.exists()
+        ),
+    )
