@@ -1,7 +1,7 @@
 """Inventory sync benchmarks (issue 11, items 3 and 4): what a sync writes, and how fast a full pass is.
 
     DATABASE_URL=postgres://... .venv/bin/python bench/bench_sync.py     # PostgreSQL (the record)
-    .venv/bin/python bench/bench_sync.py --sizes 1000,100000             # SQLite, smaller
+    .venv/bin/python bench/bench_sync.py                                 # SQLite: 1,000 and 100,000
 
 For each size one devcluster serves the fleet (125 nodes for 1,000 GPUs, the 12,500-node "scale"
 fleet for 100,000); 1,000,000 GPUs are that devcluster's 100,000 under ten cluster records (one
@@ -222,7 +222,8 @@ def bench_size(gpus: int, workdir: Path, var_dir: Path) -> dict[str, object]:
 
 
 def figures(r: dict, engine: str) -> list[dict]:
-    at = f"@{r['gpus']}"
+    # PostgreSQL's figures are the record; SQLite's carry its name so neither replaces the other.
+    at = f"@{r['gpus']}" if engine == "postgresql" else f".{engine}@{r['gpus']}"
     rows = r["node_rows"] + r["gpu_rows"]
     written = sum(s["node_rows"] + s["gpu_rows"] for s in r["again"])
     if r["unchanged_pg"] is not None:  # PostgreSQL's count: what really hit the tables
@@ -354,7 +355,9 @@ def report(results: list[dict], engine: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="1000,100000,1000000")
+    # Default: the three sizes on PostgreSQL (the database of record); SQLite, the embedded
+    # single-cluster mode, stops at one cluster of 100,000.
+    parser.add_argument("--sizes")
     parser.add_argument("--sync-only", type=int)
     parser.add_argument("--var-dir")
     args = parser.parse_args()
@@ -372,7 +375,8 @@ def main() -> None:
 
         call_command("migrate", verbosity=0)
         engine = connection.vendor
-        results = [bench_size(int(s), workdir, var_dir) for s in args.sizes.split(",")]
+        sizes = args.sizes or ("1000,100000,1000000" if engine == "postgresql" else "1000,100000")
+        results = [bench_size(int(s), workdir, var_dir) for s in sizes.split(",")]
     text = report(results, engine)
     print(text)
     (RESULTS_DIR / f"sync-{engine}.md").write_text(text)
