@@ -281,3 +281,26 @@ def test_one_tenants_odd_objects_do_not_freeze_the_inventory(
             not GpuWorkload.objects.filter(name="odd").exists() and not SyncIssue.objects.exists()
         ),
     )
+
+
+def test_a_failing_cluster_costs_a_bounded_number_of_requests(dc, cluster, settings):
+    """Each sync spends its retry budget once; the task retries the whole sync a bounded number
+    of times (eagerly here: Celery runs the retries at once), then gives up and backs off."""
+    from gpus.tasks import sync_all_inventories, sync_inventory
+
+    dc.set_faults({"rules": [{"verb": "*", "resource": "*", "error_500": 1.0}]})
+    result = sync_inventory.apply(args=[cluster.pk])
+    per_sync = settings.INVENTORY_SYNC_RETRY_BUDGET + 1
+    syncs = settings.INVENTORY_SYNC_TASK_RETRIES + 1
+    assert dc.get_faults()["injected"] == per_sync * syncs
+    cluster.refresh_from_db()
+    assert cluster.consecutive_failures == syncs and cluster.unreachable_since is not None
+    assert "500" in cluster.last_error
+    assert result.result == {
+        "cluster": cluster.pk,
+        "ok": False,
+        "gave_up": True,
+        "error": cluster.last_error,
+    }
+    # The beat leaves the cluster alone while it backs off.
+    assert sync_all_inventories() == 0
