@@ -11,6 +11,8 @@ back). One odd object never stops the sync: it is skipped and recorded as a ``Sy
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -306,10 +308,13 @@ def sync_rows(
     wanted: Mapping[tuple[Any, ...], Mapping[str, Any]],
     fixed: Mapping[str, Any] | None = None,
     before_delete: Callable[[list[int]], None] | None = None,
+    also_write: tuple[str, ...] = (),
 ) -> None:
     """Make ``queryset`` hold exactly ``wanted`` (key -> values), writing only the differences.
 
-    Unchanged rows are not touched: no UPDATE, so no dead tuple.
+    Rows are compared on ``value_fields``; a changed row is updated with those and
+    ``also_write`` (values compared through a fingerprint). Unchanged rows are not touched:
+    no UPDATE, so no dead tuple.
     """
     model = queryset.model
     existing: dict[tuple[Any, ...], tuple[int, tuple[Any, ...]]] = {}
@@ -329,7 +334,7 @@ def sync_rows(
     if to_create:
         insert(model, to_create)
     if to_update:
-        model.objects.bulk_update(to_update, list(value_fields), batch_size=500)
+        model.objects.bulk_update(to_update, [*value_fields, *also_write], batch_size=500)
     gone = [pk for pk, _ in existing.values()]
     if gone and before_delete is not None:
         before_delete(gone)
@@ -407,16 +412,22 @@ def store_snapshot(
     return written
 
 
+# Labels and taints are compared through their fingerprint: reading 12,500 JSON documents
+# back at every sync would cost more than the rest of the comparison.
 NODE_VALUES = (
     "health",
     "ready",
     "unschedulable",
-    "taints",
-    "labels",
+    "fingerprint",
     "gpu_installed",
     "gpu_allocated",
     "gpu_free",
 )
+
+
+def fingerprint(*documents: Any) -> str:
+    text = json.dumps(documents, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _store_nodes(
@@ -437,6 +448,7 @@ def _store_nodes(
             "unschedulable": node.unschedulable,
             "taints": node.taints,
             "labels": node.labels,
+            "fingerprint": fingerprint(node.labels, node.taints),
             "gpu_installed": installed,
             "gpu_allocated": allocated,
             "gpu_free": free,
@@ -449,6 +461,7 @@ def _store_nodes(
         NODE_VALUES,
         wanted,
         fixed={"cluster": cluster},
+        also_write=("labels", "taints"),
         # Their GPU rows go with them: counted as written.
         before_delete=lambda pks: written.add(
             "nodegpu", deleted=NodeGpu.objects.filter(node_id__in=pks).delete()[0]

@@ -159,6 +159,8 @@ class Node(models.Model):
     gpu_installed = models.PositiveIntegerField(_("GPUs installed"), default=0)
     gpu_allocated = models.PositiveIntegerField(_("GPUs allocated"), default=0)
     gpu_free = models.PositiveIntegerField(_("GPUs free"), default=0)
+    # Hash of labels and taints: the sync compares it instead of reading the JSON back.
+    fingerprint = models.CharField(max_length=32, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]

@@ -131,6 +131,19 @@ def test_n_changed_nodes_write_about_n_rows(cluster, acme):
     assert ModelInventory.objects.get(gpu_model__resource_name=H100).unavailable == 24
 
 
+def test_a_label_or_taint_change_alone_rewrites_that_node(cluster):
+    store(cluster, fleet(10))
+    reading = fleet(10)
+    relabelled = reading.nodes[3]
+    reading.nodes[3] = NodeInfo(
+        **{**relabelled.__dict__, "labels": {**relabelled.labels, "zone": "b"}, "taints": []}
+    )
+    written = store(cluster, reading)
+    assert written.tables["node"] == [0, 1, 0] and written.rows("nodegpu") == 0
+    stored = Node.objects.get(cluster=cluster, name="gpu-003")
+    assert stored.labels["zone"] == "b" and stored.taints == []
+
+
 def test_gone_nodes_are_deleted_and_new_ones_inserted(cluster):
     store(cluster, fleet(10))
     reading = fleet(10)
