@@ -110,9 +110,13 @@ def test_allocation_follows_a_vm_created_in_the_cluster(dc, cluster, acme, globe
         ),
     )
     assert totals(H100) == (16, 2, 14, 0)
-    dc.kubectl("delete", "vminstance", "big", "-n", "tenant-acme")
-    sync_until(cluster, lambda: totals(H100)[1] == 0)
-    assert not GpuWorkload.objects.filter(name="big").exists()
+    dc.kubectl("delete", "vminstance", "big", "-n", "tenant-acme", "--wait=false")
+    # Cozystack deletes like Helm uninstalls: the VM is Terminating and keeps its GPUs until
+    # its launcher pod is gone, then the app disappears.
+    sync_until(
+        cluster,
+        lambda: totals(H100)[1] == 0 and not GpuWorkload.objects.filter(name="big").exists(),
+    )
 
 
 def test_injected_429s_and_500s_are_retried_and_the_sync_completes(dc, cluster, acme, globex):
@@ -304,3 +308,51 @@ def test_a_failing_cluster_costs_a_bounded_number_of_requests(dc, cluster, setti
     }
     # The beat leaves the cluster alone while it backs off.
     assert sync_all_inventories() == 0
+
+
+BROKEN_VM_YAML = """
+apiVersion: apps.cozystack.io/v1alpha1
+kind: VMInstance
+metadata: {name: broken, namespace: tenant-acme}
+spec:
+  runStrategy: Sometimes
+  instanceType: u1.medium
+  gpus: [{name: nvidia.com/H100_94GB}]
+"""
+
+
+def test_helm_failures_and_terminating_apps_as_cozystack_reports_them(dc, cluster, acme, globex):
+    """v1.1 accepts a spec that breaks the chart (Helm fails later), keeps a deleted app
+    Terminating while Helm uninstalls, and the sync shows both as the cluster says them."""
+    sync_until(cluster, demo_settled)
+    dc.set_faults({"knobs": {"stop_grace": 3000}})  # a terminating VM keeps its GPUs a while
+    dc.kubectl("apply", "-f", "-", input=BROKEN_VM_YAML)
+    sync_until(
+        cluster,
+        lambda: GpuWorkload.objects.filter(name="broken", state=ResourceState.FAILED).exists(),
+    )
+    broken = GpuWorkload.objects.get(name="broken")
+    assert broken.reason == "InstallFailed"
+    assert broken.message.startswith(
+        "Helm install failed for release tenant-acme/vm-instance-broken"
+    )
+    # An update the chart refuses: UpgradeFailed, the previous release (and its GPU) still there.
+    dc.kubectl(
+        "patch", "vminstance", "gpu-ws", "-n", "tenant-acme", "--type=merge",
+        "-p", '{"spec": {"runStrategy": "Sometimes"}}',
+    )  # fmt: skip
+    sync_until(
+        cluster,
+        lambda: GpuWorkload.objects.filter(name="gpu-ws", reason="UpgradeFailed").exists(),
+    )
+    ws = GpuWorkload.objects.get(name="gpu-ws")
+    assert (ws.state, ws.gpus_held) == (ResourceState.FAILED, 1)
+    assert "Helm upgrade failed" in ws.message
+    # Deleted: Terminating (deletionTimestamp) while the launcher pod still holds the GPU.
+    dc.kubectl("delete", "vminstance", "gpu-ws", "-n", "tenant-acme", "--wait=false")
+    sync_until(
+        cluster,
+        lambda: GpuWorkload.objects.filter(name="gpu-ws", state=ResourceState.DELETING).exists(),
+    )
+    ws = GpuWorkload.objects.get(name="gpu-ws")
+    assert (ws.reason, ws.gpus_held) == ("Terminating", 1)
