@@ -247,7 +247,7 @@ A100 = "nvidia.com/GA100_A100_PCIE_80GB"
 def test_resize_a_node_group_while_someone_else_changes_another(cluster, dc, alice, acme):
     """A merge patch of one group: a concurrent change of md0 is not lost; ready when the
     group's WorkloadMonitor shows minReplicas available workers."""
-    from kubernetes import client
+    import json
 
     from gpus.models import GpuWorkload
 
@@ -268,16 +268,17 @@ def test_resize_a_node_group_while_someone_else_changes_another(cluster, dc, ali
     claimed = provisioning.claim(op.pk)
     provisioning.apply(claimed)
     # Someone else edits md0 meanwhile (kubectl, another portal tab...).
-    api = client.CustomObjectsApi(dc.api_client())
-    api.patch_namespaced_custom_object(
-        "apps.cozystack.io", "v1alpha1", acme.namespace, "kuberneteses", "ml",
-        {"spec": {"nodeGroups": {"md0": {"maxReplicas": 7}}}},
-    )  # fmt: skip
+    path = f"/apis/apps.cozystack.io/v1alpha1/namespaces/{acme.namespace}/kuberneteses/ml"
+    status, _, body = dc.request(
+        "PATCH",
+        path,
+        body={"spec": {"nodeGroups": {"md0": {"maxReplicas": 7}}}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert status == 200, body
     op = drive(op, {OperationState.SUCCEEDED, OperationState.FAILED}, seconds=90)
     assert op.state == OperationState.SUCCEEDED, (op.reason, op.message)
-    spec = api.get_namespaced_custom_object(
-        "apps.cozystack.io", "v1alpha1", acme.namespace, "kuberneteses", "ml"
-    )["spec"]
+    spec = json.loads(dc.request("GET", path)[2])["spec"]
     assert spec["nodeGroups"]["md0"]["maxReplicas"] == 7
     assert spec["nodeGroups"]["gpu"]["minReplicas"] == 3
     assert op.observed["available"] >= 3

@@ -4,6 +4,7 @@ issue: worker SIGKILLed mid-apply, Redis restarted with tasks queued, cluster fa
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -144,12 +145,11 @@ def wait_for(ops: list[Operation], states: set[str], seconds: float, worker: Wor
 
 def objects_by_name(dc: DevCluster, namespace: str, plural: str) -> dict[str, int]:
     """How many objects of each name the cluster holds (a duplicate would show as 2)."""
-    from kubernetes import client
-
-    api = client.CustomObjectsApi(dc.api_client())
-    items = api.list_namespaced_custom_object("apps.cozystack.io", "v1alpha1", namespace, plural)
+    path = f"/apis/apps.cozystack.io/v1alpha1/namespaces/{namespace}/{plural}"
+    status, _, body = dc.request("GET", path)
+    assert status == 200, body
     counts: dict[str, int] = {}
-    for item in items["items"]:
+    for item in json.loads(body)["items"]:
         counts[item["metadata"]["name"]] = counts.get(item["metadata"]["name"], 0) + 1
     return counts
 
