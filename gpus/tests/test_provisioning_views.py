@@ -49,7 +49,6 @@ def cluster(db) -> Cluster:
             health="ready",
             gpu_installed=4,
             gpu_free=free,
-            synced_at=now,
         )
         NodeGpu.objects.create(
             node=node, gpu_model=l40s, installed=4, allocated=4 - free, free=free
