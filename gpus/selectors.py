@@ -191,7 +191,7 @@ def can_operate(user: User, tenant: Tenant) -> bool:
 
 
 def tenant_operations(user: User, tenant: Tenant) -> QuerySet[Operation]:
-    get_tenant_for_user(user, tenant.namespace)
+    """The tenant's operations; ``tenant`` comes from ``get_tenant_for_user`` (already checked)."""
     return Operation.objects.filter(tenant=tenant).select_related("gpu_model", "cluster")
 
 

@@ -401,3 +401,61 @@ def test_vm_actions_are_404_for_another_tenant_and_need_csrf(bob_client, alice, 
     client.force_login(alice)
     assert client.post(f"/tenants/{acme.namespace}/vms/box/stop/").status_code == 403
     assert not Operation.objects.exists()
+
+
+@pytest.fixture
+def alice_group(acme, cluster) -> GpuWorkload:
+    return GpuWorkload.objects.create(
+        cluster=cluster, tenant=acme, kind=WorkloadKind.NODE_GROUP, app_kind="Kubernetes",
+        name="ml", node_group="gpu", gpu_model=GpuModel.objects.get(resource_name=L40S),
+        gpus_per_instance=1, instances=2, state=ResourceState.RUNNING,
+    )  # fmt: skip
+
+
+def group_data(**extra) -> dict:
+    data = {
+        "cluster_name": "ml",
+        "group": "gpu",
+        "min_replicas": "3",
+        "max_replicas": "4",
+        "instance_type": "u1.2xlarge",
+        "disk_size_gi": "100",
+        "gpu_model": L40S,
+        "gpus_per_node": "1",
+    }
+    return {**data, **extra}
+
+
+def test_node_group_resize_previews_a_patch_of_that_group_then_records(
+    alice_client, acme, alice_group, django_capture_on_commit_callbacks
+):
+    url = f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/gpu/"
+    page = alice_client.get(url).content.decode()
+    assert "starts with 2 workers" in page and "nvidia.com/gpu: 1" in page
+    html = alice_client.post(url, group_data()).content.decode()
+    assert "nodeGroups:" in html and "minReplicas: 3" in html and "md0" in html
+    assert not Operation.objects.exists()  # the first POST only previews
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = alice_client.post(url, group_data(confirm="1"))
+    assert response.status_code == 302 and len(callbacks) == 1
+    op = Operation.objects.get()
+    assert (op.kind, op.name, op.node_group, op.gpu_count) == ("resize", "ml", "gpu", 3)
+    assert list(op.manifests[0]["spec"]["nodeGroups"]) == ["gpu"]
+    assert op.manifests[0]["spec"]["nodeGroups"]["gpu"]["ephemeralStorage"] == "100Gi"
+    bad = alice_client.post(url, group_data(min_replicas="5", max_replicas="2", confirm="1"))
+    assert "At least the minimum." in bad.content.decode()
+
+
+def test_node_group_urls_are_404_for_another_tenant(bob_client, alice, acme, alice_group):
+    for url in (
+        f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/gpu/",
+        f"/tenants/{acme.namespace}/kubernetes/nodegroups/new/",
+        "/tenants/tenant-globex/kubernetes/ml/nodegroups/gpu/",
+    ):
+        assert bob_client.get(url).status_code == 404, url
+        assert bob_client.post(url, group_data(confirm="1")).status_code == 404, url
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    url = f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/gpu/"
+    assert client.post(url, group_data(confirm="1")).status_code == 403
+    assert not Operation.objects.exists()
