@@ -426,6 +426,10 @@ def node_group_edit(
             "gpus_per_node": existing.gpus_per_instance or 1,
         }
     form = _node_group_form(tenant, request.POST or None, initial)
+    if existing is not None:
+        # A resize changes this group only: its cluster and name are not up for editing.
+        form.fields["cluster_name"].disabled = True
+        form.fields["group"].disabled = True
     cluster = provisioning.default_cluster()
     preview = ""
     if form.is_bound and form.is_valid() and cluster is not None:
