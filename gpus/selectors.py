@@ -12,6 +12,7 @@ from django.utils.translation import gettext as _
 
 from .choices import ACTIVE_OPERATION_STATES, ResourceState, WorkloadKind
 from .models import (
+    AuditEvent,
     Cluster,
     GpuModel,
     GpuWorkload,
@@ -367,3 +368,10 @@ def get_node_group_for_user(user: User, namespace: str, name: str, group: str) -
     if row is None:
         raise Http404("No such node group.")
     return row
+
+
+def audit_events(user: User) -> QuerySet[AuditEvent]:
+    """Every audit event, newest first: platform admins only (tenants see their operations)."""
+    if not user.is_staff:
+        raise Http404("No such page.")
+    return AuditEvent.objects.select_related("tenant", "operation").order_by("-created_at", "-pk")

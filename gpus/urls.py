@@ -49,6 +49,7 @@ urlpatterns = [
         name="node_group_edit",
     ),
     path("tenants/<slug:namespace>/operations/", views.operation_list, name="operations"),
+    path("audit/", views.audit_log, name="audit"),
     path("tenants/<slug:namespace>/operations/<int:pk>/", views.operation_detail, name="operation"),
     path(
         "tenants/<slug:namespace>/operations/<int:pk>/status/",

@@ -21,7 +21,7 @@ from . import provisioning, selectors, services
 from .advisor import recommend
 from .choices import OperationKind
 from .compare import APPROACH_ROWS, compare_rows
-from .filters import NodeFilter
+from .filters import AuditFilter, NodeFilter
 from .forms import AdvisorForm, CompareForm, GpuVmForm, NodeGroupForm
 from .models import Cluster, GpuModel, Tenant
 
@@ -462,4 +462,16 @@ def node_group_edit(
         request,
         "gpus/node_group.html",
         {"tenant": tenant, "form": form, "existing": existing, "preview": preview},
+    )
+
+
+def audit_log(request: HttpRequest) -> HttpResponse:
+    audit_filter = AuditFilter(request.GET or None, queryset=selectors.audit_events(request.user))
+    page = Paginator(audit_filter.qs, 100).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "gpus/audit.html",
+        {"filter": audit_filter, "page": page, "query": query.urlencode()},
     )

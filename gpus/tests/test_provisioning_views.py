@@ -459,3 +459,27 @@ def test_node_group_urls_are_404_for_another_tenant(bob_client, alice, acme, ali
     url = f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/gpu/"
     assert client.post(url, group_data(confirm="1")).status_code == 403
     assert not Operation.objects.exists()
+
+
+def test_audit_log_is_for_admins_and_filters(admin_client_, alice_client, bob, alice_op, acme):
+    from gpus.models import AuditEvent
+
+    AuditEvent.objects.create(
+        operation=alice_op, tenant=acme, actor_name="alice", action="operation.create",
+        target="VMInstance tenant-acme/x",
+    )  # fmt: skip
+    AuditEvent.objects.create(
+        tenant=acme,
+        actor_name="portal",
+        action="operation.failed",
+        target="VMInstance tenant-acme/y",
+    )
+    assert alice_client.get("/audit/").status_code == 404
+    page = admin_client_.get("/audit/").content.decode()
+    assert "tenant-acme/x" in page and "tenant-acme/y" in page
+    page = admin_client_.get("/audit/?actor=ali&action=create").content.decode()
+    assert "tenant-acme/x" in page and "tenant-acme/y" not in page
+    page = admin_client_.get("/audit/?since=2000-01-01&until=2000-01-02").content.decode()
+    assert "No event matches." in page
+    with pytest.raises(ValueError):
+        AuditEvent.objects.first().delete()
