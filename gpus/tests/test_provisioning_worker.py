@@ -348,3 +348,30 @@ def test_cluster_faults_converge_without_duplicate_writes(tmp_path, alice, acme,
         assert all(counts.get(f"f{i}") == 1 for i in range(6)), counts
         disks = objects_by_name(dc, acme.namespace, "vmdisks")
         assert all(disks.get(f"f{i}-system") == 1 for i in range(6)), disks
+
+
+def test_node_group_resize_with_a_real_worker(tmp_path, alice, acme, worker_factory):
+    """Resize the demo cluster's GPU group: the workers change, the operation says so."""
+    with run_devcluster(tmp_path / "dc", speed=200.0) as dc:
+        cluster = register(dc)
+        worker = worker_factory()
+        worker.start()
+        request = provisioning.NodeGroupRequest(
+            cluster_name="ml",
+            group="gpu",
+            min_replicas=3,
+            max_replicas=3,
+            instance_type="u1.2xlarge",
+            disk_size_gi=100,
+            gpu_resource="nvidia.com/GA100_A100_PCIE_80GB",
+            gpus_per_node=1,
+        )
+        op = provisioning.submit_node_group(alice, acme, cluster, request, resize=True)
+        wait_for([op], {OperationState.SUCCEEDED}, 90, worker)
+        op.refresh_from_db()
+        assert op.observed["available"] == 3
+        inventory.sync_cluster(cluster.pk)
+        from gpus.models import GpuWorkload
+
+        group = GpuWorkload.objects.get(tenant=acme, name="ml", node_group="gpu")
+        assert group.gpus_held == 3
