@@ -252,9 +252,15 @@ def helm_causes(message: str) -> tuple[Cause, ...]:
     return tuple(out)
 
 
-def _helm_failure(app: Mapping[str, Any]) -> tuple[str, str] | None:
+def _helm_failure(
+    app: Mapping[str, Any], baseline: Mapping[str, str] | None = None
+) -> tuple[str, str] | None:
+    """Helm's failure, unless it is the very condition seen before our apply (a retry after a
+    fix must wait for Helm to act again, not fail on the old InstallFailed)."""
     ready = conditions_of(app).get("Ready")
     if ready and ready.status == "False" and ready.reason.endswith("Failed"):
+        if baseline and released_marker(app).get("Ready") == baseline.get("Ready"):
+            return None
         return ready.reason, ready.message
     return None
 
@@ -283,7 +289,7 @@ def vm_progress(
     if app is None:
         return Progress()  # not visible yet: reads lag writes
     observed: dict[str, Any] = {"released": released_marker(app)}
-    failure = _helm_failure(app)
+    failure = _helm_failure(app, baseline)
     if failure:
         return Progress(
             exists=True,
@@ -373,7 +379,7 @@ def node_group_progress(
     if app is None:
         return Progress()
     observed: dict[str, Any] = {"released": released_marker(app)}
-    failure = _helm_failure(app)
+    failure = _helm_failure(app, baseline)
     if failure:
         return Progress(
             exists=True,

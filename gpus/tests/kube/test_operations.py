@@ -159,3 +159,14 @@ def test_stop_is_done_when_stopped():
     assert not vm_progress("VMInstance", "gpu-ws", view, None, {}, want_running=False).done
     view.kubevirt["vm-instance-gpu-ws"] = _kv("Stopped")
     assert vm_progress("VMInstance", "gpu-ws", view, None, {}, want_running=False).done
+
+
+def test_a_retry_waits_for_helm_instead_of_failing_on_the_old_failure():
+    failed = _app("False", "UpgradeFailed", "Helm upgrade failed ... - at '/gpus/0/name': bad")
+    baseline = released_marker(failed)
+    view = NamespaceView(apps={("vminstances", "gpu-ws"): failed})
+    assert not vm_progress("VMInstance", "gpu-ws", view, None, baseline).failed
+    view.apps[("vminstances", "gpu-ws")] = _app(
+        "False", "UpgradeFailed", "Helm upgrade failed again", "2026-01-01T00:09:00Z"
+    )
+    assert vm_progress("VMInstance", "gpu-ws", view, None, baseline).failed
