@@ -274,3 +274,14 @@ class GpuWorkload(models.Model):
     @property
     def gpus_requested(self) -> int:
         return self.gpus_per_instance * self.instances
+
+
+# GPU telemetry (issue 12) lives in its own module to keep this one readable.
+from .utilization_models import (  # noqa: E402, F401
+    AgentToken,
+    GpuDevice,
+    GpuRollup,
+    GpuSample,
+    GroupRollup,
+    MetricSource,
+)
