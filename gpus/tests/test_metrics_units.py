@@ -13,6 +13,7 @@ from gpus.metrics.parse import parse_exposition
 from gpus.metrics.sources import step_for
 from gpus.utilization import decode_throttle
 
+# ruff: noqa: E501 - exposition lines are long, as the exporter writes them
 # The exposition block of the domain reference §6.3, built from dcgm-exporter's render template.
 EXPORTER_TEXT = """\
 # HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).
