@@ -105,7 +105,7 @@ class PrometheusSource:
         self, promql: str, start: float, end: float, step: float | None = None
     ) -> list[tuple[dict, list[tuple[float, float]]]]:
         """Matrix: (labels, [(ts, value)]) per series, never more than MAX_POINTS a series."""
-        step = max(step or 0, step_for(start, end))
+        step = max(step or 0, step_for(start, end, minimum=1))
         data = self._api(
             "query_range",
             {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"},

@@ -118,7 +118,9 @@ def test_energy_integrates_a_constant_power_series_and_rollups_keep_extremes(acm
     assert total == pytest.approx(2 * watts)
     tenant = GroupRollup.objects.get(bucket="1h", scope="tenant", key="tenant-acme", ts=start)
     assert tenant.gpu_hours == pytest.approx(1.0) and tenant.allocated == 1
-    assert GroupRollup.objects.get(bucket="1h", scope="model", ts=start).key == "NVIDIA A100 80GB PCIe"
+    assert (
+        GroupRollup.objects.get(bucket="1h", scope="model", ts=start).key == "NVIDIA A100 80GB PCIe"
+    )
 
 
 def test_tenants_see_only_their_gpus(cluster, alice_client, bob_client, admin_client_) -> None:
@@ -163,7 +165,9 @@ def test_idle_csv_for_ops_and_tenants(cluster, admin_client_, bob_client, alice_
     assert len(lines) == 2 and ",tenant-globex,serve/gpu," in lines[1]
     mine = bob_client.get(reverse("gpus:util_tenant_idle", args=["tenant-globex"]) + "?format=csv")
     assert len(mine.content.decode().strip().splitlines()) == 2
-    theirs = alice_client.get(reverse("gpus:util_tenant_idle", args=["tenant-acme"]) + "?format=csv")
+    theirs = alice_client.get(
+        reverse("gpus:util_tenant_idle", args=["tenant-acme"]) + "?format=csv"
+    )
     assert len(theirs.content.decode().strip().splitlines()) == 1  # header only
 
 
