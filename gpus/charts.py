@@ -28,6 +28,11 @@ def _x(ts: np.ndarray) -> np.ndarray:
     return ts.astype("datetime64[s]")
 
 
+def local(s: Series, offset: float) -> Series:
+    """Epoch seconds shifted by the display time zone's UTC offset: Plotly draws naive times."""
+    return Series([t + offset for t in s.ts], s.lines)
+
+
 def _layout(fig: go.Figure, title: str, y_title: str = "", y_range: list | None = None) -> None:
     fig.update_layout(
         title={"text": title, "x": 0, "font": {"size": 15}},

@@ -29,7 +29,20 @@ from .utilization_models import (
 )
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
-REFRESH_UP_TO = 6 * 3600  # ranges this short refresh themselves
+REFRESH_UP_TO = 6 * 3600
+
+
+def range_labels() -> dict[str, str]:
+    return {
+        "1h": _("1 h"),
+        "6h": _("6 h"),
+        "24h": _("24 h"),
+        "7d": _("7 d"),
+        "30d": _("30 d"),
+    }
+
+
+# ranges this short refresh themselves
 MAX_CUSTOM_DAYS = 366
 
 # The clock-event reasons bitmask (nvmlClocksEventReasons / DCGM_FI_DEV_CLOCKS_EVENT_REASONS).

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -35,7 +36,7 @@ def _context(request: HttpRequest, tenant: Tenant | None, **extra: object) -> di
     return {
         "tenant": tenant,
         "tr": tr,
-        "ranges": [(k, k) for k in u.RANGES],
+        "ranges": list(u.range_labels().items()),
         "refresh_seconds": int(settings.METRICS_COLLECT_SECONDS),
         "idle_threshold": settings.METRICS_IDLE_THRESHOLD,
         "idle_minutes": settings.METRICS_IDLE_MINUTES,
@@ -197,13 +198,14 @@ def chart(request: HttpRequest, kind: str) -> JsonResponse:
     """One figure as JSON, or {"empty": message} when the range holds no data."""
     tenant = _tenant(request, request.GET.get("tenant"))
     tr = u.parse_range(request.GET)
+    offset = timezone.localtime(tr.end).utcoffset().total_seconds()
     empty = _("No data in this range.")
     fig = None
     if kind == "fleet" and tenant is None:
         per_model = u.fleet_models(tr)
         series = {
             m: charts.Series(
-                s.ts,
+                [t + offset for t in s.ts],
                 {
                     "avg": s.lines["util_avg"],
                     "p05": s.lines["util_p05"],
@@ -220,7 +222,7 @@ def chart(request: HttpRequest, kind: str) -> JsonResponse:
         s = u.allocation(tr, tenant)
         if s is not None:
             fig = charts.allocation(
-                s,
+                charts.local(s, offset),
                 _("Allocated and busy GPUs"),
                 {
                     "busy": _("busy"),
@@ -232,19 +234,22 @@ def chart(request: HttpRequest, kind: str) -> JsonResponse:
     elif kind == "heatmap" and tenant is None:
         nodes, axis, z = u.heatmap(tr)
         if nodes:
-            fig = charts.heatmap(nodes, axis, z, _("Utilization by node"), "%")
+            fig = charts.heatmap(
+                nodes, [t + offset for t in axis], z, _("Utilization by node"), "%"
+            )
     elif kind == "gpu":
         device = u.device_for(request.user, request.GET.get("uuid", ""), tenant)
         s = u.gpu_series(device, tr, tenant)
         if s.ts:
             fig = charts.gpu_detail(
-                s,
+                charts.local(s, offset),
                 _labels(),
                 device.power_limit_w or _board(device),
             )
     elif kind == "tenant" and tenant is not None:
         per = u.workload_series(tenant, tr)
         if per:
+            per = {k: charts.local(v, offset) for k, v in per.items()}
             fig = charts.lines(per, "util", _("Utilization of your GPUs"), "%")
     else:
         raise Http404
