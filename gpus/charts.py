@@ -11,8 +11,17 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .metrics.downsample import MAX_POINTS, downsample
+from .metrics.downsample import MAX_POINTS, _floats, downsample
 
+# A white background with light grids, set directly: a named template is deep-copied per figure.
+GRID = {"gridcolor": "#e5e7eb", "zerolinecolor": "#cbd5e1", "linecolor": "#cbd5e1"}
+PLAIN = {
+    "template": "none",
+    "paper_bgcolor": "white",
+    "plot_bgcolor": "white",
+    "xaxis": GRID,
+    "yaxis": GRID,
+}
 COLORS = ["#2563eb", "#d97706", "#059669", "#dc2626", "#7c3aed", "#0891b2", "#be185d", "#4d7c0f"]
 
 
@@ -40,7 +49,7 @@ def _layout(fig: go.Figure, title: str, y_title: str = "", y_range: list | None 
         height=360,
         hovermode="x unified",
         legend={"orientation": "h", "y": -0.18},
-        template="plotly_white",
+        **PLAIN,
     )
     fig.update_yaxes(title_text=y_title, range=y_range, rangemode="tozero")
 
@@ -95,12 +104,8 @@ def _alpha(hex_color: str, a: float) -> str:
 
 def allocation(s: Series, title: str, labels: Mapping[str, str]) -> go.Figure:
     """Stacked GPU counts: busy, allocated but idle, not allocated: idle allocation stands out."""
-    gpus, alloc, busy = (s.lines[k] for k in ("gpus", "allocated", "busy"))
-    busy_a = np.array(
-        [np.nan if b is None else min(b, a or 0) for b, a in zip(busy, alloc, strict=True)]
-    )
-    alloc_a = np.array([np.nan if v is None else v for v in alloc], dtype=float)
-    gpus_a = np.array([np.nan if v is None else v for v in gpus], dtype=float)
+    gpus_a, alloc_a, busy_a = (_floats(s.lines[k]) for k in ("gpus", "allocated", "busy"))
+    busy_a = np.minimum(busy_a, alloc_a)
     idle = alloc_a - busy_a
     free = np.clip(gpus_a - alloc_a, 0, None)
     x, (b, i, f) = downsample(s.ts, [busy_a, idle, free])

@@ -8,6 +8,7 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
 from django.conf import settings
 from django.db.models import Avg, Count, Max, Q, QuerySet, Sum
 from django.http import Http404
@@ -145,22 +146,28 @@ def group_series(
     scope: str, keys: list[str] | None, tr: TimeRange, fields: tuple[str, ...]
 ) -> dict[str, Series]:
     """Group rollups per key on a full time axis (missing buckets are gaps, not zeros)."""
+    step = _step(tr.bucket)
+    first = int(tr.start.timestamp()) // step * step
+    last = int(tr.end.timestamp())
     qs = GroupRollup.objects.filter(
-        bucket=tr.bucket, scope=scope, ts__gte=tr.start, ts__lte=tr.end, gpus__gt=0
+        bucket=tr.bucket, scope=scope, epoch__gte=first, epoch__lte=last, gpus__gt=0
     )
     if keys is not None:
         qs = qs.filter(key__in=keys)
-    axis = _axis(tr, _step(tr.bucket))
-    index = {t: i for i, t in enumerate(axis)}
+    axis = np.arange(first, last + 1, step, dtype=np.float64)
+    rows: dict[str, list] = defaultdict(list)
+    for row in qs.values_list("key", "epoch", *fields).iterator(chunk_size=10000):
+        rows[row[0]].append(row[1:])
     out: dict[str, Series] = {}
-    for row in qs.values_list("key", "ts", *fields).iterator(chunk_size=5000):
-        s = out.get(row[0])
-        if s is None:
-            s = out[row[0]] = Series(axis, {f: [None] * len(axis) for f in fields})
-        i = index.get(row[1].timestamp())
-        if i is not None:
-            for f, v in zip(fields, row[2:], strict=True):
-                s.lines[f][i] = v
+    for key, rs in rows.items():
+        data = np.array(rs, dtype=np.float64)  # None becomes NaN
+        idx = ((data[:, 0] - first) // step).astype(np.int64)
+        lines = {}
+        for j, f in enumerate(fields, start=1):
+            col = np.full(axis.size, np.nan)
+            col[idx] = data[:, j]
+            lines[f] = col
+        out[key] = Series(axis, lines)
     return out
 
 

@@ -189,6 +189,8 @@ class GroupRollup(models.Model):
     scope = models.CharField(max_length=8, choices=Scope.choices)
     key = models.CharField(max_length=200)  # cluster name, model name, tenant namespace, ""
     ts = models.DateTimeField()
+    # ts as epoch seconds: charts read tens of thousands of rows, without datetime conversion.
+    epoch = models.BigIntegerField(default=0)
     gpus = models.PositiveIntegerField(default=0)  # GPUs reporting
     allocated = models.FloatField(default=0)  # mean count over the bucket
     busy = models.FloatField(default=0)  # mean count over the threshold
@@ -206,7 +208,9 @@ class GroupRollup(models.Model):
                 fields=["bucket", "scope", "key", "ts"], name="unique_group_rollup"
             )
         ]
-        indexes = [models.Index(fields=["bucket", "scope", "key", "ts"], name="grouprollup_idx")]
+        indexes = [
+            models.Index(fields=["bucket", "scope", "key", "epoch"], name="grouprollup_epoch_idx")
+        ]
 
     def __str__(self) -> str:
         return f"{self.scope}:{self.key} {self.bucket} {self.ts}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 
 from django.conf import settings
@@ -79,25 +80,28 @@ def store(
         return 0
     owners = owners or Owners(cluster_id)
     models = _models()
+    model_ids: dict[str, int | None] = {}
     threshold = settings.METRICS_IDLE_THRESHOLD
     existing = GpuDevice.objects.in_bulk([r.uuid for r in readings], field_name="uuid")
-    new, changed, samples = [], [], []
+    before = {uuid: _tracked(d) for uuid, d in existing.items()}
+    new: list[GpuDevice] = []
+    seen: dict[dt.datetime, list[int]] = defaultdict(list)  # last_seen_at -> existing pks
+    samples: list[GpuSample] = []
     for r in readings:
         ts = dt.datetime.fromtimestamp(r.ts, tz=dt.UTC)
         tenant_id, workload_id = owners.of(r)
         busy, busy_metric = r.busy()
         d = existing.get(r.uuid)
         if d is None:
-            d = GpuDevice(uuid=r.uuid)
-            existing[r.uuid] = d
+            d = existing[r.uuid] = GpuDevice(uuid=r.uuid)
             new.append(d)
-        elif d not in changed:
-            changed.append(d)
         if d.tenant_id != tenant_id or d.workload_id != workload_id:
             d.idle_since = None  # a new owner starts a new idle period
         d.cluster_id = cluster_id
         d.model_name = r.model_name or d.model_name
-        d.gpu_model_id = _model_id(models, d.model_name) if d.model_name else None
+        if d.model_name not in model_ids:
+            model_ids[d.model_name] = _model_id(models, d.model_name)
+        d.gpu_model_id = model_ids[d.model_name]
         d.hostname, d.index, d.source = r.hostname, r.index, r.source
         d.tenant_id, d.workload_id = tenant_id, workload_id
         d.kube_cluster, d.pod = r.cluster, r.pod or r.vm
@@ -108,6 +112,8 @@ def store(
             d.idle_since = d.idle_since or ts
         else:
             d.idle_since = None
+        if d.pk is not None:
+            seen[ts].append(d.pk)
         if keep_samples:
             v = r.values
             samples.append(
@@ -131,29 +137,40 @@ def store(
                     throttle=int(v["throttle"]) if "throttle" in v else None,
                 )
             )
-    fields = [
-        "cluster",
-        "model_name",
-        "gpu_model",
-        "hostname",
-        "index",
-        "source",
-        "tenant",
-        "workload",
-        "kube_cluster",
-        "pod",
-        "power_limit_w",
-        "last_seen_at",
-        "idle_since",
-        "busy_metric",
-    ]
+    # Most passes change only last_seen_at: one UPDATE per timestamp, and a (slow, CASE WHEN)
+    # bulk update only for the devices whose other fields moved.
+    changed = [d for uuid, d in existing.items() if uuid in before and _tracked(d) != before[uuid]]
     with transaction.atomic():
         GpuDevice.objects.bulk_create(new, batch_size=BATCH)
-        GpuDevice.objects.bulk_update(changed, fields, batch_size=BATCH)
+        GpuDevice.objects.bulk_update(changed, TRACKED, batch_size=200)
+        for ts, pks in seen.items():
+            for i in range(0, len(pks), 5000):
+                GpuDevice.objects.filter(pk__in=pks[i : i + 5000]).update(last_seen_at=ts)
         for s in samples:
             s.device_id = s.device.pk
         GpuSample.objects.bulk_create(samples, batch_size=BATCH)
     return len(readings)
+
+
+TRACKED = [
+    "cluster",
+    "model_name",
+    "gpu_model",
+    "hostname",
+    "index",
+    "source",
+    "tenant",
+    "workload",
+    "kube_cluster",
+    "pod",
+    "power_limit_w",
+    "idle_since",
+    "busy_metric",
+]
+
+
+def _tracked(d: GpuDevice) -> tuple:
+    return tuple(getattr(d, f.attname) for f in (GpuDevice._meta.get_field(n) for n in TRACKED))
 
 
 def collect_cluster(cluster_id: int) -> dict[str, object]:

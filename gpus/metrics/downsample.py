@@ -10,6 +10,12 @@ from tsdownsample import MinMaxLTTBDownsampler
 MAX_POINTS = 2000
 
 
+def _floats(y: Sequence[float | None] | np.ndarray) -> np.ndarray:
+    if isinstance(y, np.ndarray):
+        return y.astype(np.float64, copy=False)
+    return np.array([np.nan if v is None else v for v in y], dtype=np.float64)
+
+
 def downsample(
     x: Sequence[float] | np.ndarray, ys: Sequence[Sequence[float | None]], n: int = MAX_POINTS
 ) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -17,7 +23,7 @@ def downsample(
     set per line would misalign shared x; so pick indices on each line and keep their union,
     capped by running on n // len(ys) per line. Gaps (None/NaN) stay gaps."""
     xa = np.asarray(x, dtype=np.float64)
-    cols = [np.asarray([np.nan if v is None else v for v in y], dtype=np.float64) for y in ys]
+    cols = [_floats(y) for y in ys]
     if xa.size <= n or not cols:
         return xa, cols
     keep: set[int] = {0, xa.size - 1}

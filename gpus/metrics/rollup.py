@@ -194,7 +194,8 @@ def group_rollups(bucket: str, start: dt.datetime) -> list[GroupRollup]:
         groups[(Scope.MODEL, row[5] or "")].append(row)
         if row[7]:
             groups[(Scope.TENANT, row[7])].append(row)
-    out = [GroupRollup(bucket=bucket, scope=Scope.FLEET, key="", ts=start, gpus=0)]
+    epoch = int(start.timestamp())
+    out = [GroupRollup(bucket=bucket, scope=Scope.FLEET, key="", ts=start, epoch=epoch, gpus=0)]
     for (scope, key), rs in groups.items():
         utils = np.array([r[0] for r in rs if r[0] is not None], dtype=float)
         powers = [r[3] for r in rs if r[3] is not None]
@@ -205,6 +206,7 @@ def group_rollups(bucket: str, start: dt.datetime) -> list[GroupRollup]:
             scope=scope,
             key=key,
             ts=start,
+            epoch=epoch,
             gpus=len(rs),
             allocated=allocated,
             busy=sum(1 for r in rs if r[1] is not None and r[1] >= threshold),

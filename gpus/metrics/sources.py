@@ -20,6 +20,25 @@ from .errors import MetricsError, PermanentMetricsError, TransientMetricsError
 from .parse import METRIC_NAMES, Reading, add_sample, parse_exposition
 
 MAX_POINTS = 2000  # per line, whatever the range
+# The labels a reading uses (every dialect); `max by` them drops the rest server-side.
+KEEP_BY = ",".join(
+    (
+        "UUID",
+        "uuid",
+        "gpu",
+        "modelName",
+        "Hostname",
+        "hostname",
+        "namespace",
+        "pod",
+        "exported_namespace",
+        "exported_pod",
+        "cluster",
+        "tenant",
+        "vm",
+        "source",
+    )
+)
 # Target labels the portal keeps from service discovery; the exporter pod's own namespace/pod
 # are not the workload's (Prometheus would rename the series' to exported_* on a clash).
 KEPT_TARGET_LABELS = ("cluster", "tenant", "vm", "source")
@@ -119,10 +138,12 @@ class PrometheusSource:
         return '{__name__=~"' + "|".join(METRIC_NAMES) + '"}'
 
     def collect(self, now: float | None = None) -> list[Reading]:
-        """The latest value of every DCGM field we use, for every GPU, in one query."""
+        """The latest value of every DCGM field we use, for every GPU: one query per field,
+        keeping only the labels a reading needs (a 100,000-GPU answer stays small)."""
         readings: dict[str, Reading] = {}
-        for labels, ts, value in self.query(self.selector(), now):
-            add_sample(readings, labels.get("__name__", ""), labels, value, ts)
+        for name in METRIC_NAMES:
+            for labels, ts, value in self.query(f"max by ({KEEP_BY}) ({name})", now):
+                add_sample(readings, name, labels, value, ts)
         return list(readings.values())
 
     def readings_between(self, start: float, end: float, step: float) -> list[Reading]:
