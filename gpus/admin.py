@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import GpuModel, Membership, Tenant
+from .models import AgentToken, GpuModel, Membership, MetricSource, Tenant
 
 
 class MembershipInline(admin.TabularInline):
@@ -36,3 +36,19 @@ class GpuModelAdmin(admin.ModelAdmin):
     ]
     list_filter = ["offered", "is_known", "architecture"]
     search_fields = ["display_name", "resource_name"]
+
+
+@admin.register(MetricSource)
+class MetricSourceAdmin(admin.ModelAdmin):
+    """Where each cluster's GPU telemetry comes from (empty kind: as the settings say)."""
+
+    list_display = ("cluster", "kind", "url", "sd_url", "last_collected_at", "last_error")
+    readonly_fields = ("last_collected_at", "last_seconds", "last_error")
+
+
+@admin.register(AgentToken)
+class AgentTokenAdmin(admin.ModelAdmin):
+    """Guest-agent tokens: only a prefix and the hash are kept; revoke by setting revoked_at."""
+
+    list_display = ("prefix", "workload", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "token_hash", "workload", "created_at", "last_used_at")

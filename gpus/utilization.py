@@ -100,7 +100,13 @@ class TimeRange:
 
     @property
     def bucket(self) -> str:
+        """Group charts: 5-minute rows up to a month (<= 8,640 a line, then downsampled)."""
         return Bucket.FIVE_MINUTES if self.seconds <= 31 * 86400 else Bucket.HOUR
+
+    @property
+    def gpu_bucket(self) -> str:
+        """Per-GPU reads (lists over the fleet): hourly rows past two days."""
+        return Bucket.FIVE_MINUTES if self.seconds <= 2 * 86400 else Bucket.HOUR
 
     def query(self) -> str:
         if self.key == "custom":
@@ -296,7 +302,7 @@ def idle_gpus(user, tenant: Tenant | None, now: dt.datetime | None = None) -> li
 
 def health(tr: TimeRange, tenant: Tenant | None = None) -> list[dict]:
     """GPUs that raised an XID or were throttled in the range."""
-    qs = GpuRollup.objects.filter(bucket=tr.bucket, ts__gte=tr.start, ts__lte=tr.end).filter(
+    qs = GpuRollup.objects.filter(bucket=tr.gpu_bucket, ts__gte=tr.start, ts__lte=tr.end).filter(
         Q(xid_last__isnull=False) | Q(throttle_any__gt=0)
     )
     if tenant is not None:
@@ -321,7 +327,7 @@ def health(tr: TimeRange, tenant: Tenant | None = None) -> list[dict]:
                 "xids": sorted(p["xids"]),
                 "last_xid_at": p.get("last_xid_at"),
                 "reasons": decode_throttle(p["mask"]),
-                "throttled_minutes": p["buckets"] * _step(tr.bucket) / 60,
+                "throttled_minutes": p["buckets"] * _step(tr.gpu_bucket) / 60,
             }
         )
     out.sort(key=lambda r: (not r["xids"], r["device"].hostname))
@@ -341,7 +347,7 @@ def energy(tr: TimeRange, by: str, tenant: Tenant | None = None) -> list[dict]:
     mean power and the share of the board's power it ran at."""
     field = ENERGY_GROUPS.get(by, "device__model_name")
     qs = GpuRollup.objects.filter(
-        bucket=tr.bucket, ts__gte=tr.start, ts__lt=tr.end, energy_wh__isnull=False
+        bucket=tr.gpu_bucket, ts__gte=tr.start, ts__lt=tr.end, energy_wh__isnull=False
     )
     if tenant is not None:
         qs = qs.filter(tenant=tenant)
@@ -375,11 +381,13 @@ def tenant_workloads(tenant: Tenant) -> list[dict]:
 def workload_series(tenant: Tenant, tr: TimeRange) -> dict[str, Series]:
     """Mean utilization per VM / node group of a tenant."""
     qs = (
-        GpuRollup.objects.filter(bucket=tr.bucket, tenant=tenant, ts__gte=tr.start, ts__lte=tr.end)
+        GpuRollup.objects.filter(
+            bucket=tr.gpu_bucket, tenant=tenant, ts__gte=tr.start, ts__lte=tr.end
+        )
         .values("workload__name", "workload__node_group", "device__kube_cluster", "ts")
         .annotate(u=Avg("util_avg"))
     )
-    axis = _axis(tr, _step(tr.bucket))
+    axis = _axis(tr, _step(tr.gpu_bucket))
     index = {t: i for i, t in enumerate(axis)}
     out: dict[str, Series] = {}
     for row in qs:
