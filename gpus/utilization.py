@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 
 from .charts import Series
 from .choices import WorkloadKind
+from .metrics.rollup import board_power
 from .models import GpuWorkload, Tenant
 from .utilization_models import (
     Bucket,
@@ -353,13 +354,30 @@ def energy(tr: TimeRange, by: str, tenant: Tenant | None = None) -> list[dict]:
         qs = qs.filter(tenant=tenant)
     rows = (
         qs.values(field)
-        .annotate(wh=Sum("energy_wh"), power=Avg("power_avg"), gpus=Count("device", distinct=True))
+        .annotate(
+            wh=Sum("energy_wh"),
+            power=Avg("power_avg"),
+            gpus=Count("device", distinct=True),
+            model=Max("device__model_name"),
+            limit=Max("device__power_limit_w"),
+        )
         .order_by("-wh")
     )
-    return [
-        {"key": r[field] or "—", "kwh": r["wh"] / 1000, "power": r["power"], "gpus": r["gpus"]}
-        for r in rows
-    ]
+    out = []
+    for r in rows:
+        # Share of the board's power limit (reported, else the model's board power; groups
+        # mixing models use their largest).
+        limit = board_power(r["model"] or "", r["limit"])
+        out.append(
+            {
+                "key": r[field] or "—",
+                "kwh": r["wh"] / 1000,
+                "power": r["power"],
+                "share": r["power"] / limit * 100 if r["power"] is not None and limit else None,
+                "gpus": r["gpus"],
+            }
+        )
+    return out
 
 
 def tenant_workloads(tenant: Tenant) -> list[dict]:

@@ -29,7 +29,7 @@ from gpus.models import (
     GroupRollup,
     MetricSource,
 )
-from gpus.utilization import silent_workloads
+from gpus.utilization import TimeRange, energy, silent_workloads
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 A100 = "nvidia.com/GA100_A100_PCIE_80GB"
@@ -121,6 +121,10 @@ def test_energy_integrates_a_constant_power_series_and_rollups_keep_extremes(acm
     assert (
         GroupRollup.objects.get(bucket="1h", scope="model", ts=start).key == "NVIDIA A100 80GB PCIe"
     )
+    # The energy page's figures: kWh over the range, and power as a share of the board's limit.
+    (row,) = energy(TimeRange(start, end, "custom"), "model")
+    assert row["kwh"] == pytest.approx(2 * watts / 1000)
+    assert row["share"] == pytest.approx(watts / 300 * 100)  # A100 80GB PCIe: 300 W board
 
 
 def test_tenants_see_only_their_gpus(cluster, alice_client, bob_client, admin_client_) -> None:
