@@ -156,10 +156,10 @@ def gpu_detail(s: Series, titles: Mapping[str, str], power_limit: float | None) 
     """One GPU: utilization (and busy/tensor), memory, power (with its limit), temperature,
     clocks, sharing one time axis."""
     rows = [
-        ("util", ["util", "busy", "tensor"]),
+        ("util_title", ["util", "busy", "tensor"]),
         ("memory", ["mem_used", "mem_total"]),
-        ("power", ["power"]),
-        ("temp", ["temp"]),
+        ("power_title", ["power"]),
+        ("temp_title", ["temp"]),
         ("clocks", ["sm_clock"]),
     ]
     names = [k for _, ks in rows for k in ks]

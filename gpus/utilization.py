@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import numpy as np
 from django.conf import settings
@@ -111,8 +112,10 @@ class TimeRange:
 
     def query(self) -> str:
         if self.key == "custom":
-            return f"range=custom&start={self.start.isoformat()}&end={self.end.isoformat()}"
-        return f"range={self.key}"
+            return urlencode(
+                {"range": "custom", "start": self.start.isoformat(), "end": self.end.isoformat()}
+            )
+        return urlencode({"range": self.key})
 
 
 def parse_range(params: dict, now: dt.datetime | None = None) -> TimeRange:

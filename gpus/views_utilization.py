@@ -53,6 +53,7 @@ def fleet(request: HttpRequest) -> HttpResponse:
         sources=u.sources_status(),
         silent=u.silent_workloads(),
         section="fleet",
+        with_charts=True,
     )
     return render(request, "gpus/utilization/fleet.html", ctx)
 
@@ -60,14 +61,16 @@ def fleet(request: HttpRequest) -> HttpResponse:
 def heatmap(request: HttpRequest) -> HttpResponse:
     _tenant(request, None)
     return render(
-        request, "gpus/utilization/heatmap.html", _context(request, None, section="heatmap")
+        request,
+        "gpus/utilization/heatmap.html",
+        _context(request, None, section="heatmap", with_charts=True),
     )
 
 
 def gpu(request: HttpRequest, uuid: str, namespace: str | None = None) -> HttpResponse:
     tenant = _tenant(request, namespace)
     device = u.device_for(request.user, uuid, tenant)
-    ctx = _context(request, tenant, device=device, section="gpus")
+    ctx = _context(request, tenant, device=device, section="gpus", with_charts=True)
     return render(request, "gpus/utilization/gpu.html", ctx)
 
 
@@ -140,6 +143,7 @@ def tenant_page(request: HttpRequest, namespace: str) -> HttpResponse:
         idle_rows=u.idle_gpus(request.user, tenant),
         can_operate=request.user.is_staff or bool(membership and membership.can_operate),
         section="tenant",
+        with_charts=True,
     )
     return render(request, "gpus/utilization/tenant.html", ctx)
 
@@ -190,6 +194,9 @@ def _labels() -> dict[str, str]:
         "temp": _("temperature (°C)"),
         "sm_clock": _("SM clock (MHz)"),
         "memory": _("Memory (MiB)"),
+        "util_title": _("Utilization (%)"),
+        "power_title": _("Power (W)"),
+        "temp_title": _("Temperature (°C)"),
         "clocks": _("Clocks (MHz)"),
     }
 
