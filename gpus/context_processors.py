@@ -27,6 +27,7 @@ def navigation(request: HttpRequest) -> dict[str, object]:
         items.append((reverse("gpus:util_tenant", args=[tenant.namespace]), _("Utilization")))
     if user.is_staff:
         items.append((reverse("gpus:nodes"), _("Nodes")))
+        items.append((reverse("gpus:tenants"), _("Tenants")))
         items.append((reverse("admin:index"), _("Admin")))
     # The current item is the longest link the path starts with ("/" only matches itself).
     path = request.path

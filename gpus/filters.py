@@ -11,7 +11,10 @@ from .models import Cluster, GpuModel, Node
 
 
 class NodeFilter(django_filters.FilterSet):
-    q = django_filters.CharFilter(field_name="name", lookup_expr="icontains", label=_("Name"))
+    # Node names are at most 253 characters; longer input is a field error, not a database error.
+    q = django_filters.CharFilter(
+        field_name="name", lookup_expr="icontains", label=_("Name contains"), max_length=253
+    )
     gpu_model = django_filters.ModelChoiceFilter(
         field_name="gpus__gpu_model",
         # Models in the snapshot totals (a few rows), not a DISTINCT over every node GPU row.
@@ -38,14 +41,20 @@ class NodeFilter(django_filters.FilterSet):
             ("gpu_allocated", "allocated"),
             ("health", "health"),
         ),
+        # Every label given here, lazily: django-filter builds "(descending)" labels once, at
+        # import, in English. No empty choice: it would be a second "Name".
         field_labels={
-            "name": _("Name"),
-            "gpu_free": _("Free GPUs"),
-            "gpu_allocated": _("Allocated GPUs"),
-            "health": _("Health"),
+            "name": _("Name, A to Z"),
+            "-name": _("Name, Z to A"),
+            "gpu_free": _("Fewest free GPUs first"),
+            "-free": _("Most free GPUs first"),
+            "gpu_allocated": _("Fewest allocated GPUs first"),
+            "-allocated": _("Most allocated GPUs first"),
+            "health": _("Health, problems first"),  # cordoned, not_ready, ready
+            "-health": _("Health, ready first"),
         },
         label=_("Sort by"),
-        empty_label=_("Name"),
+        empty_label=None,
     )
 
     class Meta:

@@ -177,6 +177,7 @@ def store_snapshot(cluster: Cluster, reading: FleetReading, now: Any) -> None:
     tenant_held: dict[tuple[str, str], int] = defaultdict(int)  # (namespace, resource) -> GPUs
     # namespace -> KubeVirt VM name -> GPUs its virt-launcher pod holds
     vm_held: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    holders: dict[str, list[dict[str, object]]] = defaultdict(list)  # node -> pods holding GPUs
     for pod in reading.pods:
         if pod.phase not in HOLDING_PHASES or not pod.node_name:
             continue  # unscheduled pods hold nothing yet
@@ -186,6 +187,15 @@ def store_snapshot(cluster: Cluster, reading: FleetReading, now: Any) -> None:
             tenant_held[(pod.namespace, resource)] += count
             if vm_name:
                 vm_held[pod.namespace][vm_name] += count
+            holders[pod.node_name].append(
+                {
+                    "namespace": pod.namespace,
+                    "pod": pod.name,
+                    "workload": vm_name or pod.owner_name or "",
+                    "resource": resource,
+                    "count": count,
+                }
+            )
     resource_names = {r for n in reading.nodes for r in n.gpu_resources}
     resource_names |= {r for _, r in tenant_held}
     resource_names |= {g for vm in reading.vms for g in _gpu_names(vm.get("spec") or {})}
@@ -195,7 +205,7 @@ def store_snapshot(cluster: Cluster, reading: FleetReading, now: Any) -> None:
     models = gpu_models_for(resource_names)
 
     with transaction.atomic():
-        node_ids = _store_nodes(cluster, reading.nodes, allocated_on, now)
+        node_ids = _store_nodes(cluster, reading.nodes, allocated_on, holders, now)
         _store_node_gpus(node_ids, reading.nodes, allocated_on, models)
         _store_model_totals(cluster, reading.nodes, allocated_on, models)
         _store_tenant_allocations(cluster, tenant_held, models)
@@ -206,6 +216,7 @@ def _store_nodes(
     cluster: Cluster,
     nodes: list[NodeInfo],
     allocated_on: Mapping[tuple[str, str], int],
+    holders: Mapping[str, list[dict[str, object]]],
     now: Any,
 ) -> dict[str, int]:
     rows = []
@@ -223,6 +234,8 @@ def _store_nodes(
                 unschedulable=node.unschedulable,
                 taints=node.taints,
                 labels=node.labels,
+                conditions=list(node.conditions),
+                holders=holders.get(node.name, []),
                 gpu_installed=installed,
                 gpu_allocated=allocated,
                 gpu_free=free,
@@ -240,6 +253,8 @@ def _store_nodes(
             "unschedulable",
             "taints",
             "labels",
+            "conditions",
+            "holders",
             "gpu_installed",
             "gpu_allocated",
             "gpu_free",

@@ -9,6 +9,7 @@ from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
 from .choices import GpuUse, MembershipRole, NodeHealth, ResourceState, WorkloadKind
+from .display import explain_reason
 
 # Cozystack tenant namespaces: tenant-root and its children tenant-<name> (DNS-1123, <= 63).
 tenant_namespace_validator = RegexValidator(
@@ -147,6 +148,9 @@ class Node(models.Model):
     unschedulable = models.BooleanField(_("cordoned"), default=False)
     taints = models.JSONField(_("taints"), default=list, blank=True)
     labels = models.JSONField(_("labels"), default=dict, blank=True)
+    conditions = models.JSONField(_("conditions"), default=list, blank=True)
+    # Who holds the node's GPUs: [{"namespace", "pod", "workload", "resource", "count"}].
+    holders = models.JSONField(_("GPU holders"), default=list, blank=True)
     gpu_installed = models.PositiveIntegerField(_("GPUs installed"), default=0)
     gpu_allocated = models.PositiveIntegerField(_("GPUs allocated"), default=0)
     gpu_free = models.PositiveIntegerField(_("GPUs free"), default=0)
@@ -203,6 +207,8 @@ class ModelInventory(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["cluster", "gpu_model"], name="unique_model_total")
         ]
+        verbose_name = _("model total")
+        verbose_name_plural = _("model totals")
 
     def __str__(self) -> str:
         return f"{self.gpu_model} in {self.cluster}: {self.free} of {self.installed} free"
@@ -225,6 +231,8 @@ class TenantAllocation(models.Model):
                 fields=["cluster", "namespace", "gpu_model"], name="unique_tenant_allocation"
             )
         ]
+        verbose_name = _("tenant allocation")
+        verbose_name_plural = _("tenant allocations")
 
     def __str__(self) -> str:
         return f"{self.namespace}: {self.allocated} x {self.gpu_model}"
@@ -274,6 +282,11 @@ class GpuWorkload(models.Model):
     @property
     def gpus_requested(self) -> int:
         return self.gpus_per_instance * self.instances
+
+    @property
+    def reason_text(self) -> str:
+        """The cluster's reason in plain words (translated), "" when the reason is not known."""
+        return explain_reason(self.reason)
 
 
 # GPU telemetry (issue 12) lives in its own module to keep this one readable.

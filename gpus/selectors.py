@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Prefetch, QuerySet, Sum
+from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from .models import (
@@ -163,3 +164,63 @@ def tenant_workloads(user: User, tenant: Tenant) -> QuerySet[GpuWorkload]:
     """The tenant's GPU VMs and node groups; the tenant must be one the user may see."""
     get_tenant_for_user(user, tenant.namespace)
     return GpuWorkload.objects.filter(tenant=tenant).select_related("gpu_model", "cluster")
+
+
+# --- detail pages ----------------------------------------------------------------------
+
+
+def tenants_overview(user: User) -> QuerySet[Tenant]:
+    """The tenants a user may see, with member, workload and held-GPU counts (one query)."""
+    held = (
+        TenantAllocation.objects.filter(tenant=OuterRef("pk"))
+        .values("tenant")
+        .annotate(n=Sum("allocated"))
+        .values("n")
+    )
+    workloads = (
+        GpuWorkload.objects.filter(tenant=OuterRef("pk"))
+        .values("tenant")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return (
+        tenants_for_user(user)
+        .annotate(
+            member_count=Count("memberships", distinct=True),
+            gpus_held=Coalesce(Subquery(held), 0),
+            workload_count=Coalesce(Subquery(workloads), 0),
+        )
+        .order_by("namespace")
+    )
+
+
+def tenant_gpus_held(tenant: Tenant) -> list[dict[str, object]]:
+    """GPUs the tenant's pods hold per model, over all clusters."""
+    return list(
+        TenantAllocation.objects.filter(tenant=tenant)
+        .values("gpu_model__display_name", "gpu_model__resource_name")
+        .annotate(n=Sum("allocated"))
+        .order_by("gpu_model__display_name")
+    )
+
+
+def get_node_for_user(user: User, pk: int) -> Node:
+    """One host node with its GPUs: platform admins only, like the node list."""
+    node = node_queryset(user).filter(pk=pk).first()
+    if node is None:
+        raise Http404("No such node.")
+    return node
+
+
+def node_holder_tenants(node: Node) -> dict[str, Tenant]:
+    """The tenants (by namespace) holding GPUs on a node, for links."""
+    namespaces = {str(h.get("namespace", "")) for h in node.holders}
+    return {t.namespace: t for t in Tenant.objects.filter(namespace__in=namespaces)}
+
+
+def get_tenant_workload(user: User, tenant: Tenant, pk: int) -> GpuWorkload:
+    """One of the tenant's GPU VMs or node groups; another tenant's is a 404."""
+    workload = tenant_workloads(user, tenant).filter(pk=pk).first()
+    if workload is None:
+        raise Http404("No such workload.")
+    return workload

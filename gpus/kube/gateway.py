@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from . import manifests
 from .client import ClusterConfig, Session
 from .discovery import ClusterFlavour, discover
-from .errors import ConflictError, NotFoundError, TransientError
+from .errors import ConflictError, ExpiredError, NotFoundError, TransientError
 
 T = TypeVar("T")
 
@@ -40,6 +40,8 @@ class NodeInfo:
     unschedulable: bool
     taints: list[dict[str, str]]
     gpu_resources: dict[str, int]  # allocatable nvidia.com/* counts
+    # status.conditions as plain dicts (type, status, reason, message), for the node page.
+    conditions: tuple[dict[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,11 @@ def node_from_json(item: Mapping[str, Any]) -> NodeInfo:
             for t in spec.get("taints") or []
         ],
         gpu_resources=_gpu_counts(allocatable),
+        conditions=tuple(
+            {k: str(c.get(k) or "") for k in ("type", "status", "reason", "message")}
+            for c in status.get("conditions") or []
+            if isinstance(c, dict)
+        ),
     )
 
 
@@ -257,6 +264,8 @@ def with_retries(
     for attempt in range(attempts):
         try:
             return fn()
+        except ExpiredError:
+            raise  # the same continue token will never work again: the caller restarts
         except TransientError as exc:
             if attempt == attempts - 1:
                 raise
@@ -308,25 +317,38 @@ class ClusterGateway:
     # -- inventory (admin credential) --
 
     def _paged(
-        self, fn: Callable[..., Any], page_size: int, **kwargs: Any
+        self, fn: Callable[..., Any], page_size: int, restarts: int = 3, **kwargs: Any
     ) -> Iterator[dict[str, Any]]:
         """Every item of a list, page by page. A transient failure retries the same page (same
-        continue token), so one 429 in a 12,500-node list does not restart the whole list."""
-        token: str | None = None
-        while True:
-            page = (
-                with_retries(
-                    lambda token=token: self.session.call_json(
-                        fn, limit=page_size, _continue=token, **kwargs
-                    ),
-                    attempts=self.page_attempts,
-                )
-                or {}
-            )
-            yield from page.get("items") or []
-            token = (page.get("metadata") or {}).get("continue") or None
-            if not token:
-                return
+        continue token), so one 429 in a 12,500-node list does not restart the whole list.
+        A 410 Expired token (etcd compacted the list's revision) restarts the list from the
+        start, at most ``restarts`` times; items already yielded are not yielded again."""
+        seen: set[str] = set()
+        for restart in range(restarts + 1):
+            token: str | None = None
+            try:
+                while True:
+                    page = (
+                        with_retries(
+                            lambda token=token: self.session.call_json(
+                                fn, limit=page_size, _continue=token, **kwargs
+                            ),
+                            attempts=self.page_attempts,
+                        )
+                        or {}
+                    )
+                    for item in page.get("items") or []:
+                        md = item.get("metadata") or {}
+                        key = md.get("uid") or f"{md.get('namespace')}/{md.get('name')}"
+                        if key not in seen:
+                            seen.add(key)
+                            yield item
+                    token = (page.get("metadata") or {}).get("continue") or None
+                    if not token:
+                        return
+            except ExpiredError:
+                if restart == restarts:
+                    raise
 
     def iter_nodes(
         self, page_size: int = 500, label_selector: str | None = None
@@ -482,8 +504,17 @@ class ClusterGateway:
                     message=str(e.get("message", "")),
                     object_kind=str(involved.get("kind", "")),
                     object_name=str(involved.get("name", "")),
-                    count=_opt_int(e.get("count")) or 1,
-                    last_timestamp=str(e.get("lastTimestamp") or e.get("eventTime") or ""),
+                    # events.k8s.io writers (kube-scheduler) use series + eventTime, with
+                    # count and lastTimestamp empty.
+                    count=_opt_int((e.get("series") or {}).get("count"))
+                    or _opt_int(e.get("count"))
+                    or 1,
+                    last_timestamp=str(
+                        e.get("lastTimestamp")
+                        or (e.get("series") or {}).get("lastObservedTime")
+                        or e.get("eventTime")
+                        or ""
+                    ),
                 )
             )
         out.sort(key=lambda ev: ev.last_timestamp)
@@ -498,45 +529,53 @@ class ClusterGateway:
         impersonate_groups: Iterable[str] = (),
         plural: str | None = None,
     ) -> dict[str, Any]:
-        """Create, or on AlreadyExists merge-patch labels/annotations/spec. Idempotent.
+        """Read, then create or merge-patch labels/annotations/spec. Idempotent.
 
         Merge patch never removes spec keys absent from ``manifest``; to remove a node
         group use ``patch`` with ``manifests.node_group_merge_patch(group, None)``.
+        On Cozystack v1.1 an AlreadyExists is a 500 (classified as ConflictError) and reads
+        come from a cache: a 404 right after a create means "still pending", and the
+        manifest is returned as sent.
         """
         group, version = _split_api_version(manifest["apiVersion"])
         plural = plural or manifests.plural_for(manifest)
         meta = manifest["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         custom = self.session.custom()
+        who = {"impersonate_user": impersonate_user, "impersonate_groups": impersonate_groups}
         try:
-            return self.session.call(
-                custom.create_namespaced_custom_object,
-                group=group,
-                version=version,
-                namespace=namespace,
-                plural=plural,
-                body=dict(manifest),
-                field_manager=FIELD_MANAGER,
-                impersonate_user=impersonate_user,
-                impersonate_groups=impersonate_groups,
-            )
-        except ConflictError as exc:
-            if not exc.already_exists:
-                raise
+            current = self.session.call(
+                custom.get_namespaced_custom_object, group, version, namespace, plural, name,
+                **who,
+            )  # fmt: skip
+        except NotFoundError:
+            current = None
+        if current is None:
+            try:
+                return self.session.call(
+                    custom.create_namespaced_custom_object,
+                    group=group,
+                    version=version,
+                    namespace=namespace,
+                    plural=plural,
+                    body=dict(manifest),
+                    field_manager=FIELD_MANAGER,
+                    **who,
+                )
+            except ConflictError as exc:
+                if not exc.already_exists:
+                    raise
+                # It exists, but the cache the read went through has not seen it yet.
         body: dict[str, Any] = {"spec": manifest.get("spec", {})}
         extra_meta = {k: meta[k] for k in ("labels", "annotations") if meta.get(k)}
         if extra_meta:
             body["metadata"] = extra_meta
-        return self.patch(
-            plural,
-            namespace,
-            name,
-            body,
-            group=group,
-            version=version,
-            impersonate_user=impersonate_user,
-            impersonate_groups=impersonate_groups,
-        )
+        try:
+            return self.patch(plural, namespace, name, body, group=group, version=version, **who)
+        except NotFoundError:
+            if current is not None:
+                raise  # it was there a moment ago: really deleted
+            return dict(manifest)  # created a moment ago, not in the cache yet: still pending
 
     def patch(
         self,
