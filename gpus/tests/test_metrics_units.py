@@ -111,3 +111,23 @@ def test_fleet_chart_from_rows() -> None:
     assert charts.points_per_line(fig) <= 2000
     doc = json.loads(charts.to_json(fig))
     assert len(doc["data"]) == 3 and doc["data"][1]["fill"] == "tonexty"
+
+
+@pytest.mark.django_db
+def test_agent_cloud_init_merges_into_the_users(acme) -> None:
+    import yaml
+
+    from gpus.choices import WorkloadKind
+    from gpus.metrics.agent import agent_cloud_init
+    from gpus.models import AgentToken, Cluster, GpuWorkload
+
+    vm = GpuWorkload.objects.create(
+        cluster=Cluster.objects.create(name="c"), tenant=acme, kind=WorkloadKind.VM, name="vm1"
+    )
+    user = "#cloud-config\npackages: [htop]\nruncmd:\n  - [echo, hi]\n"
+    merged = yaml.safe_load(agent_cloud_init(vm, user))
+    assert merged["packages"] == ["htop"] and merged["runcmd"][0] == ["echo", "hi"]
+    assert ["systemctl", "enable", "--now", "hikube-gpu-agent.timer"] in merged["runcmd"]
+    env = next(f for f in merged["write_files"] if f["path"] == "/etc/hikube-gpu-agent.env")
+    token = env["content"].split("TOKEN=")[1].split()[0]
+    assert AgentToken.objects.get(workload=vm, revoked_at=None).prefix == token[:12]
