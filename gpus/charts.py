@@ -148,7 +148,8 @@ def heatmap(
     )
     _layout(fig, title)
     fig.update_layout(height=max(300, 22 * len(nodes) + 120))
-    fig.update_yaxes(rangemode=None, type="category", autorange="reversed")
+    # Node names are long (kubernetes-<cluster>-<group>-<hash>-<hash>): let the axis make room.
+    fig.update_yaxes(rangemode=None, type="category", autorange="reversed", automargin=True)
     return fig
 
 

@@ -29,7 +29,7 @@ from gpus.models import (
     GroupRollup,
     MetricSource,
 )
-from gpus.utilization import TimeRange, energy, silent_workloads
+from gpus.utilization import TimeRange, energy, health, silent_workloads
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 A100 = "nvidia.com/GA100_A100_PCIE_80GB"
@@ -214,3 +214,39 @@ def test_agent_endpoint(cluster, alice_client) -> None:
     revoke_tokens(vm)
     assert post(token, line) == 401
     assert "TOKEN=abc" in cloud_init_snippet("abc", "https://portal.example/metrics/agent/")
+
+
+@override_settings(METRICS_COLLECT_SECONDS=60)
+def test_health_lists_xid_errors_and_decoded_throttling(acme, admin_client_) -> None:
+    """devcluster's `faulty` profile raises XID 13 two minutes an hour; a guest agent reports the
+    clock-event bitmask (the default exporter set has none)."""
+    faulty = dcgm.Gpu(
+        dcgm.physical_uuid(1, "gpu-a100-8", 0),
+        0,
+        "kubernetes-ml-gpu-aaaaa-ccccc",
+        MODELS[A100],
+        "faulty",
+        ("ml", "trainer", "train-0"),
+        (("cluster", "kubernetes-ml"), ("tenant", "tenant-acme")),
+    )
+    end = rollup.floor_ts(timezone.now(), 3600)
+    start = end - dt.timedelta(hours=1)
+    t = start.timestamp()
+    while t < end.timestamp():
+        store(parse_exposition(dcgm.render([faulty], t, 1), t), None)
+        throttled = (
+            'DCGM_FI_DEV_GPU_UTIL{UUID="GPU-hot",modelName="NVIDIA L40S",Hostname="vm1"} 90\n'
+            'DCGM_FI_DEV_CLOCKS_EVENT_REASONS{UUID="GPU-hot",Hostname="vm1"} 192\n'  # 0x80|0x40
+        )
+        store(parse_exposition(throttled, t), None)
+        t += 60
+    for b in rollup.pending_buckets(end + dt.timedelta(minutes=5)):
+        rollup.rollup_bucket(b)
+    rows = {r["device"].uuid: r for r in health(TimeRange(start, end, "custom"))}
+    assert rows[faulty.uuid]["xids"] == [13] and not rows[faulty.uuid]["reasons"]
+    assert rows["GPU-hot"]["reasons"] == ["thermal (hardware)", "power brake"]
+    assert rows["GPU-hot"]["throttled_minutes"] == 60
+    page = admin_client_.get(
+        reverse("gpus:util_health") + "?" + TimeRange(start, end, "custom").query()
+    )
+    assert "XID 13" in page.content.decode() and "power brake" in page.content.decode()
