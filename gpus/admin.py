@@ -14,6 +14,7 @@ from .models import (
     ModelInventory,
     Node,
     NodeGpu,
+    SyncIssue,
     Tenant,
     TenantAllocation,
 )
@@ -84,6 +85,15 @@ class ClusterAdmin(ReadOnlyAdmin):
     @admin.display(description=_("last sync error"))
     def short_error(self, obj: Cluster) -> str:
         return obj.last_error[:120]
+
+
+@admin.register(SyncIssue)
+class SyncIssueAdmin(ReadOnlyAdmin):
+    """Objects the sync could not store (too long for a column, unparseable), per cluster."""
+
+    list_display = ["cluster", "kind", "namespace", "name", "problem", "first_seen_at"]
+    list_filter = ["cluster", "kind"]
+    search_fields = ["namespace", "name"]
 
 
 class NodeGpuInline(admin.TabularInline):

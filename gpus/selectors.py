@@ -17,6 +17,7 @@ from .models import (
     ModelInventory,
     Node,
     NodeGpu,
+    SyncIssue,
     Tenant,
     TenantAllocation,
 )
@@ -149,6 +150,13 @@ def allocations_by_tenant() -> list[dict[str, object]]:
 
 def clusters_status() -> QuerySet[Cluster]:
     return Cluster.objects.all()
+
+
+def sync_issues(user: User, limit: int = 50) -> list[SyncIssue]:
+    """Objects the last syncs skipped: platform admins only (they name tenants' objects)."""
+    if not user.is_staff:
+        return []
+    return list(SyncIssue.objects.select_related("cluster")[:limit])
 
 
 def node_queryset(user: User) -> QuerySet[Node]:

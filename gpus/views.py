@@ -118,6 +118,7 @@ def _inventory_context(request: HttpRequest) -> dict[str, object]:
         "totals": selectors.model_totals(user),
         "clusters": selectors.clusters_status(),
         "tenant_allocations": selectors.allocations_by_tenant() if user.is_staff else [],
+        "sync_issues": selectors.sync_issues(user),
         "refresh_seconds": settings.PAGE_REFRESH_SECONDS,
     }
 

@@ -199,6 +199,12 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 INVENTORY_SYNC_SECONDS = env_float("INVENTORY_SYNC_SECONDS", 30.0)
+# Retries one sync may spend on failed requests, all pages together; then it gives up.
+INVENTORY_SYNC_RETRY_BUDGET = env_int("INVENTORY_SYNC_RETRY_BUDGET", 3)
+# Whole-sync retries of a failed task (after the cluster's backoff), then the beat takes over.
+INVENTORY_SYNC_TASK_RETRIES = env_int("INVENTORY_SYNC_TASK_RETRIES", 2)
+# A failing cluster's syncs back off (interval x 2^failures) up to this many seconds.
+INVENTORY_SYNC_BACKOFF_MAX_SECONDS = env_float("INVENTORY_SYNC_BACKOFF_MAX_SECONDS", 600.0)
 # How often live fragments (inventory, My GPUs) poll the portal, in seconds.
 PAGE_REFRESH_SECONDS = env_int("PAGE_REFRESH_SECONDS", 30)
 CELERY_BEAT_SCHEDULE = {

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from gpus.kube import ClusterConfig, ClusterGateway, discovery, errors, manifests
+from gpus.kube import ClusterConfig, ClusterGateway, discovery, errors, manifests, records
 from gpus.kube import gateway as gw
 
 from .fakeapi import Recorded, fake_api
@@ -100,13 +100,12 @@ def test_pod_gpus_rules():
     assert gw.pod_gpus(p) == {L40S: 5, "nvidia.com/gpu": 1}
 
 
-def test_parse_quantity():
-    assert gw.parse_quantity("8") == 8
-    assert gw.parse_quantity("16Gi") == 16 * 2**30
-    assert gw.parse_quantity("500m") * 2 == 1
-    assert gw.parse_quantity("1k") == 1000
-    with pytest.raises(ValueError):
-        gw.parse_quantity("lots")
+def test_gpu_counts_use_the_clients_quantities_and_ignore_garbage():
+    # kubernetes.utils.parse_quantity underneath: "1k", "2e0" are quantities; "lots" is not.
+    counts = records.gpu_counts(
+        {L40S: "1k", "nvidia.com/H100_94GB": "2e0", "nvidia.com/x": "lots", "cpu": "64"}
+    )
+    assert counts == {L40S: 1000, "nvidia.com/H100_94GB": 2, "nvidia.com/x": 0}
 
 
 class FakeApps:
