@@ -5,12 +5,14 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from .models import (
+    AgentToken,
     AuditEvent,
     Cluster,
     GpuModel,
     GpuQuota,
     GpuWorkload,
     Membership,
+    MetricSource,
     ModelInventory,
     Node,
     NodeGpu,
@@ -170,3 +172,19 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False
+
+
+@admin.register(MetricSource)
+class MetricSourceAdmin(admin.ModelAdmin):
+    """Where each cluster's GPU telemetry comes from (empty kind: as the settings say)."""
+
+    list_display = ("cluster", "kind", "url", "sd_url", "last_collected_at", "last_error")
+    readonly_fields = ("last_collected_at", "last_seconds", "last_error")
+
+
+@admin.register(AgentToken)
+class AgentTokenAdmin(admin.ModelAdmin):
+    """Guest-agent tokens: only a prefix and the hash are kept; revoke by setting revoked_at."""
+
+    list_display = ("prefix", "workload", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "token_hash", "workload", "created_at", "last_used_at")

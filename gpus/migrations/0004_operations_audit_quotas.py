@@ -6,111 +6,260 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gpus', '0003_inventory'),
+        ("gpus", "0003_inventory"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Operation',
+            name="Operation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('actor_name', models.CharField(max_length=150, verbose_name='requested by')),
-                ('kind', models.CharField(choices=[('create', 'Create'), ('update', 'Update'), ('start', 'Start'), ('stop', 'Stop'), ('delete', 'Delete'), ('resize', 'Resize'), ('retry', 'Retry')], max_length=16, verbose_name='operation')),
-                ('namespace', models.CharField(max_length=63, verbose_name='namespace')),
-                ('app_kind', models.CharField(max_length=40, verbose_name='Cozystack kind')),
-                ('name', models.CharField(max_length=63, verbose_name='name')),
-                ('node_group', models.CharField(blank=True, max_length=63, verbose_name='node group')),
-                ('gpu_count', models.PositiveIntegerField(default=0, verbose_name='GPUs')),
-                ('queue_until_capacity', models.BooleanField(default=False, verbose_name='queue until capacity frees')),
-                ('params', models.JSONField(blank=True, default=dict, verbose_name='form input')),
-                ('manifests', models.JSONField(default=list, verbose_name='desired manifests')),
-                ('state', models.CharField(choices=[('pending', 'Submitted'), ('applying', 'Applying'), ('provisioning', 'In progress'), ('queued', 'Waiting for capacity'), ('succeeded', 'Done'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='pending', max_length=16, verbose_name='state')),
-                ('attempts', models.PositiveIntegerField(default=0, verbose_name='attempts')),
-                ('error', models.TextField(blank=True, verbose_name='error')),
-                ('reason', models.CharField(blank=True, max_length=200, verbose_name='reason')),
-                ('message', models.TextField(blank=True, verbose_name='message')),
-                ('causes', models.JSONField(blank=True, default=list, verbose_name='causes')),
-                ('observed', models.JSONField(blank=True, default=dict, verbose_name='last observed')),
-                ('baseline', models.JSONField(blank=True, default=dict, verbose_name='before the apply')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='submitted')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('lease_until', models.DateTimeField(blank=True, null=True)),
-                ('applied_at', models.DateTimeField(blank=True, null=True, verbose_name='applied')),
-                ('disk_ready_at', models.DateTimeField(blank=True, null=True, verbose_name='disk ready')),
-                ('scheduled_at', models.DateTimeField(blank=True, null=True, verbose_name='scheduled')),
-                ('running_at', models.DateTimeField(blank=True, null=True, verbose_name='running')),
-                ('unschedulable_since', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True, verbose_name='finished')),
-                ('actor', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='operations', to=settings.AUTH_USER_MODEL)),
-                ('cluster', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='operations', to='gpus.cluster')),
-                ('gpu_model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='operations', to='gpus.gpumodel')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='operations', to='gpus.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("actor_name", models.CharField(max_length=150, verbose_name="requested by")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("create", "Create"),
+                            ("update", "Update"),
+                            ("start", "Start"),
+                            ("stop", "Stop"),
+                            ("delete", "Delete"),
+                            ("resize", "Resize"),
+                            ("retry", "Retry"),
+                        ],
+                        max_length=16,
+                        verbose_name="operation",
+                    ),
+                ),
+                ("namespace", models.CharField(max_length=63, verbose_name="namespace")),
+                ("app_kind", models.CharField(max_length=40, verbose_name="Cozystack kind")),
+                ("name", models.CharField(max_length=63, verbose_name="name")),
+                (
+                    "node_group",
+                    models.CharField(blank=True, max_length=63, verbose_name="node group"),
+                ),
+                ("gpu_count", models.PositiveIntegerField(default=0, verbose_name="GPUs")),
+                (
+                    "queue_until_capacity",
+                    models.BooleanField(default=False, verbose_name="queue until capacity frees"),
+                ),
+                ("params", models.JSONField(blank=True, default=dict, verbose_name="form input")),
+                ("manifests", models.JSONField(default=list, verbose_name="desired manifests")),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Submitted"),
+                            ("applying", "Applying"),
+                            ("provisioning", "In progress"),
+                            ("queued", "Waiting for capacity"),
+                            ("succeeded", "Done"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                        verbose_name="state",
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0, verbose_name="attempts")),
+                ("error", models.TextField(blank=True, verbose_name="error")),
+                ("reason", models.CharField(blank=True, max_length=200, verbose_name="reason")),
+                ("message", models.TextField(blank=True, verbose_name="message")),
+                ("causes", models.JSONField(blank=True, default=list, verbose_name="causes")),
+                (
+                    "observed",
+                    models.JSONField(blank=True, default=dict, verbose_name="last observed"),
+                ),
+                (
+                    "baseline",
+                    models.JSONField(blank=True, default=dict, verbose_name="before the apply"),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="submitted")),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("lease_until", models.DateTimeField(blank=True, null=True)),
+                ("applied_at", models.DateTimeField(blank=True, null=True, verbose_name="applied")),
+                (
+                    "disk_ready_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="disk ready"),
+                ),
+                (
+                    "scheduled_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="scheduled"),
+                ),
+                ("running_at", models.DateTimeField(blank=True, null=True, verbose_name="running")),
+                ("unschedulable_since", models.DateTimeField(blank=True, null=True)),
+                (
+                    "finished_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="finished"),
+                ),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="operations",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "cluster",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="operations",
+                        to="gpus.cluster",
+                    ),
+                ),
+                (
+                    "gpu_model",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="operations",
+                        to="gpus.gpumodel",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="operations",
+                        to="gpus.tenant",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'operation',
-                'verbose_name_plural': 'operations',
-                'ordering': ['-created_at', '-pk'],
+                "verbose_name": "operation",
+                "verbose_name_plural": "operations",
+                "ordering": ["-created_at", "-pk"],
             },
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('actor_name', models.CharField(max_length=150, verbose_name='actor')),
-                ('action', models.CharField(max_length=40, verbose_name='action')),
-                ('target', models.CharField(max_length=300, verbose_name='target')),
-                ('detail', models.JSONField(blank=True, default=dict, verbose_name='detail')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='at')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='audit_events', to='gpus.tenant')),
-                ('operation', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='events', to='gpus.operation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("actor_name", models.CharField(max_length=150, verbose_name="actor")),
+                ("action", models.CharField(max_length=40, verbose_name="action")),
+                ("target", models.CharField(max_length=300, verbose_name="target")),
+                ("detail", models.JSONField(blank=True, default=dict, verbose_name="detail")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="at")),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="audit_events",
+                        to="gpus.tenant",
+                    ),
+                ),
+                (
+                    "operation",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="events",
+                        to="gpus.operation",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'audit event',
-                'verbose_name_plural': 'audit events',
-                'ordering': ['created_at', 'pk'],
+                "verbose_name": "audit event",
+                "verbose_name_plural": "audit events",
+                "ordering": ["created_at", "pk"],
             },
         ),
         migrations.CreateModel(
-            name='ServedSchema',
+            name="ServedSchema",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('app_kind', models.CharField(max_length=40)),
-                ('schema', models.JSONField(default=dict)),
-                ('fetched_at', models.DateTimeField()),
-                ('cluster', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='served_schemas', to='gpus.cluster')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("app_kind", models.CharField(max_length=40)),
+                ("schema", models.JSONField(default=dict)),
+                ("fetched_at", models.DateTimeField()),
+                (
+                    "cluster",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="served_schemas",
+                        to="gpus.cluster",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='GpuQuota',
+            name="GpuQuota",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('limit', models.PositiveIntegerField(verbose_name='GPU limit')),
-                ('gpu_model', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='quotas', to='gpus.gpumodel')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='gpu_quotas', to='gpus.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("limit", models.PositiveIntegerField(verbose_name="GPU limit")),
+                (
+                    "gpu_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="quotas",
+                        to="gpus.gpumodel",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="gpu_quotas",
+                        to="gpus.tenant",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'GPU quota',
-                'verbose_name_plural': 'GPU quotas',
-                'constraints': [models.UniqueConstraint(fields=('tenant', 'gpu_model'), name='unique_gpu_quota')],
+                "verbose_name": "GPU quota",
+                "verbose_name_plural": "GPU quotas",
+                "constraints": [
+                    models.UniqueConstraint(fields=("tenant", "gpu_model"), name="unique_gpu_quota")
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='operation',
-            index=models.Index(fields=['state', 'updated_at'], name='operation_state_idx'),
+            model_name="operation",
+            index=models.Index(fields=["state", "updated_at"], name="operation_state_idx"),
         ),
         migrations.AddIndex(
-            model_name='operation',
-            index=models.Index(fields=['tenant', '-created_at'], name='operation_tenant_idx'),
+            model_name="operation",
+            index=models.Index(fields=["tenant", "-created_at"], name="operation_tenant_idx"),
         ),
         migrations.AddConstraint(
-            model_name='operation',
-            constraint=models.UniqueConstraint(condition=models.Q(('state__in', ['applying', 'pending', 'provisioning', 'queued'])), fields=('cluster', 'namespace', 'app_kind', 'name', 'node_group'), name='one_active_operation_per_target'),
+            model_name="operation",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(
+                    ("state__in", ["applying", "pending", "provisioning", "queued"])
+                ),
+                fields=("cluster", "namespace", "app_kind", "name", "node_group"),
+                name="one_active_operation_per_target",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='servedschema',
-            constraint=models.UniqueConstraint(fields=('cluster', 'app_kind'), name='unique_served_schema'),
+            model_name="servedschema",
+            constraint=models.UniqueConstraint(
+                fields=("cluster", "app_kind"), name="unique_served_schema"
+            ),
         ),
     ]

@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gpus', '0005_merge_node_details_and_sync'),
-        ('gpus', '0005_merge_operations_and_node_details'),
+        ("gpus", "0005_merge_node_details_and_sync"),
+        ("gpus", "0005_merge_operations_and_node_details"),
     ]
 
-    operations = [
-    ]
+    operations = []
