@@ -282,8 +282,23 @@ class GpuVmForm(forms.Form):
         return "#cloud-config\n" + yaml.safe_dump(data, sort_keys=False)
 
 
+KUBERNETES_VERSIONS = ["v1.35", "v1.34", "v1.33", "v1.32", "v1.31", "v1.30"]
+
+
 class NodeGroupForm(forms.Form):
-    cluster_name = forms.ChoiceField(label=_("Kubernetes cluster"))
+    cluster_name = forms.ChoiceField(label=_("Kubernetes cluster"), required=False)
+    new_cluster = forms.CharField(
+        label=_("…or a new cluster named"),
+        required=False,
+        max_length=42,
+        help_text=_("Created with this group and the GPU operator addon on."),
+    )
+    version = forms.ChoiceField(
+        label=_("Kubernetes version (new cluster)"),
+        choices=[(v, v) for v in KUBERNETES_VERSIONS],
+        initial="v1.33",
+        required=False,
+    )
     group = forms.CharField(
         label=_("Node group name"),
         max_length=40,
@@ -311,7 +326,7 @@ class NodeGroupForm(forms.Form):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["cluster_name"].choices = [(c, c) for c in clusters or []]
+        self.fields["cluster_name"].choices = [("", "—"), *((c, c) for c in clusters or [])]
         self.fields["gpu_model"].choices = gpu_choices or []
         self.fields["instance_type"].choices = instance_type_choices()
         self.warnings: list[str] = []
@@ -328,8 +343,26 @@ class NodeGroupForm(forms.Form):
             )
         return group
 
+    def clean_new_cluster(self) -> str:
+        name = self.cleaned_data["new_cluster"].strip()
+        if name and not DNS1035.match(name):
+            raise forms.ValidationError(
+                _(
+                    "Use lowercase letters, digits and “-”; start with a letter, end with a letter "
+                    "or digit."
+                ),
+                code="dns1035",
+            )
+        return name
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        if not data.get("cluster_name") and not data.get("new_cluster"):
+            self.add_error("cluster_name", _("Pick a cluster, or name a new one."))
+        if data.get("new_cluster") and data.get("new_cluster") in dict(
+            self.fields["cluster_name"].choices
+        ):
+            self.add_error("new_cluster", _("This cluster exists: pick it above."))
         low, high = data.get("min_replicas"), data.get("max_replicas")
         if low is not None and high is not None and low > high:
             self.add_error("max_replicas", _("At least the minimum."))

@@ -581,7 +581,7 @@ def apply(op: Operation) -> None:
                 OperationKind.START,
                 OperationKind.STOP,
                 OperationKind.RESIZE,
-            ) or bool(op.node_group)
+            ) or bool(op.node_group and not op.params.get("new_cluster_version"))
             for doc in op.manifests:
                 apply_manifest(gateway, doc, who, must_exist=must_exist)
     except TransientError:
@@ -951,6 +951,7 @@ class NodeGroupRequest:
     gpu_resource: str
     gpus_per_node: int
     roles: tuple[str, ...] = ()
+    new_cluster_version: str = ""  # set: create the cluster with this group
 
     @property
     def workers_held(self) -> int:
@@ -967,6 +968,7 @@ class NodeGroupRequest:
             "gpu_resource": self.gpu_resource,
             "gpus_per_node": self.gpus_per_node,
             "roles": list(self.roles),
+            "new_cluster_version": self.new_cluster_version,
         }
 
 
@@ -984,6 +986,19 @@ def node_group_manifests(
         roles=request.roles,
         disk_field=disk_field or "ephemeralStorage",
     )
+    if request.new_cluster_version:
+        # A new cluster: supplying nodeGroups replaces the chart's default md0 in the values
+        # (v1.1 still deep-merges md0 in); the GPU operator installs the drivers.
+        return [
+            mf.kubernetes_cluster(
+                request.cluster_name,
+                namespace,
+                request.new_cluster_version,
+                {request.group: group},
+                gpu_operator=True,
+                labels=PORTAL_LABELS,
+            )
+        ]
     mf.validate_name(mf.KUBERNETES, request.cluster_name)
     return [
         {

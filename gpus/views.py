@@ -435,7 +435,8 @@ def node_group_edit(
     if form.is_bound and form.is_valid() and cluster is not None:
         d = form.cleaned_data
         ng = provisioning.NodeGroupRequest(
-            cluster_name=d["cluster_name"],
+            cluster_name=d["new_cluster"] or d["cluster_name"],
+            new_cluster_version=(d["version"] or "v1.33") if d["new_cluster"] else "",
             group=d["group"],
             min_replicas=d["min_replicas"],
             max_replicas=d["max_replicas"],

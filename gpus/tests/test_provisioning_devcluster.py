@@ -307,3 +307,23 @@ def test_add_a_gpu_node_group(cluster, alice, acme):
     assert disk_field in op.manifests[0]["spec"]["nodeGroups"]["infer"]
     op = drive(op, {OperationState.SUCCEEDED, OperationState.FAILED}, seconds=90)
     assert op.state == OperationState.SUCCEEDED, (op.reason, op.message)
+
+
+def test_create_a_cluster_with_a_gpu_node_group(cluster, alice, acme):
+    request = provisioning.NodeGroupRequest(
+        cluster_name="train",
+        group="gpu",
+        min_replicas=1,
+        max_replicas=2,
+        instance_type="u1.2xlarge",
+        disk_size_gi=50,
+        gpu_resource=L40S,
+        gpus_per_node=1,
+        new_cluster_version="v1.33",
+    )
+    op = provisioning.submit_node_group(alice, acme, cluster, request, resize=False)
+    spec = op.manifests[0]["spec"]
+    assert spec["addons"]["gpuOperator"]["enabled"] is True and spec["version"] == "v1.33"
+    op = drive(op, {OperationState.SUCCEEDED, OperationState.FAILED}, seconds=90)
+    assert op.state == OperationState.SUCCEEDED, (op.reason, op.message)
+    assert op.observed["available"] >= 1

@@ -483,3 +483,14 @@ def test_audit_log_is_for_admins_and_filters(admin_client_, alice_client, bob, a
     assert "No event matches." in page
     with pytest.raises(ValueError):
         AuditEvent.objects.first().delete()
+
+
+def test_new_cluster_name_must_be_new_and_valid(alice_client, acme, alice_group):
+    url = f"/tenants/{acme.namespace}/kubernetes/nodegroups/new/"
+    page = alice_client.post(url, group_data(cluster_name="", new_cluster="ml")).content.decode()
+    assert "This cluster exists" in page
+    page = alice_client.post(url, group_data(cluster_name="", new_cluster="")).content.decode()
+    assert "Pick a cluster, or name a new one." in page
+    page = alice_client.post(url, group_data(cluster_name="", new_cluster="train")).content.decode()
+    assert "kind: Kubernetes" in page and "gpuOperator" in page
+    assert not Operation.objects.exists()
