@@ -174,6 +174,8 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 INVENTORY_SYNC_SECONDS = env_float("INVENTORY_SYNC_SECONDS", 30.0)
+# Pages warn that live figures are stale past this age (default: three sync intervals).
+INVENTORY_STALE_SECONDS = env_float("INVENTORY_STALE_SECONDS", 3 * INVENTORY_SYNC_SECONDS)
 # How often live fragments (inventory, My GPUs) poll the portal, in seconds.
 PAGE_REFRESH_SECONDS = env_int("PAGE_REFRESH_SECONDS", 30)
 CELERY_BEAT_SCHEDULE = {
