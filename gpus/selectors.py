@@ -265,7 +265,8 @@ NODES_PER_PAGE = 50
 # Sort choice -> keyset (each matches an index of Node; see its Meta).
 NODE_SORT_KEYS: dict[str, tuple[str, ...]] = {
     "name": ("name", "id"),
-    "cluster": ("cluster_id", "name", "id"),
+    # Clusters in registration order; names are unique per cluster (its unique index).
+    "cluster": ("cluster_id", "name"),
     "health": ("health", "name", "id"),
     "installed": ("gpu_installed", "name", "id"),
     "allocated": ("gpu_allocated", "name", "id"),
