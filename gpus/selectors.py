@@ -13,6 +13,7 @@ from django.core.cache import cache
 from django.db.models import QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
+from django.utils.timesince import timesince
 
 from .models import (
     Cluster,
@@ -230,8 +231,10 @@ class SyncSummary:
         return max(times, default=None)
 
     @property
-    def stale_minutes(self) -> int:
-        return max(1, round(self.stale_after.total_seconds() / 60))
+    def stale_age(self) -> str:
+        """The staleness threshold in words ("1 minute"), in the active language."""
+        now = timezone.now()
+        return timesince(now - self.stale_after, now)
 
     @property
     def version(self) -> str:
