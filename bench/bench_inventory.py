@@ -260,6 +260,8 @@ def page_urls(clusters: list[Any], tenant_ns: str, model_pk: int) -> dict[str, t
     """Page name -> (who, URL). Names become figure names: inventory.<name>.p95_ms@<gpus>."""
     from django.urls import reverse
 
+    from gpus.filters import NODE_SORTS
+
     nodes = reverse("gpus:nodes")
     filtered = "health=ready&has_free=yes"
     by_model = f"gpu_model={model_pk}"
@@ -279,11 +281,10 @@ def page_urls(clusters: list[Any], tenant_ns: str, model_pk: int) -> dict[str, t
         "nodes_one_cluster": ("admin", f"{nodes}?cluster={clusters[-1].name}"),
         "nodes_one_cluster_last_page": ("admin", f"{nodes}?cluster={clusters[-1].name}&page=last"),
     }
-    for sort in ("name", "cluster", "health", "installed", "allocated", "free"):
-        for direction in ("", "-"):
-            label = f"nodes_sorted_{sort}{'_desc' if direction else ''}"
-            urls[label] = ("admin", f"{nodes}?sort={direction}{sort}")
-            urls[f"{label}_last_page"] = ("admin", f"{nodes}?sort={direction}{sort}&page=last")
+    for sort, _label in NODE_SORTS:  # every sort the page offers
+        label = f"nodes_sorted_{sort.lstrip('-')}{'_desc' if sort.startswith('-') else ''}"
+        urls[label] = ("admin", f"{nodes}?sort={sort}")
+        urls[f"{label}_last_page"] = ("admin", f"{nodes}?sort={sort}&page=last")
     return urls
 
 

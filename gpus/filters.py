@@ -11,22 +11,23 @@ from .models import Cluster, GpuModel, Node, NodeGpu
 
 # The sorts the keyset pager serves (see selectors.NODE_SORT_KEYS); "-x" is x descending.
 NODE_SORTS = (
-    ("name", _("Name (A to Z)")),
-    ("-name", _("Name (Z to A)")),
+    ("name", _("Name, A to Z")),
+    ("-name", _("Name, Z to A")),
     ("cluster", _("Cluster")),
-    ("health", _("Health")),
-    ("-free", _("Most free GPUs")),
-    ("free", _("Fewest free GPUs")),
-    ("-allocated", _("Most allocated GPUs")),
-    ("allocated", _("Fewest allocated GPUs")),
-    ("-installed", _("Most GPUs installed")),
-    ("installed", _("Fewest GPUs installed")),
+    ("health", _("Health, problems first")),  # cordoned, not_ready, ready
+    ("-health", _("Health, ready first")),
+    ("-free", _("Most free GPUs first")),
+    ("free", _("Fewest free GPUs first")),
+    ("-allocated", _("Most allocated GPUs first")),
+    ("allocated", _("Fewest allocated GPUs first")),
+    ("-installed", _("Most GPUs installed first")),
+    ("installed", _("Fewest GPUs installed first")),
 )
 
 
 class NodeFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(
-        field_name="name", lookup_expr="icontains", label=_("Name"), max_length=253
+        field_name="name", lookup_expr="icontains", label=_("Name contains"), max_length=253
     )
     gpu_model = django_filters.ModelChoiceFilter(
         method="filter_gpu_model",

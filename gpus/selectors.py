@@ -335,17 +335,21 @@ WORKLOADS_PER_PAGE = 50
 WORKLOAD_KEY = ("name", "node_group", "id")
 
 
-def tenant_workloads(
+def tenant_workloads(user: User, tenant: Tenant) -> QuerySet[GpuWorkload]:
+    """The tenant's GPU VMs and node groups; the tenant must be one the user may see."""
+    get_tenant_for_user(user, tenant.namespace)
+    return GpuWorkload.objects.filter(tenant=tenant).select_related("gpu_model")
+
+
+def tenant_workload_page(
     user: User,
     tenant: Tenant,
     page: PageRequest,
     cluster: Cluster | None = None,
     per_page: int = WORKLOADS_PER_PAGE,
 ) -> KeysetPage[GpuWorkload]:
-    """The tenant's GPU VMs and node groups, a page at a time; the tenant must be one the user
-    may see."""
-    get_tenant_for_user(user, tenant.namespace)
-    workloads = GpuWorkload.objects.filter(tenant=tenant).select_related("gpu_model")
+    """One page of the tenant's workloads (in one cluster or all), by name."""
+    workloads = tenant_workloads(user, tenant)
     if cluster is not None:
         workloads = workloads.filter(cluster=cluster)
     return keyset_page(workloads, WORKLOAD_KEY, page, per_page)

@@ -151,7 +151,7 @@ def node_list(request: HttpRequest) -> HttpResponse:
 def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
     tenant = selectors.get_tenant_for_user(request.user, namespace)
     context = _live_context(request)
-    page = selectors.tenant_workloads(
+    page = selectors.tenant_workload_page(
         request.user, tenant, PageRequest.from_query(request.GET), context["narrowed"]
     )
     names = {c.pk: c.name for c in context["clusters"]}
