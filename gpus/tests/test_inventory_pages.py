@@ -438,6 +438,8 @@ def test_my_gpus_pages_a_tenant_with_many_workloads(acme, l40s, alice_client):
     assert "vm-049" in first and "vm-050" not in first and 'rel="next"' in first
     last = alice_client.get(url, {"page": "last"}).content.decode()
     assert "vm-074" in last and "vm-024" not in last
+    # The table polls its own address, so it keeps showing the page it is on.
+    assert f'hx-get="{url}?page=last"' in last
 
 
 # --- data age and unreachable notices (issue 7 item 6) -------------------------------
