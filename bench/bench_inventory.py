@@ -35,16 +35,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS_DIR = ROOT / "bench" / "results"
-REQUESTS = 30
-WARMUP = 2  # requests not timed: the first one after a sync also fills the count cache
-# Every page is timed in ROUNDS rounds spread over the run (all pages, then all again); its p95 is
-# the lowest round's, so a burst from another process on this shared machine counts once at most.
-ROUNDS = 3
+REQUESTS = 20
+WARMUP = 2  # requests not timed
+# Every page is timed in ROUNDS rounds spread over the run, each round taking the fleet sizes in
+# turn (page A at each size, then page B...): its p95 is the lowest round's, so a burst from
+# another process on this shared machine spoils one round, and lands on every size alike.
+ROUNDS = 5
 ANCHOR_RUNS = 3
 P95_TARGET_MS = 150.0
 RATIO_TARGET = 1.5
 TENANTS_PER_100K = 100
+# At least enough for full pages at every size (the per-tenant table lists 50 rows, 3 per
+# tenant; My GPUs 50 workloads), so the sizes compare pages alike, not a half-empty one.
+MIN_TENANTS = 20
 WORKLOADS_PER_TENANT = 10
+WORKLOADS_OF_THE_TENANT_USER = 60  # tenant-acme's, per cluster
 COPIES = 9  # clusters added beside the synced one for 1,000,000 GPUs
 
 
@@ -153,7 +158,9 @@ def add_tenants(cluster: Any, first: int, count: int) -> None:
                 state=ResourceState.RUNNING,
             )
             for ns in namespaces
-            for i in range(WORKLOADS_PER_TENANT)
+            for i in range(
+                WORKLOADS_OF_THE_TENANT_USER if ns == "tenant-acme" else WORKLOADS_PER_TENANT
+            )
         ],
         ignore_conflicts=True,
         batch_size=2000,
@@ -296,7 +303,41 @@ def page_urls(clusters: list[Any], tenant_ns: str, model_pk: int) -> dict[str, t
     return urls
 
 
-def measure_pages(gpus: int) -> dict[str, Any]:
+def use_database(gpus: int, var_dir: Path) -> None:
+    """Point the connection (and sync subprocesses) at this fleet size's own database: a schema
+    of the PostgreSQL database, or a SQLite file. Each size keeps its data, so the pages of
+    every size can be timed in turns."""
+    from django.core.cache import cache
+    from django.db import connection
+
+    connection.close()
+    # Counts are cached per snapshot (cluster ids and sync times); keep each database's apart.
+    cache.key_prefix = f"bench-{gpus}"
+    if connection.vendor == "postgresql":
+        # libpq reads PGOPTIONS at connect time, here and in the sync subprocess.
+        os.environ["PGOPTIONS"] = f"-c search_path=bench_{gpus}"
+    else:
+        path = str(var_dir / f"bench-{gpus}.sqlite3")
+        connection.settings_dict["NAME"] = path
+        os.environ["DATABASE_URL"] = f"sqlite:///{path}"
+
+
+def create_database(gpus: int, var_dir: Path) -> None:
+    from django.core.management import call_command
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        os.environ.pop("PGOPTIONS", None)
+        connection.close()
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP SCHEMA IF EXISTS bench_{gpus} CASCADE")
+            cursor.execute(f"CREATE SCHEMA bench_{gpus}")
+    use_database(gpus, var_dir)
+    call_command("migrate", verbosity=0)
+
+
+def prepare_pages(gpus: int) -> dict[str, Any]:
+    """Users and logged-in clients in this size's database, and the URLs to time."""
     import re
 
     from django.contrib.auth import get_user_model
@@ -324,16 +365,25 @@ def measure_pages(gpus: int) -> dict[str, Any]:
     first = clients["admin"].get(urls["nodes_first_page"][1]).content.decode()
     cursor = re.search(r'href="\?([^"]*after=[^"&]*)"', first).group(1).replace("&amp;", "&")
     urls["nodes_second_page"] = ("admin", f"{urls['nodes_first_page'][1]}?{cursor}")
-    pages = {name: cold_request(clients[who], url) for name, (who, url) in urls.items()}
-    for _round in range(ROUNDS):
-        for name, (who, url) in urls.items():
-            timed = time_round(clients[who], url)
-            page = pages[name]
-            page["rounds_p95"] = [*page.get("rounds_p95", []), timed["p95"]]
-            page["p95"] = min(page["rounds_p95"])
-            page["p50"] = min(page.get("p50", timed["p50"]), timed["p50"])
-            page["queries"] = timed["queries"]
-    return {"gpus": gpus, "nodes": Node.objects.count(), "clusters": len(clusters), "pages": pages}
+    return {
+        "gpus": gpus,
+        "nodes": Node.objects.count(),
+        "clusters": len(clusters),
+        "urls": urls,
+        "clients": clients,
+        "pages": {name: cold_request(clients[who], url) for name, (who, url) in urls.items()},
+    }
+
+
+def time_page(result: dict[str, Any], name: str) -> None:
+    """One round of one page at one size, its p95 kept beside the earlier rounds'."""
+    who, url = result["urls"][name]
+    timed = time_round(result["clients"][who], url)
+    page = result["pages"][name]
+    page["rounds_p95"] = [*page.get("rounds_p95", []), timed["p95"]]
+    page["p95"] = min(page["rounds_p95"])
+    page["p50"] = min(page.get("p50", timed["p50"]), timed["p50"])
+    page["queries"] = timed["queries"]
 
 
 # --- the run -------------------------------------------------------------------------
@@ -342,53 +392,73 @@ def measure_pages(gpus: int) -> dict[str, Any]:
 def bench(
     sizes: list[int], workdir: Path, var_dir: Path, scale_fleet: str = "scale"
 ) -> tuple[list[dict], dict]:
+    """Build each size's database, then time the pages in rounds that take the sizes in turn,
+    so a slow minute on this shared machine falls on every size alike."""
     from devcluster.testing import run_devcluster
     from gpus.models import Cluster
 
-    results: list[dict] = []
+    results: dict[int, dict] = {}
     anchors: dict[int, dict[str, float]] = {}
-    small = [s for s in sizes if s < 100_000]
-    large = [s for s in sizes if s >= 100_000]
-    for gpus in small:
-        with run_devcluster(
-            workdir / f"dc-{gpus}", fleet=fleet_file(workdir, gpus), speed=50.0
-        ) as dc:
+    for gpus in [s for s in sizes if s < 100_000]:
+        create_database(gpus, var_dir)
+        fleet = fleet_file(workdir, gpus)
+        with run_devcluster(workdir / f"dc-{gpus}", fleet=fleet, speed=50.0) as dc:
             cluster = fresh_cluster(f"bench-{gpus}", dc)
             sync = run_sync_subprocess(cluster.pk, var_dir)
-            add_tenants(
-                Cluster.objects.get(pk=cluster.pk), 0, max(1, gpus * TENANTS_PER_100K // 100_000)
-            )
+            tenants = max(MIN_TENANTS, gpus * TENANTS_PER_100K // 100_000)
+            add_tenants(Cluster.objects.get(pk=cluster.pk), 0, tenants)
             settle_database()
-            results.append({**measure_pages(gpus), "sync": sync})
+            results[gpus] = {**prepare_pages(gpus), "sync": sync}
             ms, nodes = anchor_list_ms(cluster)
             anchors[gpus] = {"ms": ms, "nodes": nodes}
+    large = [s for s in sizes if s >= 100_000]
     if large:
         with run_devcluster(workdir / "dc-scale", fleet=scale_fleet, speed=50.0) as dc:
-            cluster = fresh_cluster("bench-c00", dc)
-            sync = run_sync_subprocess(cluster.pk, var_dir)
-            cluster = Cluster.objects.get(pk=cluster.pk)
-            add_tenants(cluster, 0, TENANTS_PER_100K)
-            settle_database()
-            if 100_000 in large:
-                results.append({**measure_pages(100_000), "sync": sync})
-            ms, nodes = anchor_list_ms(cluster)
-            anchors[100_000] = {"ms": ms, "nodes": nodes}
-            if 1_000_000 in large:
-                for k in range(1, COPIES + 1):
-                    copy = copy_cluster(cluster, f"bench-c{k:02d}")
-                    add_tenants(copy, k * TENANTS_PER_100K, TENANTS_PER_100K)
+            for gpus in large:
+                create_database(gpus, var_dir)
+                cluster = fresh_cluster("bench-c00", dc)
+                sync = run_sync_subprocess(cluster.pk, var_dir)
+                cluster = Cluster.objects.get(pk=cluster.pk)
+                add_tenants(cluster, 0, TENANTS_PER_100K)
+                if gpus == 1_000_000:
+                    for k in range(1, COPIES + 1):
+                        copy = copy_cluster(cluster, f"bench-c{k:02d}")
+                        add_tenants(copy, k * TENANTS_PER_100K, TENANTS_PER_100K)
                 settle_database()
-                results.append({**measure_pages(1_000_000), "sync": sync})
-                ms, nodes = anchor_list_ms(cluster)  # again, in the same minute as the pages
-                anchors[1_000_000] = {"ms": ms, "nodes": nodes}
-    return results, anchors
+                results[gpus] = {**prepare_pages(gpus), "sync": sync}
+                ms, nodes = anchor_list_ms(cluster)
+                anchors[gpus] = {"ms": ms, "nodes": nodes}
+    names = list(next(iter(results.values()))["urls"])
+    for _round in range(ROUNDS):
+        for name in names:
+            for gpus in sorted(results):
+                use_database(gpus, var_dir)
+                time_page(results[gpus], name)
+    for result in results.values():
+        result.pop("clients")
+        result.pop("urls")
+    drop_databases(sorted(results))
+    return [results[g] for g in sorted(results)], anchors
+
+
+def drop_databases(sizes: list[int]) -> None:
+    """PostgreSQL: drop the bench schemas (SQLite files go with the temporary folder)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    os.environ.pop("PGOPTIONS", None)
+    connection.close()
+    with connection.cursor() as cursor:
+        for gpus in sizes:
+            cursor.execute(f"DROP SCHEMA IF EXISTS bench_{gpus} CASCADE")
 
 
 def fresh_cluster(name: str, dc: Any) -> Any:
     from gpus.models import Cluster, Tenant
 
     Cluster.objects.all().delete()
-    Tenant.objects.filter(namespace__startswith="tenant-b").delete()
+    Tenant.objects.filter(namespace__startswith="tenant-b").delete()  # a fresh database anyway
     return Cluster.objects.create(name=name, kubeconfig=str(dc.kubeconfig), context="admin")
 
 
@@ -459,9 +529,10 @@ def report(results: list[dict], anchors: dict, engine: str, command: str) -> str
         "figure; every round's p95 is in the JSON as `rounds_p95`).",
         "1,000 and 100,000 GPUs: devclusters synced by the portal's",
         f"sync; 1,000,000 GPUs: the 100,000-GPU cluster's rows copied under {COPIES} more cluster",
-        "records (10 clusters, 125,000 nodes). Tenants: 100 per 100,000 GPUs (1 at 1,000), each",
-        f"holding 3 models and running {WORKLOADS_PER_TENANT} workloads per cluster; the tenant",
-        "user is in tenant-acme, present in every cluster.",
+        f"records (10 clusters, 125,000 nodes). Tenants: 100 per 100,000 GPUs ({MIN_TENANTS} at",
+        "1,000, so every page is full at every size), each holding 3 models and running",
+        f"{WORKLOADS_PER_TENANT} workloads per cluster; the tenant user is in tenant-acme, present",
+        f"in every cluster with {WORKLOADS_OF_THE_TENANT_USER} workloads in each.",
         "",
         "Anchor, in the same run: a live paged LIST (limit 500) of one cluster's nodes from devcluster.",
         "",
@@ -529,7 +600,6 @@ def main() -> None:
 
         from bench.results import record
 
-        call_command("migrate", verbosity=0)
         call_command("collectstatic", "--noinput", verbosity=0)
         results, anchors = bench(
             [int(s) for s in args.sizes.split(",")], workdir, var_dir, args.scale_fleet
