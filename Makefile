@@ -18,8 +18,10 @@ help:
 	@echo "make bench   run the benchmarks in bench/"
 
 $(VENV)/.installed: requirements.txt
-	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	@[ -x $(PY) ] || { echo "Creating the Python environment in $(VENV)..."; python3 -m venv $(VENV); }
+	echo "Installing the Python packages of requirements.txt into $(VENV) (the first time takes a minute or two)..."
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	echo "Python packages installed."
 	touch $@
 
 setup: $(VENV)/.installed
@@ -29,16 +31,20 @@ setup: $(VENV)/.installed
 # Embedded mode: SQLite under var/, the filesystem broker, devcluster with its state kept in var/.
 run: setup
 	@mkdir -p var/devcluster var/log
+	echo "Starting devcluster on port $(DEVCLUSTER_PORT) (log: var/log/devcluster.log)..."
 	pids=()
 	trap 'kill $${pids[@]} 2>/dev/null; wait' EXIT INT TERM
 	$(PY) -m devcluster serve --port $(DEVCLUSTER_PORT) --fleet demo \
 	  --kubeconfig-out var/devcluster/kubeconfig --state var/devcluster/state.json \
 	  > var/log/devcluster.log 2>&1 & pids+=($$!)
 	for _ in $$(seq 150); do grep -q "listening on" var/log/devcluster.log 2>/dev/null && break; sleep 0.2; done
+	echo "Preparing the database (migrations, demo users, cluster record)..."
 	$(PY) manage.py migrate -v0
 	$(PY) manage.py seed_demo
 	$(PY) manage.py register_cluster
+	echo "First inventory sync..."
 	$(PY) manage.py sync_inventory
+	echo "Starting the Celery worker and beat (logs: var/log/worker.log, var/log/beat.log)..."
 	$(VENV)/bin/celery -A hikube_portal worker --pool=solo --loglevel=INFO > var/log/worker.log 2>&1 & pids+=($$!)
 	$(VENV)/bin/celery -A hikube_portal beat --loglevel=INFO > var/log/beat.log 2>&1 & pids+=($$!)
 	echo

@@ -70,6 +70,21 @@ def main(argv: list[str] | None = None) -> int:
         help="watch events kept; a watch from an older resourceVersion gets 410 Gone",
     )
     s.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    # Realism timings, seconds at --speed 1 (divided by --speed); also knobs of /devcluster/faults.
+    for flag, knob, what in (
+        ("--cache-lag", "cache_lag", "an app read right after a write may be stale (404/conflict)"),
+        (
+            "--continue-ttl",
+            "continue_ttl",
+            "wall seconds (not scaled) until a continue token expires (410)",
+        ),
+        ("--event-ttl", "event_ttl", "events are garbage-collected"),
+        ("--stop-grace", "stop_grace", "a stopping VM keeps its pod (and GPUs)"),
+        ("--uninstall-time", "uninstall", "Helm uninstall after the pods are gone"),
+        ("--scale-down-unneeded", "scale_down_unneeded", "autoscaler removes unneeded workers"),
+        ("--helm-retry", "helm_retry", "a failed Helm install/upgrade is retried"),
+    ):
+        s.add_argument(flag, dest=f"knob_{knob}", type=float, default=None, help=what)
     b = sub.add_parser("backfill", help="write N days of DCGM series as OpenMetrics text")
     b.add_argument("--fleet", default="demo")
     b.add_argument("--flavour", default="current", choices=("current", "legacy", "head"))

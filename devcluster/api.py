@@ -85,9 +85,10 @@ class ApiError(Exception):
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         }
+        if self.reason:  # metav1.Status.reason is omitempty (StatusReasonUnknown = "")
+            st["reason"] = self.reason
         if self.details is not None:
             st["details"] = self.details
         return st
@@ -104,6 +105,34 @@ def _details(res: Resource, name: str | None, **extra: Any) -> dict[str, Any]:
         d["group"] = res.group
     d.update(extra)
     return d
+
+
+HELMRELEASES = "helmreleases.helm.toolkit.fluxcd.io"
+STALE = (
+    "the object has been modified; please apply your changes to the latest version and try again"
+)
+
+
+def helm_release_error(res: Resource, name: str, op: str, wrapped: bool) -> ApiError:
+    """A HelmRelease create/update failure as cozystack-api returns it.
+
+    v1.1 wraps it with fmt.Errorf (rest.go Create/Update), so the apiserver answers 500 with
+    no reason (ErrorToAPIStatus); `head` keeps the HelmRelease's own 409.
+    """
+    release = f"{res.prefix}{name}"
+    if op == "create":
+        msg = f'failed to create HelmRelease: {HELMRELEASES} "{release}" already exists'
+        reason = "AlreadyExists"
+    else:
+        msg = (
+            "failed to update HelmRelease: Operation cannot be fulfilled on "
+            f'{HELMRELEASES} "{release}": {STALE}'
+        )
+        reason = "Conflict"
+    if wrapped:
+        return ApiError(500, "", msg)
+    details = {"name": release, "group": "helm.toolkit.fluxcd.io", "kind": "helmreleases"}
+    return ApiError(409, reason, msg, details)
 
 
 def not_found(res: Resource, name: str) -> ApiError:
@@ -133,8 +162,16 @@ class Api:
         faults: Faults,
         clock: Clock,
         seed: int = 1,
+        speed: float = 1.0,
+        flavour: str = "current",
     ) -> None:
         self.store = store
+        self.speed = max(speed, 1e-6)
+        # cozystack-api v1.1 (and the old API of `legacy`) wraps HelmRelease errors into 500s,
+        # lists apps without paging and watches them without resourceVersion semantics.
+        self.v11 = flavour in ("current", "legacy")
+        # (resource key, ns, name) -> (monotonic deadline, object the cache still shows or None)
+        self.recent: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = {}
         self.resources = resources
         self.auth = auth
         self.faults = faults
@@ -150,7 +187,42 @@ class Api:
         self.extra_routes: list[tuple[str, Callable[[Request], Response]]] = []  # (prefix, handler)
 
     # --- entry point -------------------------------------------------------------------
-    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
+    def knob_s(self, name: str) -> float:
+        """A timing knob in wall seconds (knobs are seconds at --speed 1)."""
+        return float(self.faults.knob(name)) / self.speed
+
+    # --- the controller-runtime cache behind cozystack-api's app reads ----------------
+    def _remember(self, res: Resource, ns: str, name: str, before: dict[str, Any] | None) -> None:
+        lag = self.knob_s("cache_lag")
+        if len(self.recent) > 4096:  # forget entries the cache has long caught up with
+            now = time.monotonic()
+            self.recent = {k: v for k, v in self.recent.items() if v[0] > now}
+        if lag > 0:
+            prev = self.recent.get((res.key, ns, name))
+            if prev and prev[0] > time.monotonic():
+                before = prev[1]  # the cache still lags behind the first of several writes
+            self.recent[(res.key, ns, name)] = (time.monotonic() + lag, before)
+
+    def _cached(
+        self, res: Resource, ns: str, name: str, cur: dict[str, Any] | None
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """(stale, object as the cache shows it) for an app read right after a write."""
+        entry = self.recent.get((res.key, ns, name))
+        if entry is None:
+            return False, cur
+        if entry[0] <= time.monotonic():
+            del self.recent[(res.key, ns, name)]
+            return False, cur
+        return True, entry[1]
+
+    def handle(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        groups: list[str] | None = None,
+    ) -> Response:
         parts = urlsplit(target)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         req = Request(method, parts.path.rstrip("/") or "/", query, headers, body)
@@ -163,15 +235,15 @@ class Api:
             ident = self.auth.authenticate(headers.get("authorization"))
             if ident is None:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
-            ident = self._impersonate(ident, headers)
+            ident = self._impersonate(ident, headers, groups or [])
             req.identity = ident
             return self._route(req)
         except ApiError as e:
             return e.response()
 
-    def _impersonate(self, ident: Identity, headers: dict[str, str]) -> Identity:
+    def _impersonate(self, ident: Identity, headers: dict[str, str], groups: list[str]) -> Identity:
         user = headers.get("impersonate-user")
-        groups = [g.strip() for g in headers.get("impersonate-group", "").split(",") if g.strip()]
+        groups = [g for g in groups if g]
         if not user and not groups:
             return ident
         if not user:
@@ -331,8 +403,13 @@ class Api:
         with self.store.lock:
             key = (ns or "", name)
             obj = self.store.get(res.key, *key)
+            stale = False
+            if res.is_app:
+                stale, obj = self._cached(res, key[0], name, obj)
             if obj is None:
                 raise not_found(res, name)
+            if stale:
+                return Response(200, dumps(obj))
             if "as=Table" in req.headers.get("accept", ""):
                 include = req.query.get("includeObject", "Metadata")
                 meta = {"resourceVersion": obj["metadata"]["resourceVersion"]}
@@ -355,11 +432,16 @@ class Api:
             raise ApiError(400, "BadRequest", "invalid limit") from e
         start: tuple[str, str] | None = None
         token = req.query.get("continue")
+        issued = time.time()  # a token keeps the time of the list's first page
+        if res.is_app and self.v11:
+            # v1.1 lists HelmReleases from the cache with namespace + labels only (rest.go List).
+            limit, token = 0, None
         if token:
             try:
                 data = json.loads(base64.urlsafe_b64decode(token.encode() + b"==="))
                 start = (data["start"][0], data["start"][1])
                 list_rv = str(data["rv"])
+                issued = float(data.get("t", 0))
             except (ValueError, KeyError, IndexError, TypeError, binascii.Error) as e:
                 raise ApiError(
                     400,
@@ -367,7 +449,23 @@ class Api:
                     "continue key is not valid: incorrect encoded start "
                     "resourceVersion (version meta.k8s.io/v1)",
                 ) from e
+            # Wall seconds, not divided by --speed: it races the client's real paging, and a
+            # real apiserver gives 5 minutes whatever the simulated clock does.
+            if time.time() - issued > float(self.faults.knob("continue_ttl")):
+                # etcd compacted the list's revision (apiserver: storage.NewResourceExpired).
+                raise ApiError(
+                    410,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list "
+                    "result. You can start a new list without the continue parameter, or use "
+                    "the continue token in this response to retrieve the remainder of the "
+                    "results. Continuing with the provided token results in an inconsistent "
+                    "list - objects that were created, modified, or deleted between the time "
+                    "the first chunk was returned and now may show up in the list.",
+                )
         table = "as=Table" in req.headers.get("accept", "")
+        cache_view = res.is_app and bool(self.recent)  # app lists come from the same cache
+        stale_raw: dict[tuple[str, str], bytes] = {}
         with self.store.lock:
             if not token:
                 list_rv = str(self.store.rv)
@@ -384,6 +482,13 @@ class Api:
                 if ns is not None and k[0] != ns:
                     continue
                 obj = objs[k]
+                if cache_view and (res.key, k[0], k[1]) in self.recent:
+                    stale, shown = self._cached(res, k[0], k[1], obj)
+                    if stale:
+                        if shown is None:
+                            continue  # created a moment ago: not in the cache yet
+                        obj = shown
+                        stale_raw[k] = dumps(shown)
                 if (lsel and not lsel(obj)) or (fsel and not fsel(obj)):
                     continue
                 if limit and len(picked) >= limit:
@@ -396,7 +501,7 @@ class Api:
                 last = picked[-1][0]
                 list_meta["continue"] = (
                     base64.urlsafe_b64encode(
-                        json.dumps({"rv": int(list_rv), "start": list(last)}).encode()
+                        json.dumps({"rv": int(list_rv), "start": list(last), "t": issued}).encode()
                     )
                     .decode()
                     .rstrip("=")
@@ -413,7 +518,7 @@ class Api:
                     )
                 )
                 return Response(200, body)
-            raws = [self.store.raw(res.key, k) for k, _ in picked]
+            raws = [stale_raw.get(k) or self.store.raw(res.key, k) for k, _ in picked]
         head = dumps(
             {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": list_meta}
         )
@@ -432,6 +537,11 @@ class Api:
         except ValueError as e:
             raise ApiError(400, "BadRequest", f"invalid resource version: {rv_param}") from e
         bookmarks = req.query.get("allowWatchBookmarks") in ("1", "true")
+        # v1.1 app watch (rest.go Watch): a fresh cache watch that re-sends current objects newer
+        # than the resourceVersion as ADDED; never DELETED for the gap, never 410, no bookmarks.
+        cache_watch = res.is_app and self.v11
+        if cache_watch:
+            bookmarks = False
         # WatchList (kubectl >= 1.32 `wait`, informers): initial state, then a bookmark
         # annotated k8s.io/initial-events-end, or the client waits forever.
         send_initial = req.query.get("sendInitialEvents") == "true"
@@ -455,6 +565,13 @@ class Api:
                         line("ADDED", self.store.raw(res.key, k))
                         for k, o in self.store.iter_objects(res.key)
                         if match(o, k[0])
+                    ]
+                elif cache_watch:
+                    last = self.store.rv
+                    initial = [
+                        line("ADDED", self.store.raw(res.key, k))
+                        for k, o in self.store.iter_objects(res.key)
+                        if match(o, k[0]) and int(o["metadata"]["resourceVersion"]) > since
                     ]
                 else:
                     last = since
@@ -546,18 +663,29 @@ class Api:
             {"name": name, "group": res.group, "kind": res.kind, "causes": causes},
         )
 
-    def _admit(self, res: Resource, obj: dict[str, Any], name: str) -> dict[str, Any]:
-        """Defaults then validation, as cozystack-api does for applications."""
+    def _admit(
+        self, res: Resource, obj: dict[str, Any], name: str, create: bool = True
+    ) -> dict[str, Any]:
+        """What cozystack-api checks (rest.go Create/Update): the name on create and reserved
+        `_` keys; the spec itself goes into the HelmRelease values unchecked (Helm's schema check
+        fails later, see the reconciler). Defaults are shown on reads, as the conversion does."""
         spec = obj.get("spec")
         if spec is None:
             spec = {}
-        causes = schemas.validate_name(name, res.prefix)
-        if isinstance(spec, dict):
-            spec = schemas.default_spec(spec, res.schema)
-        causes += schemas.validate_spec(spec, res.schema)
+        causes = schemas.validate_name(name, res.prefix) if create else []
         if causes:
             raise self._invalid(res, name, causes)
-        return spec
+        if not isinstance(spec, dict):
+            raise self._invalid(res, name, schemas.validate_spec(spec, res.schema))
+        for key in spec:
+            if key.startswith("_"):
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f"values key {json.dumps(key)} is reserved (keys starting with '_' are "
+                    "not allowed)",
+                )
+        return schemas.default_spec(spec, res.schema)
 
     def _check_type(self, res: Resource, obj: Any) -> dict[str, Any]:
         if not isinstance(obj, dict):
@@ -616,18 +744,13 @@ class Api:
                     {"name": ns, "kind": "namespaces"},
                 )
             if self.store.get(res.key, ns or "", name) is not None:
-                raise ApiError(
-                    409,
-                    "AlreadyExists",
-                    f'{res.group_resource} "{name}" already exists',
-                    _details(res, name),
-                )
+                # Also while it is Terminating: the HelmRelease still exists.
+                raise helm_release_error(res, name, "create", self.v11)
             now = self.clock.now()
             new_md: dict[str, Any] = {
                 "name": name,
                 "namespace": ns or "",
                 "uid": stable_uuid("obj", res.key, ns, name, now, self._random_suffix()),
-                "generation": 1,
                 "creationTimestamp": now_rfc3339(now),
             }
             for k in KEPT_META:
@@ -638,23 +761,16 @@ class Api:
                 "kind": res.kind,
                 "metadata": new_md,
                 "spec": spec,
-                "status": {
-                    "conditions": [
-                        {
-                            "type": "Ready",
-                            "status": "Unknown",
-                            "reason": "Progressing",
-                            "message": "Reconciliation in progress",
-                            "lastTransitionTime": now_rfc3339(now),
-                            "observedGeneration": 1,
-                        }
-                    ]
-                },
+                # A HelmRelease helm-controller has not looked at yet: no conditions; and no
+                # generation (ConvertHelmReleaseToApplication does not copy it).
+                "status": {},
             }
             if req.query.get("dryRun") == "All":
                 new_md["resourceVersion"] = ""
                 return self._with_warnings(Response(201, dumps(new)), warnings)
             stored = self.store.put(res.key, new)
+            if res.is_app:
+                self._remember(res, ns or "", name, None)
             return self._with_warnings(
                 Response(201, self.store.raw(res.key, (ns or "", name)) if stored else b""),
                 warnings,
@@ -700,6 +816,8 @@ class Api:
                 ],
             )
         if rv and rv != cur["metadata"]["resourceVersion"]:
+            if res.is_app:
+                raise helm_release_error(res, name, "update", self.v11)
             raise ApiError(
                 409,
                 "Conflict",
@@ -716,10 +834,7 @@ class Api:
                 out_md.pop(k, None)
         out = dict(cur, metadata=out_md)
         if res.is_app:
-            spec = self._admit(res, new, name)
-            if spec != cur.get("spec"):
-                out_md["generation"] = int(cur["metadata"].get("generation", 1)) + 1
-            out["spec"] = spec
+            out["spec"] = self._admit(res, new, name, create=False)
         elif res.key == NODES.key:
             out["spec"] = spec = copy.deepcopy(new.get("spec") or {})
             # The node lifecycle controller mirrors cordoning into a NoSchedule taint.
@@ -743,6 +858,8 @@ class Api:
         if req.query.get("dryRun") == "All":
             return self._with_warnings(Response(200, dumps(out)), warnings)
         self.store.put(res.key, out)
+        if res.is_app:
+            self._remember(res, ns or "", name, cur)
         return self._with_warnings(
             Response(200, self.store.raw(res.key, (ns or "", name))), warnings
         )
@@ -751,6 +868,11 @@ class Api:
         new = self._check_type(res, self._body(req))
         with self.store.lock:
             cur = self.store.get(res.key, ns or "", name)
+            if res.is_app:
+                # rest.go Update starts with r.Get from the cache.
+                _, cached = self._cached(res, ns or "", name, cur)
+                if cached is None:
+                    cur = None
             if cur is None:
                 raise not_found(res, name)
             return self._replace(req, res, ns, name, new, cur, require_rv=True)
@@ -785,8 +907,20 @@ class Api:
                     patch.setdefault("metadata", {})["name"] = name
                     resp = self._create(req, res, ns, patch)
                     return Response(201, resp.body, resp.headers)
+            stale = False
+            if res.is_app and cur is not None:
+                # The patch applies to what the cache shows; a stale copy's resourceVersion
+                # then fails the HelmRelease update.
+                stale, cached = self._cached(res, ns or "", name, cur)
+                if cached is None:
+                    if ctype == "application/apply-patch+yaml":
+                        # Update found nothing, so server-side apply creates: AlreadyExists.
+                        raise helm_release_error(res, name, "create", self.v11)
+                    cur = None
             if cur is None:
                 raise not_found(res, name)
+            if stale:
+                raise helm_release_error(res, name, "update", self.v11)
             try:
                 if ctype == "application/json-patch+json":
                     new = json_patch(cur, patch)
@@ -845,8 +979,33 @@ class Api:
                 )
             if req.query.get("dryRun") == "All":
                 return Response(200, self.store.raw(res.key, (ns or "", name)))
+            if res.is_app:
+                self._terminate(res, cur)
+                return self._json(self._deleted_status(res, name))
             gone = self.store.delete(res.key, ns or "", name)
         return Response(200, dumps(gone))
+
+    def _terminate(self, res: Resource, cur: dict[str, Any]) -> None:
+        """Deleting the HelmRelease only marks it: helm-controller's finalizer uninstalls and
+        Helm waits for the resources to go (the reconciler removes the object then)."""
+        if cur["metadata"].get("deletionTimestamp"):
+            return
+        md = dict(cur["metadata"])
+        md["deletionTimestamp"] = now_rfc3339(self.clock.now())
+        md["deletionGracePeriodSeconds"] = 0
+        md["finalizers"] = ["finalizers.fluxcd.io"]
+        self.store.put(res.key, dict(cur, metadata=md))
+
+    @staticmethod
+    def _deleted_status(res: Resource, name: str) -> dict[str, Any]:
+        # rest.go Delete returns (nil, true): the apiserver answers a plain success Status.
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": name, "group": res.group, "kind": res.plural},
+        }
 
     def _delete_collection(self, req: Request, res: Resource, ns: str | None) -> Response:
         lsel, fsel = self._selectors(req)
@@ -856,7 +1015,12 @@ class Api:
                 for k, o in self.store.iter_objects(res.key, ns)
                 if not ((lsel and not lsel(o)) or (fsel and not fsel(o)))
             ]
-            items = [self.store.delete(res.key, *k) for k in victims]
+            if res.is_app:
+                for k in victims:
+                    self._terminate(res, self.store.get(res.key, *k))  # type: ignore[arg-type]
+                items = [self.store.get(res.key, *k) for k in victims]
+            else:
+                items = [self.store.delete(res.key, *k) for k in victims]
         return self._json(
             {
                 "kind": f"{res.kind}List",

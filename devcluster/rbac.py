@@ -1,9 +1,11 @@
 """Bearer-token authentication, impersonation and Cozystack-like tenant RBAC.
 
 Rule (also in README): the admin token is cluster-admin and may impersonate. An identity gets
-tenant-admin rights in namespace N when one of its groups is N itself, `N-admin` or
-`N-super-admin` (view rights for `N-view` / `N-use`), or when its user is the tenant's service
-account `system:serviceaccount:N:N`; group `system:masters` is cluster-admin.
+tenant-admin rights in namespace N when one of its groups is `N-admin` or `N-super-admin` (view
+rights for `N-view` / `N-use`), or when its user is the tenant's service account
+`system:serviceaccount:N:N`; group `system:masters` is cluster-admin. No group named like the
+namespace grants anything (cozystack v1.1 apps/tenant/templates/tenant.yaml binds only these
+four groups). Tenant admins get KubeVirt VMs with get/list only, no watch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class Identity:
     cluster_admin: bool = False
     admin_in: frozenset[str] = field(default_factory=frozenset)
     view_in: frozenset[str] = field(default_factory=frozenset)
+    super_in: frozenset[str] = field(default_factory=frozenset)
 
 
 def tenant_user(ns: str) -> str:
@@ -48,15 +51,14 @@ class Authorizer:
     def identity_for(self, user: str, groups: tuple[str, ...]) -> Identity:
         if "system:masters" in groups:
             return Identity(user, groups, cluster_admin=True)
-        admin, view = set(), set()
+        admin, view, sup = set(), set(), set()
         parts = user.split(":")
         is_tenant_sa = len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]
         if is_tenant_sa and parts[2] == parts[3] and self.namespace_exists(parts[2]):
             admin.add(parts[2])
         for g in groups:
-            if g.startswith("tenant-") and self.namespace_exists(g):
-                admin.add(g)
-                continue
+            if g.endswith("-super-admin") and self.namespace_exists(g[: -len("-super-admin")]):
+                sup.add(g[: -len("-super-admin")])
             for suffix, target in (
                 ("-super-admin", admin),
                 ("-admin", admin),
@@ -66,7 +68,13 @@ class Authorizer:
                 if g.endswith(suffix) and self.namespace_exists(g[: -len(suffix)]):
                     target.add(g[: -len(suffix)])
                     break
-        return Identity(user, groups, admin_in=frozenset(admin), view_in=frozenset(view))
+        return Identity(
+            user,
+            groups,
+            admin_in=frozenset(admin),
+            view_in=frozenset(view),
+            super_in=frozenset(sup),
+        )
 
     def authenticate(self, authorization: str | None) -> Identity | None:
         if not authorization or not authorization.lower().startswith("bearer "):
@@ -105,8 +113,11 @@ class Authorizer:
         if ns in who.admin_in:
             if res.is_app:
                 return True
-            if tenant_readable or (res.group == "kubevirt.io" and res.plural == "virtualmachines"):
+            if tenant_readable:
                 return verb in READ
+            if res.group == "kubevirt.io" and res.plural == "virtualmachines":
+                # cozystack-basics clusterroles.yaml: admin get/list, super-admin '*'.
+                return verb in READ if ns in who.super_in else verb in ("get", "list")
             return False
         if ns in who.view_in:
             return tenant_readable and verb in READ

@@ -9,14 +9,17 @@ request. All work happens under the store lock; delays are divided by --speed.
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from collections import Counter
 from typing import Any
 
+from . import schemas
 from .clock import Clock
+from .faults import Faults
 from .fleet import stable_hex, stable_uuid
 from .resources import EVENTS, KUBEVIRT_VMS, NODES, PODS, WORKLOAD_MONITORS, Resource
-from .store import Store, now_rfc3339
+from .store import Store, now_rfc3339, parse_ts, time_micro
 
 # Base delays in seconds at --speed 1 (real Cozystack takes minutes; these keep demos lively).
 DELAYS = {
@@ -31,6 +34,19 @@ DELAYS = {
 CHART_VERSION = "1.1.0"
 LAUNCHER_IMAGE = "quay.io/kubevirt/virt-launcher:v1.6.2"
 RUNNING_PHASES = ("Starting", "Running")
+HOLDING_PHASES = ("Starting", "Running", "Stopping", "Terminating")  # a bound pod holds GPUs
+# cozystack v1.1 packages/apps/kubernetes/values.yaml: deep-merged into every cluster's groups.
+MD0_DEFAULT = {
+    "minReplicas": 0,
+    "maxReplicas": 10,
+    "instanceType": "u1.medium",
+    "ephemeralStorage": "20Gi",
+    "roles": ["ingress-nginx"],
+    "resources": {},
+    "gpus": [],
+}
+CHART_REPLICAS = 2  # v1.1 kubernetes/templates/cluster.yaml: MachineDeployment `replicas: 2`
+RESTART_REQUIRED_MSG = "a non-live-updatable field was changed in the template spec"
 
 
 def _cond(
@@ -56,9 +72,15 @@ class Reconciler:
         clock: Clock,
         speed: float = 1.0,
         seed: int = 1,
+        faults: Faults | None = None,
+        flavour: str = "current",
     ) -> None:
         self.store = store
         self.clock = clock
+        self.faults = faults or Faults(seed)
+        self.flavour = flavour
+        self.v11 = flavour in ("current", "legacy")
+        self.events_pruned_at = 0.0
         self.speed = max(speed, 1e-6)
         self.seed = seed
         self.apps = [r for r in resources if r.is_app]
@@ -81,6 +103,9 @@ class Reconciler:
     # --- plumbing ----------------------------------------------------------------------
     def delay(self, name: str) -> float:
         return DELAYS[name] / self.speed
+
+    def knob_s(self, name: str) -> float:
+        return float(self.faults.knob(name)) / self.speed
 
     def _on_change(self, res: str, _type: str, _obj: dict[str, Any]) -> None:
         if res == NODES.key:
@@ -217,11 +242,46 @@ class Reconciler:
         reason: str,
         message: str,
         component: str,
+        series: bool = False,
     ) -> None:
+        """An event; `series` = the events.k8s.io shape kube-scheduler writes (eventTime and
+        series, no count, null first/lastTimestamp), else the core/v1 recorder's count."""
         digest = stable_hex(self.seed, involved.get("uid", ""), reason, message, n=16)
         name = f"{involved['name']}.{digest}"
-        ts = now_rfc3339(self.clock.now())
+        now = self.clock.now()
+        ts = now_rfc3339(now)
         old = self.store.get(EVENTS.key, ns, name)
+        if series:
+            micro = time_micro(now)
+            if old:
+                ev = copy.deepcopy(old)
+                count = int((ev.get("series") or {}).get("count", 1)) + 1
+                ev["series"] = {"count": count, "lastObservedTime": micro}
+            else:
+                node = involved.get("node", "")
+                ev = {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {
+                        "name": name,
+                        "namespace": ns,
+                        "uid": stable_uuid(self.seed, "event", ns, name),
+                        "creationTimestamp": ts,
+                    },
+                    "involvedObject": {k: v for k, v in involved.items() if k != "node"},
+                    "reason": reason,
+                    "message": message,
+                    "type": etype,
+                    "source": {},
+                    "firstTimestamp": None,
+                    "lastTimestamp": None,
+                    "eventTime": micro,
+                    "action": "Scheduling",
+                    "reportingComponent": component,
+                    "reportingInstance": f"{component}-{node or 'control-plane-1'}",
+                }
+            self.store.put(EVENTS.key, ev)
+            return
         if old:
             ev = copy.deepcopy(old)
             ev["count"] = int(ev.get("count", 1)) + 1
@@ -249,12 +309,29 @@ class Reconciler:
             }
         self.store.put(EVENTS.key, ev)
 
+    def _prune_events(self, now: float) -> None:
+        """kube-apiserver --event-ttl (1h): events vanish that long after their last write."""
+        if now - self.events_pruned_at < 1.0 and self.clock.fixed is None:
+            return
+        self.events_pruned_at = now
+        cutoff = now - self.knob_s("event_ttl")
+        for (ns, name), ev in list(self.store.iter_objects(EVENTS.key)):
+            last = (
+                (ev.get("series") or {}).get("lastObservedTime")
+                or ev.get("lastTimestamp")
+                or ev.get("eventTime")
+                or ev["metadata"].get("creationTimestamp")
+            )
+            if parse_ts(last) < cutoff:
+                self.store.delete(EVENTS.key, ns, name)
+
     # --- applications ------------------------------------------------------------------
     def reconcile(self, now: float | None = None) -> float:
         """One pass; returns the wall time of the next timer (0 = none)."""
         now = self.clock.now() if now is None else now
         if self._index_dirty:
             self._rebuild_index()
+        self._prune_events(now)
         deadlines: list[float] = []
         live_apps: set[str] = set()
         for res in self.apps:
@@ -273,50 +350,114 @@ class Reconciler:
         deadlines += unit_deadlines
         return min(deadlines) if deadlines else 0.0
 
-    def _reconcile_app(self, res: Resource, key: str, obj: dict[str, Any], now: float) -> float:
+    def _hr_ref(self, res: Resource, obj: dict[str, Any]) -> dict[str, Any]:
         md = obj["metadata"]
-        gen = int(md.get("generation", 1))
+        return {
+            "apiVersion": "helm.toolkit.fluxcd.io/v2",
+            "kind": "HelmRelease",
+            "name": f"{res.prefix}{md['name']}",
+            "namespace": md["namespace"],
+            "uid": stable_uuid(self.seed, "helmrelease", md.get("uid", "")),
+        }
+
+    def _reconcile_app(self, res: Resource, key: str, obj: dict[str, Any], now: float) -> float:
+        """helm-controller for one app: install/upgrade after a delay, Helm's schema check then
+        (fluxcd/helm-controller internal/reconcile/install.go, upgrade.go), unlimited retries."""
+        md = obj["metadata"]
+        ns, name = md["namespace"], md["name"]
+        spec = obj.get("spec") or {}
         rec = self.app_records.get(key)
+        rv = md.get("resourceVersion")
+        if rec is not None and rec.get("rv") == rv and rec.get("uid") == md.get("uid"):
+            digest = rec["hash"]  # unchanged object: skip hashing the spec on every pass
+        else:
+            digest = stable_hex(json.dumps(spec, sort_keys=True), n=16)
         if rec is None or rec.get("uid") != md.get("uid"):
             rec = {
                 "uid": md.get("uid"),
-                "gen": gen,
+                "hash": digest,
                 "since": now,
                 "installed": False,
                 "revision": 0,
                 "ready": False,
+                "failed": False,
+                "deployed": None,
             }
             self.app_records[key] = rec
-        if rec["gen"] != gen:
-            rec.update(gen=gen, since=now, ready=False)
+        rec["rv"] = rv
+        if md.get("deletionTimestamp"):
+            return self._uninstall(res, key, obj, rec, now)
+        if rec["hash"] != digest:
+            rec.update(hash=digest, since=now, ready=False, failed=False)
             self._set_app_status(
                 res, obj, "Unknown", "Progressing", "Reconciliation in progress", now
             )
-            obj = self.store.get(res.key, md.get("namespace", ""), md["name"]) or obj
+            obj = self.store.get(res.key, ns, name) or obj
+        next_at = 0.0
         if not rec["ready"]:
-            wait = self.delay(
-                "disk"
-                if res.plural == "vmdisks"
-                else ("upgrade" if rec["installed"] else "install")
-            )
-            if now >= rec["since"] + wait:
-                rec["revision"] += 1
-                action = "upgrade" if rec["installed"] else "install"
-                rec["installed"] = True
-                rec["ready"] = True
-                rec["ready_at"] = now
-                release = f"{md.get('namespace')}/{res.prefix}{md['name']}.v{rec['revision']}"
-                verb = "Upgrade" if action == "upgrade" else "Install"
+            action = "upgrade" if rec["installed"] else "install"
+            due = rec.get("retry_at", 0.0) if rec["failed"] else rec["since"] + self.delay(action)
+            if now >= due:
+                verb = action.capitalize()
                 chart = f"{res.prefix.rstrip('-')}@{CHART_VERSION}"
-                msg = f"Helm {action} succeeded for release {release} with chart {chart}"
-                self._set_app_status(res, obj, "True", f"{verb}Succeeded", msg, now, released=True)
+                problem = schemas.helm_schema_error(spec, res.schema, res.prefix.rstrip("-"))
+                if problem:
+                    msg = (
+                        f"Helm {action} failed for release {ns}/{res.prefix}{name} with chart "
+                        f"{chart}: {problem}"
+                    )
+                    rec.update(failed=True, retry_at=now + self.knob_s("helm_retry"))
+                    self._set_app_status(res, obj, "False", f"{verb}Failed", msg, now, "False")
+                    self.emit(ns, self._hr_ref(res, obj), "Warning", f"{verb}Failed", msg,
+                              "helm-controller")  # fmt: skip
+                    next_at = rec["retry_at"]
+                else:
+                    rec["revision"] += 1
+                    rec.update(installed=True, ready=True, failed=False, ready_at=now)
+                    rec["deployed"] = copy.deepcopy(spec)
+                    rec["deployed_at"] = now
+                    release = f"{ns}/{res.prefix}{name}.v{rec['revision']}"
+                    msg = f"Helm {action} succeeded for release {release} with chart {chart}"
+                    self._set_app_status(res, obj, "True", f"{verb}Succeeded", msg, now, "True")
+                    self.emit(ns, self._hr_ref(res, obj), "Normal", f"{verb}Succeeded", msg,
+                              "helm-controller")  # fmt: skip
+                    if res.plural == "kuberneteses":
+                        self._chart_applied(rec, now)
             else:
-                return rec["since"] + wait
-        # Derived objects exist once the release is installed.
+                next_at = due
+        deployed = rec.get("deployed")
+        if deployed is None:  # nothing installed yet: no VM, no cluster
+            return next_at
+        # Derived objects follow the release Helm last deployed (a failed upgrade keeps it).
         if res.plural in ("vminstances", "virtualmachines"):
-            self._ensure_vm_unit(res, obj, now)
+            self._ensure_vm_unit(res, obj, deployed, now)
         elif res.plural == "kuberneteses":
-            return self._ensure_cluster_units(res, obj, rec, now)
+            d = self._ensure_cluster_units(res, obj, deployed, rec, now)
+            next_at = min(x for x in (next_at, d) if x) if (next_at or d) else 0.0
+        return next_at
+
+    def _uninstall(
+        self, res: Resource, key: str, obj: dict[str, Any], rec: dict[str, Any], now: float
+    ) -> float:
+        """HelmRelease finalizer: Helm uninstall waits for the resources to go (uninstall
+        disableWait false by default); then the app disappears."""
+        units = [u for u in self.units.values() if u["owner"] == key]
+        for u in units:
+            u["deleting"] = True
+        if units:
+            rec.pop("uninstall_at", None)
+            return 0.0
+        if "uninstall_at" not in rec:
+            rec["uninstall_at"] = now + self.knob_s("uninstall")
+        if now < rec["uninstall_at"]:
+            return rec["uninstall_at"]
+        md = obj["metadata"]
+        self.emit(md["namespace"], self._hr_ref(res, obj), "Normal", "UninstallSucceeded",
+                  f"Helm uninstall succeeded for release {md['namespace']}/{res.prefix}"
+                  f"{md['name']}.v{rec['revision']} with chart "
+                  f"{res.prefix.rstrip('-')}@{CHART_VERSION}", "helm-controller")  # fmt: skip
+        self.store.delete(res.key, md["namespace"], md["name"])
+        self._forget_app(key)
         return 0.0
 
     def _set_app_status(
@@ -327,22 +468,31 @@ class Reconciler:
         reason: str,
         message: str,
         now: float,
-        released: bool = False,
+        released: str | None = None,
     ) -> None:
+        """Conditions as the conversion copies them: type/status/reason/message/time only
+        (no observedGeneration); `version` = the chart version Helm last attempted."""
         new = copy.copy(obj)
         st = dict(obj.get("status") or {})
         ts = now_rfc3339(now)
-        gen = int(obj["metadata"].get("generation", 1))
-        conds = [_cond("Ready", status, reason, message, ts, gen)]
-        old_released = [c for c in st.get("conditions", []) if c.get("type") == "Released"]
-        if released:
-            conds.append(_cond("Released", "True", reason, message, ts, gen))
-        elif old_released:
-            conds.append(old_released[0])
+        old = {c.get("type"): c for c in st.get("conditions", [])}
+
+        def cond(ctype: str, cstatus: str) -> dict[str, Any]:
+            prev = old.get(ctype)
+            same = prev and prev.get("status") == cstatus and prev.get("reason") == reason
+            when = prev["lastTransitionTime"] if same and prev else ts
+            return _cond(ctype, cstatus, reason, message, when)
+
+        conds = [cond("Ready", status)]
+        if released is not None:
+            conds.append(cond("Released", released))
+        elif "Released" in old:
+            conds.append(old["Released"])
+        if conds == st.get("conditions"):
+            return
         st["conditions"] = conds
-        if status == "True":
-            digest = stable_hex(self.seed, obj["metadata"].get("uid"), gen, n=12)
-            st["version"] = f"{CHART_VERSION}+{digest}"
+        if status != "Unknown":
+            st["version"] = f"{CHART_VERSION}+{stable_hex('chart', res.schema, n=12)}"
         new["status"] = st
         self.store.put(res.key, new)
 
@@ -384,13 +534,16 @@ class Reconciler:
         self._write_vm(unit, now)
         return unit
 
-    def _ensure_vm_unit(self, res: Resource, obj: dict[str, Any], now: float) -> None:
-        md, spec = obj["metadata"], obj.get("spec", {})
+    def _ensure_vm_unit(
+        self, res: Resource, obj: dict[str, Any], spec: dict[str, Any], now: float
+    ) -> None:
+        md = obj["metadata"]
         ns = md["namespace"]
         uname = f"{res.prefix}{md['name']}"
         owner = f"{res.key}|{ns}/{md['name']}"
         gpus = [g.get("name", "") for g in spec.get("gpus", []) if isinstance(g, dict)]
-        halted = spec.get("runStrategy") in ("Halted", "Manual") or spec.get("running") is False
+        # legacy virtual-machine chart: `running: false` stops the VM whatever runStrategy says
+        strategy = "Halted" if spec.get("running") is False else spec.get("runStrategy")
         disks = [d.get("name") for d in spec.get("disks", []) if isinstance(d, dict)]
         unit = self.units.get(f"{ns}/{uname}")
         if unit is None:
@@ -402,6 +555,8 @@ class Reconciler:
                 now,
                 disks=disks,
                 instance_type=spec.get("instanceType"),
+                halted=strategy in ("Halted", "Manual"),
+                strategy=strategy or "Always",
                 labels={
                     "app.kubernetes.io/instance": uname,
                     "app.kubernetes.io/managed-by": "Helm",
@@ -409,26 +564,57 @@ class Reconciler:
             )
             self._ensure_monitor(ns, uname, md["name"], "virtual-machine", "virtual-machine", 1, 1)
         changed = False
-        if (
-            unit["gpus"] != gpus
-            or unit.get("disks") != disks
-            or unit.get("instance_type") != spec.get("instanceType")
-        ):
-            unit.update(gpus=gpus, disks=disks, instance_type=spec.get("instanceType"))
-            if unit["phase"] in RUNNING_PHASES or unit["phase"] == "ErrorUnschedulable":
-                self._release(unit)  # KubeVirt restarts the VM to apply a new device list
-                unit.update(phase="Provisioning", since=now)
+        want = {"gpus": gpus, "disks": disks, "instance_type": spec.get("instanceType")}
+        have = unit.get("pending") or {k: unit.get(k) for k in want}
+        if have != want:
+            if unit["phase"] in HOLDING_PHASES and unit["phase"] != "Terminating":
+                # KubeVirt cannot live-update devices or the instance type: RestartRequired.
+                unit["pending"] = want
+            else:
+                unit.pop("pending", None)
+                unit.update(want)
+                if unit["phase"] == "ErrorUnschedulable":
+                    self._release(unit)
+                    unit.update(phase="Provisioning", since=now)
             changed = True
-        if unit["halted"] != halted:
-            unit["halted"] = halted
+        if unit.get("strategy") != (strategy or "Always"):
+            unit["strategy"] = strategy or "Always"
+            # Manual: started/stopped through the API endpoints only, so the VM stays as it is.
+            if strategy != "Manual":
+                unit["halted"] = strategy == "Halted"
             changed = True
         if changed:
             self._write_vm(unit, now)
 
+    def _chart_applied(self, rec: dict[str, Any], now: float) -> None:
+        """v1.1's chart renders `replicas: 2` on every MachineDeployment: each install or
+        upgrade puts every group back to 2 (HEAD omits it: CAPI keeps the live count)."""
+        groups = rec.setdefault("groups", {})
+        for st in groups.values():
+            if self.v11:
+                st.update(replicas=CHART_REPLICAS, changed_at=now)
+        rec["applied_at"] = now
+
+    def _node_groups(self, spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The groups Helm renders: v1.1 deep-merges values.yaml's md0 into the user's groups."""
+        user = spec.get("nodeGroups") or {}
+        if not self.v11:
+            return {k: g for k, g in user.items() if isinstance(g, dict)}
+        out = {"md0": dict(MD0_DEFAULT)}
+        for k, g in user.items():
+            if isinstance(g, dict):
+                out[k] = {**out.get(k, {}), **g}
+        return out
+
     def _ensure_cluster_units(
-        self, res: Resource, obj: dict[str, Any], rec: dict[str, Any], now: float
+        self,
+        res: Resource,
+        obj: dict[str, Any],
+        spec: dict[str, Any],
+        rec: dict[str, Any],
+        now: float,
     ) -> float:
-        md, spec = obj["metadata"], obj.get("spec", {})
+        md = obj["metadata"]
         ns, name = md["namespace"], md["name"]
         owner = f"{res.key}|{ns}/{name}"
         cluster = f"{res.prefix}{name}"
@@ -438,34 +624,54 @@ class Reconciler:
         rec.setdefault("first_ready_at", first_ready)
         if now < first_ready + self.delay("control_plane"):
             return first_ready + self.delay("control_plane")
-        groups = spec.get("nodeGroups") or {}
+        groups = self._node_groups(spec)
+        states = rec.setdefault("groups", {})
+        deadlines: list[float] = []
         mine = {k: u for k, u in self.units.items() if u["owner"] == owner}
         for ukey, u in mine.items():
             if u.get("group") not in groups:
                 self._remove_unit(ukey)
+        for gname in [g for g in states if g not in groups]:
+            del states[gname]
         for gname, g in groups.items():
-            if not isinstance(g, dict):
-                continue
-            want = max(0, min(int(g.get("minReplicas", 0)), int(g.get("maxReplicas", 0) or 0)))
+            mn = max(0, int(g.get("minReplicas", 0) or 0))
+            mx = max(mn, int(g.get("maxReplicas", 0) or 0))
             gpus = [x.get("name", "") for x in g.get("gpus") or [] if isinstance(x, dict)]
+            tmpl = stable_hex(self.seed, ns, name, gname, json.dumps(gpus),
+                              g.get("instanceType"), n=5)  # fmt: skip
+            st = states.get(gname)
+            if st is None:
+                # v1.1 creates every MachineDeployment with 2; HEAD lets CAPI seed min-size.
+                st = states[gname] = {
+                    "replicas": CHART_REPLICAS if self.v11 else mn,
+                    "changed_at": now,
+                }
+            d = self._autoscale(st, f"{ns}/{name}/{gname}", mn, mx, now)
+            if d:
+                deadlines.append(d)
+            want = st["replicas"]
             members = sorted(
                 (u for u in self.units.values() if u["owner"] == owner and u.get("group") == gname),
                 key=lambda u: u["seq"],
             )
-            for u in members[want:]:
+            current = [u for u in members if u.get("tmpl", tmpl) == tmpl]
+            old = [u for u in members if u.get("tmpl", tmpl) != tmpl]
+            for u in current[want:]:
                 self._remove_unit(f"{u['ns']}/{u['name']}")  # scale down: newest first
-            members = members[:want]
-            ms = stable_hex(self.seed, ns, name, gname, n=5)
-            for _ in range(want - len(members)):
+            current = current[:want]
+            # Rolling update (maxSurge = maxReplicas, maxUnavailable 1): the new workers come
+            # up beside the old ones, which go only as new ones run.
+            for _ in range(want - len(current)):
                 suffix = stable_hex(self.seed, ns, name, gname, self.seq + 1, n=5)
                 u = self._new_unit(
                     owner,
                     ns,
-                    f"{cluster}-{gname}-{ms}-{suffix}",
+                    f"{cluster}-{gname}-{tmpl}-{suffix}",
                     gpus,
                     now,
                     group=gname,
                     cluster=cluster,
+                    tmpl=tmpl,
                     instance_type=g.get("instanceType"),
                     labels={
                         "cluster.x-k8s.io/cluster-name": cluster,
@@ -473,14 +679,12 @@ class Reconciler:
                         "kubevirt.io/vm": "true",
                     },
                 )
-                members.append(u)
-            for u in members:
-                if u["gpus"] != gpus:
-                    u["gpus"] = gpus
-                    if u["phase"] in RUNNING_PHASES or u["phase"] == "ErrorUnschedulable":
-                        self._release(u)
-                        u.update(phase="Provisioning", since=now)
-                    self._write_vm(u, now)
+                current.append(u)
+            running_new = sum(1 for u in current if u["phase"] == "Running")
+            keep_old = max(0, want - running_new) if running_new < want else 0
+            for u in old[keep_old:]:
+                self._remove_unit(f"{u['ns']}/{u['name']}")
+            members = current + old[:keep_old]
             running = sum(1 for u in members if u["phase"] == "Running")
             self._ensure_monitor(
                 ns,
@@ -488,8 +692,8 @@ class Reconciler:
                 name,
                 "kubernetes",
                 "worker",
-                int(g.get("minReplicas", 0)),
-                want,
+                mn,
+                None,  # v1.1 worker WorkloadMonitor: minReplicas only (cluster.yaml)
                 available=running,
                 observed=len(members),
             )
@@ -503,6 +707,26 @@ class Reconciler:
                 == name
             ):
                 self.store.delete(WORKLOAD_MONITORS.key, ns, mname)
+        return min(deadlines) if deadlines else 0.0
+
+    def _autoscale(self, st: dict[str, Any], key: str, mn: int, mx: int, now: float) -> float:
+        """cluster-autoscaler stand-in (--enforce-node-group-min-size=true,
+        --scale-down-unneeded-time=30s): keep min..max, add workers for pending demand,
+        remove unneeded ones once they have been unneeded long enough."""
+        demand = int((self.faults.knob("pending_demand") or {}).get(key, 0))
+        needed = min(mx, mn + demand)
+        r = max(mn, min(mx, int(st["replicas"])))
+        if r < needed:
+            r = needed
+        elif r > needed:
+            at = float(st["changed_at"]) + self.knob_s("scale_down_unneeded")
+            if now < at:
+                if r != st["replicas"]:
+                    st["replicas"] = r
+                return at
+            r = needed
+        if r != st["replicas"]:
+            st.update(replicas=r, changed_at=now)
         return 0.0
 
     def _ensure_monitor(
@@ -513,10 +737,11 @@ class Reconciler:
         kind: str,
         mtype: str,
         min_replicas: int,
-        replicas: int,
+        replicas: int | None,
         available: int | None = None,
         observed: int | None = None,
     ) -> None:
+        spec: dict[str, Any]
         if available is None:
             u = self.units.get(f"{ns}/{mname}")
             available = 1 if u and u["phase"] == "Running" else 0
@@ -528,8 +753,9 @@ class Reconciler:
             "type": mtype,
             "version": CHART_VERSION,
             "minReplicas": min_replicas,
-            "replicas": replicas,
         }
+        if replicas is not None:
+            spec["replicas"] = replicas
         status = {
             "operational": available >= min_replicas,
             "availableReplicas": available,
@@ -584,6 +810,9 @@ class Reconciler:
             d = self._step_unit(unit, now)
             if d:
                 deadlines.append(d)
+            if f"{unit['ns']}/{unit['name']}" not in self.units:
+                changed = True  # removed (deleted, scaled down): nothing left to write
+                continue
             if (unit["phase"], unit.get("node")) != before:
                 changed = True
                 self._write_vm(unit, now)
@@ -596,22 +825,43 @@ class Reconciler:
 
     def _step_unit(self, unit: dict[str, Any], now: float) -> float:
         phase = unit["phase"]
+        if unit.get("deleting"):
+            # Helm uninstall deleted the VM: it is Terminating until the launcher pod is gone
+            # (grace period), and its GPUs stay held meanwhile.
+            if unit.get("pod") and unit.get("node") and phase in HOLDING_PHASES:
+                if phase != "Terminating":
+                    unit.update(phase="Terminating", since=now)
+                    return now + self.knob_s("stop_grace")
+                if now < unit["since"] + self.knob_s("stop_grace"):
+                    return unit["since"] + self.knob_s("stop_grace")
+            self._remove_unit(f"{unit['ns']}/{unit['name']}")
+            return 0.0
         if unit["halted"]:
+            if phase in HOLDING_PHASES and unit.get("node"):
+                if phase != "Stopping":
+                    unit.update(phase="Stopping", since=now)  # terminationGracePeriodSeconds
+                    return now + self.knob_s("stop_grace")
+                if now < unit["since"] + self.knob_s("stop_grace"):
+                    return unit["since"] + self.knob_s("stop_grace")
             if phase != "Stopped":
                 self._release(unit)
                 unit.update(phase="Stopped", since=now)
+                self._apply_pending(unit)
             return 0.0
+        if phase == "Stopping":
+            return unit["since"] + self.knob_s("stop_grace")  # a stop runs to its end
         if phase == "Stopped":
+            self._apply_pending(unit)
             unit.update(phase="Provisioning", since=now - self.delay("vm_provision"))
             phase = "Provisioning"
-        if phase in ("Provisioning", "WaitingForVolumeBinding", "ErrorPvcNotFound"):
+        if phase in ("Provisioning", "ErrorDataVolumeNotFound", "DataVolumeError"):
             ready_at = unit["since"] + self.delay("vm_provision")
             if now < ready_at:
                 return ready_at
-            blocked = self._disk_block(unit)
+            blocked, wait = self._disk_block(unit, now)
             if blocked:
                 unit["phase"] = blocked
-                return 0.0
+                return wait
             return self._try_schedule(unit, now)
         if phase == "ErrorUnschedulable":
             return self._try_schedule(unit, now)
@@ -623,17 +873,32 @@ class Reconciler:
             self._write_pod(unit, now, running=True)
         return 0.0
 
-    def _disk_block(self, unit: dict[str, Any]) -> str | None:
+    @staticmethod
+    def _apply_pending(unit: dict[str, Any]) -> None:
+        """A stopped VM starts again with the template it was changed to (RestartRequired)."""
+        pending = unit.pop("pending", None)
+        if pending:
+            unit.update(pending)
+
+    def _disk_block(self, unit: dict[str, Any], now: float) -> tuple[str | None, float]:
+        """KubeVirt's view of the VM's dataVolume disks: Provisioning while CDI imports,
+        DataVolumeError when the import fails, ErrorDataVolumeNotFound when it is missing."""
+        disk_res = "apps.cozystack.io/v1alpha1/vmdisks"
+        failing = set(self.faults.knob("import_fail") or [])
+        wait = 0.0
         for disk in unit.get("disks") or []:
-            d = self.store.get("apps.cozystack.io/v1alpha1/vmdisks", unit["ns"], disk)
-            if d is None:
-                return "ErrorPvcNotFound"
-            ready = [
-                c for c in (d.get("status") or {}).get("conditions", []) if c["type"] == "Ready"
-            ]
-            if not ready or ready[0]["status"] != "True":
-                return "WaitingForVolumeBinding"
-        return None
+            d = self.store.get(disk_res, unit["ns"], disk)
+            if d is None or d["metadata"].get("deletionTimestamp"):
+                return "ErrorDataVolumeNotFound", 0.0
+            if f"{unit['ns']}/{disk}" in failing:
+                return "DataVolumeError", 0.0
+            rec = self.app_records.get(f"{disk_res}|{unit['ns']}/{disk}") or {}
+            if rec.get("deployed_at") is None:
+                return "Provisioning", 0.0
+            done = rec["deployed_at"] + self.delay("disk")
+            if now < done:
+                wait = max(wait, done)
+        return ("Provisioning", wait) if wait else (None, 0.0)
 
     def _try_schedule(self, unit: dict[str, Any], now: float) -> float:
         need = Counter(unit["gpus"])
@@ -646,11 +911,12 @@ class Reconciler:
             pod = self._write_pod(unit, now)
             self.emit(
                 unit["ns"],
-                _ref(pod),
+                {**_ref(pod), "node": node},
                 "Normal",
                 "Scheduled",
                 f"Successfully assigned {unit['ns']}/{unit['pod']} to {node}",
                 "default-scheduler",
+                series=True,
             )
             self.emit(
                 unit["ns"],
@@ -670,7 +936,13 @@ class Reconciler:
             unit["message"] = msg
             pod = self._write_pod(unit, now, message=msg)
             self.emit(
-                unit["ns"], _ref(pod), "Warning", "FailedScheduling", msg, "default-scheduler"
+                unit["ns"],
+                _ref(pod),
+                "Warning",
+                "FailedScheduling",
+                msg,
+                "default-scheduler",
+                series=True,
             )
             unit["event_at"] = now
         return unit["event_at"] + self.delay("sched_retry")
@@ -690,22 +962,22 @@ class Reconciler:
         old = self.store.get(KUBEVIRT_VMS.key, unit["ns"], unit["name"])
         phase = unit["phase"]
         ready = phase == "Running"
+        if ready:
+            reason, message = "", ""
+        elif phase in HOLDING_PHASES[2:]:
+            reason, message = "PodTerminating", "virt-launcher pod is terminating"
+        elif phase in ("Starting", "ErrorUnschedulable"):
+            reason, message = "PodNotReady", "virt-launcher pod is not ready"
+        else:
+            reason, message = "VMINotExists", "VMI does not exist"
         conds = [
             {
                 "type": "Ready",
                 "status": "True" if ready else "False",
                 "lastProbeTime": None,
                 "lastTransitionTime": ts,
-                "reason": ""
-                if ready
-                else ("VMINotExists" if phase in ("Stopped", "Provisioning") else "PodNotReady"),
-                "message": ""
-                if ready
-                else (
-                    "VMI does not exist"
-                    if phase in ("Stopped", "Provisioning")
-                    else "virt-launcher pod is not ready"
-                ),
+                "reason": reason,
+                "message": message,
             }
         ]
         if phase == "ErrorUnschedulable":
@@ -719,27 +991,46 @@ class Reconciler:
                     "message": unit.get("message", ""),
                 }
             )
-        gpus = [{"name": f"gpu{i + 1}", "deviceName": g} for i, g in enumerate(unit["gpus"])]
+        if unit.get("pending") and phase != "Terminating":
+            conds.append(
+                {
+                    "type": "RestartRequired",
+                    "status": "True",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": ts,
+                    "reason": "",
+                    "message": RESTART_REQUIRED_MSG,
+                }
+            )
+        # The VM's template is what Helm rendered; the running VMI keeps the old devices.
+        tmpl = unit.get("pending") or unit
+        gpus = [{"name": f"gpu{i + 1}", "deviceName": g} for i, g in enumerate(tmpl["gpus"])]
+        strategy = unit.get("strategy") or ("Halted" if unit["halted"] else "Always")
         spec: dict[str, Any] = {
-            "runStrategy": "Halted" if unit["halted"] else "Always",
+            "runStrategy": strategy,
             "template": {
                 "metadata": {"labels": {"kubevirt.io/domain": unit["name"]}},
                 "spec": {"domain": {"devices": {"gpus": gpus}}},
             },
         }
-        if unit.get("instance_type"):
+        if tmpl.get("instance_type"):
             spec["instancetype"] = {
                 "kind": "VirtualMachineClusterInstancetype",
-                "name": unit["instance_type"],
+                "name": tmpl["instance_type"],
             }
         status = {
             "printableStatus": phase,
-            "created": phase in RUNNING_PHASES,
+            "created": phase in HOLDING_PHASES,
             "ready": ready,
             "conditions": conds,
             "runStrategy": spec["runStrategy"],
         }
-        if old and old["spec"] == spec and old["status"]["printableStatus"] == phase:
+        if (
+            old
+            and old["spec"] == spec
+            and old["status"]["printableStatus"] == phase
+            and [c["type"] for c in old["status"]["conditions"]] == [c["type"] for c in conds]
+        ):
             return
         md = (
             copy.deepcopy(old["metadata"])

@@ -162,3 +162,49 @@ def describe(causes: list[dict[str, str]]) -> str:
     if len(causes) == 1:
         return f"{causes[0]['field']}: {causes[0]['message']}"
     return "[" + ", ".join(f"{c['field']}: {c['message']}" for c in causes) + "]"
+
+
+def _pointer(path: Any) -> str:
+    return "/" + "/".join(str(p) for p in path) if path else ""
+
+
+def _helm_line(err: jsonschema.ValidationError) -> str:
+    """One error as Helm 3.18+ prints it (santhosh-tekuri/jsonschema v6 `- at '/path': ...`)."""
+    v, inst = err.validator, err.instance
+    if v == "enum":
+        want = ", ".join(
+            f"'{x}'" if isinstance(x, str) else json.dumps(x) for x in err.validator_value
+        )
+        text = f"value must be one of {want}"
+    elif v == "required":
+        missing = re.findall(r"'([^']+)' is a required property", err.message)
+        text = f"missing property '{missing[0] if missing else '?'}'"
+    elif v == "type":
+        got = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+        kind = got.get(type(inst), "number")
+        text = f"got {kind}, want {err.validator_value}"
+    elif v == "pattern":
+        text = f"'{inst}' does not match pattern '{err.validator_value}'"
+    elif v == "additionalProperties":
+        extra = re.findall(r"'([^']+)'", err.message.split("(")[-1])
+        text = "additional properties " + ", ".join(f"'{x}'" for x in extra) + " not allowed"
+    elif v in ("minimum", "maximum"):
+        text = f"{v}: got {inst}, want {err.validator_value}"
+    else:
+        text = err.message
+    return f"- at '{_pointer(err.absolute_path)}': {text}"
+
+
+def helm_schema_error(spec: Any, schema_name: str, chart: str) -> str | None:
+    """Helm's values.schema.json check (pkg/chartutil/jsonschema.go), or None when it passes."""
+    validator = jsonschema.Draft7Validator(load_schema(schema_name))
+    errors = sorted(
+        validator.iter_errors(spec), key=lambda e: (list(map(str, e.absolute_path)), e.validator)
+    )
+    if not errors:
+        return None
+    lines = "\n".join(dict.fromkeys(_helm_line(e) for e in errors))
+    return (
+        "values don't meet the specifications of the schema(s) in the following chart(s):\n"
+        f"{chart}:\n{lines}"
+    )

@@ -41,13 +41,14 @@ class DevCluster:
         faults: dict[str, Any] | None = None,
         state_file: str | None = None,
         watch_history: int = 20000,
+        knobs: dict[str, Any] | None = None,
     ) -> None:
         self.seed = seed
         self.flavour = flavour
         self.resources = resources_for(flavour)
         self.clock = Clock()
         self.store = Store(history=watch_history)
-        self.faults = Faults(seed, faults)
+        self.faults = Faults(seed, faults, knobs)
         self.fleet: Fleet = load_fleet(fleet, flavour)
         self.admin_token = make_token(seed, "admin")
         self.tenant_tokens = {ns: make_token(seed, ns) for ns in self.fleet.tenants}
@@ -56,8 +57,12 @@ class DevCluster:
             self.tenant_tokens,
             lambda ns: self.store.get(NAMESPACES.key, "", ns) is not None,
         )
-        self.reconciler = Reconciler(self.store, self.resources, self.clock, speed, seed)
-        self.api = Api(self.store, self.resources, self.auth, self.faults, self.clock, seed)
+        self.reconciler = Reconciler(
+            self.store, self.resources, self.clock, speed, seed, self.faults, flavour
+        )
+        self.api = Api(
+            self.store, self.resources, self.auth, self.faults, self.clock, seed, speed, flavour
+        )
         self.api.extra_routes = [("/devcluster/", self._admin_route), ("/dcgm/", self._dcgm_route)]
         self.state_file = Path(state_file) if state_file else None
         self.port = 0
@@ -86,6 +91,7 @@ class DevCluster:
         for manifest in self.fleet.workloads:
             self.create_manifest(manifest)
         self.reconciler.fast_forward(start, now - 60, step=20.0)
+        self.api.recent.clear()  # bootstrap writes are long settled in the cache
 
     def create_manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
         api_version, kind = manifest.get("apiVersion", ""), manifest.get("kind", "")
@@ -279,10 +285,10 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
+        # A real apiserver reads each Impersonate-Group header as one group, commas included.
         groups = self.headers.get_all("Impersonate-Group") or []
-        if groups:
-            headers["impersonate-group"] = ",".join(groups)
-        resp = self.dc.api.handle(self.command, self.path, headers, body)
+        headers.pop("impersonate-group", None)
+        resp = self.dc.api.handle(self.command, self.path, headers, body, groups)
         if resp.drop:
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -419,6 +425,11 @@ def run(args: Any) -> int:
         faults=faults,
         state_file=args.state,
         watch_history=args.watch_history,
+        knobs={
+            k[len("knob_") :]: v
+            for k, v in vars(args).items()
+            if k.startswith("knob_") and v is not None
+        },
     )
     kubeconfig_out = Path(args.kubeconfig_out or default_kubeconfig_path())
     tls_dir = kubeconfig_out.parent / "tls"

@@ -23,6 +23,22 @@ def now_rfc3339(ts: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if ts is None else ts))
 
 
+def time_micro(ts: float) -> str:
+    """metav1.MicroTime as events.k8s.io writes `eventTime` / `series.lastObservedTime`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
+
+
+def parse_ts(value: str | None) -> float:
+    """RFC 3339 (with or without microseconds) to epoch seconds; 0 when missing."""
+    if not value:
+        return 0.0
+    import calendar
+
+    base, _, frac = value.rstrip("Z").partition(".")
+    t = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
+    return t + (float("0." + frac) if frac else 0.0)
+
+
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 

@@ -49,6 +49,16 @@ def age(ts: str | None) -> str:
     return human_duration(time.time() - t)
 
 
+def _event_last(ev: dict[str, Any]) -> str | None:
+    """kubectl's rule: lastTimestamp, else series.lastObservedTime, else eventTime."""
+    last = ev.get("lastTimestamp") or (ev.get("series") or {}).get("lastObservedTime")
+    return (
+        (last or ev.get("eventTime") or "").split(".")[0].rstrip("Z") + "Z"
+        if (last or ev.get("eventTime"))
+        else None
+    )
+
+
 def _cond(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
     for c in (obj.get("status") or {}).get("conditions") or []:
         if c.get("type") == ctype:
@@ -147,7 +157,7 @@ COLUMNS: dict[str, list[Column]] = {
         ("AGE", "string", "", 0, lambda o: age(o["metadata"].get("creationTimestamp"))),
     ],
     "events": [
-        ("LAST SEEN", "string", "", 0, lambda o: age(o.get("lastTimestamp"))),
+        ("LAST SEEN", "string", "", 0, lambda o: age(_event_last(o))),
         ("TYPE", "string", "", 0, lambda o: o.get("type", "")),
         ("REASON", "string", "", 0, lambda o: o.get("reason", "")),
         (

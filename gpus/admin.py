@@ -1,6 +1,21 @@
-from django.contrib import admin
+from typing import Any
 
-from .models import GpuModel, Membership, Tenant
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+
+from .models import (
+    Cluster,
+    GpuModel,
+    GpuWorkload,
+    Membership,
+    ModelInventory,
+    Node,
+    NodeGpu,
+    SyncIssue,
+    Tenant,
+    TenantAllocation,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -36,3 +51,85 @@ class GpuModelAdmin(admin.ModelAdmin):
     ]
     list_filter = ["offered", "is_known", "architecture"]
     search_fields = ["display_name", "resource_name"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """The snapshot the inventory sync writes: shown, never edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Cluster)
+class ClusterAdmin(ReadOnlyAdmin):
+    """Each cluster's sync history: last attempt, last success, duration, last error."""
+
+    list_display = [
+        "name",
+        "last_synced_at",
+        "last_attempt_at",
+        "last_sync_seconds",
+        "unreachable_since",
+        "short_error",
+    ]
+    search_fields = ["name"]
+
+    @admin.display(description=_("last sync error"))
+    def short_error(self, obj: Cluster) -> str:
+        return obj.last_error[:120]
+
+
+@admin.register(SyncIssue)
+class SyncIssueAdmin(ReadOnlyAdmin):
+    """Objects the sync could not store (too long for a column, unparseable), per cluster."""
+
+    list_display = ["cluster", "kind", "namespace", "name", "problem", "first_seen_at"]
+    list_filter = ["cluster", "kind"]
+    search_fields = ["namespace", "name"]
+
+
+class NodeGpuInline(admin.TabularInline):
+    model = NodeGpu
+    fields = ["gpu_model", "installed", "allocated", "free"]
+    readonly_fields = fields
+    can_delete = False
+    extra = 0
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Node)
+class NodeAdmin(ReadOnlyAdmin):
+    list_display = ["name", "cluster", "health", "gpu_installed", "gpu_allocated", "gpu_free"]
+    list_filter = ["health", "cluster"]
+    search_fields = ["name"]
+    list_select_related = ["cluster"]
+    inlines = [NodeGpuInline]
+
+
+@admin.register(GpuWorkload)
+class GpuWorkloadAdmin(ReadOnlyAdmin):
+    list_display = ["name", "node_group", "tenant", "kind", "gpu_model", "gpus_held", "state"]
+    list_filter = ["kind", "state", "cluster"]
+    search_fields = ["name", "tenant__namespace"]
+    list_select_related = ["tenant", "gpu_model"]
+
+
+@admin.register(ModelInventory)
+class ModelInventoryAdmin(ReadOnlyAdmin):
+    list_display = ["gpu_model", "cluster", "installed", "allocated", "free", "unavailable"]
+    list_select_related = ["gpu_model", "cluster"]
+
+
+@admin.register(TenantAllocation)
+class TenantAllocationAdmin(ReadOnlyAdmin):
+    list_display = ["namespace", "tenant", "gpu_model", "allocated", "cluster"]
+    search_fields = ["namespace"]
+    list_select_related = ["tenant", "gpu_model", "cluster"]

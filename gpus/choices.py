@@ -82,22 +82,4 @@ ACTIVE_RESOURCE_STATES = frozenset(
 TERMINAL_RESOURCE_STATES = frozenset(
     {ResourceState.RUNNING, ResourceState.STOPPED, ResourceState.FAILED}
 )
-
-# KubeVirt VirtualMachine.status.printableStatus -> portal state; anything else is "unknown".
-PRINTABLE_STATUS_STATES: dict[str, ResourceState] = {
-    "Stopped": ResourceState.STOPPED,
-    "Provisioning": ResourceState.PROVISIONING,
-    "Starting": ResourceState.STARTING,
-    "Running": ResourceState.RUNNING,
-    "Paused": ResourceState.STOPPED,
-    "Stopping": ResourceState.STOPPING,
-    "Terminating": ResourceState.DELETING,
-    "Migrating": ResourceState.RUNNING,
-    "WaitingForVolumeBinding": ResourceState.PROVISIONING,
-    "ErrorUnschedulable": ResourceState.UNSCHEDULABLE,
-    "CrashLoopBackOff": ResourceState.FAILED,
-    "ErrImagePull": ResourceState.FAILED,
-    "ImagePullBackOff": ResourceState.FAILED,
-    "ErrorPvcNotFound": ResourceState.FAILED,
-    "DataVolumeError": ResourceState.FAILED,
-}
+# How the cluster's status maps to these states: gpus.kube.states (pure, shared with the poller).

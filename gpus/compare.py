@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from .models import GpuModel
 
@@ -23,18 +24,20 @@ class Row:
     label: Promise
     cells: list[Cell]
     numeric: bool = False
-    unit: str = ""
+    unit: str | Promise = ""
 
 
 NUMERIC_ROWS: list[tuple[str, Promise, str]] = [
-    ("memory_gb", _("Memory"), "GB"),
+    ("memory_gb", _("Memory"), pgettext_lazy("gigabytes", "GB")),  # French: Go
     ("int8_tops", _("INT8"), "TOPS"),
     ("fp32_tflops", _("FP32"), "TFLOPS"),
     ("tensor_tflops", _("Tensor"), "TFLOPS"),
 ]
 
 
-def _numeric_row(models: Sequence[GpuModel], field: str, label: Promise, unit: str) -> Row:
+def _numeric_row(
+    models: Sequence[GpuModel], field: str, label: Promise, unit: str | Promise
+) -> Row:
     values: list[Decimal | None] = [getattr(m, field) for m in models]
     present = [v for v in values if v is not None]
     # "Best" only means something when at least two models document the figure.

@@ -23,6 +23,7 @@ def navigation(request: HttpRequest) -> dict[str, object]:
         items.append((reverse("gpus:my_gpus", args=[tenant.namespace]), _("My GPUs")))
     if user.is_staff:
         items.append((reverse("gpus:nodes"), _("Nodes")))
+        items.append((reverse("gpus:tenants"), _("Tenants")))
         items.append((reverse("admin:index"), _("Admin")))
     # The current item is the longest link the path starts with ("/" only matches itself).
     path = request.path

@@ -26,6 +26,7 @@ NODE_SORTS = (
 
 
 class NodeFilter(django_filters.FilterSet):
+    # Node names are at most 253 characters; longer input is a field error, not a database error.
     q = django_filters.CharFilter(
         field_name="name", lookup_expr="icontains", label=_("Name contains"), max_length=253
     )

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
+from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
 
 from .choices import Workload
 from .models import GpuModel
 
+# Ids past this never exist, and SQLite cannot even bind them (OverflowError).
+MAX_ID_DIGITS = 18
+
+
+class ModelIdsField(forms.ModelMultipleChoiceField):
+    """Model ids from a query string: anything that is not a plausible id is a field error."""
+
+    def _check_values(self, value: Any) -> QuerySet:
+        for pk in value:
+            text = str(pk)
+            if not (text.isascii() and text.isdigit() and len(text) <= MAX_ID_DIGITS):
+                raise forms.ValidationError(
+                    self.error_messages["invalid_pk_value"],
+                    code="invalid_pk_value",
+                    params={"pk": text[:40]},
+                )
+        return super()._check_values(value)
+
 
 class CompareForm(forms.Form):
-    models = forms.ModelMultipleChoiceField(
+    models = ModelIdsField(
         label=_("GPU models to compare"),
         queryset=GpuModel.objects.all(),
         widget=forms.CheckboxSelectMultiple,

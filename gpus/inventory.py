@@ -1,27 +1,39 @@
-"""Inventory sync: read the fleet from a cluster, store a snapshot the pages read.
+"""Inventory sync: store the snapshot of the fleet the gateway read, writing only what changed.
 
-A service (it writes), called by the Celery task with a cluster id. The snapshot is replaced in
-one transaction, so pages never see half a sync; a failed sync keeps the previous snapshot and
-records why and since when the cluster is unreachable.
+A service (it writes), called by the Celery task with a cluster id. Reading the cluster and
+mapping its shapes to records and states is ``gpus.kube``'s job (``ClusterGateway.read_inventory``,
+``gpus.kube.states``); this module compares the reading with the stored rows and writes the
+difference in one transaction, so pages never see half a sync and an unchanged fleet costs no
+writes (no dead tuples for autovacuum). One sync per cluster at a time (a lease on the cluster
+row), and a sync that finishes after a newer one stores nothing (``last_synced_at`` never goes
+back). One odd object never stops the sync: it is skipped and recorded as a ``SyncIssue``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from .choices import PRINTABLE_STATUS_STATES, NodeHealth, ResourceState, WorkloadKind
-from .kube.client import ClusterConfig
+from .choices import NodeHealth, WorkloadKind
+from .kube.budget import BudgetedSession, RetryBudget, RetryBudgetSpent
+from .kube.client import ClusterConfig, Session
 from .kube.errors import KubeError, TransientError
-from .kube.gateway import ClusterGateway, GpuPod, NodeInfo, conditions_of, conditions_summary
+from .kube.gateway import ClusterGateway
+from .kube.records import FleetReading, NodeInfo, OddObject
+from .kube.states import node_group_state, vm_state
 from .models import (
     Cluster,
     GpuModel,
@@ -29,6 +41,7 @@ from .models import (
     ModelInventory,
     Node,
     NodeGpu,
+    SyncIssue,
     Tenant,
     TenantAllocation,
 )
@@ -38,8 +51,10 @@ log = logging.getLogger(__name__)
 BATCH = 2000
 # Pods in these phases hold their GPUs (the scheduler counts them).
 HOLDING_PHASES = {"Pending", "Running", "Unknown", ""}
-LAUNCHER_SELECTOR = "kubevirt.io=virt-launcher"
-KUBEVIRT_VM_PREFIX = {"VMInstance": "vm-instance-", "VirtualMachine": "virtual-machine-"}
+
+
+class SyncInProgress(Exception):
+    """Another sync of the same cluster holds the lease."""
 
 
 def cluster_config(cluster: Cluster) -> ClusterConfig:
@@ -54,91 +69,145 @@ def cluster_config(cluster: Cluster) -> ClusterConfig:
     )
 
 
-def gateway_for(cluster: Cluster) -> ClusterGateway:
-    return ClusterGateway(cluster_config(cluster))
+def gateway_for(cluster: Cluster, budget: RetryBudget | None = None) -> ClusterGateway:
+    config = cluster_config(cluster)
+    session = Session(config)
+    if budget is None:
+        return ClusterGateway(config, session=session)
+    return ClusterGateway(config, session=BudgetedSession(session, budget))  # type: ignore[arg-type]
+
+
+# --- one sync per cluster ---------------------------------------------------------------
+
+
+def _lease_seconds() -> float:
+    # Longer than any sync can run: the worker kills a task at its time limit.
+    return max(2.0 * settings.CELERY_TASK_TIME_LIMIT, 60.0)
+
+
+def acquire_lease(cluster_id: int) -> str | None:
+    """Take the cluster's sync lease (an atomic conditional UPDATE); None if another sync has it."""
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    taken = (
+        Cluster.objects.filter(pk=cluster_id)
+        .filter(Q(sync_lease_until__isnull=True) | Q(sync_lease_until__lt=now))
+        .update(sync_lease_until=now + timedelta(seconds=_lease_seconds()), sync_lease=token)
+    )
+    return token if taken else None
+
+
+def release_lease(cluster_id: int, token: str) -> None:
+    Cluster.objects.filter(pk=cluster_id, sync_lease=token).update(
+        sync_lease_until=None, sync_lease=""
+    )
 
 
 @dataclass
-class FleetReading:
-    """Everything one sync read from the cluster, before it touches the database."""
+class Written:
+    """Rows one sync inserted, updated and deleted, per table."""
 
-    nodes: list[NodeInfo]
-    pods: list[GpuPod]
-    vm_kind: str
-    disk_field: str
-    vms: list[dict[str, Any]] = field(default_factory=list)
-    kubevirt_vms: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    kubernetes_apps: list[dict[str, Any]] = field(default_factory=list)
-    monitors: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    tables: dict[str, list[int]] = field(default_factory=dict)  # name -> [ins, upd, del]
 
+    def add(self, table: str, inserted: int = 0, updated: int = 0, deleted: int = 0) -> None:
+        row = self.tables.setdefault(table, [0, 0, 0])
+        row[0] += inserted
+        row[1] += updated
+        row[2] += deleted
 
-def read_fleet(gateway: ClusterGateway, page_size: int = 500) -> FleetReading:
-    flavour = gateway.discover()
-    reading = FleetReading(
-        nodes=list(gateway.iter_nodes(page_size=page_size)),
-        # Only virt-launcher pods hold passthrough GPUs: the label keeps the list small.
-        pods=list(gateway.iter_gpu_pods(page_size=page_size, label_selector=LAUNCHER_SELECTOR)),
-        vm_kind=flavour.vm_kind,
-        disk_field=flavour.node_group_disk_field,
-    )
-    reading.vms = list(gateway.iter_apps(flavour.vm_plural, page_size=page_size))
-    reading.kubevirt_vms = {
-        _key(obj): obj
-        for obj in gateway.iter_apps(
-            "virtualmachines", page_size=page_size, group="kubevirt.io", version="v1"
-        )
-    }
-    if flavour.serves("kuberneteses"):
-        reading.kubernetes_apps = list(gateway.iter_apps("kuberneteses", page_size=page_size))
-        reading.monitors = {
-            _key(obj): obj
-            for obj in gateway.iter_apps(
-                "workloadmonitors", page_size=page_size, group="cozystack.io", version="v1alpha1"
-            )
-        }
-    return reading
-
-
-def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return meta.get("namespace", ""), meta.get("name", "")
+    def rows(self, table: str | None = None) -> int:
+        if table is not None:
+            return sum(self.tables.get(table, [0]))
+        return sum(sum(v) for v in self.tables.values())
 
 
 def sync_cluster(cluster_id: int) -> Cluster:
-    """Read the cluster and replace its snapshot. Raises KubeError after recording it."""
-    cluster = Cluster.objects.get(pk=cluster_id)
+    """Read the cluster and store what changed. Raises after recording any failure on the cluster.
+
+    Raises ``SyncInProgress`` (recording nothing) when another sync of this cluster is running.
+    """
+    token = acquire_lease(cluster_id)
+    if token is None:
+        Cluster.objects.get(pk=cluster_id)  # DoesNotExist for a cluster removed meanwhile
+        raise SyncInProgress(f"cluster {cluster_id} is being synced already")
+    try:
+        return _sync(Cluster.objects.get(pk=cluster_id))
+    finally:
+        release_lease(cluster_id, token)
+
+
+def _sync(cluster: Cluster) -> Cluster:
     started = time.monotonic()
     now = timezone.now()
-    gateway = gateway_for(cluster)
+    budget = RetryBudget(
+        settings.INVENTORY_SYNC_RETRY_BUDGET,
+        on_first_failure=lambda exc: report_first_failure(cluster, exc, timezone.now()),
+    )
+    gateway = gateway_for(cluster, budget)
     try:
-        reading = read_fleet(gateway)
-    except KubeError as exc:
+        reading = gateway.read_inventory()
+    except Exception as exc:  # KubeError or anything unexpected: on the cluster, then raised
         record_failure(cluster, exc, now)
         raise
     finally:
         gateway.close()
-    store_snapshot(cluster, reading, now)
-    Cluster.objects.filter(pk=cluster.pk).update(
-        vm_kind=reading.vm_kind,
-        node_group_disk_field=reading.disk_field,
-        last_synced_at=now,
-        last_attempt_at=now,
-        last_sync_seconds=time.monotonic() - started,
-        last_error="",
-        unreachable_since=None,
-    )
+    try:
+        written = store_snapshot(cluster, reading, now, started=started)
+    except Exception as exc:
+        log.exception("Storing the inventory of cluster %s failed", cluster.name)
+        record_failure(cluster, exc, now)
+        raise
     cluster.refresh_from_db()
+    cluster.written = written  # type: ignore[attr-defined]  # for the caller (bench, command)
     return cluster
 
 
-def record_failure(cluster: Cluster, exc: KubeError, when: Any) -> None:
-    updates: dict[str, Any] = {"last_attempt_at": when, "last_error": str(exc)[:2000]}
-    if isinstance(exc, TransientError) and cluster.unreachable_since is None:
+def _is_unreachable(exc: BaseException) -> bool:
+    """5xx, timeouts, refused connections; a 429 says the cluster is there, only busy."""
+    if isinstance(exc, RetryBudgetSpent):
+        exc = exc.cause
+    return isinstance(exc, TransientError) and exc.status != 429
+
+
+def report_first_failure(cluster: Cluster, exc: TransientError, when: datetime) -> None:
+    """The sync's first failed request, shown at once while its retries go on."""
+    Cluster.objects.filter(pk=cluster.pk).update(last_attempt_at=when, last_error=str(exc)[:2000])
+    if _is_unreachable(exc):
+        Cluster.objects.filter(pk=cluster.pk, unreachable_since__isnull=True).update(
+            unreachable_since=when
+        )
+
+
+def backoff_seconds(failures: int, retry_after: float | None = None) -> float:
+    """How long the whole cluster rests after ``failures`` failed syncs in a row."""
+    base = settings.INVENTORY_SYNC_SECONDS * 2 ** max(failures - 1, 0)
+    return min(max(base, retry_after or 0.0), settings.INVENTORY_SYNC_BACKOFF_MAX_SECONDS)
+
+
+def record_failure(cluster: Cluster, exc: BaseException, when: datetime) -> None:
+    """Say why the sync failed, since when the cluster is unreachable, and back it off."""
+    if isinstance(exc, KubeError):
+        text = str(exc)
+    else:
+        text = f"Unexpected error during the sync: {type(exc).__name__}: {exc}"
+    current = Cluster.objects.filter(pk=cluster.pk).values_list(
+        "consecutive_failures", "unreachable_since"
+    )
+    failures, unreachable_since = current.first() or (0, None)
+    failures += 1
+    retry_after = getattr(getattr(exc, "cause", exc), "retry_after", None)
+    updates: dict[str, Any] = {
+        "last_attempt_at": when,
+        "last_error": text[:2000],
+        "consecutive_failures": failures,
+        "next_sync_at": when + timedelta(seconds=backoff_seconds(failures, retry_after)),
+    }
+    if _is_unreachable(exc) and unreachable_since is None:
         updates["unreachable_since"] = when
     Cluster.objects.filter(pk=cluster.pk).update(**updates)
 
 
-# --- the snapshot ---------------------------------------------------------------
+# --- the snapshot -----------------------------------------------------------------------
 
 
 def _health(node: NodeInfo) -> str:
@@ -149,337 +218,494 @@ def _health(node: NodeInfo) -> str:
     return NodeHealth.READY
 
 
-def gpu_models_for(names: Iterable[str]) -> dict[str, GpuModel]:
-    """The catalog rows for these resource names, creating "unknown model" rows as needed."""
-    wanted = set(names)
-    models = {m.resource_name: m for m in GpuModel.objects.filter(resource_name__in=wanted)}
-    missing = wanted - models.keys()
-    if missing:
-        GpuModel.objects.bulk_create(
-            [
-                GpuModel(resource_name=name, display_name=name.split("/", 1)[-1], is_known=False)
-                for name in sorted(missing)
-            ],
-            ignore_conflicts=True,
-        )
-        models = {m.resource_name: m for m in GpuModel.objects.filter(resource_name__in=wanted)}
-    return models
-
-
 def _free_and_unavailable(installed: int, allocated: int, ready: bool) -> tuple[int, int]:
     """GPUs not held by pods are free on a ready node, unavailable on a cordoned or NotReady one."""
     idle = max(installed - allocated, 0)
     return (idle, 0) if ready else (0, idle)
 
 
-def store_snapshot(cluster: Cluster, reading: FleetReading, now: Any) -> None:
+def too_long(model: type[models.Model], **values: str) -> str:
+    """Which value does not fit its column ("" if all fit): PostgreSQL would refuse the row."""
+    for name, value in values.items():
+        limit = model._meta.get_field(name).max_length
+        if limit and len(value) > limit:
+            return f"{name} is {len(value)} characters long; at most {limit} are stored"
+    return ""
+
+
+def gpu_models_for(names: Iterable[str]) -> dict[str, GpuModel]:
+    """The catalog rows for these resource names, creating "unknown model" rows as needed.
+
+    Only for names the platform serves (node allocatable, pods' requests): a name that appears
+    only in a tenant's spec never becomes a catalog row (see ``_known_models``).
+    """
+    wanted = set(names)
+    models_ = {m.resource_name: m for m in GpuModel.objects.filter(resource_name__in=wanted)}
+    missing = wanted - models_.keys()
+    if missing:
+        GpuModel.objects.bulk_create(
+            [
+                GpuModel(
+                    resource_name=name,
+                    display_name=name.split("/", 1)[-1][:100],
+                    is_known=False,
+                )
+                for name in sorted(missing)
+            ],
+            ignore_conflicts=True,
+        )
+        models_ = {m.resource_name: m for m in GpuModel.objects.filter(resource_name__in=wanted)}
+    return models_
+
+
+def _catalog_models(names: Iterable[str], served: Mapping[str, GpuModel]) -> dict[str, GpuModel]:
+    """The catalog's own rows (or ones the platform serves) for these names, creating none."""
+    known = GpuModel.objects.filter(resource_name__in=set(names) - served.keys(), is_known=True)
+    return {**{m.resource_name: m for m in known}, **served}
+
+
+def remove_unused_unknown_models() -> int:
+    """Unknown models nothing refers to any more (a node gone, a tenant's odd name)."""
+    unused = GpuModel.objects.filter(is_known=False, offered=False).exclude(
+        Exists(NodeGpu.objects.filter(gpu_model=OuterRef("pk")))
+        | Exists(ModelInventory.objects.filter(gpu_model=OuterRef("pk")))
+        | Exists(TenantAllocation.objects.filter(gpu_model=OuterRef("pk")))
+        | Exists(GpuWorkload.objects.filter(gpu_model=OuterRef("pk")))
+    )
+    try:
+        with transaction.atomic():
+            return unused.delete()[0]
+    except IntegrityError:
+        return 0  # another cluster's sync is storing a row for it right now: next time
+
+
+COPY_FROM = 1000  # rows; below this a plain INSERT is as fast
+
+
+def insert(model: type[models.Model], rows: list[Any]) -> None:
+    """INSERT many rows; on PostgreSQL with COPY (a first sync loads 25,000 rows per cluster, and
+    an INSERT of them spends most of its time quoting parameters client-side)."""
+    if connection.vendor != "postgresql" or len(rows) < COPY_FROM:
+        model.objects.bulk_create(rows, batch_size=BATCH)
+        return
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    sql = f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for obj in rows:
+            copy.write_row(
+                [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields]
+            )
+
+
+def sync_rows(
+    written: Written,
+    table: str,
+    queryset: models.QuerySet[Any],
+    key_fields: tuple[str, ...],
+    value_fields: tuple[str, ...],
+    wanted: Mapping[tuple[Any, ...], Mapping[str, Any]],
+    fixed: Mapping[str, Any] | None = None,
+    before_delete: Callable[[list[int]], None] | None = None,
+    also_write: tuple[str, ...] = (),
+) -> None:
+    """Make ``queryset`` hold exactly ``wanted`` (key -> values), writing only the differences.
+
+    Rows are compared on ``value_fields``; a changed row is updated with those and
+    ``also_write`` (values compared through a fingerprint). Unchanged rows are not touched:
+    no UPDATE, so no dead tuple.
+    """
+    model = queryset.model
+    existing: dict[tuple[Any, ...], tuple[int, tuple[Any, ...]]] = {}
+    n_keys = len(key_fields)
+    for row in queryset.values_list("pk", *key_fields, *value_fields).iterator(chunk_size=BATCH):
+        existing[tuple(row[1 : 1 + n_keys])] = (row[0], tuple(row[1 + n_keys :]))
+    to_create, to_update = [], []
+    for key, values in wanted.items():
+        current = existing.pop(key, None)
+        ordered = tuple(values[f] for f in value_fields)
+        if current is None:
+            to_create.append(
+                model(**fixed or {}, **dict(zip(key_fields, key, strict=True)), **values)
+            )
+        elif current[1] != ordered:
+            to_update.append(model(pk=current[0], **values))
+    if to_create:
+        insert(model, to_create)
+    if to_update:
+        model.objects.bulk_update(to_update, [*value_fields, *also_write], batch_size=500)
+    gone = [pk for pk, _ in existing.values()]
+    if gone and before_delete is not None:
+        before_delete(gone)
+    for start in range(0, len(gone), BATCH):
+        model.objects.filter(pk__in=gone[start : start + BATCH]).delete()
+    written.add(table, len(to_create), len(to_update), len(gone))
+
+
+def store_snapshot(
+    cluster: Cluster, reading: FleetReading, now: datetime, started: float | None = None
+) -> Written:
+    """Store what changed since the last snapshot, and the sync's outcome, in one transaction.
+
+    A sync that started before the stored snapshot's time stores nothing (a newer one won).
+    """
+    odd: list[OddObject] = list(reading.odd)
     allocated_on: dict[tuple[str, str], int] = defaultdict(int)  # (node, resource) -> GPUs
     tenant_held: dict[tuple[str, str], int] = defaultdict(int)  # (namespace, resource) -> GPUs
     # namespace -> KubeVirt VM name -> GPUs its virt-launcher pod holds
     vm_held: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    holders: dict[str, list[dict[str, object]]] = defaultdict(list)  # node -> pods holding GPUs
     for pod in reading.pods:
         if pod.phase not in HOLDING_PHASES or not pod.node_name:
             continue  # unscheduled pods hold nothing yet
-        vm_name = pod.labels.get("vm.kubevirt.io/name") or pod.labels.get("kubevirt.io/domain")
         for resource, count in pod.gpus.items():
+            if too_long(GpuModel, resource_name=resource):
+                continue  # no node serves such a name: the pod cannot hold it
             allocated_on[(pod.node_name, resource)] += count
             tenant_held[(pod.namespace, resource)] += count
-            if vm_name:
-                vm_held[pod.namespace][vm_name] += count
-    resource_names = {r for n in reading.nodes for r in n.gpu_resources}
-    resource_names |= {r for _, r in tenant_held}
-    resource_names |= {g for vm in reading.vms for g in _gpu_names(vm.get("spec") or {})}
-    for app in reading.kubernetes_apps:
-        for group in ((app.get("spec") or {}).get("nodeGroups") or {}).values():
-            resource_names |= set(_gpu_names(group or {}))
-    models = gpu_models_for(resource_names)
+            if pod.kubevirt_vm:
+                vm_held[pod.namespace][pod.kubevirt_vm] += count
+            holders[pod.node_name].append(
+                {
+                    "namespace": pod.namespace,
+                    "pod": pod.name,
+                    "workload": pod.kubevirt_vm or pod.owner_name or "",
+                    "resource": resource,
+                    "count": count,
+                }
+            )
 
+    nodes = []
+    for node in reading.nodes:
+        problem = too_long(Node, name=node.name) or next(
+            (
+                f"GPU resource {r[:80]}...: " + too_long(GpuModel, resource_name=r)
+                for r in node.gpu_resources
+                if too_long(GpuModel, resource_name=r)
+            ),
+            "",
+        )
+        if problem:
+            odd.append(OddObject("Node", "", node.name, problem))
+        else:
+            nodes.append(node)
+
+    written = Written()
     with transaction.atomic():
-        node_ids = _store_nodes(cluster, reading.nodes, allocated_on, now)
-        _store_node_gpus(node_ids, reading.nodes, allocated_on, models)
-        _store_model_totals(cluster, reading.nodes, allocated_on, models)
-        _store_tenant_allocations(cluster, tenant_held, models)
-        _store_workloads(cluster, reading, models, vm_held, now)
+        locked = Cluster.objects.select_for_update().filter(pk=cluster.pk)
+        last = locked.values_list("last_synced_at", flat=True).first()
+        if last is not None and last >= now:
+            log.warning("Sync of cluster %s finished after a newer one: dropped", cluster.name)
+            return written
+        served = {r for n in nodes for r in n.gpu_resources} | {r for _, r in tenant_held}
+        catalog = gpu_models_for(served)
+        node_ids = _store_nodes(written, cluster, nodes, allocated_on, holders)
+        _store_node_gpus(written, cluster, node_ids, nodes, allocated_on, catalog)
+        _store_model_totals(written, cluster, nodes, allocated_on, catalog)
+        _store_tenant_allocations(written, cluster, tenant_held, catalog)
+        _store_workloads(written, cluster, reading, catalog, vm_held, now, odd)
+        _store_issues(written, cluster, odd, now)
+        locked.update(
+            vm_kind=reading.vm_kind,
+            node_group_disk_field=reading.disk_field,
+            last_synced_at=now,
+            last_attempt_at=now,
+            last_sync_seconds=(time.monotonic() - started) if started is not None else None,
+            last_sync_rows=written.rows(),
+            last_error="",
+            unreachable_since=None,
+            consecutive_failures=0,
+            next_sync_at=None,
+        )
+    remove_unused_unknown_models()
+    return written
+
+
+# Labels, taints, conditions and GPU holders are compared through their fingerprint: reading
+# 12,500 JSON documents back at every sync would cost more than the rest of the comparison.
+NODE_VALUES = (
+    "health",
+    "ready",
+    "unschedulable",
+    "fingerprint",
+    "gpu_installed",
+    "gpu_allocated",
+    "gpu_free",
+)
+
+
+def fingerprint(*documents: Any) -> str:
+    text = json.dumps(documents, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _store_nodes(
+    written: Written,
     cluster: Cluster,
     nodes: list[NodeInfo],
     allocated_on: Mapping[tuple[str, str], int],
-    now: Any,
+    holders: Mapping[str, list[dict[str, object]]],
 ) -> dict[str, int]:
-    rows = []
+    wanted: dict[tuple[Any, ...], dict[str, Any]] = {}
     for node in nodes:
         installed = sum(node.gpu_resources.values())
         allocated = sum(allocated_on.get((node.name, r), 0) for r in node.gpu_resources)
         health = _health(node)
         free, _ = _free_and_unavailable(installed, allocated, health == NodeHealth.READY)
-        rows.append(
-            Node(
-                cluster=cluster,
-                name=node.name,
-                health=health,
-                ready=node.ready,
-                unschedulable=node.unschedulable,
-                taints=node.taints,
-                labels=node.labels,
-                gpu_installed=installed,
-                gpu_allocated=allocated,
-                gpu_free=free,
-                synced_at=now,
-            )
-        )
-    Node.objects.bulk_create(
-        rows,
-        batch_size=BATCH,
-        update_conflicts=True,
-        unique_fields=["cluster", "name"],
-        update_fields=[
-            "health",
-            "ready",
-            "unschedulable",
-            "taints",
-            "labels",
-            "gpu_installed",
-            "gpu_allocated",
-            "gpu_free",
-            "synced_at",
-        ],
+        wanted[(node.name,)] = {
+            "health": health,
+            "ready": node.ready,
+            "unschedulable": node.unschedulable,
+            "taints": node.taints,
+            "labels": node.labels,
+            "conditions": list(node.conditions),
+            "holders": holders.get(node.name, []),
+            "fingerprint": fingerprint(
+                node.labels, node.taints, node.conditions, holders.get(node.name, [])
+            ),
+            "gpu_installed": installed,
+            "gpu_allocated": allocated,
+            "gpu_free": free,
+        }
+    sync_rows(
+        written,
+        "node",
+        Node.objects.filter(cluster=cluster),
+        ("name",),
+        NODE_VALUES,
+        wanted,
+        fixed={"cluster": cluster},
+        also_write=("labels", "taints", "conditions", "holders"),
+        # Their GPU rows go with them: counted as written.
+        before_delete=lambda pks: written.add(
+            "nodegpu", deleted=NodeGpu.objects.filter(node_id__in=pks).delete()[0]
+        ),
     )
-    # Nodes gone from the cluster disappear from the snapshot.
-    Node.objects.filter(cluster=cluster).exclude(synced_at=now).delete()
     return dict(Node.objects.filter(cluster=cluster).values_list("name", "id"))
 
 
 def _store_node_gpus(
+    written: Written,
+    cluster: Cluster,
     node_ids: Mapping[str, int],
     nodes: list[NodeInfo],
     allocated_on: Mapping[tuple[str, str], int],
-    models: Mapping[str, GpuModel],
+    catalog: Mapping[str, GpuModel],
 ) -> None:
-    NodeGpu.objects.filter(node_id__in=list(node_ids.values())).delete()
-    rows = []
+    wanted = {}
     for node in nodes:
         ready = _health(node) == NodeHealth.READY
         for resource, installed in node.gpu_resources.items():
             allocated = allocated_on.get((node.name, resource), 0)
-            rows.append(
-                NodeGpu(
-                    node_id=node_ids[node.name],
-                    gpu_model=models[resource],
-                    installed=installed,
-                    allocated=allocated,
-                    free=_free_and_unavailable(installed, allocated, ready)[0],
-                )
-            )
-    NodeGpu.objects.bulk_create(rows, batch_size=BATCH)
+            wanted[(node_ids[node.name], catalog[resource].pk)] = {
+                "installed": installed,
+                "allocated": allocated,
+                "free": _free_and_unavailable(installed, allocated, ready)[0],
+            }
+    sync_rows(
+        written,
+        "nodegpu",
+        NodeGpu.objects.filter(node__cluster=cluster),
+        ("node_id", "gpu_model_id"),
+        ("installed", "allocated", "free"),
+        wanted,
+    )
 
 
 def _store_model_totals(
+    written: Written,
     cluster: Cluster,
     nodes: list[NodeInfo],
     allocated_on: Mapping[tuple[str, str], int],
-    models: Mapping[str, GpuModel],
+    catalog: Mapping[str, GpuModel],
 ) -> None:
-    totals: dict[str, dict[str, int]] = defaultdict(
+    totals: dict[tuple[int], dict[str, int]] = defaultdict(
         lambda: {"installed": 0, "allocated": 0, "free": 0, "unavailable": 0}
     )
     for node in nodes:
         ready = _health(node) == NodeHealth.READY
         for resource, installed in node.gpu_resources.items():
             allocated = min(allocated_on.get((node.name, resource), 0), installed)
-            row = totals[resource]
+            row = totals[(catalog[resource].pk,)]
             row["installed"] += installed
             row["allocated"] += allocated
             free, unavailable = _free_and_unavailable(installed, allocated, ready)
             row["free"] += free
             row["unavailable"] += unavailable
-    ModelInventory.objects.filter(cluster=cluster).delete()
-    ModelInventory.objects.bulk_create(
-        [
-            ModelInventory(cluster=cluster, gpu_model=models[resource], **values)
-            for resource, values in totals.items()
-        ]
+    sync_rows(
+        written,
+        "modelinventory",
+        ModelInventory.objects.filter(cluster=cluster),
+        ("gpu_model_id",),
+        ("installed", "allocated", "free", "unavailable"),
+        totals,
+        fixed={"cluster": cluster},
     )
 
 
 def _store_tenant_allocations(
-    cluster: Cluster, tenant_held: Mapping[tuple[str, str], int], models: Mapping[str, GpuModel]
+    written: Written,
+    cluster: Cluster,
+    tenant_held: Mapping[tuple[str, str], int],
+    catalog: Mapping[str, GpuModel],
 ) -> None:
     tenants = dict(Tenant.objects.values_list("namespace", "id"))
-    TenantAllocation.objects.filter(cluster=cluster).delete()
-    TenantAllocation.objects.bulk_create(
-        [
-            TenantAllocation(
-                cluster=cluster,
-                namespace=namespace,
-                tenant_id=tenants.get(namespace),
-                gpu_model=models[resource],
-                allocated=count,
-            )
-            for (namespace, resource), count in tenant_held.items()
-        ]
+    wanted = {
+        (namespace, catalog[resource].pk): {"tenant_id": tenants.get(namespace), "allocated": n}
+        for (namespace, resource), n in tenant_held.items()
+        if not too_long(TenantAllocation, namespace=namespace)
+    }
+    sync_rows(
+        written,
+        "tenantallocation",
+        TenantAllocation.objects.filter(cluster=cluster),
+        ("namespace", "gpu_model_id"),
+        ("tenant_id", "allocated"),
+        wanted,
+        fixed={"cluster": cluster},
     )
 
 
 # --- workloads: the tenants' GPU VMs and node groups --------------------------------
 
 
-def _gpu_names(spec: Mapping[str, Any]) -> list[str]:
-    return [
-        str(g.get("name")) for g in spec.get("gpus") or [] if isinstance(g, dict) and g.get("name")
-    ]
-
-
-def _ready_condition(obj: Mapping[str, Any]) -> tuple[str, str, str]:
-    ready = conditions_summary(obj).get("Ready")
-    if ready is None:
-        return "", "", ""
-    return ready.status, ready.reason, ready.message
-
-
-def vm_state(
-    app: Mapping[str, Any], kubevirt_vm: Mapping[str, Any] | None, vm_kind: str
-) -> tuple[str, str, str]:
-    """(state, reason, message) of a GPU VM from its app and its KubeVirt VM."""
-    spec = app.get("spec") or {}
-    ready_status, reason, message = _ready_condition(app)
-    if (app.get("metadata") or {}).get("deletionTimestamp"):
-        return ResourceState.DELETING, reason, message
-    if ready_status == "False" and reason.endswith("Failed"):
-        return ResourceState.FAILED, reason, message
-    halted = spec.get("runStrategy") == "Halted" or (
-        vm_kind == "VirtualMachine" and spec.get("running") is False
-    )
-    if kubevirt_vm is None:
-        return (ResourceState.STOPPED if halted else ResourceState.PROVISIONING), reason, message
-    status = kubevirt_vm.get("status") or {}
-    printable = str(status.get("printableStatus") or "")
-    state = PRINTABLE_STATUS_STATES.get(printable, ResourceState.UNKNOWN)
-    vm_conditions = conditions_of(kubevirt_vm)
-    # Show the KubeVirt condition that explains a waiting VM (e.g. Unschedulable, Insufficient...).
-    for condition in vm_conditions.values():
-        if condition.status != "True" and condition.message:
-            return state, condition.reason or printable, condition.message
-    return state, printable or reason, message
-
-
-def node_group_state(
-    app: Mapping[str, Any], monitor: Mapping[str, Any] | None, min_replicas: int
-) -> tuple[str, str, str, int]:
-    """(state, reason, message, available workers) of one node group."""
-    ready_status, reason, message = _ready_condition(app)
-    if ready_status == "False" and reason.endswith("Failed"):
-        return ResourceState.FAILED, reason, message, 0
-    available = int(((monitor or {}).get("status") or {}).get("availableReplicas") or 0)
-    if monitor is None:
-        return ResourceState.PROVISIONING, reason, message, 0
-    if available >= min_replicas:
-        return ResourceState.RUNNING, "", "", available
-    return (
-        ResourceState.SCALING if available else ResourceState.PROVISIONING,
-        "WorkersNotReady",
-        f"{available} of {min_replicas} workers ready",
-        available,
-    )
+WORKLOAD_VALUES = (
+    "app_kind",
+    "gpu_model_id",
+    "gpu_resource",
+    "gpus_per_instance",
+    "instances",
+    "gpus_held",
+    "state",
+    "reason",
+    "message",
+)
 
 
 def _store_workloads(
+    written: Written,
     cluster: Cluster,
     reading: FleetReading,
-    models: Mapping[str, GpuModel],
+    served: Mapping[str, GpuModel],
     vm_held: Mapping[str, Mapping[str, int]],
-    now: Any,
+    now: datetime,
+    odd: list[OddObject],
 ) -> None:
-    tenants = {t.namespace: t for t in Tenant.objects.all()}
-    rows: list[GpuWorkload] = []
+    tenants = dict(Tenant.objects.values_list("namespace", "id"))
+    # A name only a tenant's spec mentions links to the catalog if the catalog has it, and is
+    # kept on the row (gpu_resource) otherwise: never a catalog row of its own.
+    requested = {g for vm in reading.vms for g in vm.gpus[:1]}
+    requested |= {g.gpus[0] for app in reading.kubernetes_apps for g in app.node_groups if g.gpus}
+    catalog = _catalog_models(requested, served)
+    wanted: dict[tuple[Any, ...], dict[str, Any]] = {}
 
-    vm_prefix = KUBEVIRT_VM_PREFIX.get(reading.vm_kind, "vm-instance-")
-    for app in reading.vms:
-        namespace, name = _key(app)
-        tenant = tenants.get(namespace)
-        gpus = _gpu_names(app.get("spec") or {})
-        if tenant is None or not gpus:
-            continue  # only GPU VMs of tenants the portal knows
-        kubevirt_name = vm_prefix + name
-        state, reason, message = vm_state(
-            app, reading.kubevirt_vms.get((namespace, kubevirt_name)), reading.vm_kind
+    def add(kind: str, namespace: str, app_kind: str, name: str, group: str, **values: Any) -> None:
+        gpu = values.pop("gpu")
+        problem = too_long(
+            GpuWorkload, name=name, node_group=group, gpu_resource=gpu, app_kind=app_kind
         )
-        held = vm_held.get(namespace, {}).get(kubevirt_name, 0)
-        rows.append(
-            GpuWorkload(
-                cluster=cluster,
-                tenant=tenant,
-                kind=WorkloadKind.VM,
-                app_kind=reading.vm_kind,
-                name=name,
-                node_group="",
-                gpu_model=models.get(gpus[0]),
-                gpus_per_instance=len(gpus),
-                instances=1,
-                gpus_held=held,
-                state=state,
-                reason=reason[:200],
-                message=message,
-                last_seen_at=now,
+        if problem:
+            odd.append(
+                OddObject(app_kind, namespace, f"{name}/{group}" if group else name, problem)
             )
+            return
+        model = catalog.get(gpu)
+        reading_ = values.pop("reading")
+        wanted[(tenants[namespace], kind, name, group)] = {
+            "app_kind": app_kind,
+            "gpu_model_id": model.pk if model else None,
+            "gpu_resource": gpu,
+            "state": str(reading_.state),
+            "reason": reading_.reason[:200],
+            "message": reading_.message,
+            **values,
+        }
+
+    for vm in reading.vms:
+        if vm.namespace not in tenants or not vm.gpus:
+            continue  # only GPU VMs of tenants the portal knows
+        add(
+            WorkloadKind.VM,
+            vm.namespace,
+            vm.kind,
+            vm.name,
+            "",
+            gpu=vm.gpus[0],
+            reading=vm_state(vm, reading.kubevirt_vms.get((vm.namespace, vm.kubevirt_name))),
+            gpus_per_instance=len(vm.gpus),
+            instances=1,
+            gpus_held=vm_held.get(vm.namespace, {}).get(vm.kubevirt_name, 0),
         )
 
     for app in reading.kubernetes_apps:
-        namespace, name = _key(app)
-        tenant = tenants.get(namespace)
-        if tenant is None:
+        if app.namespace not in tenants:
             continue
-        groups = ((app.get("spec") or {}).get("nodeGroups") or {}).items()
-        held_in_namespace = vm_held.get(namespace, {})
-        for group_name, group in groups:
-            gpus = _gpu_names(group or {})
-            if not gpus:
-                continue
-            min_replicas = int((group or {}).get("minReplicas") or 0)
-            monitor = reading.monitors.get((namespace, f"kubernetes-{name}-{group_name}"))
-            state, reason, message, available = node_group_state(app, monitor, min_replicas)
-            worker_prefix = f"kubernetes-{name}-{group_name}-"
-            # Worker VMs are named kubernetes-<cluster>-<group>-<suffix>.
-            held = sum(c for vm, c in held_in_namespace.items() if vm.startswith(worker_prefix))
-            rows.append(
-                GpuWorkload(
-                    cluster=cluster,
-                    tenant=tenant,
-                    kind=WorkloadKind.NODE_GROUP,
-                    app_kind="Kubernetes",
-                    name=name,
-                    node_group=group_name,
-                    gpu_model=models.get(gpus[0]),
-                    gpus_per_instance=len(gpus),
-                    instances=max(min_replicas, available),
-                    gpus_held=held,
-                    state=state,
-                    reason=reason[:200],
-                    message=message,
-                    last_seen_at=now,
-                )
+        held_in_namespace = vm_held.get(app.namespace, {})
+        for group in app.node_groups:
+            if not group.gpus:
+                continue  # the snapshot keeps GPU node groups; the records carry all of them
+            state = node_group_state(
+                app, group, reading.monitors.get((app.namespace, group.monitor_name))
+            )
+            add(
+                WorkloadKind.NODE_GROUP,
+                app.namespace,
+                "Kubernetes",
+                app.name,
+                group.name,
+                gpu=group.gpus[0],
+                reading=state,
+                gpus_per_instance=len(group.gpus),
+                instances=max(group.min_replicas, state.available),
+                gpus_held=sum(
+                    c for vm, c in held_in_namespace.items() if vm.startswith(group.worker_prefix)
+                ),
             )
 
-    GpuWorkload.objects.bulk_create(
-        rows,
-        batch_size=BATCH,
-        update_conflicts=True,
-        unique_fields=["cluster", "tenant", "kind", "name", "node_group"],
-        update_fields=[
-            "app_kind",
-            "gpu_model",
-            "gpus_per_instance",
-            "instances",
-            "gpus_held",
-            "state",
-            "reason",
-            "message",
-            "last_seen_at",
-        ],
+    # Rows the portal created and the cluster has not shown yet (last_seen_at empty) stay for
+    # the provisioning poller; one the cluster now shows becomes an observed row.
+    pending = GpuWorkload.objects.filter(cluster=cluster, last_seen_at__isnull=True)
+    claimed = [
+        pk
+        for pk, *key in pending.values_list("pk", "tenant_id", "kind", "name", "node_group")
+        if tuple(key) in wanted
+    ]
+    if claimed:
+        GpuWorkload.objects.filter(pk__in=claimed).update(last_seen_at=now)
+        written.add("gpuworkload", updated=len(claimed))
+    sync_rows(
+        written,
+        "gpuworkload",
+        GpuWorkload.objects.filter(cluster=cluster, last_seen_at__isnull=False),
+        ("tenant_id", "kind", "name", "node_group"),
+        WORKLOAD_VALUES,
+        wanted,
+        # Written when the sync first sees the object, not at every sync.
+        fixed={"cluster": cluster, "last_seen_at": now},
     )
-    # Objects seen before and gone now were deleted in the cluster; rows the portal created and
-    # the cluster has not shown yet (last_seen_at empty) stay for the provisioning poller.
-    GpuWorkload.objects.filter(cluster=cluster, last_seen_at__isnull=False).exclude(
-        last_seen_at=now
-    ).delete()
+
+
+def _store_issues(written: Written, cluster: Cluster, odd: list[OddObject], now: datetime) -> None:
+    wanted: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for item in odd:
+        key = (item.kind[:63], item.namespace[:253], item.name[:253])
+        wanted[key] = {"problem": item.problem[:2000]}
+    sync_rows(
+        written,
+        "syncissue",
+        SyncIssue.objects.filter(cluster=cluster),
+        ("kind", "namespace", "name"),
+        ("problem",),
+        wanted,
+        fixed={"cluster": cluster, "first_seen_at": now},
+    )
+    for item in odd:
+        log.warning(
+            "Cluster %s: skipped %s %s/%s: %s",
+            cluster.name,
+            item.kind,
+            item.namespace,
+            item.name[:253],
+            item.problem,
+        )

@@ -9,6 +9,7 @@ from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
 from .choices import GpuUse, MembershipRole, NodeHealth, ResourceState, WorkloadKind
+from .display import explain_reason
 
 # Cozystack tenant namespaces: tenant-root and its children tenant-<name> (DNS-1123, <= 63).
 tenant_namespace_validator = RegexValidator(
@@ -127,6 +128,15 @@ class Cluster(models.Model):
     last_sync_seconds = models.FloatField(_("last sync duration (s)"), null=True, blank=True)
     last_error = models.TextField(_("last sync error"), blank=True)
     unreachable_since = models.DateTimeField(_("unreachable since"), null=True, blank=True)
+    last_sync_rows = models.PositiveIntegerField(
+        _("rows written by the last sync"), null=True, blank=True
+    )
+    # Failed syncs in a row, and when the scheduled sync may try again (the cluster backs off).
+    consecutive_failures = models.PositiveIntegerField(_("failed syncs in a row"), default=0)
+    next_sync_at = models.DateTimeField(_("next scheduled sync"), null=True, blank=True)
+    # One sync per cluster at a time: the running sync's lease (see gpus.inventory).
+    sync_lease = models.CharField(max_length=32, blank=True, editable=False)
+    sync_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -147,10 +157,14 @@ class Node(models.Model):
     unschedulable = models.BooleanField(_("cordoned"), default=False)
     taints = models.JSONField(_("taints"), default=list, blank=True)
     labels = models.JSONField(_("labels"), default=dict, blank=True)
+    conditions = models.JSONField(_("conditions"), default=list, blank=True)
+    # Who holds the node's GPUs: [{"namespace", "pod", "workload", "resource", "count"}].
+    holders = models.JSONField(_("GPU holders"), default=list, blank=True)
     gpu_installed = models.PositiveIntegerField(_("GPUs installed"), default=0)
     gpu_allocated = models.PositiveIntegerField(_("GPUs allocated"), default=0)
     gpu_free = models.PositiveIntegerField(_("GPUs free"), default=0)
-    synced_at = models.DateTimeField(_("synced at"))
+    # Hash of labels and taints: the sync compares it instead of reading the JSON back.
+    fingerprint = models.CharField(max_length=32, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -208,6 +222,8 @@ class ModelInventory(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["cluster", "gpu_model"], name="unique_model_total")
         ]
+        verbose_name = _("model total")
+        verbose_name_plural = _("model totals")
 
     def __str__(self) -> str:
         return f"{self.gpu_model} in {self.cluster}: {self.free} of {self.installed} free"
@@ -236,6 +252,8 @@ class TenantAllocation(models.Model):
                 fields=["namespace", "gpu_model", "allocated"], name="allocation_tenant_key_idx"
             )
         ]
+        verbose_name = _("tenant allocation")
+        verbose_name_plural = _("tenant allocations")
 
     def __str__(self) -> str:
         return f"{self.namespace}: {self.allocated} x {self.gpu_model}"
@@ -257,6 +275,8 @@ class GpuWorkload(models.Model):
     gpu_model = models.ForeignKey(
         GpuModel, on_delete=models.PROTECT, null=True, blank=True, related_name="workloads"
     )
+    # The resource name the spec asks for; gpu_model is set only if the catalog knows it.
+    gpu_resource = models.CharField(_("GPU resource name"), max_length=253, blank=True)
     gpus_per_instance = models.PositiveIntegerField(_("GPUs per instance"), default=0)
     instances = models.PositiveIntegerField(_("instances"), default=1)
     gpus_held = models.PositiveIntegerField(_("GPUs held"), default=0)
@@ -266,7 +286,9 @@ class GpuWorkload(models.Model):
     reason = models.CharField(_("reason"), max_length=200, blank=True)
     message = models.TextField(_("message"), blank=True)
     created_in_portal = models.BooleanField(_("created in the portal"), default=False)
-    last_seen_at = models.DateTimeField(_("last seen in the cluster"), null=True, blank=True)
+    # Set by the sync when it first sees the object (not rewritten at every sync: no dead
+    # tuples); empty while a row the portal created is not in the cluster yet.
+    last_seen_at = models.DateTimeField(_("in the cluster since"), null=True, blank=True)
 
     class Meta:
         ordering = ["name", "node_group"]
@@ -291,3 +313,32 @@ class GpuWorkload(models.Model):
     @property
     def gpus_requested(self) -> int:
         return self.gpus_per_instance * self.instances
+
+    @property
+    def reason_text(self) -> str:
+        """The cluster's reason in plain words (translated), "" when the reason is not known."""
+        return explain_reason(self.reason)
+
+
+class SyncIssue(models.Model):
+    """An object of the cluster the last sync skipped (e.g. a value too long for a column)."""
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="sync_issues")
+    kind = models.CharField(_("kind"), max_length=63)
+    namespace = models.CharField(_("namespace"), max_length=253, blank=True)
+    name = models.CharField(_("name"), max_length=253)
+    problem = models.TextField(_("problem"))
+    first_seen_at = models.DateTimeField(_("first seen"))
+
+    class Meta:
+        ordering = ["cluster", "kind", "namespace", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cluster", "kind", "namespace", "name"], name="unique_sync_issue"
+            )
+        ]
+        verbose_name = _("skipped object")
+        verbose_name_plural = _("skipped objects")
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}: {self.problem}"

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.cache import cache
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
 from django.utils.timesince import timesince
@@ -23,6 +24,7 @@ from .models import (
     ModelInventory,
     Node,
     NodeGpu,
+    SyncIssue,
     Tenant,
     TenantAllocation,
 )
@@ -288,6 +290,13 @@ NODE_LIST_COLUMNS = (
 )
 
 
+def sync_issues(user: User, limit: int = 50) -> list[SyncIssue]:
+    """Objects the last syncs skipped: platform admins only (they name tenants' objects)."""
+    if not user.is_staff:
+        return []
+    return list(SyncIssue.objects.select_related("cluster")[:limit])
+
+
 def node_queryset(user: User) -> QuerySet[Node]:
     """Host nodes: platform admins only (tenants never see host names)."""
     if not user.is_staff:
@@ -353,3 +362,70 @@ def tenant_workload_page(
     if cluster is not None:
         workloads = workloads.filter(cluster=cluster)
     return keyset_page(workloads, WORKLOAD_KEY, page, per_page)
+
+
+# --- detail pages ----------------------------------------------------------------------
+
+
+def tenants_overview(user: User) -> QuerySet[Tenant]:
+    """The tenants a user may see, with member, workload and held-GPU counts (one query)."""
+    held = (
+        TenantAllocation.objects.filter(tenant=OuterRef("pk"))
+        .values("tenant")
+        .annotate(n=Sum("allocated"))
+        .values("n")
+    )
+    workloads = (
+        GpuWorkload.objects.filter(tenant=OuterRef("pk"))
+        .values("tenant")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return (
+        tenants_for_user(user)
+        .annotate(
+            member_count=Count("memberships", distinct=True),
+            gpus_held=Coalesce(Subquery(held), 0),
+            workload_count=Coalesce(Subquery(workloads), 0),
+        )
+        .order_by("namespace")
+    )
+
+
+def tenant_gpus_held(tenant: Tenant) -> list[dict[str, object]]:
+    """GPUs the tenant's pods hold per model, over all clusters."""
+    return list(
+        TenantAllocation.objects.filter(tenant=tenant)
+        .values("gpu_model__display_name", "gpu_model__resource_name")
+        .annotate(n=Sum("allocated"))
+        .order_by("gpu_model__display_name")
+    )
+
+
+def get_node_for_user(user: User, pk: int) -> Node:
+    """One host node with its GPUs: platform admins only, like the node list."""
+    node = (
+        node_queryset(user)
+        .defer(None)  # the detail page shows every column, labels and conditions included
+        .select_related("cluster")
+        .prefetch_related(Prefetch("gpus", queryset=NodeGpu.objects.select_related("gpu_model")))
+        .filter(pk=pk)
+        .first()
+    )
+    if node is None:
+        raise Http404("No such node.")
+    return node
+
+
+def node_holder_tenants(node: Node) -> dict[str, Tenant]:
+    """The tenants (by namespace) holding GPUs on a node, for links."""
+    namespaces = {str(h.get("namespace", "")) for h in node.holders}
+    return {t.namespace: t for t in Tenant.objects.filter(namespace__in=namespaces)}
+
+
+def get_tenant_workload(user: User, tenant: Tenant, pk: int) -> GpuWorkload:
+    """One of the tenant's GPU VMs or node groups; another tenant's is a 404."""
+    workload = tenant_workloads(user, tenant).filter(pk=pk).first()
+    if workload is None:
+        raise Http404("No such workload.")
+    return workload

@@ -1,6 +1,21 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from . import views
+
+
+class IdConverter:
+    """A database id: digits that fit a 64-bit integer (longer ones are a 404, not a 500)."""
+
+    regex = "[0-9]{1,18}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+register_converter(IdConverter, "dbid")
 
 app_name = "gpus"
 
@@ -12,6 +27,9 @@ urlpatterns = [
     path("inventory/summary/", views.inventory_summary, name="inventory_summary"),
     path("inventory/sync/", views.inventory_sync, name="inventory_sync"),
     path("inventory/nodes/", views.node_list, name="nodes"),
+    path("inventory/nodes/<dbid:pk>/", views.node_detail, name="node"),
+    path("tenants/", views.tenant_list, name="tenants"),
     path("tenants/<slug:namespace>/", views.tenant_detail, name="tenant"),
     path("tenants/<slug:namespace>/gpus/", views.my_gpus, name="my_gpus"),
+    path("tenants/<slug:namespace>/gpus/<dbid:pk>/", views.workload_detail, name="workload"),
 ]

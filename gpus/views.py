@@ -5,10 +5,13 @@ No view calls the cluster: pages read the snapshot the inventory sync keeps fres
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -33,35 +36,57 @@ def _live_context(request: HttpRequest) -> dict[str, object]:
     }
 
 
+def render_page_or_fragment(
+    request: HttpRequest, page: str, fragment: str, context: dict[str, Any]
+) -> HttpResponse:
+    """The fragment for an htmx swap; the whole page otherwise, including htmx's history
+    restore (the back button after htmx's history cache is gone), which replaces the body.
+    Vary: HX-Request keeps the two apart in any cache."""
+    partial = bool(request.htmx) and not request.htmx.history_restore_request
+    response = render(request, fragment if partial else page, {**context, "partial": partial})
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
 def catalog(request: HttpRequest) -> HttpResponse:
     context = _live_context(request)
     models = list(selectors.catalog_models())
     free = selectors.free_by_model(context["narrowed"])
     for model in models:
         model.free_now = free.get(model.pk)  # None: not in the fleet (or no sync yet)
+    offered = [m for m in models if m.offered]
+    # What a tenant can rent now comes first: offered models with free GPUs, then the others.
+    offered.sort(key=lambda m: not m.free_now)
+    others = [m for m in models if not m.offered]
     context.update(
-        offered=[m for m in models if m.offered],
-        others=[m for m in models if not m.offered],
+        offered=offered,
+        others_in_fleet=[m for m in others if m.free_now is not None],
+        others_elsewhere=[m for m in others if m.free_now is None],
+        offered_ids=[m.pk for m in offered],
         synced=any(c.last_synced_at for c in context["clusters"]),
     )
     return render(request, "gpus/catalog.html", context)
 
 
 def compare(request: HttpRequest) -> HttpResponse:
+    offered = list(selectors.offered_models())
     if "models" in request.GET:
         form = CompareForm(request.GET)
         chosen = form.cleaned_data["models"] if form.is_valid() else []
     else:
-        chosen = list(selectors.offered_models())[:3]
+        chosen = offered[:3]
         form = CompareForm(initial={"models": chosen})
     context = {
         "form": form,
         "chosen": chosen,
+        # Offered models (and any chosen one) are the checkboxes; the rest wait behind "more".
+        "primary_ids": {m.pk for m in offered} | {m.pk for m in chosen},
         "rows": compare_rows(chosen) if chosen else [],
         "approach_rows": APPROACH_ROWS,
     }
-    template = "gpus/_compare_table.html" if request.htmx else "gpus/compare.html"
-    return render(request, template, context)
+    return render_page_or_fragment(
+        request, "gpus/compare.html", "gpus/_compare_table.html", context
+    )
 
 
 def advisor(request: HttpRequest) -> HttpResponse:
@@ -69,8 +94,16 @@ def advisor(request: HttpRequest) -> HttpResponse:
     recommendation = None
     if form.is_valid():
         recommendation = recommend(form.cleaned_data["workload"], selectors.catalog_models())
-    template = "gpus/_advice.html" if request.htmx else "gpus/advisor.html"
-    return render(request, template, {"form": form, "recommendation": recommendation})
+    context = {"form": form, "recommendation": recommendation}
+    return render_page_or_fragment(request, "gpus/advisor.html", "gpus/_advice.html", context)
+
+
+def tenant_list(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        raise Http404("No such page.")
+    return render(
+        request, "gpus/tenants.html", {"tenants": selectors.tenants_overview(request.user)}
+    )
 
 
 def tenant_detail(request: HttpRequest, namespace: str) -> HttpResponse:
@@ -82,6 +115,8 @@ def tenant_detail(request: HttpRequest, namespace: str) -> HttpResponse:
             "tenant": tenant,
             "memberships": selectors.memberships_of(tenant),
             "membership": selectors.membership_of(request.user, tenant),
+            "gpus_held": selectors.tenant_gpus_held(tenant),
+            "workload_count": selectors.tenant_workloads(request.user, tenant).count(),
         },
     )
 
@@ -94,6 +129,7 @@ def _inventory_context(request: HttpRequest) -> dict[str, object]:
     if user.is_staff:
         page = PageRequest.from_query(request.GET, prefix="tenants_")
         context["tenant_allocations"] = selectors.allocations_by_tenant(page, narrowed)
+    context["sync_issues"] = selectors.sync_issues(user)
     context["query"] = _query_without(request, "tenants_page", "tenants_after", "tenants_before")
     return context
 
@@ -144,8 +180,22 @@ def node_list(request: HttpRequest) -> HttpResponse:
         "narrowed": narrowed,
         "sync": sync,
     }
-    template = "gpus/_node_table.html" if request.htmx else "gpus/nodes.html"
-    return render(request, template, context)
+    return render_page_or_fragment(request, "gpus/nodes.html", "gpus/_node_table.html", context)
+
+
+def node_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    node = selectors.get_node_for_user(request.user, pk)
+    tenants = selectors.node_holder_tenants(node)
+    names = {g.gpu_model.resource_name: g.gpu_model.display_name for g in node.gpus.all()}
+    holders = [
+        {
+            **h,
+            "tenant": tenants.get(str(h.get("namespace"))),
+            "model": names.get(str(h.get("resource")), h.get("resource")),
+        }
+        for h in node.holders
+    ]
+    return render(request, "gpus/node.html", {"node": node, "holders": holders})
 
 
 def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
@@ -160,5 +210,12 @@ def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
     context.update(
         tenant=tenant, workloads=page, query=_query_without(request, "page", "after", "before")
     )
-    template = "gpus/_my_gpus_table.html" if request.htmx else "gpus/my_gpus.html"
-    return render(request, template, context)
+    return render_page_or_fragment(
+        request, "gpus/my_gpus.html", "gpus/_my_gpus_table.html", context
+    )
+
+
+def workload_detail(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
+    tenant = selectors.get_tenant_for_user(request.user, namespace)
+    workload = selectors.get_tenant_workload(request.user, tenant, pk)
+    return render(request, "gpus/workload.html", {"tenant": tenant, "workload": workload})

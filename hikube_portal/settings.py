@@ -7,6 +7,7 @@ devcluster as the cluster.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -31,7 +32,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG el
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "gpus.admin_site.PortalAdminConfig",  # django.contrib.admin with the portal's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "django_filters",
+    "axes",
     "gpus",
 ]
 
@@ -56,6 +58,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "hikube_portal.urls"
@@ -105,6 +109,18 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login throttling (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one user from one
+# address, that pair is locked out for LOGIN_LOCKOUT_MINUTES. Every failure is logged.
+AUTHENTICATION_BACKENDS = [
+    "gpus.auth.WebLoginThrottle",  # django-axes, for logins over the web
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False  # no banner on every manage.py command; failures are still logged
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "gpus:catalog"
 LOGOUT_REDIRECT_URL = "login"
@@ -114,6 +130,8 @@ LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("fr", _("French")), ("de", _("German"))]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_I18N = True
+# Our own date formats: 24-hour times, so no "a.m." whose full stop doubles a sentence's.
+FORMAT_MODULE_PATH = ["hikube_portal.formats"]
 TIME_ZONE = env_str("TIME_ZONE", "Europe/Zurich")
 USE_TZ = True
 
@@ -144,6 +162,8 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    # The container health check speaks plain HTTP to the port.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
     if env_bool("SECURE_PROXY_SSL_HEADER", False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -176,6 +196,12 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 INVENTORY_SYNC_SECONDS = env_float("INVENTORY_SYNC_SECONDS", 30.0)
 # Pages warn that live figures are stale past this age (default: three sync intervals).
 INVENTORY_STALE_SECONDS = env_float("INVENTORY_STALE_SECONDS", 3 * INVENTORY_SYNC_SECONDS)
+# Retries one sync may spend on failed requests, all pages together; then it gives up.
+INVENTORY_SYNC_RETRY_BUDGET = env_int("INVENTORY_SYNC_RETRY_BUDGET", 3)
+# Whole-sync retries of a failed task (after the cluster's backoff), then the beat takes over.
+INVENTORY_SYNC_TASK_RETRIES = env_int("INVENTORY_SYNC_TASK_RETRIES", 2)
+# A failing cluster's syncs back off (interval x 2^failures) up to this many seconds.
+INVENTORY_SYNC_BACKOFF_MAX_SECONDS = env_float("INVENTORY_SYNC_BACKOFF_MAX_SECONDS", 600.0)
 # How often live fragments (inventory, My GPUs) poll the portal, in seconds.
 PAGE_REFRESH_SECONDS = env_int("PAGE_REFRESH_SECONDS", 30)
 CELERY_BEAT_SCHEDULE = {

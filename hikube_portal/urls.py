@@ -4,7 +4,11 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from django.views.i18n import set_language
 
+from . import views
+
 urlpatterns = [
+    path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", views.favicon),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The language switcher must work on the login page too.

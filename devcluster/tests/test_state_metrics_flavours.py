@@ -46,16 +46,27 @@ def test_state_survives_restart_and_old_watches_expire(tmp_path) -> None:
         assert len(pods) == 1 and pods[0].spec.node_name
         with pytest.raises(client.ApiException) as exc:
             for _ in watch.Watch().stream(
+                client.CoreV1Api(second.api_client()).list_namespaced_pod,
+                "tenant-acme",
+                resource_version=old_rv,
+                timeout_seconds=2,
+            ):
+                pass
+        assert exc.value.status == 410
+        # A v1.1 app watch never says 410: it re-sends the current objects as ADDED.
+        seen = [
+            (ev["type"], ev["object"]["metadata"]["name"])
+            for ev in watch.Watch().stream(
                 custom.list_namespaced_custom_object,
                 G,
                 V,
                 "tenant-acme",
                 "vminstances",
                 resource_version=old_rv,
-                timeout_seconds=2,
-            ):
-                pass
-        assert exc.value.status == 410
+                timeout_seconds=1,
+            )
+        ]
+        assert ("ADDED", "keep-me") in seen
         # And the reconciler still works after a restore.
         custom.delete_namespaced_custom_object(G, V, "tenant-acme", "vminstances", "keep-me")
         wait_for(lambda: kubevirt_status(custom, "tenant-acme", "vm-instance-keep-me") is None)
@@ -168,6 +179,9 @@ def test_legacy_flavour_serves_virtualmachines(tmp_path) -> None:
         }
         made = custom.create_namespaced_custom_object(G, V, "tenant-acme", "virtualmachines", body)
         assert made["spec"]["systemDisk"]["storageClass"] == "replicated"  # nested default
+        with pytest.raises(client.ApiException) as exc:  # the old API wraps errors too
+            custom.create_namespaced_custom_object(G, V, "tenant-acme", "virtualmachines", body)
+        assert exc.value.status == 500 and "already exists" in exc.value.body
         wait_for(lambda: kubevirt_status(custom, "tenant-acme", "virtual-machine-old") == "Stopped")
         custom.patch_namespaced_custom_object(
             G, V, "tenant-acme", "virtualmachines", "old", {"spec": {"running": True}}

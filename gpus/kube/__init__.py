@@ -1,6 +1,10 @@
 """Cluster boundary: the only package of the portal that imports the ``kubernetes`` client.
 
 Plain Python (no Django): callers pass plain values and get plain dataclasses/dicts.
+``records`` holds the typed records the gateway returns (nodes, GPU pods, VM apps, KubeVirt VMs,
+Kubernetes apps with all their node groups, WorkloadMonitors); ``states`` maps them to the
+portal's workload state; ``budget`` bounds the retries of a whole job. ruff's banned-api rule
+(pyproject.toml) keeps ``kubernetes`` imports inside this package.
 """
 
 from .client import ClusterConfig, Session, TokenBucket, api_client, call

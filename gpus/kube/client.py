@@ -150,9 +150,26 @@ class PortalApiClient(k8s.ApiClient):
         return super().call_api(method, url, header_params, body, post_params, _request_timeout)
 
 
+TENANT_ROLES = ("view", "use", "admin", "super-admin")
+
+
+def tenant_groups(namespace: str, role: str = "admin") -> list[str]:
+    """The Cozystack group that carries ``role`` in a tenant namespace.
+
+    Cozystack binds only ``<ns>-view``, ``-use``, ``-admin`` and ``-super-admin``
+    (apps/tenant/templates/tenant.yaml); no group named like the namespace grants anything.
+    """
+    if role not in TENANT_ROLES:
+        raise ValueError(f"unknown tenant role {role!r} (expected one of {TENANT_ROLES})")
+    return [f"{namespace}-{role}"]
+
+
 def impersonation_headers(user: str | None, groups: Iterable[str] = ()) -> dict[str, Any]:
     """Headers for impersonation; the group value is a list (one header line each)."""
     groups = [g for g in groups if g]
+    if any("," in g for g in groups):
+        # The apiserver would read "a,b" as one group named "a,b": always a mistake here.
+        raise ValueError("one Impersonate-Group header is one group: pass groups as a list")
     if groups and not user:
         raise ValueError("Kubernetes requires Impersonate-User when impersonating groups")
     headers: dict[str, Any] = {}

@@ -78,7 +78,8 @@ class ExpiredError(TransientError):
 
 
 class ConflictError(KubeError):
-    """409: ``reason`` is ``AlreadyExists`` (create) or ``Conflict`` (stale resourceVersion)."""
+    """409 (or v1.1's 500 wrapping one): ``reason`` is ``AlreadyExists`` (create) or
+    ``Conflict`` (stale resourceVersion)."""
 
     @property
     def already_exists(self) -> bool:
@@ -193,6 +194,20 @@ def from_api_exception(exc: ApiException, cluster: str | None = None) -> KubeErr
             f"Could not talk to {where} securely: {server_msg}", None, reason, server_msg
         )
 
+    if code == 500 and not reason:
+        # cozystack-api v1.1 wraps HelmRelease errors with fmt.Errorf, so the apiserver answers
+        # 500 with no reason (ErrorToAPIStatus). Two of them are conflicts, not outages.
+        if "already exists" in server_msg:
+            return ConflictError(
+                f"It already exists: {server_msg}", code, "AlreadyExists", server_msg
+            )
+        if "the object has been modified" in server_msg:
+            return ConflictError(
+                f"It was changed by someone else at the same time; read it again: {server_msg}",
+                code,
+                "Conflict",
+                server_msg,
+            )
     if code == 429 or code >= 500 or code in (408, 410):
         header = parse_retry_after(_header(exc.headers, "Retry-After"))
         details_after = (status.get("details") or {}).get("retryAfterSeconds")

@@ -12,81 +12,41 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from . import manifests
 from .client import ClusterConfig, Session
 from .discovery import ClusterFlavour, discover
-from .errors import ConflictError, NotFoundError, TransientError
+from .errors import ConflictError, ExpiredError, NotFoundError, TransientError
+from .records import (
+    Condition,
+    FleetReading,
+    GpuPod,
+    KubernetesApp,
+    KubevirtVm,
+    NodeInfo,
+    OddObject,
+    VmApp,
+    WorkloadMonitor,
+    conditions_of,
+    kubernetes_app_from_json,
+    kubevirt_vm_from_json,
+    node_from_json,
+    pod_from_json,
+    pod_gpus,
+    vm_app_from_json,
+    workload_monitor_from_json,
+)
+from .records import opt_int as _opt_int
 
 T = TypeVar("T")
 
-GPU_PREFIX = "nvidia.com/"
 FIELD_MANAGER = "hikube-portal"
 MERGE_PATCH = "application/merge-patch+json"
+LAUNCHER_SELECTOR = "kubevirt.io=virt-launcher"
 
 
-# --- plain results ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    name: str
-    labels: dict[str, str]
-    allocatable: dict[str, str]
-    capacity: dict[str, str]
-    ready: bool
-    unschedulable: bool
-    taints: list[dict[str, str]]
-    gpu_resources: dict[str, int]  # allocatable nvidia.com/* counts
-
-
-@dataclass(frozen=True)
-class GpuPod:
-    namespace: str
-    name: str
-    node_name: str
-    phase: str
-    gpus: dict[str, int]
-    labels: dict[str, str]
-    owner_kind: str = ""
-    owner_name: str = ""
-
-
-@dataclass(frozen=True)
-class Condition:
-    type: str
-    status: str  # "True" / "False" / "Unknown"
-    reason: str = ""
-    message: str = ""
-    last_transition_time: str = ""
-
-    @property
-    def is_true(self) -> bool:
-        return self.status == "True"
-
-
-@dataclass(frozen=True)
-class KubevirtVm:
-    namespace: str
-    name: str
-    printable_status: str  # "" if not reported yet; map unknown values to "unknown" upstream
-    ready: bool
-    conditions: dict[str, Condition]
-
-
-@dataclass(frozen=True)
-class WorkloadMonitor:
-    namespace: str
-    name: str
-    kind: str
-    type: str
-    min_replicas: int | None
-    replicas: int | None
-    operational: bool | None
-    available_replicas: int | None
-    observed_replicas: int | None
+# --- plain results (the typed records live in records.py) ------------------------
 
 
 @dataclass(frozen=True)
@@ -103,126 +63,7 @@ class Event:
 
 # --- helpers ---------------------------------------------------------------------
 
-_SUFFIXES = {
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-}
-
-
-def parse_quantity(value: Any) -> Decimal:
-    """Kubernetes quantity -> Decimal ("8", "500m", "16Gi", "1e3"); raises ValueError."""
-    text = str(value).strip()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if text.endswith(suffix) and text[: -len(suffix)]:
-            number, mult = text[: -len(suffix)], Decimal(_SUFFIXES[suffix])
-            break
-    else:
-        number, mult = text, Decimal(1)
-    try:
-        return Decimal(number) * mult
-    except InvalidOperation as exc:
-        raise ValueError(f"not a quantity: {value!r}") from exc
-
-
-def _count(value: Any) -> int:
-    try:
-        return int(parse_quantity(value))
-    except ValueError:
-        return 0
-
-
-def _gpu_counts(resources: Mapping[str, Any]) -> dict[str, int]:
-    return {k: _count(v) for k, v in resources.items() if k.startswith(GPU_PREFIX)}
-
-
-def node_from_json(item: Mapping[str, Any]) -> NodeInfo:
-    meta = item.get("metadata") or {}
-    spec = item.get("spec") or {}
-    status = item.get("status") or {}
-    allocatable = {k: str(v) for k, v in (status.get("allocatable") or {}).items()}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
-    return NodeInfo(
-        name=meta.get("name", ""),
-        labels=dict(meta.get("labels") or {}),
-        allocatable=allocatable,
-        capacity={k: str(v) for k, v in (status.get("capacity") or {}).items()},
-        ready=ready,
-        unschedulable=bool(spec.get("unschedulable", False)),
-        taints=[
-            {"key": t.get("key", ""), "value": t.get("value", ""), "effect": t.get("effect", "")}
-            for t in spec.get("taints") or []
-        ],
-        gpu_resources=_gpu_counts(allocatable),
-    )
-
-
-def pod_gpus(pod: Mapping[str, Any]) -> dict[str, int]:
-    """GPUs a pod holds: sum over containers, or the largest init container (k8s rule)."""
-    spec = pod.get("spec") or {}
-
-    def of(container: Mapping[str, Any]) -> dict[str, int]:
-        res = container.get("resources") or {}
-        # Extended resources: requests default to limits and must equal them.
-        merged = {**(res.get("limits") or {}), **(res.get("requests") or {})}
-        return _gpu_counts(merged)
-
-    total: dict[str, int] = {}
-    for c in spec.get("containers") or []:
-        for k, v in of(c).items():
-            total[k] = total.get(k, 0) + v
-    for c in spec.get("initContainers") or []:
-        for k, v in of(c).items():
-            total[k] = max(total.get(k, 0), v)
-    return {k: v for k, v in total.items() if v > 0}
-
-
-def pod_from_json(item: Mapping[str, Any], gpus: dict[str, int]) -> GpuPod:
-    meta = item.get("metadata") or {}
-    owners = meta.get("ownerReferences") or []
-    owner = next((o for o in owners if o.get("controller")), owners[0] if owners else {})
-    return GpuPod(
-        namespace=meta.get("namespace", ""),
-        name=meta.get("name", ""),
-        node_name=(item.get("spec") or {}).get("nodeName") or "",
-        phase=(item.get("status") or {}).get("phase") or "",
-        gpus=gpus,
-        labels=dict(meta.get("labels") or {}),
-        owner_kind=owner.get("kind", ""),
-        owner_name=owner.get("name", ""),
-    )
-
-
 SUMMARY_CONDITIONS = ("Ready", "Released", "WorkloadsReady")
-
-
-def conditions_of(obj: Mapping[str, Any] | None) -> dict[str, Condition]:
-    out = {}
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if isinstance(c, dict) and c.get("type"):
-            out[c["type"]] = Condition(
-                type=c["type"],
-                status=str(c.get("status", "Unknown")),
-                reason=str(c.get("reason", "") or ""),
-                message=str(c.get("message", "") or ""),
-                last_transition_time=str(c.get("lastTransitionTime", "") or ""),
-            )
-    return out
 
 
 def conditions_summary(obj: Mapping[str, Any] | None) -> dict[str, Condition]:
@@ -232,13 +73,6 @@ def conditions_summary(obj: Mapping[str, Any] | None) -> dict[str, Condition]:
     """
     all_conditions = conditions_of(obj)
     return {t: all_conditions[t] for t in SUMMARY_CONDITIONS if t in all_conditions}
-
-
-def _opt_int(value: Any) -> int | None:
-    try:
-        return None if value is None else int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def with_retries(
@@ -257,6 +91,8 @@ def with_retries(
     for attempt in range(attempts):
         try:
             return fn()
+        except ExpiredError:
+            raise  # the same continue token will never work again: the caller restarts
         except TransientError as exc:
             if attempt == attempts - 1:
                 raise
@@ -308,25 +144,38 @@ class ClusterGateway:
     # -- inventory (admin credential) --
 
     def _paged(
-        self, fn: Callable[..., Any], page_size: int, **kwargs: Any
+        self, fn: Callable[..., Any], page_size: int, restarts: int = 3, **kwargs: Any
     ) -> Iterator[dict[str, Any]]:
         """Every item of a list, page by page. A transient failure retries the same page (same
-        continue token), so one 429 in a 12,500-node list does not restart the whole list."""
-        token: str | None = None
-        while True:
-            page = (
-                with_retries(
-                    lambda token=token: self.session.call_json(
-                        fn, limit=page_size, _continue=token, **kwargs
-                    ),
-                    attempts=self.page_attempts,
-                )
-                or {}
-            )
-            yield from page.get("items") or []
-            token = (page.get("metadata") or {}).get("continue") or None
-            if not token:
-                return
+        continue token), so one 429 in a 12,500-node list does not restart the whole list.
+        A 410 Expired token (etcd compacted the list's revision) restarts the list from the
+        start, at most ``restarts`` times; items already yielded are not yielded again."""
+        seen: set[str] = set()
+        for restart in range(restarts + 1):
+            token: str | None = None
+            try:
+                while True:
+                    page = (
+                        with_retries(
+                            lambda token=token: self.session.call_json(
+                                fn, limit=page_size, _continue=token, **kwargs
+                            ),
+                            attempts=self.page_attempts,
+                        )
+                        or {}
+                    )
+                    for item in page.get("items") or []:
+                        md = item.get("metadata") or {}
+                        key = md.get("uid") or f"{md.get('namespace')}/{md.get('name')}"
+                        if key not in seen:
+                            seen.add(key)
+                            yield item
+                    token = (page.get("metadata") or {}).get("continue") or None
+                    if not token:
+                        return
+            except ExpiredError:
+                if restart == restarts:
+                    raise
 
     def iter_nodes(
         self, page_size: int = 500, label_selector: str | None = None
@@ -384,6 +233,99 @@ class ClusterGateway:
                 label_selector=label_selector,
             )
 
+    def _records(
+        self,
+        items: Iterable[Mapping[str, Any]],
+        parse: Callable[[Mapping[str, Any]], T],
+        kind: str,
+        odd: list[OddObject] | None,
+    ) -> Iterator[T]:
+        """Parse each object; one that cannot be read goes to ``odd`` (or raises without it)."""
+        for obj in items:
+            try:
+                yield parse(obj)
+            except Exception as exc:
+                if odd is None:
+                    raise
+                meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+                meta = meta if isinstance(meta, Mapping) else {}
+                odd.append(
+                    OddObject(
+                        kind,
+                        str(meta.get("namespace") or ""),
+                        str(meta.get("name") or ""),
+                        f"unreadable: {type(exc).__name__}: {exc}",
+                    )
+                )
+
+    def iter_vm_apps(
+        self, page_size: int = 500, namespace: str | None = None, odd: list[OddObject] | None = None
+    ) -> Iterator[VmApp]:
+        """GPU VMs and other VMs: ``VMInstance`` or the legacy ``VirtualMachine`` (discovered)."""
+        flavour = self.flavour
+        items = self.iter_apps(flavour.vm_plural, page_size=page_size, namespace=namespace)
+        yield from self._records(
+            items, lambda obj: vm_app_from_json(obj, flavour.vm_kind), flavour.vm_kind, odd
+        )
+
+    def iter_kubevirt_vms(
+        self, page_size: int = 500, namespace: str | None = None, odd: list[OddObject] | None = None
+    ) -> Iterator[KubevirtVm]:
+        items = self.iter_apps(
+            "virtualmachines",
+            page_size=page_size,
+            namespace=namespace,
+            group="kubevirt.io",
+            version="v1",
+        )
+        yield from self._records(items, kubevirt_vm_from_json, "kubevirt.io/VirtualMachine", odd)
+
+    def iter_kubernetes_apps(
+        self, page_size: int = 500, namespace: str | None = None, odd: list[OddObject] | None = None
+    ) -> Iterator[KubernetesApp]:
+        """Tenant Kubernetes clusters with all their node groups (GPU or not)."""
+        items = self.iter_apps("kuberneteses", page_size=page_size, namespace=namespace)
+        yield from self._records(items, kubernetes_app_from_json, "Kubernetes", odd)
+
+    def iter_workload_monitors(
+        self,
+        page_size: int = 500,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        odd: list[OddObject] | None = None,
+    ) -> Iterator[WorkloadMonitor]:
+        items = self.iter_apps(
+            "workloadmonitors",
+            page_size=page_size,
+            namespace=namespace,
+            label_selector=label_selector,
+            group="cozystack.io",
+            version="v1alpha1",
+        )
+        yield from self._records(items, workload_monitor_from_json, "WorkloadMonitor", odd)
+
+    def read_inventory(self, page_size: int = 500) -> FleetReading:
+        """Everything the inventory sync stores, read cluster-wide with the admin credential."""
+        flavour = self.discover()
+        reading = FleetReading(vm_kind=flavour.vm_kind, disk_field=flavour.node_group_disk_field)
+        odd = reading.odd
+        nodes = self._paged(self.session.core().list_node, page_size)
+        reading.nodes = list(self._records(nodes, node_from_json, "Node", odd))
+        # Only virt-launcher pods hold passthrough GPUs: the label keeps the list small.
+        reading.pods = list(
+            self.iter_gpu_pods(page_size=page_size, label_selector=LAUNCHER_SELECTOR)
+        )
+        reading.vms = list(self.iter_vm_apps(page_size=page_size, odd=odd))
+        reading.kubevirt_vms = {
+            (vm.namespace, vm.name): vm for vm in self.iter_kubevirt_vms(page_size, odd=odd)
+        }
+        if flavour.serves("kuberneteses"):
+            reading.kubernetes_apps = list(self.iter_kubernetes_apps(page_size, odd=odd))
+            reading.monitors = {
+                (m.namespace, m.name): m for m in self.iter_workload_monitors(page_size, odd=odd)
+            }
+        return reading
+
     # -- reads --
 
     def get(
@@ -413,50 +355,12 @@ class ClusterGateway:
     def read_kubevirt_vm(self, namespace: str, name: str) -> KubevirtVm | None:
         """KubeVirt VM (``vm-instance-<name>`` for a VMInstance); None if it does not exist yet."""
         obj = self.get("virtualmachines", namespace, name, group="kubevirt.io", version="v1")
-        if obj is None:
-            return None
-        conditions = conditions_of(obj)
-        status = obj.get("status") or {}
-        return KubevirtVm(
-            namespace=namespace,
-            name=name,
-            printable_status=str(status.get("printableStatus") or ""),
-            ready=bool(status.get("ready"))
-            or (conditions.get("Ready") or Condition("Ready", "")).is_true,
-            conditions=conditions,
-        )
+        return None if obj is None else kubevirt_vm_from_json(obj)
 
     def list_workload_monitors(
         self, namespace: str, label_selector: str | None = None
     ) -> list[WorkloadMonitor]:
-        out = []
-        for obj in self.iter_apps(
-            "workloadmonitors",
-            namespace=namespace,
-            label_selector=label_selector,
-            group="cozystack.io",
-            version="v1alpha1",
-        ):
-            meta, spec, status = (
-                obj.get("metadata") or {},
-                obj.get("spec") or {},
-                obj.get("status") or {},
-            )
-            operational = status.get("operational")
-            out.append(
-                WorkloadMonitor(
-                    namespace=meta.get("namespace", namespace),
-                    name=meta.get("name", ""),
-                    kind=str(spec.get("kind", "")),
-                    type=str(spec.get("type", "")),
-                    min_replicas=_opt_int(spec.get("minReplicas")),
-                    replicas=_opt_int(spec.get("replicas")),
-                    operational=operational if isinstance(operational, bool) else None,
-                    available_replicas=_opt_int(status.get("availableReplicas")),
-                    observed_replicas=_opt_int(status.get("observedReplicas")),
-                )
-            )
-        return out
+        return list(self.iter_workload_monitors(namespace=namespace, label_selector=label_selector))
 
     def list_events(
         self, namespace: str, field_selector: str | None = None, limit: int = 500
@@ -482,8 +386,17 @@ class ClusterGateway:
                     message=str(e.get("message", "")),
                     object_kind=str(involved.get("kind", "")),
                     object_name=str(involved.get("name", "")),
-                    count=_opt_int(e.get("count")) or 1,
-                    last_timestamp=str(e.get("lastTimestamp") or e.get("eventTime") or ""),
+                    # events.k8s.io writers (kube-scheduler) use series + eventTime, with
+                    # count and lastTimestamp empty.
+                    count=_opt_int((e.get("series") or {}).get("count"))
+                    or _opt_int(e.get("count"))
+                    or 1,
+                    last_timestamp=str(
+                        e.get("lastTimestamp")
+                        or (e.get("series") or {}).get("lastObservedTime")
+                        or e.get("eventTime")
+                        or ""
+                    ),
                 )
             )
         out.sort(key=lambda ev: ev.last_timestamp)
@@ -498,45 +411,53 @@ class ClusterGateway:
         impersonate_groups: Iterable[str] = (),
         plural: str | None = None,
     ) -> dict[str, Any]:
-        """Create, or on AlreadyExists merge-patch labels/annotations/spec. Idempotent.
+        """Read, then create or merge-patch labels/annotations/spec. Idempotent.
 
         Merge patch never removes spec keys absent from ``manifest``; to remove a node
         group use ``patch`` with ``manifests.node_group_merge_patch(group, None)``.
+        On Cozystack v1.1 an AlreadyExists is a 500 (classified as ConflictError) and reads
+        come from a cache: a 404 right after a create means "still pending", and the
+        manifest is returned as sent.
         """
         group, version = _split_api_version(manifest["apiVersion"])
         plural = plural or manifests.plural_for(manifest)
         meta = manifest["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         custom = self.session.custom()
+        who = {"impersonate_user": impersonate_user, "impersonate_groups": impersonate_groups}
         try:
-            return self.session.call(
-                custom.create_namespaced_custom_object,
-                group=group,
-                version=version,
-                namespace=namespace,
-                plural=plural,
-                body=dict(manifest),
-                field_manager=FIELD_MANAGER,
-                impersonate_user=impersonate_user,
-                impersonate_groups=impersonate_groups,
-            )
-        except ConflictError as exc:
-            if not exc.already_exists:
-                raise
+            current = self.session.call(
+                custom.get_namespaced_custom_object, group, version, namespace, plural, name,
+                **who,
+            )  # fmt: skip
+        except NotFoundError:
+            current = None
+        if current is None:
+            try:
+                return self.session.call(
+                    custom.create_namespaced_custom_object,
+                    group=group,
+                    version=version,
+                    namespace=namespace,
+                    plural=plural,
+                    body=dict(manifest),
+                    field_manager=FIELD_MANAGER,
+                    **who,
+                )
+            except ConflictError as exc:
+                if not exc.already_exists:
+                    raise
+                # It exists, but the cache the read went through has not seen it yet.
         body: dict[str, Any] = {"spec": manifest.get("spec", {})}
         extra_meta = {k: meta[k] for k in ("labels", "annotations") if meta.get(k)}
         if extra_meta:
             body["metadata"] = extra_meta
-        return self.patch(
-            plural,
-            namespace,
-            name,
-            body,
-            group=group,
-            version=version,
-            impersonate_user=impersonate_user,
-            impersonate_groups=impersonate_groups,
-        )
+        try:
+            return self.patch(plural, namespace, name, body, group=group, version=version, **who)
+        except NotFoundError:
+            if current is not None:
+                raise  # it was there a moment ago: really deleted
+            return dict(manifest)  # created a moment ago, not in the cache yet: still pending
 
     def patch(
         self,

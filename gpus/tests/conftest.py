@@ -8,9 +8,12 @@ import pytest
 from django.apps import apps as django_apps
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
 
-from gpus.choices import MembershipRole
-from gpus.models import Membership, Tenant
+from gpus.choices import MembershipRole, ResourceState, WorkloadKind
+from gpus.inventory import FleetReading, store_snapshot
+from gpus.kube.gateway import GpuPod, NodeInfo
+from gpus.models import Cluster, GpuModel, GpuWorkload, Membership, Tenant
 
 PASSWORD = "correct-horse-battery"
 
@@ -95,3 +98,91 @@ def seeded_catalog(transactional_db):
     the database after each test, so they seed it again rather than rely on the migration."""
     seed = importlib.import_module("gpus.migrations.0002_seed_catalog").seed
     seed(django_apps, None)
+
+
+# --- a synced snapshot, for the pages ---------------------------------------------------
+
+L40S = "nvidia.com/AD102GL_L40S"
+H100 = "nvidia.com/H100_94GB"
+
+
+def node_info(name: str, gpus: dict[str, int], **extra) -> NodeInfo:
+    return NodeInfo(
+        name=name,
+        labels={"kubernetes.io/hostname": name},
+        allocatable={},
+        capacity={},
+        ready=extra.get("ready", True),
+        unschedulable=extra.get("cordoned", False),
+        taints=extra.get("taints", []),
+        gpu_resources=gpus,
+        conditions=(
+            {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ok"},
+            {"type": "MemoryPressure", "status": "False", "reason": "Sufficient", "message": ""},
+        ),
+    )
+
+
+@pytest.fixture
+def snapshot(acme, globex) -> Cluster:
+    """A synced cluster: two nodes, GPUs held by both tenants, and acme's workloads."""
+    cluster = Cluster.objects.create(name="prod", last_synced_at=timezone.now())
+    taint = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+    pods = [
+        GpuPod(
+            namespace="tenant-acme",
+            name="virt-launcher-vm-instance-ws-abcde",
+            node_name="gpu-l40s-worker-01",
+            phase="Running",
+            gpus={L40S: 1},
+            labels={"vm.kubevirt.io/name": "vm-instance-ws"},
+        ),
+        GpuPod(
+            namespace="tenant-globex",
+            name="trainer-0",
+            node_name="gpu-h100-worker-01",
+            phase="Running",
+            gpus={H100: 2},
+            labels={},
+            owner_kind="StatefulSet",
+            owner_name="trainer",
+        ),
+    ]
+    reading = FleetReading(
+        nodes=[
+            node_info("gpu-l40s-worker-01", {L40S: 4}, taints=[taint]),
+            node_info("gpu-h100-worker-01", {H100: 8}),
+        ],
+        pods=pods,
+        vm_kind="VMInstance",
+        disk_field="ephemeralStorage",
+    )
+    store_snapshot(cluster, reading, timezone.now())
+    l40s = GpuModel.objects.get(resource_name=L40S)
+    GpuWorkload.objects.create(
+        cluster=cluster,
+        tenant=acme,
+        kind=WorkloadKind.VM,
+        app_kind="VMInstance",
+        name="ws",
+        gpu_model=l40s,
+        gpus_per_instance=1,
+        gpus_held=0,
+        state=ResourceState.STARTING,
+        reason="PodNotReady",
+        message="virt-launcher pod is not ready",
+    )
+    GpuWorkload.objects.create(
+        cluster=cluster,
+        tenant=acme,
+        kind=WorkloadKind.NODE_GROUP,
+        app_kind="Kubernetes",
+        name="k8s",
+        node_group="gpu",
+        gpu_model=l40s,
+        gpus_per_instance=2,
+        instances=1,
+        gpus_held=2,
+        state=ResourceState.RUNNING,
+    )
+    return cluster

@@ -5,13 +5,22 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.conf import settings
 from django.urls import reverse
 
 from devcluster.testing import run_devcluster
 from gpus.choices import ResourceState, WorkloadKind
 from gpus.inventory import sync_cluster
 from gpus.kube.errors import KubeError
-from gpus.models import Cluster, GpuModel, GpuWorkload, ModelInventory, Node, TenantAllocation
+from gpus.models import (
+    Cluster,
+    GpuModel,
+    GpuWorkload,
+    ModelInventory,
+    Node,
+    SyncIssue,
+    TenantAllocation,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -101,9 +110,13 @@ def test_allocation_follows_a_vm_created_in_the_cluster(dc, cluster, acme, globe
         ),
     )
     assert totals(H100) == (16, 2, 14, 0)
-    dc.kubectl("delete", "vminstance", "big", "-n", "tenant-acme")
-    sync_until(cluster, lambda: totals(H100)[1] == 0)
-    assert not GpuWorkload.objects.filter(name="big").exists()
+    dc.kubectl("delete", "vminstance", "big", "-n", "tenant-acme", "--wait=false")
+    # Cozystack deletes like Helm uninstalls: the VM is Terminating and keeps its GPUs until
+    # its launcher pod is gone, then the app disappears.
+    sync_until(
+        cluster,
+        lambda: totals(H100)[1] == 0 and not GpuWorkload.objects.filter(name="big").exists(),
+    )
 
 
 def test_injected_429s_and_500s_are_retried_and_the_sync_completes(dc, cluster, acme, globex):
@@ -135,7 +148,10 @@ def test_an_unreachable_cluster_keeps_the_last_snapshot_and_says_so(
     dc.set_faults({"rules": [{"verb": "*", "resource": "*", "error_503": 1.0, "retry_after": 0}]})
     with pytest.raises(KubeError):
         sync_cluster(cluster.pk)
+    # One retry budget for the whole sync, not retries per page times task retries.
+    assert dc.get_faults()["injected"] == settings.INVENTORY_SYNC_RETRY_BUDGET + 1
     cluster.refresh_from_db()
+    assert cluster.consecutive_failures == 1 and cluster.next_sync_at is not None
     assert cluster.unreachable_since is not None
     assert "503" in cluster.last_error or "unavailable" in cluster.last_error.lower()
     assert totals(L40S) == (16, 4, 8, 4)  # the previous snapshot stays
@@ -217,3 +233,126 @@ spec:
   disks: [{name: big-system}]
   gpus: [{name: nvidia.com/H100_94GB}, {name: nvidia.com/H100_94GB}]
 """
+
+
+ODD_YAML = """
+apiVersion: apps.cozystack.io/v1alpha1
+kind: VMInstance
+metadata: {name: odd, namespace: tenant-acme}
+spec:
+  runStrategy: Always
+  instanceType: u1.medium
+  gpus: [{name: nvidia.com/%(gpu)s}]
+---
+apiVersion: apps.cozystack.io/v1alpha1
+kind: Kubernetes
+metadata: {name: wide, namespace: tenant-acme}
+spec:
+  nodeGroups:
+    %(group)s:
+      minReplicas: 1
+      maxReplicas: 2
+      instanceType: u1.xlarge
+      resources: {}
+      gpus: [{name: %(a100)s}]
+"""
+
+
+def test_one_tenants_odd_objects_do_not_freeze_the_inventory(
+    dc, cluster, acme, globex, admin_client_, bob_client
+):
+    gpu, group = "X" * 139, "g" * 80  # a 150-character GPU name, an 80-character group key
+    dc.kubectl("apply", "-f", "-", input=ODD_YAML % {"gpu": gpu, "group": group, "a100": A100})
+    sync_until(cluster, lambda: GpuWorkload.objects.filter(name="odd").exists())
+    cluster.refresh_from_db()
+    assert cluster.last_error == "" and cluster.unreachable_since is None
+    assert totals(H100)[0] == 16  # the rest of the fleet is there
+    # The node group that cannot be stored is recorded and shown to admins.
+    issue = SyncIssue.objects.get(cluster=cluster, kind="Kubernetes")
+    assert issue.name == f"wide/{group}" and "node_group is 80 characters long" in issue.problem
+    assert f"wide/{group[:20]}" in admin_client_.get(reverse("gpus:inventory")).content.decode()
+    # The VM's odd GPU name is acme's business: on its row, not in anyone's catalog.
+    odd = GpuWorkload.objects.get(name="odd")
+    assert odd.gpu_model is None and odd.gpu_resource == f"nvidia.com/{gpu}"
+    assert not GpuModel.objects.filter(resource_name__contains=gpu).exists()
+    assert gpu not in bob_client.get(reverse("gpus:catalog")).content.decode()
+    # Gone from the cluster: gone from the portal.
+    dc.kubectl("delete", "vminstance", "odd", "-n", "tenant-acme", "--wait=false")
+    dc.kubectl("delete", "kubernetes", "wide", "-n", "tenant-acme", "--wait=false")
+    sync_until(
+        cluster,
+        lambda: (
+            not GpuWorkload.objects.filter(name="odd").exists() and not SyncIssue.objects.exists()
+        ),
+    )
+
+
+def test_a_failing_cluster_costs_a_bounded_number_of_requests(dc, cluster, settings):
+    """Each sync spends its retry budget once; the task retries the whole sync a bounded number
+    of times (eagerly here: Celery runs the retries at once), then gives up and backs off."""
+    from gpus.tasks import sync_all_inventories, sync_inventory
+
+    dc.set_faults({"rules": [{"verb": "*", "resource": "*", "error_500": 1.0}]})
+    result = sync_inventory.apply(args=[cluster.pk])
+    per_sync = settings.INVENTORY_SYNC_RETRY_BUDGET + 1
+    syncs = settings.INVENTORY_SYNC_TASK_RETRIES + 1
+    assert dc.get_faults()["injected"] == per_sync * syncs
+    cluster.refresh_from_db()
+    assert cluster.consecutive_failures == syncs and cluster.unreachable_since is not None
+    assert "500" in cluster.last_error
+    assert result.result == {
+        "cluster": cluster.pk,
+        "ok": False,
+        "gave_up": True,
+        "error": cluster.last_error,
+    }
+    # The beat leaves the cluster alone while it backs off.
+    assert sync_all_inventories() == 0
+
+
+BROKEN_VM_YAML = """
+apiVersion: apps.cozystack.io/v1alpha1
+kind: VMInstance
+metadata: {name: broken, namespace: tenant-acme}
+spec:
+  runStrategy: Sometimes
+  instanceType: u1.medium
+  gpus: [{name: nvidia.com/H100_94GB}]
+"""
+
+
+def test_helm_failures_and_terminating_apps_as_cozystack_reports_them(dc, cluster, acme, globex):
+    """v1.1 accepts a spec that breaks the chart (Helm fails later), keeps a deleted app
+    Terminating while Helm uninstalls, and the sync shows both as the cluster says them."""
+    sync_until(cluster, demo_settled)
+    dc.set_faults({"knobs": {"stop_grace": 3000}})  # a terminating VM keeps its GPUs a while
+    dc.kubectl("apply", "-f", "-", input=BROKEN_VM_YAML)
+    sync_until(
+        cluster,
+        lambda: GpuWorkload.objects.filter(name="broken", state=ResourceState.FAILED).exists(),
+    )
+    broken = GpuWorkload.objects.get(name="broken")
+    assert broken.reason == "InstallFailed"
+    assert broken.message.startswith(
+        "Helm install failed for release tenant-acme/vm-instance-broken"
+    )
+    # An update the chart refuses: UpgradeFailed, the previous release (and its GPU) still there.
+    dc.kubectl(
+        "patch", "vminstance", "gpu-ws", "-n", "tenant-acme", "--type=merge",
+        "-p", '{"spec": {"runStrategy": "Sometimes"}}',
+    )  # fmt: skip
+    sync_until(
+        cluster,
+        lambda: GpuWorkload.objects.filter(name="gpu-ws", reason="UpgradeFailed").exists(),
+    )
+    ws = GpuWorkload.objects.get(name="gpu-ws")
+    assert (ws.state, ws.gpus_held) == (ResourceState.FAILED, 1)
+    assert "Helm upgrade failed" in ws.message
+    # Deleted: Terminating (deletionTimestamp) while the launcher pod still holds the GPU.
+    dc.kubectl("delete", "vminstance", "gpu-ws", "-n", "tenant-acme", "--wait=false")
+    sync_until(
+        cluster,
+        lambda: GpuWorkload.objects.filter(name="gpu-ws", state=ResourceState.DELETING).exists(),
+    )
+    ws = GpuWorkload.objects.get(name="gpu-ws")
+    assert (ws.reason, ws.gpus_held) == ("Terminating", 1)

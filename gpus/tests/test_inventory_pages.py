@@ -310,8 +310,8 @@ def test_overview_and_my_gpus_query_counts_are_pinned(
     two_clusters, acme, alice_client, admin_client_, django_assert_num_queries
 ):
     # session, user, nav tenant, clusters, held by my tenants, totals, their models,
-    # + admin: per-tenant page, its models, its tenants.
-    with django_assert_num_queries(10):
+    # + admin: per-tenant page, its models, its tenants, the objects the sync skipped.
+    with django_assert_num_queries(11):
         admin_client_.get(reverse("gpus:inventory"))
     with django_assert_num_queries(7):
         alice_client.get(reverse("gpus:inventory"))
@@ -385,7 +385,7 @@ def test_node_list_narrows_to_a_cluster_by_name(two_clusters, admin_client_):
     assert "20 nodes" in html and "H100" in table and "L40S" not in table
     assert "Cluster west: data as of" in html and "Cluster east" not in html
     html = admin_client_.get(reverse("gpus:nodes")).content.decode()
-    assert "50 nodes" in html and "<td>east</td>" in html and "<td>west</td>" in html
+    assert "50 nodes" in html and ">east</td>" in html and ">west</td>" in html
 
 
 def test_catalog_free_now_sums_clusters_and_narrows(two_clusters, alice_client):
@@ -416,7 +416,7 @@ def test_tenants_see_only_their_own_workloads_and_holdings(
     assert alice_client.get(reverse("gpus:nodes"), {"cluster": "east"}).status_code == 404
     # Held by you: acme's 3 L40S in east (not globex's 5).
     row = re.search(r'data-model="nvidia.com/AD102GL_L40S".*?</tr>', overview, re.S).group(0)
-    assert '<td class="num held">3</td>' in row
+    assert re.search(r'<td class="num held"[^>]*>3</td>', row)
 
 
 def test_my_gpus_pages_a_tenant_with_many_workloads(acme, l40s, alice_client):

@@ -5,8 +5,17 @@ from django.urls import reverse
 from django.utils import timezone
 
 from gpus.choices import ResourceState
-from gpus.inventory import FleetReading, node_group_state, store_snapshot, vm_state
-from gpus.kube.gateway import GpuPod, NodeInfo
+from gpus.inventory import store_snapshot
+from gpus.kube.records import (
+    FleetReading,
+    GpuPod,
+    NodeInfo,
+    kubernetes_app_from_json,
+    kubevirt_vm_from_json,
+    vm_app_from_json,
+    workload_monitor_from_json,
+)
+from gpus.kube.states import node_group_state, vm_state
 from gpus.models import Cluster, GpuModel, GpuWorkload, ModelInventory, Node, TenantAllocation
 
 pytestmark = pytest.mark.django_db
@@ -40,13 +49,27 @@ def launcher(ns, vm, node_name, gpus, phase="Running"):
 
 
 def vm_app(ns, name, gpus, ready="True"):
-    return {
-        "metadata": {"namespace": ns, "name": name},
-        "spec": {"gpus": [{"name": g} for g in gpus], "runStrategy": "Always"},
-        "status": {
-            "conditions": [{"type": "Ready", "status": ready, "reason": "Succeeded", "message": ""}]
+    return vm_app_from_json(
+        {
+            "metadata": {"namespace": ns, "name": name},
+            "spec": {"gpus": [{"name": g} for g in gpus], "runStrategy": "Always"},
+            "status": {
+                "conditions": [
+                    {"type": "Ready", "status": ready, "reason": "Succeeded", "message": ""}
+                ]
+            },
         },
-    }
+        "VMInstance",
+    )
+
+
+def kubevirt(ns, name, printable, conditions=()):
+    return kubevirt_vm_from_json(
+        {
+            "metadata": {"namespace": ns, "name": name},
+            "status": {"printableStatus": printable, "conditions": list(conditions)},
+        }
+    )
 
 
 @pytest.fixture
@@ -110,11 +133,13 @@ def test_nodes_gone_from_the_cluster_disappear(cluster):
 
 def test_vm_workloads_with_state_and_held_gpus(cluster, acme, globex):
     vms = [vm_app("tenant-acme", "ws", [L40S]), vm_app("tenant-globex", "big", [H100, H100])]
-    kubevirt = {
-        ("tenant-acme", "vm-instance-ws"): {"status": {"printableStatus": "Running"}},
-        ("tenant-globex", "vm-instance-big"): {"status": {"printableStatus": "Starting"}},
+    kubevirt_vms = {
+        ("tenant-acme", "vm-instance-ws"): kubevirt("tenant-acme", "vm-instance-ws", "Running"),
+        ("tenant-globex", "vm-instance-big"): kubevirt(
+            "tenant-globex", "vm-instance-big", "Starting"
+        ),
     }
-    store_snapshot(cluster, reading(vms=vms, kubevirt_vms=kubevirt), timezone.now())
+    store_snapshot(cluster, reading(vms=vms, kubevirt_vms=kubevirt_vms), timezone.now())
     ws = GpuWorkload.objects.get(name="ws")
     assert (ws.tenant, ws.state, ws.gpus_per_instance, ws.gpus_held) == (
         acme,
@@ -125,47 +150,62 @@ def test_vm_workloads_with_state_and_held_gpus(cluster, acme, globex):
     big = GpuWorkload.objects.get(name="big")
     assert (big.state, big.gpus_per_instance, big.gpus_held) == (ResourceState.STARTING, 2, 2)
     # Deleted in the cluster -> gone from the snapshot.
-    store_snapshot(cluster, reading(vms=vms[:1], kubevirt_vms=kubevirt), timezone.now())
+    store_snapshot(cluster, reading(vms=vms[:1], kubevirt_vms=kubevirt_vms), timezone.now())
     assert list(GpuWorkload.objects.values_list("name", flat=True)) == ["ws"]
 
 
 def test_unschedulable_vm_shows_the_clusters_message():
     app = vm_app("tenant-acme", "wait", [H100])
-    kubevirt_vm = {
-        "status": {
-            "printableStatus": "ErrorUnschedulable",
-            "conditions": [
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "message": "0/9 nodes are available: 9 Insufficient nvidia.com/H100_94GB.",
-                }
-            ],
-        }
-    }
-    state, reason, message = vm_state(app, kubevirt_vm, "VMInstance")
-    assert state == ResourceState.UNSCHEDULABLE
-    assert reason == "Unschedulable"
-    assert "Insufficient nvidia.com/H100_94GB" in message
+    kubevirt_vm = kubevirt(
+        "tenant-acme",
+        "vm-instance-wait",
+        "ErrorUnschedulable",
+        [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/9 nodes are available: 9 Insufficient nvidia.com/H100_94GB.",
+            }
+        ],
+    )
+    got = vm_state(app, kubevirt_vm)
+    assert got.state == ResourceState.UNSCHEDULABLE
+    assert got.reason == "Unschedulable"
+    assert "Insufficient nvidia.com/H100_94GB" in got.message
 
 
 def test_unknown_printable_status_maps_to_unknown_not_a_crash():
-    state, _, _ = vm_state(
-        vm_app("t", "x", [L40S]), {"status": {"printableStatus": "Bogus"}}, "VMInstance"
-    )
-    assert state == ResourceState.UNKNOWN
+    got = vm_state(vm_app("t", "x", [L40S]), kubevirt("t", "vm-instance-x", "Bogus"))
+    assert got.state == ResourceState.UNKNOWN
 
 
 def test_node_group_state_follows_the_workload_monitor():
-    app = vm_app("tenant-acme", "ml", [])
-    assert node_group_state(app, None, 2)[0] == ResourceState.PROVISIONING
-    monitor = {"status": {"availableReplicas": 1}}
-    state, _, message, available = node_group_state(app, monitor, 2)
-    assert (state, available, message) == (ResourceState.SCALING, 1, "1 of 2 workers ready")
-    assert (
-        node_group_state(app, {"status": {"availableReplicas": 2}}, 2)[0] == ResourceState.RUNNING
+    app = kubernetes_app_from_json(
+        {
+            "metadata": {"namespace": "tenant-acme", "name": "ml"},
+            "spec": {"nodeGroups": {"gpu": {"minReplicas": 2, "gpus": [{"name": L40S}]}}},
+        }
     )
+    group = app.node_groups[0]
+
+    def monitor(available):
+        return workload_monitor_from_json(
+            {
+                "metadata": {"namespace": "tenant-acme", "name": "kubernetes-ml-gpu"},
+                "spec": {"minReplicas": 2, "kind": "kubernetes", "type": "worker"},
+                "status": {"availableReplicas": available, "operational": available >= 2},
+            }
+        )
+
+    assert node_group_state(app, group, None).state == ResourceState.PROVISIONING
+    got = node_group_state(app, group, monitor(1))
+    assert (got.state, got.available, got.message) == (
+        ResourceState.SCALING,
+        1,
+        "1 of 2 workers ready",
+    )
+    assert node_group_state(app, group, monitor(2)).state == ResourceState.RUNNING
 
 
 def test_overview_pages_show_tenants_no_host_names(
@@ -205,10 +245,30 @@ def test_cross_tenant_my_gpus_is_404(alice_client, globex):
     assert alice_client.get(reverse("gpus:my_gpus", args=["tenant-acme"])).status_code == 200
 
 
-def test_sync_button_is_for_admins_only(alice_client, admin_client_, cluster):
+def _queued_syncs() -> list[list]:
+    """Take the sync tasks off the configured broker (Redis in CI, the filesystem embedded)."""
+    from hikube_portal.celery import app
+
+    found = []
+    with app.connection_for_read() as conn, conn.SimpleQueue("celery", no_ack=True) as queue:
+        while True:
+            try:
+                message = queue.get(block=False)
+            except queue.Empty:
+                return found
+            if message.headers.get("task") == "gpus.tasks.sync_inventory":
+                found.append(message.decode()[0])
+
+
+def test_sync_button_is_for_admins_only_and_queues_a_task(
+    alice_client, admin_client_, cluster, django_capture_on_commit_callbacks
+):
+    _queued_syncs()  # start from an empty queue
     assert alice_client.post(reverse("gpus:inventory_sync")).status_code == 404
-    response = admin_client_.post(reverse("gpus:inventory_sync"))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_.post(reverse("gpus:inventory_sync"))
     assert response.status_code == 302 and response.url == reverse("gpus:inventory")
+    assert _queued_syncs() == [[cluster.pk]]
 
 
 def test_node_filters_reject_bad_values_without_a_500(cluster, admin_client_):

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     # A production environment: none of the development or test switches.
-    dropped = {"DEBUG", "SECRET_KEY", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    dropped = {"DEBUG", "SECRET_KEY", "DJANGO_ALLOW_ASYNC_UNSAFE", "DJANGO_SETTINGS_MODULE"}
     clean = {k: v for k, v in os.environ.items() if k not in dropped}
     return subprocess.run(
         [sys.executable, "manage.py", *args],

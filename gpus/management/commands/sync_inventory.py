@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandParser
 
-from gpus.inventory import sync_cluster
+from gpus.inventory import SyncInProgress, sync_cluster
 from gpus.kube.errors import KubeError
 from gpus.models import Cluster
 from gpus.services import request_inventory_sync
@@ -20,10 +20,13 @@ class Command(BaseCommand):
                 continue
             try:
                 synced = sync_cluster(cluster.pk)
+            except SyncInProgress:
+                self.stderr.write(f"{cluster.name}: another sync of this cluster is running")
+                continue
             except KubeError as exc:
                 self.stderr.write(f"{cluster.name}: sync failed: {exc}")
                 continue
             self.stdout.write(
                 f"{cluster.name}: {synced.nodes.count()} nodes synced in "
-                f"{synced.last_sync_seconds:.1f}s"
+                f"{synced.last_sync_seconds:.1f}s, {synced.last_sync_rows} rows written"
             )

@@ -251,3 +251,14 @@ def test_every_request_takes_a_token(tmp_path):
         assert [n.name for n in gateway.iter_nodes(page_size=1)] == ["a", "b"]
         session.request_json("GET", "/apis/apps.cozystack.io/v1alpha1")
         assert bucket.acquired == len(api.requests) == 3
+
+
+def test_tenant_groups_are_cozystack_roles_one_per_header():
+    from gpus.kube.client import impersonation_headers, tenant_groups
+
+    assert tenant_groups("tenant-acme") == ["tenant-acme-admin"]
+    assert tenant_groups("tenant-acme", "view") == ["tenant-acme-view"]
+    with pytest.raises(ValueError):
+        tenant_groups("tenant-acme", "owner")
+    with pytest.raises(ValueError):
+        impersonation_headers("bob", ["tenant-acme-admin,tenant-acme-view"])

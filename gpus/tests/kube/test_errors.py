@@ -193,3 +193,34 @@ def test_translate_is_identity_on_kube_errors_and_flags_bugs():
     assert e.translate(original) is original
     assert not e.is_translatable(TypeError("bug"))
     assert e.is_translatable(ApiException(status=500))
+
+
+def test_v11_500_wrapping_already_exists_is_a_conflict():
+    body = {
+        "kind": "Status",
+        "status": "Failure",
+        "code": 500,
+        "message": "failed to create HelmRelease: "
+        'helmreleases.helm.toolkit.fluxcd.io "vm-instance-a" already exists',
+    }
+    err = e.translate(api_exc(500, body))
+    assert isinstance(err, e.ConflictError) and err.already_exists and err.status == 500
+
+
+def test_v11_500_wrapping_a_stale_update_is_a_conflict():
+    body = {
+        "kind": "Status",
+        "status": "Failure",
+        "code": 500,
+        "message": "failed to update HelmRelease: Operation cannot be fulfilled on "
+        'helmreleases.helm.toolkit.fluxcd.io "vm-instance-a": the object has been modified; '
+        "please apply your changes to the latest version and try again",
+    }
+    err = e.translate(api_exc(500, body))
+    assert isinstance(err, e.ConflictError) and not err.already_exists
+    assert err.reason == "Conflict" and not err.transient
+
+
+def test_other_500s_stay_transient():
+    body = {"kind": "Status", "code": 500, "reason": "InternalError", "message": "etcd is down"}
+    assert isinstance(e.translate(api_exc(500, body)), e.TransientError)

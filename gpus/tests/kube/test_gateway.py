@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from gpus.kube import ClusterConfig, ClusterGateway, discovery, errors, manifests
+from gpus.kube import ClusterConfig, ClusterGateway, discovery, errors, manifests, records
 from gpus.kube import gateway as gw
 
 from .fakeapi import Recorded, fake_api
@@ -100,13 +100,12 @@ def test_pod_gpus_rules():
     assert gw.pod_gpus(p) == {L40S: 5, "nvidia.com/gpu": 1}
 
 
-def test_parse_quantity():
-    assert gw.parse_quantity("8") == 8
-    assert gw.parse_quantity("16Gi") == 16 * 2**30
-    assert gw.parse_quantity("500m") * 2 == 1
-    assert gw.parse_quantity("1k") == 1000
-    with pytest.raises(ValueError):
-        gw.parse_quantity("lots")
+def test_gpu_counts_use_the_clients_quantities_and_ignore_garbage():
+    # kubernetes.utils.parse_quantity underneath: "1k", "2e0" are quantities; "lots" is not.
+    counts = records.gpu_counts(
+        {L40S: "1k", "nvidia.com/H100_94GB": "2e0", "nvidia.com/x": "lots", "cpu": "64"}
+    )
+    assert counts == {L40S: 1000, "nvidia.com/H100_94GB": 2, "nvidia.com/x": 0}
 
 
 class FakeApps:
@@ -170,9 +169,9 @@ def test_apply_is_idempotent_and_delete_twice_is_fine(tmp_path):
         again = gateway.apply(vm, impersonate_user="u", impersonate_groups=["g"])
         assert first == again
         methods = [r.method for r in api.requests]
-        assert methods == ["POST", "POST", "PATCH"]
+        assert methods == ["GET", "POST", "GET", "PATCH"]  # read, then create or patch
         assert all(r.all("Impersonate-Group") == ["g"] for r in api.requests)
-        assert "fieldManager=hikube-portal" in api.requests[0].path
+        assert "fieldManager=hikube-portal" in api.requests[1].path
         assert gateway.get("vminstances", "tenant-acme", "gpu-ws")["spec"]["gpus"] == [
             {"name": L40S}
         ]
@@ -424,3 +423,96 @@ def test_disk_field_from_devcluster_openapi_documents(flavour, field):
     resources = pytest.importorskip("devcluster.resources")
     doc = openapi.openapi_v3_doc("apps.cozystack.io/v1alpha1", resources.resources_for(flavour))
     assert discovery.disk_field_from_openapi(doc) == field
+
+
+V11_EXISTS = {
+    "kind": "Status",
+    "apiVersion": "v1",
+    "status": "Failure",
+    "code": 500,
+    "message": 'failed to create HelmRelease: helmreleases.helm.toolkit.fluxcd.io "vm-instance-x" '
+    "already exists",
+}
+
+
+def test_apply_on_v11_tolerates_the_lagging_cache(tmp_path):
+    """GET 404 (cache lag), create 500 "already exists", PATCH 404: still pending, not an error."""
+    vm = manifests.vm_instance("x", "tenant-acme", "u1.2xlarge", "ubuntu", [], [L40S])
+
+    def route(rec: Recorded):
+        if rec.method == "POST":
+            return 500, V11_EXISTS, {}
+        return 404, {"kind": "Status", "code": 404, "reason": "NotFound", "message": "nf"}, {}
+
+    with fake_api(tmp_path, route) as api:
+        gateway = ClusterGateway(ClusterConfig("lag", kubeconfig=str(api.kubeconfig)))
+        out = gateway.apply(vm)
+        assert out["metadata"]["name"] == "x"
+        assert [r.method for r in api.requests] == ["GET", "POST", "PATCH"]
+
+
+def test_paged_restarts_the_list_on_an_expired_token(tmp_path):
+    nodes = [node(i) for i in range(5)]
+    expired = {"n": 1}
+
+    def route(rec: Recorded):
+        q = parse_qs(urlparse(rec.path).query)
+        if q.get("continue") and expired["n"]:
+            expired["n"] -= 1
+            return 410, {"kind": "Status", "code": 410, "reason": "Expired", "message": "old"}, {}
+        return paged(nodes, rec)
+
+    with fake_api(tmp_path, route) as api:
+        gateway = ClusterGateway(ClusterConfig("exp", kubeconfig=str(api.kubeconfig)))
+        names = [n.name for n in gateway.iter_nodes(page_size=2)]
+        assert names == [f"gpu-{i:05d}" for i in range(5)]  # each once
+        firsts = [r for r in api.requests if "continue" not in r.path]
+        assert len(firsts) == 2  # the list started again, not the same token retried
+
+
+def test_paged_gives_up_after_bounded_restarts(tmp_path):
+    nodes = [node(i) for i in range(5)]
+
+    def route(rec: Recorded):
+        if parse_qs(urlparse(rec.path).query).get("continue"):
+            return 410, {"kind": "Status", "code": 410, "reason": "Expired", "message": "old"}, {}
+        return paged(nodes, rec)
+
+    with fake_api(tmp_path, route) as api:
+        gateway = ClusterGateway(ClusterConfig("exp2", kubeconfig=str(api.kubeconfig)))
+        with pytest.raises(errors.ExpiredError):
+            list(gateway.iter_nodes(page_size=2))
+        assert len([r for r in api.requests if "continue" in r.path]) == 4  # 1 + 3 restarts
+
+
+def test_list_events_reads_series_and_event_time(tmp_path):
+    events = {
+        "items": [
+            {
+                "metadata": {"namespace": "tenant-acme"},
+                "type": "Warning",
+                "reason": "FailedScheduling",
+                "message": "0/9 nodes are available",
+                "involvedObject": {"kind": "Pod", "name": "virt-launcher-x"},
+                "firstTimestamp": None,
+                "lastTimestamp": None,
+                "eventTime": "2026-11-28T10:00:00.000001Z",
+                "series": {"count": 7, "lastObservedTime": "2026-11-28T10:05:00.000002Z"},
+            },
+            {
+                "metadata": {"namespace": "tenant-acme"},
+                "type": "Normal",
+                "reason": "Scheduled",
+                "message": "assigned",
+                "involvedObject": {"kind": "Pod", "name": "virt-launcher-y"},
+                "firstTimestamp": None,
+                "lastTimestamp": None,
+                "eventTime": "2026-11-28T10:01:00.000000Z",
+            },
+        ]
+    }
+    with fake_api(tmp_path, lambda rec: (200, events, {})) as api:
+        gateway = ClusterGateway(ClusterConfig("ev", kubeconfig=str(api.kubeconfig)))
+        evs = gateway.list_events("tenant-acme")
+    assert [(e.reason, e.count) for e in evs] == [("Scheduled", 1), ("FailedScheduling", 7)]
+    assert evs[1].last_timestamp == "2026-11-28T10:05:00.000002Z"

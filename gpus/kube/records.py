@@ -1,0 +1,377 @@
+"""Typed records of what the cluster shows, and the parsers that build them from raw JSON.
+
+Only this package knows Cozystack's and Kubernetes' shapes (``spec.gpus``, ``nodeGroups``,
+``printableStatus``, WorkloadMonitor status, release-name prefixes). The parsers are lenient:
+a tenant's spec goes unchecked into Helm on Cozystack v1.1, so any value may have any type; odd
+values become empty/zero rather than exceptions, and an object that still cannot be read is
+reported as an ``OddObject`` by the gateway, never raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.utils import parse_quantity
+
+GPU_PREFIX = "nvidia.com/"
+# Helm release (and KubeVirt VM / WorkloadMonitor) names are <prefix><app name>
+# ([CZ] packages/system/*-rd/cozyrds/*.yaml).
+RELEASE_PREFIX = {
+    "VMInstance": "vm-instance-",
+    "VirtualMachine": "virtual-machine-",
+    "Kubernetes": "kubernetes-",
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True" / "False" / "Unknown"
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str = ""
+
+    @property
+    def is_true(self) -> bool:
+        return self.status == "True"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    labels: dict[str, str]
+    allocatable: dict[str, str]
+    capacity: dict[str, str]
+    ready: bool
+    unschedulable: bool
+    taints: list[dict[str, str]]
+    gpu_resources: dict[str, int]  # allocatable nvidia.com/* counts
+    # status.conditions as plain dicts (type, status, reason, message), for the node page.
+    conditions: tuple[dict[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class GpuPod:
+    namespace: str
+    name: str
+    node_name: str
+    phase: str
+    gpus: dict[str, int]
+    labels: dict[str, str]
+    owner_kind: str = ""
+    owner_name: str = ""
+
+    @property
+    def kubevirt_vm(self) -> str:
+        """The KubeVirt VM a virt-launcher pod runs ("" for other pods)."""
+        return self.labels.get("vm.kubevirt.io/name") or self.labels.get("kubevirt.io/domain", "")
+
+
+@dataclass(frozen=True)
+class KubevirtVm:
+    namespace: str
+    name: str
+    printable_status: str  # "" if not reported yet; unknown values map to "unknown" (states.py)
+    ready: bool
+    conditions: dict[str, Condition]
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class WorkloadMonitor:
+    namespace: str
+    name: str
+    kind: str
+    type: str
+    min_replicas: int | None
+    replicas: int | None  # absent on v1.1 worker monitors
+    operational: bool | None
+    available_replicas: int | None
+    observed_replicas: int | None
+
+
+@dataclass(frozen=True)
+class VmApp:
+    """A VM app: a ``VMInstance`` (Cozystack v1.0+) or the legacy ``VirtualMachine``."""
+
+    namespace: str
+    name: str
+    kind: str
+    gpus: tuple[str, ...]  # resource names, one entry per GPU
+    run_strategy: str  # "" when unset
+    running: bool | None  # legacy VirtualMachine's spec.running
+    instance_type: str
+    deleting: bool  # metadata.deletionTimestamp is set (Helm uninstall in progress)
+    conditions: dict[str, Condition]  # Ready / Released (+ WorkloadsReady on v1.3+)
+
+    @property
+    def kubevirt_name(self) -> str:
+        """The KubeVirt VirtualMachine (and its WorkloadMonitor) behind this app."""
+        return RELEASE_PREFIX.get(self.kind, "vm-instance-") + self.name
+
+    @property
+    def halted(self) -> bool:
+        return self.run_strategy == "Halted" or (
+            self.kind == "VirtualMachine" and self.running is False
+        )
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """One entry of a Kubernetes app's ``spec.nodeGroups`` (with or without GPUs)."""
+
+    name: str
+    gpus: tuple[str, ...]  # per worker
+    min_replicas: int
+    max_replicas: int
+    instance_type: str
+    roles: tuple[str, ...]
+    monitor_name: str  # WorkloadMonitor kubernetes-<app>-<group>
+    worker_prefix: str  # worker VMs are kubernetes-<app>-<group>-<suffix>
+
+
+@dataclass(frozen=True)
+class KubernetesApp:
+    namespace: str
+    name: str
+    deleting: bool
+    conditions: dict[str, Condition]
+    node_groups: tuple[NodeGroup, ...] = ()
+
+
+@dataclass(frozen=True)
+class OddObject:
+    """An object the gateway could not turn into a record (shown to admins, skipped)."""
+
+    kind: str
+    namespace: str
+    name: str
+    problem: str
+
+
+@dataclass
+class FleetReading:
+    """Everything one inventory sync read from the cluster, as records."""
+
+    vm_kind: str
+    disk_field: str
+    nodes: list[NodeInfo] = field(default_factory=list)
+    pods: list[GpuPod] = field(default_factory=list)
+    vms: list[VmApp] = field(default_factory=list)
+    kubevirt_vms: dict[tuple[str, str], KubevirtVm] = field(default_factory=dict)
+    kubernetes_apps: list[KubernetesApp] = field(default_factory=list)
+    monitors: dict[tuple[str, str], WorkloadMonitor] = field(default_factory=dict)
+    odd: list[OddObject] = field(default_factory=list)
+
+
+# --- parsers ---------------------------------------------------------------------
+
+
+def _count(value: Any) -> int:
+    """A quantity as a whole number; 0 for anything that is not one."""
+    try:
+        return int(parse_quantity(value))
+    except (ValueError, TypeError, ArithmeticError):
+        return 0
+
+
+def opt_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def gpu_counts(resources: Mapping[str, Any]) -> dict[str, int]:
+    return {k: _count(v) for k, v in resources.items() if k.startswith(GPU_PREFIX)}
+
+
+def node_from_json(item: Mapping[str, Any]) -> NodeInfo:
+    meta, spec, status = (
+        _map(item.get("metadata")),
+        _map(item.get("spec")),
+        _map(item.get("status")),
+    )
+    allocatable = {k: str(v) for k, v in _map(status.get("allocatable")).items()}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return NodeInfo(
+        name=meta.get("name", ""),
+        labels=dict(meta.get("labels") or {}),
+        allocatable=allocatable,
+        capacity={k: str(v) for k, v in _map(status.get("capacity")).items()},
+        ready=ready,
+        unschedulable=bool(spec.get("unschedulable", False)),
+        taints=[
+            {"key": t.get("key", ""), "value": t.get("value", ""), "effect": t.get("effect", "")}
+            for t in spec.get("taints") or []
+        ],
+        gpu_resources=gpu_counts(allocatable),
+        conditions=tuple(
+            {k: str(c.get(k) or "") for k in ("type", "status", "reason", "message")}
+            for c in status.get("conditions") or []
+            if isinstance(c, dict)
+        ),
+    )
+
+
+def pod_gpus(pod: Mapping[str, Any]) -> dict[str, int]:
+    """GPUs a pod holds: sum over containers, or the largest init container (k8s rule)."""
+    spec = _map(pod.get("spec"))
+
+    def of(container: Mapping[str, Any]) -> dict[str, int]:
+        res = _map(container.get("resources"))
+        # Extended resources: requests default to limits and must equal them.
+        merged = {**_map(res.get("limits")), **_map(res.get("requests"))}
+        return gpu_counts(merged)
+
+    total: dict[str, int] = {}
+    for c in spec.get("containers") or []:
+        for k, v in of(c).items():
+            total[k] = total.get(k, 0) + v
+    for c in spec.get("initContainers") or []:
+        for k, v in of(c).items():
+            total[k] = max(total.get(k, 0), v)
+    return {k: v for k, v in total.items() if v > 0}
+
+
+def pod_from_json(item: Mapping[str, Any], gpus: dict[str, int]) -> GpuPod:
+    meta = _map(item.get("metadata"))
+    owners = meta.get("ownerReferences") or []
+    owner = next((o for o in owners if o.get("controller")), owners[0] if owners else {})
+    return GpuPod(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        node_name=_map(item.get("spec")).get("nodeName") or "",
+        phase=_map(item.get("status")).get("phase") or "",
+        gpus=gpus,
+        labels=dict(meta.get("labels") or {}),
+        owner_kind=owner.get("kind", ""),
+        owner_name=owner.get("name", ""),
+    )
+
+
+def conditions_of(obj: Mapping[str, Any] | None) -> dict[str, Condition]:
+    out = {}
+    for c in _map(_map(obj).get("status")).get("conditions") or []:
+        if isinstance(c, Mapping) and c.get("type"):
+            out[str(c["type"])] = Condition(
+                type=str(c["type"]),
+                status=str(c.get("status", "Unknown")),
+                reason=str(c.get("reason", "") or ""),
+                message=str(c.get("message", "") or ""),
+                last_transition_time=str(c.get("lastTransitionTime", "") or ""),
+            )
+    return out
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = _map(obj.get("metadata"))
+    return _str(meta.get("namespace")), _str(meta.get("name"))
+
+
+def _deleting(obj: Mapping[str, Any]) -> bool:
+    return bool(_map(obj.get("metadata")).get("deletionTimestamp"))
+
+
+def gpu_names(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """``spec.gpus``: a list of ``{name: <resource name>}``, one entry per GPU."""
+    gpus = spec.get("gpus")
+    if not isinstance(gpus, list):
+        return ()
+    return tuple(
+        str(g["name"]) for g in gpus if isinstance(g, Mapping) and isinstance(g.get("name"), str)
+    )
+
+
+def vm_app_from_json(obj: Mapping[str, Any], kind: str) -> VmApp:
+    namespace, name = _key(obj)
+    spec = _map(obj.get("spec"))
+    running = spec.get("running")
+    return VmApp(
+        namespace=namespace,
+        name=name,
+        kind=kind,
+        gpus=gpu_names(spec),
+        run_strategy=_str(spec.get("runStrategy")),
+        running=running if isinstance(running, bool) else None,
+        instance_type=_str(spec.get("instanceType")),
+        deleting=_deleting(obj),
+        conditions=conditions_of(obj),
+    )
+
+
+def kubevirt_vm_from_json(obj: Mapping[str, Any]) -> KubevirtVm:
+    namespace, name = _key(obj)
+    conditions = conditions_of(obj)
+    status = _map(obj.get("status"))
+    ready_condition = conditions.get("Ready")
+    return KubevirtVm(
+        namespace=namespace,
+        name=name,
+        printable_status=_str(status.get("printableStatus")),
+        ready=status.get("ready") is True or bool(ready_condition and ready_condition.is_true),
+        conditions=conditions,
+        deleting=_deleting(obj),
+    )
+
+
+def kubernetes_app_from_json(obj: Mapping[str, Any]) -> KubernetesApp:
+    namespace, name = _key(obj)
+    groups = []
+    prefix = RELEASE_PREFIX["Kubernetes"] + name
+    for group_name, group in _map(_map(obj.get("spec")).get("nodeGroups")).items():
+        group = _map(group)
+        roles = group.get("roles")
+        groups.append(
+            NodeGroup(
+                name=str(group_name),
+                gpus=gpu_names(group),
+                min_replicas=max(opt_int(group.get("minReplicas")) or 0, 0),
+                max_replicas=max(opt_int(group.get("maxReplicas")) or 0, 0),
+                instance_type=_str(group.get("instanceType")),
+                roles=tuple(r for r in roles if isinstance(r, str))
+                if isinstance(roles, list)
+                else (),
+                monitor_name=f"{prefix}-{group_name}",
+                worker_prefix=f"{prefix}-{group_name}-",
+            )
+        )
+    return KubernetesApp(
+        namespace=namespace,
+        name=name,
+        deleting=_deleting(obj),
+        conditions=conditions_of(obj),
+        node_groups=tuple(groups),
+    )
+
+
+def workload_monitor_from_json(obj: Mapping[str, Any]) -> WorkloadMonitor:
+    namespace, name = _key(obj)
+    spec, status = _map(obj.get("spec")), _map(obj.get("status"))
+    operational = status.get("operational")
+    return WorkloadMonitor(
+        namespace=namespace,
+        name=name,
+        kind=_str(spec.get("kind")),
+        type=_str(spec.get("type")),
+        min_replicas=opt_int(spec.get("minReplicas")),
+        replicas=opt_int(spec.get("replicas")),
+        operational=operational if isinstance(operational, bool) else None,
+        available_replicas=opt_int(status.get("availableReplicas")),
+        observed_replicas=opt_int(status.get("observedReplicas")),
+    )
