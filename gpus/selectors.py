@@ -425,7 +425,7 @@ def node_holder_tenants(node: Node) -> dict[str, Tenant]:
 
 def get_tenant_workload(user: User, tenant: Tenant, pk: int) -> GpuWorkload:
     """One of the tenant's GPU VMs or node groups; another tenant's is a 404."""
-    workload = tenant_workloads(user, tenant).filter(pk=pk).first()
+    workload = tenant_workloads(user, tenant).select_related("cluster").filter(pk=pk).first()
     if workload is None:
         raise Http404("No such workload.")
     return workload

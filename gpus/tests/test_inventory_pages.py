@@ -458,14 +458,17 @@ def test_stale_and_unreachable_clusters_are_flagged_one_by_one(l40s, admin_clien
     assert "connection refused" not in alice_client.get(reverse("gpus:inventory")).content.decode()
 
 
-@pytest.mark.parametrize("page", ["gpus:catalog", "gpus:inventory", "gpus:nodes", "gpus:my_gpus"])
-def test_every_live_page_says_how_old_its_figures_are(page, l40s, acme, admin_client_):
+# Not "page": that is pytest-playwright's fixture, and would make these browser tests.
+@pytest.mark.parametrize(
+    "page_name", ["gpus:catalog", "gpus:inventory", "gpus:nodes", "gpus:my_gpus"]
+)
+def test_every_live_page_says_how_old_its_figures_are(page_name, l40s, acme, admin_client_):
     synced("late", minutes_ago=30)
     ModelInventory.objects.create(
         cluster=Cluster.objects.get(), gpu_model=l40s, installed=1, free=1
     )
-    args = [acme.namespace] if page == "gpus:my_gpus" else []
-    html = admin_client_.get(reverse(page, args=args)).content.decode()
+    args = [acme.namespace] if page_name == "gpus:my_gpus" else []
+    html = admin_client_.get(reverse(page_name, args=args)).content.decode()
     assert "Cluster late: data as of" in html and "Older than 1\xa0minute" in html
 
 
