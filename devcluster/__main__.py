@@ -14,20 +14,7 @@ def _backfill(args: argparse.Namespace) -> int:
     dc = DevCluster(fleet=args.fleet, flavour=args.flavour, seed=args.seed)
     end = float(args.end) if args.end else time.time()
     start = end - args.days * 86400
-    series: list[metrics.Gpu] = []
-    with dc.store.lock:
-        for res in dc.reconciler.apps:
-            is_cluster = res.plural == "kuberneteses"
-            if not is_cluster and not args.include_vms:
-                continue
-            for (ns, name), obj in dc.store.iter_objects(res.key):
-                owner = f"{res.key}|{ns}/{name}"
-                units = [u for u in dc.reconciler.units.values() if u["owner"] == owner]
-                ann = (obj["metadata"].get("annotations") or {}).get(metrics.PROFILE_ANNOTATION)
-                extra = (("cluster", f"kubernetes-{name}" if is_cluster else ""), ("tenant", ns))
-                series += metrics.gpus_of_units(
-                    units, ann, args.seed, "training" if is_cluster else "idle", extra
-                )
+    series = dc.dcgm.backfill(args.include_vms)
     if args.out == "-":
         n = metrics.write_openmetrics(sys.stdout, series, start, end, args.step, args.seed)
     else:

@@ -270,6 +270,13 @@ def _app(
     return {"apiVersion": "apps.cozystack.io/v1alpha1", "kind": kind, "metadata": md, "spec": spec}
 
 
+# gpu-operator values that make vmagent scrape dcgm-exporter (devcluster/metrics.py).
+SCRAPED = {"gpu-operator": {"dcgmExporter": {"serviceMonitor": {"enabled": True}}}}
+SCRAPED_HONOR = {
+    "gpu-operator": {"dcgmExporter": {"serviceMonitor": {"enabled": True, "honorLabels": True}}}
+}
+
+
 def demo_fleet(flavour: str = "current") -> Fleet:
     nodes: list[NodeSpec] = []
     for i in range(1, 5):
@@ -384,7 +391,8 @@ def demo_fleet(flavour: str = "current") -> Fleet:
                     "md0": group(1, 3, "u1.large", "50Gi", [], ["ingress-nginx"]),
                     "gpu": group(2, 4, "u1.8xlarge", "100Gi", [A100]),
                 },
-                "addons": {"gpuOperator": {"enabled": True, "valuesOverride": {}}},
+                # The exporter's ServiceMonitor is off by default in v1.1: switch it on.
+                "addons": {"gpuOperator": {"enabled": True, "valuesOverride": SCRAPED}},
             },
             "hot,training",
         )
@@ -397,11 +405,14 @@ def demo_fleet(flavour: str = "current") -> Fleet:
             {
                 "version": "v1.34",
                 "nodeGroups": {"gpu": group(1, 2, "u1.8xlarge", "100Gi", [L40S, L40S])},
-                "addons": {"gpuOperator": {"enabled": True, "valuesOverride": {}}},
+                "addons": {"gpuOperator": {"enabled": True, "valuesOverride": SCRAPED_HONOR}},
             },
             "inference,idle",
         )
     )
+    for w in workloads:  # globex's VM runs the simulated guest agent (off by default)
+        if w["metadata"]["name"] == "inference":
+            w["metadata"]["annotations"]["devcluster.hikube.io/guest-agent"] = "on"
     return Fleet("demo", nodes, ["tenant-root", "tenant-acme", "tenant-globex"], workloads)
 
 

@@ -64,6 +64,7 @@ class DevCluster:
             self.store, self.resources, self.auth, self.faults, self.clock, seed, speed, flavour
         )
         self.api.extra_routes = [("/devcluster/", self._admin_route), ("/dcgm/", self._dcgm_route)]
+        self.dcgm = metrics.Dcgm(self)
         self.state_file = Path(state_file) if state_file else None
         self.port = 0
         self._saver: threading.Thread | None = None
@@ -208,70 +209,12 @@ class DevCluster:
                 )
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
-    # --- DCGM --------------------------------------------------------------------------
-    def _workload_gpus(self, kind: str, ns: str, name: str) -> list[metrics.Gpu] | None:
-        for res in self.reconciler.apps:
-            if (kind == "kubernetes") != (res.plural == "kuberneteses"):
-                continue
-            obj = self.store.get(res.key, ns, name)
-            if obj is None:
-                continue
-            owner = f"{res.key}|{ns}/{name}"
-            units = [u for u in self.reconciler.units.values() if u["owner"] == owner]
-            ann = (obj["metadata"].get("annotations") or {}).get(metrics.PROFILE_ANNOTATION)
-            return metrics.gpus_of_units(
-                units, ann, self.seed, default="training" if kind == "kubernetes" else "idle"
-            )
-        return None
-
+    # --- DCGM: devcluster/metrics.py --------------------------------------------------
     def dcgm_targets(self, include_vms: bool = False) -> list[dict[str, Any]]:
-        out = []
-        host = f"127.0.0.1:{self.port}"
-        with self.store.lock:
-            for res in self.reconciler.apps:
-                is_cluster = res.plural == "kuberneteses"
-                if not is_cluster and not include_vms:
-                    continue
-                for (ns, name), _ in self.store.iter_objects(res.key):
-                    owner = f"{res.key}|{ns}/{name}"
-                    if not any(
-                        u["gpus"] for u in self.reconciler.units.values() if u["owner"] == owner
-                    ):
-                        continue
-                    if is_cluster:
-                        labels = {
-                            "__metrics_path__": f"/dcgm/kubernetes/{ns}/{name}/metrics",
-                            "cluster": f"kubernetes-{name}",
-                            "tenant": ns,
-                            "source": "dcgm-exporter",
-                        }
-                    else:
-                        labels = {
-                            "__metrics_path__": f"/dcgm/vm/{ns}/{name}/metrics",
-                            "cluster": "",
-                            "tenant": ns,
-                            "vm": name,
-                            "source": "guest-agent",
-                        }
-                    out.append({"targets": [host], "labels": labels})
-        return out
+        return self.dcgm.targets(include_vms)
 
     def _dcgm_route(self, req: Request) -> Response:
-        segs = req.path.strip("/").split("/")
-        if segs == ["dcgm", "targets"]:
-            return Response(200, dumps(self.dcgm_targets(req.query.get("include") == "vms")))
-        if len(segs) == 5 and segs[1] in ("kubernetes", "vm") and segs[4] == "metrics":
-            with self.store.lock:
-                gpus = self._workload_gpus(segs[1], segs[2], segs[3])
-            if gpus is None:
-                return Response(
-                    404, b"404 page not found\n", content_type="text/plain; charset=utf-8"
-                )
-            text = metrics.render(gpus, time.time(), self.seed)
-            return Response(
-                200, text.encode(), content_type="text/plain; version=0.0.4; charset=utf-8"
-            )
-        return Response(404, b"404 page not found\n", content_type="text/plain; charset=utf-8")
+        return self.dcgm.route(req)
 
 
 class Handler(BaseHTTPRequestHandler):

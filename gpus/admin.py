@@ -5,10 +5,12 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from .models import (
+    AgentToken,
     Cluster,
     GpuModel,
     GpuWorkload,
     Membership,
+    MetricSource,
     ModelInventory,
     Node,
     NodeGpu,
@@ -133,3 +135,19 @@ class TenantAllocationAdmin(ReadOnlyAdmin):
     list_display = ["namespace", "tenant", "gpu_model", "allocated", "cluster"]
     search_fields = ["namespace"]
     list_select_related = ["tenant", "gpu_model", "cluster"]
+
+
+@admin.register(MetricSource)
+class MetricSourceAdmin(admin.ModelAdmin):
+    """Where each cluster's GPU telemetry comes from (empty kind: as the settings say)."""
+
+    list_display = ("cluster", "kind", "url", "sd_url", "last_collected_at", "last_error")
+    readonly_fields = ("last_collected_at", "last_seconds", "last_error")
+
+
+@admin.register(AgentToken)
+class AgentTokenAdmin(admin.ModelAdmin):
+    """Guest-agent tokens: only a prefix and the hash are kept; revoke by setting revoked_at."""
+
+    list_display = ("prefix", "workload", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "token_hash", "workload", "created_at", "last_used_at")

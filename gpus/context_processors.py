@@ -22,6 +22,10 @@ def navigation(request: HttpRequest) -> dict[str, object]:
     if tenant is not None:
         items.append((reverse("gpus:my_gpus", args=[tenant.namespace]), _("My GPUs")))
     if user.is_staff:
+        items.append((reverse("gpus:util_fleet"), _("Utilization")))
+    elif tenant is not None:
+        items.append((reverse("gpus:util_tenant", args=[tenant.namespace]), _("Utilization")))
+    if user.is_staff:
         items.append((reverse("gpus:nodes"), _("Nodes")))
         items.append((reverse("gpus:tenants"), _("Tenants")))
         items.append((reverse("admin:index"), _("Admin")))

@@ -342,3 +342,14 @@ class SyncIssue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.namespace}/{self.name}: {self.problem}"
+
+
+# GPU telemetry (issue 12) lives in its own module to keep this one readable.
+from .utilization_models import (  # noqa: E402, F401
+    AgentToken,
+    GpuDevice,
+    GpuRollup,
+    GpuSample,
+    GroupRollup,
+    MetricSource,
+)

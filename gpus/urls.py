@@ -1,6 +1,7 @@
 from django.urls import path, register_converter
 
 from . import views
+from . import views_utilization as util
 
 
 class IdConverter:
@@ -32,4 +33,25 @@ urlpatterns = [
     path("tenants/<slug:namespace>/", views.tenant_detail, name="tenant"),
     path("tenants/<slug:namespace>/gpus/", views.my_gpus, name="my_gpus"),
     path("tenants/<slug:namespace>/gpus/<dbid:pk>/", views.workload_detail, name="workload"),
+    # Utilization (issue 12): ops pages, tenant pages, chart JSON, the guest-agent endpoint.
+    path("utilization/", util.fleet, name="util_fleet"),
+    path("utilization/heatmap/", util.heatmap, name="util_heatmap"),
+    path("utilization/idle/", util.idle, name="util_idle"),
+    path("utilization/health/", util.health, name="util_health"),
+    path("utilization/energy/", util.energy, name="util_energy"),
+    path("utilization/gpus/<str:uuid>/", util.gpu, name="util_gpu"),
+    path("utilization/charts/<slug:kind>/", util.chart, name="util_chart"),
+    path("tenants/<slug:namespace>/utilization/", util.tenant_page, name="util_tenant"),
+    path("tenants/<slug:namespace>/utilization/idle/", util.idle, name="util_tenant_idle"),
+    path(
+        "tenants/<slug:namespace>/utilization/gpus/<str:uuid>/",
+        util.gpu,
+        name="util_tenant_gpu",
+    ),
+    path(
+        "tenants/<slug:namespace>/utilization/agent/<int:workload_id>/",
+        util.agent_token,
+        name="util_agent_token",
+    ),
+    path("metrics/agent/", util.agent_ingest, name="agent_ingest"),
 ]

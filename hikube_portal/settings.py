@@ -138,6 +138,11 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "gpus.staticfinders.PlotlyFinder",  # vendor/plotly.min.js from the plotly package
+]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -211,6 +216,7 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": INVENTORY_SYNC_SECONDS},
     },
 }
+# GPU telemetry: collect and roll up (settings below; the beat entries are added there).
 
 # The default cluster: a kubeconfig and context (devcluster's by default), or in-cluster config.
 CLUSTER_NAME = env_str("CLUSTER_NAME", "devcluster")
@@ -221,10 +227,41 @@ CLUSTER_TIMEOUT_SECONDS = env_float("CLUSTER_TIMEOUT_SECONDS", 10.0)
 CLUSTER_QPS = env_float("CLUSTER_QPS", 10.0)
 CLUSTER_BURST = env_int("CLUSTER_BURST", 20)
 
-# Metrics: where GPU utilization comes from (used by the utilization issue).
-METRICS_SOURCE = env_str("METRICS_SOURCE", "prometheus")
+# Metrics (GPU utilization): `direct` scrapes DCGM exporters (targets from METRICS_SD_URL, an HTTP
+# service-discovery URL, or METRICS_TARGETS); `prometheus` reads a Prometheus-compatible query API
+# (Prometheus, VictoriaMetrics, vmselect). A MetricSource row per cluster overrides these.
+METRICS_SOURCE = env_str("METRICS_SOURCE", "direct")
 PROMETHEUS_URL = env_str("PROMETHEUS_URL", "http://127.0.0.1:9090")
+METRICS_SD_URL = env_str("METRICS_SD_URL", "http://127.0.0.1:6443/dcgm/targets?include=vms")
+METRICS_TARGETS = env_str("METRICS_TARGETS", "")
+METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN", "")
+METRICS_USERNAME = env_str("METRICS_USERNAME", "")
+METRICS_PASSWORD = env_str("METRICS_PASSWORD", "")
 METRICS_TIMEOUT_SECONDS = env_float("METRICS_TIMEOUT_SECONDS", 10.0)
+METRICS_COLLECT_SECONDS = env_float("METRICS_COLLECT_SECONDS", 60.0)
+METRICS_ROLLUP_SECONDS = env_float("METRICS_ROLLUP_SECONDS", 60.0)
+# Allocated GPUs busy below this percentage for this long are listed as idle.
+METRICS_IDLE_THRESHOLD = env_float("METRICS_IDLE_THRESHOLD", 5.0)
+METRICS_IDLE_MINUTES = env_int("METRICS_IDLE_MINUTES", 60)
+METRICS_RAW_RETENTION_HOURS = env_int("METRICS_RAW_RETENTION_HOURS", 48)
+METRICS_5M_RETENTION_DAYS = env_int("METRICS_5M_RETENTION_DAYS", 30)
+METRICS_1H_RETENTION_DAYS = env_int("METRICS_1H_RETENTION_DAYS", 365)
+# Guest agents: the URL VMs post to, the smallest interval between posts, the largest body.
+METRICS_AGENT_URL = env_str("METRICS_AGENT_URL", "http://127.0.0.1:8000/metrics/agent/")
+METRICS_AGENT_MIN_INTERVAL = env_float("METRICS_AGENT_MIN_INTERVAL", 20.0)
+METRICS_AGENT_MAX_BYTES = env_int("METRICS_AGENT_MAX_BYTES", 65536)
+CELERY_BEAT_SCHEDULE |= {
+    "collect-metrics": {
+        "task": "gpus.tasks.collect_all_metrics",
+        "schedule": METRICS_COLLECT_SECONDS,
+        "options": {"expires": METRICS_COLLECT_SECONDS},
+    },
+    "rollup-metrics": {
+        "task": "gpus.tasks.rollup_metrics",
+        "schedule": METRICS_ROLLUP_SECONDS,
+        "options": {"expires": METRICS_ROLLUP_SECONDS},
+    },
+}
 
 LOGGING = {
     "version": 1,

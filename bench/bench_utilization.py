@@ -1,0 +1,539 @@
+"""Utilization benchmarks (issue 12).
+
+1. 30-day fleet chart for 1,000 GPUs: the portal's chart JSON (server time p95, points per line,
+   gzipped payload), read from its rollups; beside it, in the same run, the anchor: the same
+   chart from a real Prometheus loaded with the same 30 days (devcluster's series +
+   `promtool tsdb create-blocks-from openmetrics`) by `query_range` plus building the Plotly
+   figure, and the same from a real VictoriaMetrics (`/api/v1/import/prometheus`).
+2. Collection: one direct scrape pass (HTTP SD, concurrent scrapes, prometheus_client's parser,
+   bulk store) over 10,000 GPUs served by devcluster's exporter renderer in another process.
+3. Query-API mode at 100,000 GPUs: one collection pass reading the latest values of 100,000
+   GPUs from VictoriaMetrics and storing devices and owners (no per-GPU samples).
+
+    .venv/bin/python bench/bench_utilization.py [--quick]
+
+SQLite under a temporary VAR_DIR unless DATABASE_URL is set. Writes `utilization.*` figures to
+bench/results.json and bench/results/utilization.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.results import figure, record  # noqa: E402
+from devcluster import metrics as dcgm  # noqa: E402
+from devcluster.fleet import MODELS  # noqa: E402
+
+RESULTS_MD = ROOT / "bench" / "results" / "utilization.md"
+MODEL_MIX = [MODELS[k] for k in MODELS for _ in range({0: 5, 1: 3, 2: 2}[list(MODELS).index(k)])]
+PROFILES = ("training", "inference", "idle", "training", "hot", "free", "inference", "training")
+
+
+def setup_django(var_dir: Path) -> None:
+    os.environ.update(
+        DEBUG="false",
+        SECRET_KEY="bench-only-secret-key-not-used-anywhere-else-0123456789",
+        SECURE_SSL_REDIRECT="false",
+        ALLOWED_HOSTS="testserver",
+        VAR_DIR=str(var_dir),
+        STATIC_ROOT=str(var_dir / "static"),
+    )
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hikube_portal.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def fleet_gpus(n: int, seed: int = 1, per_cluster: int = 80) -> list[dcgm.Gpu]:
+    """n GPUs on n/8 host nodes, grouped in tenant clusters of `per_cluster` GPUs."""
+    out = []
+    for i in range(n):
+        node, slot = divmod(i, 8)
+        cluster = i // per_cluster
+        model = MODEL_MIX[node % len(MODEL_MIX)]
+        profile = PROFILES[i % len(PROFILES)]
+        pod = None if profile == "free" else ("ml", "trainer", f"train-{i}")
+        extra = (
+            ("cluster", f"kubernetes-c{cluster:04d}"),
+            ("tenant", f"tenant-t{cluster % 50:02d}"),
+        )
+        out.append(
+            dcgm.Gpu(
+                dcgm.physical_uuid(seed, f"gpu-node-{node:05d}", slot),
+                slot,
+                f"kubernetes-c{cluster:04d}-gpu-aaaaa-{node:05d}",
+                model,
+                profile,
+                pod,
+                extra,
+            )
+        )
+    return out
+
+
+def p95(xs: list[float]) -> float:
+    return float(np.percentile(xs, 95))
+
+
+# --- 1. the 30-day fleet chart ------------------------------------------------------------------
+
+
+def util_matrix(gpus: list[dcgm.Gpu], times: np.ndarray) -> np.ndarray:
+    out = np.empty((len(gpus), len(times)))
+    for i, g in enumerate(gpus):
+        for j, t in enumerate(times):
+            out[i, j] = dcgm.sample(g, float(t), 1)["DCGM_FI_DEV_GPU_UTIL"]
+    return out
+
+
+def write_files(gpus, times, util, om_path: Path, vm_path: Path) -> None:
+    """The same samples as OpenMetrics (promtool, seconds) and Prometheus text (VM, ms)."""
+    name = "DCGM_FI_DEV_GPU_UTIL"
+    with open(om_path, "w") as om, open(vm_path, "w") as vm:
+        om.write(f"# HELP {name} GPU utilization (in %).\n# TYPE {name} gauge\n")
+        for i, g in enumerate(gpus):
+            lab = dcgm.labels(g)
+            row = util[i]
+            om.write(
+                "".join(
+                    f"{name}{{{lab}}} {int(v)} {int(t)}\n" for v, t in zip(row, times, strict=True)
+                )
+            )
+            vm.write(
+                "".join(
+                    f"{name}{{{lab}}} {int(v)} {int(t) * 1000}\n"
+                    for v, t in zip(row, times, strict=True)
+                )
+            )
+        om.write("# EOF\n")
+
+
+def load_portal_rollups(gpus, times, util, end: float) -> None:
+    """5-minute model rollups for 30 days, from the same samples (each bucket takes the
+    nearest sample's statistics across the model's GPUs)."""
+    import datetime as dt
+
+    from gpus.utilization_models import GroupRollup
+
+    GroupRollup.objects.all().delete()
+    models = sorted({g.model.model_name for g in gpus})
+    rows = []
+    buckets = np.arange(end - 30 * 86400, end + 1, 300)
+    nearest = np.clip(np.searchsorted(times, buckets), 0, len(times) - 1)
+    for m in models:
+        idx = [i for i, g in enumerate(gpus) if g.model.model_name == m]
+        sub = util[idx]
+        avg, lo, hi = (
+            sub.mean(axis=0),
+            np.percentile(sub, 5, axis=0),
+            np.percentile(sub, 95, axis=0),
+        )
+        for b, k in zip(buckets, nearest, strict=True):
+            rows.append(
+                GroupRollup(
+                    bucket="5m",
+                    scope="model",
+                    key=m,
+                    ts=dt.datetime.fromtimestamp(float(b), tz=dt.UTC),
+                    epoch=int(b),
+                    gpus=len(idx),
+                    util_avg=float(avg[k]),
+                    util_p05=float(lo[k]),
+                    util_p95=float(hi[k]),
+                )
+            )
+    GroupRollup.objects.bulk_create(rows, batch_size=5000)
+
+
+def portal_chart(runs: int) -> dict:
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench-ops", defaults={"is_staff": True}
+    )
+    client = Client()
+    client.force_login(user)
+    times, body = [], b""
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        resp = client.get("/utilization/charts/fleet/?range=30d")
+        times.append((time.perf_counter() - t0) * 1000)
+        assert resp.status_code == 200, resp.status_code
+        body = resp.content
+    doc = json.loads(body)
+    return {
+        "p95_ms": p95(times),
+        "median_ms": statistics.median(times),
+        "points": doc["points"],
+        "gzip_kb": len(gzip.compress(body)) / 1024,
+        "traces": len(doc["figure"]["data"]),
+    }
+
+
+def anchor_chart(url: str, start: float, end: float, runs: int) -> dict:
+    """What a page reading the TSDB per request pays: three query_range calls and the figure."""
+    from gpus import charts
+    from gpus.metrics.sources import Http, PrometheusSource
+
+    src = PrometheusSource(url, Http(timeout=120))
+    q = {
+        "avg": "avg by (modelName) (DCGM_FI_DEV_GPU_UTIL)",
+        "p05": "quantile by (modelName) (0.05, DCGM_FI_DEV_GPU_UTIL)",
+        "p95": "quantile by (modelName) (0.95, DCGM_FI_DEV_GPU_UTIL)",
+    }
+    times, points = [], 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        per: dict[str, dict] = {}
+        for key, promql in q.items():
+            for labels, pts in src.query_range(promql, start, end):
+                s = per.setdefault(labels.get("modelName", ""), {})
+                s["ts"] = [p[0] for p in pts]
+                s[key] = [p[1] for p in pts]
+        series = {m: charts.Series(s["ts"], {k: s[k] for k in q}) for m, s in per.items()}
+        fig = charts.fleet_by_model(series, "Fleet utilization by model", "mean", "p5-p95")
+        charts.to_json(fig)
+        times.append((time.perf_counter() - t0) * 1000)
+        points = charts.points_per_line(fig)
+    return {"p95_ms": p95(times), "median_ms": statistics.median(times), "points": points}
+
+
+def bench_chart(work: Path, n_gpus: int, step: int, runs: int) -> tuple[list, list[str]]:
+    from gpus.tests.tsdb import run_prometheus, run_victoria_metrics
+
+    end = float(int(time.time()) // 300 * 300)
+    start = end - 30 * 86400
+    gpus = fleet_gpus(n_gpus)
+    times = np.arange(start, end + 1, step)
+    t0 = time.perf_counter()
+    util = util_matrix(gpus, times)
+    om, vmf = work / "dcgm.om", work / "dcgm.prom"
+    write_files(gpus, times, util, om, vmf)
+    gen_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    subprocess.run(
+        [
+            "promtool",
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            "-q",
+            str(om),
+            str(work / "tsdb"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    promtool_s = time.perf_counter() - t0
+    load_portal_rollups(gpus, times, util, end)
+    portal = portal_chart(runs)
+    with run_prometheus(work / "prom", tsdb=work / "tsdb") as url:
+        prom = anchor_chart(url, start, end, max(3, runs // 5))
+    with run_victoria_metrics(work / "vm") as url:
+        t0 = time.perf_counter()
+        with open(vmf, "rb") as fh:
+            req = urllib.request.Request(  # noqa: S310 - the local VictoriaMetrics
+                f"{url}/api/v1/import/prometheus", data=fh, method="POST"
+            )
+            req.add_header("Content-Length", str(vmf.stat().st_size))
+            urllib.request.urlopen(req, timeout=600).read()  # noqa: S310 - local
+        urllib.request.urlopen(f"{url}/internal/force_flush", timeout=60).read()  # noqa: S310
+        vm_import_s = time.perf_counter() - t0
+        vm = anchor_chart(url, start, end, max(3, runs // 5))
+    samples = len(gpus) * len(times)
+    n = n_gpus
+    figs = [
+        figure(
+            f"utilization.chart_30d_p95_ms@{n}",
+            round(portal["p95_ms"], 1),
+            "ms",
+            "<= 300",
+            portal["p95_ms"] <= 300,
+        ),
+        figure(
+            f"utilization.chart_30d_points_per_line@{n}",
+            portal["points"],
+            "points",
+            "<= 2000",
+            portal["points"] <= 2000,
+        ),
+        figure(
+            f"utilization.chart_30d_gzip_kb@{n}",
+            round(portal["gzip_kb"], 1),
+            "KB",
+            "<= 300",
+            portal["gzip_kb"] <= 300,
+        ),
+        figure(
+            f"utilization.chart_30d_prometheus_anchor_median_ms@{n}",
+            round(prom["median_ms"], 1),
+            "ms",
+            "anchor",
+            True,
+        ),
+        figure(
+            f"utilization.chart_30d_victoriametrics_anchor_median_ms@{n}",
+            round(vm["median_ms"], 1),
+            "ms",
+            "anchor",
+            True,
+        ),
+        figure(
+            f"utilization.chart_30d_speedup_vs_prometheus@{n}",
+            round(prom["median_ms"] / portal["median_ms"], 1),
+            "x",
+            ">= 5",
+            prom["median_ms"] / portal["median_ms"] >= 5,
+        ),
+        figure(
+            f"utilization.chart_30d_speedup_vs_victoriametrics@{n}",
+            round(vm["median_ms"] / portal["median_ms"], 1),
+            "x",
+            ">= 5",
+            vm["median_ms"] / portal["median_ms"] >= 5,
+        ),
+    ]
+    notes = [
+        f"- 30-day chart, {n} GPUs: {samples:,} samples of DCGM_FI_DEV_GPU_UTIL every {step} s "
+        f"from devcluster's series ({gen_s:.0f} s to make), promtool {promtool_s:.0f} s, "
+        f"VictoriaMetrics import {vm_import_s:.0f} s.",
+        f"- portal: median {portal['median_ms']:.1f} ms, p95 {portal['p95_ms']:.1f} ms, "
+        f"{portal['points']} points/line, {portal['traces']} traces, {portal['gzip_kb']:.1f} KB "
+        f"gzipped ({runs} requests, 5-minute model rollups).",
+        f"- Prometheus anchor: median {prom['median_ms']:.1f} ms, p95 {prom['p95_ms']:.1f} ms "
+        f"({prom['points']} points/line); VictoriaMetrics: median {vm['median_ms']:.1f} ms, "
+        f"p95 {vm['p95_ms']:.1f} ms.",
+    ]
+    return figs, notes
+
+
+# --- 2. a direct scrape pass over 10,000 GPUs ---------------------------------------------------
+
+
+def exporter_process(port_q: multiprocessing.Queue, n: int, per: int) -> None:
+    gpus = fleet_gpus(n, per_cluster=per)
+    groups = [gpus[i : i + per] for i in range(0, n, per)]
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self) -> None:
+            if self.path == "/targets":
+                host = f"127.0.0.1:{self.server.server_address[1]}"
+                body = json.dumps(
+                    [
+                        {
+                            "targets": [host],
+                            "labels": {
+                                "__metrics_path__": f"/t/{i}/metrics",
+                                "cluster": f"kubernetes-c{i:04d}",
+                                "tenant": f"tenant-t{i % 50:02d}",
+                            },
+                        }
+                        for i in range(len(groups))
+                    ]
+                ).encode()
+            else:
+                body = dcgm.render(groups[int(self.path.split("/")[2])], time.time(), 1).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    port_q.put(server.server_address[1])
+    server.serve_forever()
+
+
+def bench_direct(n: int) -> tuple[list, list[str]]:
+    from gpus.metrics.collector import collect_cluster
+    from gpus.models import Cluster, GpuDevice, GpuSample
+    from gpus.utilization_models import MetricSource
+
+    per = 80
+    q: multiprocessing.Queue = multiprocessing.Queue()
+    proc = multiprocessing.Process(target=exporter_process, args=(q, n, per), daemon=True)
+    proc.start()
+    try:
+        port = q.get(timeout=60)
+        cluster, _ = Cluster.objects.get_or_create(name="bench-direct")
+        MetricSource.objects.update_or_create(
+            cluster=cluster,
+            defaults={
+                "kind": "direct",
+                "sd_url": f"http://127.0.0.1:{port}/targets",
+                "timeout_seconds": 30,
+            },
+        )
+        passes = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            result = collect_cluster(cluster.pk)
+            passes.append(time.perf_counter() - t0)
+            assert result["gpus"] == n and result["errors"] == 0, result
+        devices = GpuDevice.objects.filter(cluster=cluster).count()
+        samples = GpuSample.objects.filter(device__cluster=cluster).count()
+    finally:
+        proc.terminate()
+        proc.join(10)
+    worst = max(passes)
+    figs = [
+        figure(
+            f"utilization.direct_scrape_pass_s@{n}",
+            round(worst, 2),
+            "s",
+            "<= 20 (period 60)",
+            worst <= 20,
+        )
+    ]
+    notes = [
+        f"- direct scrape, {n} GPUs in {n // per} exporter targets: passes "
+        + ", ".join(f"{p:.2f} s" for p in passes)
+        + f" (first creates the devices); {devices} devices, {samples} samples stored."
+    ]
+    return figs, notes
+
+
+# --- 3. query-API mode at 100,000 GPUs ----------------------------------------------------------
+
+
+def bench_query_api(work: Path, n: int) -> tuple[list, list[str]]:
+    from gpus.metrics.collector import store
+    from gpus.metrics.sources import Http, PrometheusSource
+    from gpus.models import Cluster, GpuDevice
+    from gpus.tests.tsdb import run_victoria_metrics
+
+    gpus = fleet_gpus(n, per_cluster=800)
+    now = time.time()
+    path = work / "latest.prom"
+    wanted = (
+        "DCGM_FI_DEV_GPU_UTIL",
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        "DCGM_FI_DEV_FB_USED",
+        "DCGM_FI_DEV_FB_FREE",
+        "DCGM_FI_DEV_POWER_USAGE",
+        "DCGM_FI_DEV_GPU_TEMP",
+    )
+    with open(path, "w") as fh:
+        for g in gpus:
+            lab = dcgm.labels(g)
+            vals = dcgm.sample(g, now - 30, 1)
+            fh.write("".join(f"{m}{{{lab}}} {vals[m]} {int((now - 30) * 1000)}\n" for m in wanted))
+    with run_victoria_metrics(work / "vm100k") as url:
+        with open(path, "rb") as fh:
+            req = urllib.request.Request(  # noqa: S310 - the local VictoriaMetrics
+                f"{url}/api/v1/import/prometheus", data=fh, method="POST"
+            )
+            req.add_header("Content-Length", str(path.stat().st_size))
+            urllib.request.urlopen(req, timeout=600).read()  # noqa: S310 - local
+        urllib.request.urlopen(f"{url}/internal/force_flush", timeout=60).read()  # noqa: S310
+        time.sleep(2)
+        cluster, _ = Cluster.objects.get_or_create(name="bench-query")
+        src = PrometheusSource(url, Http(timeout=300))
+        passes, read_s = [], []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            readings = src.collect(now)
+            t1 = time.perf_counter()
+            store(readings, cluster.pk, keep_samples=False)
+            passes.append(time.perf_counter() - t0)
+            read_s.append(t1 - t0)
+        stored = GpuDevice.objects.filter(cluster=cluster).count()
+    # The first pass creates the devices once; every later pass is the recurring cost.
+    steady = max(passes[1:])
+    figs = [
+        figure(
+            f"utilization.query_api_pass_s@{n}",
+            round(steady, 1),
+            "s",
+            "<= 60 (period 60)",
+            steady <= 60 and stored == n,
+        ),
+        figure(
+            f"utilization.query_api_first_pass_s@{n}",
+            round(passes[0], 1),
+            "s",
+            "<= 120 (once: creates the devices)",
+            passes[0] <= 120,
+        ),
+    ]
+    notes = [
+        f"- query-API mode, {n} GPUs x {len(wanted)} fields in VictoriaMetrics: passes "
+        + ", ".join(f"{p:.1f} s (read {r:.1f} s)" for p, r in zip(passes, read_s, strict=True))
+        + f"; {stored} devices stored, no per-GPU samples."
+    ]
+    return figs, notes
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true", help="small sizes, to check the script")
+    args = p.parse_args()
+    chart_gpus, direct_gpus, query_gpus, step, runs = (
+        (100, 800, 5000, 3600, 10) if args.quick else (1000, 10_000, 100_000, 1800, 30)
+    )
+    with tempfile.TemporaryDirectory(prefix="hk-bench-util-") as tmp:
+        work = Path(tmp)
+        setup_django(work / "var")
+        figs, notes = [], []
+        for part in (
+            lambda: bench_chart(work, chart_gpus, step, runs),
+            lambda: bench_direct(direct_gpus),
+            lambda: bench_query_api(work, query_gpus),
+        ):
+            f, n = part()
+            figs += f
+            notes += n
+            for line in n:
+                print(line, flush=True)
+    if not args.quick:
+        record(figs)
+    from django.db import connection
+
+    lines = [
+        "# Utilization benchmarks",
+        "",
+        f"Database: {connection.vendor}. Machine: {os.cpu_count()} cores.",
+        "",
+        "| figure | value | unit | target | ok |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {f['name']} | {f['value']} | {f['unit']} | {f['target']} | {'ok' if f['ok'] else 'MISS'} |"
+            for f in figs
+        ],
+        "",
+        *notes,
+        "",
+    ]
+    if not args.quick:
+        RESULTS_MD.parent.mkdir(exist_ok=True)
+        RESULTS_MD.write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

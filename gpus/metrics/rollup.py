@@ -1,0 +1,352 @@
+"""5-minute and hourly rollups per GPU and per fleet, cluster, model and tenant; retention.
+
+Direct mode rolls up the stored samples; query-API mode reads each closed bucket from the
+source (per-GPU history stays there) and keeps only the rollups. Re-running a bucket rewrites
+the same rows (upserts), so the task may run twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max, Min
+from django.utils import timezone
+
+from ..utilization_models import Bucket, GpuDevice, GpuRollup, GpuSample, GroupRollup, Scope
+
+SECONDS = {Bucket.FIVE_MINUTES: 300, Bucket.HOUR: 3600}
+MAX_BUCKETS_PER_RUN = 288  # one day of 5-minute buckets: catch up in steps
+# Board power (W) where the exporter does not report DCGM_FI_DEV_POWER_MGMT_LIMIT (it is not
+# in the default CSV): NVIDIA's product briefs / datasheets.
+BOARD_POWER_W = {
+    "l40s": 350.0,
+    "a100 80gb pcie": 300.0,
+    "a100-sxm4-80gb": 400.0,
+    "h100 nvl": 400.0,
+    "h100 80gb hbm3": 700.0,
+    "h100 pcie": 350.0,
+    "h200": 700.0,
+}
+# A sample row: what both modes feed the per-GPU rollup.
+Row = tuple[Any, ...]  # device_id, ts, tenant, workload, allocated, util, busy, tensor, mem_used,
+# mem_total, power, temp, sm_clock, xid, throttle
+SAMPLE_FIELDS = (
+    "device_id",
+    "ts",
+    "tenant_id",
+    "workload_id",
+    "allocated",
+    "util",
+    "busy",
+    "tensor",
+    "mem_used",
+    "mem_total",
+    "power",
+    "temp",
+    "sm_clock",
+    "xid",
+    "throttle",
+)
+
+
+def board_power(model_name: str, reported: float | None = None) -> float | None:
+    if reported:
+        return reported
+    name = model_name.lower().removeprefix("nvidia ").strip()
+    for key, watts in BOARD_POWER_W.items():
+        if name.startswith(key):
+            return watts
+    return None
+
+
+def floor_ts(t: dt.datetime, seconds: int) -> dt.datetime:
+    epoch = int(t.timestamp())
+    return dt.datetime.fromtimestamp(epoch - epoch % seconds, tz=dt.UTC)
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def gpu_rollups(
+    rows: Iterable[Row], bucket: str, start: dt.datetime, interval: float
+) -> list[GpuRollup]:
+    """Per-GPU aggregates of one bucket from its sample rows."""
+    by_device: dict[int, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_device[row[0]].append(row)
+    size = SECONDS[bucket]
+    out = []
+    for device_id, rs in by_device.items():
+        rs.sort(key=lambda r: r[1])
+        col = {name: [r[i] for r in rs if r[i] is not None] for i, name in enumerate(SAMPLE_FIELDS)}
+        last = rs[-1]
+        power_avg = _mean(col["power"])
+        covered = min(size, len(rs) * interval)
+        xids = [x for x in col["xid"] if x]
+        throttle = 0
+        for t in col["throttle"]:
+            throttle |= int(t)
+        out.append(
+            GpuRollup(
+                bucket=bucket,
+                ts=start,
+                device_id=device_id,
+                tenant_id=last[2],
+                workload_id=last[3],
+                samples=len(rs),
+                allocated=any(r[4] for r in rs),
+                util_avg=_mean(col["util"]),
+                util_max=max(col["util"], default=None),
+                util_min=min(col["util"], default=None),
+                busy_avg=_mean(col["busy"]),
+                tensor_avg=_mean(col["tensor"]),
+                mem_used_avg=_mean(col["mem_used"]),
+                mem_total=max(col["mem_total"], default=None),
+                power_avg=power_avg,
+                power_max=max(col["power"], default=None),
+                temp_avg=_mean(col["temp"]),
+                temp_max=max(col["temp"], default=None),
+                sm_clock_avg=_mean(col["sm_clock"]),
+                # Energy from the power samples: mean power over the time the samples cover.
+                energy_wh=power_avg * covered / 3600 if power_avg is not None else None,
+                xid_last=xids[-1] if xids else None,
+                throttle_any=throttle if col["throttle"] else None,
+            )
+        )
+    return out
+
+
+def hourly_from_5m(rollups: Sequence[GpuRollup], start: dt.datetime) -> list[GpuRollup]:
+    """Per-GPU hourly rows from the 5-minute rows of that hour (weighted by samples)."""
+    by_device: dict[int, list[GpuRollup]] = defaultdict(list)
+    for r in rollups:
+        by_device[r.device_id].append(r)
+    out = []
+    for device_id, rs in by_device.items():
+        rs.sort(key=lambda r: r.ts)
+
+        def wmean(attr: str, rs: list[GpuRollup] = rs) -> float | None:
+            pairs = [(getattr(r, attr), r.samples) for r in rs if getattr(r, attr) is not None]
+            total = sum(w for _, w in pairs)
+            return sum(v * w for v, w in pairs) / total if total else None
+
+        def agg(attr: str, f: Any, rs: list[GpuRollup] = rs) -> Any:
+            vals = [getattr(r, attr) for r in rs if getattr(r, attr) is not None]
+            return f(vals) if vals else None
+
+        throttles = [r.throttle_any for r in rs if r.throttle_any is not None]
+        xids = [r.xid_last for r in rs if r.xid_last]
+        out.append(
+            GpuRollup(
+                bucket=Bucket.HOUR,
+                ts=start,
+                device_id=device_id,
+                tenant_id=rs[-1].tenant_id,
+                workload_id=rs[-1].workload_id,
+                samples=sum(r.samples for r in rs),
+                allocated=any(r.allocated for r in rs),
+                util_avg=wmean("util_avg"),
+                util_max=agg("util_max", max),
+                util_min=agg("util_min", min),
+                busy_avg=wmean("busy_avg"),
+                tensor_avg=wmean("tensor_avg"),
+                mem_used_avg=wmean("mem_used_avg"),
+                mem_total=agg("mem_total", max),
+                power_avg=wmean("power_avg"),
+                power_max=agg("power_max", max),
+                temp_avg=wmean("temp_avg"),
+                temp_max=agg("temp_max", max),
+                sm_clock_avg=wmean("sm_clock_avg"),
+                energy_wh=agg("energy_wh", sum),
+                xid_last=xids[-1] if xids else None,
+                throttle_any=int(np.bitwise_or.reduce(throttles)) if throttles else None,
+            )
+        )
+    return out
+
+
+def group_rollups(bucket: str, start: dt.datetime) -> list[GroupRollup]:
+    """Fleet, cluster, model and tenant rows from the per-GPU rows of one bucket."""
+    threshold = settings.METRICS_IDLE_THRESHOLD
+    hours = SECONDS[bucket] / 3600
+    rows = GpuRollup.objects.filter(bucket=bucket, ts=start).values_list(
+        "util_avg",
+        "busy_avg",
+        "allocated",
+        "power_avg",
+        "energy_wh",
+        "device__model_name",
+        "device__cluster__name",
+        "tenant__namespace",
+        "device__power_limit_w",
+    )
+    groups: dict[tuple[str, str], list[tuple]] = defaultdict(list)
+    for row in rows:
+        groups[(Scope.FLEET, "")].append(row)
+        groups[(Scope.CLUSTER, row[6] or "")].append(row)
+        groups[(Scope.MODEL, row[5] or "")].append(row)
+        if row[7]:
+            groups[(Scope.TENANT, row[7])].append(row)
+    epoch = int(start.timestamp())
+    out = [GroupRollup(bucket=bucket, scope=Scope.FLEET, key="", ts=start, epoch=epoch, gpus=0)]
+    for (scope, key), rs in groups.items():
+        utils = np.array([r[0] for r in rs if r[0] is not None], dtype=float)
+        powers = [r[3] for r in rs if r[3] is not None]
+        limits = [board_power(r[5] or "", r[8]) for r in rs if r[3] is not None]
+        allocated = sum(1 for r in rs if r[2])
+        g = GroupRollup(
+            bucket=bucket,
+            scope=scope,
+            key=key,
+            ts=start,
+            epoch=epoch,
+            gpus=len(rs),
+            allocated=allocated,
+            busy=sum(1 for r in rs if r[1] is not None and r[1] >= threshold),
+            util_avg=float(utils.mean()) if utils.size else None,
+            util_p95=float(np.percentile(utils, 95)) if utils.size else None,
+            util_p05=float(np.percentile(utils, 5)) if utils.size else None,
+            power_sum=sum(powers) if powers else None,
+            power_limit_sum=sum(x for x in limits if x) if all(limits) and limits else None,
+            energy_wh=sum(r[4] for r in rs if r[4] is not None) if powers else None,
+            gpu_hours=allocated * hours,
+        )
+        if scope == Scope.FLEET:
+            out[0] = g
+        else:
+            out.append(g)
+    return out
+
+
+def _upsert_gpu(rows: list[GpuRollup]) -> None:
+    fields = [f.name for f in GpuRollup._meta.concrete_fields if f.name not in ("id",)]
+    update = [f for f in fields if f not in ("bucket", "ts", "device")]
+    GpuRollup.objects.bulk_create(
+        rows,
+        batch_size=2000,
+        update_conflicts=True,
+        unique_fields=["bucket", "device", "ts"],
+        update_fields=update,
+    )
+
+
+def _upsert_group(rows: list[GroupRollup]) -> None:
+    update = [
+        f.name
+        for f in GroupRollup._meta.concrete_fields
+        if f.name not in ("id", "bucket", "scope", "key", "ts")
+    ]
+    GroupRollup.objects.bulk_create(
+        rows,
+        batch_size=2000,
+        update_conflicts=True,
+        unique_fields=["bucket", "scope", "key", "ts"],
+        update_fields=update,
+    )
+
+
+def sample_rows(start: dt.datetime, end: dt.datetime) -> list[Row]:
+    return list(GpuSample.objects.filter(ts__gte=start, ts__lt=end).values_list(*SAMPLE_FIELDS))
+
+
+def rows_from_readings(readings: Iterable[Any], cluster_id: int | None) -> list[Row]:
+    """Query-API mode: readings from the source as sample rows (devices must exist: the
+    collector creates them)."""
+    from .collector import Owners
+
+    readings = list(readings)
+    owners = Owners(cluster_id)
+    ids = dict(
+        GpuDevice.objects.filter(uuid__in={r.uuid for r in readings}).values_list("uuid", "pk")
+    )
+    out = []
+    for r in readings:
+        if r.uuid not in ids:
+            continue
+        tenant, workload = owners.of(r)
+        v = r.values
+        busy, _ = r.busy()
+        ts = dt.datetime.fromtimestamp(r.ts, tz=dt.UTC)
+        out.append(
+            (
+                ids[r.uuid],
+                ts,
+                tenant,
+                workload,
+                r.allocated,
+                v.get("util"),
+                busy,
+                v.get("tensor"),
+                v.get("mem_used"),
+                r.mem_total(),
+                v.get("power"),
+                v.get("temp"),
+                v.get("sm_clock"),
+                int(v["xid"]) if "xid" in v else None,
+                int(v["throttle"]) if "throttle" in v else None,
+            )
+        )
+    return out
+
+
+def rollup_bucket(start: dt.datetime, extra_rows: Sequence[Row] = ()) -> None:
+    """One 5-minute bucket: per-GPU rows from stored samples (+ rows read from query APIs),
+    then group rows; and the hourly rows when the bucket closes an hour."""
+    end = start + dt.timedelta(seconds=300)
+    rows = sample_rows(start, end) + list(extra_rows)
+    gpu = gpu_rollups(rows, Bucket.FIVE_MINUTES, start, settings.METRICS_COLLECT_SECONDS)
+    with transaction.atomic():
+        _upsert_gpu(gpu)
+        _upsert_group(group_rollups(Bucket.FIVE_MINUTES, start))
+        if end.timestamp() % 3600 == 0:
+            hour = end - dt.timedelta(hours=1)
+            fives = list(
+                GpuRollup.objects.filter(bucket=Bucket.FIVE_MINUTES, ts__gte=hour, ts__lt=end)
+            )
+            _upsert_gpu(hourly_from_5m(fives, hour))
+            _upsert_group(group_rollups(Bucket.HOUR, hour))
+
+
+def pending_buckets(now: dt.datetime | None = None) -> list[dt.datetime]:
+    """Closed 5-minute buckets not rolled up yet (from the first sample on)."""
+    now = now or timezone.now()
+    last_closed = floor_ts(now, 300) - dt.timedelta(seconds=300)
+    done = GroupRollup.objects.filter(bucket=Bucket.FIVE_MINUTES, scope=Scope.FLEET).aggregate(
+        m=Max("ts")
+    )["m"]
+    if done is None:
+        first = (
+            GpuSample.objects.aggregate(m=Min("ts"))["m"]
+            or GpuDevice.objects.aggregate(m=Min("last_seen_at"))["m"]
+        )
+        if first is None:
+            return []
+        start = floor_ts(first, 300)
+    else:
+        start = done + dt.timedelta(seconds=300)
+    out = []
+    while start <= last_closed and len(out) < MAX_BUCKETS_PER_RUN:
+        out.append(start)
+        start += dt.timedelta(seconds=300)
+    return out
+
+
+def apply_retention(now: dt.datetime | None = None) -> dict[str, int]:
+    now = now or timezone.now()
+    raw = now - dt.timedelta(hours=settings.METRICS_RAW_RETENTION_HOURS)
+    five = now - dt.timedelta(days=settings.METRICS_5M_RETENTION_DAYS)
+    hour = now - dt.timedelta(days=settings.METRICS_1H_RETENTION_DAYS)
+    return {
+        "samples": GpuSample.objects.filter(ts__lt=raw).delete()[0],
+        "5m": GpuRollup.objects.filter(bucket=Bucket.FIVE_MINUTES, ts__lt=five).delete()[0]
+        + GroupRollup.objects.filter(bucket=Bucket.FIVE_MINUTES, ts__lt=five).delete()[0],
+        "1h": GpuRollup.objects.filter(bucket=Bucket.HOUR, ts__lt=hour).delete()[0]
+        + GroupRollup.objects.filter(bucket=Bucket.HOUR, ts__lt=hour).delete()[0],
+    }

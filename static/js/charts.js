@@ -1,0 +1,44 @@
+// Draw every .chart[data-src]: fetch the figure JSON, Plotly.react it, refresh short ranges.
+// An empty range is said in words (never drawn as zero).
+(function () {
+  "use strict";
+  function draw(el) {
+    fetch(el.dataset.src, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        if (!r.ok) { throw new Error(r.status + " " + r.statusText); }
+        return r.json();
+      })
+      .then(function (data) {
+        if (data.empty) {
+          if (el.dataset.drawn) { Plotly.purge(el); delete el.dataset.drawn; }
+          el.innerHTML = "";
+          var p = document.createElement("p");
+          p.className = "chart-empty";
+          p.textContent = data.empty;
+          el.appendChild(p);
+          el.dataset.state = "empty";
+          return;
+        }
+        if (!el.dataset.drawn) { el.innerHTML = ""; }
+        Plotly.react(el, data.figure.data, data.figure.layout,
+          { responsive: true, displaylogo: false });
+        el.dataset.drawn = "1";
+        el.dataset.state = "drawn";
+        el.dataset.points = data.points;
+      })
+      .catch(function (err) {
+        el.dataset.state = "error";
+        el.textContent = (el.dataset.errorText || "Error") + " (" + err.message + ")";
+      });
+  }
+  function start() {
+    document.querySelectorAll(".chart[data-src]").forEach(function (el) {
+      draw(el);
+      var every = parseInt(el.dataset.refresh || "0", 10);
+      if (every > 0) { setInterval(function () { draw(el); }, every * 1000); }
+    });
+  }
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else { start(); }
+})();
