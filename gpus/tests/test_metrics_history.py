@@ -66,9 +66,10 @@ def sources(tmp_path_factory) -> Iterator[dict[str, str]]:
         check=True,
         capture_output=True,
     )
-    with run_prometheus(work / "p", tsdb=work / "db") as p_url, run_victoria_metrics(
-        work / "v"
-    ) as v_url:
+    with (
+        run_prometheus(work / "p", tsdb=work / "db") as p_url,
+        run_victoria_metrics(work / "v") as v_url,
+    ):
         req = urllib.request.Request(  # noqa: S310 - the local VictoriaMetrics
             f"{v_url}/api/v1/import/prometheus", data=prom.read_bytes(), method="POST"
         )
