@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import Count, Max, Min
 from django.utils import timezone
 
-from ..models import Tenant
+from ..models import GpuWorkload, Tenant
 from ..utilization_models import Bucket, GpuDevice, GpuRollup, GpuSample, GroupRollup, Scope
 
 SECONDS = {Bucket.FIVE_MINUTES: 300, Bucket.HOUR: 3600}
@@ -176,16 +176,23 @@ def hourly_from_5m(rollups: Sequence[GpuRollup], start: dt.datetime) -> list[Gpu
 
 def _unstored_rows(rollups: Sequence[GpuRollup]) -> list[tuple]:
     """Per-GPU rows kept only in memory (query-API mode) as group_rollups reads stored ones."""
+    if not rollups:
+        return []
+    # Every device in one read: an IN list of 100,000 ids would exceed SQLite's variable limit.
     devices = {
         pk: rest
-        for pk, *rest in GpuDevice.objects.filter(
-            pk__in={r.device_id for r in rollups}
-        ).values_list("pk", "model_name", "cluster__name", "power_limit_w")
+        for pk, *rest in GpuDevice.objects.values_list(
+            "pk", "model_name", "cluster__name", "power_limit_w", "hostname", "kube_cluster"
+        ).iterator(chunk_size=10000)
     }
     tenants = dict(Tenant.objects.values_list("pk", "namespace"))
+    workloads = {
+        pk: rest for pk, *rest in GpuWorkload.objects.values_list("pk", "name", "node_group")
+    }
     out = []
     for r in rollups:
-        model, cluster, limit = devices.get(r.device_id, ("", "", None))
+        model, cluster, limit, host, kube = devices.get(r.device_id, ("", "", None, "", ""))
+        name, group = workloads.get(r.workload_id, (None, None))
         out.append(
             (
                 r.util_avg,
@@ -197,38 +204,59 @@ def _unstored_rows(rollups: Sequence[GpuRollup]) -> list[tuple]:
                 cluster,
                 tenants.get(r.tenant_id),
                 limit,
+                host,
+                name,
+                group,
+                kube,
             )
         )
     return out
 
 
+def workload_label(name: str | None, node_group: str | None, kube_cluster: str | None) -> str:
+    """How the tenant page names a VM or node group (the cluster when not in the inventory)."""
+    label = name or kube_cluster or "?"
+    return f"{label}/{node_group}" if node_group else label
+
+
 def group_rollups(
     bucket: str, start: dt.datetime, unstored: Sequence[GpuRollup] = ()
 ) -> list[GroupRollup]:
-    """Fleet, cluster, model and tenant rows from the per-GPU rows of one bucket: the stored
-    ones plus `unstored` (query-API mode, whose per-GPU history stays in the source)."""
+    """Fleet, cluster, model, tenant, node and workload rows from the per-GPU rows of one
+    bucket: the stored ones plus `unstored` (query-API mode: per-GPU history stays in the
+    source)."""
     threshold = settings.METRICS_IDLE_THRESHOLD
     hours = SECONDS[bucket] / 3600
-    rows = list(
-        GpuRollup.objects.filter(bucket=bucket, ts=start).values_list(
-            "util_avg",
-            "busy_avg",
-            "allocated",
-            "power_avg",
-            "energy_wh",
-            "device__model_name",
-            "device__cluster__name",
-            "tenant__namespace",
-            "device__power_limit_w",
-        )
-    ) + _unstored_rows(unstored)
+    # An unstored GPU's incident row (health) is in the table too: count the GPU once.
+    skip = {r.device_id for r in unstored}
+    stored = GpuRollup.objects.filter(bucket=bucket, ts=start).values_list(
+        "device_id",
+        "util_avg",
+        "busy_avg",
+        "allocated",
+        "power_avg",
+        "energy_wh",
+        "device__model_name",
+        "device__cluster__name",
+        "tenant__namespace",
+        "device__power_limit_w",
+        "device__hostname",
+        "workload__name",
+        "workload__node_group",
+        "device__kube_cluster",
+    )
+    rows = [r[1:] for r in stored if r[0] not in skip] + _unstored_rows(unstored)
     groups: dict[tuple[str, str], list[tuple]] = defaultdict(list)
     for row in rows:
         groups[(Scope.FLEET, "")].append(row)
         groups[(Scope.CLUSTER, row[6] or "")].append(row)
         groups[(Scope.MODEL, row[5] or "")].append(row)
+        if row[9]:
+            groups[(Scope.NODE, row[9])].append(row)
         if row[7]:
             groups[(Scope.TENANT, row[7])].append(row)
+            label = workload_label(row[10], row[11], row[12])
+            groups[(Scope.WORKLOAD, f"{row[7]}|{label}")].append(row)
     epoch = int(start.timestamp())
     out = [GroupRollup(bucket=bucket, scope=Scope.FLEET, key="", ts=start, epoch=epoch, gpus=0)]
     for (scope, key), rs in groups.items():
@@ -341,7 +369,7 @@ def rollup_bucket(start: dt.datetime, extra_rows: Sequence[Row] = ()) -> None:
     stored = gpu_rollups(sample_rows(start, end), Bucket.FIVE_MINUTES, start, interval)
     unstored = gpu_rollups(extra_rows, Bucket.FIVE_MINUTES, start, interval) if extra_rows else []
     with transaction.atomic():
-        _upsert_gpu(stored)
+        _upsert_gpu(stored + _events(unstored))
         _upsert_group(group_rollups(Bucket.FIVE_MINUTES, start, unstored))
         if end.timestamp() % 3600 == 0:
             hour = end - dt.timedelta(hours=1)
@@ -353,6 +381,30 @@ def rollup_bucket(start: dt.datetime, extra_rows: Sequence[Row] = ()) -> None:
                 _upsert_group(hourly_groups_from_5m(hour))
             else:
                 _upsert_group(group_rollups(Bucket.HOUR, hour))
+
+
+def _events(rollups: Sequence[GpuRollup]) -> list[GpuRollup]:
+    """Of the query-API per-GPU rows, only the buckets with an XID or a throttle, for the health
+    list: incidents, not history (no utilization, power or energy kept)."""
+    from ..utilization import THROTTLING
+
+    out = []
+    for r in rollups:
+        if r.xid_last or (r.throttle_any or 0) & THROTTLING:
+            out.append(
+                GpuRollup(
+                    bucket=r.bucket,
+                    ts=r.ts,
+                    device_id=r.device_id,
+                    tenant_id=r.tenant_id,
+                    workload_id=r.workload_id,
+                    samples=r.samples,
+                    allocated=r.allocated,
+                    xid_last=r.xid_last,
+                    throttle_any=r.throttle_any,
+                )
+            )
+    return out
 
 
 def _has_unstored(hour: dt.datetime, end: dt.datetime) -> bool:
