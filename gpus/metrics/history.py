@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from kombu.exceptions import OperationalError
 
 from ..utilization_models import GpuDevice, MetricSource, SourceKind
 from .errors import MetricsError
@@ -43,7 +44,11 @@ def request(key: str, device_id: int, start: float, end: float, tenant: str) -> 
     from ..tasks import read_gpu_history
 
     if cache.add(f"{key}:lock", 1, timeout=LOCK_SECONDS):
-        read_gpu_history.delay(device_id, start, end, key, tenant)
+        try:
+            read_gpu_history.delay(device_id, start, end, key, tenant)
+        except OperationalError as exc:  # the broker is down: say so, do not 500
+            cache.set(key, {"error": f"task queue unreachable: {exc}"}, timeout=15)
+            cache.delete(f"{key}:lock")
 
 
 def _selector(uuid_label: str, uuid: str, cluster: str) -> str:

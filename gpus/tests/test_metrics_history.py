@@ -168,6 +168,21 @@ def test_views_never_call_the_source(admin_client_, device, enqueued) -> None:
     _forget(device, "range=6h")
 
 
+def test_broker_down_is_said_not_a_500(admin_client_, device, monkeypatch) -> None:
+    from kombu.exceptions import OperationalError
+
+    def down(*args: object) -> None:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
+
+    monkeypatch.setattr(tasks.read_gpu_history, "delay", down)
+    _forget(device, "range=7d")
+    url = reverse("gpus:util_gpu_history", args=[device.uuid])
+    assert admin_client_.get(url, {"range": "7d"}).status_code == 200
+    r = admin_client_.get(url, {"range": "7d"})
+    assert r.status_code == 286 and "task queue unreachable" in r.content.decode()
+    _forget(device, "range=7d")
+
+
 def test_tenants_see_only_their_gpu(alice_client, bob_client, device, enqueued) -> None:
     mine = reverse("gpus:util_tenant_gpu_history", args=["tenant-acme", device.uuid])
     theirs = reverse("gpus:util_tenant_gpu_history", args=["tenant-globex", device.uuid])
