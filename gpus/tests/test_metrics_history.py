@@ -248,3 +248,10 @@ def test_query_api_rollups_keep_groups_not_per_gpu(device) -> None:
     assert list(series) == ["kubernetes-ml"] and series["kubernetes-ml"].lines["util"][0] == 50.0
     (incident,) = health(tr)
     assert incident["device"] == device and incident["xids"] == [79]
+    # 5-minute node and workload rows go with the raw samples (48 h); the others stay 30 days.
+    from gpus.metrics.rollup import apply_retention
+
+    assert apply_retention(hour + dt.timedelta(hours=50))["5m_node_workload"] == 24
+    left = set(GroupRollup.objects.filter(bucket="5m").values_list("scope", flat=True))
+    assert left == {"fleet", "cluster", "model", "tenant"}
+    assert GroupRollup.objects.filter(bucket="1h", scope="node").count() == 1
