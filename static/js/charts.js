@@ -9,6 +9,10 @@
         return r.json();
       })
       .then(function (data) {
+        if (data.loading) {  // query-API mode: a task is reading it; keep what is drawn
+          if (!el.dataset.drawn) { el.dataset.state = "loading"; }
+          return;
+        }
         if (data.empty) {
           if (el.dataset.drawn) { Plotly.purge(el); delete el.dataset.drawn; }
           el.innerHTML = "";
@@ -31,11 +35,21 @@
         el.textContent = (el.dataset.errorText || "Error") + " (" + err.message + ")";
       });
   }
+  function init(el) {
+    if (el.dataset.started) { return; }
+    el.dataset.started = "1";
+    draw(el);
+    var every = parseInt(el.dataset.refresh || "0", 10);
+    if (every > 0) { setInterval(function () { draw(el); }, every * 1000); }
+  }
   function start() {
-    document.querySelectorAll(".chart[data-src]").forEach(function (el) {
-      draw(el);
-      var every = parseInt(el.dataset.refresh || "0", 10);
-      if (every > 0) { setInterval(function () { draw(el); }, every * 1000); }
+    document.querySelectorAll(".chart[data-src]").forEach(init);
+    // Charts that htmx swaps in later (the one-GPU page in query-API mode).
+    document.body.addEventListener("htmx:load", function (e) {
+      var root = e.detail && e.detail.elt;
+      if (!root || !root.querySelectorAll) { return; }
+      if (root.matches && root.matches(".chart[data-src]")) { init(root); }
+      root.querySelectorAll(".chart[data-src]").forEach(init);
     });
   }
   if (document.readyState === "loading") {
