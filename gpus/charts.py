@@ -239,3 +239,36 @@ def epoch(t: dt.datetime) -> float:
 
 
 __all__ = ["MAX_POINTS", "Series", "allocation", "fleet_by_model", "gpu_detail", "heatmap", "lines"]
+
+
+# How dates read on a time axis, per language (Plotly's own locale files, which the pip package
+# does not ship, say the same); English keeps Plotly's defaults.
+DATE_ORDER = {
+    "fr": {"dayMonth": "%-d %b", "dayMonthYear": "%-d %b %Y", "month": "%b %Y", "year": "%Y"},
+    "de": {"dayMonth": "%-d. %b", "dayMonthYear": "%-d. %b %Y", "month": "%b %Y", "year": "%Y"},
+}
+
+
+def plotly_locale(language: str) -> dict | None:
+    """A Plotly locale module for the active language (month and day names from Django's
+    translations, decimal and thousands separators from its formats), or None for English."""
+    from django.utils import dates, formats
+
+    base = language.split("-")[0]
+    if base == "en":
+        return None
+    monday_first = [dates.WEEKDAYS[(i + 6) % 7] for i in range(7)]  # Plotly starts on Sunday
+    return {
+        "moduleType": "locale",
+        "name": base,
+        "dictionary": {},
+        "format": {
+            "days": [str(d) for d in monday_first],
+            "shortDays": [str(dates.WEEKDAYS_ABBR[(i + 6) % 7]) for i in range(7)],
+            "months": [str(dates.MONTHS[i]) for i in range(1, 13)],
+            "shortMonths": [str(dates.MONTHS_AP[i]) for i in range(1, 13)],
+            "decimal": formats.get_format("DECIMAL_SEPARATOR", base),
+            "thousands": formats.get_format("THOUSAND_SEPARATOR", base),
+            **DATE_ORDER.get(base, {}),
+        },
+    }

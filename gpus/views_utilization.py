@@ -5,12 +5,14 @@ fetched as JSON by static/js/charts.js, which refreshes the short ranges."""
 from __future__ import annotations
 
 import csv
+import json
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -262,7 +264,11 @@ def chart(request: HttpRequest, kind: str) -> JsonResponse:
         raise Http404
     if fig is None:
         return JsonResponse({"empty": empty})
-    body = f'{{"points": {charts.points_per_line(fig)}, "figure": {charts.to_json(fig)}}}'
+    locale = json.dumps(charts.plotly_locale(get_language() or "en"))
+    body = (
+        f'{{"points": {charts.points_per_line(fig)}, "locale": {locale},'
+        f' "figure": {charts.to_json(fig)}}}'
+    )
     return HttpResponse(body, content_type="application/json")
 
 

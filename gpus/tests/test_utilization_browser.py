@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import time
 import urllib.request
 
@@ -102,5 +103,9 @@ def test_ops_fleet_chart_in_french(page, live_server, platform_admin, telemetry)
     assert page.get_by_role("heading", name="GPU sans télémétrie").is_visible()
     page.get_by_role("button", name="7 j").click()
     assert _chart_points(page, "chart-fleet") >= 12
+    # The time axis speaks French too: "23 nov.", never Plotly's English "Nov 23".
+    ticks = " | ".join(page.locator("#chart-fleet .xtick text").all_text_contents())
+    assert re.search(r"\d{1,2} (janv?|févr?|mars|avr|mai|juin|juil|août|sept|oct|nov|déc)", ticks)
+    assert not re.search(r"\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d", ticks), ticks
     if SHOTS:
         page.screenshot(path=f"{SHOTS}/fleet-fr.png", full_page=True)

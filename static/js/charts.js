@@ -20,8 +20,10 @@
           return;
         }
         if (!el.dataset.drawn) { el.innerHTML = ""; }
-        Plotly.react(el, data.figure.data, data.figure.layout,
-          { responsive: true, displaylogo: false });
+        // Month names and separators in the page's language (the server sends them).
+        var config = { responsive: true, displaylogo: false };
+        if (data.locale) { Plotly.register(data.locale); config.locale = data.locale.name; }
+        Plotly.react(el, data.figure.data, data.figure.layout, config);
         el.dataset.drawn = "1";
         el.dataset.state = "drawn";
         el.dataset.points = data.points;
