@@ -123,6 +123,10 @@ def allocation(s: Series, title: str, labels: Mapping[str, str]) -> go.Figure:
             connectgaps=False,
         )
     _layout(fig, title, labels["axis"])
+    # A count of GPUs: a small one would otherwise get ticks at 0.5, 1.5...
+    top = float(np.nanmax(np.maximum(gpus_a, alloc_a), initial=0))
+    if top <= 10:
+        fig.update_yaxes(dtick=1)
     return fig
 
 

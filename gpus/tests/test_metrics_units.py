@@ -113,6 +113,17 @@ def test_fleet_chart_from_rows() -> None:
     assert len(doc["data"]) == 3 and doc["data"][1]["fill"] == "tonexty"
 
 
+@pytest.mark.parametrize(("gpus", "dtick"), [(2, 1), (10, 1), (400, None)])
+def test_gpu_counts_are_whole_numbers_on_the_axis(gpus: int, dtick: int | None) -> None:
+    """Two GPUs read 0, 1, 2 on the axis, never 0.5 or 1.5; a big fleet keeps Plotly's ticks."""
+    ts = [float(t) for t in range(0, 3600, 300)]
+    n = [float(gpus)] * len(ts)
+    s = charts.Series(ts, {"gpus": n, "allocated": n, "busy": [0.0] * len(ts)})
+    labels = {"busy": "b", "idle": "i", "free": "f", "axis": "GPUs"}
+    doc = json.loads(charts.to_json(charts.allocation(s, "t", labels)))
+    assert doc["layout"]["yaxis"].get("dtick") == dtick
+
+
 @pytest.mark.django_db
 def test_agent_cloud_init_merges_into_the_users(acme) -> None:
     import yaml
