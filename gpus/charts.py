@@ -54,6 +54,23 @@ def _layout(fig: go.Figure, title: str, y_title: str = "", y_range: list | None 
     fig.update_yaxes(title_text=y_title, range=y_range, rangemode="tozero")
 
 
+def _dot_lonely_points(fig: go.Figure) -> None:
+    """A reading with gaps on both sides (the first 5-minute bucket, or one between outages)
+    draws no line: give it a dot, so a range with data never looks empty."""
+    for trace in fig.data:
+        if trace.type != "scatter" or trace.mode != "lines" or trace.stackgroup:
+            continue
+        if trace.line.width == 0 or trace.y is None:
+            continue  # the invisible edges of a band
+        y = np.isfinite(_floats(trace.y))
+        before = np.concatenate(([False], y[:-1]))
+        after = np.concatenate((y[1:], [False]))
+        lonely = y & ~before & ~after
+        if lonely.any():
+            trace.mode = "lines+markers"
+            trace.marker = {"size": np.where(lonely, 6, 0).tolist(), "color": trace.line.color}
+
+
 def fleet_by_model(
     per_model: Mapping[str, Series], title: str, mean_label: str, band_label: str
 ) -> go.Figure:
@@ -94,6 +111,7 @@ def fleet_by_model(
             connectgaps=False,
         )
     _layout(fig, title, "%", [0, 100])
+    _dot_lonely_points(fig)
     return fig
 
 
@@ -210,6 +228,7 @@ def gpu_detail(s: Series, titles: Mapping[str, str], power_limit: float | None) 
         template="plotly_white",
         legend={"orientation": "h", "y": -0.06},
     )
+    _dot_lonely_points(fig)
     return fig
 
 
@@ -227,6 +246,7 @@ def lines(per_line: Mapping[str, Series], key: str, title: str, y_title: str) ->
             line={"color": COLORS[i % len(COLORS)], "width": 2},
         )
     _layout(fig, title, y_title, [0, 100] if y_title == "%" else None)
+    _dot_lonely_points(fig)
     return fig
 
 

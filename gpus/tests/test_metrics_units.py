@@ -113,6 +113,28 @@ def test_fleet_chart_from_rows() -> None:
     assert len(doc["data"]) == 3 and doc["data"][1]["fill"] == "tonexty"
 
 
+def test_a_lone_reading_is_a_dot_not_nothing() -> None:
+    """The first 5-minute bucket of a fresh install sits between gaps: a line alone draws nothing."""
+    ts = [float(t) for t in range(0, 86400, 300)]
+    nan = [None] * len(ts)
+    avg = [*nan[:-3], 40.0, None, None]  # one reading, gaps on both sides
+    s = charts.Series(ts, {"avg": avg, "p05": avg, "p95": avg})
+    doc = json.loads(charts.to_json(charts.fleet_by_model({"NVIDIA L40S": s}, "t", "m", "b")))
+    mean = doc["data"][2]
+    assert mean["mode"] == "lines+markers"
+    sizes = mean["marker"]["size"]
+    assert sizes[-3] > 0 and sum(1 for v in sizes if v) == 1
+    band_edge = doc["data"][0]
+    assert band_edge["mode"] == "lines"  # the band's invisible edges get no dots
+
+
+def test_a_continuous_line_gets_no_dots() -> None:
+    ts = [float(t) for t in range(0, 3600, 300)]
+    s = charts.Series(ts, {"avg": [50.0] * len(ts), "p05": [1.0] * len(ts), "p95": [9.0] * len(ts)})
+    doc = json.loads(charts.to_json(charts.fleet_by_model({"NVIDIA L40S": s}, "t", "m", "b")))
+    assert all(t["mode"] == "lines" for t in doc["data"])
+
+
 @pytest.mark.parametrize(("gpus", "dtick"), [(2, 1), (10, 1), (400, None)])
 def test_gpu_counts_are_whole_numbers_on_the_axis(gpus: int, dtick: int | None) -> None:
     """Two GPUs read 0, 1, 2 on the axis, never 0.5 or 1.5; a big fleet keeps Plotly's ticks."""
