@@ -121,7 +121,8 @@ def _alpha(hex_color: str, a: float) -> str:
 
 
 def allocation(s: Series, title: str, labels: Mapping[str, str]) -> go.Figure:
-    """Stacked GPU counts: busy, allocated but idle, not allocated: idle allocation stands out."""
+    """Stacked GPU counts per bucket: busy, allocated but idle, not allocated: idle allocation
+    stands out."""
     gpus_a, alloc_a, busy_a = (_floats(s.lines[k]) for k in ("gpus", "allocated", "busy"))
     busy_a = np.minimum(busy_a, alloc_a)
     idle = alloc_a - busy_a
@@ -129,22 +130,17 @@ def allocation(s: Series, title: str, labels: Mapping[str, str]) -> go.Figure:
     x, (b, i, f) = downsample(s.ts, [busy_a, idle, free])
     fig = go.Figure()
     xs = _x(x)
+    # Stacked bars, one per bucket, not a stacked area: Plotly stacks a missing reading as zero,
+    # which drew ramps down to 0 GPUs into every gap and at the still-open latest bucket; a bar
+    # is simply absent where there is no data, and a lone bucket still shows.
     for y, key, color in ((b, "busy", "#059669"), (i, "idle", "#dc2626"), (f, "free", "#cbd5e1")):
-        fig.add_scatter(
-            x=xs,
-            y=y,
-            mode="lines",
-            stackgroup="gpus",
-            name=labels[key],
-            line={"width": 0.5, "color": color},
-            fillcolor=color,
-            connectgaps=False,
-        )
+        fig.add_bar(x=xs, y=y, name=labels[key], marker={"color": color, "line": {"width": 0}})
     _layout(fig, title, labels["axis"])
     # A count of GPUs: a small one would otherwise get ticks at 0.5, 1.5...
     top = float(np.nanmax(np.maximum(gpus_a, alloc_a), initial=0))
     if top <= 10:
         fig.update_yaxes(dtick=1)
+    fig.update_layout(barmode="stack", bargap=0)
     return fig
 
 

@@ -135,6 +135,31 @@ def test_a_continuous_line_gets_no_dots() -> None:
     assert all(t["mode"] == "lines" for t in doc["data"])
 
 
+def test_allocation_leaves_gaps_empty_instead_of_stacking_zeros() -> None:
+    """Plotly's stackgroup stacks a missing reading as zero (ramps down to 0 GPUs into each gap and
+    at the still-open bucket); stacked bars leave the gap empty and show a lone bucket."""
+    ts = [float(t) for t in range(0, 7200, 300)]
+    n = [4.0] * len(ts)
+    n[5] = n[6] = n[-1] = None
+    s = charts.Series(ts, {"gpus": n, "allocated": n, "busy": n})
+    labels = {"busy": "b", "idle": "i", "free": "f", "axis": "GPUs"}
+    doc = json.loads(charts.to_json(charts.allocation(s, "t", labels)))
+    assert doc["layout"]["barmode"] == "stack"
+    for trace in doc["data"]:
+        assert trace["type"] == "bar" and "stackgroup" not in trace
+    busy = _decoded(doc["data"][0]["y"])
+    assert np.isnan(busy[5]) and np.isnan(busy[-1]) and busy[4] == 4.0
+
+
+def _decoded(y: object) -> np.ndarray:
+    """Plotly's JSON holds numpy arrays as {"dtype", "bdata"} (base64)."""
+    import base64
+
+    if isinstance(y, dict):
+        return np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"])
+    return np.asarray(y, dtype=float)
+
+
 @pytest.mark.parametrize(("gpus", "dtick"), [(2, 1), (10, 1), (400, None)])
 def test_gpu_counts_are_whole_numbers_on_the_axis(gpus: int, dtick: int | None) -> None:
     """Two GPUs read 0, 1, 2 on the axis, never 0.5 or 1.5; a big fleet keeps Plotly's ticks."""
