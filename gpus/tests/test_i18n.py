@@ -97,6 +97,13 @@ def test_french_puts_a_non_breaking_space_before_double_punctuation():
     assert bad == []
 
 
+def test_french_says_tenant_everywhere():
+    """One word for one thing: the navigation, tables and filters say "tenant" (Cozystack's
+    term), so a header cannot say "Locataire" beside a "Tenant" filter."""
+    po = (ROOT / "locale" / "fr" / "LC_MESSAGES" / "django.po").read_text()
+    assert "ocataire" not in po
+
+
 def test_node_sort_menu_follows_the_language_and_says_name_once(admin_client_):
     page = admin_client_.get(reverse("gpus:nodes"), HTTP_ACCEPT_LANGUAGE="fr").content.decode()
     start = page.index('name="sort"')
