@@ -242,6 +242,8 @@ def lines(per_line: Mapping[str, Series], key: str, title: str, y_title: str) ->
             line={"color": COLORS[i % len(COLORS)], "width": 2},
         )
     _layout(fig, title, y_title, [0, 100] if y_title == "%" else None)
+    # Plotly hides the legend of a lone trace: then nothing said which VM or node group it is.
+    fig.update_layout(showlegend=True)
     _dot_lonely_points(fig)
     return fig
 

@@ -151,6 +151,13 @@ def test_allocation_leaves_gaps_empty_instead_of_stacking_zeros() -> None:
     assert np.isnan(busy[5]) and np.isnan(busy[-1]) and busy[4] == 4.0
 
 
+def test_a_tenant_with_one_workload_still_sees_its_name() -> None:
+    ts = [float(t) for t in range(0, 3600, 300)]
+    s = charts.Series(ts, {"util": [50.0] * len(ts)})
+    doc = json.loads(charts.to_json(charts.lines({"ml/gpu": s}, "util", "t", "%")))
+    assert doc["layout"]["showlegend"] is True and doc["data"][0]["name"] == "ml/gpu"
+
+
 def _decoded(y: object) -> np.ndarray:
     """Plotly's JSON holds numpy arrays as {"dtype", "bdata"} (base64)."""
     import base64
