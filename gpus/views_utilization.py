@@ -138,11 +138,14 @@ def energy(request: HttpRequest) -> HttpResponse:
 def tenant_page(request: HttpRequest, namespace: str) -> HttpResponse:
     tenant = _tenant(request, namespace)
     membership = selectors.membership_of(request.user, tenant)
+    idle_rows = u.idle_gpus(request.user, tenant)
     ctx = _context(
         request,
         tenant,
         workloads=u.tenant_workloads(tenant),
-        idle_rows=u.idle_gpus(request.user, tenant),
+        idle_rows=idle_rows,
+        # The badge follows the table: idle means under the threshold for the whole period.
+        idle_uuids={d.uuid for d in idle_rows},
         can_operate=request.user.is_staff or bool(membership and membership.can_operate),
         section="tenant",
         with_charts=True,

@@ -250,3 +250,21 @@ def test_health_lists_xid_errors_and_decoded_throttling(acme, admin_client_) -> 
         reverse("gpus:util_health") + "?" + TimeRange(start, end, "custom").query()
     )
     assert "XID 13" in page.content.decode() and "power brake" in page.content.decode()
+
+
+@override_settings(METRICS_IDLE_MINUTES=60)
+def test_the_idle_badge_agrees_with_the_idle_table(cluster, bob_client) -> None:
+    """A GPU under the threshold for 5 minutes is not idle yet: the tenant page showed it an
+    "idle" badge beside an idle table that said "No idle GPU right now"."""
+    collect_cluster(cluster.pk)
+    serve = GpuDevice.objects.filter(kube_cluster="kubernetes-serve").order_by("index")[1]
+    url = reverse("gpus:util_tenant", args=["tenant-globex"])
+    badge = '<span class="badge badge-warn">idle</span>'
+    serve.idle_since = timezone.now() - dt.timedelta(minutes=5)
+    serve.save(update_fields=["idle_since"])
+    page = bob_client.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "No idle GPU right now." in page and badge not in page
+    serve.idle_since = timezone.now() - dt.timedelta(hours=2)
+    serve.save(update_fields=["idle_since"])
+    page = bob_client.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "No idle GPU right now." not in page and page.count(badge) == 1
