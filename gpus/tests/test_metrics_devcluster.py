@@ -268,3 +268,16 @@ def test_the_idle_badge_agrees_with_the_idle_table(cluster, bob_client) -> None:
     serve.save(update_fields=["idle_since"])
     page = bob_client.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "No idle GPU right now." not in page and page.count(badge) == 1
+
+
+@override_settings(METRICS_IDLE_THRESHOLD=5.0, METRICS_IDLE_MINUTES=60)
+def test_the_idle_threshold_reads_as_a_percentage_in_each_language(admin_client_) -> None:
+    """ "below 5.0 % for 60 min" wrapped between the number and its sign; English writes 5%,
+    French and German a non-breaking space before %."""
+    url = reverse("gpus:util_fleet")
+    english = admin_client_.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "(below 5% for 60 min)" in english
+    french = admin_client_.get(url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "sous 5\u00a0% pendant 60" in french
+    idle = admin_client_.get(reverse("gpus:util_idle"), HTTP_ACCEPT_LANGUAGE="de").content.decode()
+    assert "unter 5\u00a0% Aktivität" in idle
