@@ -171,9 +171,15 @@ def heatmap(
     return fig
 
 
-def gpu_detail(s: Series, titles: Mapping[str, str], power_limit: float | None) -> go.Figure:
+def gpu_detail(
+    s: Series,
+    titles: Mapping[str, str],
+    power_limit: float | None,
+    span: tuple[float, float] | None = None,
+) -> go.Figure:
     """One GPU: utilization (and busy/tensor), memory, power (with its limit), temperature,
-    clocks, sharing one time axis."""
+    clocks, sharing one time axis; `span` (local epoch seconds) is the range asked for, so
+    15 minutes of readings do not fill a "7 d" chart."""
     rows = [
         ("util_title", ["util", "busy", "tensor"]),
         ("memory", ["mem_used", "mem_total"]),
@@ -224,6 +230,8 @@ def gpu_detail(s: Series, titles: Mapping[str, str], power_limit: float | None) 
         template="plotly_white",
         legend={"orientation": "h", "y": -0.06},
     )
+    if span is not None:
+        fig.update_xaxes(range=list(_x(np.asarray(span, dtype=float)).astype(str)))
     _dot_lonely_points(fig)
     return fig
 

@@ -257,6 +257,7 @@ def chart(request: HttpRequest, kind: str) -> JsonResponse:
                 charts.local(s, offset),
                 _labels(),
                 device.power_limit_w or _board(device),
+                (tr.start.timestamp() + offset, tr.end.timestamp() + offset),
             )
     elif kind == "tenant" and tenant is not None:
         per = u.workload_series(tenant, tr)

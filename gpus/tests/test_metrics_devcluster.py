@@ -281,3 +281,13 @@ def test_the_idle_threshold_reads_as_a_percentage_in_each_language(admin_client_
     assert "sous 5\u00a0% pendant 60" in french
     idle = admin_client_.get(reverse("gpus:util_idle"), HTTP_ACCEPT_LANGUAGE="de").content.decode()
     assert "unter 5\u00a0% Aktivität" in idle
+
+
+def test_one_gpu_chart_spans_the_range_asked_for(cluster, admin_client_) -> None:
+    """Minutes of readings filled a "24 h" chart edge to edge, unlike every other chart."""
+    collect_cluster(cluster.pk)
+    device = GpuDevice.objects.filter(kube_cluster="kubernetes-ml").first()
+    url = reverse("gpus:util_chart", args=["gpu"])
+    doc = admin_client_.get(url, {"uuid": device.uuid, "range": "24h"}).json()
+    start, end = (dt.datetime.fromisoformat(v) for v in doc["figure"]["layout"]["xaxis"]["range"])
+    assert dt.timedelta(hours=23, minutes=59) < end - start <= dt.timedelta(hours=24)
