@@ -170,6 +170,19 @@ def test_node_detail_shows_gpus_holders_conditions_and_taints(snapshot, admin_cl
     assert "trainer-0" in h100_page and ">trainer<" in h100_page
 
 
+def test_node_detail_says_as_of_when(snapshot, admin_client_):
+    """The node rows lost their own sync time (the sync writes only what changed): the page said
+    "as of ()". A node is as fresh as its cluster's last successful sync."""
+    from django.utils import formats, timezone
+
+    node = Node.objects.select_related("cluster").get(name="gpu-l40s-worker-01")
+    assert node.cluster.last_synced_at is not None
+    page = html(admin_client_.get(reverse("gpus:node", args=[node.pk]), HTTP_ACCEPT_LANGUAGE="en"))
+    asof = formats.date_format(timezone.localtime(node.cluster.last_synced_at), "DATETIME_FORMAT")
+    assert f"as of {asof} (" in page
+    assert "()" not in page
+
+
 def test_node_detail_is_a_404_for_tenants(snapshot, alice_client):
     node = Node.objects.get(name="gpu-l40s-worker-01")
     assert alice_client.get(reverse("gpus:node", args=[node.pk])).status_code == 404
