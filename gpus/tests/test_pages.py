@@ -206,6 +206,19 @@ def test_my_gpus_rows_open_a_workload_page(snapshot, alice_client, bob_client):
     )
 
 
+def test_an_admin_sees_tenant_gpus_not_my_gpus(snapshot, admin_client_, alice_client):
+    """A platform admin is no member of tenant-acme: its workloads are not "My GPUs"."""
+    ws = GpuWorkload.objects.get(name="ws")
+    for url in (
+        reverse("gpus:my_gpus", args=["tenant-acme"]),
+        reverse("gpus:workload", args=["tenant-acme", ws.pk]),
+    ):
+        ops = html(admin_client_.get(url, HTTP_ACCEPT_LANGUAGE="en"))
+        assert "Tenant GPUs" in ops and "My GPUs" not in ops
+        mine = html(alice_client.get(url, HTTP_ACCEPT_LANGUAGE="en"))
+        assert "My GPUs" in mine and "Tenant GPUs" not in mine
+
+
 def test_django_admin_is_branded_and_shows_the_snapshot_read_only(snapshot, admin_client_):
     index = html(admin_client_.get(reverse("admin:index")))
     assert "Hikube Portal administration" in index
