@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import django_filters
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils.translation import gettext_lazy as _
 
 from .choices import NodeHealth
-from .models import Cluster, GpuModel, Node
+from .models import Cluster, GpuModel, Node, NodeGpu
+
+# The sorts the keyset pager serves (see selectors.NODE_SORT_KEYS); "-x" is x descending.
+NODE_SORTS = (
+    ("name", _("Name, A to Z")),
+    ("-name", _("Name, Z to A")),
+    ("cluster", _("Cluster")),
+    ("health", _("Health, problems first")),  # cordoned, not_ready, ready
+    ("-health", _("Health, ready first")),
+    ("-free", _("Most free GPUs first")),
+    ("free", _("Fewest free GPUs first")),
+    ("-allocated", _("Most allocated GPUs first")),
+    ("allocated", _("Fewest allocated GPUs first")),
+    ("-installed", _("Most GPUs installed first")),
+    ("installed", _("Fewest GPUs installed first")),
+)
 
 
 class NodeFilter(django_filters.FilterSet):
@@ -16,14 +31,17 @@ class NodeFilter(django_filters.FilterSet):
         field_name="name", lookup_expr="icontains", label=_("Name contains"), max_length=253
     )
     gpu_model = django_filters.ModelChoiceFilter(
-        field_name="gpus__gpu_model",
+        method="filter_gpu_model",
         # Models in the snapshot totals (a few rows), not a DISTINCT over every node GPU row.
         queryset=GpuModel.objects.filter(totals__isnull=False).distinct(),
         label=_("GPU model"),
         empty_label=_("Any model"),
     )
     cluster = django_filters.ModelChoiceFilter(
-        queryset=Cluster.objects.all(), label=_("Cluster"), empty_label=_("Any cluster")
+        queryset=Cluster.objects.all(),
+        to_field_name="name",
+        label=_("Cluster"),
+        empty_label=_("Any cluster"),
     )
     health = django_filters.ChoiceFilter(
         choices=NodeHealth.choices, label=_("Health"), empty_label=_("Any health")
@@ -34,27 +52,9 @@ class NodeFilter(django_filters.FilterSet):
         label=_("Has free GPUs"),
         empty_label=_("Any"),
     )
-    sort = django_filters.OrderingFilter(
-        fields=(
-            ("name", "name"),
-            ("gpu_free", "free"),
-            ("gpu_allocated", "allocated"),
-            ("health", "health"),
-        ),
-        # Every label given here, lazily: django-filter builds "(descending)" labels once, at
-        # import, in English. No empty choice: it would be a second "Name".
-        field_labels={
-            "name": _("Name, A to Z"),
-            "-name": _("Name, Z to A"),
-            "gpu_free": _("Fewest free GPUs first"),
-            "-free": _("Most free GPUs first"),
-            "gpu_allocated": _("Fewest allocated GPUs first"),
-            "-allocated": _("Most allocated GPUs first"),
-            "health": _("Health, problems first"),  # cordoned, not_ready, ready
-            "-health": _("Health, ready first"),
-        },
-        label=_("Sort by"),
-        empty_label=None,
+    # Ordering is the pager's business (selectors.node_page): this field only parses it.
+    sort = django_filters.ChoiceFilter(
+        method="keep", choices=NODE_SORTS, label=_("Sort by"), empty_label=None
     )
 
     class Meta:
@@ -64,11 +64,24 @@ class NodeFilter(django_filters.FilterSet):
     def filter_has_free(self, queryset: QuerySet[Node], name: str, value: str) -> QuerySet[Node]:
         return queryset.filter(gpu_free__gt=0) if value == "yes" else queryset.filter(gpu_free=0)
 
+    def filter_gpu_model(
+        self, queryset: QuerySet[Node], name: str, value: GpuModel
+    ) -> QuerySet[Node]:
+        # EXISTS probes the (node, gpu_model) unique index per node walked in page order.
+        return queryset.filter(Exists(NodeGpu.objects.filter(node=OuterRef("pk"), gpu_model=value)))
+
+    def keep(self, queryset: QuerySet[Node], name: str, value: str) -> QuerySet[Node]:
+        return queryset
+
     @property
-    def qs(self) -> QuerySet[Node]:
-        queryset = super().qs
-        # Stable order for pagination: the chosen sort, then the name.
-        ordering = list(queryset.query.order_by) or ["name"]
-        if "name" not in ordering and "-name" not in ordering:
-            ordering.append("name")
-        return queryset.order_by(*ordering)
+    def sort_key(self) -> str:
+        """The chosen sort, or by name when none (or an invalid one) was asked for."""
+        if self.is_bound and self.is_valid():
+            return self.form.cleaned_data.get("sort") or "name"
+        return "name"
+
+    @property
+    def narrowed_to(self) -> Cluster | None:
+        if self.is_bound and self.is_valid():
+            return self.form.cleaned_data.get("cluster")
+        return None

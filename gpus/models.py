@@ -171,10 +171,15 @@ class Node(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["cluster", "name"], name="unique_node_per_cluster")
         ]
+        # One index per sort of the node list, ending in (name, id): the keyset the pages walk,
+        # so any page (first, last, next) is an index range, whatever the fleet size. The
+        # cluster sort uses the unique (cluster, name) index (names are unique per cluster).
         indexes = [
-            models.Index(fields=["name"], name="node_name_idx"),
-            models.Index(fields=["health", "name"], name="node_health_idx"),
-            models.Index(fields=["gpu_free", "name"], name="node_free_idx"),
+            models.Index(fields=["name", "id"], name="node_name_key_idx"),
+            models.Index(fields=["health", "name", "id"], name="node_health_key_idx"),
+            models.Index(fields=["gpu_free", "name", "id"], name="node_free_key_idx"),
+            models.Index(fields=["gpu_allocated", "name", "id"], name="node_allocated_key_idx"),
+            models.Index(fields=["gpu_installed", "name", "id"], name="node_installed_key_idx"),
         ]
         verbose_name = _("node")
         verbose_name_plural = _("nodes")
@@ -241,6 +246,12 @@ class TenantAllocation(models.Model):
                 fields=["cluster", "namespace", "gpu_model"], name="unique_tenant_allocation"
             )
         ]
+        # The admin per-tenant table groups by (namespace, model) in this order, a page at a time.
+        indexes = [
+            models.Index(
+                fields=["namespace", "gpu_model", "allocated"], name="allocation_tenant_key_idx"
+            )
+        ]
         verbose_name = _("tenant allocation")
         verbose_name_plural = _("tenant allocations")
 
@@ -281,6 +292,12 @@ class GpuWorkload(models.Model):
 
     class Meta:
         ordering = ["name", "node_group"]
+        # My GPUs pages through one tenant's workloads by this key.
+        indexes = [
+            models.Index(
+                fields=["tenant", "name", "node_group", "id"], name="workload_tenant_key_idx"
+            )
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["cluster", "tenant", "kind", "name", "node_group"],

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.cache import cache
 from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import Http404
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 from .models import (
     Cluster,
@@ -21,6 +28,7 @@ from .models import (
     Tenant,
     TenantAllocation,
 )
+from .paging import KeysetPage, PageRequest, keyset_page
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -88,16 +96,18 @@ class ModelTotals:
         return self.percent(self.unavailable)
 
 
-def model_totals(user: User) -> list[ModelTotals]:
-    """Per GPU model, summed over clusters; with what the user's tenants hold."""
+def model_totals(user: User, cluster: Cluster | None = None) -> list[ModelTotals]:
+    """Per GPU model, summed over clusters (or one); with what the user's tenants hold."""
+    allocations = TenantAllocation.objects.filter(tenant__memberships__user=user)
+    inventory = ModelInventory.objects.all()
+    if cluster is not None:
+        allocations = allocations.filter(cluster=cluster)
+        inventory = inventory.filter(cluster=cluster)
     held: dict[int, int] = dict(
-        TenantAllocation.objects.filter(tenant__memberships__user=user)
-        .values("gpu_model")
-        .annotate(n=Sum("allocated"))
-        .values_list("gpu_model", "n")
+        allocations.values("gpu_model").annotate(n=Sum("allocated")).values_list("gpu_model", "n")
     )
     rows = list(
-        ModelInventory.objects.values("gpu_model")
+        inventory.values("gpu_model")
         .annotate(
             installed_sum=Sum("installed"),
             allocated_sum=Sum("allocated"),
@@ -127,29 +137,157 @@ def model_totals(user: User) -> list[ModelTotals]:
     )
 
 
-def free_by_model() -> dict[int, int]:
-    """Live free count per catalog model (from the last snapshot)."""
+def free_by_model(cluster: Cluster | None = None) -> dict[int, int]:
+    """Live free count per catalog model (from the last snapshot), over clusters or in one."""
+    inventory = ModelInventory.objects.all()
+    if cluster is not None:
+        inventory = inventory.filter(cluster=cluster)
     return dict(
-        ModelInventory.objects.values("gpu_model")
+        inventory.values("gpu_model")
         .annotate(n=Sum("free"))
         .order_by()
         .values_list("gpu_model", "n")
     )
 
 
-def allocations_by_tenant() -> list[dict[str, object]]:
-    """For platform admins: GPUs held per tenant namespace and model."""
-    return list(
-        TenantAllocation.objects.values(
-            "namespace", "tenant__display_name", "gpu_model__display_name"
+TENANTS_PER_PAGE = 50
+ALLOCATION_KEY = ("namespace", "gpu_model")
+
+
+def allocations_by_tenant(
+    page: PageRequest, cluster: Cluster | None = None, per_page: int = TENANTS_PER_PAGE
+) -> KeysetPage[dict[str, object]]:
+    """For platform admins: GPUs held per tenant namespace and model, a page at a time.
+
+    Grouped in the order of the (namespace, gpu_model) index, so a page reads its own rows
+    only. Model and tenant names are looked up for the page's rows alone.
+    """
+    allocations = TenantAllocation.objects.all()
+    if cluster is not None:
+        allocations = allocations.filter(cluster=cluster)
+    grouped = allocations.values(*ALLOCATION_KEY).annotate(n=Sum("allocated"))
+    result = keyset_page(grouped, ALLOCATION_KEY, page, per_page)
+    names = dict(
+        GpuModel.objects.filter(pk__in={r["gpu_model"] for r in result.rows}).values_list(
+            "pk", "display_name"
         )
-        .annotate(n=Sum("allocated"))
-        .order_by("namespace", "gpu_model__display_name")
     )
+    tenants = dict(
+        Tenant.objects.filter(namespace__in={r["namespace"] for r in result.rows}).values_list(
+            "namespace", "display_name"
+        )
+    )
+    for row in result.rows:
+        row["gpu_model__display_name"] = names.get(row["gpu_model"], "")
+        row["tenant__display_name"] = tenants.get(row["namespace"], "")
+    return result
 
 
 def clusters_status() -> QuerySet[Cluster]:
     return Cluster.objects.all()
+
+
+def pick_cluster(clusters: list[Cluster], name: str | None) -> Cluster | None:
+    """The cluster a page is narrowed to (`?cluster=<name>`), or None for all of them."""
+    return next((c for c in clusters if c.name == name), None) if name else None
+
+
+# --- data age ------------------------------------------------------------------------
+
+# Past this many clusters the notices are summarised (with the full list one click away).
+SUMMARISE_AFTER = 3
+
+
+@dataclass(frozen=True)
+class ClusterFreshness:
+    cluster: Cluster
+    state: str  # "fresh", "stale" (older than INVENTORY_STALE_SECONDS), "unreachable", "never"
+
+
+@dataclass
+class SyncSummary:
+    """How old the live figures on a page are, per cluster and in one line."""
+
+    clusters: list[ClusterFreshness]
+    stale_after: timedelta
+    unreachable: list[Cluster] = field(default_factory=list)
+    stale: list[Cluster] = field(default_factory=list)
+    never: list[Cluster] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for entry in self.clusters:
+            getattr(self, entry.state, []).append(entry.cluster)
+
+    @property
+    def summarised(self) -> bool:
+        return len(self.clusters) > SUMMARISE_AFTER
+
+    @property
+    def oldest(self) -> datetime | None:
+        times = [c.cluster.last_synced_at for c in self.clusters if c.cluster.last_synced_at]
+        return min(times, default=None)
+
+    @property
+    def newest(self) -> datetime | None:
+        times = [c.cluster.last_synced_at for c in self.clusters if c.cluster.last_synced_at]
+        return max(times, default=None)
+
+    @property
+    def stale_age(self) -> str:
+        """The staleness threshold in words ("1 minute"), in the active language."""
+        now = timezone.now()
+        return timesince(now - self.stale_after, now)
+
+    @property
+    def version(self) -> str:
+        """Changes whenever any shown cluster syncs: a key for caches of snapshot figures."""
+        parts = [f"{c.cluster.pk}@{c.cluster.last_synced_at}" for c in self.clusters]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def sync_summary(
+    clusters: list[Cluster], only: Cluster | None = None, now: datetime | None = None
+) -> SyncSummary:
+    now = now or timezone.now()
+    stale_after = timedelta(seconds=settings.INVENTORY_STALE_SECONDS)
+    entries = []
+    for cluster in [only] if only else clusters:
+        if cluster.unreachable_since:
+            state = "unreachable"
+        elif cluster.last_synced_at is None:
+            state = "never"
+        elif now - cluster.last_synced_at > stale_after:
+            state = "stale"
+        else:
+            state = "fresh"
+        entries.append(ClusterFreshness(cluster, state))
+    return SyncSummary(entries, stale_after)
+
+
+# --- host nodes ----------------------------------------------------------------------
+
+NODES_PER_PAGE = 50
+# Sort choice -> keyset (each matches an index of Node; see its Meta).
+NODE_SORT_KEYS: dict[str, tuple[str, ...]] = {
+    "name": ("name", "id"),
+    # Clusters in registration order; names are unique per cluster (its unique index).
+    "cluster": ("cluster_id", "name"),
+    "health": ("health", "name", "id"),
+    "installed": ("gpu_installed", "name", "id"),
+    "allocated": ("gpu_allocated", "name", "id"),
+    "free": ("gpu_free", "name", "id"),
+}
+# Only what the node list shows: no labels JSON, no sync bookkeeping.
+NODE_LIST_COLUMNS = (
+    "id",
+    "name",
+    "cluster_id",
+    "health",
+    "taints",
+    "gpu_installed",
+    "gpu_allocated",
+    "gpu_free",
+)
 
 
 def sync_issues(user: User, limit: int = 50) -> list[SyncIssue]:
@@ -163,15 +301,67 @@ def node_queryset(user: User) -> QuerySet[Node]:
     """Host nodes: platform admins only (tenants never see host names)."""
     if not user.is_staff:
         raise Http404("No such page.")
-    return Node.objects.select_related("cluster").prefetch_related(
-        Prefetch("gpus", queryset=NodeGpu.objects.select_related("gpu_model"))
+    return Node.objects.only(*NODE_LIST_COLUMNS)
+
+
+def node_page(
+    nodes: QuerySet[Node], sort: str, page: PageRequest, per_page: int = NODES_PER_PAGE
+) -> KeysetPage[Node]:
+    """One page of (filtered) nodes in the chosen order, with their GPUs per model."""
+    keys = NODE_SORT_KEYS.get(sort.removeprefix("-"), NODE_SORT_KEYS["name"])
+    result = keyset_page(nodes.order_by(), keys, page, per_page, descending=sort.startswith("-"))
+    gpus = (
+        NodeGpu.objects.filter(node__in=[n.pk for n in result.rows])
+        .select_related("gpu_model")
+        .only("node_id", "installed", "gpu_model__display_name")
+        .order_by("gpu_model__display_name")
     )
+    by_node: dict[int, list[NodeGpu]] = {}
+    for gpu in gpus if result.rows else []:
+        by_node.setdefault(gpu.node_id, []).append(gpu)
+    for node in result.rows:
+        node.gpu_list = by_node.get(node.pk, [])
+    return result
+
+
+def cached_count(
+    queryset: QuerySet[object], version: str, query: Mapping[str, object], what: str
+) -> int:
+    """A count that costs a scan once per snapshot and filter, not once per request.
+
+    The key holds the snapshot version (every cluster's last sync time) and the filter, so a
+    sync, or another filter, counts afresh.
+    """
+    digest = hashlib.sha256(repr(sorted(query.items())).encode()).hexdigest()[:16]
+    key = f"count:{what}:{version}:{digest}"
+    count: Callable[[], int] = queryset.order_by().count
+    return cache.get_or_set(key, count, timeout=settings.INVENTORY_STALE_SECONDS * 10)
+
+
+# --- tenants' workloads --------------------------------------------------------------
+
+WORKLOADS_PER_PAGE = 50
+WORKLOAD_KEY = ("name", "node_group", "id")
 
 
 def tenant_workloads(user: User, tenant: Tenant) -> QuerySet[GpuWorkload]:
     """The tenant's GPU VMs and node groups; the tenant must be one the user may see."""
     get_tenant_for_user(user, tenant.namespace)
-    return GpuWorkload.objects.filter(tenant=tenant).select_related("gpu_model", "cluster")
+    return GpuWorkload.objects.filter(tenant=tenant).select_related("gpu_model")
+
+
+def tenant_workload_page(
+    user: User,
+    tenant: Tenant,
+    page: PageRequest,
+    cluster: Cluster | None = None,
+    per_page: int = WORKLOADS_PER_PAGE,
+) -> KeysetPage[GpuWorkload]:
+    """One page of the tenant's workloads (in one cluster or all), by name."""
+    workloads = tenant_workloads(user, tenant)
+    if cluster is not None:
+        workloads = workloads.filter(cluster=cluster)
+    return keyset_page(workloads, WORKLOAD_KEY, page, per_page)
 
 
 # --- detail pages ----------------------------------------------------------------------
@@ -214,7 +404,14 @@ def tenant_gpus_held(tenant: Tenant) -> list[dict[str, object]]:
 
 def get_node_for_user(user: User, pk: int) -> Node:
     """One host node with its GPUs: platform admins only, like the node list."""
-    node = node_queryset(user).filter(pk=pk).first()
+    node = (
+        node_queryset(user)
+        .defer(None)  # the detail page shows every column, labels and conditions included
+        .select_related("cluster")
+        .prefetch_related(Prefetch("gpus", queryset=NodeGpu.objects.select_related("gpu_model")))
+        .filter(pk=pk)
+        .first()
+    )
     if node is None:
         raise Http404("No such node.")
     return node
@@ -228,7 +425,7 @@ def node_holder_tenants(node: Node) -> dict[str, Tenant]:
 
 def get_tenant_workload(user: User, tenant: Tenant, pk: int) -> GpuWorkload:
     """One of the tenant's GPU VMs or node groups; another tenant's is a 404."""
-    workload = tenant_workloads(user, tenant).filter(pk=pk).first()
+    workload = tenant_workloads(user, tenant).select_related("cluster").filter(pk=pk).first()
     if workload is None:
         raise Http404("No such workload.")
     return workload

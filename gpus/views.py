@@ -9,7 +9,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import patch_vary_headers
@@ -21,8 +20,20 @@ from .advisor import recommend
 from .compare import APPROACH_ROWS, compare_rows
 from .filters import NodeFilter
 from .forms import AdvisorForm, CompareForm
+from .paging import PageRequest
 
-NODES_PER_PAGE = 50
+
+def _live_context(request: HttpRequest) -> dict[str, object]:
+    """What every page with live figures needs: the clusters, the one it is narrowed to
+    (`?cluster=<name>`), and how old each cluster's data is."""
+    clusters = list(selectors.clusters_status())
+    narrowed = selectors.pick_cluster(clusters, request.GET.get("cluster"))
+    return {
+        "clusters": clusters,
+        "narrowed": narrowed,
+        "sync": selectors.sync_summary(clusters, narrowed),
+        "refresh_seconds": settings.PAGE_REFRESH_SECONDS,
+    }
 
 
 def render_page_or_fragment(
@@ -38,25 +49,23 @@ def render_page_or_fragment(
 
 
 def catalog(request: HttpRequest) -> HttpResponse:
+    context = _live_context(request)
     models = list(selectors.catalog_models())
-    free = selectors.free_by_model()
+    free = selectors.free_by_model(context["narrowed"])
     for model in models:
         model.free_now = free.get(model.pk)  # None: not in the fleet (or no sync yet)
     offered = [m for m in models if m.offered]
     # What a tenant can rent now comes first: offered models with free GPUs, then the others.
     offered.sort(key=lambda m: not m.free_now)
     others = [m for m in models if not m.offered]
-    return render(
-        request,
-        "gpus/catalog.html",
-        {
-            "offered": offered,
-            "others_in_fleet": [m for m in others if m.free_now is not None],
-            "others_elsewhere": [m for m in others if m.free_now is None],
-            "offered_ids": [m.pk for m in offered],
-            "synced": any(c.last_synced_at for c in selectors.clusters_status()),
-        },
+    context.update(
+        offered=offered,
+        others_in_fleet=[m for m in others if m.free_now is not None],
+        others_elsewhere=[m for m in others if m.free_now is None],
+        offered_ids=[m.pk for m in offered],
+        synced=any(c.last_synced_at for c in context["clusters"]),
     )
+    return render(request, "gpus/catalog.html", context)
 
 
 def compare(request: HttpRequest) -> HttpResponse:
@@ -114,13 +123,22 @@ def tenant_detail(request: HttpRequest, namespace: str) -> HttpResponse:
 
 def _inventory_context(request: HttpRequest) -> dict[str, object]:
     user = request.user
-    return {
-        "totals": selectors.model_totals(user),
-        "clusters": selectors.clusters_status(),
-        "tenant_allocations": selectors.allocations_by_tenant() if user.is_staff else [],
-        "sync_issues": selectors.sync_issues(user),
-        "refresh_seconds": settings.PAGE_REFRESH_SECONDS,
-    }
+    context = _live_context(request)
+    narrowed = context["narrowed"]
+    context["totals"] = selectors.model_totals(user, narrowed)
+    if user.is_staff:
+        page = PageRequest.from_query(request.GET, prefix="tenants_")
+        context["tenant_allocations"] = selectors.allocations_by_tenant(page, narrowed)
+    context["sync_issues"] = selectors.sync_issues(user)
+    context["query"] = _query_without(request, "tenants_page", "tenants_after", "tenants_before")
+    return context
+
+
+def _query_without(request: HttpRequest, *names: str) -> str:
+    query = request.GET.copy()
+    for name in names:
+        query.pop(name, None)
+    return query.urlencode()
 
 
 def inventory(request: HttpRequest) -> HttpResponse:
@@ -144,16 +162,23 @@ def inventory_sync(request: HttpRequest) -> HttpResponse:
 
 def node_list(request: HttpRequest) -> HttpResponse:
     node_filter = NodeFilter(request.GET or None, queryset=selectors.node_queryset(request.user))
-    paginator = Paginator(node_filter.qs, NODES_PER_PAGE)
-    requested = request.GET.get("page")
-    page = paginator.get_page(paginator.num_pages if requested == "last" else requested)
-    query = request.GET.copy()
-    query.pop("page", None)
+    clusters = list(selectors.clusters_status())
+    narrowed = node_filter.narrowed_to
+    sync = selectors.sync_summary(clusters, narrowed)
+    nodes = node_filter.qs
+    filters = {k: v for k, v in request.GET.items() if k in node_filter.filters and k != "sort"}
+    names = {c.pk: c.name for c in clusters}
+    page = selectors.node_page(nodes, node_filter.sort_key, PageRequest.from_query(request.GET))
+    for node in page.rows:
+        node.cluster_name = names.get(node.cluster_id, "")
     context = {
         "filter": node_filter,
         "page": page,
-        "query": query.urlencode(),
-        "clusters": selectors.clusters_status(),
+        "count": selectors.cached_count(nodes, sync.version, filters, "nodes"),
+        "query": _query_without(request, "page", "after", "before"),
+        "clusters": clusters,
+        "narrowed": narrowed,
+        "sync": sync,
     }
     return render_page_or_fragment(request, "gpus/nodes.html", "gpus/_node_table.html", context)
 
@@ -175,12 +200,16 @@ def node_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
     tenant = selectors.get_tenant_for_user(request.user, namespace)
-    context = {
-        "tenant": tenant,
-        "workloads": selectors.tenant_workloads(request.user, tenant),
-        "clusters": selectors.clusters_status(),
-        "refresh_seconds": settings.PAGE_REFRESH_SECONDS,
-    }
+    context = _live_context(request)
+    page = selectors.tenant_workload_page(
+        request.user, tenant, PageRequest.from_query(request.GET), context["narrowed"]
+    )
+    names = {c.pk: c.name for c in context["clusters"]}
+    for workload in page.rows:
+        workload.cluster_name = names.get(workload.cluster_id, "")
+    context.update(
+        tenant=tenant, workloads=page, query=_query_without(request, "page", "after", "before")
+    )
     return render_page_or_fragment(
         request, "gpus/my_gpus.html", "gpus/_my_gpus_table.html", context
     )

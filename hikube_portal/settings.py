@@ -199,6 +199,8 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 INVENTORY_SYNC_SECONDS = env_float("INVENTORY_SYNC_SECONDS", 30.0)
+# Pages warn that live figures are stale past this age (default: three sync intervals).
+INVENTORY_STALE_SECONDS = env_float("INVENTORY_STALE_SECONDS", 3 * INVENTORY_SYNC_SECONDS)
 # Retries one sync may spend on failed requests, all pages together; then it gives up.
 INVENTORY_SYNC_RETRY_BUDGET = env_int("INVENTORY_SYNC_RETRY_BUDGET", 3)
 # Whole-sync retries of a failed task (after the cluster's backoff), then the beat takes over.

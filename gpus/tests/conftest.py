@@ -18,6 +18,16 @@ from gpus.models import Cluster, GpuModel, GpuWorkload, Membership, Tenant
 PASSWORD = "correct-horse-battery"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Cached counts are keyed by snapshot time; tests reuse times and ids, so start empty."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def acme(db) -> Tenant:
     return Tenant.objects.create(namespace="tenant-acme", display_name="Acme Corp")
