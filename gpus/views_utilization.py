@@ -5,12 +5,14 @@ fetched as JSON by static/js/charts.js, which refreshes the short ranges."""
 from __future__ import annotations
 
 import csv
+import json
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -165,11 +167,14 @@ def energy(request: HttpRequest) -> HttpResponse:
 def tenant_page(request: HttpRequest, namespace: str) -> HttpResponse:
     tenant = _tenant(request, namespace)
     membership = selectors.membership_of(request.user, tenant)
+    idle_rows = u.idle_gpus(request.user, tenant)
     ctx = _context(
         request,
         tenant,
         workloads=u.tenant_workloads(tenant),
-        idle_rows=u.idle_gpus(request.user, tenant),
+        idle_rows=idle_rows,
+        # The badge follows the table: idle means under the threshold for the whole period.
+        idle_uuids={d.uuid for d in idle_rows},
         can_operate=request.user.is_staff or bool(membership and membership.can_operate),
         section="tenant",
         with_charts=True,
@@ -294,7 +299,12 @@ def chart(request: HttpRequest, kind: str) -> JsonResponse:
             s = u.gpu_series(device, tr, tenant)
             limit = device.power_limit_w or _board(device)
         if s.ts:
-            fig = charts.gpu_detail(charts.local(s, offset), _labels(), limit)
+            fig = charts.gpu_detail(
+                charts.local(s, offset),
+                _labels(),
+                limit,
+                (tr.start.timestamp() + offset, tr.end.timestamp() + offset),
+            )
     elif kind == "tenant" and tenant is not None:
         per = u.workload_series(tenant, tr)
         if per:
@@ -304,7 +314,11 @@ def chart(request: HttpRequest, kind: str) -> JsonResponse:
         raise Http404
     if fig is None:
         return JsonResponse({"empty": empty})
-    body = f'{{"points": {charts.points_per_line(fig)}, "figure": {charts.to_json(fig)}}}'
+    locale = json.dumps(charts.plotly_locale(get_language() or "en"))
+    body = (
+        f'{{"points": {charts.points_per_line(fig)}, "locale": {locale},'
+        f' "figure": {charts.to_json(fig)}}}'
+    )
     return HttpResponse(body, content_type="application/json")
 
 

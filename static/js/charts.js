@@ -24,8 +24,11 @@
           return;
         }
         if (!el.dataset.drawn) { el.innerHTML = ""; }
-        Plotly.react(el, data.figure.data, data.figure.layout,
-          { responsive: true, displaylogo: false });
+        // Month names and separators in the page's language (the server sends them).
+        fitNarrow(el, data.figure.data, data.figure.layout);
+        var config = { responsive: true, displaylogo: false };
+        if (data.locale) { Plotly.register(data.locale); config.locale = data.locale.name; }
+        Plotly.react(el, data.figure.data, data.figure.layout, config);
         el.dataset.drawn = "1";
         el.dataset.state = "drawn";
         el.dataset.points = data.points;
@@ -34,6 +37,23 @@
         el.dataset.state = "error";
         el.textContent = (el.dataset.errorText || "Error") + " (" + err.message + ")";
       });
+  }
+  // On a phone, long node names on a category axis left the heatmap a sliver: keep their
+  // distinguishing tail (the full name stays in the hover) and slim the colour bar.
+  function fitNarrow(el, data, layout) {
+    if (el.clientWidth >= 600) { return; }
+    var y = layout.yaxis || {};
+    if (y.type === "category" && data[0] && data[0].y) {
+      var names = Array.from(data[0].y);
+      y.tickmode = "array";
+      y.tickvals = names;
+      y.ticktext = names.map(function (n) { return n.length > 13 ? "\u2026" + n.slice(-12) : n; });
+      y.tickfont = { size: 10 };
+      layout.margin = Object.assign({}, layout.margin, { l: 8, r: 8 });
+    }
+    data.forEach(function (t) {
+      if (t.colorbar) { t.colorbar.thickness = 8; t.colorbar.tickfont = { size: 10 }; }
+    });
   }
   function init(el) {
     if (el.dataset.started) { return; }
