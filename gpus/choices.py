@@ -98,6 +98,8 @@ class OperationKind(models.TextChoices):
     DELETE = "delete", _("Delete")
     RESIZE = "resize", _("Resize")
     RETRY = "retry", _("Retry")
+    # A stop then a start, so a VM picks up a change waiting for a restart (RestartRequired).
+    RESTART = "restart", _("Restart to apply changes")
 
 
 class OperationState(models.TextChoices):

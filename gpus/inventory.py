@@ -642,9 +642,9 @@ def _store_workloads(
         if app.namespace not in tenants:
             continue
         held_in_namespace = vm_held.get(app.namespace, {})
+        # Every group, GPUs or not: "add a GPU group to my cluster" picks from these apps, and a
+        # group without GPUs counts none (gpus_per_instance 0) in every GPU figure.
         for group in app.node_groups:
-            if not group.gpus:
-                continue  # the snapshot keeps GPU node groups; the records carry all of them
             state = node_group_state(
                 app, group, reading.monitors.get((app.namespace, group.monitor_name))
             )
@@ -654,7 +654,7 @@ def _store_workloads(
                 "Kubernetes",
                 app.name,
                 group.name,
-                gpu=group.gpus[0],
+                gpu=group.gpus[0] if group.gpus else "",
                 reading=state,
                 gpus_per_instance=len(group.gpus),
                 instances=max(group.min_replicas, state.available),

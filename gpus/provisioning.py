@@ -454,18 +454,20 @@ def retry(user: Any, op: Operation) -> Operation:
     """A failed operation, submitted again with the same manifests (a new record)."""
     if op.state != OperationState.FAILED:
         raise OperationRefused(_("Only a failed operation can be retried."))
+    restart = op.kind == OperationKind.RESTART
     return record(
         user=user,
         tenant=op.tenant,
         cluster=op.cluster,
-        kind=OperationKind.RETRY,
+        # A restart runs again from its stop: its two manifests are two steps, not one apply.
+        kind=OperationKind.RESTART if restart else OperationKind.RETRY,
         app_kind=op.app_kind,
         name=op.name,
         node_group=op.node_group,
         docs=op.manifests,
         gpu_model=op.gpu_model,
         gpu_count=op.gpu_count if op.kind in (OperationKind.CREATE, OperationKind.RETRY) else 0,
-        params={**op.params, "retry_of": op.pk},
+        params={**op.params, "retry_of": op.pk, **({"phase": "stop"} if restart else {})},
         queue_until_capacity=op.queue_until_capacity,
         check_capacity=False,
     )
@@ -581,8 +583,9 @@ def apply(op: Operation) -> None:
                 OperationKind.START,
                 OperationKind.STOP,
                 OperationKind.RESIZE,
+                OperationKind.RESTART,
             ) or bool(op.node_group and not op.params.get("new_cluster_version"))
-            for doc in op.manifests:
+            for doc in _manifests_to_apply(op):
                 apply_manifest(gateway, doc, who, must_exist=must_exist)
     except TransientError:
         raise
@@ -608,6 +611,13 @@ def apply(op: Operation) -> None:
         audit(op, op.tenant, "portal", "operation.applied", {"attempt": op.attempts})
 
 
+def _manifests_to_apply(op: Operation) -> list[dict[str, Any]]:
+    """A restart applies its stop, then (once stopped) its start; others apply every manifest."""
+    if op.kind == OperationKind.RESTART:
+        return [op.manifests[1 if op.params.get("phase") == "start" else 0]]
+    return list(op.manifests)
+
+
 def release_for_retry(op: Operation, exc: TransientError, delay: float) -> None:
     """A transient failure: back to pending, visible with its reason, retried after ``delay``."""
     _transition(
@@ -627,6 +637,8 @@ def _want_running(op: Operation) -> bool:
         return False
     if op.kind == OperationKind.START:
         return True
+    if op.kind == OperationKind.RESTART:
+        return op.params.get("phase") == "start"
     vm = next((d for d in op.manifests if d["kind"] == op.app_kind), {})
     spec = vm.get("spec") or {}
     return spec.get("runStrategy", "Always") != "Halted" and spec.get("running", True) is not False
@@ -662,6 +674,8 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
             _disk_name(op),
             op.baseline.get("before", {}),
             _want_running(op),
+            # A restart is done once the change it waited for is applied, not merely Running.
+            restart_applied=op.kind == OperationKind.RESTART,
         )
     changes: dict[str, Any] = (
         {"observed": progress.observed} if progress.observed != op.observed else {}
@@ -692,10 +706,30 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
         )
     if changes:
         _transition(op, set(POLLED_OPERATION_STATES), **changes)
+    if progress.done and op.kind == OperationKind.RESTART and not _want_running(op):
+        _restart_start(op)
+        return
     if progress.done:
         succeed(op)
         return
     _check_ceiling(op, now)
+
+
+def _restart_start(op: Operation) -> None:
+    """The restart's VM is stopped: back to pending for its start (the apply task takes it).
+    The baseline is read again, since the stop made a Helm release of its own."""
+    params = {**op.params, "phase": "start"}
+    if _transition(
+        op,
+        set(POLLED_OPERATION_STATES),
+        state=OperationState.PENDING,
+        params=params,
+        baseline={},
+        scheduled_at=None,
+        lease_until=None,
+    ):
+        audit(op, op.tenant, "portal", "operation.stopped")
+        transaction.on_commit(lambda: _enqueue_apply(op.pk))
 
 
 def _check_ceiling(op: Operation, now: Any) -> None:
@@ -851,7 +885,7 @@ def describe(op: Operation, now: Any = None) -> OperationView:
     has_disk = any(d["kind"] == mf.VM_DISK for d in op.manifests)
     if creates and (has_disk or op.app_kind == mf.VIRTUAL_MACHINE):
         points.append((OperationStep.DISK_READY, op.disk_ready_at))
-    if creates or op.kind == OperationKind.START or op.node_group:
+    if creates or op.kind in (OperationKind.START, OperationKind.RESTART) or op.node_group:
         points.append((OperationStep.SCHEDULED, op.scheduled_at))
         points.append((OperationStep.RUNNING, op.running_at))
     steps = [Step(str(k), str(k.label), at) for k, at in points]
@@ -882,7 +916,12 @@ def describe(op: Operation, now: Any = None) -> OperationView:
 
 # --- day-2 actions on VMs, also those made outside the portal ---------------------------
 
-VM_ACTIONS = (OperationKind.START, OperationKind.STOP, OperationKind.DELETE)
+VM_ACTIONS = (
+    OperationKind.START,
+    OperationKind.STOP,
+    OperationKind.DELETE,
+    OperationKind.RESTART,
+)
 
 
 def submit_vm_action(user: Any, workload: GpuWorkload, kind: str) -> Operation:
@@ -913,9 +952,18 @@ def submit_vm_action(user: Any, workload: GpuWorkload, kind: str) -> Operation:
         )
         disks = [d for d in (created.manifests if created else []) if d["kind"] == mf.VM_DISK]
         docs = [*[{**d, "spec": {}} for d in disks], base]
+    elif kind == OperationKind.RESTART:
+        if workload.reason != "RestartRequired":
+            raise OperationRefused(_("This VM has no change waiting for a restart."))
+        # Tenants may not use KubeVirt's restart subresource on Cozystack: stop, then start,
+        # through the app's spec.
+        docs = [
+            {**base, "spec": mf.vm_power_patch(app_kind, running)["spec"]}
+            for running in (False, True)
+        ]
     else:
         docs = [{**base, "spec": mf.vm_power_patch(app_kind, kind == OperationKind.START)["spec"]}]
-    starting = kind == OperationKind.START
+    starting = kind in (OperationKind.START, OperationKind.RESTART)
     return record(
         user=user,
         tenant=tenant,
@@ -929,7 +977,7 @@ def submit_vm_action(user: Any, workload: GpuWorkload, kind: str) -> Operation:
         # A start waits for capacity rather than failing: the user asked for this VM to run.
         queue_until_capacity=starting,
         check_capacity=False,
-        params={"action": kind},
+        params={"action": kind, **({"phase": "stop"} if kind == OperationKind.RESTART else {})},
     )
 
 

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 
 from . import provisioning, selectors, services
 from .advisor import recommend
-from .choices import OperationKind
+from .choices import OperationKind, ResourceState, WorkloadKind
 from .compare import APPROACH_ROWS, compare_rows
 from .filters import AuditFilter, NodeFilter
 from .forms import AdvisorForm, CompareForm, GpuVmForm, NodeGroupForm
@@ -227,7 +227,19 @@ def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
 def workload_detail(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
     tenant = selectors.get_tenant_for_user(request.user, namespace)
     workload = selectors.get_tenant_workload(request.user, tenant, pk)
-    return render(request, "gpus/workload.html", {"tenant": tenant, "workload": workload})
+    return render(
+        request,
+        "gpus/workload.html",
+        {
+            "tenant": tenant,
+            "workload": workload,
+            # Asked only when there is something to offer (the page's query count stays pinned).
+            "offer_restart": workload.kind == WorkloadKind.VM
+            and workload.reason == "RestartRequired"
+            and workload.state != ResourceState.DELETING
+            and selectors.can_operate(request.user, tenant),
+        },
+    )
 
 
 # --- GPU VMs and operations -------------------------------------------------------------
@@ -397,11 +409,16 @@ def operation_retry(request: HttpRequest, namespace: str, pk: int) -> HttpRespon
     return redirect("gpus:operation", namespace, new.pk)
 
 
-ACTIONS = {"start": OperationKind.START, "stop": OperationKind.STOP, "delete": OperationKind.DELETE}
+ACTIONS = {
+    "start": OperationKind.START,
+    "stop": OperationKind.STOP,
+    "delete": OperationKind.DELETE,
+    "restart": OperationKind.RESTART,
+}
 
 
 def vm_action(request: HttpRequest, namespace: str, name: str, action: str) -> HttpResponse:
-    """GET: ask for confirmation; POST: record the start/stop/delete operation."""
+    """GET: ask for confirmation; POST: record the start/stop/delete/restart operation."""
     vm = selectors.get_vm_for_user(request.user, namespace, name)
     kind = ACTIONS.get(action)
     if kind is None or not selectors.can_operate(request.user, vm.tenant):

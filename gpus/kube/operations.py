@@ -282,8 +282,10 @@ def vm_progress(
     disk_name: str | None,
     baseline: Mapping[str, str],
     want_running: bool = True,
+    restart_applied: bool = False,
 ) -> Progress:
-    """Progress of a GPU VM create/update/start/stop from one namespace observation."""
+    """Progress of a GPU VM create/update/start/stop from one namespace observation.
+    ``restart_applied``: a start is done only once KubeVirt no longer says RestartRequired."""
     plural = manifests.PLURALS[vm_kind]
     app = view.apps.get((plural, name))
     if app is None:
@@ -347,6 +349,9 @@ def vm_progress(
         )
     # A start waits for Running; a stop (or a VM created halted) for Stopped.
     done = helm_done and (running if want_running else printable in ("Stopped", ""))
+    if restart_applied and want_running:
+        pending = kv_conds.get("RestartRequired")
+        done = done and not (pending and pending.status == "True")
     return Progress(
         exists=True,
         applied_seen=helm_done,

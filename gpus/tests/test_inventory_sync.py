@@ -291,6 +291,43 @@ def test_tenant_only_gpu_names_stay_out_of_the_catalog_and_go_away(
     assert not GpuModel.objects.filter(resource_name=served).exists()
 
 
+def test_clusters_without_gpus_are_kept_for_the_node_group_form(cluster, acme, alice_client):
+    # "plain" has only the default md0 group: the snapshot knows it, counting no GPU.
+    apps = [
+        k8s("tenant-acme", "plain", {"md0": {"minReplicas": 2, "instanceType": "u1.medium"}}),
+        k8s(
+            "tenant-acme",
+            "ml",
+            {"md0": {"minReplicas": 2}, "gpu": {"minReplicas": 1, "gpus": [{"name": H100}]}},
+        ),
+    ]
+    without = store(cluster, fleet())
+    figures = list(ModelInventory.objects.values_list("gpu_model_id", "installed", "allocated"))
+    store(cluster, fleet(kubernetes_apps=apps))
+    groups = set(GpuWorkload.objects.filter(kind="node_group").values_list("name", "node_group"))
+    assert groups == {("plain", "md0"), ("ml", "md0"), ("ml", "gpu")}
+    md0 = GpuWorkload.objects.get(name="plain", node_group="md0")
+    assert (md0.gpus_per_instance, md0.gpu_resource, md0.gpu_model, md0.instances) == (
+        0,
+        "",
+        None,
+        2,
+    )
+    assert md0.gpus_requested == 0
+    assert (
+        list(ModelInventory.objects.values_list("gpu_model_id", "installed", "allocated"))
+        == figures
+        and without.rows("modelinventory") > 0
+    )
+    assert store(cluster, fleet(kubernetes_apps=apps)).rows() == 0
+    form = alice_client.get(reverse("gpus:node_group_new", args=["tenant-acme"]))
+    assert form.status_code == 200
+    choices = form.context["form"].fields["cluster_name"].choices
+    assert [c for c, _ in choices] == ["", "ml", "plain"]
+    mine = alice_client.get(reverse("gpus:my_gpus", args=["tenant-acme"])).content.decode()
+    assert "No GPUs (2 workers)" in mine
+
+
 def test_a_workload_the_portal_created_is_claimed_not_duplicated(cluster, acme):
     GpuWorkload.objects.create(
         cluster=cluster,

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpus import provisioning
-from gpus.choices import OperationState, ResourceState, WorkloadKind
+from gpus.choices import OperationKind, OperationState, ResourceState, WorkloadKind
 from gpus.models import (
     Cluster,
     GpuModel,
@@ -391,8 +391,35 @@ def test_vm_actions_confirm_then_record(
     assert page.status_code == 200 and "still in progress" in page.content.decode()
 
 
+def test_restart_is_offered_only_for_a_pending_change(
+    alice_client, carol, acme, alice_vm, django_capture_on_commit_callbacks
+):
+    carol_client = Client()
+    carol_client.force_login(carol)
+    url = f"/tenants/{acme.namespace}/vms/box/restart/"
+    detail = f"/tenants/{acme.namespace}/gpus/{alice_vm.pk}/"
+    assert url not in alice_client.get(detail).content.decode()
+    refused = alice_client.post(url)
+    assert refused.status_code == 200 and "no change waiting" in refused.content.decode()
+    assert not Operation.objects.exists()
+    GpuWorkload.objects.filter(pk=alice_vm.pk).update(reason="RestartRequired")
+    assert url in alice_client.get(detail).content.decode()
+    assert url in alice_client.get(f"/tenants/{acme.namespace}/gpus/").content.decode()
+    assert url not in carol_client.get(detail).content.decode()  # a viewer only looks
+    assert carol_client.post(url).status_code == 404
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert alice_client.post(url).status_code == 302
+    op = Operation.objects.get()
+    assert op.kind == OperationKind.RESTART and len(callbacks) == 1
+    assert op.params["phase"] == "stop"
+    assert [d["spec"] for d in op.manifests] == [
+        {"runStrategy": "Halted"},
+        {"runStrategy": "Always"},
+    ]
+
+
 def test_vm_actions_are_404_for_another_tenant_and_need_csrf(bob_client, alice, acme, alice_vm):
-    for action in ("start", "stop", "delete", "reboot"):
+    for action in ("start", "stop", "delete", "restart", "reboot"):
         url = f"/tenants/{acme.namespace}/vms/box/{action}/"
         assert bob_client.get(url).status_code == 404
         assert bob_client.post(url).status_code == 404

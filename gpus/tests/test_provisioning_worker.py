@@ -22,6 +22,7 @@ import pytest
 from devcluster.testing import DevCluster, run_devcluster
 from gpus import inventory, provisioning
 from gpus.choices import ACTIVE_OPERATION_STATES, OperationKind, OperationState
+from gpus.kube.operations import KUBEVIRT_PREFIX
 from gpus.models import Cluster, Operation
 from gpus.tests.test_celery_worker import database_url
 
@@ -375,3 +376,75 @@ def test_node_group_resize_with_a_real_worker(tmp_path, alice, acme, worker_fact
 
         group = GpuWorkload.objects.get(tenant=acme, name="ml", node_group="gpu")
         assert group.gpus_held == 3
+
+
+@pytest.mark.parametrize("flavour", ["current", "legacy"])
+def test_restart_applies_a_pending_change_with_a_real_worker(
+    flavour, tmp_path, alice, acme, worker_factory
+):
+    """More GPUs on a running VM wait for a restart (RestartRequired); the VM page offers the
+    restart, an operation that stops then starts it through the app's spec, done once Running
+    without RestartRequired."""
+    from django.test import Client
+    from django.urls import reverse
+
+    from gpus.models import AuditEvent, GpuWorkload
+
+    with run_devcluster(tmp_path / "dc", flavour=flavour, speed=200.0) as dc:
+        cluster = register(dc)
+        worker = worker_factory()
+        worker.start()
+        made = provisioning.submit_vm(alice, acme, cluster, vm(cluster, "grow", count=1))
+        wait_for([made], {OperationState.SUCCEEDED}, 90, worker)
+        plural = "virtualmachines" if cluster.vm_kind == "VirtualMachine" else "vminstances"
+        dc.kubectl(
+            "patch", f"{plural}.apps.cozystack.io", "grow", "-n", acme.namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"gpus": [{"name": H100}, {"name": H100}]}}),
+            context=acme.namespace,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            inventory.sync_cluster(cluster.pk)
+            row = GpuWorkload.objects.get(tenant=acme, name="grow")
+            if row.reason == "RestartRequired":
+                break
+            time.sleep(0.25)
+        assert row.reason == "RestartRequired" and row.state == "running"
+
+        client = Client()
+        client.force_login(alice)
+        page = client.get(reverse("gpus:workload", args=[acme.namespace, row.pk]))
+        restart_url = reverse("gpus:vm_action", args=[acme.namespace, "grow", "restart"])
+        assert restart_url in page.content.decode()
+        response = client.post(restart_url)
+        assert response.status_code == 302
+        op = Operation.objects.get(name="grow", kind=OperationKind.RESTART)
+        assert [d["spec"]["runStrategy"] for d in op.manifests] == ["Halted", "Always"]
+        wait_for([op], {OperationState.SUCCEEDED}, 120, worker)
+
+        kubevirt = provisioning.gateway_for(cluster)
+        try:
+            kv = kubevirt.get(
+                "virtualmachines",
+                acme.namespace,
+                KUBEVIRT_PREFIX[cluster.vm_kind] + "grow",
+                group="kubevirt.io",
+                version="v1",
+            )
+        finally:
+            kubevirt.close()
+        assert kv["status"]["printableStatus"] == "Running"
+        assert not [c for c in kv["status"].get("conditions", []) if c["type"] == "RestartRequired"]
+        actions = list(AuditEvent.objects.filter(operation=op).values_list("action", flat=True))
+        assert "operation.restart" in actions and "operation.stopped" in actions
+        assert actions.count("operation.applied") == 2 and "operation.succeeded" in actions
+        inventory.sync_cluster(cluster.pk)
+        row.refresh_from_db()
+        assert (row.state, row.gpus_per_instance) == ("running", 2)
+        assert row.reason != "RestartRequired"
+        assert (
+            restart_url
+            not in client.get(
+                reverse("gpus:workload", args=[acme.namespace, row.pk])
+            ).content.decode()
+        )
