@@ -400,7 +400,7 @@ def store_snapshot(
             return written
         served = {r for n in nodes for r in n.gpu_resources} | {r for _, r in tenant_held}
         catalog = gpu_models_for(served)
-        node_ids = _store_nodes(written, cluster, nodes, allocated_on, holders)
+        node_ids = _store_nodes(written, cluster, nodes, allocated_on, holders, catalog)
         _store_node_gpus(written, cluster, node_ids, nodes, allocated_on, catalog)
         _store_model_totals(written, cluster, nodes, allocated_on, catalog)
         _store_tenant_allocations(written, cluster, tenant_held, catalog)
@@ -432,6 +432,7 @@ NODE_VALUES = (
     "gpu_installed",
     "gpu_allocated",
     "gpu_free",
+    "gpu_model_id",
 )
 
 
@@ -446,6 +447,7 @@ def _store_nodes(
     nodes: list[NodeInfo],
     allocated_on: Mapping[tuple[str, str], int],
     holders: Mapping[str, list[dict[str, object]]],
+    catalog: Mapping[str, GpuModel],
 ) -> dict[str, int]:
     wanted: dict[tuple[Any, ...], dict[str, Any]] = {}
     for node in nodes:
@@ -467,6 +469,10 @@ def _store_nodes(
             "gpu_installed": installed,
             "gpu_allocated": allocated,
             "gpu_free": free,
+            # The one model it serves (the filtered list's index); none for 0 or several.
+            "gpu_model_id": (
+                catalog[next(iter(node.gpu_resources))].pk if len(node.gpu_resources) == 1 else None
+            ),
         }
     sync_rows(
         written,
@@ -521,7 +527,7 @@ def _store_model_totals(
     catalog: Mapping[str, GpuModel],
 ) -> None:
     totals: dict[tuple[int], dict[str, int]] = defaultdict(
-        lambda: {"installed": 0, "allocated": 0, "free": 0, "unavailable": 0}
+        lambda: {"installed": 0, "allocated": 0, "free": 0, "unavailable": 0, "mixed_nodes": 0}
     )
     for node in nodes:
         ready = _health(node) == NodeHealth.READY
@@ -533,12 +539,13 @@ def _store_model_totals(
             free, unavailable = _free_and_unavailable(installed, allocated, ready)
             row["free"] += free
             row["unavailable"] += unavailable
+            row["mixed_nodes"] += len(node.gpu_resources) > 1
     sync_rows(
         written,
         "modelinventory",
         ModelInventory.objects.filter(cluster=cluster),
         ("gpu_model_id",),
-        ("installed", "allocated", "free", "unavailable"),
+        ("installed", "allocated", "free", "unavailable", "mixed_nodes"),
         totals,
         fixed={"cluster": cluster},
     )

@@ -165,6 +165,17 @@ class Node(models.Model):
     gpu_free = models.PositiveIntegerField(_("GPUs free"), default=0)
     # Hash of labels and taints: the sync compares it instead of reading the JSON back.
     fingerprint = models.CharField(max_length=32, blank=True, editable=False)
+    # The GPU model the node serves when it serves exactly one (nearly always); empty for a
+    # node with none or several (those are found through NodeGpu). Lets the node list filtered
+    # by model walk the (gpu_model, sort key) indexes below instead of every node.
+    gpu_model = models.ForeignKey(
+        "GpuModel",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="single_model_nodes",
+        editable=False,
+    )
 
     class Meta:
         ordering = ["name"]
@@ -180,6 +191,25 @@ class Node(models.Model):
             models.Index(fields=["gpu_free", "name", "id"], name="node_free_key_idx"),
             models.Index(fields=["gpu_allocated", "name", "id"], name="node_allocated_key_idx"),
             models.Index(fields=["gpu_installed", "name", "id"], name="node_installed_key_idx"),
+            # The same sorts within one GPU model (the list filtered by model).
+            models.Index(fields=["gpu_model", "name", "id"], name="node_model_name_key_idx"),
+            models.Index(
+                fields=["gpu_model", "cluster", "name"], name="node_model_cluster_key_idx"
+            ),
+            models.Index(
+                fields=["gpu_model", "health", "name", "id"], name="node_model_health_key_idx"
+            ),
+            models.Index(
+                fields=["gpu_model", "gpu_free", "name", "id"], name="node_model_free_key_idx"
+            ),
+            models.Index(
+                fields=["gpu_model", "gpu_allocated", "name", "id"],
+                name="node_model_allocated_key_idx",
+            ),
+            models.Index(
+                fields=["gpu_model", "gpu_installed", "name", "id"],
+                name="node_model_installed_key_idx",
+            ),
         ]
         verbose_name = _("node")
         verbose_name_plural = _("nodes")
@@ -217,6 +247,9 @@ class ModelInventory(models.Model):
     free = models.PositiveIntegerField(default=0)
     # On nodes that are not ready or cordoned, and not allocated: installed but not rentable.
     unavailable = models.PositiveIntegerField(default=0)
+    # Nodes serving this model beside another one (their Node.gpu_model is empty): when there
+    # are none, the node list filtered by model reads Node.gpu_model alone.
+    mixed_nodes = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [

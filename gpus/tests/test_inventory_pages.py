@@ -45,6 +45,7 @@ def make_nodes(cluster: Cluster, count: int, model: GpuModel, prefix: str = "gpu
                 gpu_installed=8,
                 gpu_allocated=i % 3,
                 gpu_free=8 - i % 3 if i % 4 < 2 else 0,
+                gpu_model=model,
                 labels={"big": "x" * 200},
                 **extra,
             )
