@@ -24,7 +24,12 @@ from gpus.models import (
     TenantAllocation,
 )
 from gpus.paging import PageRequest, decode_cursor, encode_cursor
-from gpus.selectors import NODE_SORT_KEYS, allocations_by_tenant, node_page
+from gpus.selectors import (
+    NODE_SORT_KEYS,
+    TENANTS_PER_PAGE,
+    allocations_by_tenant,
+    node_page,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -494,3 +499,40 @@ def test_many_clusters_are_summarised(l40s, alice_client, settings):
     notices = one.split('id="sync-status"')[1].split("</div>")[0]
     assert "Data from" not in notices and "Cluster slow: data as of" in notices
     assert "ok-1" not in notices
+
+
+def _tenant_rows(html: str) -> list[str]:
+    return re.findall(r'<code class="small nowrap">(tenant-[a-z0-9-]+)</code>', html)
+
+
+def test_tenant_list_pages_by_keyset_at_a_fixed_query_count(
+    acme, alice, l40s, admin_client_, django_assert_num_queries
+):
+    cluster = synced("a")
+    TenantAllocation.objects.create(
+        cluster=cluster, namespace=acme.namespace, tenant=acme, gpu_model=l40s, allocated=3
+    )
+    url = reverse("gpus:tenants")
+    # session, user, nav tenants, the page with its counts (subqueries, not a GROUP BY).
+    with django_assert_num_queries(4):
+        html = admin_client_.get(url).content.decode()
+    assert _tenant_rows(html) == ["tenant-acme"] and 'rel="next"' not in html
+    Tenant.objects.bulk_create(
+        Tenant(namespace=f"tenant-t{i:03d}", display_name=f"T{i}") for i in range(120)
+    )
+    with django_assert_num_queries(4):
+        html = admin_client_.get(url).content.decode()
+    first = _tenant_rows(html)
+    assert len(first) == TENANTS_PER_PAGE and first[0] == "tenant-acme"
+    # acme's counts: one member (alice), 3 GPUs held.
+    acme_row = html[html.index("tenant-acme") : html.index("</tr>", html.index("tenant-acme"))]
+    assert re.findall(r'class="num"[^>]*>(?:<a [^>]*>)?([0-9]+)', acme_row) == ["1", "0", "3"]
+    seen = list(first)
+    while 'rel="next"' in html:
+        cursor = re.search(r'href="\?[^"]*after=([^"&]+)"', html).group(1)
+        with django_assert_num_queries(4):
+            html = admin_client_.get(url, {"after": cursor}).content.decode()
+        seen += _tenant_rows(html)
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == 121
+    last = _tenant_rows(admin_client_.get(url, {"page": "last"}).content.decode())
+    assert last == seen[-TENANTS_PER_PAGE:]
