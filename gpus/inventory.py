@@ -30,7 +30,7 @@ from django.utils import timezone
 from .choices import NodeHealth, WorkloadKind
 from .kube.budget import BudgetedSession, RetryBudget, RetryBudgetSpent
 from .kube.client import ClusterConfig, Session
-from .kube.errors import KubeError, TransientError
+from .kube.errors import KubeError, TransientError, failure_kind
 from .kube.gateway import ClusterGateway
 from .kube.records import FleetReading, NodeInfo, OddObject
 from .kube.states import node_group_state, vm_state
@@ -171,7 +171,9 @@ def _is_unreachable(exc: BaseException) -> bool:
 
 def report_first_failure(cluster: Cluster, exc: TransientError, when: datetime) -> None:
     """The sync's first failed request, shown at once while its retries go on."""
-    Cluster.objects.filter(pk=cluster.pk).update(last_attempt_at=when, last_error=str(exc)[:2000])
+    Cluster.objects.filter(pk=cluster.pk).update(
+        last_attempt_at=when, last_error=str(exc)[:2000], last_error_kind=failure_kind(exc)
+    )
     if _is_unreachable(exc):
         Cluster.objects.filter(pk=cluster.pk, unreachable_since__isnull=True).update(
             unreachable_since=when
@@ -199,6 +201,7 @@ def record_failure(cluster: Cluster, exc: BaseException, when: datetime) -> None
     updates: dict[str, Any] = {
         "last_attempt_at": when,
         "last_error": text[:2000],
+        "last_error_kind": failure_kind(exc),
         "consecutive_failures": failures,
         "next_sync_at": when + timedelta(seconds=backoff_seconds(failures, retry_after)),
     }
@@ -414,6 +417,7 @@ def store_snapshot(
             last_sync_seconds=(time.monotonic() - started) if started is not None else None,
             last_sync_rows=written.rows(),
             last_error="",
+            last_error_kind="",
             unreachable_since=None,
             consecutive_failures=0,
             next_sync_at=None,

@@ -8,7 +8,15 @@ from django.db import models
 from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
-from .choices import GpuUse, MembershipRole, NodeHealth, ResourceState, WorkloadKind
+from .choices import (
+    SYNC_ERROR_SENTENCES,
+    GpuUse,
+    MembershipRole,
+    NodeHealth,
+    ResourceState,
+    SyncErrorKind,
+    WorkloadKind,
+)
 from .display import explain_reason
 
 # Cozystack tenant namespaces: tenant-root and its children tenant-<name> (DNS-1123, <= 63).
@@ -127,6 +135,13 @@ class Cluster(models.Model):
     last_attempt_at = models.DateTimeField(_("last sync attempt"), null=True, blank=True)
     last_sync_seconds = models.FloatField(_("last sync duration (s)"), null=True, blank=True)
     last_error = models.TextField(_("last sync error"), blank=True)
+    # What kind of failure last_error is: shown in the reader's language, the raw text beside.
+    last_error_kind = models.CharField(
+        _("kind of the last sync error"),
+        max_length=16,
+        choices=SyncErrorKind.choices,
+        blank=True,
+    )
     unreachable_since = models.DateTimeField(_("unreachable since"), null=True, blank=True)
     last_sync_rows = models.PositiveIntegerField(
         _("rows written by the last sync"), null=True, blank=True
@@ -145,6 +160,16 @@ class Cluster(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def error_sentence(self) -> str:
+        """Why the last sync failed, in plain words in the active language ("" if it did not)."""
+        if not self.last_error and not self.last_error_kind:
+            return ""
+        sentence = SYNC_ERROR_SENTENCES.get(
+            self.last_error_kind, SYNC_ERROR_SENTENCES[SyncErrorKind.UNEXPECTED]
+        )
+        return str(sentence) % {"name": self.name}
 
 
 class Node(models.Model):

@@ -11,6 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
 
 from gpus.choices import NodeHealth, ResourceState, WorkloadKind
 from gpus.models import (
@@ -462,6 +463,40 @@ def test_stale_and_unreachable_clusters_are_flagged_one_by_one(l40s, admin_clien
         assert re.search(r'data-notice="unreachable">Cluster down is unreachable since', html)
     assert "connection refused" in admin_client_.get(reverse("gpus:inventory")).content.decode()
     assert "connection refused" not in alice_client.get(reverse("gpus:inventory")).content.decode()
+
+
+def test_sync_error_in_plain_french_with_the_raw_detail_for_admins(
+    l40s, admin_client_, alice_client
+):
+    raw = "Cluster down refused the connection."  # the gateway's English, kept as detail
+    synced(
+        "down",
+        minutes_ago=5,
+        unreachable_since=timezone.now(),
+        last_error=raw,
+        last_error_kind="unreachable",
+    )
+    synced(
+        "shy",
+        last_error="Cluster shy refused this action: nodes is forbidden",
+        last_error_kind="forbidden",
+    )
+    french = escape("Le portail n'a pas pu joindre le cluster down.")
+    html = admin_client_.get(reverse("gpus:inventory"), HTTP_ACCEPT_LANGUAGE="fr").content
+    html = html.decode()
+    assert french in html and raw in html
+    # The raw detail one click away, inside a <details> of its own.
+    details = re.search(r"<details class=\"error-detail\">(.*?)</details>", html, re.S).group(1)
+    assert "Détails techniques" in details and raw in details
+    assert escape("Le cluster shy a refusé au portail l'accès") in html
+    # Tenants read the sentence, never the raw detail.
+    html = alice_client.get(reverse("gpus:inventory"), HTTP_ACCEPT_LANGUAGE="fr").content
+    assert french in html.decode() and raw not in html.decode()
+    # The admin's cluster list says it in plain words too.
+    html = admin_client_.get(
+        reverse("admin:gpus_cluster_changelist"), HTTP_ACCEPT_LANGUAGE="fr"
+    ).content.decode()
+    assert french in html
 
 
 # Not "page": that is pytest-playwright's fixture, and would make these browser tests.
