@@ -28,30 +28,36 @@ setup: $(VENV)/.installed
 	@if command -v msgfmt >/dev/null; then $(PY) manage.py compilemessages -v0 --ignore '.venv/*'; \
 	else echo "note: gettext is missing (apt-get install gettext); using the committed .mo files"; fi
 
-# Embedded mode: SQLite under var/, the filesystem broker, devcluster with its state kept in var/.
+# Embedded mode: SQLite under VAR_DIR (default var/), the filesystem broker, devcluster with its
+# state kept in VAR_DIR. The metric and agent URLs follow the ports, so a second `make run` on other
+# ports never scrapes (or hands out) the first one's.
 run: setup
-	@mkdir -p var/devcluster var/log
-	echo "Starting devcluster on port $(DEVCLUSTER_PORT) (log: var/log/devcluster.log)..."
+	@export VAR_DIR="$${VAR_DIR:-$(CURDIR)/var}"
+	export METRICS_SD_URL="$${METRICS_SD_URL:-http://127.0.0.1:$(DEVCLUSTER_PORT)/dcgm/targets?include=vms}"
+	export METRICS_AGENT_URL="$${METRICS_AGENT_URL:-http://127.0.0.1:$(PORT)/metrics/agent/}"
+	mkdir -p "$$VAR_DIR/devcluster" "$$VAR_DIR/log"
+	log="$$VAR_DIR/log"
+	echo "Starting devcluster on port $(DEVCLUSTER_PORT) (log: $$log/devcluster.log)..."
 	pids=()
 	trap 'kill $${pids[@]} 2>/dev/null; wait' EXIT INT TERM
 	$(PY) -m devcluster serve --port $(DEVCLUSTER_PORT) --fleet demo \
-	  --kubeconfig-out var/devcluster/kubeconfig --state var/devcluster/state.json \
-	  > var/log/devcluster.log 2>&1 & pids+=($$!)
-	for _ in $$(seq 150); do grep -q "listening on" var/log/devcluster.log 2>/dev/null && break; sleep 0.2; done
+	  --kubeconfig-out "$$VAR_DIR/devcluster/kubeconfig" --state "$$VAR_DIR/devcluster/state.json" \
+	  > "$$log/devcluster.log" 2>&1 & pids+=($$!)
+	for _ in $$(seq 150); do grep -q "listening on" "$$log/devcluster.log" 2>/dev/null && break; sleep 0.2; done
 	echo "Preparing the database (migrations, demo users, cluster record)..."
 	$(PY) manage.py migrate -v0
 	$(PY) manage.py seed_demo
 	$(PY) manage.py register_cluster
 	echo "First inventory sync..."
 	$(PY) manage.py sync_inventory
-	echo "Starting the Celery worker and beat (logs: var/log/worker.log, var/log/beat.log)..."
-	$(VENV)/bin/celery -A hikube_portal worker --pool=solo --loglevel=INFO > var/log/worker.log 2>&1 & pids+=($$!)
-	$(VENV)/bin/celery -A hikube_portal beat --loglevel=INFO > var/log/beat.log 2>&1 & pids+=($$!)
+	echo "Starting the Celery worker and beat (logs: $$log/worker.log, $$log/beat.log)..."
+	$(VENV)/bin/celery -A hikube_portal worker --pool=solo --loglevel=INFO > "$$log/worker.log" 2>&1 & pids+=($$!)
+	$(VENV)/bin/celery -A hikube_portal beat --loglevel=INFO > "$$log/beat.log" 2>&1 & pids+=($$!)
 	echo
 	echo "  Hikube Portal: http://127.0.0.1:$(PORT)/"
 	echo "  Logins (password hikube-demo): alice (tenant-acme), bob (tenant-globex), admin (platform admin)"
-	echo "  devcluster: http://127.0.0.1:$(DEVCLUSTER_PORT)/  kubectl --kubeconfig var/devcluster/kubeconfig get nodes"
-	echo "  Logs: var/log/. Stop with Ctrl-C."
+	echo "  devcluster: http://127.0.0.1:$(DEVCLUSTER_PORT)/  kubectl --kubeconfig $$VAR_DIR/devcluster/kubeconfig get nodes"
+	echo "  Logs: $$log/. Stop with Ctrl-C."
 	echo
 	$(PY) manage.py runserver 127.0.0.1:$(PORT) --noreload
 

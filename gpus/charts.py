@@ -54,6 +54,23 @@ def _layout(fig: go.Figure, title: str, y_title: str = "", y_range: list | None 
     fig.update_yaxes(title_text=y_title, range=y_range, rangemode="tozero")
 
 
+def _dot_lonely_points(fig: go.Figure) -> None:
+    """A reading with gaps on both sides (the first 5-minute bucket, or one between outages)
+    draws no line: give it a dot, so a range with data never looks empty."""
+    for trace in fig.data:
+        if trace.type != "scatter" or trace.mode != "lines" or trace.stackgroup:
+            continue
+        if trace.line.width == 0 or trace.y is None:
+            continue  # the invisible edges of a band
+        y = np.isfinite(_floats(trace.y))
+        before = np.concatenate(([False], y[:-1]))
+        after = np.concatenate((y[1:], [False]))
+        lonely = y & ~before & ~after
+        if lonely.any():
+            trace.mode = "lines+markers"
+            trace.marker = {"size": np.where(lonely, 6, 0).tolist(), "color": trace.line.color}
+
+
 def fleet_by_model(
     per_model: Mapping[str, Series], title: str, mean_label: str, band_label: str
 ) -> go.Figure:
@@ -94,6 +111,7 @@ def fleet_by_model(
             connectgaps=False,
         )
     _layout(fig, title, "%", [0, 100])
+    _dot_lonely_points(fig)
     return fig
 
 
@@ -103,7 +121,8 @@ def _alpha(hex_color: str, a: float) -> str:
 
 
 def allocation(s: Series, title: str, labels: Mapping[str, str]) -> go.Figure:
-    """Stacked GPU counts: busy, allocated but idle, not allocated: idle allocation stands out."""
+    """Stacked GPU counts per bucket: busy, allocated but idle, not allocated: idle allocation
+    stands out."""
     gpus_a, alloc_a, busy_a = (_floats(s.lines[k]) for k in ("gpus", "allocated", "busy"))
     busy_a = np.minimum(busy_a, alloc_a)
     idle = alloc_a - busy_a
@@ -111,18 +130,17 @@ def allocation(s: Series, title: str, labels: Mapping[str, str]) -> go.Figure:
     x, (b, i, f) = downsample(s.ts, [busy_a, idle, free])
     fig = go.Figure()
     xs = _x(x)
+    # Stacked bars, one per bucket, not a stacked area: Plotly stacks a missing reading as zero,
+    # which drew ramps down to 0 GPUs into every gap and at the still-open latest bucket; a bar
+    # is simply absent where there is no data, and a lone bucket still shows.
     for y, key, color in ((b, "busy", "#059669"), (i, "idle", "#dc2626"), (f, "free", "#cbd5e1")):
-        fig.add_scatter(
-            x=xs,
-            y=y,
-            mode="lines",
-            stackgroup="gpus",
-            name=labels[key],
-            line={"width": 0.5, "color": color},
-            fillcolor=color,
-            connectgaps=False,
-        )
+        fig.add_bar(x=xs, y=y, name=labels[key], marker={"color": color, "line": {"width": 0}})
     _layout(fig, title, labels["axis"])
+    # A count of GPUs: a small one would otherwise get ticks at 0.5, 1.5...
+    top = float(np.nanmax(np.maximum(gpus_a, alloc_a), initial=0))
+    if top <= 10:
+        fig.update_yaxes(dtick=1)
+    fig.update_layout(barmode="stack", bargap=0)
     return fig
 
 
@@ -153,9 +171,15 @@ def heatmap(
     return fig
 
 
-def gpu_detail(s: Series, titles: Mapping[str, str], power_limit: float | None) -> go.Figure:
+def gpu_detail(
+    s: Series,
+    titles: Mapping[str, str],
+    power_limit: float | None,
+    span: tuple[float, float] | None = None,
+) -> go.Figure:
     """One GPU: utilization (and busy/tensor), memory, power (with its limit), temperature,
-    clocks, sharing one time axis."""
+    clocks, sharing one time axis; `span` (local epoch seconds) is the range asked for, so
+    15 minutes of readings do not fill a "7 d" chart."""
     rows = [
         ("util_title", ["util", "busy", "tensor"]),
         ("memory", ["mem_used", "mem_total"]),
@@ -206,6 +230,9 @@ def gpu_detail(s: Series, titles: Mapping[str, str], power_limit: float | None) 
         template="plotly_white",
         legend={"orientation": "h", "y": -0.06},
     )
+    if span is not None:
+        fig.update_xaxes(range=list(_x(np.asarray(span, dtype=float)).astype(str)))
+    _dot_lonely_points(fig)
     return fig
 
 
@@ -223,6 +250,9 @@ def lines(per_line: Mapping[str, Series], key: str, title: str, y_title: str) ->
             line={"color": COLORS[i % len(COLORS)], "width": 2},
         )
     _layout(fig, title, y_title, [0, 100] if y_title == "%" else None)
+    # Plotly hides the legend of a lone trace: then nothing said which VM or node group it is.
+    fig.update_layout(showlegend=True)
+    _dot_lonely_points(fig)
     return fig
 
 
@@ -239,3 +269,36 @@ def epoch(t: dt.datetime) -> float:
 
 
 __all__ = ["MAX_POINTS", "Series", "allocation", "fleet_by_model", "gpu_detail", "heatmap", "lines"]
+
+
+# How dates read on a time axis, per language (Plotly's own locale files, which the pip package
+# does not ship, say the same); English keeps Plotly's defaults.
+DATE_ORDER = {
+    "fr": {"dayMonth": "%-d %b", "dayMonthYear": "%-d %b %Y", "month": "%b %Y", "year": "%Y"},
+    "de": {"dayMonth": "%-d. %b", "dayMonthYear": "%-d. %b %Y", "month": "%b %Y", "year": "%Y"},
+}
+
+
+def plotly_locale(language: str) -> dict | None:
+    """A Plotly locale module for the active language (month and day names from Django's
+    translations, decimal and thousands separators from its formats), or None for English."""
+    from django.utils import dates, formats
+
+    base = language.split("-")[0]
+    if base == "en":
+        return None
+    monday_first = [dates.WEEKDAYS[(i + 6) % 7] for i in range(7)]  # Plotly starts on Sunday
+    return {
+        "moduleType": "locale",
+        "name": base,
+        "dictionary": {},
+        "format": {
+            "days": [str(d) for d in monday_first],
+            "shortDays": [str(dates.WEEKDAYS_ABBR[(i + 6) % 7]) for i in range(7)],
+            "months": [str(dates.MONTHS[i]) for i in range(1, 13)],
+            "shortMonths": [str(dates.MONTHS_AP[i]) for i in range(1, 13)],
+            "decimal": formats.get_format("DECIMAL_SEPARATOR", base),
+            "thousands": formats.get_format("THOUSAND_SEPARATOR", base),
+            **DATE_ORDER.get(base, {}),
+        },
+    }

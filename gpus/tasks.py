@@ -142,3 +142,13 @@ def rollup_metrics() -> dict[str, object]:
             rows += rows_from_readings(found, cid)
         rollup_bucket(start, rows)
     return {"buckets": len(buckets), "deleted": apply_retention()}
+
+
+@shared_task(acks_late=True)
+def read_gpu_history(
+    device_id: int, start: float, end: float, key: str, tenant: str = ""
+) -> dict[str, object]:
+    """One GPU's history from its query API into the cache, for the one-GPU page."""
+    from .metrics.history import fill
+
+    return fill(device_id, start, end, key, tenant)

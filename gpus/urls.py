@@ -40,6 +40,7 @@ urlpatterns = [
     path("utilization/health/", util.health, name="util_health"),
     path("utilization/energy/", util.energy, name="util_energy"),
     path("utilization/gpus/<str:uuid>/", util.gpu, name="util_gpu"),
+    path("utilization/gpus/<str:uuid>/history/", util.gpu_history, name="util_gpu_history"),
     path("utilization/charts/<slug:kind>/", util.chart, name="util_chart"),
     path("tenants/<slug:namespace>/utilization/", util.tenant_page, name="util_tenant"),
     path("tenants/<slug:namespace>/utilization/idle/", util.idle, name="util_tenant_idle"),
@@ -47,6 +48,11 @@ urlpatterns = [
         "tenants/<slug:namespace>/utilization/gpus/<str:uuid>/",
         util.gpu,
         name="util_tenant_gpu",
+    ),
+    path(
+        "tenants/<slug:namespace>/utilization/gpus/<str:uuid>/history/",
+        util.gpu_history,
+        name="util_tenant_gpu_history",
     ),
     path(
         "tenants/<slug:namespace>/utilization/agent/<int:workload_id>/",

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Avg, Count, Max, Q, QuerySet, Sum
+from django.db.models import Avg, Count, F, Max, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -192,26 +192,23 @@ def allocation(tr: TimeRange, tenant: Tenant | None = None) -> Series | None:
 
 
 def heatmap(tr: TimeRange, limit: int = 60) -> tuple[list[str], list[float], list[list]]:
-    """Mean utilization per node (hostname) and bucket; the busiest `limit` nodes first."""
+    """Mean utilization per node (hostname) and bucket, from the node rollups (both modes);
+    the busiest `limit` nodes first."""
     bucket = Bucket.FIVE_MINUTES if tr.seconds <= 86400 else Bucket.HOUR
-    qs = GpuRollup.objects.filter(bucket=bucket, ts__gte=tr.start, ts__lte=tr.end)
+    qs = GroupRollup.objects.filter(
+        bucket=bucket, scope=Scope.NODE, ts__gte=tr.start, ts__lte=tr.end, gpus__gt=0
+    )
     nodes = list(
-        qs.values("device__hostname")
+        qs.values("key")
         .annotate(u=Avg("util_avg"))
-        .order_by("-u", "device__hostname")
-        .values_list("device__hostname", flat=True)[:limit]
+        .order_by(F("u").desc(nulls_last=True), "key")
+        .values_list("key", flat=True)[:limit]
     )
     axis = _axis(tr, _step(bucket))
     index = {t: i for i, t in enumerate(axis)}
     z = {n: [None] * len(axis) for n in nodes}
-    rows = (
-        qs.filter(device__hostname__in=nodes)
-        .values("device__hostname", "ts")
-        .annotate(u=Avg("util_avg"))
-        .values_list("device__hostname", "ts", "u")
-    )
-    for node, ts, u in rows:
-        i = index.get(ts.timestamp())
+    for node, epoch, u in qs.filter(key__in=nodes).values_list("key", "epoch", "util_avg"):
+        i = index.get(float(epoch))
         if i is not None:
             z[node][i] = u
     return nodes, axis, [z[n] for n in nodes]
@@ -346,9 +343,15 @@ ENERGY_GROUPS = {
 }
 
 
+GROUP_ENERGY = {"node": Scope.NODE, "tenant": Scope.TENANT, "model": Scope.MODEL}
+
+
 def energy(tr: TimeRange, by: str, tenant: Tenant | None = None) -> list[dict]:
-    """kWh per GPU, node, tenant or model from the per-GPU rollups (power samples), with the
-    mean power and the share of the board's power it ran at."""
+    """kWh per GPU, node, tenant or model from the power samples, with the mean power per GPU
+    and the share of the boards' power it ran at. Node, tenant and model read the group
+    rollups (query-API mode keeps no per-GPU rows); per GPU reads the per-GPU rollups."""
+    if by in GROUP_ENERGY and tenant is None:
+        return _group_energy(tr, GROUP_ENERGY[by])
     field = ENERGY_GROUPS.get(by, "device__model_name")
     qs = GpuRollup.objects.filter(
         bucket=tr.gpu_bucket, ts__gte=tr.start, ts__lt=tr.end, energy_wh__isnull=False
@@ -383,6 +386,38 @@ def energy(tr: TimeRange, by: str, tenant: Tenant | None = None) -> list[dict]:
     return out
 
 
+def _group_energy(tr: TimeRange, scope: str) -> list[dict]:
+    qs = GroupRollup.objects.filter(
+        bucket=tr.gpu_bucket, scope=scope, ts__gte=tr.start, ts__lt=tr.end, energy_wh__isnull=False
+    )
+    rows = (
+        qs.values("key")
+        .annotate(
+            wh=Sum("energy_wh"),
+            power=Sum("power_sum"),
+            limit=Sum("power_limit_sum"),
+            gpu_buckets=Sum("gpus"),
+            gpus=Max("gpus"),
+        )
+        .order_by("-wh")
+    )
+    out = []
+    for r in rows:
+        power = (
+            r["power"] / r["gpu_buckets"] if r["power"] is not None and r["gpu_buckets"] else None
+        )
+        out.append(
+            {
+                "key": r["key"] or "—",
+                "kwh": r["wh"] / 1000,
+                "power": power,
+                "share": r["power"] / r["limit"] * 100 if r["power"] and r["limit"] else None,
+                "gpus": r["gpus"],
+            }
+        )
+    return out
+
+
 def tenant_workloads(tenant: Tenant) -> list[dict]:
     """The tenant's GPU VMs and node groups with their GPUs now, and what telemetry each has."""
     devices = defaultdict(list)
@@ -400,25 +435,24 @@ def tenant_workloads(tenant: Tenant) -> list[dict]:
 
 
 def workload_series(tenant: Tenant, tr: TimeRange) -> dict[str, Series]:
-    """Mean utilization per VM / node group of a tenant."""
-    qs = (
-        GpuRollup.objects.filter(
-            bucket=tr.gpu_bucket, tenant=tenant, ts__gte=tr.start, ts__lte=tr.end
-        )
-        .values("workload__name", "workload__node_group", "device__kube_cluster", "ts")
-        .annotate(u=Avg("util_avg"))
+    """Mean utilization per VM / node group of a tenant, from the workload rollups."""
+    prefix = f"{tenant.namespace}|"
+    qs = GroupRollup.objects.filter(
+        bucket=tr.gpu_bucket,
+        scope=Scope.WORKLOAD,
+        key__startswith=prefix,
+        ts__gte=tr.start,
+        ts__lte=tr.end,
+        gpus__gt=0,
     )
     axis = _axis(tr, _step(tr.gpu_bucket))
     index = {t: i for i, t in enumerate(axis)}
     out: dict[str, Series] = {}
-    for row in qs:
-        name = row["workload__name"] or row["device__kube_cluster"] or "?"
-        if row["workload__node_group"]:
-            name = f"{name}/{row['workload__node_group']}"
-        s = out.setdefault(name, Series(axis, {"util": [None] * len(axis)}))
-        i = index.get(row["ts"].timestamp())
+    for key, epoch, u in qs.values_list("key", "epoch", "util_avg"):
+        s = out.setdefault(key.removeprefix(prefix), Series(axis, {"util": [None] * len(axis)}))
+        i = index.get(float(epoch))
         if i is not None:
-            s.lines["util"][i] = row["u"]
+            s.lines["util"][i] = u
     return out
 
 

@@ -180,14 +180,20 @@ class Scope(models.TextChoices):
     CLUSTER = "cluster", _("Cluster")
     MODEL = "model", _("Model")
     TENANT = "tenant", _("Tenant")
+    # Per node and per workload (VM or node group): the heatmap and the tenant page read these,
+    # so query-API mode needs no per-GPU rows.
+    NODE = "node", _("Node")
+    WORKLOAD = "workload", _("Workload")
 
 
 class GroupRollup(models.Model):
-    """A group of GPUs (fleet, cluster, model, tenant) over one bucket: what fleet charts read."""
+    """A group of GPUs (fleet, cluster, model, tenant, node, workload) over one bucket: what
+    fleet charts read."""
 
     bucket = models.CharField(max_length=2, choices=Bucket.choices)
     scope = models.CharField(max_length=8, choices=Scope.choices)
-    key = models.CharField(max_length=200)  # cluster name, model name, tenant namespace, ""
+    # cluster name, model name, tenant namespace, hostname, "<tenant>|<workload>", or "".
+    key = models.CharField(max_length=200)
     ts = models.DateTimeField()
     # ts as epoch seconds: charts read tens of thousands of rows, without datetime conversion.
     epoch = models.BigIntegerField(default=0)

@@ -5,12 +5,14 @@ fetched as JSON by static/js/charts.js, which refreshes the short ranges."""
 from __future__ import annotations
 
 import csv
+import json
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -18,6 +20,7 @@ from django.views.decorators.http import require_POST
 from . import charts, selectors
 from . import utilization as u
 from .choices import WorkloadKind
+from .metrics import history
 from .metrics.agent import AgentError, cloud_init_snippet, ingest, issue_token
 from .models import GpuWorkload, Tenant
 
@@ -70,8 +73,36 @@ def heatmap(request: HttpRequest) -> HttpResponse:
 def gpu(request: HttpRequest, uuid: str, namespace: str | None = None) -> HttpResponse:
     tenant = _tenant(request, namespace)
     device = u.device_for(request.user, uuid, tenant)
-    ctx = _context(request, tenant, device=device, section="gpus", with_charts=True)
+    ctx = _context(
+        request,
+        tenant,
+        device=device,
+        section="gpus",
+        with_charts=True,
+        from_query_api=history.is_query_api(device),
+    )
     return render(request, "gpus/utilization/gpu.html", ctx)
+
+
+def _history_key(device: object, tr: u.TimeRange, tenant: Tenant | None) -> str:
+    return history.cache_key(device.uuid, tr.query(), tenant.namespace if tenant else "")
+
+
+def gpu_history(request: HttpRequest, uuid: str, namespace: str | None = None) -> HttpResponse:
+    """Query-API mode: the one-GPU chart once a task has read it into the cache. htmx polls
+    this fragment; 286 stops the polling when the chart (or the source's error) is there."""
+    tenant = _tenant(request, namespace)
+    device = u.device_for(request.user, uuid, tenant)
+    ctx = _context(request, tenant, device=device)
+    tr = ctx["tr"]
+    key = _history_key(device, tr, tenant)
+    found = history.cached(key)
+    if found is None:
+        ns = tenant.namespace if tenant else ""
+        history.request(key, device.pk, tr.start.timestamp(), tr.end.timestamp(), ns)
+        return render(request, "gpus/utilization/_gpu_history.html", ctx)
+    ctx |= {"ready": True, "error": found.get("error", "")}
+    return render(request, "gpus/utilization/_gpu_history.html", ctx, status=286)
 
 
 def idle(request: HttpRequest, namespace: str | None = None) -> HttpResponse:
@@ -136,11 +167,14 @@ def energy(request: HttpRequest) -> HttpResponse:
 def tenant_page(request: HttpRequest, namespace: str) -> HttpResponse:
     tenant = _tenant(request, namespace)
     membership = selectors.membership_of(request.user, tenant)
+    idle_rows = u.idle_gpus(request.user, tenant)
     ctx = _context(
         request,
         tenant,
         workloads=u.tenant_workloads(tenant),
-        idle_rows=u.idle_gpus(request.user, tenant),
+        idle_rows=idle_rows,
+        # The badge follows the table: idle means under the threshold for the whole period.
+        idle_uuids={d.uuid for d in idle_rows},
         can_operate=request.user.is_staff or bool(membership and membership.can_operate),
         section="tenant",
         with_charts=True,
@@ -246,12 +280,30 @@ def chart(request: HttpRequest, kind: str) -> JsonResponse:
             )
     elif kind == "gpu":
         device = u.device_for(request.user, request.GET.get("uuid", ""), tenant)
-        s = u.gpu_series(device, tr, tenant)
+        if history.is_query_api(device):
+            # Only the cache, never the source: an expired entry is read again by a task.
+            key = _history_key(device, tr, tenant)
+            found = history.cached(key)
+            if found is None:
+                ns = tenant.namespace if tenant else ""
+                history.request(key, device.pk, tr.start.timestamp(), tr.end.timestamp(), ns)
+                return JsonResponse({"loading": _("Loading…")})
+            if found.get("error"):
+                return JsonResponse({"empty": _source_error(found["error"])})
+            lines = found["lines"]
+            # Every step is on the axis (gaps are None): empty means no value at all.
+            has_data = any(v is not None for line in lines.values() for v in line)
+            s = charts.Series(found["ts"] if has_data else [], lines)
+            limit = found.get("power_limit") or device.power_limit_w or _board(device)
+        else:
+            s = u.gpu_series(device, tr, tenant)
+            limit = device.power_limit_w or _board(device)
         if s.ts:
             fig = charts.gpu_detail(
                 charts.local(s, offset),
                 _labels(),
-                device.power_limit_w or _board(device),
+                limit,
+                (tr.start.timestamp() + offset, tr.end.timestamp() + offset),
             )
     elif kind == "tenant" and tenant is not None:
         per = u.workload_series(tenant, tr)
@@ -262,8 +314,16 @@ def chart(request: HttpRequest, kind: str) -> JsonResponse:
         raise Http404
     if fig is None:
         return JsonResponse({"empty": empty})
-    body = f'{{"points": {charts.points_per_line(fig)}, "figure": {charts.to_json(fig)}}}'
+    locale = json.dumps(charts.plotly_locale(get_language() or "en"))
+    body = (
+        f'{{"points": {charts.points_per_line(fig)}, "locale": {locale},'
+        f' "figure": {charts.to_json(fig)}}}'
+    )
     return HttpResponse(body, content_type="application/json")
+
+
+def _source_error(message: str) -> str:
+    return _("The metrics source could not be read: %(error)s") % {"error": message}
 
 
 def _board(device: object) -> float | None:

@@ -250,6 +250,28 @@ METRICS_1H_RETENTION_DAYS = env_int("METRICS_1H_RETENTION_DAYS", 365)
 METRICS_AGENT_URL = env_str("METRICS_AGENT_URL", "http://127.0.0.1:8000/metrics/agent/")
 METRICS_AGENT_MIN_INTERVAL = env_float("METRICS_AGENT_MIN_INTERVAL", 20.0)
 METRICS_AGENT_MAX_BYTES = env_int("METRICS_AGENT_MAX_BYTES", 65536)
+# Per-GPU history in query-API mode: read by a task, kept in the cache this long (seconds).
+METRICS_RANGE_CACHE_SECONDS = env_int("METRICS_RANGE_CACHE_SECONDS", 60)
+
+# Django's cache: Redis (CACHE_URL, else REDIS_URL) in production and CI; embedded, a folder
+# under VAR_DIR, which the web and the (separate) worker process share (locmem would not).
+CACHE_URL = env_str("CACHE_URL", "") or env_str("REDIS_URL", "")
+if CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": "hk-cache",
+            "OPTIONS": {"socket_timeout": 5, "socket_connect_timeout": 5},
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
 CELERY_BEAT_SCHEDULE |= {
     "collect-metrics": {
         "task": "gpus.tasks.collect_all_metrics",

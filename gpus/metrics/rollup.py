@@ -1,7 +1,8 @@
 """5-minute and hourly rollups per GPU and per fleet, cluster, model and tenant; retention.
 
 Direct mode rolls up the stored samples; query-API mode reads each closed bucket from the
-source (per-GPU history stays there) and keeps only the rollups. Re-running a bucket rewrites
+source (per-GPU history stays there) and keeps only the group rollups (fleet, cluster, model,
+tenant), never per-GPU rows. Re-running a bucket rewrites
 the same rows (upserts), so the task may run twice.
 """
 
@@ -15,9 +16,10 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Min
+from django.db.models import Count, Max, Min
 from django.utils import timezone
 
+from ..models import GpuWorkload, Tenant
 from ..utilization_models import Bucket, GpuDevice, GpuRollup, GpuSample, GroupRollup, Scope
 
 SECONDS = {Bucket.FIVE_MINUTES: 300, Bucket.HOUR: 3600}
@@ -172,11 +174,63 @@ def hourly_from_5m(rollups: Sequence[GpuRollup], start: dt.datetime) -> list[Gpu
     return out
 
 
-def group_rollups(bucket: str, start: dt.datetime) -> list[GroupRollup]:
-    """Fleet, cluster, model and tenant rows from the per-GPU rows of one bucket."""
+def _unstored_rows(rollups: Sequence[GpuRollup]) -> list[tuple]:
+    """Per-GPU rows kept only in memory (query-API mode) as group_rollups reads stored ones."""
+    if not rollups:
+        return []
+    # Every device in one read: an IN list of 100,000 ids would exceed SQLite's variable limit.
+    devices = {
+        pk: rest
+        for pk, *rest in GpuDevice.objects.values_list(
+            "pk", "model_name", "cluster__name", "power_limit_w", "hostname", "kube_cluster"
+        ).iterator(chunk_size=10000)
+    }
+    tenants = dict(Tenant.objects.values_list("pk", "namespace"))
+    workloads = {
+        pk: rest for pk, *rest in GpuWorkload.objects.values_list("pk", "name", "node_group")
+    }
+    out = []
+    for r in rollups:
+        model, cluster, limit, host, kube = devices.get(r.device_id, ("", "", None, "", ""))
+        name, group = workloads.get(r.workload_id, (None, None))
+        out.append(
+            (
+                r.util_avg,
+                r.busy_avg,
+                r.allocated,
+                r.power_avg,
+                r.energy_wh,
+                model,
+                cluster,
+                tenants.get(r.tenant_id),
+                limit,
+                host,
+                name,
+                group,
+                kube,
+            )
+        )
+    return out
+
+
+def workload_label(name: str | None, node_group: str | None, kube_cluster: str | None) -> str:
+    """How the tenant page names a VM or node group (the cluster when not in the inventory)."""
+    label = name or kube_cluster or "?"
+    return f"{label}/{node_group}" if node_group else label
+
+
+def group_rollups(
+    bucket: str, start: dt.datetime, unstored: Sequence[GpuRollup] = ()
+) -> list[GroupRollup]:
+    """Fleet, cluster, model, tenant, node and workload rows from the per-GPU rows of one
+    bucket: the stored ones plus `unstored` (query-API mode: per-GPU history stays in the
+    source)."""
     threshold = settings.METRICS_IDLE_THRESHOLD
     hours = SECONDS[bucket] / 3600
-    rows = GpuRollup.objects.filter(bucket=bucket, ts=start).values_list(
+    # An unstored GPU's incident row (health) is in the table too: count the GPU once.
+    skip = {r.device_id for r in unstored}
+    stored = GpuRollup.objects.filter(bucket=bucket, ts=start).values_list(
+        "device_id",
         "util_avg",
         "busy_avg",
         "allocated",
@@ -186,14 +240,23 @@ def group_rollups(bucket: str, start: dt.datetime) -> list[GroupRollup]:
         "device__cluster__name",
         "tenant__namespace",
         "device__power_limit_w",
+        "device__hostname",
+        "workload__name",
+        "workload__node_group",
+        "device__kube_cluster",
     )
+    rows = [r[1:] for r in stored if r[0] not in skip] + _unstored_rows(unstored)
     groups: dict[tuple[str, str], list[tuple]] = defaultdict(list)
     for row in rows:
         groups[(Scope.FLEET, "")].append(row)
         groups[(Scope.CLUSTER, row[6] or "")].append(row)
         groups[(Scope.MODEL, row[5] or "")].append(row)
+        if row[9]:
+            groups[(Scope.NODE, row[9])].append(row)
         if row[7]:
             groups[(Scope.TENANT, row[7])].append(row)
+            label = workload_label(row[10], row[11], row[12])
+            groups[(Scope.WORKLOAD, f"{row[7]}|{label}")].append(row)
     epoch = int(start.timestamp())
     out = [GroupRollup(bucket=bucket, scope=Scope.FLEET, key="", ts=start, epoch=epoch, gpus=0)]
     for (scope, key), rs in groups.items():
@@ -297,21 +360,102 @@ def rows_from_readings(readings: Iterable[Any], cluster_id: int | None) -> list[
 
 
 def rollup_bucket(start: dt.datetime, extra_rows: Sequence[Row] = ()) -> None:
-    """One 5-minute bucket: per-GPU rows from stored samples (+ rows read from query APIs),
-    then group rows; and the hourly rows when the bucket closes an hour."""
+    """One 5-minute bucket: per-GPU rows from stored samples (direct mode, agents) and the group
+    rows; and the hourly rows when the bucket closes an hour. `extra_rows`, read from query
+    APIs, count in the group rows only: per-GPU history in query-API mode stays in the source
+    (the one-GPU page reads it from there through the cache)."""
     end = start + dt.timedelta(seconds=300)
-    rows = sample_rows(start, end) + list(extra_rows)
-    gpu = gpu_rollups(rows, Bucket.FIVE_MINUTES, start, settings.METRICS_COLLECT_SECONDS)
+    interval = settings.METRICS_COLLECT_SECONDS
+    stored = gpu_rollups(sample_rows(start, end), Bucket.FIVE_MINUTES, start, interval)
+    unstored = gpu_rollups(extra_rows, Bucket.FIVE_MINUTES, start, interval) if extra_rows else []
     with transaction.atomic():
-        _upsert_gpu(gpu)
-        _upsert_group(group_rollups(Bucket.FIVE_MINUTES, start))
+        _upsert_gpu(stored + _events(unstored))
+        _upsert_group(group_rollups(Bucket.FIVE_MINUTES, start, unstored))
         if end.timestamp() % 3600 == 0:
             hour = end - dt.timedelta(hours=1)
             fives = list(
                 GpuRollup.objects.filter(bucket=Bucket.FIVE_MINUTES, ts__gte=hour, ts__lt=end)
             )
             _upsert_gpu(hourly_from_5m(fives, hour))
-            _upsert_group(group_rollups(Bucket.HOUR, hour))
+            if extra_rows or _has_unstored(hour, end):
+                _upsert_group(hourly_groups_from_5m(hour))
+            else:
+                _upsert_group(group_rollups(Bucket.HOUR, hour))
+
+
+def _events(rollups: Sequence[GpuRollup]) -> list[GpuRollup]:
+    """Of the query-API per-GPU rows, only the buckets with an XID or a throttle, for the health
+    list: incidents, not history (no utilization, power or energy kept)."""
+    from ..utilization import THROTTLING
+
+    out = []
+    for r in rollups:
+        if r.xid_last or (r.throttle_any or 0) & THROTTLING:
+            out.append(
+                GpuRollup(
+                    bucket=r.bucket,
+                    ts=r.ts,
+                    device_id=r.device_id,
+                    tenant_id=r.tenant_id,
+                    workload_id=r.workload_id,
+                    samples=r.samples,
+                    allocated=r.allocated,
+                    xid_last=r.xid_last,
+                    throttle_any=r.throttle_any,
+                )
+            )
+    return out
+
+
+def _has_unstored(hour: dt.datetime, end: dt.datetime) -> bool:
+    """Some 5-minute group row of the hour counted GPUs whose per-GPU rows were not stored."""
+    stored = GpuRollup.objects.filter(bucket=Bucket.FIVE_MINUTES, ts__gte=hour, ts__lt=end)
+    counted = GroupRollup.objects.filter(
+        bucket=Bucket.FIVE_MINUTES, scope=Scope.FLEET, ts__gte=hour, ts__lt=end
+    )
+    per_bucket = dict(stored.values("ts").annotate(n=Count("id")).values_list("ts", "n"))
+    return any(g.gpus > per_bucket.get(g.ts, 0) for g in counted)
+
+
+def hourly_groups_from_5m(hour: dt.datetime) -> list[GroupRollup]:
+    """Hourly group rows from the 5-minute group rows of that hour, when per-GPU rows are not
+    all kept (query-API mode). Sums (energy, GPU-hours) are exact; the mean is weighted by
+    GPUs; percentiles and counts are the hour's mean of the 5-minute ones."""
+    end = hour + dt.timedelta(hours=1)
+    fives = GroupRollup.objects.filter(bucket=Bucket.FIVE_MINUTES, ts__gte=hour, ts__lt=end)
+    groups: dict[tuple[str, str], list[GroupRollup]] = defaultdict(list)
+    for g in fives:
+        groups[(g.scope, g.key)].append(g)
+
+    def mean(rs: list[GroupRollup], attr: str) -> float | None:
+        vals = [getattr(r, attr) for r in rs if getattr(r, attr) is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    out = []
+    for (scope, key), rs in groups.items():
+        weighted = [(r.util_avg, r.gpus) for r in rs if r.util_avg is not None and r.gpus]
+        total = sum(w for _, w in weighted)
+        energies = [r.energy_wh for r in rs if r.energy_wh is not None]
+        out.append(
+            GroupRollup(
+                bucket=Bucket.HOUR,
+                scope=scope,
+                key=key,
+                ts=hour,
+                epoch=int(hour.timestamp()),
+                gpus=max(r.gpus for r in rs),
+                allocated=mean(rs, "allocated") or 0,
+                busy=mean(rs, "busy") or 0,
+                util_avg=sum(v * w for v, w in weighted) / total if total else None,
+                util_p95=mean(rs, "util_p95"),
+                util_p05=mean(rs, "util_p05"),
+                power_sum=mean(rs, "power_sum"),
+                power_limit_sum=mean(rs, "power_limit_sum"),
+                energy_wh=sum(energies) if energies else None,
+                gpu_hours=sum(r.gpu_hours or 0 for r in rs),
+            )
+        )
+    return out
 
 
 def pending_buckets(now: dt.datetime | None = None) -> list[dt.datetime]:
@@ -343,8 +487,14 @@ def apply_retention(now: dt.datetime | None = None) -> dict[str, int]:
     raw = now - dt.timedelta(hours=settings.METRICS_RAW_RETENTION_HOURS)
     five = now - dt.timedelta(days=settings.METRICS_5M_RETENTION_DAYS)
     hour = now - dt.timedelta(days=settings.METRICS_1H_RETENTION_DAYS)
+    # 5-minute node and workload rows serve ranges up to two days only (longer ranges read the
+    # hourly rows): keep them as long as raw samples, not 30 days (12,500 nodes at 100,000 GPUs).
+    fine = GroupRollup.objects.filter(
+        bucket=Bucket.FIVE_MINUTES, scope__in=[Scope.NODE, Scope.WORKLOAD], ts__lt=raw
+    )
     return {
         "samples": GpuSample.objects.filter(ts__lt=raw).delete()[0],
+        "5m_node_workload": fine.delete()[0],
         "5m": GpuRollup.objects.filter(bucket=Bucket.FIVE_MINUTES, ts__lt=five).delete()[0]
         + GroupRollup.objects.filter(bucket=Bucket.FIVE_MINUTES, ts__lt=five).delete()[0],
         "1h": GpuRollup.objects.filter(bucket=Bucket.HOUR, ts__lt=hour).delete()[0]

@@ -19,6 +19,16 @@ PASSWORD = "correct-horse-battery"
 
 
 @pytest.fixture(autouse=True)
+def _default_language():
+    """LocaleMiddleware leaves a request's language active in the thread: reset it after each
+    test so a French page request does not make the next test's plain gettext French."""
+    from django.utils import translation
+
+    yield
+    translation.deactivate()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     """Cached counts are keyed by snapshot time; tests reuse times and ids, so start empty."""
     from django.core.cache import cache

@@ -250,3 +250,44 @@ def test_health_lists_xid_errors_and_decoded_throttling(acme, admin_client_) -> 
         reverse("gpus:util_health") + "?" + TimeRange(start, end, "custom").query()
     )
     assert "XID 13" in page.content.decode() and "power brake" in page.content.decode()
+
+
+@override_settings(METRICS_IDLE_MINUTES=60)
+def test_the_idle_badge_agrees_with_the_idle_table(cluster, bob_client) -> None:
+    """A GPU under the threshold for 5 minutes is not idle yet: the tenant page showed it an
+    "idle" badge beside an idle table that said "No idle GPU right now"."""
+    collect_cluster(cluster.pk)
+    serve = GpuDevice.objects.filter(kube_cluster="kubernetes-serve").order_by("index")[1]
+    url = reverse("gpus:util_tenant", args=["tenant-globex"])
+    badge = '<span class="badge badge-warn">idle</span>'
+    serve.idle_since = timezone.now() - dt.timedelta(minutes=5)
+    serve.save(update_fields=["idle_since"])
+    page = bob_client.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "No idle GPU right now." in page and badge not in page
+    serve.idle_since = timezone.now() - dt.timedelta(hours=2)
+    serve.save(update_fields=["idle_since"])
+    page = bob_client.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "No idle GPU right now." not in page and page.count(badge) == 1
+
+
+@override_settings(METRICS_IDLE_THRESHOLD=5.0, METRICS_IDLE_MINUTES=60)
+def test_the_idle_threshold_reads_as_a_percentage_in_each_language(admin_client_) -> None:
+    """ "below 5.0 % for 60 min" wrapped between the number and its sign; English writes 5%,
+    French and German a non-breaking space before %."""
+    url = reverse("gpus:util_fleet")
+    english = admin_client_.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "(below 5% for 60 min)" in english
+    french = admin_client_.get(url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "sous 5\u00a0% pendant 60" in french
+    idle = admin_client_.get(reverse("gpus:util_idle"), HTTP_ACCEPT_LANGUAGE="de").content.decode()
+    assert "unter 5\u00a0% Aktivität" in idle
+
+
+def test_one_gpu_chart_spans_the_range_asked_for(cluster, admin_client_) -> None:
+    """Minutes of readings filled a "24 h" chart edge to edge, unlike every other chart."""
+    collect_cluster(cluster.pk)
+    device = GpuDevice.objects.filter(kube_cluster="kubernetes-ml").first()
+    url = reverse("gpus:util_chart", args=["gpu"])
+    doc = admin_client_.get(url, {"uuid": device.uuid, "range": "24h"}).json()
+    start, end = (dt.datetime.fromisoformat(v) for v in doc["figure"]["layout"]["xaxis"]["range"])
+    assert dt.timedelta(hours=23, minutes=59) < end - start <= dt.timedelta(hours=24)

@@ -113,6 +113,71 @@ def test_fleet_chart_from_rows() -> None:
     assert len(doc["data"]) == 3 and doc["data"][1]["fill"] == "tonexty"
 
 
+def test_a_lone_reading_is_a_dot_not_nothing() -> None:
+    """The first 5-minute bucket of a fresh install sits between gaps: a line alone draws nothing."""
+    ts = [float(t) for t in range(0, 86400, 300)]
+    nan = [None] * len(ts)
+    avg = [*nan[:-3], 40.0, None, None]  # one reading, gaps on both sides
+    s = charts.Series(ts, {"avg": avg, "p05": avg, "p95": avg})
+    doc = json.loads(charts.to_json(charts.fleet_by_model({"NVIDIA L40S": s}, "t", "m", "b")))
+    mean = doc["data"][2]
+    assert mean["mode"] == "lines+markers"
+    sizes = mean["marker"]["size"]
+    assert sizes[-3] > 0 and sum(1 for v in sizes if v) == 1
+    band_edge = doc["data"][0]
+    assert band_edge["mode"] == "lines"  # the band's invisible edges get no dots
+
+
+def test_a_continuous_line_gets_no_dots() -> None:
+    ts = [float(t) for t in range(0, 3600, 300)]
+    s = charts.Series(ts, {"avg": [50.0] * len(ts), "p05": [1.0] * len(ts), "p95": [9.0] * len(ts)})
+    doc = json.loads(charts.to_json(charts.fleet_by_model({"NVIDIA L40S": s}, "t", "m", "b")))
+    assert all(t["mode"] == "lines" for t in doc["data"])
+
+
+def test_allocation_leaves_gaps_empty_instead_of_stacking_zeros() -> None:
+    """Plotly's stackgroup stacks a missing reading as zero (ramps down to 0 GPUs into each gap and
+    at the still-open bucket); stacked bars leave the gap empty and show a lone bucket."""
+    ts = [float(t) for t in range(0, 7200, 300)]
+    n = [4.0] * len(ts)
+    n[5] = n[6] = n[-1] = None
+    s = charts.Series(ts, {"gpus": n, "allocated": n, "busy": n})
+    labels = {"busy": "b", "idle": "i", "free": "f", "axis": "GPUs"}
+    doc = json.loads(charts.to_json(charts.allocation(s, "t", labels)))
+    assert doc["layout"]["barmode"] == "stack"
+    for trace in doc["data"]:
+        assert trace["type"] == "bar" and "stackgroup" not in trace
+    busy = _decoded(doc["data"][0]["y"])
+    assert np.isnan(busy[5]) and np.isnan(busy[-1]) and busy[4] == 4.0
+
+
+def test_a_tenant_with_one_workload_still_sees_its_name() -> None:
+    ts = [float(t) for t in range(0, 3600, 300)]
+    s = charts.Series(ts, {"util": [50.0] * len(ts)})
+    doc = json.loads(charts.to_json(charts.lines({"ml/gpu": s}, "util", "t", "%")))
+    assert doc["layout"]["showlegend"] is True and doc["data"][0]["name"] == "ml/gpu"
+
+
+def _decoded(y: object) -> np.ndarray:
+    """Plotly's JSON holds numpy arrays as {"dtype", "bdata"} (base64)."""
+    import base64
+
+    if isinstance(y, dict):
+        return np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"])
+    return np.asarray(y, dtype=float)
+
+
+@pytest.mark.parametrize(("gpus", "dtick"), [(2, 1), (10, 1), (400, None)])
+def test_gpu_counts_are_whole_numbers_on_the_axis(gpus: int, dtick: int | None) -> None:
+    """Two GPUs read 0, 1, 2 on the axis, never 0.5 or 1.5; a big fleet keeps Plotly's ticks."""
+    ts = [float(t) for t in range(0, 3600, 300)]
+    n = [float(gpus)] * len(ts)
+    s = charts.Series(ts, {"gpus": n, "allocated": n, "busy": [0.0] * len(ts)})
+    labels = {"busy": "b", "idle": "i", "free": "f", "axis": "GPUs"}
+    doc = json.loads(charts.to_json(charts.allocation(s, "t", labels)))
+    assert doc["layout"]["yaxis"].get("dtick") == dtick
+
+
 @pytest.mark.django_db
 def test_agent_cloud_init_merges_into_the_users(acme) -> None:
     import yaml

@@ -170,6 +170,19 @@ def test_node_detail_shows_gpus_holders_conditions_and_taints(snapshot, admin_cl
     assert "trainer-0" in h100_page and ">trainer<" in h100_page
 
 
+def test_node_detail_says_as_of_when(snapshot, admin_client_):
+    """The node rows lost their own sync time (the sync writes only what changed): the page said
+    "as of ()". A node is as fresh as its cluster's last successful sync."""
+    from django.utils import formats, timezone
+
+    node = Node.objects.select_related("cluster").get(name="gpu-l40s-worker-01")
+    assert node.cluster.last_synced_at is not None
+    page = html(admin_client_.get(reverse("gpus:node", args=[node.pk]), HTTP_ACCEPT_LANGUAGE="en"))
+    asof = formats.date_format(timezone.localtime(node.cluster.last_synced_at), "DATETIME_FORMAT")
+    assert f"as of {asof} (" in page
+    assert "()" not in page
+
+
 def test_node_detail_is_a_404_for_tenants(snapshot, alice_client):
     node = Node.objects.get(name="gpu-l40s-worker-01")
     assert alice_client.get(reverse("gpus:node", args=[node.pk])).status_code == 404
@@ -191,6 +204,19 @@ def test_my_gpus_rows_open_a_workload_page(snapshot, alice_client, bob_client):
     assert (
         bob_client.get(reverse("gpus:workload", args=["tenant-globex", ws.pk])).status_code == 404
     )
+
+
+def test_an_admin_sees_tenant_gpus_not_my_gpus(snapshot, admin_client_, alice_client):
+    """A platform admin is no member of tenant-acme: its workloads are not "My GPUs"."""
+    ws = GpuWorkload.objects.get(name="ws")
+    for url in (
+        reverse("gpus:my_gpus", args=["tenant-acme"]),
+        reverse("gpus:workload", args=["tenant-acme", ws.pk]),
+    ):
+        ops = html(admin_client_.get(url, HTTP_ACCEPT_LANGUAGE="en"))
+        assert "Tenant GPUs" in ops and "My GPUs" not in ops
+        mine = html(alice_client.get(url, HTTP_ACCEPT_LANGUAGE="en"))
+        assert "My GPUs" in mine and "Tenant GPUs" not in mine
 
 
 def test_django_admin_is_branded_and_shows_the_snapshot_read_only(snapshot, admin_client_):

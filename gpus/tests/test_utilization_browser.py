@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import time
 import urllib.request
 
@@ -102,5 +103,28 @@ def test_ops_fleet_chart_in_french(page, live_server, platform_admin, telemetry)
     assert page.get_by_role("heading", name="GPU sans télémétrie").is_visible()
     page.get_by_role("button", name="7 j").click()
     assert _chart_points(page, "chart-fleet") >= 12
+    # The time axis speaks French too: "23 nov.", never Plotly's English "Nov 23".
+    ticks = " | ".join(page.locator("#chart-fleet .xtick text").all_text_contents())
+    assert re.search(r"\d{1,2} (janv?|févr?|mars|avr|mai|juin|juil|août|sept|oct|nov|déc)", ticks)
+    assert not re.search(r"\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d", ticks), ticks
     if SHOTS:
         page.screenshot(path=f"{SHOTS}/fleet-fr.png", full_page=True)
+
+
+def test_heatmap_leaves_the_plot_room_on_a_phone(page, live_server, platform_admin, telemetry):
+    """Full node names on a 390 px screen left the heatmap ~60 px wide and cut the longest name."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    log_in(page, live_server, "admin")
+    page.goto(live_server.url + reverse("gpus:util_heatmap"))
+    page.wait_for_selector("#chart-heatmap[data-state=drawn]", timeout=20_000)
+    plot, width = page.evaluate(
+        "(() => { const el = document.getElementById('chart-heatmap');"
+        " return [el._fullLayout._size.w, el.clientWidth]; })()"
+    )
+    assert plot > 0.45 * width, (plot, width)
+    left = page.evaluate(
+        "Math.min(...[...document.querySelectorAll('#chart-heatmap .ytick text')]"
+        ".map(t => t.getBoundingClientRect().left))"
+    )
+    chart_left = page.locator("#chart-heatmap").bounding_box()["x"]
+    assert left >= chart_left - 1  # no name cut at the left edge

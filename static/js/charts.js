@@ -9,6 +9,10 @@
         return r.json();
       })
       .then(function (data) {
+        if (data.loading) {  // query-API mode: a task is reading it; keep what is drawn
+          if (!el.dataset.drawn) { el.dataset.state = "loading"; }
+          return;
+        }
         if (data.empty) {
           if (el.dataset.drawn) { Plotly.purge(el); delete el.dataset.drawn; }
           el.innerHTML = "";
@@ -20,8 +24,11 @@
           return;
         }
         if (!el.dataset.drawn) { el.innerHTML = ""; }
-        Plotly.react(el, data.figure.data, data.figure.layout,
-          { responsive: true, displaylogo: false });
+        // Month names and separators in the page's language (the server sends them).
+        fitNarrow(el, data.figure.data, data.figure.layout);
+        var config = { responsive: true, displaylogo: false };
+        if (data.locale) { Plotly.register(data.locale); config.locale = data.locale.name; }
+        Plotly.react(el, data.figure.data, data.figure.layout, config);
         el.dataset.drawn = "1";
         el.dataset.state = "drawn";
         el.dataset.points = data.points;
@@ -31,11 +38,38 @@
         el.textContent = (el.dataset.errorText || "Error") + " (" + err.message + ")";
       });
   }
+  // On a phone, long node names on a category axis left the heatmap a sliver: keep their
+  // distinguishing tail (the full name stays in the hover) and slim the colour bar.
+  function fitNarrow(el, data, layout) {
+    if (el.clientWidth >= 600) { return; }
+    var y = layout.yaxis || {};
+    if (y.type === "category" && data[0] && data[0].y) {
+      var names = Array.from(data[0].y);
+      y.tickmode = "array";
+      y.tickvals = names;
+      y.ticktext = names.map(function (n) { return n.length > 13 ? "\u2026" + n.slice(-12) : n; });
+      y.tickfont = { size: 10 };
+      layout.margin = Object.assign({}, layout.margin, { l: 8, r: 8 });
+    }
+    data.forEach(function (t) {
+      if (t.colorbar) { t.colorbar.thickness = 8; t.colorbar.tickfont = { size: 10 }; }
+    });
+  }
+  function init(el) {
+    if (el.dataset.started) { return; }
+    el.dataset.started = "1";
+    draw(el);
+    var every = parseInt(el.dataset.refresh || "0", 10);
+    if (every > 0) { setInterval(function () { draw(el); }, every * 1000); }
+  }
   function start() {
-    document.querySelectorAll(".chart[data-src]").forEach(function (el) {
-      draw(el);
-      var every = parseInt(el.dataset.refresh || "0", 10);
-      if (every > 0) { setInterval(function () { draw(el); }, every * 1000); }
+    document.querySelectorAll(".chart[data-src]").forEach(init);
+    // Charts that htmx swaps in later (the one-GPU page in query-API mode).
+    document.body.addEventListener("htmx:load", function (e) {
+      var root = e.detail && e.detail.elt;
+      if (!root || !root.querySelectorAll) { return; }
+      if (root.matches && root.matches(".chart[data-src]")) { init(root); }
+      root.querySelectorAll(".chart[data-src]").forEach(init);
     });
   }
   if (document.readyState === "loading") {
