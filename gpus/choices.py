@@ -121,3 +121,66 @@ SYNC_ERROR_SENTENCES = {
     SyncErrorKind.TLS: _("The portal could not talk to cluster %(name)s securely."),
     SyncErrorKind.UNEXPECTED: _("The last sync of cluster %(name)s failed unexpectedly."),
 }
+
+
+# --- operations: what a person asked the portal to do (DESIGN rule 8) -----------------
+
+
+class OperationKind(models.TextChoices):
+    """Every change the portal makes; node groups (and day-2 actions) reuse the same kinds."""
+
+    CREATE = "create", _("Create")
+    UPDATE = "update", _("Update")
+    START = "start", _("Start")
+    STOP = "stop", _("Stop")
+    DELETE = "delete", _("Delete")
+    RESIZE = "resize", _("Resize")
+    RETRY = "retry", _("Retry")
+
+
+class OperationState(models.TextChoices):
+    PENDING = "pending", _("Submitted")
+    APPLYING = "applying", _("Applying")
+    PROVISIONING = "provisioning", _("In progress")
+    QUEUED = "queued", _("Waiting for capacity")
+    SUCCEEDED = "succeeded", _("Done")
+    FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+ACTIVE_OPERATION_STATES = frozenset(
+    {
+        OperationState.PENDING,
+        OperationState.APPLYING,
+        OperationState.PROVISIONING,
+        OperationState.QUEUED,
+    }
+)
+TERMINAL_OPERATION_STATES = frozenset(
+    {OperationState.SUCCEEDED, OperationState.FAILED, OperationState.CANCELLED}
+)
+# Applied to the cluster: the poller watches these.
+POLLED_OPERATION_STATES = frozenset({OperationState.PROVISIONING, OperationState.QUEUED})
+
+
+class OperationStep(models.TextChoices):
+    """The timeline of a provisioning, in order."""
+
+    SUBMITTED = "submitted", _("Submitted")
+    APPLIED = "applied", _("Applied to the cluster")
+    DISK_READY = "disk_ready", _("Disk ready")
+    SCHEDULED = "scheduled", _("GPU server found")
+    RUNNING = "running", _("Running")
+
+
+class RunStrategy(models.TextChoices):
+    ALWAYS = "Always", _("Always on (restart if it stops)")
+    RERUN_ON_FAILURE = "RerunOnFailure", _("Restart only after a failure")
+    ONCE = "Once", _("Run once")
+    HALTED = "Halted", _("Created stopped")
+
+
+class ExternalAccess(models.TextChoices):
+    NONE = "none", _("No external access")
+    PORTS = "PortList", _("Some ports")
+    WHOLE_IP = "WholeIP", _("The whole IP address")

@@ -28,6 +28,7 @@ def navigation(request: HttpRequest) -> dict[str, object]:
     if user.is_staff:
         items.append((reverse("gpus:nodes"), _("Nodes")))
         items.append((reverse("gpus:tenants"), _("Tenants")))
+        items.append((reverse("gpus:audit"), _("Audit log")))
         items.append((reverse("admin:index"), _("Admin")))
     # The current item is the longest link the path starts with ("/" only matches itself).
     path = request.path

@@ -1,4 +1,4 @@
-"""The admin node list's filters (django-filter): parse query parameters into a queryset."""
+"""The admin lists' filters (django-filter): parse query parameters into a queryset."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import django_filters
 from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.utils.translation import gettext_lazy as _
 
-from .choices import NodeHealth
-from .models import Cluster, GpuModel, Node, NodeGpu
+from .choices import NodeHealth, OperationKind
+from .models import AuditEvent, Cluster, GpuModel, Node, NodeGpu, Tenant
 
 # The sorts the keyset pager serves (see selectors.NODE_SORT_KEYS); "-x" is x descending.
 NODE_SORTS = (
@@ -96,3 +96,30 @@ class NodeFilter(django_filters.FilterSet):
         if self.is_bound and self.is_valid():
             return self.form.cleaned_data.get("cluster")
         return None
+
+
+class AuditFilter(django_filters.FilterSet):
+    """The audit log (platform admins): by tenant, actor, kind of action and time."""
+
+    tenant = django_filters.ModelChoiceFilter(
+        queryset=Tenant.objects.all(), label=_("Tenant"), empty_label=_("Any tenant")
+    )
+    actor = django_filters.CharFilter(
+        field_name="actor_name", lookup_expr="icontains", label=_("Actor"), max_length=150
+    )
+    action = django_filters.ChoiceFilter(
+        field_name="operation__kind",
+        choices=OperationKind.choices,
+        label=_("Operation"),
+        empty_label=_("Any operation"),
+    )
+    since = django_filters.DateFilter(
+        field_name="created_at", lookup_expr="date__gte", label=_("From (date)")
+    )
+    until = django_filters.DateFilter(
+        field_name="created_at", lookup_expr="date__lte", label=_("Until (date)")
+    )
+
+    class Meta:
+        model = AuditEvent
+        fields: list[str] = []

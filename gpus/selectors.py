@@ -10,13 +10,16 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.cache import cache
-from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery, Sum
+from django.db.models import Count, F, Max, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
 from django.utils.timesince import timesince
+from django.utils.translation import gettext as _
 
+from .choices import ACTIVE_OPERATION_STATES, ResourceState, WorkloadKind
 from .models import (
+    AuditEvent,
     Cluster,
     GpuModel,
     GpuWorkload,
@@ -24,6 +27,7 @@ from .models import (
     ModelInventory,
     Node,
     NodeGpu,
+    Operation,
     SyncIssue,
     Tenant,
     TenantAllocation,
@@ -364,6 +368,113 @@ def tenant_workload_page(
     return keyset_page(workloads, WORKLOAD_KEY, page, per_page)
 
 
+# --- operations ------------------------------------------------------------------------
+
+
+def can_operate(user: User, tenant: Tenant) -> bool:
+    """Operators of the tenant and platform admins may change things; viewers only look."""
+    if not user.is_authenticated:
+        return False
+    if user.is_staff:
+        return True
+    membership = membership_of(user, tenant)
+    return bool(membership and membership.can_operate)
+
+
+def tenant_operations(user: User, tenant: Tenant) -> QuerySet[Operation]:
+    """The tenant's operations; ``tenant`` comes from ``get_tenant_for_user`` (already checked)."""
+    return Operation.objects.filter(tenant=tenant).select_related("gpu_model", "cluster")
+
+
+def get_operation_for_user(user: User, namespace: str, pk: int) -> Operation:
+    """An operation of a tenant the user may see, or 404 (never 403)."""
+    tenant = get_tenant_for_user(user, namespace)
+    op = (
+        Operation.objects.filter(tenant=tenant, pk=pk)
+        .select_related("gpu_model", "cluster", "tenant")
+        .first()
+    )
+    if op is None:
+        raise Http404("No such operation.")
+    return op
+
+
+def operations_in_flight(user: User, tenant: Tenant) -> QuerySet[Operation]:
+    """Active operations, and those finished after their cluster's last sync: the snapshot does
+    not show their result yet, so the page shows the operation instead (DESIGN rule 8)."""
+    return tenant_operations(user, tenant).filter(
+        Q(state__in=ACTIVE_OPERATION_STATES)
+        | Q(finished_at__gt=F("cluster__last_synced_at"))
+        | Q(finished_at__isnull=False, cluster__last_synced_at__isnull=True)
+    )
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    gpu_model: GpuModel
+    free_total: int
+    free_max_one: int
+
+
+def served_gpu_models() -> list[ServedModel]:
+    """Models the cluster serves (some node advertises them), with live free counts."""
+    rows = (
+        NodeGpu.objects.filter(installed__gt=0)
+        .values("gpu_model")
+        .annotate(
+            free_total=Sum("free", filter=Q(node__ready=True, node__unschedulable=False)),
+            free_max_one=Max("free", filter=Q(node__ready=True, node__unschedulable=False)),
+        )
+        .order_by()
+    )
+    models = GpuModel.objects.in_bulk([r["gpu_model"] for r in rows])
+    served = [
+        ServedModel(models[r["gpu_model"]], r["free_total"] or 0, r["free_max_one"] or 0)
+        for r in rows
+    ]
+    return sorted(
+        served,
+        key=lambda s: (not s.gpu_model.offered, s.gpu_model.sort_order, s.gpu_model.display_name),
+    )
+
+
+def explain_workloads(workloads: list[GpuWorkload]) -> None:
+    """For VMs waiting on the scheduler: why, in plain words from the snapshot (free in all
+    vs on one server), so "waiting for a free GPU" is never said when GPUs are free.
+    Sets ``explanation`` and ``split_capacity`` on each workload."""
+    from .provisioning import free_on_servers
+
+    for w in workloads:
+        w.explanation, w.split_capacity = "", False
+        if w.state != ResourceState.UNSCHEDULABLE or w.gpu_model is None:
+            continue
+        total, most = free_on_servers(w.gpu_model)
+        wanted = w.gpus_per_instance
+        w.split_capacity = total >= wanted
+        if w.split_capacity:
+            w.explanation = _(
+                "%(n)d x %(model)s wanted: %(total)d free in all, but at most %(most)d on one "
+                "server; it starts when one server has enough."
+            ) % {"n": wanted, "model": w.gpu_model.display_name, "total": total, "most": most}
+        else:
+            w.explanation = _(
+                "Waiting for a free GPU: %(n)d x %(model)s wanted, %(total)d free right now."
+            ) % {"n": wanted, "model": w.gpu_model.display_name, "total": total}
+
+
+def get_vm_for_user(user: User, namespace: str, name: str) -> GpuWorkload:
+    """A GPU VM of a tenant the user may see, by name as the snapshot shows it; else 404."""
+    tenant = get_tenant_for_user(user, namespace)
+    vm = (
+        GpuWorkload.objects.filter(tenant=tenant, kind=WorkloadKind.VM, name=name)
+        .select_related("cluster", "tenant", "gpu_model")
+        .first()
+    )
+    if vm is None:
+        raise Http404("No such VM.")
+    return vm
+
+
 # --- detail pages ----------------------------------------------------------------------
 
 
@@ -441,3 +552,35 @@ def get_tenant_workload(user: User, tenant: Tenant, pk: int) -> GpuWorkload:
     if workload is None:
         raise Http404("No such workload.")
     return workload
+
+
+def tenant_kubernetes_clusters(tenant: Tenant) -> list[str]:
+    """Names of the tenant's Kubernetes clusters the snapshot knows (from their node groups)."""
+    return sorted(
+        set(
+            GpuWorkload.objects.filter(tenant=tenant, kind=WorkloadKind.NODE_GROUP).values_list(
+                "name", flat=True
+            )
+        )
+    )
+
+
+def get_node_group_for_user(user: User, namespace: str, name: str, group: str) -> GpuWorkload:
+    tenant = get_tenant_for_user(user, namespace)
+    row = (
+        GpuWorkload.objects.filter(
+            tenant=tenant, kind=WorkloadKind.NODE_GROUP, name=name, node_group=group
+        )
+        .select_related("cluster", "gpu_model")
+        .first()
+    )
+    if row is None:
+        raise Http404("No such node group.")
+    return row
+
+
+def audit_events(user: User) -> QuerySet[AuditEvent]:
+    """Every audit event, newest first: platform admins only (tenants see their operations)."""
+    if not user.is_staff:
+        raise Http404("No such page.")
+    return AuditEvent.objects.select_related("tenant", "operation").order_by("-created_at", "-pk")

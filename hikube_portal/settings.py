@@ -209,11 +209,38 @@ INVENTORY_SYNC_TASK_RETRIES = env_int("INVENTORY_SYNC_TASK_RETRIES", 2)
 INVENTORY_SYNC_BACKOFF_MAX_SECONDS = env_float("INVENTORY_SYNC_BACKOFF_MAX_SECONDS", 600.0)
 # How often live fragments (inventory, My GPUs) poll the portal, in seconds.
 PAGE_REFRESH_SECONDS = env_int("PAGE_REFRESH_SECONDS", 30)
+# Operations (provisioning): how often the batched poller looks, when a lost task is re-enqueued,
+# how long a claimed apply may run before another worker may take it, and when to give up.
+OPERATION_POLL_SECONDS = env_float("OPERATION_POLL_SECONDS", 2.0)
+OPERATION_RECONCILE_SECONDS = env_float("OPERATION_RECONCILE_SECONDS", 10.0)
+OPERATION_RECONCILE_AFTER_SECONDS = env_float("OPERATION_RECONCILE_AFTER_SECONDS", 10.0)
+OPERATION_LEASE_SECONDS = env_float("OPERATION_LEASE_SECONDS", 60.0)
+OPERATION_TIMEOUT_SECONDS = env_int("OPERATION_TIMEOUT_SECONDS", 900)
+OPERATION_NODE_GROUP_TIMEOUT_SECONDS = env_int("OPERATION_NODE_GROUP_TIMEOUT_SECONDS", 1800)
+OPERATION_RETRY_MAX_SECONDS = env_float("OPERATION_RETRY_MAX_SECONDS", 30.0)
+OPERATION_UNSCHEDULABLE_GRACE_SECONDS = env_float("OPERATION_UNSCHEDULABLE_GRACE_SECONDS", 120.0)
+# How often an operation page asks the portal for its status while it is in flight.
+OPERATION_PAGE_POLL_SECONDS = env_float("OPERATION_PAGE_POLL_SECONDS", 2.0)
 CELERY_BEAT_SCHEDULE = {
     "sync-inventory": {
         "task": "gpus.tasks.sync_all_inventories",
         "schedule": INVENTORY_SYNC_SECONDS,
         "options": {"expires": INVENTORY_SYNC_SECONDS},
+    },
+    "poll-operations": {
+        "task": "gpus.tasks.poll_operations",
+        "schedule": OPERATION_POLL_SECONDS,
+        "options": {"expires": OPERATION_POLL_SECONDS},
+    },
+    "reconcile-operations": {
+        "task": "gpus.tasks.reconcile_operations",
+        "schedule": OPERATION_RECONCILE_SECONDS,
+        "options": {"expires": OPERATION_RECONCILE_SECONDS},
+    },
+    "refresh-served-schemas": {
+        "task": "gpus.tasks.refresh_all_served_schemas",
+        "schedule": 600.0,
+        "options": {"expires": 600.0},
     },
 }
 # GPU telemetry: collect and roll up (settings below; the beat entries are added there).

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,63 +15,179 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='GpuModel',
+            name="GpuModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('resource_name', models.CharField(max_length=253, unique=True, verbose_name='resource name')),
-                ('display_name', models.CharField(max_length=100, verbose_name='display name')),
-                ('architecture', models.CharField(blank=True, max_length=50, verbose_name='architecture')),
-                ('memory_gb', models.DecimalField(blank=True, decimal_places=1, max_digits=6, null=True, verbose_name='memory (GB)')),
-                ('memory_type', models.CharField(blank=True, max_length=50, verbose_name='memory type')),
-                ('int8_tops', models.DecimalField(blank=True, decimal_places=1, max_digits=8, null=True, verbose_name='INT8 (TOPS)')),
-                ('fp32_tflops', models.DecimalField(blank=True, decimal_places=1, max_digits=8, null=True, verbose_name='FP32 (TFLOPS)')),
-                ('tensor_tflops', models.DecimalField(blank=True, decimal_places=1, max_digits=8, null=True, verbose_name='Tensor (TFLOPS)')),
-                ('uses', models.JSONField(blank=True, default=list, verbose_name='typical uses')),
-                ('notes', models.JSONField(blank=True, default=dict, verbose_name='notes')),
-                ('offered', models.BooleanField(default=False, help_text='Shown first in the catalog.', verbose_name='offered by Hikube')),
-                ('is_known', models.BooleanField(default=True, help_text='False for resource names first seen in the cluster, not in the catalog.', verbose_name='known model')),
-                ('sort_order', models.PositiveSmallIntegerField(default=100, verbose_name='sort order')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "resource_name",
+                    models.CharField(max_length=253, unique=True, verbose_name="resource name"),
+                ),
+                ("display_name", models.CharField(max_length=100, verbose_name="display name")),
+                (
+                    "architecture",
+                    models.CharField(blank=True, max_length=50, verbose_name="architecture"),
+                ),
+                (
+                    "memory_gb",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=1,
+                        max_digits=6,
+                        null=True,
+                        verbose_name="memory (GB)",
+                    ),
+                ),
+                (
+                    "memory_type",
+                    models.CharField(blank=True, max_length=50, verbose_name="memory type"),
+                ),
+                (
+                    "int8_tops",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=1,
+                        max_digits=8,
+                        null=True,
+                        verbose_name="INT8 (TOPS)",
+                    ),
+                ),
+                (
+                    "fp32_tflops",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=1,
+                        max_digits=8,
+                        null=True,
+                        verbose_name="FP32 (TFLOPS)",
+                    ),
+                ),
+                (
+                    "tensor_tflops",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=1,
+                        max_digits=8,
+                        null=True,
+                        verbose_name="Tensor (TFLOPS)",
+                    ),
+                ),
+                ("uses", models.JSONField(blank=True, default=list, verbose_name="typical uses")),
+                ("notes", models.JSONField(blank=True, default=dict, verbose_name="notes")),
+                (
+                    "offered",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Shown first in the catalog.",
+                        verbose_name="offered by Hikube",
+                    ),
+                ),
+                (
+                    "is_known",
+                    models.BooleanField(
+                        default=True,
+                        help_text="False for resource names first seen in the cluster, not in the catalog.",
+                        verbose_name="known model",
+                    ),
+                ),
+                (
+                    "sort_order",
+                    models.PositiveSmallIntegerField(default=100, verbose_name="sort order"),
+                ),
             ],
             options={
-                'verbose_name': 'GPU model',
-                'verbose_name_plural': 'GPU models',
-                'ordering': ['-offered', 'sort_order', 'display_name'],
+                "verbose_name": "GPU model",
+                "verbose_name_plural": "GPU models",
+                "ordering": ["-offered", "sort_order", "display_name"],
             },
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('viewer', 'Viewer'), ('operator', 'Operator')], default='viewer', max_length=16, verbose_name='role')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("viewer", "Viewer"), ("operator", "Operator")],
+                        default="viewer",
+                        max_length=16,
+                        verbose_name="role",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'membership',
-                'verbose_name_plural': 'memberships',
+                "verbose_name": "membership",
+                "verbose_name_plural": "memberships",
             },
         ),
         migrations.CreateModel(
-            name='Tenant',
+            name="Tenant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('namespace', models.CharField(max_length=63, unique=True, validators=[django.core.validators.RegexValidator('^tenant-[a-z0-9]([-a-z0-9]*[a-z0-9])?$', 'A tenant namespace looks like tenant-<name>: lowercase letters, digits and dashes.')], verbose_name='namespace')),
-                ('display_name', models.CharField(max_length=100, verbose_name='display name')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('members', models.ManyToManyField(related_name='tenants', through='gpus.Membership', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "namespace",
+                    models.CharField(
+                        max_length=63,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^tenant-[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                                "A tenant namespace looks like tenant-<name>: lowercase letters, digits and dashes.",
+                            )
+                        ],
+                        verbose_name="namespace",
+                    ),
+                ),
+                ("display_name", models.CharField(max_length=100, verbose_name="display name")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "members",
+                    models.ManyToManyField(
+                        related_name="tenants",
+                        through="gpus.Membership",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'tenant',
-                'verbose_name_plural': 'tenants',
-                'ordering': ['namespace'],
+                "verbose_name": "tenant",
+                "verbose_name_plural": "tenants",
+                "ordering": ["namespace"],
             },
         ),
         migrations.AddField(
-            model_name='membership',
-            name='tenant',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='gpus.tenant'),
+            model_name="membership",
+            name="tenant",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="memberships",
+                to="gpus.tenant",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.UniqueConstraint(fields=('user', 'tenant'), name='unique_membership'),
+            model_name="membership",
+            constraint=models.UniqueConstraint(fields=("user", "tenant"), name="unique_membership"),
         ),
     ]

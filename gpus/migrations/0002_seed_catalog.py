@@ -126,7 +126,9 @@ def seed(apps, schema_editor):
     GpuModel = apps.get_model("gpus", "GpuModel")
     for row in OFFERED:
         values = dict(row, offered=True, is_known=True)
-        GpuModel.objects.update_or_create(resource_name=values.pop("resource_name"), defaults=values)
+        GpuModel.objects.update_or_create(
+            resource_name=values.pop("resource_name"), defaults=values
+        )
     for order, (resource_name, display_name, architecture) in enumerate(OTHERS, start=100):
         GpuModel.objects.update_or_create(
             resource_name=resource_name,

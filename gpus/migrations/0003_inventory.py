@@ -5,146 +5,360 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gpus', '0002_seed_catalog'),
+        ("gpus", "0002_seed_catalog"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Cluster',
+            name="Cluster",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=63, unique=True, verbose_name='name')),
-                ('kubeconfig', models.CharField(blank=True, max_length=500, verbose_name='kubeconfig path')),
-                ('context', models.CharField(blank=True, max_length=200, verbose_name='kubeconfig context')),
-                ('in_cluster', models.BooleanField(default=False, verbose_name='in-cluster config')),
-                ('vm_kind', models.CharField(blank=True, max_length=40, verbose_name='VM kind')),
-                ('node_group_disk_field', models.CharField(blank=True, max_length=40, verbose_name='node-group disk field')),
-                ('last_synced_at', models.DateTimeField(blank=True, null=True, verbose_name='last successful sync')),
-                ('last_attempt_at', models.DateTimeField(blank=True, null=True, verbose_name='last sync attempt')),
-                ('last_sync_seconds', models.FloatField(blank=True, null=True, verbose_name='last sync duration (s)')),
-                ('last_error', models.TextField(blank=True, verbose_name='last sync error')),
-                ('unreachable_since', models.DateTimeField(blank=True, null=True, verbose_name='unreachable since')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=63, unique=True, verbose_name="name")),
+                (
+                    "kubeconfig",
+                    models.CharField(blank=True, max_length=500, verbose_name="kubeconfig path"),
+                ),
+                (
+                    "context",
+                    models.CharField(blank=True, max_length=200, verbose_name="kubeconfig context"),
+                ),
+                (
+                    "in_cluster",
+                    models.BooleanField(default=False, verbose_name="in-cluster config"),
+                ),
+                ("vm_kind", models.CharField(blank=True, max_length=40, verbose_name="VM kind")),
+                (
+                    "node_group_disk_field",
+                    models.CharField(
+                        blank=True, max_length=40, verbose_name="node-group disk field"
+                    ),
+                ),
+                (
+                    "last_synced_at",
+                    models.DateTimeField(
+                        blank=True, null=True, verbose_name="last successful sync"
+                    ),
+                ),
+                (
+                    "last_attempt_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="last sync attempt"),
+                ),
+                (
+                    "last_sync_seconds",
+                    models.FloatField(blank=True, null=True, verbose_name="last sync duration (s)"),
+                ),
+                ("last_error", models.TextField(blank=True, verbose_name="last sync error")),
+                (
+                    "unreachable_since",
+                    models.DateTimeField(blank=True, null=True, verbose_name="unreachable since"),
+                ),
             ],
             options={
-                'verbose_name': 'cluster',
-                'verbose_name_plural': 'clusters',
-                'ordering': ['name'],
+                "verbose_name": "cluster",
+                "verbose_name_plural": "clusters",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Node',
+            name="Node",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=253, verbose_name='name')),
-                ('health', models.CharField(choices=[('ready', 'Ready'), ('cordoned', 'Cordoned'), ('not_ready', 'Not ready')], max_length=16, verbose_name='health')),
-                ('ready', models.BooleanField(default=True, verbose_name='ready')),
-                ('unschedulable', models.BooleanField(default=False, verbose_name='cordoned')),
-                ('taints', models.JSONField(blank=True, default=list, verbose_name='taints')),
-                ('labels', models.JSONField(blank=True, default=dict, verbose_name='labels')),
-                ('gpu_installed', models.PositiveIntegerField(default=0, verbose_name='GPUs installed')),
-                ('gpu_allocated', models.PositiveIntegerField(default=0, verbose_name='GPUs allocated')),
-                ('gpu_free', models.PositiveIntegerField(default=0, verbose_name='GPUs free')),
-                ('synced_at', models.DateTimeField(verbose_name='synced at')),
-                ('cluster', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='nodes', to='gpus.cluster')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=253, verbose_name="name")),
+                (
+                    "health",
+                    models.CharField(
+                        choices=[
+                            ("ready", "Ready"),
+                            ("cordoned", "Cordoned"),
+                            ("not_ready", "Not ready"),
+                        ],
+                        max_length=16,
+                        verbose_name="health",
+                    ),
+                ),
+                ("ready", models.BooleanField(default=True, verbose_name="ready")),
+                ("unschedulable", models.BooleanField(default=False, verbose_name="cordoned")),
+                ("taints", models.JSONField(blank=True, default=list, verbose_name="taints")),
+                ("labels", models.JSONField(blank=True, default=dict, verbose_name="labels")),
+                (
+                    "gpu_installed",
+                    models.PositiveIntegerField(default=0, verbose_name="GPUs installed"),
+                ),
+                (
+                    "gpu_allocated",
+                    models.PositiveIntegerField(default=0, verbose_name="GPUs allocated"),
+                ),
+                ("gpu_free", models.PositiveIntegerField(default=0, verbose_name="GPUs free")),
+                ("synced_at", models.DateTimeField(verbose_name="synced at")),
+                (
+                    "cluster",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="nodes",
+                        to="gpus.cluster",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'node',
-                'verbose_name_plural': 'nodes',
-                'ordering': ['name'],
+                "verbose_name": "node",
+                "verbose_name_plural": "nodes",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='NodeGpu',
+            name="NodeGpu",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('installed', models.PositiveIntegerField(default=0)),
-                ('allocated', models.PositiveIntegerField(default=0)),
-                ('free', models.PositiveIntegerField(default=0)),
-                ('gpu_model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='node_gpus', to='gpus.gpumodel')),
-                ('node', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='gpus', to='gpus.node')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("installed", models.PositiveIntegerField(default=0)),
+                ("allocated", models.PositiveIntegerField(default=0)),
+                ("free", models.PositiveIntegerField(default=0)),
+                (
+                    "gpu_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="node_gpus",
+                        to="gpus.gpumodel",
+                    ),
+                ),
+                (
+                    "node",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="gpus",
+                        to="gpus.node",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='TenantAllocation',
+            name="TenantAllocation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('namespace', models.CharField(max_length=63)),
-                ('allocated', models.PositiveIntegerField(default=0)),
-                ('cluster', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='allocations', to='gpus.cluster')),
-                ('gpu_model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='allocations', to='gpus.gpumodel')),
-                ('tenant', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='allocations', to='gpus.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("namespace", models.CharField(max_length=63)),
+                ("allocated", models.PositiveIntegerField(default=0)),
+                (
+                    "cluster",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="allocations",
+                        to="gpus.cluster",
+                    ),
+                ),
+                (
+                    "gpu_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="allocations",
+                        to="gpus.gpumodel",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="allocations",
+                        to="gpus.tenant",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='GpuWorkload',
+            name="GpuWorkload",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('vm', 'GPU virtual machine'), ('node_group', 'Kubernetes node group')], max_length=16, verbose_name='kind')),
-                ('app_kind', models.CharField(max_length=40, verbose_name='Cozystack kind')),
-                ('name', models.CharField(max_length=63, verbose_name='name')),
-                ('node_group', models.CharField(blank=True, max_length=63, verbose_name='node group')),
-                ('gpus_per_instance', models.PositiveIntegerField(default=0, verbose_name='GPUs per instance')),
-                ('instances', models.PositiveIntegerField(default=1, verbose_name='instances')),
-                ('gpus_held', models.PositiveIntegerField(default=0, verbose_name='GPUs held')),
-                ('state', models.CharField(choices=[('pending', 'Pending'), ('provisioning', 'Provisioning'), ('starting', 'Starting'), ('running', 'Running'), ('scaling', 'Scaling'), ('unschedulable', 'Waiting for a free GPU'), ('stopping', 'Stopping'), ('stopped', 'Stopped'), ('deleting', 'Deleting'), ('failed', 'Failed'), ('unknown', 'Unknown')], default='unknown', max_length=16, verbose_name='state')),
-                ('reason', models.CharField(blank=True, max_length=200, verbose_name='reason')),
-                ('message', models.TextField(blank=True, verbose_name='message')),
-                ('created_in_portal', models.BooleanField(default=False, verbose_name='created in the portal')),
-                ('last_seen_at', models.DateTimeField(blank=True, null=True, verbose_name='last seen in the cluster')),
-                ('cluster', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='workloads', to='gpus.cluster')),
-                ('gpu_model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='workloads', to='gpus.gpumodel')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='workloads', to='gpus.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("vm", "GPU virtual machine"),
+                            ("node_group", "Kubernetes node group"),
+                        ],
+                        max_length=16,
+                        verbose_name="kind",
+                    ),
+                ),
+                ("app_kind", models.CharField(max_length=40, verbose_name="Cozystack kind")),
+                ("name", models.CharField(max_length=63, verbose_name="name")),
+                (
+                    "node_group",
+                    models.CharField(blank=True, max_length=63, verbose_name="node group"),
+                ),
+                (
+                    "gpus_per_instance",
+                    models.PositiveIntegerField(default=0, verbose_name="GPUs per instance"),
+                ),
+                ("instances", models.PositiveIntegerField(default=1, verbose_name="instances")),
+                ("gpus_held", models.PositiveIntegerField(default=0, verbose_name="GPUs held")),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("provisioning", "Provisioning"),
+                            ("starting", "Starting"),
+                            ("running", "Running"),
+                            ("scaling", "Scaling"),
+                            ("unschedulable", "Waiting for a free GPU"),
+                            ("stopping", "Stopping"),
+                            ("stopped", "Stopped"),
+                            ("deleting", "Deleting"),
+                            ("failed", "Failed"),
+                            ("unknown", "Unknown"),
+                        ],
+                        default="unknown",
+                        max_length=16,
+                        verbose_name="state",
+                    ),
+                ),
+                ("reason", models.CharField(blank=True, max_length=200, verbose_name="reason")),
+                ("message", models.TextField(blank=True, verbose_name="message")),
+                (
+                    "created_in_portal",
+                    models.BooleanField(default=False, verbose_name="created in the portal"),
+                ),
+                (
+                    "last_seen_at",
+                    models.DateTimeField(
+                        blank=True, null=True, verbose_name="last seen in the cluster"
+                    ),
+                ),
+                (
+                    "cluster",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="workloads",
+                        to="gpus.cluster",
+                    ),
+                ),
+                (
+                    "gpu_model",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="workloads",
+                        to="gpus.gpumodel",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="workloads",
+                        to="gpus.tenant",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'GPU workload',
-                'verbose_name_plural': 'GPU workloads',
-                'ordering': ['name', 'node_group'],
-                'constraints': [models.UniqueConstraint(fields=('cluster', 'tenant', 'kind', 'name', 'node_group'), name='unique_workload')],
+                "verbose_name": "GPU workload",
+                "verbose_name_plural": "GPU workloads",
+                "ordering": ["name", "node_group"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("cluster", "tenant", "kind", "name", "node_group"),
+                        name="unique_workload",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ModelInventory',
+            name="ModelInventory",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('installed', models.PositiveIntegerField(default=0)),
-                ('allocated', models.PositiveIntegerField(default=0)),
-                ('free', models.PositiveIntegerField(default=0)),
-                ('unavailable', models.PositiveIntegerField(default=0)),
-                ('cluster', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='model_totals', to='gpus.cluster')),
-                ('gpu_model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='totals', to='gpus.gpumodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("installed", models.PositiveIntegerField(default=0)),
+                ("allocated", models.PositiveIntegerField(default=0)),
+                ("free", models.PositiveIntegerField(default=0)),
+                ("unavailable", models.PositiveIntegerField(default=0)),
+                (
+                    "cluster",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="model_totals",
+                        to="gpus.cluster",
+                    ),
+                ),
+                (
+                    "gpu_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="totals",
+                        to="gpus.gpumodel",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('cluster', 'gpu_model'), name='unique_model_total')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("cluster", "gpu_model"), name="unique_model_total"
+                    )
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='node',
-            index=models.Index(fields=['name'], name='node_name_idx'),
+            model_name="node",
+            index=models.Index(fields=["name"], name="node_name_idx"),
         ),
         migrations.AddIndex(
-            model_name='node',
-            index=models.Index(fields=['health', 'name'], name='node_health_idx'),
+            model_name="node",
+            index=models.Index(fields=["health", "name"], name="node_health_idx"),
         ),
         migrations.AddIndex(
-            model_name='node',
-            index=models.Index(fields=['gpu_free', 'name'], name='node_free_idx'),
+            model_name="node",
+            index=models.Index(fields=["gpu_free", "name"], name="node_free_idx"),
         ),
         migrations.AddConstraint(
-            model_name='node',
-            constraint=models.UniqueConstraint(fields=('cluster', 'name'), name='unique_node_per_cluster'),
+            model_name="node",
+            constraint=models.UniqueConstraint(
+                fields=("cluster", "name"), name="unique_node_per_cluster"
+            ),
         ),
         migrations.AddIndex(
-            model_name='nodegpu',
-            index=models.Index(fields=['gpu_model', 'free'], name='nodegpu_model_free_idx'),
+            model_name="nodegpu",
+            index=models.Index(fields=["gpu_model", "free"], name="nodegpu_model_free_idx"),
         ),
         migrations.AddConstraint(
-            model_name='nodegpu',
-            constraint=models.UniqueConstraint(fields=('node', 'gpu_model'), name='unique_node_gpu_model'),
+            model_name="nodegpu",
+            constraint=models.UniqueConstraint(
+                fields=("node", "gpu_model"), name="unique_node_gpu_model"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='tenantallocation',
-            constraint=models.UniqueConstraint(fields=('cluster', 'namespace', 'gpu_model'), name='unique_tenant_allocation'),
+            model_name="tenantallocation",
+            constraint=models.UniqueConstraint(
+                fields=("cluster", "namespace", "gpu_model"), name="unique_tenant_allocation"
+            ),
         ),
     ]

@@ -4,50 +4,57 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gpus', '0003_inventory'),
+        ("gpus", "0003_inventory"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='node',
-            name='node_name_idx',
+            model_name="node",
+            name="node_name_idx",
         ),
         migrations.RemoveIndex(
-            model_name='node',
-            name='node_health_idx',
+            model_name="node",
+            name="node_health_idx",
         ),
         migrations.RemoveIndex(
-            model_name='node',
-            name='node_free_idx',
+            model_name="node",
+            name="node_free_idx",
         ),
         migrations.AddIndex(
-            model_name='gpuworkload',
-            index=models.Index(fields=['tenant', 'name', 'node_group', 'id'], name='workload_tenant_key_idx'),
+            model_name="gpuworkload",
+            index=models.Index(
+                fields=["tenant", "name", "node_group", "id"], name="workload_tenant_key_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='node',
-            index=models.Index(fields=['name', 'id'], name='node_name_key_idx'),
+            model_name="node",
+            index=models.Index(fields=["name", "id"], name="node_name_key_idx"),
         ),
         migrations.AddIndex(
-            model_name='node',
-            index=models.Index(fields=['health', 'name', 'id'], name='node_health_key_idx'),
+            model_name="node",
+            index=models.Index(fields=["health", "name", "id"], name="node_health_key_idx"),
         ),
         migrations.AddIndex(
-            model_name='node',
-            index=models.Index(fields=['gpu_free', 'name', 'id'], name='node_free_key_idx'),
+            model_name="node",
+            index=models.Index(fields=["gpu_free", "name", "id"], name="node_free_key_idx"),
         ),
         migrations.AddIndex(
-            model_name='node',
-            index=models.Index(fields=['gpu_allocated', 'name', 'id'], name='node_allocated_key_idx'),
+            model_name="node",
+            index=models.Index(
+                fields=["gpu_allocated", "name", "id"], name="node_allocated_key_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='node',
-            index=models.Index(fields=['gpu_installed', 'name', 'id'], name='node_installed_key_idx'),
+            model_name="node",
+            index=models.Index(
+                fields=["gpu_installed", "name", "id"], name="node_installed_key_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='tenantallocation',
-            index=models.Index(fields=['namespace', 'gpu_model', 'allocated'], name='allocation_tenant_key_idx'),
+            model_name="tenantallocation",
+            index=models.Index(
+                fields=["namespace", "gpu_model", "allocated"], name="allocation_tenant_key_idx"
+            ),
         ),
     ]

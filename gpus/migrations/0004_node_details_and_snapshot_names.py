@@ -4,28 +4,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gpus', '0003_inventory'),
+        ("gpus", "0003_inventory"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='modelinventory',
-            options={'verbose_name': 'model total', 'verbose_name_plural': 'model totals'},
+            name="modelinventory",
+            options={"verbose_name": "model total", "verbose_name_plural": "model totals"},
         ),
         migrations.AlterModelOptions(
-            name='tenantallocation',
-            options={'verbose_name': 'tenant allocation', 'verbose_name_plural': 'tenant allocations'},
+            name="tenantallocation",
+            options={
+                "verbose_name": "tenant allocation",
+                "verbose_name_plural": "tenant allocations",
+            },
         ),
         migrations.AddField(
-            model_name='node',
-            name='conditions',
-            field=models.JSONField(blank=True, default=list, verbose_name='conditions'),
+            model_name="node",
+            name="conditions",
+            field=models.JSONField(blank=True, default=list, verbose_name="conditions"),
         ),
         migrations.AddField(
-            model_name='node',
-            name='holders',
-            field=models.JSONField(blank=True, default=list, verbose_name='GPU holders'),
+            model_name="node",
+            name="holders",
+            field=models.JSONField(blank=True, default=list, verbose_name="GPU holders"),
         ),
     ]

@@ -5,72 +5,92 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gpus', '0003_inventory'),
+        ("gpus", "0003_inventory"),
     ]
 
     operations = [
         migrations.RemoveField(
-            model_name='node',
-            name='synced_at',
+            model_name="node",
+            name="synced_at",
         ),
         migrations.AddField(
-            model_name='cluster',
-            name='consecutive_failures',
-            field=models.PositiveIntegerField(default=0, verbose_name='failed syncs in a row'),
+            model_name="cluster",
+            name="consecutive_failures",
+            field=models.PositiveIntegerField(default=0, verbose_name="failed syncs in a row"),
         ),
         migrations.AddField(
-            model_name='cluster',
-            name='last_sync_rows',
-            field=models.PositiveIntegerField(blank=True, null=True, verbose_name='rows written by the last sync'),
+            model_name="cluster",
+            name="last_sync_rows",
+            field=models.PositiveIntegerField(
+                blank=True, null=True, verbose_name="rows written by the last sync"
+            ),
         ),
         migrations.AddField(
-            model_name='cluster',
-            name='next_sync_at',
-            field=models.DateTimeField(blank=True, null=True, verbose_name='next scheduled sync'),
+            model_name="cluster",
+            name="next_sync_at",
+            field=models.DateTimeField(blank=True, null=True, verbose_name="next scheduled sync"),
         ),
         migrations.AddField(
-            model_name='cluster',
-            name='sync_lease',
+            model_name="cluster",
+            name="sync_lease",
             field=models.CharField(blank=True, editable=False, max_length=32),
         ),
         migrations.AddField(
-            model_name='cluster',
-            name='sync_lease_until',
+            model_name="cluster",
+            name="sync_lease_until",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name='gpuworkload',
-            name='gpu_resource',
-            field=models.CharField(blank=True, max_length=253, verbose_name='GPU resource name'),
+            model_name="gpuworkload",
+            name="gpu_resource",
+            field=models.CharField(blank=True, max_length=253, verbose_name="GPU resource name"),
         ),
         migrations.AddField(
-            model_name='node',
-            name='fingerprint',
+            model_name="node",
+            name="fingerprint",
             field=models.CharField(blank=True, editable=False, max_length=32),
         ),
         migrations.AlterField(
-            model_name='gpuworkload',
-            name='last_seen_at',
-            field=models.DateTimeField(blank=True, null=True, verbose_name='in the cluster since'),
+            model_name="gpuworkload",
+            name="last_seen_at",
+            field=models.DateTimeField(blank=True, null=True, verbose_name="in the cluster since"),
         ),
         migrations.CreateModel(
-            name='SyncIssue',
+            name="SyncIssue",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(max_length=63, verbose_name='kind')),
-                ('namespace', models.CharField(blank=True, max_length=253, verbose_name='namespace')),
-                ('name', models.CharField(max_length=253, verbose_name='name')),
-                ('problem', models.TextField(verbose_name='problem')),
-                ('first_seen_at', models.DateTimeField(verbose_name='first seen')),
-                ('cluster', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='sync_issues', to='gpus.cluster')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("kind", models.CharField(max_length=63, verbose_name="kind")),
+                (
+                    "namespace",
+                    models.CharField(blank=True, max_length=253, verbose_name="namespace"),
+                ),
+                ("name", models.CharField(max_length=253, verbose_name="name")),
+                ("problem", models.TextField(verbose_name="problem")),
+                ("first_seen_at", models.DateTimeField(verbose_name="first seen")),
+                (
+                    "cluster",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="sync_issues",
+                        to="gpus.cluster",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'skipped object',
-                'verbose_name_plural': 'skipped objects',
-                'ordering': ['cluster', 'kind', 'namespace', 'name'],
-                'constraints': [models.UniqueConstraint(fields=('cluster', 'kind', 'namespace', 'name'), name='unique_sync_issue')],
+                "verbose_name": "skipped object",
+                "verbose_name_plural": "skipped objects",
+                "ordering": ["cluster", "kind", "namespace", "name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("cluster", "kind", "namespace", "name"), name="unique_sync_issue"
+                    )
+                ],
             },
         ),
     ]

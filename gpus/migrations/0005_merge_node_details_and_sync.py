@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gpus', '0004_node_details_and_snapshot_names'),
-        ('gpus', '0004_sync_writes_only_changes'),
+        ("gpus", "0004_node_details_and_snapshot_names"),
+        ("gpus", "0004_sync_writes_only_changes"),
     ]
 
-    operations = [
-    ]
+    operations = []

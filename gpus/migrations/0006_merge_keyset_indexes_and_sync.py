@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gpus', '0004_keyset_page_indexes'),
-        ('gpus', '0005_merge_node_details_and_sync'),
+        ("gpus", "0004_keyset_page_indexes"),
+        ("gpus", "0005_merge_node_details_and_sync"),
     ]
 
-    operations = [
-    ]
+    operations = []

@@ -4,15 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gpus', '0006_gpu_telemetry'),
+        ("gpus", "0006_gpu_telemetry"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='grouprollup',
-            name='scope',
-            field=models.CharField(choices=[('fleet', 'Fleet'), ('cluster', 'Cluster'), ('model', 'Model'), ('tenant', 'Tenant'), ('node', 'Node'), ('workload', 'Workload')], max_length=8),
+            model_name="grouprollup",
+            name="scope",
+            field=models.CharField(
+                choices=[
+                    ("fleet", "Fleet"),
+                    ("cluster", "Cluster"),
+                    ("model", "Model"),
+                    ("tenant", "Tenant"),
+                    ("node", "Node"),
+                    ("workload", "Workload"),
+                ],
+                max_length=8,
+            ),
         ),
     ]

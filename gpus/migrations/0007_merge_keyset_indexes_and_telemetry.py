@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gpus', '0006_gpu_telemetry'),
-        ('gpus', '0006_merge_keyset_indexes_and_sync'),
+        ("gpus", "0006_gpu_telemetry"),
+        ("gpus", "0006_merge_keyset_indexes_and_sync"),
     ]
 
-    operations = [
-    ]
+    operations = []

@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gpus', '0007_group_rollup_node_and_workload_scopes'),
-        ('gpus', '0007_merge_keyset_indexes_and_telemetry'),
+        ("gpus", "0007_group_rollup_node_and_workload_scopes"),
+        ("gpus", "0007_merge_keyset_indexes_and_telemetry"),
     ]
 
-    operations = [
-    ]
+    operations = []

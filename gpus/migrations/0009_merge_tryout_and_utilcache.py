@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gpus', '0008_merge_french_notes_and_keyset'),
-        ('gpus', '0008_merge_rollup_scopes_and_keyset'),
+        ("gpus", "0008_merge_french_notes_and_keyset"),
+        ("gpus", "0008_merge_rollup_scopes_and_keyset"),
     ]
 
-    operations = [
-    ]
+    operations = []

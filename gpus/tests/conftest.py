@@ -196,3 +196,20 @@ def snapshot(acme, globex) -> Cluster:
         state=ResourceState.RUNNING,
     )
     return cluster
+
+
+@pytest.fixture
+def worker_factory(tmp_path):
+    """Real Celery workers (with beat) for provisioning tests; stopped at the end."""
+    from gpus.tests.test_provisioning_worker import Worker
+
+    workers: list[Worker] = []
+
+    def make(env: dict[str, str] | None = None) -> Worker:
+        w = Worker(tmp_path, env)
+        workers.append(w)
+        return w
+
+    yield make
+    for w in workers:
+        w.stop()

@@ -322,8 +322,9 @@ def test_overview_and_my_gpus_query_counts_are_pinned(
         admin_client_.get(reverse("gpus:inventory"))
     with django_assert_num_queries(7):
         alice_client.get(reverse("gpus:inventory"))
-    # session, user, nav tenant, tenant, clusters, tenant again (selector check), the page.
-    with django_assert_num_queries(7):
+    # session, user, nav tenant, tenant, clusters, tenant again (selector check), the page,
+    # + the operations in flight and the membership that allows actions (provisioning).
+    with django_assert_num_queries(9):
         alice_client.get(reverse("gpus:my_gpus", args=[acme.namespace]), {"cluster": "west"})
     # session, user, nav tenant, clusters, models, free per model.
     with django_assert_num_queries(6):

@@ -269,7 +269,8 @@ def test_favicon_and_health_need_no_login(db):
         ("alice_client", "/compare/", 5),
         ("alice_client", "/advisor/?workload=llm", 4),
         ("alice_client", "/tenants/tenant-acme/", 9),
-        ("alice_client", "/tenants/tenant-acme/gpus/", 7),
+        # My GPUs also shows the operations in flight and, for operators, the actions (+2).
+        ("alice_client", "/tenants/tenant-acme/gpus/", 9),
         ("alice_client", "WORKLOAD", 6),
         ("admin_client_", "/tenants/", 4),
         ("admin_client_", "NODE", 6),

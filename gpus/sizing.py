@@ -1,0 +1,119 @@
+"""Hikube's instance types and the choices of the GPU VM form (domain reference §2, §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.utils.translation import gettext_lazy as _
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    name: str
+    vcpu: int
+    memory_gb: int
+    series: str
+
+
+# Hikube's table (s1 is Hikube's own; gn1 is deprecated and never offered).
+_TABLE = {
+    "s1": [
+        ("small", 1, 2),
+        ("medium", 2, 4),
+        ("large", 4, 8),
+        ("xlarge", 8, 16),
+        ("3large", 12, 24),
+        ("2xlarge", 16, 32),
+        ("3xlarge", 24, 48),
+        ("4xlarge", 32, 64),
+        ("8xlarge", 64, 128),
+    ],
+    "u1": [
+        ("medium", 1, 4),
+        ("large", 2, 8),
+        ("xlarge", 4, 16),
+        ("2xlarge", 8, 32),
+        ("4xlarge", 16, 64),
+        ("8xlarge", 32, 128),
+    ],
+    "m1": [
+        ("large", 2, 16),
+        ("xlarge", 4, 32),
+        ("2xlarge", 8, 64),
+        ("4xlarge", 16, 128),
+        ("8xlarge", 32, 256),
+    ],
+}
+INSTANCE_TYPES: dict[str, InstanceType] = {
+    f"{series}.{size}": InstanceType(f"{series}.{size}", vcpu, mem, series)
+    for series, sizes in _TABLE.items()
+    for size, vcpu, mem in sizes
+}
+SERIES_LABELS = {
+    "s1": _("Standard (shared, 1:2)"),
+    "u1": _("Universal (1:4, recommended for GPUs)"),
+    "m1": _("Memory (1:8)"),
+}
+MIN_VCPU_PER_GPU = 8
+# NVIDIA's driver needs at least 4 GiB of RAM (chart schema note on gpus).
+MIN_MEMORY_GB = 4
+
+
+def recommended_instance_type(gpus: int) -> str:
+    """Hikube FAQ: 1 GPU -> u1.2xlarge, multi-GPU -> u1.8xlarge (8-16 vCPU per GPU)."""
+    if gpus <= 1:
+        return "u1.2xlarge"
+    if gpus == 2:
+        return "u1.4xlarge"
+    return "u1.8xlarge"
+
+
+def instance_type_choices() -> list[tuple[str, list[tuple[str, str]]]]:
+    groups = []
+    for series, label in SERIES_LABELS.items():
+        items = [
+            (t.name, f"{t.name} — {t.vcpu} vCPU / {t.memory_gb} GB")
+            for t in INSTANCE_TYPES.values()
+            if t.series == series
+        ]
+        groups.append((str(label), items))
+    return groups
+
+
+INSTANCE_PROFILES = [
+    ("ubuntu", "Ubuntu"),
+    ("fedora", "Fedora"),
+    ("centos.stream9", "CentOS Stream 9"),
+    ("rhel.9", "RHEL 9"),
+    ("opensuse.leap", "openSUSE Leap"),
+    ("alpine", "Alpine"),
+    ("windows.2k22.virtio", "Windows Server 2022"),
+]
+# Hikube golden images ({os}-{version}) for a VMDisk (current/head flavours).
+DISK_IMAGES = [
+    ("ubuntu-2404", "Ubuntu 24.04"),
+    ("ubuntu-2204", "Ubuntu 22.04"),
+    ("debian-12", "Debian 12"),
+    ("rocky-9", "Rocky Linux 9"),
+    ("almalinux-9", "AlmaLinux 9"),
+]
+# The legacy VirtualMachine's systemDisk.image enum.
+LEGACY_IMAGES = [
+    ("ubuntu", "Ubuntu"),
+    ("fedora", "Fedora"),
+    ("alpine", "Alpine"),
+    ("cirros", "CirrOS"),
+    ("talos", "Talos"),
+]
+STORAGE_CLASSES = [
+    ("replicated", _("replicated (survives a server failure)")),
+    ("replicated-async", _("replicated-async")),
+    ("local", _("local (fastest, lost with the server)")),
+]
+# The Hikube FAQ's NVIDIA driver snippet for a VM's cloud-init.
+NVIDIA_DRIVER_CLOUD_INIT = """#cloud-config
+runcmd:
+  - apt-get update
+  - apt-get install -y linux-headers-$(uname -r)
+  - apt-get install -y nvidia-driver-550 nvidia-utils-550
+"""
