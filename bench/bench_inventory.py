@@ -365,6 +365,9 @@ def prepare_pages(gpus: int) -> dict[str, Any]:
     first = clients["admin"].get(urls["nodes_first_page"][1]).content.decode()
     cursor = re.search(r'href="\?([^"]*after=[^"&]*)"', first).group(1).replace("&amp;", "&")
     urls["nodes_second_page"] = ("admin", f"{urls['nodes_first_page'][1]}?{cursor}")
+    # The name search ("contains"): the last node name matches one node per cluster.
+    last_name = Node.objects.order_by("-name").values_list("name", flat=True).first()
+    urls["nodes_search"] = ("admin", f"{urls['nodes_first_page'][1]}?q={last_name}")
     return {
         "gpus": gpus,
         "nodes": Node.objects.count(),

@@ -81,13 +81,18 @@ class ClusterAdmin(ReadOnlyAdmin):
         "last_attempt_at",
         "last_sync_seconds",
         "unreachable_since",
+        "last_error_kind",
         "short_error",
     ]
+    list_filter = ["last_error_kind"]
     search_fields = ["name"]
 
     @admin.display(description=_("last sync error"))
     def short_error(self, obj: Cluster) -> str:
-        return obj.last_error[:120]
+        """The plain sentence in the admin's language, then the raw detail (cut short)."""
+        if not obj.last_error:
+            return ""
+        return f"{obj.error_sentence} ({obj.last_error[:120]})"
 
 
 @admin.register(SyncIssue)

@@ -85,6 +85,44 @@ TERMINAL_RESOURCE_STATES = frozenset(
 # How the cluster's status maps to these states: gpus.kube.states (pure, shared with the poller).
 
 
+class SyncErrorKind(models.TextChoices):
+    """Why a cluster's last sync failed (codes from gpus.kube.errors.failure_kind)."""
+
+    UNREACHABLE = "unreachable", _("Unreachable")
+    TIMEOUT = "timeout", _("No answer in time")
+    SERVER_ERROR = "server_error", _("Cluster error")
+    RATE_LIMITED = "rate_limited", _("Too many requests")
+    UNAUTHORIZED = "unauthorized", _("Credentials refused")
+    FORBIDDEN = "forbidden", _("Access refused")
+    INVALID = "invalid", _("Request rejected")
+    NOT_FOUND = "not_found", _("Not found")
+    TLS = "tls", _("Secure connection failed")
+    UNEXPECTED = "unexpected", _("Unexpected error")
+
+
+# The sentence shown for each kind, in plain words; %(name)s is the cluster's name.
+SYNC_ERROR_SENTENCES = {
+    SyncErrorKind.UNREACHABLE: _("The portal could not reach cluster %(name)s."),
+    SyncErrorKind.TIMEOUT: _("Cluster %(name)s did not answer in time."),
+    SyncErrorKind.SERVER_ERROR: _("Cluster %(name)s answered with an internal error."),
+    SyncErrorKind.RATE_LIMITED: _(
+        "Cluster %(name)s is busy and asked the portal to slow down; it will try again later."
+    ),
+    SyncErrorKind.UNAUTHORIZED: _(
+        "Cluster %(name)s did not accept the portal's credentials (expired or wrong)."
+    ),
+    SyncErrorKind.FORBIDDEN: _(
+        "Cluster %(name)s refused the portal access to what it needs to read."
+    ),
+    SyncErrorKind.INVALID: _("Cluster %(name)s rejected the portal's request as invalid."),
+    SyncErrorKind.NOT_FOUND: _(
+        "Cluster %(name)s does not serve what the portal reads (an API is missing)."
+    ),
+    SyncErrorKind.TLS: _("The portal could not talk to cluster %(name)s securely."),
+    SyncErrorKind.UNEXPECTED: _("The last sync of cluster %(name)s failed unexpectedly."),
+}
+
+
 # --- operations: what a person asked the portal to do (DESIGN rule 8) -----------------
 
 

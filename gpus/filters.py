@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import django_filters
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.utils.translation import gettext_lazy as _
 
 from .choices import NodeHealth, OperationKind
@@ -32,8 +32,11 @@ class NodeFilter(django_filters.FilterSet):
     )
     gpu_model = django_filters.ModelChoiceFilter(
         method="filter_gpu_model",
-        # Models in the snapshot totals (a few rows), not a DISTINCT over every node GPU row.
-        queryset=GpuModel.objects.filter(totals__isnull=False).distinct(),
+        # Models in the snapshot totals (a few rows), not a DISTINCT over every node GPU row;
+        # with how many nodes serve each beside another model (usually none).
+        queryset=GpuModel.objects.annotate(mixed_nodes=Sum("totals__mixed_nodes")).filter(
+            mixed_nodes__isnull=False
+        ),
         label=_("GPU model"),
         empty_label=_("Any model"),
     )
@@ -67,8 +70,16 @@ class NodeFilter(django_filters.FilterSet):
     def filter_gpu_model(
         self, queryset: QuerySet[Node], name: str, value: GpuModel
     ) -> QuerySet[Node]:
-        # EXISTS probes the (node, gpu_model) unique index per node walked in page order.
-        return queryset.filter(Exists(NodeGpu.objects.filter(node=OuterRef("pk"), gpu_model=value)))
+        # Nodes serving one model carry it (Node.gpu_model): each sort is then a range of a
+        # (gpu_model, sort key) index, whatever the fleet. Nodes serving several models (the
+        # snapshot totals count them) are found through their GPU rows as well.
+        single = Q(gpu_model=value)
+        if not getattr(value, "mixed_nodes", 1):
+            return queryset.filter(single)
+        mixed = Q(gpu_model__isnull=True) & Exists(
+            NodeGpu.objects.filter(node=OuterRef("pk"), gpu_model=value)
+        )
+        return queryset.filter(single | mixed)
 
     def keep(self, queryset: QuerySet[Node], name: str, value: str) -> QuerySet[Node]:
         return queryset

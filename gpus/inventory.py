@@ -30,7 +30,7 @@ from django.utils import timezone
 from .choices import NodeHealth, WorkloadKind
 from .kube.budget import BudgetedSession, RetryBudget, RetryBudgetSpent
 from .kube.client import ClusterConfig, Session
-from .kube.errors import KubeError, TransientError
+from .kube.errors import KubeError, TransientError, failure_kind
 from .kube.gateway import ClusterGateway
 from .kube.records import FleetReading, NodeInfo, OddObject
 from .kube.states import node_group_state, vm_state
@@ -171,7 +171,9 @@ def _is_unreachable(exc: BaseException) -> bool:
 
 def report_first_failure(cluster: Cluster, exc: TransientError, when: datetime) -> None:
     """The sync's first failed request, shown at once while its retries go on."""
-    Cluster.objects.filter(pk=cluster.pk).update(last_attempt_at=when, last_error=str(exc)[:2000])
+    Cluster.objects.filter(pk=cluster.pk).update(
+        last_attempt_at=when, last_error=str(exc)[:2000], last_error_kind=failure_kind(exc)
+    )
     if _is_unreachable(exc):
         Cluster.objects.filter(pk=cluster.pk, unreachable_since__isnull=True).update(
             unreachable_since=when
@@ -199,6 +201,7 @@ def record_failure(cluster: Cluster, exc: BaseException, when: datetime) -> None
     updates: dict[str, Any] = {
         "last_attempt_at": when,
         "last_error": text[:2000],
+        "last_error_kind": failure_kind(exc),
         "consecutive_failures": failures,
         "next_sync_at": when + timedelta(seconds=backoff_seconds(failures, retry_after)),
     }
@@ -400,7 +403,7 @@ def store_snapshot(
             return written
         served = {r for n in nodes for r in n.gpu_resources} | {r for _, r in tenant_held}
         catalog = gpu_models_for(served)
-        node_ids = _store_nodes(written, cluster, nodes, allocated_on, holders)
+        node_ids = _store_nodes(written, cluster, nodes, allocated_on, holders, catalog)
         _store_node_gpus(written, cluster, node_ids, nodes, allocated_on, catalog)
         _store_model_totals(written, cluster, nodes, allocated_on, catalog)
         _store_tenant_allocations(written, cluster, tenant_held, catalog)
@@ -414,6 +417,7 @@ def store_snapshot(
             last_sync_seconds=(time.monotonic() - started) if started is not None else None,
             last_sync_rows=written.rows(),
             last_error="",
+            last_error_kind="",
             unreachable_since=None,
             consecutive_failures=0,
             next_sync_at=None,
@@ -432,6 +436,7 @@ NODE_VALUES = (
     "gpu_installed",
     "gpu_allocated",
     "gpu_free",
+    "gpu_model_id",
 )
 
 
@@ -446,6 +451,7 @@ def _store_nodes(
     nodes: list[NodeInfo],
     allocated_on: Mapping[tuple[str, str], int],
     holders: Mapping[str, list[dict[str, object]]],
+    catalog: Mapping[str, GpuModel],
 ) -> dict[str, int]:
     wanted: dict[tuple[Any, ...], dict[str, Any]] = {}
     for node in nodes:
@@ -467,6 +473,10 @@ def _store_nodes(
             "gpu_installed": installed,
             "gpu_allocated": allocated,
             "gpu_free": free,
+            # The one model it serves (the filtered list's index); none for 0 or several.
+            "gpu_model_id": (
+                catalog[next(iter(node.gpu_resources))].pk if len(node.gpu_resources) == 1 else None
+            ),
         }
     sync_rows(
         written,
@@ -521,7 +531,7 @@ def _store_model_totals(
     catalog: Mapping[str, GpuModel],
 ) -> None:
     totals: dict[tuple[int], dict[str, int]] = defaultdict(
-        lambda: {"installed": 0, "allocated": 0, "free": 0, "unavailable": 0}
+        lambda: {"installed": 0, "allocated": 0, "free": 0, "unavailable": 0, "mixed_nodes": 0}
     )
     for node in nodes:
         ready = _health(node) == NodeHealth.READY
@@ -533,12 +543,13 @@ def _store_model_totals(
             free, unavailable = _free_and_unavailable(installed, allocated, ready)
             row["free"] += free
             row["unavailable"] += unavailable
+            row["mixed_nodes"] += len(node.gpu_resources) > 1
     sync_rows(
         written,
         "modelinventory",
         ModelInventory.objects.filter(cluster=cluster),
         ("gpu_model_id",),
-        ("installed", "allocated", "free", "unavailable"),
+        ("installed", "allocated", "free", "unavailable", "mixed_nodes"),
         totals,
         fixed={"cluster": cluster},
     )

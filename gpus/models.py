@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .choices import (
     ACTIVE_OPERATION_STATES,
+    SYNC_ERROR_SENTENCES,
     TERMINAL_OPERATION_STATES,
     GpuUse,
     MembershipRole,
@@ -17,6 +18,7 @@ from .choices import (
     OperationKind,
     OperationState,
     ResourceState,
+    SyncErrorKind,
     WorkloadKind,
 )
 from .display import explain_reason
@@ -137,6 +139,13 @@ class Cluster(models.Model):
     last_attempt_at = models.DateTimeField(_("last sync attempt"), null=True, blank=True)
     last_sync_seconds = models.FloatField(_("last sync duration (s)"), null=True, blank=True)
     last_error = models.TextField(_("last sync error"), blank=True)
+    # What kind of failure last_error is: shown in the reader's language, the raw text beside.
+    last_error_kind = models.CharField(
+        _("kind of the last sync error"),
+        max_length=16,
+        choices=SyncErrorKind.choices,
+        blank=True,
+    )
     unreachable_since = models.DateTimeField(_("unreachable since"), null=True, blank=True)
     last_sync_rows = models.PositiveIntegerField(
         _("rows written by the last sync"), null=True, blank=True
@@ -155,6 +164,16 @@ class Cluster(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def error_sentence(self) -> str:
+        """Why the last sync failed, in plain words in the active language ("" if it did not)."""
+        if not self.last_error and not self.last_error_kind:
+            return ""
+        sentence = SYNC_ERROR_SENTENCES.get(
+            self.last_error_kind, SYNC_ERROR_SENTENCES[SyncErrorKind.UNEXPECTED]
+        )
+        return str(sentence) % {"name": self.name}
 
 
 class Node(models.Model):
@@ -175,6 +194,17 @@ class Node(models.Model):
     gpu_free = models.PositiveIntegerField(_("GPUs free"), default=0)
     # Hash of labels and taints: the sync compares it instead of reading the JSON back.
     fingerprint = models.CharField(max_length=32, blank=True, editable=False)
+    # The GPU model the node serves when it serves exactly one (nearly always); empty for a
+    # node with none or several (those are found through NodeGpu). Lets the node list filtered
+    # by model walk the (gpu_model, sort key) indexes below instead of every node.
+    gpu_model = models.ForeignKey(
+        "GpuModel",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="single_model_nodes",
+        editable=False,
+    )
 
     class Meta:
         ordering = ["name"]
@@ -190,6 +220,25 @@ class Node(models.Model):
             models.Index(fields=["gpu_free", "name", "id"], name="node_free_key_idx"),
             models.Index(fields=["gpu_allocated", "name", "id"], name="node_allocated_key_idx"),
             models.Index(fields=["gpu_installed", "name", "id"], name="node_installed_key_idx"),
+            # The same sorts within one GPU model (the list filtered by model).
+            models.Index(fields=["gpu_model", "name", "id"], name="node_model_name_key_idx"),
+            models.Index(
+                fields=["gpu_model", "cluster", "name"], name="node_model_cluster_key_idx"
+            ),
+            models.Index(
+                fields=["gpu_model", "health", "name", "id"], name="node_model_health_key_idx"
+            ),
+            models.Index(
+                fields=["gpu_model", "gpu_free", "name", "id"], name="node_model_free_key_idx"
+            ),
+            models.Index(
+                fields=["gpu_model", "gpu_allocated", "name", "id"],
+                name="node_model_allocated_key_idx",
+            ),
+            models.Index(
+                fields=["gpu_model", "gpu_installed", "name", "id"],
+                name="node_model_installed_key_idx",
+            ),
         ]
         verbose_name = _("node")
         verbose_name_plural = _("nodes")
@@ -227,6 +276,9 @@ class ModelInventory(models.Model):
     free = models.PositiveIntegerField(default=0)
     # On nodes that are not ready or cordoned, and not allocated: installed but not rentable.
     unavailable = models.PositiveIntegerField(default=0)
+    # Nodes serving this model beside another one (their Node.gpu_model is empty): when there
+    # are none, the node list filtered by model reads Node.gpu_model alone.
+    mixed_nodes = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [

@@ -478,8 +478,17 @@ def get_vm_for_user(user: User, namespace: str, name: str) -> GpuWorkload:
 # --- detail pages ----------------------------------------------------------------------
 
 
-def tenants_overview(user: User) -> QuerySet[Tenant]:
-    """The tenants a user may see, with member, workload and held-GPU counts (one query)."""
+TENANT_KEY = ("namespace",)  # unique: its index is the keyset
+
+
+def tenants_overview(
+    user: User, page: PageRequest, per_page: int = TENANTS_PER_PAGE
+) -> KeysetPage[Tenant]:
+    """A page of the tenants a user may see, with member, workload and held-GPU counts.
+
+    One query: counts are per-row subqueries (no GROUP BY over every tenant), so the page is a
+    range of the namespace index whatever the number of tenants.
+    """
     held = (
         TenantAllocation.objects.filter(tenant=OuterRef("pk"))
         .values("tenant")
@@ -492,15 +501,18 @@ def tenants_overview(user: User) -> QuerySet[Tenant]:
         .annotate(n=Count("pk"))
         .values("n")
     )
-    return (
-        tenants_for_user(user)
-        .annotate(
-            member_count=Count("memberships", distinct=True),
-            gpus_held=Coalesce(Subquery(held), 0),
-            workload_count=Coalesce(Subquery(workloads), 0),
-        )
-        .order_by("namespace")
+    members = (
+        Membership.objects.filter(tenant=OuterRef("pk"))
+        .values("tenant")
+        .annotate(n=Count("pk"))
+        .values("n")
     )
+    tenants = tenants_for_user(user).annotate(
+        member_count=Coalesce(Subquery(members), 0),
+        gpus_held=Coalesce(Subquery(held), 0),
+        workload_count=Coalesce(Subquery(workloads), 0),
+    )
+    return keyset_page(tenants, TENANT_KEY, page, per_page)
 
 
 def tenant_gpus_held(tenant: Tenant) -> list[dict[str, object]]:

@@ -105,8 +105,11 @@ def advisor(request: HttpRequest) -> HttpResponse:
 def tenant_list(request: HttpRequest) -> HttpResponse:
     if not request.user.is_staff:
         raise Http404("No such page.")
+    page = selectors.tenants_overview(request.user, PageRequest.from_query(request.GET))
     return render(
-        request, "gpus/tenants.html", {"tenants": selectors.tenants_overview(request.user)}
+        request,
+        "gpus/tenants.html",
+        {"tenants": page, "query": _query_without(request, "page", "after", "before")},
     )
 
 

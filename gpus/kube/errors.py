@@ -331,3 +331,46 @@ def translate(exc: BaseException, cluster: str | None = None) -> KubeError:
     return KubeError(
         f"Unexpected error talking to {where}: {exc}", None, type(exc).__name__, str(exc)
     )
+
+
+# --- what kind of failure, for people ------------------------------------------------------
+
+# Codes stored on the cluster after a failed sync; the portal words each in the reader's
+# language (gpus.choices.SyncErrorKind) and keeps the raw English detail for admins.
+UNREACHABLE = "unreachable"
+TIMEOUT = "timeout"
+SERVER_ERROR = "server_error"
+RATE_LIMITED = "rate_limited"
+UNAUTHORIZED = "unauthorized"
+FORBIDDEN = "forbidden"
+INVALID = "invalid"
+NOT_FOUND = "not_found"
+INSECURE = "tls"
+UNEXPECTED = "unexpected"
+
+
+def failure_kind(exc: BaseException) -> str:
+    """The kind of a failed call, as one of the codes above (``UNEXPECTED`` for anything else,
+    e.g. a bug or a database error while storing)."""
+    exc = getattr(exc, "cause", None) or exc  # RetryBudgetSpent carries the last failure
+    if not isinstance(exc, KubeError):
+        return UNEXPECTED
+    if isinstance(exc, TransientError):
+        if exc.status == 429:
+            return RATE_LIMITED
+        timed_out = "timeout" in exc.reason.lower() or "in time" in exc.message
+        if exc.status in (408, 504) or (exc.status is None and timed_out):
+            return TIMEOUT
+        return UNREACHABLE if exc.status is None else SERVER_ERROR
+    kinds: list[tuple[type[KubeError], str]] = [
+        (UnauthorizedError, UNAUTHORIZED),
+        (ForbiddenError, FORBIDDEN),
+        (InvalidError, INVALID),
+        (NotFoundError, NOT_FOUND),
+    ]
+    for cls, kind in kinds:
+        if isinstance(exc, cls):
+            return kind
+    if exc.reason == "SSLError" or "securely" in exc.message:
+        return INSECURE
+    return UNEXPECTED

@@ -11,6 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
 
 from gpus.choices import NodeHealth, ResourceState, WorkloadKind
 from gpus.models import (
@@ -24,7 +25,12 @@ from gpus.models import (
     TenantAllocation,
 )
 from gpus.paging import PageRequest, decode_cursor, encode_cursor
-from gpus.selectors import NODE_SORT_KEYS, allocations_by_tenant, node_page
+from gpus.selectors import (
+    NODE_SORT_KEYS,
+    TENANTS_PER_PAGE,
+    allocations_by_tenant,
+    node_page,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -45,6 +51,7 @@ def make_nodes(cluster: Cluster, count: int, model: GpuModel, prefix: str = "gpu
                 gpu_installed=8,
                 gpu_allocated=i % 3,
                 gpu_free=8 - i % 3 if i % 4 < 2 else 0,
+                gpu_model=model,
                 labels={"big": "x" * 200},
                 **extra,
             )
@@ -459,6 +466,40 @@ def test_stale_and_unreachable_clusters_are_flagged_one_by_one(l40s, admin_clien
     assert "connection refused" not in alice_client.get(reverse("gpus:inventory")).content.decode()
 
 
+def test_sync_error_in_plain_french_with_the_raw_detail_for_admins(
+    l40s, admin_client_, alice_client
+):
+    raw = "Cluster down refused the connection."  # the gateway's English, kept as detail
+    synced(
+        "down",
+        minutes_ago=5,
+        unreachable_since=timezone.now(),
+        last_error=raw,
+        last_error_kind="unreachable",
+    )
+    synced(
+        "shy",
+        last_error="Cluster shy refused this action: nodes is forbidden",
+        last_error_kind="forbidden",
+    )
+    french = escape("Le portail n'a pas pu joindre le cluster down.")
+    html = admin_client_.get(reverse("gpus:inventory"), HTTP_ACCEPT_LANGUAGE="fr").content
+    html = html.decode()
+    assert french in html and raw in html
+    # The raw detail one click away, inside a <details> of its own.
+    details = re.search(r"<details class=\"error-detail\">(.*?)</details>", html, re.S).group(1)
+    assert "Détails techniques" in details and raw in details
+    assert escape("Le cluster shy a refusé au portail l'accès") in html
+    # Tenants read the sentence, never the raw detail.
+    html = alice_client.get(reverse("gpus:inventory"), HTTP_ACCEPT_LANGUAGE="fr").content
+    assert french in html.decode() and raw not in html.decode()
+    # The admin's cluster list says it in plain words too.
+    html = admin_client_.get(
+        reverse("admin:gpus_cluster_changelist"), HTTP_ACCEPT_LANGUAGE="fr"
+    ).content.decode()
+    assert french in html
+
+
 # Not "page": that is pytest-playwright's fixture, and would make these browser tests.
 @pytest.mark.parametrize(
     "page_name", ["gpus:catalog", "gpus:inventory", "gpus:nodes", "gpus:my_gpus"]
@@ -494,3 +535,40 @@ def test_many_clusters_are_summarised(l40s, alice_client, settings):
     notices = one.split('id="sync-status"')[1].split("</div>")[0]
     assert "Data from" not in notices and "Cluster slow: data as of" in notices
     assert "ok-1" not in notices
+
+
+def _tenant_rows(html: str) -> list[str]:
+    return re.findall(r'<code class="small nowrap">(tenant-[a-z0-9-]+)</code>', html)
+
+
+def test_tenant_list_pages_by_keyset_at_a_fixed_query_count(
+    acme, alice, l40s, admin_client_, django_assert_num_queries
+):
+    cluster = synced("a")
+    TenantAllocation.objects.create(
+        cluster=cluster, namespace=acme.namespace, tenant=acme, gpu_model=l40s, allocated=3
+    )
+    url = reverse("gpus:tenants")
+    # session, user, nav tenants, the page with its counts (subqueries, not a GROUP BY).
+    with django_assert_num_queries(4):
+        html = admin_client_.get(url).content.decode()
+    assert _tenant_rows(html) == ["tenant-acme"] and 'rel="next"' not in html
+    Tenant.objects.bulk_create(
+        Tenant(namespace=f"tenant-t{i:03d}", display_name=f"T{i}") for i in range(120)
+    )
+    with django_assert_num_queries(4):
+        html = admin_client_.get(url).content.decode()
+    first = _tenant_rows(html)
+    assert len(first) == TENANTS_PER_PAGE and first[0] == "tenant-acme"
+    # acme's counts: one member (alice), 3 GPUs held.
+    acme_row = html[html.index("tenant-acme") : html.index("</tr>", html.index("tenant-acme"))]
+    assert re.findall(r'class="num"[^>]*>(?:<a [^>]*>)?([0-9]+)', acme_row) == ["1", "0", "3"]
+    seen = list(first)
+    while 'rel="next"' in html:
+        cursor = re.search(r'href="\?[^"]*after=([^"&]+)"', html).group(1)
+        with django_assert_num_queries(4):
+            html = admin_client_.get(url, {"after": cursor}).content.decode()
+        seen += _tenant_rows(html)
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == 121
+    last = _tenant_rows(admin_client_.get(url, {"page": "last"}).content.decode())
+    assert last == seen[-TENANTS_PER_PAGE:]

@@ -286,3 +286,35 @@ def test_node_list_last_page_and_search(cluster, admin_client_):
     assert "gpu-l40s-119" in html and "gpu-l40s-070" in html and "gpu-l40s-069" not in html
     html = admin_client_.get(reverse("gpus:nodes"), {"q": "l40s-07"}).content.decode()
     assert "10 nodes" in html
+
+
+def _listed(client, model: GpuModel, sort: str, page: str = "") -> set[str]:
+    query = {"gpu_model": model.pk, "sort": sort, **({"page": page} if page else {})}
+    html = client.get(reverse("gpus:nodes"), query).content.decode()
+    return {n.name for n in Node.objects.all() if f">{n.name}<" in html}
+
+
+@pytest.mark.parametrize("sort", ["name", "-free", "cluster", "health", "-installed"])
+def test_node_list_by_model_is_exact_for_nodes_serving_several(cluster, admin_client_, sort):
+    nodes = [
+        node("gpu-l40s-1", {L40S: 4}),
+        node("gpu-h100-1", {H100: 8}),
+        node("gpu-mixed-1", {L40S: 2, H100: 2}),  # serves both: in both lists
+        node("cpu-1", {}),
+    ]
+    store_snapshot(cluster, reading(nodes=nodes, pods=[]), timezone.now())
+    stored = dict(Node.objects.values_list("name", "gpu_model__resource_name"))
+    # The one model a node serves is on its row; none for a node with several or none.
+    assert stored == {"gpu-l40s-1": L40S, "gpu-h100-1": H100, "gpu-mixed-1": None, "cpu-1": None}
+    assert dict(ModelInventory.objects.values_list("gpu_model__resource_name", "mixed_nodes")) == {
+        L40S: 1,
+        H100: 1,
+    }
+    l40s, h100 = GpuModel.objects.get(resource_name=L40S), GpuModel.objects.get(resource_name=H100)
+    assert _listed(admin_client_, l40s, sort) == {"gpu-l40s-1", "gpu-mixed-1"}
+    assert _listed(admin_client_, h100, sort, "last") == {"gpu-h100-1", "gpu-mixed-1"}
+    # The mixed node gone: the lists read Node.gpu_model alone, and stay exact.
+    store_snapshot(cluster, reading(nodes=nodes[:2] + nodes[3:], pods=[]), timezone.now())
+    assert set(ModelInventory.objects.values_list("mixed_nodes", flat=True)) == {0}
+    assert _listed(admin_client_, l40s, sort) == {"gpu-l40s-1"}
+    assert _listed(admin_client_, h100, sort, "last") == {"gpu-h100-1"}

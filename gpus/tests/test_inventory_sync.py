@@ -259,6 +259,7 @@ def test_an_unexpected_error_is_recorded_on_the_cluster(cluster, monkeypatch):
         inventory.sync_cluster(cluster.pk)
     cluster.refresh_from_db()
     assert cluster.last_error == "Unexpected error during the sync: RuntimeError: disk full"
+    assert cluster.last_error_kind == "unexpected"
     assert cluster.consecutive_failures == 1 and cluster.next_sync_at is not None
     assert not Node.objects.exists()  # the half-written snapshot was rolled back
     assert cluster.sync_lease == ""  # and the lease released
@@ -368,10 +369,12 @@ def test_first_failure_is_on_the_cluster_before_the_retries_end(cluster):
     )
     cluster.refresh_from_db()
     assert cluster.last_error == "HTTP 503: down" and cluster.unreachable_since is not None
+    assert cluster.last_error_kind == "server_error"
     busy = Cluster.objects.create(name="busy")
     inventory.report_first_failure(busy, TransientError("HTTP 429", status=429), timezone.now())
     busy.refresh_from_db()
     assert busy.last_error == "HTTP 429" and busy.unreachable_since is None  # busy, not down
+    assert busy.last_error_kind == "rate_limited"
 
 
 def _failing_sync(exc):

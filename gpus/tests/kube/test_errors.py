@@ -224,3 +224,31 @@ def test_v11_500_wrapping_a_stale_update_is_a_conflict():
 def test_other_500s_stay_transient():
     body = {"kind": "Status", "code": 500, "reason": "InternalError", "message": "etcd is down"}
     assert isinstance(e.translate(api_exc(500, body)), e.TransientError)
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (api_exc(429, status_body(429, "TooManyRequests", "slow down")), e.RATE_LIMITED),
+        (api_exc(503, "down"), e.SERVER_ERROR),
+        (api_exc(504, "gateway timeout"), e.TIMEOUT),
+        (api_exc(401, status_body(401, "Unauthorized", "token expired")), e.UNAUTHORIZED),
+        (api_exc(403, status_body(403, "Forbidden", "nodes is forbidden")), e.FORBIDDEN),
+        (api_exc(422, status_body(422, "Invalid", "bad")), e.INVALID),
+        (api_exc(404, status_body(404, "NotFound", "no such API")), e.NOT_FOUND),
+        (ApiException(status=0, reason="SSLError\ncertificate verify failed"), e.INSECURE),
+        (ConnectionRefusedError("[Errno 111] Connection refused"), e.UNREACHABLE),
+        (urllib3.exceptions.ReadTimeoutError(None, "/api", "Read timed out."), e.TIMEOUT),
+    ],
+)
+def test_failure_kind_of_translated_errors(exc, kind):
+    assert e.failure_kind(e.translate(exc, "c1")) == kind
+
+
+def test_failure_kind_unexpected_and_through_a_spent_budget():
+    from gpus.kube.budget import RetryBudgetSpent
+
+    assert e.failure_kind(RuntimeError("disk full")) == e.UNEXPECTED
+    assert e.failure_kind(e.KubeError("odd")) == e.UNEXPECTED
+    spent = RetryBudgetSpent(e.TransientError("HTTP 429", status=429), 5)
+    assert e.failure_kind(spent) == e.RATE_LIMITED
