@@ -64,9 +64,11 @@ def production_env(tmp_path) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("TEST_")}
     env = {**base, **compose_environment()}
     assert env["DEBUG"] == "false"
-    # No PostgreSQL or Redis host named "postgres" here: a SQLite file stands in for the database.
+    # No PostgreSQL or Redis host named "postgres" or "redis" here: a SQLite file stands in for
+    # the database, and the cache falls back to REDIS_URL or files under VAR_DIR.
     env.update(
         DATABASE_URL=f"sqlite:///{tmp_path / 'portal.sqlite3'}",
+        CACHE_URL="",
         VAR_DIR=str(tmp_path / "var"),
         STATIC_ROOT=str(tmp_path / "static"),
         PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
