@@ -34,6 +34,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.django_env import setup_production_django  # noqa: E402
+
 RESULTS_DIR = ROOT / "bench" / "results"
 REQUESTS = 20
 WARMUP = 2  # requests not timed
@@ -51,22 +53,6 @@ MIN_TENANTS = 20
 WORKLOADS_PER_TENANT = 10
 WORKLOADS_OF_THE_TENANT_USER = 60  # tenant-acme's, per cluster
 COPIES = 9  # clusters added beside the synced one for 1,000,000 GPUs
-
-
-def setup_django(var_dir: Path) -> None:
-    # Production settings (DEBUG off), minus the HTTPS redirect the in-process client can't follow.
-    os.environ.update(
-        DEBUG="false",
-        SECRET_KEY="bench-only-secret-key-not-used-anywhere-else-0123456789",
-        SECURE_SSL_REDIRECT="false",
-        ALLOWED_HOSTS="testserver",
-        VAR_DIR=str(var_dir),
-        STATIC_ROOT=str(var_dir / "static"),
-    )
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hikube_portal.settings")
-    import django
-
-    django.setup()
 
 
 def fleet_file(directory: Path, gpus: int) -> str:
@@ -590,14 +576,14 @@ def main() -> None:
     parser.add_argument("--var-dir")
     args = parser.parse_args()
     if args.sync_only is not None:
-        setup_django(Path(args.var_dir))
+        setup_production_django(Path(args.var_dir))
         sync_only(args.sync_only)
         return
     with tempfile.TemporaryDirectory(prefix="bench-inventory-") as tmp:
         workdir = Path(tmp)
         var_dir = workdir / "var"
         var_dir.mkdir()
-        setup_django(var_dir)
+        setup_production_django(var_dir)
         from django.core.management import call_command
         from django.db import connection
 

@@ -30,27 +30,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.django_env import setup_production_django  # noqa: E402
 from bench.results import figure, record  # noqa: E402
 
 RESULTS_DIR = ROOT / "bench" / "results"
 SIDE_BY_SIDE = 2
 ANCHOR_RUNS = 3
 TABLES = ("gpus_node", "gpus_nodegpu")
-
-
-def setup_django(var_dir: Path) -> None:
-    os.environ.update(
-        DEBUG="false",
-        SECRET_KEY="bench-only-secret-key-not-used-anywhere-else-0123456789",
-        SECURE_SSL_REDIRECT="false",
-        ALLOWED_HOSTS="testserver",
-        VAR_DIR=str(var_dir),
-        STATIC_ROOT=str(var_dir / "static"),
-    )
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hikube_portal.settings")
-    import django
-
-    django.setup()
 
 
 def fleet_file(directory: Path, gpus: int) -> str:
@@ -362,14 +348,14 @@ def main() -> None:
     parser.add_argument("--var-dir")
     args = parser.parse_args()
     if args.sync_only is not None:
-        setup_django(Path(args.var_dir))
+        setup_production_django(Path(args.var_dir))
         sync_only(args.sync_only)
         return
     with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
         workdir = Path(tmp)
         var_dir = workdir / "var"
         var_dir.mkdir()
-        setup_django(var_dir)
+        setup_production_django(var_dir)
         from django.core.management import call_command
         from django.db import connection
 

@@ -36,7 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
+from bench.django_env import setup_production_django  # noqa: E402
 from bench.results import figure, record  # noqa: E402
 from devcluster import metrics as dcgm  # noqa: E402
 from devcluster.fleet import MODELS  # noqa: E402
@@ -47,18 +47,7 @@ PROFILES = ("training", "inference", "idle", "training", "hot", "free", "inferen
 
 
 def setup_django(var_dir: Path) -> None:
-    os.environ.update(
-        DEBUG="false",
-        SECRET_KEY="bench-only-secret-key-not-used-anywhere-else-0123456789",
-        SECURE_SSL_REDIRECT="false",
-        ALLOWED_HOSTS="testserver",
-        VAR_DIR=str(var_dir),
-        STATIC_ROOT=str(var_dir / "static"),
-    )
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hikube_portal.settings")
-    import django
-
-    django.setup()
+    setup_production_django(var_dir)
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)

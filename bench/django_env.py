@@ -1,0 +1,22 @@
+"""Django set up for an in-process benchmark: the production settings (DEBUG off), minus the HTTPS
+redirect the in-process test client can't follow, with the bench's own VAR_DIR."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def setup_production_django(var_dir: Path) -> None:
+    os.environ.update(
+        DEBUG="false",
+        SECRET_KEY="bench-only-secret-key-not-used-anywhere-else-0123456789",
+        SECURE_SSL_REDIRECT="false",
+        ALLOWED_HOSTS="testserver",
+        VAR_DIR=str(var_dir),
+        STATIC_ROOT=str(var_dir / "static"),
+    )
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hikube_portal.settings")
+    import django
+
+    django.setup()
