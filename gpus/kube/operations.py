@@ -265,6 +265,24 @@ def _helm_failure(
     return None
 
 
+def _helm_failed_progress(
+    app: Mapping[str, Any], baseline: Mapping[str, str] | None, observed: dict[str, Any]
+) -> Progress | None:
+    """A failed Progress carrying Helm's reason, message and causes, or None."""
+    failure = _helm_failure(app, baseline)
+    if not failure:
+        return None
+    reason, message = failure
+    return Progress(
+        exists=True,
+        failed=True,
+        reason=reason,
+        message=message,
+        causes=helm_causes(message),
+        observed=observed,
+    )
+
+
 def _helm_done_since(app: Mapping[str, Any], baseline: Mapping[str, str]) -> bool:
     """Ready=True and, for an object that existed before, Released/Ready moved since."""
     ready = conditions_of(app).get("Ready")
@@ -291,30 +309,15 @@ def vm_progress(
     if app is None:
         return Progress()  # not visible yet: reads lag writes
     observed: dict[str, Any] = {"released": released_marker(app)}
-    failure = _helm_failure(app, baseline)
-    if failure:
-        return Progress(
-            exists=True,
-            failed=True,
-            reason=failure[0],
-            message=failure[1],
-            causes=helm_causes(failure[1]),
-            observed=observed,
-        )
+    if failed := _helm_failed_progress(app, baseline, observed):
+        return failed
     disk_ready = True
     if disk_name:
         disk = view.apps.get(("vmdisks", disk_name))
         dready = conditions_of(disk).get("Ready") if disk else None
         disk_ready = bool(dready and dready.status == "True")
-        if disk and (dfail := _helm_failure(disk)):
-            return Progress(
-                exists=True,
-                failed=True,
-                reason=dfail[0],
-                message=dfail[1],
-                causes=helm_causes(dfail[1]),
-                observed=observed,
-            )
+        if disk and (failed := _helm_failed_progress(disk, None, observed)):
+            return failed
     helm_done = _helm_done_since(app, baseline)
     kv = view.kubevirt.get(KUBEVIRT_PREFIX[vm_kind] + name)
     status = (kv or {}).get("status") or {}
@@ -384,16 +387,8 @@ def node_group_progress(
     if app is None:
         return Progress()
     observed: dict[str, Any] = {"released": released_marker(app)}
-    failure = _helm_failure(app, baseline)
-    if failure:
-        return Progress(
-            exists=True,
-            failed=True,
-            reason=failure[0],
-            message=failure[1],
-            causes=helm_causes(failure[1]),
-            observed=observed,
-        )
+    if failed := _helm_failed_progress(app, baseline, observed):
+        return failed
     helm_done = _helm_done_since(app, baseline)
     monitor = view.monitors.get(f"kubernetes-{cluster}-{group}") or {}
     status = monitor.get("status") or {}
