@@ -19,6 +19,19 @@ PASSWORD = "correct-horse-battery"
 
 
 @pytest.fixture(autouse=True)
+def _plain_static_storage_in_browsers(request):
+    """live_server serves /static/ through the finders, which know no manifest names: browser
+    tests use plain static storage."""
+    if request.node.get_closest_marker("browser") is None:
+        return
+    settings = request.getfixturevalue("settings")
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture(autouse=True)
 def _default_language():
     """LocaleMiddleware leaves a request's language active in the thread: reset it after each
     test so a French page request does not make the next test's plain gettext French."""

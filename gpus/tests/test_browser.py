@@ -12,15 +12,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def plain_static_storage(settings):
-    # live_server serves /static/ through the finders, which know no manifest names.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def log_in(page, live_server, username: str) -> None:
     page.goto(live_server.url + reverse("login"))
     page.get_by_label("Username").fill(username)

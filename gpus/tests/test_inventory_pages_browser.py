@@ -15,14 +15,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def plain_static_storage(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def test_pager_and_cluster_filter_swap_the_table(page, live_server, platform_admin):
     l40s = GpuModel.objects.get(resource_name="nvidia.com/AD102GL_L40S")
     east = Cluster.objects.create(name="east", last_synced_at=timezone.now())

@@ -23,14 +23,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def plain_static_storage(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def test_page_polls_until_the_worker_filled_the_cache(
     page,
     live_server,

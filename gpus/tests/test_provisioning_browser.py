@@ -24,11 +24,7 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx4yH1uQeQ5K3m3sQm7nYyq7bYp1pZ7rj2qj
 
 
 @pytest.fixture(autouse=True)
-def plain_static_storage(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
+def fast_page_polling(settings):
     settings.OPERATION_PAGE_POLL_SECONDS = 0.5
 
 

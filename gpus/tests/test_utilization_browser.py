@@ -29,14 +29,6 @@ pytestmark = [
 SHOTS = os.environ.get("UTILIZATION_SHOTS")  # a folder to save screenshots in (manual checks)
 
 
-@pytest.fixture(autouse=True)
-def plain_static_storage(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def telemetry(tmp_path, acme, globex):
     """Inventory from devcluster, and two hours of its exporters' readings rolled up."""
