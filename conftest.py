@@ -7,6 +7,9 @@ import shutil
 
 import pytest
 
+# The portal's shared fixtures (personas, a synced snapshot, real workers): one module, every app.
+pytest_plugins = ["gpus.testing"]
+
 # Playwright's sync API runs an event loop in the test thread; Django's ORM must still be usable.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 

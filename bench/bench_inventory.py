@@ -95,7 +95,7 @@ def run_sync_subprocess(cluster_id: int, var_dir: Path) -> dict[str, float]:
 def sync_only(cluster_id: int) -> None:
     import resource
 
-    from gpus.inventory import sync_cluster
+    from gpus.inventory.sync import sync_cluster
 
     started = time.perf_counter()
     sync_cluster(cluster_id)
@@ -109,8 +109,10 @@ def sync_only(cluster_id: int) -> None:
 
 def add_tenants(cluster: Any, first: int, count: int) -> None:
     """`count` tenants holding three models in `cluster`, with workloads; and acme's share."""
-    from gpus.choices import ResourceState, WorkloadKind
-    from gpus.models import GpuModel, GpuWorkload, Tenant, TenantAllocation
+    from gpus.catalog.models import GpuModel
+    from gpus.inventory.choices import ResourceState, WorkloadKind
+    from gpus.inventory.models import GpuWorkload, TenantAllocation
+    from gpus.tenancy.models import Tenant
 
     models = list(GpuModel.objects.filter(totals__cluster=cluster).order_by("pk")[:3])
     namespaces = [f"tenant-b{i:05d}" for i in range(first, first + count)] + ["tenant-acme"]
@@ -157,7 +159,14 @@ def copy_cluster(source: Any, name: str) -> Any:
     """A new cluster record holding a copy of `source`'s snapshot rows, in SQL."""
     from django.db import connection, transaction
 
-    from gpus.models import Cluster, GpuWorkload, ModelInventory, Node, NodeGpu, TenantAllocation
+    from gpus.inventory.models import (
+        Cluster,
+        GpuWorkload,
+        ModelInventory,
+        Node,
+        NodeGpu,
+        TenantAllocation,
+    )
 
     target = Cluster.objects.create(
         name=name,
@@ -243,7 +252,7 @@ def time_round(client: Any, url: str) -> dict[str, float]:
 
 def anchor_list_ms(cluster: Any) -> tuple[float, int]:
     """A live paged LIST of one cluster's nodes (limit 500), as a Kubernetes-reading dashboard."""
-    from gpus.inventory import gateway_for
+    from gpus.inventory.clusters import gateway_for
 
     runs = []
     count = 0
@@ -261,7 +270,7 @@ def page_urls(clusters: list[Any], tenant_ns: str, model_pk: int) -> dict[str, t
     """Page name -> (who, URL). Names become figure names: inventory.<name>.p95_ms@<gpus>."""
     from django.urls import reverse
 
-    from gpus.filters import NODE_SORTS
+    from gpus.inventory.filters import NODE_SORTS
 
     nodes = reverse("gpus:nodes")
     filtered = "health=ready&has_free=yes"
@@ -329,8 +338,10 @@ def prepare_pages(gpus: int) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from gpus.choices import MembershipRole
-    from gpus.models import Cluster, GpuModel, Membership, Node, Tenant
+    from gpus.catalog.models import GpuModel
+    from gpus.inventory.models import Cluster, Node
+    from gpus.tenancy.choices import MembershipRole
+    from gpus.tenancy.models import Membership, Tenant
 
     user_model = get_user_model()
     admin, _ = user_model.objects.get_or_create(
@@ -384,7 +395,7 @@ def bench(
     """Build each size's database, then time the pages in rounds that take the sizes in turn,
     so a slow minute on this shared machine falls on every size alike."""
     from devcluster.testing import run_devcluster
-    from gpus.models import Cluster
+    from gpus.inventory.models import Cluster
 
     results: dict[int, dict] = {}
     anchors: dict[int, dict[str, float]] = {}
@@ -444,7 +455,8 @@ def drop_databases(sizes: list[int]) -> None:
 
 
 def fresh_cluster(name: str, dc: Any) -> Any:
-    from gpus.models import Cluster, Tenant
+    from gpus.inventory.models import Cluster
+    from gpus.tenancy.models import Tenant
 
     Cluster.objects.all().delete()
     Tenant.objects.filter(namespace__startswith="tenant-b").delete()  # a fresh database anyway

@@ -59,24 +59,28 @@ def latency(dc, ops: int) -> tuple[list[float], list[float]]:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from gpus import provisioning, services
-    from gpus.models import Operation, Tenant
+    from gpus.inventory.clusters import gateway_for
+    from gpus.kube import apps
+    from gpus.provisioning import services as provisioning_services
+    from gpus.provisioning.models import Operation
+    from gpus.tenancy import services as tenancy_services
+    from gpus.tenancy.models import Tenant
 
     cluster = _register(dc)
-    services.seed_demo_data()
+    tenancy_services.seed_demo_data()
     alice = get_user_model().objects.get(username="alice")
     acme = Tenant.objects.get(namespace="tenant-acme")
     client = Client()
     client.force_login(alice)
     applied, visible = [], []
     for i in range(ops):
-        request = provisioning.VmRequest(
+        request = apps.VmRequest(
             name=f"bench-{i}", gpu_resource="nvidia.com/H100_94GB", gpu_count=1,
             instance_type="u1.2xlarge", instance_profile="ubuntu", image="ubuntu-2404",
             disk_size_gi=20, storage_class="replicated",
         )  # fmt: skip
         start = time.monotonic()
-        op = provisioning.submit_vm(alice, acme, cluster, request)
+        op = provisioning_services.submit_vm(alice, acme, cluster, request)
         url = f"/tenants/tenant-acme/operations/{op.pk}/status/"
         while time.monotonic() - start < 60:
             code = client.get(url).status_code
@@ -89,7 +93,7 @@ def latency(dc, ops: int) -> tuple[list[float], list[float]]:
         assert op.state == "succeeded", (op.state, op.reason, op.message)
         applied.append((op.applied_at - op.created_at).total_seconds())
         # Delete it again (directly) so the H100s stay free for the next one.
-        provisioning.gateway_for(cluster).delete("vminstances", "tenant-acme", f"bench-{i}")
+        gateway_for(cluster).delete("vminstances", "tenant-acme", f"bench-{i}")
     return applied, visible
 
 
@@ -99,8 +103,10 @@ def node_group_latency(dc, runs: int) -> tuple[list[float], list[float]]:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from gpus import provisioning
-    from gpus.models import Operation, Tenant
+    from gpus.kube import apps
+    from gpus.provisioning import services as provisioning_services
+    from gpus.provisioning.models import Operation
+    from gpus.tenancy.models import Tenant
 
     cluster = _register(dc, "bench-ng")
     alice = get_user_model().objects.get(username="alice")
@@ -110,13 +116,13 @@ def node_group_latency(dc, runs: int) -> tuple[list[float], list[float]]:
     applied, visible = [], []
     for i in range(runs):
         size = 3 if i % 2 == 0 else 2
-        request = provisioning.NodeGroupRequest(
+        request = apps.NodeGroupRequest(
             cluster_name="ml", group="gpu", min_replicas=size, max_replicas=3,
             instance_type="u1.2xlarge", disk_size_gi=100,
             gpu_resource="nvidia.com/GA100_A100_PCIE_80GB", gpus_per_node=1,
         )  # fmt: skip
         start = time.monotonic()
-        op = provisioning.submit_node_group(alice, acme, cluster, request, resize=True)
+        op = provisioning_services.submit_node_group(alice, acme, cluster, request, resize=True)
         url = f"/tenants/tenant-acme/operations/{op.pk}/status/"
         while time.monotonic() - start < 120:
             code = client.get(url).status_code
@@ -132,14 +138,14 @@ def node_group_latency(dc, runs: int) -> tuple[list[float], list[float]]:
 
 
 def _register(dc, name: str = "bench"):
-    from gpus import inventory, provisioning
-    from gpus.models import Cluster
+    from gpus.inventory import schemas, sync
+    from gpus.inventory.models import Cluster
 
     cluster, _ = Cluster.objects.get_or_create(
         name=name, defaults={"kubeconfig": str(dc.kubeconfig), "context": "admin"}
     )
-    inventory.sync_cluster(cluster.pk)
-    provisioning.refresh_served_schemas(cluster.pk)
+    sync.sync_cluster(cluster.pk)
+    schemas.refresh_served_schemas(cluster.pk)
     cluster.refresh_from_db()
     return cluster
 
@@ -160,10 +166,13 @@ def in_flight(dc, n: int, rounds: int) -> dict[str, float]:
     round (GET the app, its disk and its KubeVirt VM), counted on the same cluster."""
     from django.conf import settings
 
-    from gpus import provisioning
-    from gpus.choices import OperationState
+    from gpus.inventory.clusters import gateway_for
+    from gpus.kube import apps
     from gpus.kube import client as kube_client
-    from gpus.models import Operation, Tenant
+    from gpus.provisioning import engine
+    from gpus.provisioning.choices import OperationState
+    from gpus.provisioning.models import Operation
+    from gpus.tenancy.models import Tenant
 
     cluster = _register(dc)
     tenants = list(Tenant.objects.all())
@@ -171,7 +180,7 @@ def in_flight(dc, n: int, rounds: int) -> dict[str, float]:
     ops = []
     for i in range(n):
         tenant = tenants[i % len(tenants)]
-        req = provisioning.VmRequest(
+        req = apps.VmRequest(
             name=f"fl-{i:04d}", gpu_resource="nvidia.com/H100_94GB", gpu_count=1,
             instance_type="u1.2xlarge", instance_profile="ubuntu", image="ubuntu-2404",
             disk_size_gi=20, storage_class="replicated",
@@ -180,23 +189,23 @@ def in_flight(dc, n: int, rounds: int) -> dict[str, float]:
             Operation(
                 cluster=cluster, tenant=tenant, actor=user, actor_name="bench", kind="create",
                 namespace=tenant.namespace, app_kind="VMInstance", name=req.name,
-                manifests=provisioning.vm_manifests(req, tenant.namespace, "VMInstance"),
+                manifests=apps.vm_manifests(req, tenant.namespace, "VMInstance"),
                 state=OperationState.PROVISIONING,
             )
         )  # fmt: skip
     Operation.objects.bulk_create(ops)
-    counter = CountingBucket(kube_client.bucket_for(provisioning.gateway_for(cluster).config))
+    counter = CountingBucket(kube_client.bucket_for(gateway_for(cluster).config))
     original = kube_client.bucket_for
     kube_client.bucket_for = lambda config: counter  # type: ignore[assignment]
     errors_429 = 0
     try:
         start = time.monotonic()
         for _ in range(rounds):
-            provisioning.poll_cluster(cluster.pk)
+            engine.poll_cluster(cluster.pk)
         batched_per_poll = counter.count / rounds
         poll_seconds = (time.monotonic() - start) / rounds
         counter.count = 0
-        gateway = provisioning.gateway_for(cluster)
+        gateway = gateway_for(cluster)
         # The anchor sends the same requests for every operation: measure them on a sample
         # (our own client-side rate limit would make 3,000 GETs take minutes), then scale.
         sample = list(Operation.objects.filter(cluster=cluster)[:PER_OPERATION_SAMPLE])

@@ -36,7 +36,7 @@ from bench.results import figure, record  # noqa: E402
 RESULTS_DIR = ROOT / "bench" / "results"
 SIDE_BY_SIDE = 2
 ANCHOR_RUNS = 3
-TABLES = ("gpus_node", "gpus_nodegpu")
+TABLES = ("inventory_node", "inventory_nodegpu")
 
 
 def fleet_file(directory: Path, gpus: int) -> str:
@@ -58,7 +58,7 @@ def fleet_file(directory: Path, gpus: int) -> str:
 def sync_only(cluster_id: int) -> None:
     import resource
 
-    from gpus.inventory import sync_cluster
+    from gpus.inventory.sync import sync_cluster
 
     started = time.perf_counter()
     cluster = sync_cluster(cluster_id)
@@ -127,7 +127,7 @@ def delta(before: dict[str, int] | None, after: dict[str, int] | None) -> dict[s
 
 def anchor_list_s(cluster) -> float:
     """A live paged LIST of one cluster's nodes (limit 500), as a dashboard reading Kubernetes pays."""
-    from gpus.inventory import gateway_for
+    from gpus.inventory.clusters import gateway_for
 
     runs = []
     for _ in range(ANCHOR_RUNS):
@@ -141,7 +141,7 @@ def anchor_list_s(cluster) -> float:
 
 
 def cordon(cluster, names: list[str]) -> None:
-    from gpus.inventory import gateway_for
+    from gpus.inventory.clusters import gateway_for
 
     gateway = gateway_for(cluster)
     core = gateway.session.core()
@@ -155,7 +155,7 @@ def cordon(cluster, names: list[str]) -> None:
 
 def bench_size(gpus: int, workdir: Path, var_dir: Path) -> dict[str, object]:
     from devcluster.testing import run_devcluster
-    from gpus.models import Cluster, Node, NodeGpu
+    from gpus.inventory.models import Cluster, Node, NodeGpu
 
     copies = 10 if gpus >= 1_000_000 else 1
     per_cluster = gpus // copies

@@ -122,7 +122,7 @@ def load_portal_rollups(gpus, times, util, end: float) -> None:
     nearest sample's statistics across the model's GPUs)."""
     import datetime as dt
 
-    from gpus.utilization_models import GroupRollup
+    from gpus.utilization.models import GroupRollup
 
     GroupRollup.objects.all().delete()
     models = sorted({g.model.model_name for g in gpus})
@@ -182,8 +182,8 @@ def portal_chart(runs: int) -> dict:
 
 def anchor_chart(url: str, start: float, end: float, runs: int) -> dict:
     """What a page reading the TSDB per request pays: three query_range calls and the figure."""
-    from gpus import charts
-    from gpus.metrics.sources import Http, PrometheusSource
+    from gpus.utilization import charts
+    from gpus.utilization.metrics.sources import Http, PrometheusSource
 
     src = PrometheusSource(url, Http(timeout=120))
     q = {
@@ -209,7 +209,7 @@ def anchor_chart(url: str, start: float, end: float, runs: int) -> dict:
 
 
 def bench_chart(work: Path, n_gpus: int, step: int, runs: int) -> tuple[list, list[str]]:
-    from gpus.tests.tsdb import run_prometheus, run_victoria_metrics
+    from gpus.utilization.tests.tsdb import run_prometheus, run_victoria_metrics
 
     end = float(int(time.time()) // 300 * 300)
     start = end - 30 * 86400
@@ -358,9 +358,9 @@ def exporter_process(port_q: multiprocessing.Queue, n: int, per: int) -> None:
 
 
 def bench_direct(n: int) -> tuple[list, list[str]]:
-    from gpus.metrics.collector import collect_cluster
-    from gpus.models import Cluster, GpuDevice, GpuSample
-    from gpus.utilization_models import MetricSource
+    from gpus.inventory.models import Cluster
+    from gpus.utilization.collector import collect_cluster
+    from gpus.utilization.models import GpuDevice, GpuSample, MetricSource
 
     per = 80
     q: multiprocessing.Queue = multiprocessing.Queue()
@@ -410,10 +410,11 @@ def bench_direct(n: int) -> tuple[list, list[str]]:
 
 
 def bench_query_api(work: Path, n: int) -> tuple[list, list[str]]:
-    from gpus.metrics.collector import store
-    from gpus.metrics.sources import Http, PrometheusSource
-    from gpus.models import Cluster, GpuDevice
-    from gpus.tests.tsdb import run_victoria_metrics
+    from gpus.inventory.models import Cluster
+    from gpus.utilization.collector import store
+    from gpus.utilization.metrics.sources import Http, PrometheusSource
+    from gpus.utilization.models import GpuDevice
+    from gpus.utilization.tests.tsdb import run_victoria_metrics
 
     gpus = fleet_gpus(n, per_cluster=800)
     now = time.time()
@@ -455,8 +456,8 @@ def bench_query_api(work: Path, n: int) -> tuple[list, list[str]]:
     # bucket at a 60 s step): group rows only, no per-GPU row kept.
     import datetime as dt
 
-    from gpus.metrics.rollup import floor_ts, rollup_bucket, rows_from_readings
-    from gpus.utilization_models import GpuRollup, GroupRollup
+    from gpus.utilization.models import GpuRollup, GroupRollup
+    from gpus.utilization.rollup import floor_ts, rollup_bucket, rows_from_readings
 
     bucket = floor_ts(dt.datetime.fromtimestamp(now, tz=dt.UTC), 300)
     base = rows_from_readings(readings, cluster.pk)

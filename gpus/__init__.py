@@ -1,0 +1,1 @@
+"""Hikube Portal: one Django app per domain (see DESIGN.md, Layout)."""

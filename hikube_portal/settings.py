@@ -32,7 +32,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG el
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "gpus.admin_site.PortalAdminConfig",  # django.contrib.admin with the portal's site
+    "gpus.web.admin_site.PortalAdminConfig",  # django.contrib.admin with the portal's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -43,7 +43,12 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_filters",
     "axes",
-    "gpus",
+    "gpus.web",
+    "gpus.catalog",
+    "gpus.tenancy",
+    "gpus.inventory",
+    "gpus.provisioning",
+    "gpus.utilization",
 ]
 
 MIDDLEWARE = [
@@ -77,7 +82,7 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "gpus.context_processors.navigation",
+                "gpus.web.context_processors.navigation",
             ],
         },
     },
@@ -112,7 +117,7 @@ AUTH_PASSWORD_VALIDATORS = [
 # Login throttling (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one user from one
 # address, that pair is locked out for LOGIN_LOCKOUT_MINUTES. Every failure is logged.
 AUTHENTICATION_BACKENDS = [
-    "gpus.auth.WebLoginThrottle",  # django-axes, for logins over the web
+    "gpus.web.auth.WebLoginThrottle",  # django-axes, for logins over the web
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
@@ -141,7 +146,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.FileSystemFinder",
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
-    "gpus.staticfinders.PlotlyFinder",  # vendor/plotly.min.js from the plotly package
+    "gpus.web.staticfinders.PlotlyFinder",  # vendor/plotly.min.js from the plotly package
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -223,22 +228,22 @@ OPERATION_UNSCHEDULABLE_GRACE_SECONDS = env_float("OPERATION_UNSCHEDULABLE_GRACE
 OPERATION_PAGE_POLL_SECONDS = env_float("OPERATION_PAGE_POLL_SECONDS", 2.0)
 CELERY_BEAT_SCHEDULE = {
     "sync-inventory": {
-        "task": "gpus.tasks.sync_all_inventories",
+        "task": "inventory.sync_all_inventories",
         "schedule": INVENTORY_SYNC_SECONDS,
         "options": {"expires": INVENTORY_SYNC_SECONDS},
     },
     "poll-operations": {
-        "task": "gpus.tasks.poll_operations",
+        "task": "provisioning.poll_operations",
         "schedule": OPERATION_POLL_SECONDS,
         "options": {"expires": OPERATION_POLL_SECONDS},
     },
     "reconcile-operations": {
-        "task": "gpus.tasks.reconcile_operations",
+        "task": "provisioning.reconcile_operations",
         "schedule": OPERATION_RECONCILE_SECONDS,
         "options": {"expires": OPERATION_RECONCILE_SECONDS},
     },
     "refresh-served-schemas": {
-        "task": "gpus.tasks.refresh_all_served_schemas",
+        "task": "inventory.refresh_all_served_schemas",
         "schedule": 600.0,
         "options": {"expires": 600.0},
     },
@@ -301,12 +306,12 @@ else:
     }
 CELERY_BEAT_SCHEDULE |= {
     "collect-metrics": {
-        "task": "gpus.tasks.collect_all_metrics",
+        "task": "utilization.collect_all_metrics",
         "schedule": METRICS_COLLECT_SECONDS,
         "options": {"expires": METRICS_COLLECT_SECONDS},
     },
     "rollup-metrics": {
-        "task": "gpus.tasks.rollup_metrics",
+        "task": "utilization.rollup_metrics",
         "schedule": METRICS_ROLLUP_SECONDS,
         "options": {"expires": METRICS_ROLLUP_SECONDS},
     },

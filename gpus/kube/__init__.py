@@ -7,9 +7,9 @@ portal's workload state; ``budget`` bounds the retries of a whole job. ruff's ba
 (pyproject.toml) keeps ``kubernetes`` imports inside this package.
 """
 
-from .client import ClusterConfig, Session, TokenBucket, api_client, call
-from .discovery import ClusterFlavour, discover
-from .errors import (
+from gpus.kube.client import ClusterConfig, Session, TokenBucket, api_client, call
+from gpus.kube.discovery import ClusterFlavour, discover
+from gpus.kube.errors import (
     ConflictError,
     ExpiredError,
     ForbiddenError,
@@ -20,7 +20,7 @@ from .errors import (
     UnauthorizedError,
     translate,
 )
-from .gateway import ClusterGateway, conditions_summary, with_retries
+from gpus.kube.gateway import ClusterGateway, conditions_summary, with_retries
 
 __all__ = [
     "ClusterConfig",

@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .client import Session
-from .errors import ExpiredError, KubeError, TransientError
+from gpus.kube.client import Session
+from gpus.kube.errors import ExpiredError, KubeError, TransientError
 
 
 class RetryBudgetSpent(KubeError):

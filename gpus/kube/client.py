@@ -30,7 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3._collections import HTTPHeaderDict
 from urllib3.util.retry import Retry
 
-from .errors import KubeError, is_translatable, translate
+from gpus.kube.errors import KubeError, is_translatable, translate
 
 T = TypeVar("T")
 

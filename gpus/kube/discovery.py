@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from . import manifests
-from .client import Session
-from .errors import KubeError, NotFoundError, TransientError
+from gpus.kube import apps as manifests
+from gpus.kube.client import Session
+from gpus.kube.errors import KubeError, NotFoundError, TransientError
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import manifests
-from .client import ClusterConfig, Session
-from .discovery import ClusterFlavour, discover
-from .errors import ConflictError, ExpiredError, NotFoundError, TransientError
-from .records import (
+from gpus.kube import apps as manifests
+from gpus.kube.client import ClusterConfig, Session
+from gpus.kube.discovery import ClusterFlavour, discover
+from gpus.kube.errors import ConflictError, ExpiredError, NotFoundError, TransientError
+from gpus.kube.records import (
     Condition,
     FleetReading,
     GpuPod,
@@ -37,7 +37,7 @@ from .records import (
     vm_app_from_json,
     workload_monitor_from_json,
 )
-from .records import opt_int as _opt_int
+from gpus.kube.records import opt_int as _opt_int
 
 T = TypeVar("T")
 

@@ -20,9 +20,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import manifests
-from .errors import Cause, ConflictError, KubeError, NotFoundError, TransientError
-from .gateway import ClusterGateway, Event, conditions_of
+from gpus.kube import apps as manifests
+from gpus.kube.errors import Cause, ConflictError, KubeError, NotFoundError, TransientError
+from gpus.kube.gateway import ClusterGateway, Event
+from gpus.kube.records import conditions_of
 
 KUBEVIRT_PREFIX = {
     manifests.VM_INSTANCE: "vm-instance-",

@@ -11,9 +11,9 @@ from typing import Any
 
 import jsonschema
 
-from . import manifests
-from .client import Session
-from .errors import Cause
+from gpus.kube import apps as manifests
+from gpus.kube.client import Session
+from gpus.kube.errors import Cause
 
 
 def spec_schemas_from_openapi(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:

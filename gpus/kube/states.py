@@ -17,7 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .records import Condition, KubernetesApp, KubevirtVm, NodeGroup, VmApp, WorkloadMonitor
+from gpus.kube.records import (
+    Condition,
+    KubernetesApp,
+    KubevirtVm,
+    NodeGroup,
+    VmApp,
+    WorkloadMonitor,
+)
 
 
 class WorkloadState(StrEnum):

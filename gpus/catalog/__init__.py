@@ -1,0 +1,1 @@
+"""GPU models as Hikube documents them, sizing, the comparison and the advisor."""

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from gpus.catalog import views
+
+urlpatterns = [
+    path("compare/", views.compare, name="compare"),
+    path("advisor/", views.advisor, name="advisor"),
+]

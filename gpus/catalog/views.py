@@ -1,0 +1,41 @@
+"""The compare and advisor pages (the catalog page, with live free counts, is inventory's)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+
+from gpus.catalog.advisor import recommend
+from gpus.catalog.compare import APPROACH_ROWS, compare_rows
+from gpus.catalog.forms import AdvisorForm, CompareForm
+from gpus.catalog.selectors import catalog_models, offered_models
+from gpus.web.htmx import render_page_or_fragment
+
+
+def compare(request: HttpRequest) -> HttpResponse:
+    offered = list(offered_models())
+    if "models" in request.GET:
+        form = CompareForm(request.GET)
+        chosen = form.cleaned_data["models"] if form.is_valid() else []
+    else:
+        chosen = offered[:3]
+        form = CompareForm(initial={"models": chosen})
+    context = {
+        "form": form,
+        "chosen": chosen,
+        # Offered models (and any chosen one) are the checkboxes; the rest wait behind "more".
+        "primary_ids": {m.pk for m in offered} | {m.pk for m in chosen},
+        "rows": compare_rows(chosen) if chosen else [],
+        "approach_rows": APPROACH_ROWS,
+    }
+    return render_page_or_fragment(
+        request, "catalog/compare.html", "catalog/_compare_table.html", context
+    )
+
+
+def advisor(request: HttpRequest) -> HttpResponse:
+    form = AdvisorForm(request.GET or None)
+    recommendation = None
+    if form.is_valid():
+        recommendation = recommend(form.cleaned_data["workload"], catalog_models())
+    context = {"form": form, "recommendation": recommendation}
+    return render_page_or_fragment(request, "catalog/advisor.html", "catalog/_advice.html", context)

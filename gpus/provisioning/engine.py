@@ -1,0 +1,381 @@
+"""The task side of operations: claim, apply idempotently, follow progress in batched polls
+until done or failed, and re-send what was lost (DESIGN rules 2 and 9)."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from gpus.inventory.clusters import gateway_for
+from gpus.kube import apps as mf
+from gpus.kube.errors import (
+    Cause,
+    ForbiddenError,
+    InvalidError,
+    KubeError,
+    TransientError,
+)
+from gpus.kube.gateway import ClusterGateway
+from gpus.kube.operations import (
+    KUBEVIRT_PREFIX,
+    Identity,
+    NamespaceView,
+    apply_manifest,
+    delete_target,
+    node_group_progress,
+    observe,
+    released_marker,
+    scheduling_event,
+    vm_progress,
+)
+from gpus.provisioning.audit import audit
+from gpus.provisioning.choices import (
+    ACTIVE_OPERATION_STATES,
+    POLLED_OPERATION_STATES,
+    OperationKind,
+    OperationState,
+)
+from gpus.provisioning.models import Operation
+from gpus.web import queue
+
+log = logging.getLogger(__name__)
+
+
+# --- applying (the task's side) --------------------------------------------------------
+
+
+def lease() -> timedelta:
+    return timedelta(seconds=settings.OPERATION_LEASE_SECONDS)
+
+
+def claim(op_id: int) -> Operation | None:
+    """Take the operation for this task: a conditional update, so two deliveries of the same
+    message (or a reconciler re-enqueue) never apply at once. None if someone else has it."""
+    now = timezone.now()
+    claimable = Q(state=OperationState.PENDING) | Q(
+        state=OperationState.APPLYING, lease_until__lt=now
+    )
+    taken = Operation.objects.filter(claimable, pk=op_id).update(
+        state=OperationState.APPLYING,
+        attempts=F("attempts") + 1,
+        lease_until=now + lease(),
+        updated_at=now,
+    )
+    return Operation.objects.select_related("cluster", "tenant").get(pk=op_id) if taken else None
+
+
+def _transition(op: Operation, from_states: set[str], **changes: Any) -> bool:
+    """Update only if the operation is still in one of ``from_states`` (no lost updates)."""
+    changes.setdefault("updated_at", timezone.now())
+    done = Operation.objects.filter(pk=op.pk, state__in=from_states).update(**changes)
+    if done:
+        for key, value in changes.items():
+            setattr(op, key, value)
+    return bool(done)
+
+
+def _causes_json(causes: list[Cause] | tuple[Cause, ...]) -> list[dict[str, str]]:
+    return [{"field": c.field, "message": c.message, "reason": c.reason} for c in causes]
+
+
+def fail(op: Operation, reason: str, message: str, causes: Any = (), error: str = "") -> None:
+    now = timezone.now()
+    if _transition(
+        op,
+        set(ACTIVE_OPERATION_STATES),
+        state=OperationState.FAILED,
+        reason=reason[:200],
+        message=message,
+        causes=_causes_json(causes),
+        error=error or message,
+        finished_at=now,
+        lease_until=None,
+    ):
+        audit(
+            op,
+            op.tenant,
+            "portal",
+            "operation.failed",
+            {"reason": reason, "message": message[:500]},
+        )
+
+
+def succeed(op: Operation) -> None:
+    now = timezone.now()
+    if _transition(
+        op,
+        set(ACTIVE_OPERATION_STATES),
+        state=OperationState.SUCCEEDED,
+        finished_at=now,
+        running_at=op.running_at or (now if _want_running(op) and op.kind != "delete" else None),
+        reason="",
+        message="",
+        lease_until=None,
+    ):
+        audit(op, op.tenant, "portal", "operation.succeeded")
+
+
+def identity_for(op: Operation) -> Identity:
+    return Identity.tenant_admin(op.actor_name, op.namespace)
+
+
+def _record_baseline(op: Operation, gateway: ClusterGateway) -> None:
+    """Before the first write, keep what Helm last said about the target (no generation in
+    v1.1: an update is done when this moves). Saved once: an attempt after a crash must not
+    take its own earlier write for the starting point."""
+    if "before" in op.baseline:
+        return
+    current = gateway.get(mf.PLURALS[op.app_kind], op.namespace, op.name)
+    op.baseline = {"before": released_marker(current) if current else {}}
+    Operation.objects.filter(pk=op.pk, state=OperationState.APPLYING).update(baseline=op.baseline)
+
+
+def apply(op: Operation) -> None:
+    """Apply the claimed operation's manifests (idempotent) and hand it to the poller.
+
+    TransientError propagates (the task retries); permanent errors fail the operation.
+    """
+    gateway = gateway_for(op.cluster)
+    who = identity_for(op)
+    try:
+        if op.kind == OperationKind.DELETE:
+            # Delete the VM first, then its disks: 404 means already gone.
+            for doc in reversed(op.manifests):
+                delete_target(
+                    gateway, doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"], who
+                )
+        else:
+            _record_baseline(op, gateway)
+            # Day-2 changes patch an object that must be there; they never re-create it.
+            must_exist = op.kind in (
+                OperationKind.START,
+                OperationKind.STOP,
+                OperationKind.RESIZE,
+                OperationKind.RESTART,
+            ) or bool(op.node_group and not op.params.get("new_cluster_version"))
+            for doc in _manifests_to_apply(op):
+                apply_manifest(gateway, doc, who, must_exist=must_exist)
+    except TransientError:
+        raise
+    except InvalidError as exc:
+        fail(op, exc.reason or "Invalid", exc.detail or exc.message, exc.causes, str(exc))
+        return
+    except ForbiddenError as exc:
+        fail(op, "Forbidden", exc.detail or exc.message, (), str(exc))
+        return
+    except KubeError as exc:
+        fail(op, exc.reason or type(exc).__name__, exc.detail or exc.message, (), str(exc))
+        return
+    finally:
+        gateway.close()
+    now = timezone.now()
+    changes: dict[str, Any] = {
+        "state": OperationState.PROVISIONING,
+        "applied_at": now,
+        "lease_until": None,
+        "error": "",
+    }
+    if _transition(op, {OperationState.APPLYING}, **changes):
+        audit(op, op.tenant, "portal", "operation.applied", {"attempt": op.attempts})
+
+
+def _manifests_to_apply(op: Operation) -> list[dict[str, Any]]:
+    """A restart applies its stop, then (once stopped) its start; others apply every manifest."""
+    if op.kind == OperationKind.RESTART:
+        return [op.manifests[1 if op.params.get("phase") == "start" else 0]]
+    return list(op.manifests)
+
+
+def release_for_retry(op: Operation, exc: TransientError, delay: float) -> None:
+    """A transient failure: back to pending, visible with its reason, retried after ``delay``."""
+    _transition(
+        op,
+        {OperationState.APPLYING},
+        state=OperationState.PENDING,
+        error=str(exc),
+        lease_until=timezone.now() + timedelta(seconds=delay),
+    )
+
+
+# --- polling (batched) -------------------------------------------------------------------
+
+
+def _want_running(op: Operation) -> bool:
+    if op.kind == OperationKind.STOP:
+        return False
+    if op.kind == OperationKind.START:
+        return True
+    if op.kind == OperationKind.RESTART:
+        return op.params.get("phase") == "start"
+    vm = next((d for d in op.manifests if d["kind"] == op.app_kind), {})
+    spec = vm.get("spec") or {}
+    return spec.get("runStrategy", "Always") != "Halted" and spec.get("running", True) is not False
+
+
+def _disk_name(op: Operation) -> str | None:
+    disk = next((d for d in op.manifests if d["kind"] == mf.VM_DISK), None)
+    return disk["metadata"]["name"] if disk else None
+
+
+def advance(op: Operation, view: NamespaceView, now: Any) -> None:
+    """Move one polled operation forward from one observation."""
+    plural = mf.PLURALS.get(op.app_kind, "")
+    if op.kind == OperationKind.DELETE:
+        if (plural, op.name) not in view.apps:
+            succeed(op)
+        else:
+            _check_ceiling(op, now)
+        return
+    if op.node_group:
+        progress = node_group_progress(
+            op.name,
+            op.node_group,
+            view,
+            int(op.params.get("min_replicas") or 0),
+            op.baseline.get("before", {}),
+        )
+    else:
+        progress = vm_progress(
+            op.app_kind,
+            op.name,
+            view,
+            _disk_name(op),
+            op.baseline.get("before", {}),
+            _want_running(op),
+            # A restart is done once the change it waited for is applied, not merely Running.
+            restart_applied=op.kind == OperationKind.RESTART,
+        )
+    changes: dict[str, Any] = (
+        {"observed": progress.observed} if progress.observed != op.observed else {}
+    )
+    if progress.failed:
+        fail(op, progress.reason, progress.message, progress.causes)
+        return
+    if progress.disk_ready and not op.disk_ready_at:
+        changes["disk_ready_at"] = now
+    if progress.scheduled and not op.scheduled_at:
+        changes["scheduled_at"] = now
+    if progress.unschedulable:
+        message = (
+            scheduling_event(view, KUBEVIRT_PREFIX.get(op.app_kind, "") + op.name)
+            or progress.message
+        )
+        changes.update(reason=progress.reason, message=message)
+        since = op.unschedulable_since or now
+        changes["unschedulable_since"] = since
+        if op.queue_until_capacity:
+            changes["state"] = OperationState.QUEUED
+        elif (now - since).total_seconds() > settings.OPERATION_UNSCHEDULABLE_GRACE_SECONDS:
+            fail(op, progress.reason, message)
+            return
+    elif op.unschedulable_since or op.state == OperationState.QUEUED:
+        changes.update(
+            unschedulable_since=None, reason="", message="", state=OperationState.PROVISIONING
+        )
+    if changes:
+        _transition(op, set(POLLED_OPERATION_STATES), **changes)
+    if progress.done and op.kind == OperationKind.RESTART and not _want_running(op):
+        _restart_start(op)
+        return
+    if progress.done:
+        succeed(op)
+        return
+    _check_ceiling(op, now)
+
+
+def _restart_start(op: Operation) -> None:
+    """The restart's VM is stopped: back to pending for its start (the apply task takes it).
+    The baseline is read again, since the stop made a Helm release of its own."""
+    params = {**op.params, "phase": "start"}
+    if _transition(
+        op,
+        set(POLLED_OPERATION_STATES),
+        state=OperationState.PENDING,
+        params=params,
+        baseline={},
+        scheduled_at=None,
+        lease_until=None,
+    ):
+        audit(op, op.tenant, "portal", "operation.stopped")
+        queue.enqueue_on_commit("provisioning.apply_operation", op.pk)
+
+
+def _check_ceiling(op: Operation, now: Any) -> None:
+    if op.state == OperationState.QUEUED:
+        return  # waiting for capacity is what the user asked for
+    start = op.scheduled_at or op.applied_at or op.created_at
+    ceiling = (
+        settings.OPERATION_NODE_GROUP_TIMEOUT_SECONDS
+        if op.node_group
+        else settings.OPERATION_TIMEOUT_SECONDS
+    )
+    if (now - start).total_seconds() > ceiling:
+        minutes = ceiling // 60
+        fail(
+            op,
+            "Timeout",
+            _("Not ready after %(minutes)d minutes; the last thing the cluster said is kept below.")
+            % {"minutes": minutes},
+        )
+
+
+def poll_cluster(cluster_id: int) -> int:
+    """One batched observation of every applied operation of a cluster. Returns how many."""
+    ops = list(
+        Operation.objects.filter(
+            cluster_id=cluster_id, state__in=POLLED_OPERATION_STATES
+        ).select_related("cluster", "tenant")
+    )
+    if not ops:
+        return 0
+    wanted: dict[str, set[str]] = defaultdict(set)
+    events_for = set()
+    for op in ops:
+        wanted[op.namespace].add(mf.PLURALS.get(op.app_kind, ""))
+        wanted[op.namespace].update(
+            mf.PLURALS[d["kind"]] for d in op.manifests if d["kind"] in mf.PLURALS
+        )
+        if op.unschedulable_since or op.observed.get("printableStatus") == "ErrorUnschedulable":
+            events_for.add(op.namespace)
+    gateway = gateway_for(ops[0].cluster)
+    try:
+        views = observe(gateway, wanted, events_for)
+    finally:
+        gateway.close()
+    now = timezone.now()
+    for op in ops:
+        advance(op, views.get(op.namespace, NamespaceView()), now)
+    return len(ops)
+
+
+def clusters_with_polled_operations() -> list[int]:
+    return list(
+        Operation.objects.filter(state__in=POLLED_OPERATION_STATES)
+        .values_list("cluster_id", flat=True)
+        .distinct()
+        .order_by()
+    )
+
+
+def reconcile() -> list[int]:
+    """Operations whose task was lost (worker killed, Redis restarted): enqueue them again.
+    Pending past their retry time, or applying past their lease. ``claim`` makes it safe."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.OPERATION_RECONCILE_AFTER_SECONDS)
+    ids = list(
+        Operation.objects.filter(
+            Q(state=OperationState.PENDING, updated_at__lt=stale, lease_until__isnull=True)
+            | Q(state=OperationState.PENDING, lease_until__lt=now)
+            | Q(state=OperationState.APPLYING, lease_until__lt=now)
+        ).values_list("pk", flat=True)[:500]
+    )
+    for op_id in ids:
+        queue.enqueue("provisioning.apply_operation", op_id)
+    return ids

@@ -1,0 +1,347 @@
+"""The GPU VM and node-group forms: they parse and convert input, never act."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+import yaml
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from gpus.catalog.sizing import (
+    DISK_IMAGES,
+    INSTANCE_PROFILES,
+    INSTANCE_TYPES,
+    LEGACY_IMAGES,
+    MIN_VCPU_PER_GPU,
+    NVIDIA_DRIVER_CLOUD_INIT,
+    STORAGE_CLASSES,
+    instance_type_choices,
+    recommended_instance_type,
+)
+from gpus.kube.apps import max_vm_name_length as max_name_length
+from gpus.provisioning.choices import ExternalAccess, RunStrategy
+
+DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+# --- GPU VM ---------------------------------------------------------------------------
+
+SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+
+
+def ssh_key_problem(line: str) -> str | None:
+    """Why a line is not an OpenSSH public key (``type base64 [comment]``), or None."""
+    parts = line.split()
+    if len(parts) < 2:
+        return _("a key looks like “ssh-ed25519 AAAA… you@host”")
+    kind, body = parts[0], parts[1]
+    if kind not in SSH_KEY_TYPES:
+        return _("unknown key type “%(type)s”") % {"type": kind[:40]}
+    try:
+        raw = base64.b64decode(body.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError, binascii.Error):
+        return _("the key body is not base64")
+    # The blob starts with its own type as a length-prefixed string.
+    if len(raw) < 4 or raw[4 : 4 + int.from_bytes(raw[:4], "big")] != kind.encode():
+        return _("the key body does not match its type “%(type)s”") % {"type": kind}
+    return None
+
+
+class GpuVmForm(forms.Form):
+    name = forms.CharField(
+        label=_("Name"),
+        max_length=63,
+        help_text=_("Lowercase letters, digits and “-”, starting with a letter."),
+    )
+    gpu_model = forms.ChoiceField(label=_("GPU model"))
+    gpu_count = forms.IntegerField(label=_("Number of GPUs"), min_value=1, max_value=8, initial=1)
+    instance_type = forms.ChoiceField(
+        label=_("Instance type"),
+        initial="u1.2xlarge",
+        help_text=_("Hikube recommends 8 to 16 vCPU per GPU: u1.2xlarge for one GPU."),
+    )
+    instance_profile = forms.ChoiceField(label=_("Operating system profile"), initial="ubuntu")
+    image = forms.ChoiceField(label=_("System disk image"))
+    disk_size_gi = forms.IntegerField(
+        label=_("System disk size (GiB)"), min_value=10, max_value=4096, initial=50
+    )
+    storage_class = forms.ChoiceField(label=_("Storage class"), initial="replicated")
+    ssh_keys = forms.CharField(
+        label=_("SSH public keys"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+        help_text=_("One per line."),
+    )
+    external = forms.ChoiceField(
+        label=_("External access"), choices=ExternalAccess.choices, initial=ExternalAccess.PORTS
+    )
+    external_ports = forms.CharField(
+        label=_("Open ports"),
+        required=False,
+        initial="22",
+        help_text=_("Comma-separated, e.g. 22, 8888. Used with “Some ports”."),
+    )
+    install_driver = forms.BooleanField(
+        label=_("Install the NVIDIA driver at first boot (Hikube FAQ snippet)"),
+        required=False,
+        initial=True,
+    )
+    cloud_init = forms.CharField(
+        label=_("Cloud-init (optional)"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
+        help_text=_("A #cloud-config document. Leave empty to use only the driver snippet."),
+    )
+    run_strategy = forms.ChoiceField(
+        label=_("Run strategy"), choices=RunStrategy.choices, initial=RunStrategy.ALWAYS
+    )
+    queue_until_capacity = forms.BooleanField(
+        label=_("Queue until capacity frees"),
+        required=False,
+        help_text=_("If no server has enough free GPUs now, wait for one instead of refusing."),
+    )
+
+    def __init__(
+        self,
+        *args: Any,
+        vm_kind: str = "VMInstance",
+        gpu_choices: list[tuple[str, str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.vm_kind = vm_kind
+        self.fields["gpu_model"].choices = gpu_choices or []
+        self.fields["instance_type"].choices = instance_type_choices()
+        self.fields["instance_profile"].choices = INSTANCE_PROFILES
+        legacy = vm_kind == "VirtualMachine"
+        self.fields["image"].choices = LEGACY_IMAGES if legacy else DISK_IMAGES
+        self.fields["image"].initial = "ubuntu" if legacy else "ubuntu-2404"
+        self.fields["storage_class"].choices = STORAGE_CLASSES
+        self.max_name = max_name_length(vm_kind)
+        self.fields["name"].help_text = _(
+            "Lowercase letters, digits and “-”, starting with a letter; at most %(n)d characters."
+        ) % {"n": self.max_name}
+        self.warnings: list[str] = []
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not DNS1035.match(name):
+            raise forms.ValidationError(
+                _(
+                    "Use lowercase letters, digits and “-”; start with a letter, end with a letter "
+                    "or digit."
+                ),
+                code="dns1035",
+            )
+        if len(name) > self.max_name:
+            raise forms.ValidationError(
+                _(
+                    "At most %(max)d characters (the cluster adds a prefix; 53 in all); this one "
+                    "has %(n)d."
+                )
+                % {"max": self.max_name, "n": len(name)},
+                code="length",
+            )
+        return name
+
+    def clean_ssh_keys(self) -> list[str]:
+        keys = []
+        for number, line in enumerate(self.cleaned_data["ssh_keys"].splitlines(), start=1):
+            line = line.strip()
+            if not line:
+                continue
+            problem = ssh_key_problem(line)
+            if problem:
+                raise forms.ValidationError(
+                    _("Line %(n)d: %(problem)s.") % {"n": number, "problem": problem}, code="ssh"
+                )
+            keys.append(line)
+        return keys
+
+    def clean_external_ports(self) -> list[int]:
+        text = self.cleaned_data["external_ports"].strip()
+        ports = []
+        for part in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
+            if not part.isdigit() or not 0 < int(part) < 65536:
+                raise forms.ValidationError(
+                    _("“%(port)s” is not a port (1 to 65535).") % {"port": part[:20]}, code="port"
+                )
+            if int(part) not in ports:
+                ports.append(int(part))
+        return ports
+
+    def clean_cloud_init(self) -> str:
+        text = self.cleaned_data["cloud_init"].replace("\r\n", "\n").strip()
+        if not text:
+            return ""
+        if not text.startswith("#cloud-config"):
+            raise forms.ValidationError(
+                _("Start with the line “#cloud-config”."), code="cloud_config"
+            )
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = _(" (line %(n)d)") % {"n": mark.line + 1} if mark else ""
+            raise forms.ValidationError(
+                _("This is not valid YAML%(where)s.") % {"where": where}, code="yaml"
+            ) from None
+        if data is not None and not isinstance(data, dict):
+            raise forms.ValidationError(_("Cloud-init must be a YAML mapping."), code="yaml")
+        return text + "\n"
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("external") == ExternalAccess.PORTS and not data.get("external_ports"):
+            self.add_error("external_ports", _("List at least one port, or pick another access."))
+        itype = INSTANCE_TYPES.get(data.get("instance_type", ""))
+        count = data.get("gpu_count") or 0
+        if itype and count and itype.vcpu < MIN_VCPU_PER_GPU * count:
+            self.warnings.append(
+                _(
+                    "%(type)s has %(vcpu)d vCPU for %(n)d GPU(s): Hikube recommends at least "
+                    "%(min)d vCPU per GPU (e.g. %(rec)s)."
+                )
+                % {
+                    "type": itype.name,
+                    "vcpu": itype.vcpu,
+                    "n": count,
+                    "min": MIN_VCPU_PER_GPU,
+                    "rec": recommended_instance_type(count),
+                }
+            )
+        return data
+
+    def cloud_init_text(self) -> str:
+        """The user's cloud-init, with the driver snippet's commands merged in when asked."""
+        text = self.cleaned_data.get("cloud_init", "")
+        if not self.cleaned_data.get("install_driver"):
+            return text
+        if not text:
+            return NVIDIA_DRIVER_CLOUD_INIT
+        data = yaml.safe_load(text) or {}
+        driver = yaml.safe_load(NVIDIA_DRIVER_CLOUD_INIT)
+        data["runcmd"] = list(data.get("runcmd") or []) + driver["runcmd"]
+        return "#cloud-config\n" + yaml.safe_dump(data, sort_keys=False)
+
+
+KUBERNETES_VERSIONS = ["v1.35", "v1.34", "v1.33", "v1.32", "v1.31", "v1.30"]
+
+
+class NodeGroupForm(forms.Form):
+    cluster_name = forms.ChoiceField(label=_("Kubernetes cluster"), required=False)
+    new_cluster = forms.CharField(
+        label=_("…or a new cluster named"),
+        required=False,
+        max_length=42,
+        help_text=_("Created with this group and the GPU operator addon on."),
+    )
+    version = forms.ChoiceField(
+        label=_("Kubernetes version (new cluster)"),
+        choices=[(v, v) for v in KUBERNETES_VERSIONS],
+        initial="v1.33",
+        required=False,
+    )
+    group = forms.CharField(
+        label=_("Node group name"),
+        max_length=40,
+        help_text=_("Lowercase letters, digits and “-”, starting with a letter."),
+    )
+    min_replicas = forms.IntegerField(label=_("Minimum workers"), min_value=0, max_value=100)
+    max_replicas = forms.IntegerField(label=_("Maximum workers"), min_value=1, max_value=100)
+    instance_type = forms.ChoiceField(label=_("Instance type"), initial="u1.2xlarge")
+    disk_size_gi = forms.IntegerField(
+        label=_("Worker disk size (GiB)"), min_value=10, max_value=4096, initial=100
+    )
+    gpu_model = forms.ChoiceField(label=_("GPU model"))
+    gpus_per_node = forms.IntegerField(
+        label=_("GPUs per worker"), min_value=1, max_value=8, initial=1
+    )
+    ingress = forms.BooleanField(
+        label=_("Workers also host the ingress (role ingress-nginx)"), required=False
+    )
+
+    def __init__(
+        self,
+        *args: Any,
+        clusters: list[str] | None = None,
+        gpu_choices: list[tuple[str, str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["cluster_name"].choices = [("", "—"), *((c, c) for c in clusters or [])]
+        self.fields["gpu_model"].choices = gpu_choices or []
+        self.fields["instance_type"].choices = instance_type_choices()
+        self.warnings: list[str] = []
+
+    def clean_group(self) -> str:
+        group = self.cleaned_data["group"].strip()
+        if not DNS1035.match(group):
+            raise forms.ValidationError(
+                _(
+                    "Use lowercase letters, digits and “-”; start with a letter, end with a letter "
+                    "or digit."
+                ),
+                code="dns1035",
+            )
+        return group
+
+    def clean_new_cluster(self) -> str:
+        name = self.cleaned_data["new_cluster"].strip()
+        if name and not DNS1035.match(name):
+            raise forms.ValidationError(
+                _(
+                    "Use lowercase letters, digits and “-”; start with a letter, end with a letter "
+                    "or digit."
+                ),
+                code="dns1035",
+            )
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not data.get("cluster_name") and not data.get("new_cluster"):
+            self.add_error("cluster_name", _("Pick a cluster, or name a new one."))
+        if data.get("new_cluster") and data.get("new_cluster") in dict(
+            self.fields["cluster_name"].choices
+        ):
+            self.add_error("new_cluster", _("This cluster exists: pick it above."))
+        low, high = data.get("min_replicas"), data.get("max_replicas")
+        if low is not None and high is not None and low > high:
+            self.add_error("max_replicas", _("At least the minimum."))
+        itype = INSTANCE_TYPES.get(data.get("instance_type", ""))
+        per = data.get("gpus_per_node") or 0
+        if itype and per and itype.vcpu < MIN_VCPU_PER_GPU * per:
+            self.warnings.append(
+                _(
+                    "%(type)s has %(vcpu)d vCPU for %(n)d GPU(s): Hikube recommends at least "
+                    "%(min)d vCPU per GPU (e.g. %(rec)s)."
+                )
+                % {
+                    "type": itype.name,
+                    "vcpu": itype.vcpu,
+                    "n": per,
+                    "min": MIN_VCPU_PER_GPU,
+                    "rec": recommended_instance_type(per),
+                }
+            )
+        if low == 0:
+            self.warnings.append(
+                _(
+                    "With 0 minimum workers the group may never scale up: the autoscaler adds "
+                    "workers only for pods that wait."
+                )
+            )
+        return data

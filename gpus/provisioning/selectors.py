@@ -1,0 +1,58 @@
+"""Reads of operations and the audit log, scoped to the user asking."""
+
+from __future__ import annotations
+
+from django.db.models import F, Q, QuerySet
+from django.http import Http404
+
+from gpus.provisioning.choices import ACTIVE_OPERATION_STATES
+from gpus.provisioning.models import AuditEvent, Operation
+from gpus.tenancy.models import Tenant
+from gpus.tenancy.selectors import User, get_tenant_for_user, membership_of
+
+# --- operations ------------------------------------------------------------------------
+
+
+def can_operate(user: User, tenant: Tenant) -> bool:
+    """Operators of the tenant and platform admins may change things; viewers only look."""
+    if not user.is_authenticated:
+        return False
+    if user.is_staff:
+        return True
+    membership = membership_of(user, tenant)
+    return bool(membership and membership.can_operate)
+
+
+def tenant_operations(user: User, tenant: Tenant) -> QuerySet[Operation]:
+    """The tenant's operations; ``tenant`` comes from ``get_tenant_for_user`` (already checked)."""
+    return Operation.objects.filter(tenant=tenant).select_related("gpu_model", "cluster")
+
+
+def get_operation_for_user(user: User, namespace: str, pk: int) -> Operation:
+    """An operation of a tenant the user may see, or 404 (never 403)."""
+    tenant = get_tenant_for_user(user, namespace)
+    op = (
+        Operation.objects.filter(tenant=tenant, pk=pk)
+        .select_related("gpu_model", "cluster", "tenant")
+        .first()
+    )
+    if op is None:
+        raise Http404("No such operation.")
+    return op
+
+
+def operations_in_flight(user: User, tenant: Tenant) -> QuerySet[Operation]:
+    """Active operations, and those finished after their cluster's last sync: the snapshot does
+    not show their result yet, so the page shows the operation instead (DESIGN rule 8)."""
+    return tenant_operations(user, tenant).filter(
+        Q(state__in=ACTIVE_OPERATION_STATES)
+        | Q(finished_at__gt=F("cluster__last_synced_at"))
+        | Q(finished_at__isnull=False, cluster__last_synced_at__isnull=True)
+    )
+
+
+def audit_events(user: User) -> QuerySet[AuditEvent]:
+    """Every audit event, newest first: platform admins only (tenants see their operations)."""
+    if not user.is_staff:
+        raise Http404("No such page.")
+    return AuditEvent.objects.select_related("tenant", "operation").order_by("-created_at", "-pk")

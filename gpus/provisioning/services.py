@@ -1,0 +1,242 @@
+"""The request side of operations (DESIGN rule 2): validate, check quota and capacity, record the
+operation and its audit event in one transaction, send the apply on commit."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils.translation import gettext as _
+
+from gpus.catalog.models import GpuModel
+from gpus.inventory.models import Cluster, GpuWorkload
+from gpus.inventory.schemas import served_schema_causes
+from gpus.kube import apps as mf
+from gpus.kube.apps import NodeGroupRequest, VmRequest, node_group_manifests, vm_manifests
+from gpus.provisioning.audit import audit
+from gpus.provisioning.capacity import fit_for, quota_left, quota_message
+from gpus.provisioning.choices import (
+    OperationKind,
+    OperationState,
+)
+from gpus.provisioning.models import Operation
+from gpus.tenancy.models import Tenant
+from gpus.web import queue
+
+log = logging.getLogger(__name__)
+
+
+class OperationRefused(Exception):
+    """The request cannot be recorded; ``field`` names the form field to show it next to."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def record(
+    *,
+    user: Any,
+    tenant: Tenant,
+    cluster: Cluster,
+    kind: str,
+    app_kind: str,
+    name: str,
+    docs: list[dict[str, Any]],
+    gpu_model: GpuModel | None = None,
+    gpu_count: int = 0,
+    node_group: str = "",
+    params: dict[str, Any] | None = None,
+    queue_until_capacity: bool = False,
+    check_capacity: bool = True,
+) -> Operation:
+    """Check quota (under a row lock) and capacity, save the operation and its audit event in
+    one transaction, enqueue the apply on commit. Raises OperationRefused."""
+    actor = user.get_username()
+    with transaction.atomic():
+        # The tenant row is the lock: concurrent submissions of one tenant queue here.
+        Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+        if gpu_model is not None and gpu_count:
+            left = quota_left(tenant, gpu_model, (cluster.pk, name, node_group))
+            if left is not None and gpu_count > left:
+                raise OperationRefused(quota_message(gpu_model, left), "gpu_count")
+            if check_capacity and not queue_until_capacity:
+                fit = fit_for(gpu_model, gpu_count)
+                if not fit.fits:
+                    raise OperationRefused(
+                        fit.message()
+                        + " "
+                        + _("Pick fewer GPUs, or tick “queue until capacity frees”."),
+                        "gpu_count",
+                    )
+        try:
+            with transaction.atomic():
+                op = Operation.objects.create(
+                    cluster=cluster,
+                    tenant=tenant,
+                    actor=user if getattr(user, "pk", None) else None,
+                    actor_name=actor,
+                    kind=kind,
+                    namespace=tenant.namespace,
+                    app_kind=app_kind,
+                    name=name,
+                    node_group=node_group,
+                    gpu_model=gpu_model,
+                    gpu_count=gpu_count,
+                    queue_until_capacity=queue_until_capacity,
+                    params=params or {},
+                    manifests=docs,
+                )
+        except IntegrityError:
+            raise OperationRefused(
+                _("Another change to %(name)s is still in progress; wait for it to finish.")
+                % {"name": name},
+                "name",
+            ) from None
+        audit(op, tenant, actor, f"operation.{kind}", {"operation": op.pk, "gpus": gpu_count})
+        queue.enqueue_on_commit("provisioning.apply_operation", op.pk)
+    return op
+
+
+def submit_vm(user: Any, tenant: Tenant, cluster: Cluster, request: VmRequest) -> Operation:
+    vm_kind = cluster.vm_kind or mf.VM_INSTANCE
+    docs = vm_manifests(request, tenant.namespace, vm_kind)
+    causes = served_schema_causes(cluster, docs)
+    if causes:
+        raise OperationRefused(
+            _("The cluster's schema refuses: %(causes)s")
+            % {"causes": "; ".join(f"{c.field}: {c.message}" for c in causes)}
+        )
+    existing = GpuWorkload.objects.filter(
+        cluster=cluster, tenant=tenant, name=request.name, node_group=""
+    ).exists()
+    if existing:
+        raise OperationRefused(_("A VM with this name already exists."), "name")
+    model = GpuModel.objects.get(resource_name=request.gpu_resource)
+    return record(
+        user=user,
+        tenant=tenant,
+        cluster=cluster,
+        kind=OperationKind.CREATE,
+        app_kind=vm_kind,
+        name=request.name,
+        docs=docs,
+        gpu_model=model,
+        gpu_count=request.gpu_count,
+        params=request.as_params(),
+        queue_until_capacity=request.queue_until_capacity,
+    )
+
+
+def retry(user: Any, op: Operation) -> Operation:
+    """A failed operation, submitted again with the same manifests (a new record)."""
+    if op.state != OperationState.FAILED:
+        raise OperationRefused(_("Only a failed operation can be retried."))
+    restart = op.kind == OperationKind.RESTART
+    return record(
+        user=user,
+        tenant=op.tenant,
+        cluster=op.cluster,
+        # A restart runs again from its stop: its two manifests are two steps, not one apply.
+        kind=OperationKind.RESTART if restart else OperationKind.RETRY,
+        app_kind=op.app_kind,
+        name=op.name,
+        node_group=op.node_group,
+        docs=op.manifests,
+        gpu_model=op.gpu_model,
+        gpu_count=op.gpu_count if op.kind in (OperationKind.CREATE, OperationKind.RETRY) else 0,
+        params={**op.params, "retry_of": op.pk, **({"phase": "stop"} if restart else {})},
+        queue_until_capacity=op.queue_until_capacity,
+        check_capacity=False,
+    )
+
+
+# --- day-2 actions on VMs, also those made outside the portal ---------------------------
+
+VM_ACTIONS = (
+    OperationKind.START,
+    OperationKind.STOP,
+    OperationKind.DELETE,
+    OperationKind.RESTART,
+)
+
+
+def submit_vm_action(user: Any, workload: GpuWorkload, kind: str) -> Operation:
+    """Start, stop or delete a GPU VM the snapshot shows. The target is taken by value from the
+    snapshot row; the operation records what is sent, like a create."""
+    if kind not in VM_ACTIONS:
+        raise OperationRefused(_("Unknown action."))
+    tenant, app_kind, name = workload.tenant, workload.app_kind, workload.name
+    base = {
+        "apiVersion": mf.API_VERSION,
+        "kind": app_kind,
+        "metadata": {"name": name, "namespace": tenant.namespace},
+    }
+    docs: list[dict[str, Any]]
+    if kind == OperationKind.DELETE:
+        # The system disk goes too when the portal made it (an outside VM's disks are left alone).
+        created = (
+            Operation.objects.filter(
+                cluster=workload.cluster,
+                namespace=tenant.namespace,
+                app_kind=app_kind,
+                name=name,
+                kind__in=[OperationKind.CREATE, OperationKind.RETRY],
+                state=OperationState.SUCCEEDED,
+            )
+            .order_by("-pk")
+            .first()
+        )
+        disks = [d for d in (created.manifests if created else []) if d["kind"] == mf.VM_DISK]
+        docs = [*[{**d, "spec": {}} for d in disks], base]
+    elif kind == OperationKind.RESTART:
+        if workload.reason != "RestartRequired":
+            raise OperationRefused(_("This VM has no change waiting for a restart."))
+        # Tenants may not use KubeVirt's restart subresource on Cozystack: stop, then start,
+        # through the app's spec.
+        docs = [
+            {**base, "spec": mf.vm_power_patch(app_kind, running)["spec"]}
+            for running in (False, True)
+        ]
+    else:
+        docs = [{**base, "spec": mf.vm_power_patch(app_kind, kind == OperationKind.START)["spec"]}]
+    starting = kind in (OperationKind.START, OperationKind.RESTART)
+    return record(
+        user=user,
+        tenant=tenant,
+        cluster=workload.cluster,
+        kind=kind,
+        app_kind=app_kind,
+        name=name,
+        docs=docs,
+        gpu_model=workload.gpu_model if starting else None,
+        gpu_count=workload.gpus_per_instance if starting else 0,
+        # A start waits for capacity rather than failing: the user asked for this VM to run.
+        queue_until_capacity=starting,
+        check_capacity=False,
+        params={"action": kind, **({"phase": "stop"} if kind == OperationKind.RESTART else {})},
+    )
+
+
+def submit_node_group(
+    user: Any, tenant: Tenant, cluster: Cluster, request: NodeGroupRequest, resize: bool
+) -> Operation:
+    docs = node_group_manifests(request, tenant.namespace, cluster.node_group_disk_field)
+    model = GpuModel.objects.get(resource_name=request.gpu_resource)
+    return record(
+        user=user,
+        tenant=tenant,
+        cluster=cluster,
+        kind=OperationKind.RESIZE if resize else OperationKind.CREATE,
+        app_kind=mf.KUBERNETES,
+        name=request.cluster_name,
+        node_group=request.group,
+        docs=docs,
+        gpu_model=model,
+        gpu_count=request.gpus_per_node * request.workers_held,
+        params=request.as_params(),
+        # Workers are placed one by one; the fit is per worker, not all on one server.
+        check_capacity=False,
+    )

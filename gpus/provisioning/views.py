@@ -1,0 +1,378 @@
+"""Self-service pages: My GPUs, new GPU VMs and node groups, day-2 actions, operations, the
+audit log. Thin: selectors read, services write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from gpus.catalog.models import GpuModel
+from gpus.inventory.choices import ResourceState, WorkloadKind
+from gpus.inventory.models import Cluster
+from gpus.inventory.schemas import served_schema_causes
+from gpus.inventory.selectors import (
+    _live_context,
+    default_cluster,
+    get_node_group_for_user,
+    get_tenant_workload,
+    get_vm_for_user,
+    served_gpu_models,
+    tenant_kubernetes_clusters,
+    tenant_workload_page,
+)
+from gpus.kube.apps import NodeGroupRequest, VmRequest, node_group_manifests, vm_manifests
+from gpus.provisioning.capacity import explain_workloads, fit_for, quota_left, quota_message
+from gpus.provisioning.choices import OperationKind
+from gpus.provisioning.filters import AuditFilter
+from gpus.provisioning.forms import GpuVmForm, NodeGroupForm
+from gpus.provisioning.presenters import describe
+from gpus.provisioning.selectors import (
+    audit_events,
+    can_operate,
+    get_operation_for_user,
+    operations_in_flight,
+    tenant_operations,
+)
+from gpus.provisioning.services import (
+    OperationRefused,
+    retry,
+    submit_node_group,
+    submit_vm,
+    submit_vm_action,
+)
+from gpus.tenancy.models import Tenant
+from gpus.tenancy.selectors import get_tenant_for_user
+from gpus.web.htmx import _query_without, render_page_or_fragment
+from gpus.web.paging import PageRequest
+
+
+def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
+    tenant = get_tenant_for_user(request.user, namespace)
+    context = _live_context(request)
+    page = tenant_workload_page(
+        request.user, tenant, PageRequest.from_query(request.GET), context["narrowed"]
+    )
+    names = {c.pk: c.name for c in context["clusters"]}
+    for workload in page.rows:
+        workload.cluster_name = names.get(workload.cluster_id, "")
+    explain_workloads(page.rows)
+    context.update(
+        tenant=tenant,
+        workloads=page,
+        query=_query_without(request, "page", "after", "before"),
+        in_flight=list(operations_in_flight(request.user, tenant)),
+        can_operate=can_operate(request.user, tenant),
+    )
+    return render_page_or_fragment(
+        request, "provisioning/my_gpus.html", "provisioning/_my_gpus_table.html", context
+    )
+
+
+def workload_detail(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
+    tenant = get_tenant_for_user(request.user, namespace)
+    workload = get_tenant_workload(request.user, tenant, pk)
+    return render(
+        request,
+        "provisioning/workload.html",
+        {
+            "tenant": tenant,
+            "workload": workload,
+            # Asked only when there is something to offer (the page's query count stays pinned).
+            "offer_restart": workload.kind == WorkloadKind.VM
+            and workload.reason == "RestartRequired"
+            and workload.state != ResourceState.DELETING
+            and can_operate(request.user, tenant),
+        },
+    )
+
+
+# --- GPU VMs and operations -------------------------------------------------------------
+
+HTMX_STOP_POLLING = 286  # htmx stops polling on this status
+
+
+def _vm_form(request: HttpRequest, data: Any = None) -> tuple[GpuVmForm, Cluster | None]:
+    cluster = default_cluster()
+    vm_kind = (cluster.vm_kind if cluster else "") or "VMInstance"
+    choices = [
+        (
+            s.gpu_model.resource_name,
+            _("%(model)s — %(free)d free, at most %(one)d on one server")
+            % {"model": s.gpu_model.display_name, "free": s.free_total, "one": s.free_max_one},
+        )
+        for s in served_gpu_models()
+    ]
+    return GpuVmForm(data, vm_kind=vm_kind, gpu_choices=choices), cluster
+
+
+def _vm_request(form: GpuVmForm) -> VmRequest:
+    d = form.cleaned_data
+    return VmRequest(
+        name=d["name"],
+        gpu_resource=d["gpu_model"],
+        gpu_count=d["gpu_count"],
+        instance_type=d["instance_type"],
+        instance_profile=d["instance_profile"],
+        image=d["image"],
+        disk_size_gi=d["disk_size_gi"],
+        storage_class=d["storage_class"],
+        ssh_keys=tuple(d["ssh_keys"]),
+        external=d["external"],
+        external_ports=tuple(d["external_ports"]) or (22,),
+        cloud_init=form.cloud_init_text(),
+        run_strategy=d["run_strategy"],
+        queue_until_capacity=d["queue_until_capacity"],
+    )
+
+
+def _vm_checks(form: GpuVmForm, tenant: Tenant, cluster: Cluster | None) -> dict[str, Any]:
+    """Fit, quota, schema and the YAML preview, from the database only (no cluster call)."""
+    checks: dict[str, Any] = {"warnings": list(form.warnings)}
+    data = getattr(form, "cleaned_data", {}) or {}
+    model = GpuModel.objects.filter(resource_name=data.get("gpu_model", "")).first()
+    if model and data.get("gpu_count"):
+        fit = fit_for(model, data["gpu_count"])
+        checks["fit"] = fit
+        left = quota_left(tenant, model)
+        if left is not None:
+            checks["quota"] = quota_message(model, left)
+            checks["quota_ok"] = data["gpu_count"] <= left
+    if form.is_valid() and cluster is not None:
+        request_ = _vm_request(form)
+        docs = vm_manifests(request_, tenant.namespace, form.vm_kind)
+        checks["causes"] = served_schema_causes(cluster, docs)
+        checks["preview"] = yaml.safe_dump_all(docs, sort_keys=False, width=100)
+        checks["kubectl"] = (
+            f"kubectl --kubeconfig {tenant.namespace}.kubeconfig apply -f {request_.name}.yaml"
+        )
+        checks["filename"] = f"{request_.name}.yaml"
+    return checks
+
+
+def vm_new(request: HttpRequest, namespace: str) -> HttpResponse:
+    tenant = get_tenant_for_user(request.user, namespace)
+    allowed = can_operate(request.user, tenant)
+    if request.method == "POST":
+        if not allowed:
+            raise Http404("No such page.")
+        form, cluster = _vm_form(request, request.POST)
+        if form.is_valid():
+            if cluster is None:
+                form.add_error(None, _("No cluster is registered yet."))
+            else:
+                try:
+                    op = submit_vm(request.user, tenant, cluster, _vm_request(form))
+                except OperationRefused as exc:
+                    form.add_error(exc.field, exc.message)
+                else:
+                    return redirect("gpus:operation", namespace, op.pk)
+    else:
+        form, cluster = _vm_form(request)
+    context = {
+        "tenant": tenant,
+        "form": form,
+        "allowed": allowed,
+        "cluster": cluster,
+        "checks": _vm_checks(form, tenant, cluster) if form.is_bound else {},
+    }
+    return render(request, "provisioning/vm_new.html", context)
+
+
+@require_POST
+def vm_check(request: HttpRequest, namespace: str) -> HttpResponse:
+    """htmx, as the user types: field errors (out of band, next to each field), fit, quota and
+    the preview. Nothing is recorded or sent."""
+    tenant = get_tenant_for_user(request.user, namespace)
+    if not can_operate(request.user, tenant):
+        raise Http404("No such page.")
+    form, cluster = _vm_form(request, request.POST)
+    form.is_valid()
+    # While typing, an empty field is not an error yet: say so only on submit.
+    errors = {
+        name: [e for e in form.errors.get(name, []) if request.POST.get(name) or e == ""]
+        for name in form.fields
+    }
+    return render(
+        request,
+        "provisioning/_vm_checks.html",
+        {
+            "tenant": tenant,
+            "form": form,
+            "field_errors": errors,
+            "checks": _vm_checks(form, tenant, cluster),
+            "live": True,
+        },
+    )
+
+
+def operation_list(request: HttpRequest, namespace: str) -> HttpResponse:
+    tenant = get_tenant_for_user(request.user, namespace)
+    paginator = Paginator(tenant_operations(request.user, tenant), 50)
+    return render(
+        request,
+        "provisioning/operations.html",
+        {"tenant": tenant, "page": paginator.get_page(request.GET.get("page"))},
+    )
+
+
+def _operation_context(request: HttpRequest, namespace: str, pk: int) -> dict[str, Any]:
+    op = get_operation_for_user(request.user, namespace, pk)
+    return {
+        "tenant": op.tenant,
+        "op": op,
+        "view": describe(op),
+        "can_operate": can_operate(request.user, op.tenant),
+        "poll_seconds": settings.OPERATION_PAGE_POLL_SECONDS,
+        "preview": yaml.safe_dump_all(op.manifests, sort_keys=False, width=100),
+    }
+
+
+def operation_detail(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
+    return render(
+        request, "provisioning/operation.html", _operation_context(request, namespace, pk)
+    )
+
+
+def operation_status(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
+    """The live part of the operation page; tells htmx to stop polling once terminal."""
+    context = _operation_context(request, namespace, pk)
+    response = render(request, "provisioning/_operation_status.html", context)
+    if context["op"].is_terminal:
+        response.status_code = HTMX_STOP_POLLING
+    return response
+
+
+@require_POST
+def operation_retry(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
+    op = get_operation_for_user(request.user, namespace, pk)
+    if not can_operate(request.user, op.tenant):
+        raise Http404("No such page.")
+    try:
+        new = retry(request.user, op)
+    except OperationRefused as exc:
+        messages.error(request, exc.message)
+        return redirect("gpus:operation", namespace, op.pk)
+    return redirect("gpus:operation", namespace, new.pk)
+
+
+ACTIONS = {
+    "start": OperationKind.START,
+    "stop": OperationKind.STOP,
+    "delete": OperationKind.DELETE,
+    "restart": OperationKind.RESTART,
+}
+
+
+def vm_action(request: HttpRequest, namespace: str, name: str, action: str) -> HttpResponse:
+    """GET: ask for confirmation; POST: record the start/stop/delete/restart operation."""
+    vm = get_vm_for_user(request.user, namespace, name)
+    kind = ACTIONS.get(action)
+    if kind is None or not can_operate(request.user, vm.tenant):
+        raise Http404("No such page.")
+    error = ""
+    if request.method == "POST":
+        try:
+            op = submit_vm_action(request.user, vm, kind)
+        except OperationRefused as exc:
+            error = exc.message
+        else:
+            return redirect("gpus:operation", namespace, op.pk)
+    return render(
+        request,
+        "provisioning/vm_action.html",
+        {"tenant": vm.tenant, "vm": vm, "action": action, "kind": kind, "error": error},
+    )
+
+
+def _node_group_form(
+    tenant: Tenant, data: Any = None, initial: dict[str, Any] | None = None
+) -> NodeGroupForm:
+    clusters = tenant_kubernetes_clusters(tenant)
+    choices = [
+        (
+            s.gpu_model.resource_name,
+            _("%(model)s — %(free)d free, at most %(one)d on one server")
+            % {"model": s.gpu_model.display_name, "free": s.free_total, "one": s.free_max_one},
+        )
+        for s in served_gpu_models()
+    ]
+    return NodeGroupForm(data, initial=initial, clusters=clusters, gpu_choices=choices)
+
+
+def node_group_edit(
+    request: HttpRequest, namespace: str, name: str | None = None, group: str | None = None
+) -> HttpResponse:
+    """Add a GPU node group to a tenant cluster, or resize one (prefilled from the snapshot)."""
+    tenant = get_tenant_for_user(request.user, namespace)
+    if not can_operate(request.user, tenant):
+        raise Http404("No such page.")
+    existing = get_node_group_for_user(request.user, namespace, name, group) if group else None
+    initial = None
+    if existing is not None:
+        initial = {
+            "cluster_name": existing.name,
+            "group": existing.node_group,
+            "min_replicas": existing.instances,
+            "max_replicas": max(existing.instances, 1) * 2,
+            "gpu_model": existing.gpu_model.resource_name if existing.gpu_model else "",
+            "gpus_per_node": existing.gpus_per_instance or 1,
+        }
+    form = _node_group_form(tenant, request.POST or None, initial)
+    if existing is not None:
+        # A resize changes this group only: its cluster and name are not up for editing.
+        form.fields["cluster_name"].disabled = True
+        form.fields["group"].disabled = True
+    cluster = default_cluster()
+    preview = ""
+    if form.is_bound and form.is_valid() and cluster is not None:
+        d = form.cleaned_data
+        ng = NodeGroupRequest(
+            cluster_name=d["new_cluster"] or d["cluster_name"],
+            new_cluster_version=(d["version"] or "v1.33") if d["new_cluster"] else "",
+            group=d["group"],
+            min_replicas=d["min_replicas"],
+            max_replicas=d["max_replicas"],
+            instance_type=d["instance_type"],
+            disk_size_gi=d["disk_size_gi"],
+            gpu_resource=d["gpu_model"],
+            gpus_per_node=d["gpus_per_node"],
+            roles=("ingress-nginx",) if d["ingress"] else (),
+        )
+        if request.POST.get("confirm"):
+            try:
+                op = submit_node_group(
+                    request.user, tenant, cluster, ng, resize=existing is not None
+                )
+            except OperationRefused as exc:
+                form.add_error(exc.field, exc.message)
+            else:
+                return redirect("gpus:operation", namespace, op.pk)
+        preview = yaml.safe_dump_all(
+            node_group_manifests(ng, namespace, cluster.node_group_disk_field),
+            sort_keys=False,
+        )
+    return render(
+        request,
+        "provisioning/node_group.html",
+        {"tenant": tenant, "form": form, "existing": existing, "preview": preview},
+    )
+
+
+def audit_log(request: HttpRequest) -> HttpResponse:
+    audit_filter = AuditFilter(request.GET or None, queryset=audit_events(request.user))
+    page = Paginator(audit_filter.qs, 100).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "provisioning/audit.html",
+        {"filter": audit_filter, "page": page, "query": query.urlencode()},
+    )

@@ -1,0 +1,232 @@
+"""Fixtures every app's tests share: personas (the people who use the portal), a synced
+snapshot, real Celery workers. Loaded by the root conftest.py as a pytest plugin."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from django.apps import apps as django_apps
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.utils import timezone
+
+from gpus.catalog.models import GpuModel
+from gpus.inventory.choices import ResourceState, WorkloadKind
+from gpus.inventory.models import Cluster, GpuWorkload
+from gpus.inventory.sync import store_snapshot
+from gpus.kube.records import FleetReading, GpuPod, NodeInfo
+from gpus.tenancy.choices import MembershipRole
+from gpus.tenancy.models import Membership, Tenant
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_storage_in_browsers(request):
+    """live_server serves /static/ through the finders, which know no manifest names: browser
+    tests use plain static storage."""
+    if request.node.get_closest_marker("browser") is None:
+        return
+    settings = request.getfixturevalue("settings")
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture(autouse=True)
+def _default_language():
+    """LocaleMiddleware leaves a request's language active in the thread: reset it after each
+    test so a French page request does not make the next test's plain gettext French."""
+    from django.utils import translation
+
+    yield
+    translation.deactivate()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Cached counts are keyed by snapshot time; tests reuse times and ids, so start empty."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def acme(db) -> Tenant:
+    return Tenant.objects.create(namespace="tenant-acme", display_name="Acme Corp")
+
+
+@pytest.fixture
+def globex(db) -> Tenant:
+    return Tenant.objects.create(namespace="tenant-globex", display_name="Globex")
+
+
+def _user(username: str, **extra):
+    return get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
+
+
+@pytest.fixture
+def alice(acme):
+    """Operator in tenant-acme."""
+    user = _user("alice")
+    Membership.objects.create(user=user, tenant=acme, role=MembershipRole.OPERATOR)
+    return user
+
+
+@pytest.fixture
+def bob(globex):
+    """Operator in tenant-globex."""
+    user = _user("bob")
+    Membership.objects.create(user=user, tenant=globex, role=MembershipRole.OPERATOR)
+    return user
+
+
+@pytest.fixture
+def carol(acme):
+    """Viewer in tenant-acme."""
+    user = _user("carol")
+    Membership.objects.create(user=user, tenant=acme, role=MembershipRole.VIEWER)
+    return user
+
+
+@pytest.fixture
+def platform_admin(db):
+    return _user("admin", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def alice_client(alice) -> Client:
+    client = Client()
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def bob_client(bob) -> Client:
+    client = Client()
+    client.force_login(bob)
+    return client
+
+
+@pytest.fixture
+def admin_client_(platform_admin) -> Client:
+    client = Client()
+    client.force_login(platform_admin)
+    return client
+
+
+@pytest.fixture
+def seeded_catalog(transactional_db):
+    """The GPU catalog the data migration seeds. Transactional tests (browser, real worker) flush
+    the database after each test, so they seed it again rather than rely on the migration."""
+    seed = importlib.import_module("gpus.catalog.migrations.0002_seed_catalog").seed
+    seed(django_apps, None)
+
+
+# --- a synced snapshot, for the pages ---------------------------------------------------
+
+L40S = "nvidia.com/AD102GL_L40S"
+H100 = "nvidia.com/H100_94GB"
+
+
+def node_info(name: str, gpus: dict[str, int], **extra) -> NodeInfo:
+    return NodeInfo(
+        name=name,
+        labels={"kubernetes.io/hostname": name},
+        allocatable={},
+        capacity={},
+        ready=extra.get("ready", True),
+        unschedulable=extra.get("cordoned", False),
+        taints=extra.get("taints", []),
+        gpu_resources=gpus,
+        conditions=(
+            {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ok"},
+            {"type": "MemoryPressure", "status": "False", "reason": "Sufficient", "message": ""},
+        ),
+    )
+
+
+@pytest.fixture
+def snapshot(acme, globex) -> Cluster:
+    """A synced cluster: two nodes, GPUs held by both tenants, and acme's workloads."""
+    cluster = Cluster.objects.create(name="prod", last_synced_at=timezone.now())
+    taint = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+    pods = [
+        GpuPod(
+            namespace="tenant-acme",
+            name="virt-launcher-vm-instance-ws-abcde",
+            node_name="gpu-l40s-worker-01",
+            phase="Running",
+            gpus={L40S: 1},
+            labels={"vm.kubevirt.io/name": "vm-instance-ws"},
+        ),
+        GpuPod(
+            namespace="tenant-globex",
+            name="trainer-0",
+            node_name="gpu-h100-worker-01",
+            phase="Running",
+            gpus={H100: 2},
+            labels={},
+            owner_kind="StatefulSet",
+            owner_name="trainer",
+        ),
+    ]
+    reading = FleetReading(
+        nodes=[
+            node_info("gpu-l40s-worker-01", {L40S: 4}, taints=[taint]),
+            node_info("gpu-h100-worker-01", {H100: 8}),
+        ],
+        pods=pods,
+        vm_kind="VMInstance",
+        disk_field="ephemeralStorage",
+    )
+    store_snapshot(cluster, reading, timezone.now())
+    l40s = GpuModel.objects.get(resource_name=L40S)
+    GpuWorkload.objects.create(
+        cluster=cluster,
+        tenant=acme,
+        kind=WorkloadKind.VM,
+        app_kind="VMInstance",
+        name="ws",
+        gpu_model=l40s,
+        gpus_per_instance=1,
+        gpus_held=0,
+        state=ResourceState.STARTING,
+        reason="PodNotReady",
+        message="virt-launcher pod is not ready",
+    )
+    GpuWorkload.objects.create(
+        cluster=cluster,
+        tenant=acme,
+        kind=WorkloadKind.NODE_GROUP,
+        app_kind="Kubernetes",
+        name="k8s",
+        node_group="gpu",
+        gpu_model=l40s,
+        gpus_per_instance=2,
+        instances=1,
+        gpus_held=2,
+        state=ResourceState.RUNNING,
+    )
+    return cluster
+
+
+@pytest.fixture
+def worker_factory(tmp_path):
+    """Real Celery workers (with beat) for provisioning tests; stopped at the end."""
+    from gpus.provisioning.tests.test_provisioning_worker import Worker
+
+    workers: list[Worker] = []
+
+    def make(env: dict[str, str] | None = None) -> Worker:
+        w = Worker(tmp_path, env)
+        workers.append(w)
+        return w
+
+    yield make
+    for w in workers:
+        w.stop()

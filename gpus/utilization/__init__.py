@@ -1,0 +1,1 @@
+"""GPU telemetry: devices, samples, rollups and charts; metrics/ talks to the metric sources."""

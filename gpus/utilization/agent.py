@@ -1,0 +1,240 @@
+"""The guest agent of GPU VMs: passthrough GPUs have no host telemetry (the host binds them to
+vfio-pci and runs no driver), so a small script in the VM posts `nvidia-smi` readings.
+
+- `issue_token` / `revoke_tokens`: one token per VM, only its SHA-256 kept (shown once).
+- `cloud_init_snippet`: the cloud-config part the VM form offers (script + systemd timer).
+- `parse_csv`: the posted body (`nvidia-smi --query-gpu=... --format=csv,noheader,nounits`).
+- `ingest`: authenticate, rate-limit, size-cap, store.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import secrets
+import time
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from gpus.inventory.models import GpuWorkload
+from gpus.utilization.metrics.parse import SENTINEL, Reading
+from gpus.utilization.models import AgentToken
+
+TOKEN_PREFIX = "hkga_"  # noqa: S105 - a public prefix, not a secret
+# The nvidia-smi fields the agent sends, in order (nvidia-smi --help-query-gpu).
+QUERY = (
+    "uuid",
+    "index",
+    "name",
+    "utilization.gpu",
+    "memory.used",
+    "memory.total",
+    "temperature.gpu",
+    "power.draw",
+    "power.limit",
+    "clocks.sm",
+    "clocks.mem",
+    "clocks_throttle_reasons.active",
+)
+FIELD_MAP = {
+    "utilization.gpu": "util",
+    "memory.used": "mem_used",
+    "memory.total": "mem_total",
+    "temperature.gpu": "temp",
+    "power.draw": "power",
+    "power.limit": "power_limit",
+    "clocks.sm": "sm_clock",
+    "clocks.mem": "mem_clock",
+    "clocks_throttle_reasons.active": "throttle",
+}
+MAX_ROWS = 64  # GPUs per VM, with room
+
+
+class AgentError(Exception):
+    """A refused post: `status` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(workload: GpuWorkload) -> str:
+    """A new token for a VM's agent; earlier ones are revoked. Shown once, stored hashed."""
+    revoke_tokens(workload)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    AgentToken.objects.create(workload=workload, prefix=token[:12], token_hash=_hash(token))
+    return token
+
+
+def revoke_tokens(workload: GpuWorkload) -> int:
+    return AgentToken.objects.filter(workload=workload, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+
+
+def authenticate(token: str) -> AgentToken | None:
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    row = (
+        AgentToken.objects.select_related("workload__tenant", "workload__cluster")
+        .filter(token_hash=_hash(token), revoked_at__isnull=True)
+        .first()
+    )
+    # Constant-time compare of what we looked up, so a timing side channel tells nothing.
+    if row is None or not secrets.compare_digest(row.token_hash, _hash(token)):
+        return None
+    return row
+
+
+def _number(text: str) -> float | None:
+    text = text.strip()
+    if not text or text.startswith("[") or text.upper() in ("N/A", "[N/A]"):
+        return None  # "[Not Supported]", "[N/A]"
+    try:
+        value = float(int(text, 16)) if text.lower().startswith("0x") else float(text)
+    except ValueError:
+        return None
+    return None if abs(value) >= SENTINEL else value
+
+
+def parse_csv(body: str, workload: GpuWorkload, now: float) -> list[Reading]:
+    """Rows of `nvidia-smi --query-gpu=<QUERY> --format=csv,noheader,nounits`."""
+    out = []
+    for i, row in enumerate(csv.reader(io.StringIO(body))):
+        if not row or not "".join(row).strip():
+            continue
+        if i >= MAX_ROWS or len(row) < 3:
+            raise AgentError(400, "expected one line per GPU: " + ",".join(QUERY))
+        cells = [c.strip() for c in row] + [""] * (len(QUERY) - len(row))
+        uuid = cells[0]
+        if not uuid.startswith("GPU-"):
+            raise AgentError(400, f"line {i + 1}: the first field must be the GPU UUID")
+        values = {}
+        for name, cell in zip(QUERY[3:], cells[3 : len(QUERY)], strict=False):
+            v = _number(cell)
+            if v is not None:
+                values[FIELD_MAP[name]] = v
+        out.append(
+            Reading(
+                uuid=uuid,
+                ts=now,
+                values=values,
+                model_name=cells[2],
+                hostname=workload.name,
+                index=int(cells[1]) if cells[1].isdigit() else None,
+                tenant=workload.tenant.namespace,
+                vm=workload.name,
+                source="guest-agent",
+            )
+        )
+    if not out:
+        raise AgentError(400, "no GPU lines in the body")
+    return out
+
+
+def claim_slot(token: AgentToken) -> None:
+    """At most one post per METRICS_AGENT_MIN_INTERVAL per token, across web processes: a
+    conditional UPDATE only one of two racing posts wins."""
+    now = timezone.now()
+    cutoff = now - dt.timedelta(seconds=settings.METRICS_AGENT_MIN_INTERVAL)
+    won = (
+        AgentToken.objects.filter(pk=token.pk)
+        .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lte=cutoff))
+        .update(last_used_at=now)
+    )
+    if not won:
+        raise AgentError(429, "too many posts", retry_after=settings.METRICS_AGENT_MIN_INTERVAL)
+
+
+def ingest(auth_header: str, body: bytes) -> int:
+    """Check and store one post; returns the number of GPUs stored."""
+    from gpus.utilization.collector import store
+
+    if len(body) > settings.METRICS_AGENT_MAX_BYTES:
+        raise AgentError(413, f"body larger than {settings.METRICS_AGENT_MAX_BYTES} bytes")
+    scheme, _, token = auth_header.partition(" ")
+    row = authenticate(token.strip()) if scheme.lower() == "bearer" else None
+    if row is None:
+        raise AgentError(401, "unknown or revoked token")
+    claim_slot(row)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AgentError(400, "the body must be UTF-8 text") from exc
+    readings = parse_csv(text, row.workload, time.time())
+    return store(readings, row.workload.cluster_id)
+
+
+AGENT_SCRIPT = """#!/bin/sh
+# Hikube portal GPU agent: posts nvidia-smi readings (this VM's GPUs have no host telemetry).
+set -eu
+. /etc/hikube-gpu-agent.env
+nvidia-smi --query-gpu={query} --format=csv,noheader,nounits > /run/hikube-gpu-agent.csv
+curl -fsS --max-time 10 -X POST -H "Authorization: Bearer $TOKEN" \\
+  -H "Content-Type: text/csv" --data-binary @/run/hikube-gpu-agent.csv "$URL"
+"""
+
+
+def cloud_init_snippet(token: str, url: str | None = None, interval: int = 60) -> str:
+    """cloud-config lines for a GPU VM: the agent script, its token (root-only file) and a
+    systemd timer. Merge into the VM's cloud-init user data (the VM form offers it)."""
+    url = url or settings.METRICS_AGENT_URL
+    interval = max(interval, int(settings.METRICS_AGENT_MIN_INTERVAL))
+    script = AGENT_SCRIPT.format(query=",".join(QUERY))
+    indent = "      "
+    body = "\n".join(indent + line if line else "" for line in script.splitlines())
+    return f"""#cloud-config
+write_files:
+  - path: /etc/hikube-gpu-agent.env
+    permissions: "0600"
+    content: |
+      TOKEN={token}
+      URL={url}
+  - path: /usr/local/bin/hikube-gpu-agent
+    permissions: "0755"
+    content: |
+{body}
+  - path: /etc/systemd/system/hikube-gpu-agent.service
+    content: |
+      [Unit]
+      Description=Hikube portal GPU agent (one post)
+      [Service]
+      Type=oneshot
+      ExecStart=/usr/local/bin/hikube-gpu-agent
+  - path: /etc/systemd/system/hikube-gpu-agent.timer
+    content: |
+      [Unit]
+      Description=Hikube portal GPU agent every {interval} s
+      [Timer]
+      OnBootSec=60
+      OnUnitActiveSec={interval}
+      [Install]
+      WantedBy=timers.target
+runcmd:
+  - [systemctl, daemon-reload]
+  - [systemctl, enable, --now, hikube-gpu-agent.timer]
+"""
+
+
+def agent_cloud_init(workload: GpuWorkload, user_data: str = "") -> str:
+    """For the VM form: a fresh agent token for this VM and its cloud-config, merged into the
+    user's own cloud-config (write_files and runcmd lists appended; the user's other keys
+    kept). Returns the user data to put in the VM's `cloudInit`."""
+    import yaml
+
+    agent = yaml.safe_load(cloud_init_snippet(issue_token(workload)))
+    mine = yaml.safe_load(user_data) if user_data.strip() else {}
+    if not isinstance(mine, dict):
+        raise AgentError(400, "the cloud-init user data must be a #cloud-config mapping")
+    for key in ("write_files", "runcmd"):
+        mine[key] = list(mine.get(key) or []) + agent[key]
+    return "#cloud-config\n" + yaml.safe_dump(mine, sort_keys=False)

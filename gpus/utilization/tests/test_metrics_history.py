@@ -1,0 +1,256 @@
+"""Query-API mode, one GPU: its history stays in a real Prometheus / VictoriaMetrics (loaded
+with 30 days of one GPU), a task reads it into Django's cache (Redis in CI) with <= 2,000 points
+a line, and the pages read only the cache: htmx polls until it is there (286 stops it)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+import uuid as uuidlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from django.urls import reverse
+
+from gpus.inventory.models import Cluster
+from gpus.utilization import tasks
+from gpus.utilization.metrics import history
+from gpus.utilization.models import GpuDevice, GpuRollup, GroupRollup, MetricSource
+from gpus.utilization.tests.tsdb import run_prometheus, run_victoria_metrics
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db, pytest.mark.timeout(300)]
+
+UUID = f"GPU-{uuidlib.uuid4()}"  # fresh cache keys on every run
+LABELS = (
+    f'UUID="{UUID}",gpu="0",modelName="NVIDIA L40S",Hostname="node-a",'
+    'cluster="kubernetes-ml",tenant="tenant-acme",exported_namespace="ml",exported_pod="train-0"'
+)
+END = float(int(time.time()) // 60 * 60)
+
+
+def _times() -> list[int]:
+    """Every 5 minutes for 30 days, then every 10 s over the last hour."""
+    coarse = list(range(int(END) - 30 * 86400, int(END) - 3600, 300))
+    return coarse + list(range(int(END) - 3600, int(END) + 1, 10))
+
+
+def _write(folder: Path) -> tuple[Path, Path]:
+    om, prom = folder / "gpu.om", folder / "gpu.prom"
+    times = _times()
+    metrics = {
+        "DCGM_FI_DEV_GPU_UTIL": lambda i: i % 100,
+        "DCGM_FI_DEV_POWER_USAGE": lambda i: 100 + i % 200,
+        "DCGM_FI_DEV_FB_USED": lambda i: 1000 + i % 5000,
+    }
+    with open(om, "w") as a, open(prom, "w") as b:
+        for name, value in metrics.items():
+            a.write(f"# TYPE {name} gauge\n")
+            for i, t in enumerate(times):
+                a.write(f"{name}{{{LABELS}}} {value(i)} {t}\n")
+                b.write(f"{name}{{{LABELS}}} {value(i)} {t * 1000}\n")
+        a.write("# EOF\n")
+    return om, prom
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """A real Prometheus (backfilled with promtool) and a real VictoriaMetrics (imported)."""
+    work = tmp_path_factory.mktemp("history")
+    om, prom = _write(work)
+    subprocess.run(
+        ["promtool", "tsdb", "create-blocks-from", "openmetrics", "-q", str(om), str(work / "db")],
+        check=True,
+        capture_output=True,
+    )
+    with (
+        run_prometheus(work / "p", tsdb=work / "db") as p_url,
+        run_victoria_metrics(work / "v") as v_url,
+    ):
+        req = urllib.request.Request(  # noqa: S310 - the local VictoriaMetrics
+            f"{v_url}/api/v1/import/prometheus", data=prom.read_bytes(), method="POST"
+        )
+        urllib.request.urlopen(req, timeout=60).read()  # noqa: S310 - local
+        urllib.request.urlopen(f"{v_url}/internal/force_flush", timeout=60).read()  # noqa: S310
+        yield {"prometheus": p_url, "victoriametrics": v_url}
+
+
+@pytest.fixture(params=["prometheus", "victoriametrics"])
+def device(request, sources, acme) -> GpuDevice:
+    cluster = Cluster.objects.create(name="prod")
+    MetricSource.objects.create(cluster=cluster, kind="prometheus", url=sources[request.param])
+    return GpuDevice.objects.create(
+        uuid=UUID,
+        cluster=cluster,
+        tenant=acme,
+        model_name="NVIDIA L40S",
+        hostname="node-a",
+        index=0,
+        kube_cluster="kubernetes-ml",
+    )
+
+
+@pytest.fixture
+def enqueued(monkeypatch) -> list[tuple]:
+    """What the views hand to the broker (the worker's part is run by the test)."""
+    calls: list[tuple] = []
+    monkeypatch.setattr(tasks.read_gpu_history, "delay", lambda *a: calls.append(a))
+    return calls
+
+
+def _forget(device: GpuDevice, range_query: str, tenant: str = "") -> None:
+    key = history.cache_key(device.uuid, range_query, tenant)
+    cache.delete_many([key, f"{key}:lock"])
+
+
+@pytest.mark.parametrize("range_key", ["30d", "1h"])
+def test_task_fills_cache_and_page_reads_it(admin_client_, device, enqueued, range_key) -> None:
+    _forget(device, f"range={range_key}")
+    page = admin_client_.get(reverse("gpus:util_gpu", args=[device.uuid]), {"range": range_key})
+    url = reverse("gpus:util_gpu_history", args=[device.uuid])
+    assert page.status_code == 200 and url in page.content.decode()
+    assert 'hx-trigger="load, every 2s"' in page.content.decode()
+    # Not read yet: "loading", polling goes on, one read enqueued however many ask.
+    for _ in range(3):
+        r = admin_client_.get(url, {"range": range_key})
+        assert r.status_code == 200 and "Reading this GPU" in r.content.decode()
+    assert len(enqueued) == 1
+    device_id, start, end, key, tenant = enqueued[0]
+    assert (device_id, tenant) == (device.pk, "") and end - start > 3000
+    out = tasks.read_gpu_history(device_id, start, end, key, tenant)
+    assert out["error"] == "" and 0 < out["points"] <= 2000
+    found = cache.get(key)
+    util = [v for v in found["lines"]["util"] if v is not None]
+    assert len(found["ts"]) <= 2000 and all(len(v) <= 2000 for v in found["lines"].values())
+    assert len(util) > (1000 if range_key == "30d" else 200)  # the data, not a sparse axis
+    assert any(v is not None for v in found["lines"]["power"])
+    # Filled: the chart, and 286 stops htmx's polling.
+    r = admin_client_.get(url, {"range": range_key})
+    assert r.status_code == 286 and 'id="chart-gpu"' in r.content.decode()
+    chart = admin_client_.get(
+        reverse("gpus:util_chart", args=["gpu"]), {"range": range_key, "uuid": device.uuid}
+    ).json()
+    assert 0 < chart["points"] <= 2000 and chart["figure"]["data"]
+    _forget(device, f"range={range_key}")
+
+
+def test_views_never_call_the_source(admin_client_, device, enqueued) -> None:
+    _forget(device, "range=6h")
+    url = reverse("gpus:util_gpu_history", args=[device.uuid])
+    admin_client_.get(url, {"range": "6h"})
+    tasks.read_gpu_history(*enqueued[0])
+    # The source goes away: pages still answer from the cache.
+    MetricSource.objects.filter(cluster=device.cluster).update(url="http://127.0.0.1:9")
+    r = admin_client_.get(url, {"range": "6h"})
+    assert r.status_code == 286 and 'id="chart-gpu"' in r.content.decode()
+    chart = admin_client_.get(
+        reverse("gpus:util_chart", args=["gpu"]), {"range": "6h", "uuid": device.uuid}
+    ).json()
+    assert chart["points"] > 0
+    # Expired: "loading" and one enqueued read, no call from the request; the read fails and
+    # the page says so in plain words (and stops polling), not a 500.
+    _forget(device, "range=6h")
+    r = admin_client_.get(url, {"range": "6h"})
+    assert r.status_code == 200 and "Reading this GPU" in r.content.decode()
+    chart = admin_client_.get(
+        reverse("gpus:util_chart", args=["gpu"]), {"range": "6h", "uuid": device.uuid}
+    ).json()
+    assert "loading" in chart
+    assert len(enqueued) == 2
+    out = tasks.read_gpu_history(*enqueued[1])
+    assert "127.0.0.1:9" in out["error"]
+    r = admin_client_.get(url, {"range": "6h"})
+    assert r.status_code == 286
+    assert "The metrics source could not be read" in r.content.decode()
+    _forget(device, "range=6h")
+
+
+def test_broker_down_is_said_not_a_500(admin_client_, device, monkeypatch) -> None:
+    from kombu.exceptions import OperationalError
+
+    def down(*args: object) -> None:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
+
+    monkeypatch.setattr(tasks.read_gpu_history, "delay", down)
+    _forget(device, "range=7d")
+    url = reverse("gpus:util_gpu_history", args=[device.uuid])
+    assert admin_client_.get(url, {"range": "7d"}).status_code == 200
+    r = admin_client_.get(url, {"range": "7d"})
+    assert r.status_code == 286 and "task queue unreachable" in r.content.decode()
+    _forget(device, "range=7d")
+
+
+def test_tenants_see_only_their_gpu(alice_client, bob_client, device, enqueued) -> None:
+    mine = reverse("gpus:util_tenant_gpu_history", args=["tenant-acme", device.uuid])
+    theirs = reverse("gpus:util_tenant_gpu_history", args=["tenant-globex", device.uuid])
+    page = reverse("gpus:util_tenant_gpu", args=["tenant-acme", device.uuid])
+    assert bob_client.get(mine).status_code == 404
+    assert bob_client.get(theirs).status_code == 404
+    assert bob_client.get(page).status_code == 404
+    assert bob_client.get(reverse("gpus:util_gpu_history", args=[device.uuid])).status_code == 404
+    assert not enqueued
+    _forget(device, "range=24h", "tenant-acme")
+    assert alice_client.get(mine).status_code == 200
+    assert enqueued and enqueued[0][4] == "tenant-acme"
+    out = tasks.read_gpu_history(*enqueued[0])
+    assert out["points"] > 0 and not out["error"]
+    r = alice_client.get(mine)
+    assert r.status_code == 286 and "&amp;tenant=tenant-acme" in r.content.decode()
+    _forget(device, "range=24h", "tenant-acme")
+
+
+def test_query_api_rollups_keep_groups_not_per_gpu(device) -> None:
+    """Query-API rows count in the group rollups (fleet, cluster, model, tenant, node, workload)
+    that every page reads; no per-GPU history is stored, only the incidents (XID, throttle)."""
+    import datetime as dt
+
+    from gpus.utilization.rollup import rollup_bucket
+    from gpus.utilization.selectors import TimeRange, energy, health, heatmap, workload_series
+
+    hour = dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
+    for k in range(12):
+        start = hour + dt.timedelta(minutes=5 * k)
+        xid = 79 if k == 3 else None  # one incident
+        rows = [
+            (device.pk, start + dt.timedelta(seconds=s), device.tenant_id, None, True,
+             50.0, 50.0, None, 1000.0, 48000.0, 200.0, 60.0, 2000.0, xid, 0x1)
+            for s in (0, 60, 120, 180, 240)
+        ]  # fmt: skip
+        rollup_bucket(start, rows)
+    # The incident's bucket only, without utilization or energy (and its hour).
+    (event,) = GpuRollup.objects.filter(bucket="5m")
+    assert event.xid_last == 79 and event.util_avg is None and event.energy_wh is None
+    five = GroupRollup.objects.filter(bucket="5m", ts=hour)
+    assert {(g.scope, g.key) for g in five} == {
+        ("fleet", ""),
+        ("cluster", "prod"),
+        ("model", "NVIDIA L40S"),
+        ("tenant", "tenant-acme"),
+        ("node", "node-a"),
+        ("workload", "tenant-acme|kubernetes-ml"),
+    }
+    fleet = GroupRollup.objects.get(bucket="1h", scope="fleet", ts=hour)
+    assert fleet.gpus == 1 and fleet.util_avg == pytest.approx(50.0)
+    assert fleet.gpu_hours == pytest.approx(1.0)
+    assert fleet.energy_wh == pytest.approx(200.0)  # 200 W for an hour
+    # The pages that used per-GPU rows read the groups (and the incidents).
+    tr = TimeRange(hour, hour + dt.timedelta(hours=1), "custom")
+    nodes, _, z = heatmap(tr)
+    assert nodes == ["node-a"] and z[0][0] == pytest.approx(50.0)
+    (node,) = energy(tr, "node")
+    assert node["key"] == "node-a" and node["kwh"] == pytest.approx(0.2)
+    assert node["power"] == pytest.approx(200.0)
+    assert node["share"] == pytest.approx(200 / 350 * 100)  # L40S: 350 W board
+    series = workload_series(device.tenant, tr)
+    assert list(series) == ["kubernetes-ml"] and series["kubernetes-ml"].lines["util"][0] == 50.0
+    (incident,) = health(tr)
+    assert incident["device"] == device and incident["xids"] == [79]
+    # 5-minute node and workload rows go with the raw samples (48 h); the others stay 30 days.
+    from gpus.utilization.rollup import apply_retention
+
+    assert apply_retention(hour + dt.timedelta(hours=50))["5m_node_workload"] == 24
+    left = set(GroupRollup.objects.filter(bucket="5m").values_list("scope", flat=True))
+    assert left == {"fleet", "cluster", "model", "tenant"}
+    assert GroupRollup.objects.filter(bucket="1h", scope="node").count() == 1

@@ -1,0 +1,333 @@
+"""Utilization pages for ops (fleet, heatmap, one GPU, idle GPUs, health, energy) and tenants
+(their own GPUs). Thin: read through selectors.py, draw with charts.py. Charts are
+fetched as JSON by static/js/charts.js, which refreshes the short ranges."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+from django.utils.translation import get_language
+from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from gpus.inventory.choices import WorkloadKind
+from gpus.inventory.models import GpuWorkload
+from gpus.tenancy.models import Tenant
+from gpus.tenancy.selectors import get_tenant_for_user, membership_of
+from gpus.utilization import charts
+from gpus.utilization import selectors as u
+from gpus.utilization.agent import AgentError, cloud_init_snippet, ingest, issue_token
+from gpus.utilization.metrics import history
+from gpus.utilization.metrics.dcgm import board_power
+
+
+def _tenant(request: HttpRequest, namespace: str | None) -> Tenant | None:
+    """The tenant asked for (404 if not the user's), or None for ops pages (404 if not ops)."""
+    if namespace:
+        return get_tenant_for_user(request.user, namespace)
+    if not request.user.is_staff:
+        raise Http404("No such page.")
+    return None
+
+
+def _context(request: HttpRequest, tenant: Tenant | None, **extra: object) -> dict:
+    tr = u.parse_range(request.GET)
+    return {
+        "tenant": tenant,
+        "tr": tr,
+        "ranges": list(u.range_labels().items()),
+        "refresh_seconds": int(settings.METRICS_COLLECT_SECONDS),
+        "idle_threshold": settings.METRICS_IDLE_THRESHOLD,
+        "idle_minutes": settings.METRICS_IDLE_MINUTES,
+        **extra,
+    }
+
+
+def fleet(request: HttpRequest) -> HttpResponse:
+    _tenant(request, None)
+    ctx = _context(
+        request,
+        None,
+        summary=u.fleet_summary(),
+        sources=u.sources_status(),
+        silent=u.silent_workloads(),
+        section="fleet",
+        with_charts=True,
+    )
+    return render(request, "utilization/fleet.html", ctx)
+
+
+def heatmap(request: HttpRequest) -> HttpResponse:
+    _tenant(request, None)
+    return render(
+        request,
+        "utilization/heatmap.html",
+        _context(request, None, section="heatmap", with_charts=True),
+    )
+
+
+def gpu(request: HttpRequest, uuid: str, namespace: str | None = None) -> HttpResponse:
+    tenant = _tenant(request, namespace)
+    device = u.device_for(request.user, uuid, tenant)
+    ctx = _context(
+        request,
+        tenant,
+        device=device,
+        section="gpus",
+        with_charts=True,
+        from_query_api=history.is_query_api(device),
+    )
+    return render(request, "utilization/gpu.html", ctx)
+
+
+def _history_key(device: object, tr: u.TimeRange, tenant: Tenant | None) -> str:
+    return history.cache_key(device.uuid, tr.query(), tenant.namespace if tenant else "")
+
+
+def gpu_history(request: HttpRequest, uuid: str, namespace: str | None = None) -> HttpResponse:
+    """Query-API mode: the one-GPU chart once a task has read it into the cache. htmx polls
+    this fragment; 286 stops the polling when the chart (or the source's error) is there."""
+    tenant = _tenant(request, namespace)
+    device = u.device_for(request.user, uuid, tenant)
+    ctx = _context(request, tenant, device=device)
+    tr = ctx["tr"]
+    key = _history_key(device, tr, tenant)
+    found = history.cached(key)
+    if found is None:
+        ns = tenant.namespace if tenant else ""
+        history.request(key, device.pk, tr.start.timestamp(), tr.end.timestamp(), ns)
+        return render(request, "utilization/_gpu_history.html", ctx)
+    ctx |= {"ready": True, "error": found.get("error", "")}
+    return render(request, "utilization/_gpu_history.html", ctx, status=286)
+
+
+def idle(request: HttpRequest, namespace: str | None = None) -> HttpResponse:
+    tenant = _tenant(request, namespace)
+    rows = u.idle_gpus(request.user, tenant)
+    if request.GET.get("format") == "csv":
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="idle-gpus.csv"'
+        writer = csv.writer(response)
+        writer.writerow(
+            [
+                "uuid",
+                "model",
+                "node",
+                "tenant",
+                "workload",
+                "idle_since",
+                "gpu_hours_idle",
+                "busy_metric",
+            ]
+        )
+        for d in rows:
+            writer.writerow(
+                [
+                    d.uuid,
+                    d.model_name,
+                    d.hostname,
+                    d.tenant.namespace if d.tenant else "",
+                    str(d.workload or d.pod),
+                    d.idle_since.isoformat(),
+                    f"{d.idle_hours:.2f}",
+                    d.busy_metric,
+                ]
+            )
+        return response
+    ctx = _context(request, tenant, rows=rows, section="idle")
+    return render(request, "utilization/idle.html", ctx)
+
+
+def health(request: HttpRequest) -> HttpResponse:
+    _tenant(request, None)
+    ctx = _context(request, None, section="health")
+    ctx["rows"] = u.health(ctx["tr"])
+    return render(request, "utilization/health.html", ctx)
+
+
+def energy(request: HttpRequest) -> HttpResponse:
+    _tenant(request, None)
+    by = request.GET.get("by") if request.GET.get("by") in u.ENERGY_GROUPS else "model"
+    ctx = _context(request, None, section="energy", by=by, extra_params=[("by", by)])
+    ctx["rows"] = u.energy(ctx["tr"], by)
+    ctx["total_kwh"] = sum(r["kwh"] for r in ctx["rows"])
+    ctx["groups"] = [
+        ("model", _("Model")),
+        ("tenant", _("Tenant")),
+        ("node", _("Node")),
+        ("gpu", _("GPU")),
+    ]
+    return render(request, "utilization/energy.html", ctx)
+
+
+def tenant_page(request: HttpRequest, namespace: str) -> HttpResponse:
+    tenant = _tenant(request, namespace)
+    membership = membership_of(request.user, tenant)
+    idle_rows = u.idle_gpus(request.user, tenant)
+    ctx = _context(
+        request,
+        tenant,
+        workloads=u.tenant_workloads(tenant),
+        idle_rows=idle_rows,
+        # The badge follows the table: idle means under the threshold for the whole period.
+        idle_uuids={d.uuid for d in idle_rows},
+        can_operate=request.user.is_staff or bool(membership and membership.can_operate),
+        section="tenant",
+        with_charts=True,
+    )
+    return render(request, "utilization/tenant.html", ctx)
+
+
+@require_POST
+def agent_token(request: HttpRequest, namespace: str, workload_id: int) -> HttpResponse:
+    """Issue (or replace) the guest-agent token of one of the tenant's GPU VMs and show the
+    cloud-init snippet once."""
+    tenant = _tenant(request, namespace)
+    membership = membership_of(request.user, tenant)
+    if not (request.user.is_staff or (membership and membership.can_operate)):
+        raise Http404("No such page.")
+    workload = get_object_or_404(GpuWorkload, pk=workload_id, tenant=tenant, kind=WorkloadKind.VM)
+    token = issue_token(workload)
+    ctx = _context(request, tenant, workload=workload, snippet=cloud_init_snippet(token))
+    return render(request, "utilization/agent.html", ctx)
+
+
+@csrf_exempt  # machine endpoint: authenticated by the VM's bearer token, no cookies
+@login_not_required
+@require_POST
+def agent_ingest(request: HttpRequest) -> HttpResponse:
+    length = int(request.headers.get("Content-Length") or 0)
+    if length > settings.METRICS_AGENT_MAX_BYTES:  # refuse before reading the body
+        return JsonResponse({"error": "body too large"}, status=413)
+    try:
+        stored = ingest(request.headers.get("Authorization", ""), request.body)
+    except AgentError as exc:
+        response = JsonResponse({"error": str(exc)}, status=exc.status)
+        if exc.retry_after:
+            response["Retry-After"] = str(int(exc.retry_after))
+        return response
+    return JsonResponse({"stored": stored}, status=202)
+
+
+# --- chart JSON ----------------------------------------------------------------------------------
+
+
+def _labels() -> dict[str, str]:
+    return {
+        "util": _("GPU utilization (%)"),
+        "busy": _("busy (%)"),
+        "tensor": _("tensor activity (%)"),
+        "mem_used": _("memory used (MiB)"),
+        "mem_total": _("memory total (MiB)"),
+        "power": _("power (W)"),
+        "power_limit": _("power limit"),
+        "temp": _("temperature (°C)"),
+        "sm_clock": _("SM clock (MHz)"),
+        "memory": _("Memory (MiB)"),
+        "util_title": _("Utilization (%)"),
+        "power_title": _("Power (W)"),
+        "temp_title": _("Temperature (°C)"),
+        "clocks": _("Clocks (MHz)"),
+    }
+
+
+def chart(request: HttpRequest, kind: str) -> JsonResponse:
+    """One figure as JSON, or {"empty": message} when the range holds no data."""
+    tenant = _tenant(request, request.GET.get("tenant"))
+    tr = u.parse_range(request.GET)
+    offset = timezone.localtime(tr.end).utcoffset().total_seconds()
+    empty = _("No data in this range.")
+    fig = None
+    if kind == "fleet" and tenant is None:
+        per_model = u.fleet_models(tr)
+        series = {
+            m: charts.Series(
+                [t + offset for t in s.ts],
+                {
+                    "avg": s.lines["util_avg"],
+                    "p05": s.lines["util_p05"],
+                    "p95": s.lines["util_p95"],
+                },
+            )
+            for m, s in per_model.items()
+        }
+        if series:
+            fig = charts.fleet_by_model(
+                series, _("Fleet utilization by model"), _("mean"), _("p5-p95")
+            )
+    elif kind == "allocation":
+        s = u.allocation(tr, tenant)
+        if s is not None:
+            fig = charts.allocation(
+                charts.local(s, offset),
+                _("Allocated and busy GPUs"),
+                {
+                    "busy": _("busy"),
+                    "idle": _("allocated, idle"),
+                    "free": _("not allocated"),
+                    "axis": _("GPUs"),
+                },
+            )
+    elif kind == "heatmap" and tenant is None:
+        nodes, axis, z = u.heatmap(tr)
+        if nodes:
+            fig = charts.heatmap(
+                nodes, [t + offset for t in axis], z, _("Utilization by node"), "%"
+            )
+    elif kind == "gpu":
+        device = u.device_for(request.user, request.GET.get("uuid", ""), tenant)
+        if history.is_query_api(device):
+            # Only the cache, never the source: an expired entry is read again by a task.
+            key = _history_key(device, tr, tenant)
+            found = history.cached(key)
+            if found is None:
+                ns = tenant.namespace if tenant else ""
+                history.request(key, device.pk, tr.start.timestamp(), tr.end.timestamp(), ns)
+                return JsonResponse({"loading": _("Loading…")})
+            if found.get("error"):
+                return JsonResponse({"empty": _source_error(found["error"])})
+            lines = found["lines"]
+            # Every step is on the axis (gaps are None): empty means no value at all.
+            has_data = any(v is not None for line in lines.values() for v in line)
+            s = charts.Series(found["ts"] if has_data else [], lines)
+            limit = found.get("power_limit") or device.power_limit_w or _board(device)
+        else:
+            s = u.gpu_series(device, tr, tenant)
+            limit = device.power_limit_w or _board(device)
+        if s.ts:
+            fig = charts.gpu_detail(
+                charts.local(s, offset),
+                _labels(),
+                limit,
+                (tr.start.timestamp() + offset, tr.end.timestamp() + offset),
+            )
+    elif kind == "tenant" and tenant is not None:
+        per = u.workload_series(tenant, tr)
+        if per:
+            per = {k: charts.local(v, offset) for k, v in per.items()}
+            fig = charts.lines(per, "util", _("Utilization of your GPUs"), "%")
+    else:
+        raise Http404
+    if fig is None:
+        return JsonResponse({"empty": empty})
+    locale = json.dumps(charts.plotly_locale(get_language() or "en"))
+    body = (
+        f'{{"points": {charts.points_per_line(fig)}, "locale": {locale},'
+        f' "figure": {charts.to_json(fig)}}}'
+    )
+    return HttpResponse(body, content_type="application/json")
+
+
+def _source_error(message: str) -> str:
+    return _("The metrics source could not be read: %(error)s") % {"error": message}
+
+
+def _board(device: object) -> float | None:
+    return board_power(getattr(device, "model_name", ""))

@@ -1,0 +1,2 @@
+"""What every app of the portal shares on the web side: htmx helpers, the access policy, paging,
+context processors, the admin site and template tags."""

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+
+from gpus.tenancy.selectors import tenants_for_user
+
+
+def navigation(request: HttpRequest) -> dict[str, object]:
+    """The header links: only what this user may open."""
+    user = request.user
+    if not user.is_authenticated:
+        return {"nav_items": []}
+    items = [
+        (reverse("gpus:catalog"), _("Catalog")),
+        (reverse("gpus:compare"), _("Compare")),
+        (reverse("gpus:advisor"), _("Which GPU?")),
+    ]
+    items.append((reverse("gpus:inventory"), _("Inventory")))
+    tenant = tenants_for_user(user).filter(memberships__user=user).first()
+    if tenant is not None:
+        items.append((reverse("gpus:my_gpus", args=[tenant.namespace]), _("My GPUs")))
+    if user.is_staff:
+        items.append((reverse("gpus:util_fleet"), _("Utilization")))
+    elif tenant is not None:
+        items.append((reverse("gpus:util_tenant", args=[tenant.namespace]), _("Utilization")))
+    if user.is_staff:
+        items.append((reverse("gpus:nodes"), _("Nodes")))
+        items.append((reverse("gpus:tenants"), _("Tenants")))
+        items.append((reverse("gpus:audit"), _("Audit log")))
+        items.append((reverse("admin:index"), _("Admin")))
+    # The current item is the longest link the path starts with ("/" only matches itself).
+    path = request.path
+    matches = [url for url, _label in items if path == url or (url != "/" and path.startswith(url))]
+    current = max(matches, key=len, default=None)
+    return {
+        "nav_items": [
+            {"url": url, "label": label, "current": url == current} for url, label in items
+        ]
+    }
