@@ -11,8 +11,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from gpus.inventory import sync
 from gpus.inventory.models import Cluster
-from gpus.inventory.sync import SyncInProgress, backoff_seconds, sync_cluster
 from gpus.kube.budget import RetryBudgetSpent
 from gpus.kube.errors import KubeError, TransientError
 
@@ -30,8 +30,8 @@ def sync_inventory(self, cluster_id: int) -> dict[str, object]:
     Permanent errors (403, bad kubeconfig) and unexpected ones are recorded and not retried.
     """
     try:
-        cluster = sync_cluster(cluster_id)
-    except SyncInProgress:
+        cluster = sync.sync_cluster(cluster_id)
+    except sync.SyncInProgress:
         log.info("Inventory sync of cluster %s skipped: another one is running", cluster_id)
         return {"cluster": cluster_id, "ok": False, "skipped": True}
     except (TransientError, RetryBudgetSpent) as exc:
@@ -47,7 +47,7 @@ def sync_inventory(self, cluster_id: int) -> dict[str, object]:
                 exc,
             )
             return {"cluster": cluster_id, "ok": False, "gave_up": True, "error": str(exc)}
-        delay = backoff_seconds(failures, getattr(exc, "retry_after", None))
+        delay = sync.backoff_seconds(failures, getattr(exc, "retry_after", None))
         # The retry is this cluster's next sync: the beat leaves it alone until then.
         Cluster.objects.filter(pk=cluster_id).update(
             next_sync_at=timezone.now() + timedelta(seconds=delay + settings.INVENTORY_SYNC_SECONDS)

@@ -9,14 +9,7 @@ from celery import shared_task
 from django.conf import settings
 
 from gpus.kube.errors import KubeError, TransientError
-from gpus.provisioning.engine import (
-    apply,
-    claim,
-    clusters_with_polled_operations,
-    fail,
-    poll_cluster,
-    release_for_retry,
-)
+from gpus.provisioning import engine
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +25,23 @@ def apply_operation(self, operation_id: int) -> str:
     (Retry-After honoured); if the retry message is lost, the reconciler enqueues it again.
     """
 
-    op = claim(operation_id)
+    op = engine.claim(operation_id)
     if op is None:
         return "not claimable"
     try:
-        apply(op)
+        engine.apply(op)
     except TransientError as exc:
         if exc.retry_after is not None:
             delay = exc.retry_after  # the cluster said when (429 Retry-After)
         else:
             delay = min(2 ** min(op.attempts, 6), settings.OPERATION_RETRY_MAX_SECONDS)
-        release_for_retry(op, exc, delay)
+        engine.release_for_retry(op, exc, delay)
         log.warning("Operation %s: transient failure, retrying in %ss: %s", op.pk, delay, exc)
         raise self.retry(exc=exc, countdown=delay) from exc
     except Exception as exc:
         # A bug must leave a visible failed state, not an operation stuck in "applying".
         log.exception("Operation %s failed unexpectedly", op.pk)
-        fail(op, "PortalError", f"{type(exc).__name__}: {exc}")
+        engine.fail(op, "PortalError", f"{type(exc).__name__}: {exc}")
         raise
     return op.state
 
@@ -58,9 +51,9 @@ def poll_operations() -> int:
     """The beat entry point: one batched poll per cluster with operations in flight."""
 
     polled = 0
-    for cluster_id in clusters_with_polled_operations():
+    for cluster_id in engine.clusters_with_polled_operations():
         try:
-            polled += poll_cluster(cluster_id)
+            polled += engine.poll_cluster(cluster_id)
         except KubeError as exc:
             # The next beat tick polls again; operations stay as they are meanwhile.
             log.warning("Polling operations of cluster %s failed: %s", cluster_id, exc)

@@ -376,11 +376,11 @@ def test_first_failure_is_on_the_cluster_before_the_retries_end(cluster):
 
 
 def _failing_sync(exc):
-    def sync(cluster_id):
+    def failing(cluster_id):
         sync.record_failure(Cluster.objects.get(pk=cluster_id), exc, timezone.now())
         raise exc
 
-    return sync
+    return failing
 
 
 def test_task_retries_a_transient_failure_after_the_backoff(cluster, monkeypatch, settings):

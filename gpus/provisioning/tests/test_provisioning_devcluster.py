@@ -31,7 +31,7 @@ def catalog(db):
 
     from django.apps import apps as django_apps
 
-    importlib.import_module("gpus.migrations.0002_seed_catalog").seed(django_apps, None)
+    importlib.import_module("gpus.catalog.migrations.0002_seed_catalog").seed(django_apps, None)
 
 
 @pytest.fixture(scope="module", params=["current", "legacy"])

@@ -20,6 +20,7 @@ from gpus.utilization import tasks
 from gpus.utilization.metrics import history
 from gpus.utilization.models import GpuDevice, GpuRollup, GroupRollup, MetricSource
 from gpus.utilization.tests.tsdb import run_prometheus, run_victoria_metrics
+from gpus.web import queue
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db, pytest.mark.timeout(300)]
 
@@ -96,7 +97,12 @@ def device(request, sources, acme) -> GpuDevice:
 def enqueued(monkeypatch) -> list[tuple]:
     """What the views hand to the broker (the worker's part is run by the test)."""
     calls: list[tuple] = []
-    monkeypatch.setattr(tasks.read_gpu_history, "delay", lambda *a: calls.append(a))
+
+    def enqueue(task_name: str, *args: object) -> None:
+        assert task_name == "utilization.read_gpu_history"
+        calls.append(args)
+
+    monkeypatch.setattr(queue, "enqueue", enqueue)
     return calls
 
 
@@ -170,10 +176,10 @@ def test_views_never_call_the_source(admin_client_, device, enqueued) -> None:
 def test_broker_down_is_said_not_a_500(admin_client_, device, monkeypatch) -> None:
     from kombu.exceptions import OperationalError
 
-    def down(*args: object) -> None:
+    def down(task_name: str, *args: object) -> None:
         raise OperationalError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
 
-    monkeypatch.setattr(tasks.read_gpu_history, "delay", down)
+    monkeypatch.setattr(queue, "enqueue", down)
     _forget(device, "range=7d")
     url = reverse("gpus:util_gpu_history", args=[device.uuid])
     assert admin_client_.get(url, {"range": "7d"}).status_code == 200

@@ -41,7 +41,9 @@ def test_node_search_longer_than_any_node_name_is_a_field_error(snapshot, admin_
     assert "Ensure this value has at most 253 characters (it has 60000)." in page
 
 
-@pytest.mark.parametrize("url", ["/admin/tenancy/tenant/", "/admin/auth/user/", "/admin/inventory/node/"])
+@pytest.mark.parametrize(
+    "url", ["/admin/tenancy/tenant/", "/admin/auth/user/", "/admin/inventory/node/"]
+)
 def test_admin_search_of_50000_characters_is_refused_with_a_message(snapshot, admin_client_, url):
     page = html(admin_client_.get(url, {"q": "x" * 50_001}))
     assert "Search for at most 200 characters (you typed 50001)." in page
