@@ -1,10 +1,10 @@
+"""Template context for every page: the header's navigation."""
+
 from __future__ import annotations
 
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
-
-from gpus.tenancy.selectors import tenants_for_user
 
 
 def navigation(request: HttpRequest) -> dict[str, object]:
@@ -18,7 +18,8 @@ def navigation(request: HttpRequest) -> dict[str, object]:
         (reverse("gpus:advisor"), _("Which GPU?")),
     ]
     items.append((reverse("gpus:inventory"), _("Inventory")))
-    tenant = tenants_for_user(user).filter(memberships__user=user).first()
+    # The person's own first tenant (through Tenant.members), admins included.
+    tenant = user.tenants.first()
     if tenant is not None:
         items.append((reverse("gpus:my_gpus", args=[tenant.namespace]), _("My GPUs")))
     if user.is_staff:
