@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from gpus.inventory import sync
 from gpus.inventory.models import Cluster
+from gpus.inventory.schemas import refresh_served_schemas
 from gpus.kube.budget import RetryBudgetSpent
 from gpus.kube.errors import KubeError, TransientError
 
@@ -83,8 +84,6 @@ def sync_all_inventories() -> int:
 
 @shared_task(name="inventory.refresh_all_served_schemas")
 def refresh_all_served_schemas() -> int:
-    from gpus.inventory.schemas import refresh_served_schemas
-
     done = 0
     for cluster_id in Cluster.objects.values_list("pk", flat=True):
         try:

@@ -113,8 +113,6 @@ def explain_workloads(workloads: list[GpuWorkload]) -> None:
     """For VMs waiting on the scheduler: why, in plain words from the snapshot (free in all
     vs on one server), so "waiting for a free GPU" is never said when GPUs are free.
     Sets ``explanation`` and ``split_capacity`` on each workload."""
-    from gpus.inventory.selectors import free_on_servers
-
     for w in workloads:
         w.explanation, w.split_capacity = "", False
         if w.state != ResourceState.UNSCHEDULABLE or w.gpu_model is None:

@@ -10,6 +10,7 @@ from django.conf import settings
 
 from gpus.kube.errors import KubeError, TransientError
 from gpus.provisioning import engine
+from gpus.provisioning.engine import reconcile
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,4 @@ def poll_operations() -> int:
 
 @shared_task(name="provisioning.reconcile_operations")
 def reconcile_operations() -> int:
-    from gpus.provisioning.engine import (
-        reconcile,
-    )
-
     return len(reconcile())

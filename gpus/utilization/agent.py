@@ -21,6 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from gpus.inventory.models import GpuWorkload
+from gpus.utilization.collector import store
 from gpus.utilization.metrics.parse import SENTINEL, Reading
 from gpus.utilization.models import AgentToken
 
@@ -157,8 +158,6 @@ def claim_slot(token: AgentToken) -> None:
 
 def ingest(auth_header: str, body: bytes) -> int:
     """Check and store one post; returns the number of GPUs stored."""
-    from gpus.utilization.collector import store
-
     if len(body) > settings.METRICS_AGENT_MAX_BYTES:
         raise AgentError(413, f"body larger than {settings.METRICS_AGENT_MAX_BYTES} bytes")
     scheme, _, token = auth_header.partition(" ")

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from gpus.inventory.models import GpuWorkload
 from gpus.tenancy.models import Tenant
-from gpus.utilization.metrics.dcgm import board_power
+from gpus.utilization.collector import Owners
+from gpus.utilization.metrics.dcgm import THROTTLING, board_power
 from gpus.utilization.models import Bucket, GpuDevice, GpuRollup, GpuSample, GroupRollup, Scope
 
 SECONDS = {Bucket.FIVE_MINUTES: 300, Bucket.HOUR: 3600}
@@ -298,8 +299,6 @@ def sample_rows(start: dt.datetime, end: dt.datetime) -> list[Row]:
 def rows_from_readings(readings: Iterable[Any], cluster_id: int | None) -> list[Row]:
     """Query-API mode: readings from the source as sample rows (devices must exist: the
     collector creates them)."""
-    from gpus.utilization.collector import Owners
-
     readings = list(readings)
     owners = Owners(cluster_id)
     ids = dict(
@@ -362,8 +361,6 @@ def rollup_bucket(start: dt.datetime, extra_rows: Sequence[Row] = ()) -> None:
 def _events(rollups: Sequence[GpuRollup]) -> list[GpuRollup]:
     """Of the query-API per-GPU rows, only the buckets with an XID or a throttle, for the health
     list: incidents, not history (no utilization, power or energy kept)."""
-    from gpus.utilization.metrics.dcgm import THROTTLING
-
     out = []
     for r in rollups:
         if r.xid_last or (r.throttle_any or 0) & THROTTLING:

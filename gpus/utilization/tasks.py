@@ -9,6 +9,17 @@ from celery import shared_task
 from django.conf import settings
 
 from gpus.inventory.models import Cluster
+from gpus.utilization.collector import collect_cluster
+from gpus.utilization.metrics.config import source_for
+from gpus.utilization.metrics.errors import MetricsError, TransientMetricsError
+from gpus.utilization.metrics.history import fill
+from gpus.utilization.metrics.sources import PrometheusSource
+from gpus.utilization.rollup import (
+    apply_retention,
+    pending_buckets,
+    rollup_bucket,
+    rows_from_readings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +31,6 @@ log = logging.getLogger(__name__)
 def collect_metrics(self, cluster_id: int) -> dict[str, object]:
     """One collection pass for one cluster. Transient source errors retry once or twice (the
     next beat tick comes soon anyway); the outcome is shown on the utilization pages."""
-    from gpus.utilization.collector import collect_cluster
-    from gpus.utilization.metrics.errors import MetricsError, TransientMetricsError
-
     try:
         return collect_cluster(cluster_id)
     except TransientMetricsError as exc:
@@ -47,16 +55,6 @@ def rollup_metrics() -> dict[str, object]:
     """Roll up every closed 5-minute bucket not done yet (and hours they close), then apply
     retention. Query-API clusters are read from their source for each bucket."""
     import datetime as dt
-
-    from gpus.utilization.metrics.config import source_for
-    from gpus.utilization.metrics.errors import MetricsError
-    from gpus.utilization.metrics.sources import PrometheusSource
-    from gpus.utilization.rollup import (
-        apply_retention,
-        pending_buckets,
-        rollup_bucket,
-        rows_from_readings,
-    )
 
     buckets = pending_buckets()
     query_sources = [
@@ -85,6 +83,4 @@ def read_gpu_history(
     device_id: int, start: float, end: float, key: str, tenant: str = ""
 ) -> dict[str, object]:
     """One GPU's history from its query API into the cache, for the one-GPU page."""
-    from gpus.utilization.metrics.history import fill
-
     return fill(device_id, start, end, key, tenant)

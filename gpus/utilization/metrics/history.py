@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.cache import cache
 from kombu.exceptions import OperationalError
 
+from gpus.utilization.metrics.config import source_for
 from gpus.utilization.metrics.errors import MetricsError
 from gpus.utilization.metrics.parse import METRIC_NAMES, Reading, add_sample
 from gpus.utilization.metrics.sources import PrometheusSource, step_for
@@ -94,8 +95,6 @@ def read(
 def fill(device_id: int, start: float, end: float, key: str, tenant: str) -> dict[str, Any]:
     """The task's work: read the source, leave the result (or the error, in plain words) in the
     cache, release the lock."""
-    from gpus.utilization.metrics.config import source_for
-
     try:
         device = GpuDevice.objects.get(pk=device_id)
         source = source_for(device.cluster_id)
