@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED := 1
 help:
 	@echo "make run     start the portal, devcluster, a Celery worker and beat (embedded mode)"
 	@echo "make test    run the test suite"
-	@echo "make lint    ruff check and format check"
+	@echo "make lint    ruff check, format check and the import contracts (import-linter)"
 	@echo "make bench   run the benchmarks in bench/"
 
 $(VENV)/.installed: requirements.txt
@@ -67,6 +67,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: setup
 	$(VENV)/bin/ruff check --fix .

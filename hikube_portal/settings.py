@@ -43,6 +43,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_filters",
     "axes",
+    # Each app's migrations stay linear: parallel branches conflict in max_migration.txt.
+    "django_linear_migrations",
     "gpus.web",
     "gpus.catalog",
     "gpus.tenancy",
