@@ -42,10 +42,30 @@ CHROMIUM_ARGS = [
 ]
 
 
+# Long tests: their modules go first, so no xdist worker starts one when the others are done.
+LONG_FIXTURES = {"worker", "worker_factory", "metric_history"}
+
+
+def _cost_rank(item: pytest.Item) -> int:
+    if item.get_closest_marker("once"):
+        return 0
+    if LONG_FIXTURES & set(item.fixturenames):
+        return 1
+    return 2 if item.get_closest_marker("browser") else 3
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("django_db") or BACKEND_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.backends)
+    # Whole modules move (their module-scoped fixtures stay set up once); the order inside a
+    # module is kept.
+    rank: dict[str, int] = {}
+    for item in items:
+        rank[item.nodeid.split("::")[0]] = min(
+            rank.get(item.nodeid.split("::")[0], 3), _cost_rank(item)
+        )
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
 
 
 def pytest_configure(config: pytest.Config) -> None:

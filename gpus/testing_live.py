@@ -6,7 +6,9 @@ plugin, beside gpus.testing."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -223,23 +225,38 @@ def _history_samples(folder: Path, uuid: str) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def metric_history(tmp_path_factory) -> Iterator[MetricHistory]:
+def metric_history(tmp_path_factory, worker_id) -> Iterator[MetricHistory]:
     """A real Prometheus (backfilled with promtool) and a real VictoriaMetrics (imported), both
-    holding 30 days of one GPU with a fresh UUID (fresh cache keys on every run)."""
+    holding 30 days of one GPU with a fresh UUID (fresh cache keys on every run).
+
+    promtool writes 360 two-hour blocks, ~10 s of CPU: under pytest-xdist the first worker that
+    needs them writes them once into the run's shared temporary folder (a file lock), and every
+    worker starts its own servers on a copy."""
+    if worker_id == "master":
+        shared = tmp_path_factory.mktemp("history-shared")
+    else:
+        shared = tmp_path_factory.getbasetemp().parent / "metric-history"
+        shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "done").exists():
+            gpu = f"GPU-{uuidlib.uuid4()}"
+            om, _ = _history_samples(shared, gpu)
+            backfill = ["promtool", "tsdb", "create-blocks-from", "openmetrics", "-q", str(om)]
+            subprocess.run([*backfill, str(shared / "db")], check=True, capture_output=True)
+            (shared / "uuid").write_text(gpu)
+            (shared / "done").touch()
+    gpu = (shared / "uuid").read_text()
     work = tmp_path_factory.mktemp("history")
-    gpu = f"GPU-{uuidlib.uuid4()}"
-    om, prom = _history_samples(work, gpu)
-    subprocess.run(
-        ["promtool", "tsdb", "create-blocks-from", "openmetrics", "-q", str(om), str(work / "db")],
-        check=True,
-        capture_output=True,
-    )
+    shutil.copytree(shared / "db", work / "db")
     with (
         run_prometheus(work / "p", tsdb=work / "db") as p_url,
         run_victoria_metrics(work / "v") as v_url,
     ):
         req = urllib.request.Request(  # noqa: S310 - the local VictoriaMetrics
-            f"{v_url}/api/v1/import/prometheus", data=prom.read_bytes(), method="POST"
+            f"{v_url}/api/v1/import/prometheus",
+            data=(shared / "gpu.prom").read_bytes(),
+            method="POST",
         )
         urllib.request.urlopen(req, timeout=60).read()  # noqa: S310 - local
         urllib.request.urlopen(f"{v_url}/internal/force_flush", timeout=60).read()  # noqa: S310
