@@ -69,7 +69,7 @@ prerequisites:
 	@bin/prerequisites
 
 test: prerequisites setup
-	$(PY) -m pytest -n $(TEST_WORKERS) $(if $(TEST_SELECT),-m "$(TEST_SELECT)")
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxschedchunk=1 $(if $(TEST_SELECT),-m "$(TEST_SELECT)")
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -42,7 +42,8 @@ CHROMIUM_ARGS = [
 ]
 
 
-# Long tests: their modules go first, so no xdist worker starts one when the others are done.
+# Long tests: their modules go first within their kind, so no xdist worker starts one when the
+# others are done.
 LONG_FIXTURES = {"worker", "worker_factory", "metric_history"}
 
 
@@ -54,18 +55,40 @@ def _cost_rank(item: pytest.Item) -> int:
     return 2 if item.get_closest_marker("browser") else 3
 
 
+def _django_kind(item: pytest.Item) -> int:
+    """pytest-django's order (Django's): database tests, then transactional ones (which flush
+    the database, and with it the catalog the data migration seeded), then the others."""
+    marker = item.get_closest_marker("django_db")
+    names = set(item.fixturenames)
+    marked_transaction = marker is not None and bool(
+        marker.kwargs.get("transaction") or marker.kwargs.get("reset_sequences")
+    )
+    if marked_transaction or names & {"transactional_db", "live_server"}:
+        return 1
+    return 0 if marker is not None or "db" in names else 2
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("django_db") or BACKEND_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.backends)
-    # Whole modules move (their module-scoped fixtures stay set up once); the order inside a
-    # module is kept.
-    rank: dict[str, int] = {}
-    for item in items:
-        rank[item.nodeid.split("::")[0]] = min(
-            rank.get(item.nodeid.split("::")[0], 3), _cost_rank(item)
-        )
-    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
+    # After pytest-django's sort (tryfirst): keep its order of kinds; within a kind, the modules
+    # with long tests first, each module whole (its module-scoped fixtures set up once), in its
+    # own order but for a `once` test, which goes first. Every xdist worker then runs its
+    # database tests before its transactional ones, as under plain pytest (`--dist load` hands
+    # each worker tests in this order).
+    rank: dict[tuple[int, str], int] = {}
+    first: dict[tuple[int, str], int] = {}
+    for index, item in enumerate(items):
+        key = (_django_kind(item), item.nodeid.split("::")[0])
+        rank[key] = min(rank.get(key, 3), _cost_rank(item))
+        first.setdefault(key, index)
+
+    def order(item: pytest.Item) -> tuple[int, int, int, int]:
+        key = (_django_kind(item), item.nodeid.split("::")[0])
+        return (key[0], rank[key], first[key], int(item.get_closest_marker("once") is None))
+
+    items.sort(key=order)
 
 
 def pytest_configure(config: pytest.Config) -> None:
