@@ -121,7 +121,10 @@ def test_crud_conflict_and_status_errors(custom: client.CustomObjectsApi) -> Non
         G, V, "tenant-acme", "vminstances", "crud-vm", fresh
     )
     assert "generation" not in replaced["metadata"]
-    time.sleep(0.1)  # past the cache lag (1 s / speed 50)
+    wait_for(  # reads lag writes (1 s / speed 50): patch what the replace wrote
+        lambda: _fresh_get(custom, "crud-vm", replaced["metadata"]["resourceVersion"]),
+        what="cache caught up with the replace",
+    )
     jp = custom.patch_namespaced_custom_object(
         G,
         V,

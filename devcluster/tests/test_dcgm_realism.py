@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -78,34 +77,43 @@ def test_no_series_without_service_monitor_and_only_after_the_exporter_starts(
     dc: DevCluster,
 ) -> None:
     custom = client.CustomObjectsApi(dc.api_client())
-    spec = {
-        "nodeGroups": {
-            "gpu": {
-                "minReplicas": 1,
-                "maxReplicas": 1,
-                "instanceType": "u1.8xlarge",
-                "ephemeralStorage": "20Gi",
-                "resources": {},
-                "gpus": [{"name": A100}],
-            }
-        },
-        "addons": {"gpuOperator": {"enabled": True, "valuesOverride": {}}},
-    }
-    body = {"apiVersion": f"{G}/{V}", "kind": "Kubernetes", "metadata": {"name": "quiet"}}
-    custom.create_namespaced_custom_object(
-        G, V, "tenant-acme", "kuberneteses", {**body, "spec": spec}
-    )
+    on = {"gpu-operator": {"dcgmExporter": {"serviceMonitor": {"enabled": True}}}}
+
+    def create(name: str, values: dict) -> None:
+        spec = {
+            "nodeGroups": {
+                "gpu": {
+                    "minReplicas": 1,
+                    "maxReplicas": 1,
+                    "instanceType": "u1.8xlarge",
+                    "ephemeralStorage": "20Gi",
+                    "resources": {},
+                    "gpus": [{"name": A100}],
+                }
+            },
+            "addons": {"gpuOperator": {"enabled": True, "valuesOverride": values}},
+        }
+        body = {"apiVersion": f"{G}/{V}", "kind": "Kubernetes", "metadata": {"name": name}}
+        custom.create_namespaced_custom_object(
+            G, V, "tenant-acme", "kuberneteses", {**body, "spec": spec}
+        )
+
+    def running(name: str) -> bool:
+        units = json.loads(dc.request("GET", "/devcluster/info")[2])["units"]
+        return any(
+            f"/kubernetes-{name}-" in k and u["phase"] == "Running" for k, u in units.items()
+        )
+
+    create("quiet", {})
     try:
         # Operator on, ServiceMonitor off (the v1.1 default): workers run, no series anywhere.
-        def quiet_running() -> bool:
-            units = json.loads(dc.request("GET", "/devcluster/info")[2])["units"]
-            return any("quiet" in k and u["phase"] == "Running" for k, u in units.items())
-
-        wait_for(quiet_running, timeout=60)
-        time.sleep(metrics.EXPORTER_DELAY_S / 50 + 1)  # longer than the exporter delay
+        wait_for(lambda: running("quiet"), timeout=60, what="quiet's worker running")
+        # A twin with the ServiceMonitor on, started after quiet's worker: once its series are
+        # there, quiet's worker too has run longer than the exporter delay (240 s / speed 50).
+        create("loud", on)
+        wait_for(lambda: _targets(dc).get("kubernetes-loud"), timeout=60, what="loud's series")
         assert "kubernetes-quiet" not in _targets(dc)
         assert _get(dc.url + "/dcgm/kubernetes/tenant-acme/quiet/metrics")[0] == 404
-        on = {"gpu-operator": {"dcgmExporter": {"serviceMonitor": {"enabled": True}}}}
         custom.patch_namespaced_custom_object(
             G,
             V,
@@ -121,7 +129,17 @@ def test_no_series_without_service_monitor_and_only_after_the_exporter_starts(
         fams = {f.name: f for f in text_string_to_metric_families(text)}
         assert status == 200 and len(fams["DCGM_FI_DEV_GPU_UTIL"].samples) >= 1
     finally:
-        custom.delete_namespaced_custom_object(G, V, "tenant-acme", "kuberneteses", "quiet")
+        for name in ("quiet", "loud"):
+            try:
+                custom.delete_namespaced_custom_object(G, V, "tenant-acme", "kuberneteses", name)
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+        wait_for(
+            lambda: not running("quiet") and not running("loud"),
+            timeout=60,
+            what="both clusters' workers gone (their GPUs free for the other tests)",
+        )
 
 
 def test_passthrough_vms_have_no_host_series_and_the_agent_has_no_pod_labels(

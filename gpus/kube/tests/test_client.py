@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import pytest
 
@@ -174,15 +173,20 @@ def test_429_from_server_becomes_transient_with_retry_after(tmp_path):
 
 
 def test_timeout_is_passed_and_translated(tmp_path):
+    gave_up = threading.Event()
+
     def slow(rec: Recorded):
-        time.sleep(1.0)
+        gave_up.wait(30)  # answers only once the client has given up
         return _nodes(rec)
 
     with fake_api(tmp_path, slow) as api:
         cfg = kc.ClusterConfig(name="slow", kubeconfig=str(api.kubeconfig), timeout=0.2)
         session = kc.Session(cfg)
-        with pytest.raises(e.TransientError, match="did not answer in time"):
-            session.call_json(session.core().list_node)
+        try:
+            with pytest.raises(e.TransientError, match="did not answer in time"):
+                session.call_json(session.core().list_node)
+        finally:
+            gave_up.set()
 
 
 def test_connection_refused_is_transient(tmp_path):
