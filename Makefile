@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 DEVCLUSTER_PORT ?= 6443
 # `make test`: pytest-xdist workers, and a pytest -m expression choosing the tests (all if empty).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 TEST_SELECT ?=
 export DEBUG ?= true
 export PYTHONUNBUFFERED := 1
@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED := 1
 
 help:
 	@echo "make run     start the portal, devcluster, a Celery worker and beat (embedded mode)"
-	@echo "make test    run the test suite (TEST_WORKERS=3 in parallel; TEST_SELECT='backends' picks by mark)"
+	@echo "make test    run the test suite (TEST_WORKERS=4 in parallel; TEST_SELECT='backends' picks by mark)"
 	@echo "make lint    ruff check, format check and the import contracts (import-linter)"
 	@echo "make bench   run the benchmarks in bench/"
 
