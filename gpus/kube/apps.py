@@ -1,8 +1,8 @@
-"""Pure manifest builders for the Cozystack apps the portal creates.
+"""Every Cozystack app shape the portal knows: names, kinds, and pure manifest builders.
 
 No I/O, no client imports: plain values in, plain dicts out, so the provisioning code
-can store the desired manifest on its Operation row and tests can validate the output
-against the real chart schemas.
+can store the desired manifest on its Operation row (one builder for the preview and the task)
+and tests can validate the output against the real chart schemas.
 
 Shapes follow cozystack-hikube-domain.md §2 (Cozystack v1.1 = Hikube baseline).
 """
@@ -13,8 +13,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from gpus.kube import apps as mf
 
 GROUP = "apps.cozystack.io"
 VERSION = "v1alpha1"
@@ -397,12 +395,12 @@ def system_disk_name(vm_name: str) -> str:
 
 def max_vm_name_length(vm_kind: str) -> int:
     """Longest VM name: prefix + name <= 53, and the system VMDisk ``<name>-system`` too."""
-    if vm_kind == mf.VM_INSTANCE:
+    if vm_kind == VM_INSTANCE:
         return min(
-            mf.max_name_length(mf.VM_INSTANCE),
-            mf.max_name_length(mf.VM_DISK) - len(system_disk_name("")),
+            max_name_length(VM_INSTANCE),
+            max_name_length(VM_DISK) - len(system_disk_name("")),
         )
-    return mf.max_name_length(vm_kind)
+    return max_name_length(vm_kind)
 
 
 def vm_manifests(request: VmRequest, namespace: str, vm_kind: str) -> list[dict[str, Any]]:
@@ -410,8 +408,8 @@ def vm_manifests(request: VmRequest, namespace: str, vm_kind: str) -> list[dict[
     gpus = [request.gpu_resource] * request.gpu_count
     external = request.external != "none"
     ports = list(request.external_ports) or [22]
-    if vm_kind == mf.VIRTUAL_MACHINE:
-        vm = mf.legacy_virtual_machine(
+    if vm_kind == VIRTUAL_MACHINE:
+        vm = legacy_virtual_machine(
             request.name,
             namespace,
             request.instance_type,
@@ -430,7 +428,7 @@ def vm_manifests(request: VmRequest, namespace: str, vm_kind: str) -> list[dict[
         vm["spec"]["runStrategy"] = request.run_strategy
         docs = [vm]
     else:
-        disk = mf.vm_disk(
+        disk = vm_disk(
             system_disk_name(request.name),
             namespace,
             request.image,
@@ -438,7 +436,7 @@ def vm_manifests(request: VmRequest, namespace: str, vm_kind: str) -> list[dict[
             request.storage_class,
             labels=PORTAL_LABELS,
         )
-        vm = mf.vm_instance(
+        vm = vm_instance(
             request.name,
             namespace,
             request.instance_type,
@@ -503,7 +501,7 @@ def node_group_manifests(
 ) -> list[dict[str, Any]]:
     """One partial Kubernetes manifest whose spec holds only this group: applied as a JSON
     merge patch it changes that group alone (never the whole spec, never a null)."""
-    group = mf.node_group(
+    group = node_group(
         request.min_replicas,
         request.max_replicas,
         request.instance_type,
@@ -516,7 +514,7 @@ def node_group_manifests(
         # A new cluster: supplying nodeGroups replaces the chart's default md0 in the values
         # (v1.1 still deep-merges md0 in); the GPU operator installs the drivers.
         return [
-            mf.kubernetes_cluster(
+            kubernetes_cluster(
                 request.cluster_name,
                 namespace,
                 request.new_cluster_version,
@@ -525,11 +523,11 @@ def node_group_manifests(
                 labels=PORTAL_LABELS,
             )
         ]
-    mf.validate_name(mf.KUBERNETES, request.cluster_name)
+    validate_name(KUBERNETES, request.cluster_name)
     return [
         {
-            "apiVersion": mf.API_VERSION,
-            "kind": mf.KUBERNETES,
+            "apiVersion": API_VERSION,
+            "kind": KUBERNETES,
             "metadata": {"name": request.cluster_name, "namespace": namespace},
             "spec": {"nodeGroups": {request.group: group}},
         }
