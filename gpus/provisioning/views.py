@@ -36,7 +36,6 @@ from gpus.provisioning.forms import GpuVmForm, NodeGroupForm
 from gpus.provisioning.presenters import describe
 from gpus.provisioning.selectors import (
     audit_events,
-    can_operate,
     get_operation_for_user,
     operations_in_flight,
     tenant_operations,
@@ -50,6 +49,7 @@ from gpus.provisioning.services import (
 )
 from gpus.tenancy.models import Tenant
 from gpus.tenancy.selectors import get_tenant_for_user
+from gpus.web.access import may_operate, require_may_operate
 from gpus.web.htmx import _query_without, render_page_or_fragment
 from gpus.web.paging import PageRequest
 
@@ -69,7 +69,7 @@ def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
         workloads=page,
         query=_query_without(request, "page", "after", "before"),
         in_flight=list(operations_in_flight(request.user, tenant)),
-        can_operate=can_operate(request.user, tenant),
+        can_operate=may_operate(request.user, tenant),
     )
     return render_page_or_fragment(
         request, "provisioning/my_gpus.html", "provisioning/_my_gpus_table.html", context
@@ -89,7 +89,7 @@ def workload_detail(request: HttpRequest, namespace: str, pk: int) -> HttpRespon
             "offer_restart": workload.kind == WorkloadKind.VM
             and workload.reason == "RestartRequired"
             and workload.state != ResourceState.DELETING
-            and can_operate(request.user, tenant),
+            and may_operate(request.user, tenant),
         },
     )
 
@@ -159,7 +159,7 @@ def _vm_checks(form: GpuVmForm, tenant: Tenant, cluster: Cluster | None) -> dict
 
 def vm_new(request: HttpRequest, namespace: str) -> HttpResponse:
     tenant = get_tenant_for_user(request.user, namespace)
-    allowed = can_operate(request.user, tenant)
+    allowed = may_operate(request.user, tenant)
     if request.method == "POST":
         if not allowed:
             raise Http404("No such page.")
@@ -191,8 +191,7 @@ def vm_check(request: HttpRequest, namespace: str) -> HttpResponse:
     """htmx, as the user types: field errors (out of band, next to each field), fit, quota and
     the preview. Nothing is recorded or sent."""
     tenant = get_tenant_for_user(request.user, namespace)
-    if not can_operate(request.user, tenant):
-        raise Http404("No such page.")
+    require_may_operate(request.user, tenant)
     form, cluster = _vm_form(request, request.POST)
     form.is_valid()
     # While typing, an empty field is not an error yet: say so only on submit.
@@ -229,7 +228,7 @@ def _operation_context(request: HttpRequest, namespace: str, pk: int) -> dict[st
         "tenant": op.tenant,
         "op": op,
         "view": describe(op),
-        "can_operate": can_operate(request.user, op.tenant),
+        "can_operate": may_operate(request.user, op.tenant),
         "poll_seconds": settings.OPERATION_PAGE_POLL_SECONDS,
         "preview": yaml.safe_dump_all(op.manifests, sort_keys=False, width=100),
     }
@@ -253,8 +252,7 @@ def operation_status(request: HttpRequest, namespace: str, pk: int) -> HttpRespo
 @require_POST
 def operation_retry(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
     op = get_operation_for_user(request.user, namespace, pk)
-    if not can_operate(request.user, op.tenant):
-        raise Http404("No such page.")
+    require_may_operate(request.user, op.tenant)
     try:
         new = retry(request.user, op)
     except OperationRefused as exc:
@@ -275,8 +273,9 @@ def vm_action(request: HttpRequest, namespace: str, name: str, action: str) -> H
     """GET: ask for confirmation; POST: record the start/stop/delete/restart operation."""
     vm = get_vm_for_user(request.user, namespace, name)
     kind = ACTIONS.get(action)
-    if kind is None or not can_operate(request.user, vm.tenant):
+    if kind is None:
         raise Http404("No such page.")
+    require_may_operate(request.user, vm.tenant)
     error = ""
     if request.method == "POST":
         try:
@@ -312,8 +311,7 @@ def node_group_edit(
 ) -> HttpResponse:
     """Add a GPU node group to a tenant cluster, or resize one (prefilled from the snapshot)."""
     tenant = get_tenant_for_user(request.user, namespace)
-    if not can_operate(request.user, tenant):
-        raise Http404("No such page.")
+    require_may_operate(request.user, tenant)
     existing = get_node_group_for_user(request.user, namespace, name, group) if group else None
     initial = None
     if existing is not None:

@@ -6,6 +6,8 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
+from gpus.web.access import is_platform_admin
+
 
 def navigation(request: HttpRequest) -> dict[str, object]:
     """The header links: only what this user may open."""
@@ -22,11 +24,12 @@ def navigation(request: HttpRequest) -> dict[str, object]:
     tenant = user.tenants.first()
     if tenant is not None:
         items.append((reverse("gpus:my_gpus", args=[tenant.namespace]), _("My GPUs")))
-    if user.is_staff:
+    admin = is_platform_admin(user)
+    if admin:
         items.append((reverse("gpus:util_fleet"), _("Utilization")))
     elif tenant is not None:
         items.append((reverse("gpus:util_tenant", args=[tenant.namespace]), _("Utilization")))
-    if user.is_staff:
+    if admin:
         items.append((reverse("gpus:nodes"), _("Nodes")))
         items.append((reverse("gpus:tenants"), _("Tenants")))
         items.append((reverse("gpus:audit"), _("Audit log")))
