@@ -24,12 +24,17 @@ from gpus.inventory.selectors import (
     get_node_group_for_user,
     get_tenant_workload,
     get_vm_for_user,
-    served_gpu_models,
     tenant_kubernetes_clusters,
     tenant_workload_page,
 )
 from gpus.kube.apps import NodeGroupRequest, VmRequest, node_group_manifests, vm_manifests
-from gpus.provisioning.capacity import explain_workloads, fit_for, quota_left, quota_message
+from gpus.provisioning.capacity import (
+    explain_workloads,
+    fit_for,
+    gpu_model_choices,
+    quota_left,
+    quota_message,
+)
 from gpus.provisioning.choices import OperationKind
 from gpus.provisioning.filters import AuditFilter
 from gpus.provisioning.forms import GpuVmForm, NodeGroupForm
@@ -102,15 +107,7 @@ HTMX_STOP_POLLING = 286  # htmx stops polling on this status
 def _vm_form(request: HttpRequest, data: Any = None) -> tuple[GpuVmForm, Cluster | None]:
     cluster = default_cluster()
     vm_kind = (cluster.vm_kind if cluster else "") or "VMInstance"
-    choices = [
-        (
-            s.gpu_model.resource_name,
-            _("%(model)s — %(free)d free, at most %(one)d on one server")
-            % {"model": s.gpu_model.display_name, "free": s.free_total, "one": s.free_max_one},
-        )
-        for s in served_gpu_models()
-    ]
-    return GpuVmForm(data, vm_kind=vm_kind, gpu_choices=choices), cluster
+    return GpuVmForm(data, vm_kind=vm_kind, gpu_choices=gpu_model_choices()), cluster
 
 
 def _vm_request(form: GpuVmForm) -> VmRequest:
@@ -295,15 +292,7 @@ def _node_group_form(
     tenant: Tenant, data: Any = None, initial: dict[str, Any] | None = None
 ) -> NodeGroupForm:
     clusters = tenant_kubernetes_clusters(tenant)
-    choices = [
-        (
-            s.gpu_model.resource_name,
-            _("%(model)s — %(free)d free, at most %(one)d on one server")
-            % {"model": s.gpu_model.display_name, "free": s.free_total, "one": s.free_max_one},
-        )
-        for s in served_gpu_models()
-    ]
-    return NodeGroupForm(data, initial=initial, clusters=clusters, gpu_choices=choices)
+    return NodeGroupForm(data, initial=initial, clusters=clusters, gpu_choices=gpu_model_choices())
 
 
 def node_group_edit(

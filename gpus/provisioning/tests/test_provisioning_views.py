@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import ResourceState, WorkloadKind
 from gpus.inventory.models import Cluster, GpuWorkload, Node, NodeGpu, ServedSchema
-from gpus.provisioning import presenters
+from gpus.inventory.reasons import REASONS, explain_reason
+from gpus.provisioning import capacity, presenters
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
 
@@ -252,10 +253,32 @@ def test_plain_words_for_insufficient_gpus(alice_op, cluster):
     )
     alice_op.refresh_from_db()
     text = presenters.describe(alice_op).explanation
-    assert text == (
-        "No server has 5 NVIDIA L40S free right now; the most free on one server is 4 "
-        "(7 free in all)."
+    # The one capacity sentence, as the form and My GPUs say it.
+    assert text == "5 x NVIDIA L40S requested: 7 free in all, but at most 4 on one server."
+
+
+def test_one_capacity_sentence_for_fit_refusal_and_waiting():
+    sentence = capacity.capacity_sentence
+    assert sentence("L40S", 2, 7, 4) == "2 x L40S requested: 7 free in all, up to 4 on one server."
+    assert sentence("L40S", 5, 7, 4) == (
+        "5 x L40S requested: 7 free in all, but at most 4 on one server."
     )
+    assert sentence("L40S", 9, 7, 4) == "9 x L40S requested: only 7 free right now."
+
+
+def test_operations_and_workloads_read_the_one_table_of_reasons():
+    for reason, words in REASONS.items():
+        assert presenters.plain_reason(reason, "raw") == str(words) == explain_reason(reason)
+    # Picked over "Helm refused the settings": a timing failure is an InstallFailed too.
+    assert presenters.plain_reason("InstallFailed", "raw") == "The platform could not install it."
+    assert presenters.plain_reason("ErrorUnschedulable", "") == (
+        "No server can take this VM right now."
+    )
+    # Unknown reasons (and a timeout, whose message says it all) keep the cluster's words.
+    assert presenters.plain_reason("Timeout", "Not running after 900 s.") == (
+        "Not running after 900 s."
+    )
+    assert presenters.plain_reason("SomethingNew", "as the cluster said") == "as the cluster said"
 
 
 def test_my_gpus_shows_operations_in_flight_and_split_capacity(alice_client, acme, cluster, alice):
