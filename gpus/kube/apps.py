@@ -46,7 +46,8 @@ HELM_RELEASE_MAX = 53
 RUN_STRATEGIES = ("Always", "Halted", "Manual", "RerunOnFailure", "Once")
 NODE_GROUP_DISK_FIELDS = ("ephemeralStorage", "diskSize")
 
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# DNS-1035 labels (app and node-group names): the one pattern; the forms validate with it too.
+DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 class ManifestError(ValueError):
@@ -68,7 +69,7 @@ def release_name(kind: str, name: str) -> str:
 def name_errors(kind: str, name: str) -> list[str]:
     """Plain-words problems with ``name`` for ``kind``; empty if it is valid."""
     problems = []
-    if not _DNS1035.match(name or ""):
+    if not DNS1035.match(name or ""):
         problems.append(
             "use lowercase letters, digits and '-', "
             "start with a letter and end with a letter or digit"
@@ -300,7 +301,7 @@ def kubernetes_cluster(
 ) -> dict[str, Any]:
     """A tenant Kubernetes cluster. ``node_groups`` replaces the chart's default md0 entirely."""
     for group in node_groups:
-        if not _DNS1035.match(group):
+        if not DNS1035.match(group):
             raise ManifestError(f"Invalid node group name {group!r}")
     return {
         "apiVersion": API_VERSION,
@@ -328,7 +329,7 @@ def node_group_merge_patch(
     merges *inside* the group too: pass ``previous`` (the group as read) so keys that
     disappeared are sent as null and removed.
     """
-    if not _DNS1035.match(group):
+    if not DNS1035.match(group):
         raise ManifestError(f"Invalid node group name {group!r}")
     value: dict[str, Any] | None
     if spec is None:
