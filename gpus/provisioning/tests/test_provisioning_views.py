@@ -538,3 +538,14 @@ def test_new_cluster_name_must_be_new_and_valid(alice_client, acme, alice_group)
     page = alice_client.post(url, group_data(cluster_name="", new_cluster="train")).content.decode()
     assert "kind: Kubernetes" in page and "gpuOperator" in page
     assert not Operation.objects.exists()
+
+
+def test_node_group_and_new_cluster_names_follow_dns_1035(alice_client, acme, alice_group):
+    url = f"/tenants/{acme.namespace}/kubernetes/nodegroups/new/"
+    data = group_data(cluster_name="", new_cluster="Bad_One", group="-x")
+    response = alice_client.post(url, data)
+    form = response.context["form"]
+    assert [e.code for e in form.errors.as_data()["new_cluster"]] == ["dns1035"]
+    assert [e.code for e in form.errors.as_data()["group"]] == ["dns1035"]
+    assert "start with a letter, end with a letter or digit" in response.content.decode()
+    assert not Operation.objects.exists()
