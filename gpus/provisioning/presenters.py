@@ -93,9 +93,10 @@ def describe(op: Operation, now: Any = None) -> OperationView:
                 break
     done = sum(1 for s in steps if s.at)
     view = OperationView(op, steps)
+    # Only an operation in flight has an ETA: a finished one costs no query for it.
     median = (
         provisioning_median_seconds(op.gpu_model)
-        if op.kind in (OperationKind.CREATE, OperationKind.RETRY)
+        if op.kind in (OperationKind.CREATE, OperationKind.RETRY) and not op.is_terminal
         else None
     )
     if op.is_terminal:

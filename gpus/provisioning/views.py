@@ -11,8 +11,10 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
 
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import ResourceState, WorkloadKind
@@ -35,7 +37,7 @@ from gpus.provisioning.capacity import (
     quota_left,
     quota_message,
 )
-from gpus.provisioning.choices import OperationKind
+from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.filters import AuditFilter
 from gpus.provisioning.forms import GpuVmForm, NodeGroupForm
 from gpus.provisioning.presenters import describe
@@ -100,8 +102,6 @@ def workload_detail(request: HttpRequest, namespace: str, pk: int) -> HttpRespon
 
 
 # --- GPU VMs and operations -------------------------------------------------------------
-
-HTMX_STOP_POLLING = 286  # htmx stops polling on this status
 
 
 def _vm_form(request: HttpRequest, data: Any = None) -> tuple[GpuVmForm, Cluster | None]:
@@ -219,31 +219,32 @@ def operation_list(request: HttpRequest, namespace: str) -> HttpResponse:
     )
 
 
-def _operation_context(request: HttpRequest, namespace: str, pk: int) -> dict[str, Any]:
+def _operation_status_context(request: HttpRequest, namespace: str, pk: int) -> dict[str, Any]:
+    """What the status part shows: polled every few seconds, so only what it needs."""
     op = get_operation_for_user(request.user, namespace, pk)
     return {
         "tenant": op.tenant,
         "op": op,
         "view": describe(op),
-        "can_operate": may_operate(request.user, op.tenant),
+        # Only a failed operation offers "Try again": no membership query for the others.
+        "can_operate": op.state == OperationState.FAILED and may_operate(request.user, op.tenant),
         "poll_seconds": settings.OPERATION_PAGE_POLL_SECONDS,
-        "preview": yaml.safe_dump_all(op.manifests, sort_keys=False, width=100),
     }
 
 
 def operation_detail(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
-    return render(
-        request, "provisioning/operation.html", _operation_context(request, namespace, pk)
-    )
+    context = _operation_status_context(request, namespace, pk)
+    context["preview"] = yaml.safe_dump_all(context["op"].manifests, sort_keys=False, width=100)
+    return render(request, "provisioning/operation.html", context)
 
 
 def operation_status(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
     """The live part of the operation page; tells htmx to stop polling once terminal."""
-    context = _operation_context(request, namespace, pk)
-    response = render(request, "provisioning/_operation_status.html", context)
+    context = _operation_status_context(request, namespace, pk)
+    html = render_to_string("provisioning/_operation_status.html", context, request)
     if context["op"].is_terminal:
-        response.status_code = HTMX_STOP_POLLING
-    return response
+        return HttpResponseStopPolling(html)
+    return HttpResponse(html)
 
 
 @require_POST

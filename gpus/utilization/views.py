@@ -11,11 +11,13 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
 
 from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.models import GpuWorkload
@@ -93,7 +95,7 @@ def _history_key(device: object, tr: u.TimeRange, tenant: Tenant | None) -> str:
 
 def gpu_history(request: HttpRequest, uuid: str, namespace: str | None = None) -> HttpResponse:
     """Query-API mode: the one-GPU chart once a task has read it into the cache. htmx polls
-    this fragment; 286 stops the polling when the chart (or the source's error) is there."""
+    this fragment; HTTP 286 stops the polling when the chart (or the source's error) is there."""
     tenant = _tenant(request, namespace)
     device = u.device_for(request.user, uuid, tenant)
     ctx = _context(request, tenant, device=device)
@@ -105,7 +107,8 @@ def gpu_history(request: HttpRequest, uuid: str, namespace: str | None = None) -
         history.request(key, device.pk, tr.start.timestamp(), tr.end.timestamp(), ns)
         return render(request, "utilization/_gpu_history.html", ctx)
     ctx |= {"ready": True, "error": found.get("error", "")}
-    return render(request, "utilization/_gpu_history.html", ctx, status=286)
+    html = render_to_string("utilization/_gpu_history.html", ctx, request)
+    return HttpResponseStopPolling(html)
 
 
 def idle(request: HttpRequest, namespace: str | None = None) -> HttpResponse:

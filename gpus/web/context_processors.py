@@ -10,7 +10,11 @@ from gpus.web.access import is_platform_admin
 
 
 def navigation(request: HttpRequest) -> dict[str, object]:
-    """The header links: only what this user may open."""
+    """The header links: only what this user may open. An htmx fragment has no header, so a
+    poll costs no navigation query; a history restore is a whole page and gets them."""
+    htmx = getattr(request, "htmx", None)  # None without HtmxMiddleware (RequestFactory)
+    if htmx and not htmx.history_restore_request:
+        return {}
     user = request.user
     if not user.is_authenticated:
         return {"nav_items": []}

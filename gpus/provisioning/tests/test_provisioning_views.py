@@ -245,6 +245,43 @@ def test_status_fragment_stops_polling_when_terminal(alice_client, alice_op, acm
     assert response.status_code == 200
 
 
+def test_status_poll_does_fragment_sized_work(
+    alice_client, alice_op, acme, monkeypatch, django_assert_num_queries
+):
+    """The 2-second poll builds no YAML of the manifests and runs no navigation query."""
+    Operation.objects.filter(pk=alice_op.pk).update(
+        state=OperationState.PROVISIONING,
+        gpu_model=GpuModel.objects.get(resource_name=L40S),
+        gpu_count=1,
+        manifests=[{"kind": "VMInstance", "spec": {"cloudInit": "x" * 10_000}}] * 20,
+    )
+
+    def no_yaml(*args: object, **kwargs: object) -> str:
+        raise AssertionError("the status poll dumped the manifests to YAML")
+
+    monkeypatch.setattr(yaml, "safe_dump_all", no_yaml)
+    url = f"/tenants/{acme.namespace}/operations/{alice_op.pk}/status/"
+    alice_client.get(url, HTTP_HX_REQUEST="true")  # warm the session
+    # session, user, tenant, operation, median of past provisionings (the ETA).
+    with django_assert_num_queries(5):
+        response = alice_client.get(url, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and 'id="op-state"' in response.content.decode()
+    # Failed: no ETA, but the membership that offers "Try again"; htmx stops polling.
+    Operation.objects.filter(pk=alice_op.pk).update(state=OperationState.FAILED)
+    with django_assert_num_queries(5):
+        response = alice_client.get(url, HTTP_HX_REQUEST="true")
+    assert response.status_code == 286 and "Try again" in response.content.decode()
+    # Done: nothing more than the operation itself.
+    Operation.objects.filter(pk=alice_op.pk).update(state=OperationState.SUCCEEDED)
+    with django_assert_num_queries(4):
+        assert alice_client.get(url, HTTP_HX_REQUEST="true").status_code == 286
+    # The page around it still shows the manifests, with the navigation.
+    monkeypatch.undo()
+    page = alice_client.get(f"/tenants/{acme.namespace}/operations/{alice_op.pk}/")
+    html = page.content.decode()
+    assert "kind: VMInstance" in html and "<nav" in html
+
+
 def test_plain_words_for_insufficient_gpus(alice_op, cluster):
     Operation.objects.filter(pk=alice_op.pk).update(
         reason="ErrorUnschedulable",
