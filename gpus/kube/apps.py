@@ -32,7 +32,6 @@ PLURALS: dict[str, str] = {
     KUBERNETES: "kuberneteses",
     VIRTUAL_MACHINE: "virtualmachines",
 }
-KINDS_BY_PLURAL: dict[str, str] = {plural: kind for kind, plural in PLURALS.items()}
 
 # Each app is a HelmRelease named prefix+name, and that must fit in 53 characters.
 PREFIXES: dict[str, str] = {
@@ -43,7 +42,6 @@ PREFIXES: dict[str, str] = {
 }
 HELM_RELEASE_MAX = 53
 
-RUN_STRATEGIES = ("Always", "Halted", "Manual", "RerunOnFailure", "Once")
 NODE_GROUP_DISK_FIELDS = ("ephemeralStorage", "diskSize")
 
 # DNS-1035 labels (app and node-group names): the one pattern; the forms validate with it too.
@@ -59,11 +57,6 @@ class ManifestError(ValueError):
 
 def max_name_length(kind: str) -> int:
     return HELM_RELEASE_MAX - len(PREFIXES[kind])
-
-
-def release_name(kind: str, name: str) -> str:
-    """The HelmRelease (and KubeVirt VM / WorkloadMonitor) name behind an app."""
-    return PREFIXES[kind] + name
 
 
 def name_errors(kind: str, name: str) -> list[str]:
@@ -85,14 +78,6 @@ def validate_name(kind: str, name: str) -> str:
     if problems:
         raise ManifestError(f"Invalid {kind} name {name!r}: " + "; ".join(problems))
     return name
-
-
-def suggest_name(kind: str, text: str) -> str:
-    """Turn free text into a valid name (for defaults in forms), or raise if nothing is left."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", (text or "").lower()).strip("-")
-    slug = re.sub(r"-{2,}", "-", slug)
-    slug = re.sub(r"^[^a-z]+", "", slug)[: max_name_length(kind)].rstrip("-")
-    return validate_name(kind, slug)
 
 
 def _metadata(

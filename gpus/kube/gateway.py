@@ -350,11 +350,6 @@ class ClusterGateway:
         except NotFoundError:
             return None
 
-    def read_kubevirt_vm(self, namespace: str, name: str) -> KubevirtVm | None:
-        """KubeVirt VM (``vm-instance-<name>`` for a VMInstance); None if it does not exist yet."""
-        obj = self.get("virtualmachines", namespace, name, group="kubevirt.io", version="v1")
-        return None if obj is None else kubevirt_vm_from_json(obj)
-
     def list_workload_monitors(
         self, namespace: str, label_selector: str | None = None
     ) -> list[WorkloadMonitor]:
