@@ -240,9 +240,8 @@ class GpuWorkload(models.Model):
     )
     reason = models.CharField(_("reason"), max_length=200, blank=True)
     message = models.TextField(_("message"), blank=True)
-    created_in_portal = models.BooleanField(_("created in the portal"), default=False)
     # Set by the sync when it first sees the object (not rewritten at every sync: no dead
-    # tuples); empty while a row the portal created is not in the cluster yet.
+    # tuples).
     last_seen_at = models.DateTimeField(_("in the cluster since"), null=True, blank=True)
 
     class Meta:

@@ -30,7 +30,6 @@ PLURALS: dict[str, str] = {
     KUBERNETES: "kuberneteses",
     VIRTUAL_MACHINE: "virtualmachines",
 }
-KINDS_BY_PLURAL: dict[str, str] = {plural: kind for kind, plural in PLURALS.items()}
 
 # Each app is a HelmRelease named prefix+name, and that must fit in 53 characters.
 PREFIXES: dict[str, str] = {
@@ -41,10 +40,10 @@ PREFIXES: dict[str, str] = {
 }
 HELM_RELEASE_MAX = 53
 
-RUN_STRATEGIES = ("Always", "Halted", "Manual", "RerunOnFailure", "Once")
 NODE_GROUP_DISK_FIELDS = ("ephemeralStorage", "diskSize")
 
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# DNS-1035 labels (app and node-group names): the one pattern; the forms validate with it too.
+DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 class ManifestError(ValueError):
@@ -58,15 +57,10 @@ def max_name_length(kind: str) -> int:
     return HELM_RELEASE_MAX - len(PREFIXES[kind])
 
 
-def release_name(kind: str, name: str) -> str:
-    """The HelmRelease (and KubeVirt VM / WorkloadMonitor) name behind an app."""
-    return PREFIXES[kind] + name
-
-
 def name_errors(kind: str, name: str) -> list[str]:
     """Plain-words problems with ``name`` for ``kind``; empty if it is valid."""
     problems = []
-    if not _DNS1035.match(name or ""):
+    if not DNS1035.match(name or ""):
         problems.append(
             "use lowercase letters, digits and '-', "
             "start with a letter and end with a letter or digit"
@@ -82,14 +76,6 @@ def validate_name(kind: str, name: str) -> str:
     if problems:
         raise ManifestError(f"Invalid {kind} name {name!r}: " + "; ".join(problems))
     return name
-
-
-def suggest_name(kind: str, text: str) -> str:
-    """Turn free text into a valid name (for defaults in forms), or raise if nothing is left."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", (text or "").lower()).strip("-")
-    slug = re.sub(r"-{2,}", "-", slug)
-    slug = re.sub(r"^[^a-z]+", "", slug)[: max_name_length(kind)].rstrip("-")
-    return validate_name(kind, slug)
 
 
 def _metadata(
@@ -298,7 +284,7 @@ def kubernetes_cluster(
 ) -> dict[str, Any]:
     """A tenant Kubernetes cluster. ``node_groups`` replaces the chart's default md0 entirely."""
     for group in node_groups:
-        if not _DNS1035.match(group):
+        if not DNS1035.match(group):
             raise ManifestError(f"Invalid node group name {group!r}")
     return {
         "apiVersion": API_VERSION,
@@ -326,7 +312,7 @@ def node_group_merge_patch(
     merges *inside* the group too: pass ``previous`` (the group as read) so keys that
     disappeared are sent as null and removed.
     """
-    if not _DNS1035.match(group):
+    if not DNS1035.match(group):
         raise ManifestError(f"Invalid node group name {group!r}")
     value: dict[str, Any] | None
     if spec is None:
