@@ -6,14 +6,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 DEVCLUSTER_PORT ?= 6443
+# `make test`: pytest-xdist workers, and a pytest -m expression choosing the tests (all if empty).
+TEST_WORKERS ?= 3
+TEST_SELECT ?=
 export DEBUG ?= true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup run test lint format messages messages-check bench clean
+.PHONY: help setup prerequisites run test lint format messages messages-check bench clean
 
 help:
 	@echo "make run     start the portal, devcluster, a Celery worker and beat (embedded mode)"
-	@echo "make test    run the test suite"
+	@echo "make test    run the test suite (TEST_WORKERS=3 in parallel; TEST_SELECT='backends' picks by mark)"
 	@echo "make lint    ruff check, format check and the import contracts (import-linter)"
 	@echo "make bench   run the benchmarks in bench/"
 
@@ -61,8 +64,12 @@ run: setup
 	echo
 	$(PY) manage.py runserver 127.0.0.1:$(PORT) --noreload
 
-test: setup
-	$(PY) -m pytest
+# The Debian packages the tests need: installed when root, else named (before anything runs).
+prerequisites:
+	@bin/prerequisites
+
+test: prerequisites setup
+	$(PY) -m pytest -n $(TEST_WORKERS) $(if $(TEST_SELECT),-m "$(TEST_SELECT)")
 
 lint: setup
 	$(VENV)/bin/ruff check .

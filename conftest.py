@@ -1,4 +1,5 @@
-"""Project-wide pytest setup: browser launch arguments and the rule that CI skips nothing."""
+"""Project-wide pytest setup: the `backends` mark, Redis databases enough for pytest-xdist's
+workers, browser launch arguments, and the rule that CI skips nothing."""
 
 from __future__ import annotations
 
@@ -7,8 +8,24 @@ import shutil
 
 import pytest
 
-# The portal's shared fixtures (personas, a synced snapshot, real workers): one module, every app.
-pytest_plugins = ["gpus.testing"]
+# The portal's shared fixtures, for every app: personas and a synced snapshot (gpus.testing);
+# real Celery workers, a registered devcluster, real metric sources (gpus.testing_live).
+pytest_plugins = ["gpus.testing", "gpus.testing_live"]
+
+# Fixtures that reach the database, the Celery broker (a worker process) or Django's cache. A
+# test that uses one (or is marked django_db) is marked `backends`: the parts the embedded pass
+# (SQLite + filesystem broker + file cache) swaps, so `make test TEST_SELECT=backends` runs it
+# again there. The others (pure units, gpus/kube, devcluster) run once. A test outside the mark
+# that touches the cache fails (gpus.testing.NoCache), so the mark cannot miss one.
+BACKEND_FIXTURES = {
+    "db",
+    "transactional_db",
+    "django_db_reset_sequences",
+    "django_db_serialized_rollback",
+    "live_server",
+    "worker",
+    "worker_factory",
+}
 
 # Playwright's sync API runs an event loop in the test thread; Django's ORM must still be usable.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -23,6 +40,60 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+
+
+# Long tests: their modules go first, so no xdist worker starts one when the others are done.
+LONG_FIXTURES = {"worker", "worker_factory", "metric_history"}
+
+
+def _cost_rank(item: pytest.Item) -> int:
+    if item.get_closest_marker("once"):
+        return 0
+    if LONG_FIXTURES & set(item.fixturenames):
+        return 1
+    return 2 if item.get_closest_marker("browser") else 3
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("django_db") or BACKEND_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.backends)
+    # Whole modules move (their module-scoped fixtures stay set up once); the order inside a
+    # module is kept.
+    rank: dict[str, int] = {}
+    for item in items:
+        rank[item.nodeid.split("::")[0]] = min(
+            rank.get(item.nodeid.split("::")[0], 3), _cost_rank(item)
+        )
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under `pytest -n N`, stop at once unless Redis has the databases the N workers need (each
+    takes the span of databases the Redis URLs name, moved up: see hikube_portal.test_settings)."""
+    workers = getattr(config.option, "numprocesses", None)
+    if hasattr(config, "workerinput") or not isinstance(workers, int) or workers < 2:
+        return
+    from hikube_portal.test_settings import redis_databases, redis_span
+
+    named = redis_databases(os.environ)
+    if not named:
+        return
+    import redis
+
+    url = os.environ[next(iter(named))]
+    try:
+        available = int(redis.Redis.from_url(url).config_get("databases")["databases"])
+    except (redis.RedisError, KeyError, ValueError):
+        return  # no CONFIG here (a managed Redis): a worker out of range fails on its own
+    needed = max(named.values()) + (workers - 1) * redis_span(os.environ) + 1
+    if needed > available:
+        raise pytest.UsageError(
+            f"{workers} xdist workers need Redis databases up to {needed - 1} "
+            f"({redis_span(os.environ)} each, from the ones {', '.join(sorted(named))} name), "
+            f"but the server at {url} has {available}: run fewer workers (-n), lower the "
+            "database numbers, or start redis-server with --databases 64."
+        )
 
 
 @pytest.fixture(scope="session")

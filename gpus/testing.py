@@ -4,16 +4,20 @@ snapshot, real Celery workers. Loaded by the root conftest.py as a pytest plugin
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 import pytest
 from django.apps import apps as django_apps
 from django.contrib.auth import get_user_model
-from django.test import Client
+from django.core.cache import cache
+from django.core.cache.backends.base import BaseCache
+from django.test import Client, override_settings
+from django.urls import reverse
 from django.utils import timezone
 
 from gpus.catalog.models import GpuModel
-from gpus.inventory.choices import ResourceState, WorkloadKind
-from gpus.inventory.models import Cluster, GpuWorkload
+from gpus.inventory.choices import NodeHealth, ResourceState, WorkloadKind
+from gpus.inventory.models import Cluster, GpuWorkload, Node, NodeGpu
 from gpus.inventory.sync import store_snapshot
 from gpus.kube.records import FleetReading, GpuPod, NodeInfo
 from gpus.tenancy.choices import MembershipRole
@@ -35,6 +39,20 @@ def _plain_static_storage_in_browsers(request):
     }
 
 
+@pytest.fixture
+def log_in(page, live_server) -> Callable[[str], None]:
+    """log_in(username): sign a persona in through the login page in the browser."""
+
+    def log_in(username: str) -> None:
+        page.goto(live_server.url + reverse("login"))
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(live_server.url + reverse("gpus:catalog"))
+
+    return log_in
+
+
 @pytest.fixture(autouse=True)
 def _default_language():
     """LocaleMiddleware leaves a request's language active in the thread: reset it after each
@@ -45,11 +63,32 @@ def _default_language():
     translation.deactivate()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    """Cached counts are keyed by snapshot time; tests reuse times and ids, so start empty."""
-    from django.core.cache import cache
+class NoCache(BaseCache):
+    """Django's cache in a test the root conftest did not mark `backends` (it uses no database,
+    broker or cache fixture): any use fails, so the mark, which picks the tests the embedded pass
+    runs again, cannot miss a test that needs the cache. Mark such a test `backends`."""
 
+    def __init__(self, location: str, params: dict) -> None:
+        super().__init__(params)
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError(
+            "this test uses Django's cache but is not marked `backends`: mark it "
+            "(@pytest.mark.backends) so the embedded pass runs it too"
+        )
+
+    add = get = set = touch = delete = has_key = clear = _refuse
+    get_many = set_many = delete_many = incr = decr = _refuse
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(request):
+    """Cached counts are keyed by snapshot time; tests reuse times and ids, so start empty.
+    Tests that use no backend get a cache that refuses every use (NoCache)."""
+    if request.node.get_closest_marker("backends") is None:
+        with override_settings(CACHES={"default": {"BACKEND": "gpus.testing.NoCache"}}):
+            yield
+        return
     cache.clear()
     yield
     cache.clear()
@@ -216,17 +255,37 @@ def snapshot(acme, globex) -> Cluster:
 
 
 @pytest.fixture
-def worker_factory(tmp_path):
-    """Real Celery workers (with beat) for provisioning tests; stopped at the end."""
-    from gpus.provisioning.tests.test_provisioning_worker import Worker
+def make_nodes(db) -> Callable[..., list[Node]]:
+    """make_nodes(cluster, count, model, prefix="gpu"): `count` nodes with few distinct sort
+    values (many equal keys), and their GPU rows."""
 
-    workers: list[Worker] = []
+    def make_nodes(cluster: Cluster, count: int, model: GpuModel, prefix: str = "gpu") -> list:
+        health = [NodeHealth.READY, NodeHealth.READY, NodeHealth.CORDONED, NodeHealth.NOT_READY]
+        fields = {f.name for f in Node._meta.fields}
+        rows = []
+        for i in range(count):
+            extra = {"synced_at": timezone.now()} if "synced_at" in fields else {}
+            rows.append(
+                Node(
+                    cluster=cluster,
+                    name=f"{prefix}-{i % 7:02d}-{i:04d}",
+                    health=health[i % 4],
+                    gpu_installed=8,
+                    gpu_allocated=i % 3,
+                    gpu_free=8 - i % 3 if i % 4 < 2 else 0,
+                    gpu_model=model,
+                    labels={"big": "x" * 200},
+                    **extra,
+                )
+            )
+        Node.objects.bulk_create(rows)
+        nodes = list(Node.objects.filter(cluster=cluster, name__startswith=f"{prefix}-"))
+        NodeGpu.objects.bulk_create(
+            NodeGpu(
+                node=n, gpu_model=model, installed=8, allocated=n.gpu_allocated, free=n.gpu_free
+            )
+            for n in nodes
+        )
+        return nodes
 
-    def make(env: dict[str, str] | None = None) -> Worker:
-        w = Worker(tmp_path, env)
-        workers.append(w)
-        return w
-
-    yield make
-    for w in workers:
-        w.stop()
+    return make_nodes

@@ -12,7 +12,9 @@ from kubernetes import client
 
 from devcluster.testing import DevCluster
 
-from .conftest import kubevirt_status, wait_for
+from .conftest import APPS, kubevirt_status, vm_instance, wait_for
+
+L40S = "nvidia.com/AD102GL_L40S"
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -233,12 +235,30 @@ def test_tenant_context_cannot_list_nodes_but_sees_its_apps(dc: DevCluster) -> N
     assert other.returncode != 0 and "forbidden" in other.stderr
 
 
-def test_kubevirt_vms_and_events_print(dc: DevCluster) -> None:
+def test_kubevirt_vms_and_events_print(dc: DevCluster, custom: client.CustomObjectsApi) -> None:
     out = dc.kubectl("get", "virtualmachines.kubevirt.io", "-n", "tenant-acme").stdout.splitlines()
     assert out[0].split() == ["NAME", "AGE", "STATUS", "READY"]
     assert any(line.startswith("vm-instance-gpu-ws ") and "Running" in line for line in out)
-    ev = dc.kubectl("get", "events", "-n", "tenant-acme").stdout
-    assert "Scheduled" in ev
+    # A VM of its own to be scheduled: events expire (--event-ttl, 1 h: 72 s at speed 50), so
+    # the shared devcluster's may be gone when this test runs (under xdist, at any time).
+    custom.create_namespaced_custom_object(
+        *APPS, "tenant-acme", "vminstances", vm_instance("kc-events", [L40S])
+    )
+    try:
+
+        def scheduled() -> list[str]:
+            lines = dc.kubectl("get", "events", "-n", "tenant-acme").stdout.splitlines()
+            pod = "virt-launcher-vm-instance-kc-events"
+            return lines if any(pod in x and " Scheduled " in x for x in lines) else []
+
+        lines = wait_for(scheduled, what="the VM's Scheduled event in kubectl's table")
+        assert lines[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    finally:
+        custom.delete_namespaced_custom_object(*APPS, "tenant-acme", "vminstances", "kc-events")
+        wait_for(
+            lambda: kubevirt_status(custom, "tenant-acme", "vm-instance-kc-events") is None,
+            what="VM removed (its GPU free again for the other tests)",
+        )
 
 
 def test_cordon_is_a_node_patch_that_blocks_scheduling(dc: DevCluster) -> None:

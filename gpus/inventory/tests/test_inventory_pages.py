@@ -20,7 +20,6 @@ from gpus.inventory.models import (
     GpuWorkload,
     ModelInventory,
     Node,
-    NodeGpu,
     TenantAllocation,
 )
 from gpus.inventory.selectors import (
@@ -33,36 +32,6 @@ from gpus.tenancy.models import Tenant
 from gpus.web.paging import PageRequest, decode_cursor, encode_cursor
 
 pytestmark = pytest.mark.django_db
-
-NODE_FIELDS = {f.name for f in Node._meta.fields}
-
-
-def make_nodes(cluster: Cluster, count: int, model: GpuModel, prefix: str = "gpu") -> list[Node]:
-    """`count` nodes with few distinct sort values (many equal keys), and their GPU rows."""
-    health = [NodeHealth.READY, NodeHealth.READY, NodeHealth.CORDONED, NodeHealth.NOT_READY]
-    rows = []
-    for i in range(count):
-        extra = {"synced_at": timezone.now()} if "synced_at" in NODE_FIELDS else {}
-        rows.append(
-            Node(
-                cluster=cluster,
-                name=f"{prefix}-{i % 7:02d}-{i:04d}",
-                health=health[i % 4],
-                gpu_installed=8,
-                gpu_allocated=i % 3,
-                gpu_free=8 - i % 3 if i % 4 < 2 else 0,
-                gpu_model=model,
-                labels={"big": "x" * 200},
-                **extra,
-            )
-        )
-    Node.objects.bulk_create(rows)
-    nodes = list(Node.objects.filter(cluster=cluster, name__startswith=f"{prefix}-"))
-    NodeGpu.objects.bulk_create(
-        NodeGpu(node=n, gpu_model=model, installed=8, allocated=n.gpu_allocated, free=n.gpu_free)
-        for n in nodes
-    )
-    return nodes
 
 
 @pytest.fixture
@@ -86,7 +55,7 @@ def synced(name: str, minutes_ago: float = 0, **extra) -> Cluster:
 
 
 @pytest.fixture
-def two_clusters(l40s, h100, acme, globex):
+def two_clusters(l40s, h100, acme, globex, make_nodes):
     """Two clusters with the same node names, different models, and both tenants in each."""
     east, west = synced("east"), synced("west")
     make_nodes(east, 30, l40s)
@@ -151,7 +120,7 @@ def walk(queryset, sort: str, per_page: int) -> tuple[list[int], list[int]]:
 
 
 @pytest.mark.parametrize("sort", [s for key in NODE_SORT_KEYS for s in (key, f"-{key}")])
-def test_keyset_pages_visit_every_node_once_in_order_for_every_sort(sort, l40s):
+def test_keyset_pages_visit_every_node_once_in_order_for_every_sort(sort, l40s, make_nodes):
     make_nodes(synced("a"), 37, l40s)
     make_nodes(synced("b"), 26, l40s)  # the same names in another cluster: equal keys but id
     keys = NODE_SORT_KEYS[sort.lstrip("-")]
@@ -162,7 +131,7 @@ def test_keyset_pages_visit_every_node_once_in_order_for_every_sort(sort, l40s):
     assert backward == expected
 
 
-def test_keyset_pages_with_filters_match_the_filtered_order(l40s):
+def test_keyset_pages_with_filters_match_the_filtered_order(l40s, make_nodes):
     make_nodes(synced("a"), 60, l40s)
     cordoned = Node.objects.filter(health=NodeHealth.CORDONED)
     expected = list(cordoned.order_by("-gpu_free", "-name", "-id").values_list("pk", flat=True))
@@ -170,7 +139,7 @@ def test_keyset_pages_with_filters_match_the_filtered_order(l40s):
     assert forward == backward == expected and len(expected) == 15
 
 
-def test_previous_from_the_second_page_is_a_full_first_page(l40s):
+def test_previous_from_the_second_page_is_a_full_first_page(l40s, make_nodes):
     make_nodes(synced("a"), 25, l40s)
     nodes = Node.objects.all()
     first = node_page(nodes, "name", PageRequest(), 10)
@@ -194,14 +163,14 @@ def test_previous_from_the_second_page_is_a_full_first_page(l40s):
         {"page": "-1"},
     ],
 )
-def test_bad_cursors_and_sorts_show_a_page_not_a_500(query, l40s, admin_client_):
+def test_bad_cursors_and_sorts_show_a_page_not_a_500(query, l40s, admin_client_, make_nodes):
     make_nodes(synced("a"), 5, l40s)
     response = admin_client_.get(reverse("gpus:nodes"), query)
     assert response.status_code == 200
     assert "gpu-00-0000" in response.content.decode()
 
 
-def test_node_list_pages_through_links(l40s, admin_client_):
+def test_node_list_pages_through_links(l40s, admin_client_, make_nodes):
     make_nodes(synced("a"), 120, l40s)
     url = reverse("gpus:nodes")
     html = admin_client_.get(url, {"sort": "-free"}).content.decode()
@@ -214,7 +183,7 @@ def test_node_list_pages_through_links(l40s, admin_client_):
     assert 'rel="next"' not in last and 'rel="first"' in last
 
 
-def test_only_the_shown_columns_are_read(l40s, admin_client_):
+def test_only_the_shown_columns_are_read(l40s, admin_client_, make_nodes):
     make_nodes(synced("a"), 3, l40s)
     with CaptureQueriesContext(connection) as ctx:
         admin_client_.get(reverse("gpus:nodes"))
@@ -223,7 +192,7 @@ def test_only_the_shown_columns_are_read(l40s, admin_client_):
     assert all("OFFSET" not in q["sql"] for q in ctx.captured_queries)
 
 
-def test_count_is_cached_per_snapshot_and_filter(l40s, admin_client_):
+def test_count_is_cached_per_snapshot_and_filter(l40s, admin_client_, make_nodes):
     cluster = synced("a")
     make_nodes(cluster, 12, l40s)
     url = reverse("gpus:nodes")
@@ -275,7 +244,9 @@ def test_node_list_query_count_is_pinned(
         admin_client_.get(reverse("gpus:nodes"), query)
 
 
-def test_page_query_counts_do_not_grow_with_the_fleet(l40s, acme, alice_client, admin_client_):
+def test_page_query_counts_do_not_grow_with_the_fleet(
+    l40s, acme, alice_client, admin_client_, make_nodes
+):
     cluster = synced("a")
     ModelInventory.objects.create(cluster=cluster, gpu_model=l40s, installed=8, free=8)
     make_nodes(cluster, 3, l40s)

@@ -6,8 +6,6 @@ from django.utils import timezone
 
 from gpus.catalog.models import GpuModel
 from gpus.inventory.models import Cluster
-from gpus.inventory.tests.test_inventory_pages import make_nodes
-from gpus.web.tests.test_browser import log_in
 
 pytestmark = [
     pytest.mark.browser,
@@ -16,13 +14,15 @@ pytestmark = [
 ]
 
 
-def test_pager_and_cluster_filter_swap_the_table(page, live_server, platform_admin):
+def test_pager_and_cluster_filter_swap_the_table(
+    page, live_server, platform_admin, make_nodes, log_in
+):
     l40s = GpuModel.objects.get(resource_name="nvidia.com/AD102GL_L40S")
     east = Cluster.objects.create(name="east", last_synced_at=timezone.now())
     west = Cluster.objects.create(name="west", last_synced_at=timezone.now())
     make_nodes(east, 90, l40s, prefix="east")
     make_nodes(west, 40, l40s, prefix="west")
-    log_in(page, live_server, "admin")
+    log_in("admin")
     page.goto(live_server.url + reverse("gpus:nodes"))
     page.evaluate("window.__marker = 'same-page'")
     assert page.locator("#node-count").inner_text() == "130 nodes"

@@ -10,8 +10,6 @@ from django.urls import reverse
 
 from devcluster.testing import run_devcluster
 from gpus.provisioning.models import Operation
-from gpus.provisioning.tests.test_provisioning_worker import register
-from gpus.web.tests.test_browser import log_in
 
 pytestmark = [
     pytest.mark.browser,
@@ -28,12 +26,14 @@ def fast_page_polling(settings):
     settings.OPERATION_PAGE_POLL_SECONDS = 0.5
 
 
-def test_create_a_gpu_vm_and_watch_it_run(page, live_server, alice, acme, tmp_path, worker_factory):
+def test_create_a_gpu_vm_and_watch_it_run(
+    page, live_server, alice, acme, tmp_path, worker_factory, register, log_in
+):
     with run_devcluster(tmp_path / "dc", speed=200.0) as dc:
         register(dc)
         worker = worker_factory()
         worker.start()
-        log_in(page, live_server, "alice")
+        log_in("alice")
         page.get_by_role("link", name="My GPUs").click()
         page.get_by_role("link", name="New GPU virtual machine").first.click()
         page.wait_for_url(re.compile(r".*/vms/new/$"))
@@ -73,7 +73,7 @@ def test_create_a_gpu_vm_and_watch_it_run(page, live_server, alice, acme, tmp_pa
 
 
 def test_resize_a_node_group_and_watch_the_workers_change(
-    page, live_server, alice, acme, tmp_path, worker_factory, settings
+    page, live_server, alice, acme, tmp_path, worker_factory, settings, register, log_in
 ):
     """My GPUs -> Resize on the demo cluster's GPU group -> 3 workers: the operation finishes,
     and My GPUs, refreshing itself (no reload), shows the third worker holding its GPU."""
@@ -82,7 +82,7 @@ def test_resize_a_node_group_and_watch_the_workers_change(
         register(dc)
         worker = worker_factory()
         worker.start()
-        log_in(page, live_server, "alice")
+        log_in("alice")
         page.get_by_role("link", name="My GPUs").click()
         row = page.locator("#my-gpus tr", has_text="ml / gpu")
         assert f"{TIMES} 2 workers (2 held)" in row.inner_text()

@@ -5,22 +5,19 @@ issue: worker SIGKILLed mid-apply, Redis restarted with tasks queued, cluster fa
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from django.db.models import Sum
 
 from devcluster.testing import DevCluster, run_devcluster
-from gpus.inventory import schemas, sync
 from gpus.inventory.clusters import gateway_for
 from gpus.inventory.models import Cluster
 from gpus.kube import apps
@@ -28,95 +25,17 @@ from gpus.kube.operations import KUBEVIRT_PREFIX
 from gpus.provisioning import presenters, services
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationKind, OperationState
 from gpus.provisioning.models import Operation
+from gpus.testing_live import Worker
+from gpus.testing_ports import free_port
 from gpus.web import queue
-from hikube_portal.tests.test_celery_worker import database_url
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("seeded_catalog"),
 ]
-ROOT = Path(__file__).resolve().parents[3]
 H100 = "nvidia.com/H100_94GB"
 L40S = "nvidia.com/AD102GL_L40S"
-# Fast loops for tests: poll every 0.5 s, a lost task is re-enqueued after 2 s.
-FAST = {
-    "OPERATION_POLL_SECONDS": "0.5",
-    "OPERATION_RECONCILE_SECONDS": "1",
-    "OPERATION_RECONCILE_AFTER_SECONDS": "2",
-    "OPERATION_LEASE_SECONDS": "4",
-    "OPERATION_UNSCHEDULABLE_GRACE_SECONDS": "30",
-    "INVENTORY_SYNC_SECONDS": "2",
-    "OPERATION_RETRY_MAX_SECONDS": "2",
-}
-
-
-class Worker:
-    """`celery worker -B` in its own process group, restartable, killable with SIGKILL."""
-
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
-        self.tmp = tmp
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url(),
-            "DEBUG": "true",
-            **FAST,
-            **(env or {}),
-        }
-        self.proc: subprocess.Popen[str] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        log = open(self.tmp / f"worker-{self.starts}.log", "w")  # noqa: SIM115 - kept with the proc
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "hikube_portal",
-                "worker",
-                "-B",
-                "--pool=solo",
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-s",
-                str(self.tmp / f"beat-{self.starts}"),
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def logs(self) -> str:
-        return "".join(p.read_text()[-3000:] for p in sorted(self.tmp.glob("worker-*.log"))[-2:])
-
-
-def register(dc: DevCluster, name: str = "dc") -> Cluster:
-    cluster = Cluster.objects.create(name=name, kubeconfig=str(dc.kubeconfig), context="admin")
-    sync.sync_cluster(cluster.pk)
-    schemas.refresh_served_schemas(cluster.pk)
-    cluster.refresh_from_db()
-    return cluster
 
 
 def vm(cluster: Cluster, name: str, gpu: str = H100, count: int = 1, **extra):
@@ -161,7 +80,9 @@ def objects_by_name(dc: DevCluster, namespace: str, plural: str) -> dict[str, in
 
 
 @pytest.mark.parametrize("flavour", ["current", "legacy"])
-def test_vm_lifecycle_with_a_real_worker(flavour, tmp_path, alice, acme, worker_factory):
+def test_vm_lifecycle_with_a_real_worker(
+    flavour, tmp_path, alice, acme, worker_factory, register, fresh_snapshot
+):
     """Create -> Running; over capacity -> unschedulable -> runs once capacity frees (queued);
     a spec the cluster refuses -> failed with the field named."""
     with run_devcluster(tmp_path / "dc", flavour=flavour, speed=200.0) as dc:
@@ -173,14 +94,14 @@ def test_vm_lifecycle_with_a_real_worker(flavour, tmp_path, alice, acme, worker_
         ok.refresh_from_db()
         assert ok.applied_at and ok.scheduled_at and ok.running_at
 
-        sync.sync_cluster(cluster.pk)
+        fresh_snapshot(cluster)
         # 4 H100 held on one server: 12 free, at most 8 on one; 9 only when queued.
         with pytest.raises(services.OperationRefused):
             services.submit_vm(alice, acme, cluster, vm(cluster, "big", count=9))
         # 8 fit on the other server; then 8 more must wait for the first 4 to go.
         filler = services.submit_vm(alice, acme, cluster, vm(cluster, "filler", count=8))
         wait_for([filler], {OperationState.SUCCEEDED}, 60, worker)
-        sync.sync_cluster(cluster.pk)
+        fresh_snapshot(cluster)
         queued = services.submit_vm(
             alice, acme, cluster, vm(cluster, "queued", count=8, queue_until_capacity=True)
         )
@@ -214,7 +135,18 @@ def test_vm_lifecycle_with_a_real_worker(flavour, tmp_path, alice, acme, worker_
         assert any(c["field"].endswith("externalMethod") for c in bad.causes), bad.causes
 
 
-def test_worker_killed_20_times_mid_apply(tmp_path, alice, acme, worker_factory):
+def total_attempts() -> int:
+    return Operation.objects.aggregate(n=Sum("attempts"))["n"] or 0
+
+
+def unapplied() -> bool:
+    return Operation.objects.filter(
+        state__in=[OperationState.PENDING, OperationState.APPLYING]
+    ).exists()
+
+
+@pytest.mark.once
+def test_worker_killed_20_times_mid_apply(tmp_path, alice, acme, worker_factory, register):
     """SIGKILL the worker (and its beat) at random moments while applies run slowly: every
     operation still ends done, with exactly one object in the cluster."""
     faults = {"rules": [{"verb": ["create", "patch", "get"], "latency_ms": 150}]}
@@ -226,12 +158,18 @@ def test_worker_killed_20_times_mid_apply(tmp_path, alice, acme, worker_factory)
         ]
         worker = worker_factory()
         rng = random.Random(7)
-        kills = 0
-        while kills < 20:
+        for _ in range(20):
+            claims = total_attempts()
             worker.start()
-            time.sleep(rng.uniform(2.5, 4.0))  # start-up takes ~2 s; then applies are running
+            worker.wait_ready()
+            # Until this worker has claimed an apply (or none is left to claim), then a random
+            # moment within the apply (each of its calls to the cluster takes 150 ms).
+            deadline = time.monotonic() + 60
+            while total_attempts() == claims and unapplied():
+                assert time.monotonic() < deadline, f"no apply claimed:\n{worker.logs()}"
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 1.0))
             worker.kill()
-            kills += 1
         worker.start()
         wait_for(ops, {OperationState.SUCCEEDED}, 120, worker)
         counts = objects_by_name(dc, acme.namespace, "vminstances")
@@ -239,12 +177,6 @@ def test_worker_killed_20_times_mid_apply(tmp_path, alice, acme, worker_factory)
         assert counts == {name: 1 for name in counts}
         assert not Operation.objects.filter(state__in=ACTIVE_OPERATION_STATES).exists()
         assert max(Operation.objects.values_list("attempts", flat=True)) >= 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -293,7 +225,9 @@ def private_redis(tmp: Path) -> Iterator[dict]:
         stop()
 
 
-def test_redis_restart_with_tasks_queued(tmp_path, alice, acme, worker_factory, monkeypatch):
+def test_redis_restart_with_tasks_queued(
+    tmp_path, alice, acme, worker_factory, register, monkeypatch
+):
     """Tasks are queued, then Redis restarts empty: the reconciler finds the operations in the
     database and every one is done within 60 s of Redis' return."""
     from hikube_portal.celery import app
@@ -321,7 +255,9 @@ def test_redis_restart_with_tasks_queued(tmp_path, alice, acme, worker_factory, 
         assert all(v == 1 for v in objects_by_name(dc, acme.namespace, "vminstances").values())
 
 
-def test_cluster_faults_converge_without_duplicate_writes(tmp_path, alice, acme, worker_factory):
+def test_cluster_faults_converge_without_duplicate_writes(
+    tmp_path, alice, acme, worker_factory, register
+):
     """429 with Retry-After, 500s, latency and dropped connections on every verb."""
     faults = {
         "rules": [
@@ -354,7 +290,9 @@ def test_cluster_faults_converge_without_duplicate_writes(tmp_path, alice, acme,
         assert all(disks.get(f"f{i}-system") == 1 for i in range(6)), disks
 
 
-def test_node_group_resize_with_a_real_worker(tmp_path, alice, acme, worker_factory):
+def test_node_group_resize_with_a_real_worker(
+    tmp_path, alice, acme, worker_factory, register, fresh_snapshot
+):
     """Resize the demo cluster's GPU group: the workers change, the operation says so."""
     with run_devcluster(tmp_path / "dc", speed=200.0) as dc:
         cluster = register(dc)
@@ -374,7 +312,7 @@ def test_node_group_resize_with_a_real_worker(tmp_path, alice, acme, worker_fact
         wait_for([op], {OperationState.SUCCEEDED}, 90, worker)
         op.refresh_from_db()
         assert op.observed["available"] == 3
-        sync.sync_cluster(cluster.pk)
+        fresh_snapshot(cluster)
         from gpus.inventory.models import GpuWorkload
 
         group = GpuWorkload.objects.get(tenant=acme, name="ml", node_group="gpu")
@@ -383,7 +321,7 @@ def test_node_group_resize_with_a_real_worker(tmp_path, alice, acme, worker_fact
 
 @pytest.mark.parametrize("flavour", ["current", "legacy"])
 def test_restart_applies_a_pending_change_with_a_real_worker(
-    flavour, tmp_path, alice, acme, worker_factory
+    flavour, tmp_path, alice, acme, worker_factory, register, fresh_snapshot
 ):
     """More GPUs on a running VM wait for a restart (RestartRequired); the VM page offers the
     restart, an operation that stops then starts it through the app's spec, done once Running
@@ -408,11 +346,10 @@ def test_restart_applies_a_pending_change_with_a_real_worker(
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            sync.sync_cluster(cluster.pk)
+            fresh_snapshot(cluster)  # the worker's beat syncs; a sync of our own would race it
             row = GpuWorkload.objects.get(tenant=acme, name="grow")
             if row.reason == "RestartRequired":
                 break
-            time.sleep(0.25)
         assert row.reason == "RestartRequired" and row.state == "running"
 
         client = Client()
@@ -442,7 +379,7 @@ def test_restart_applies_a_pending_change_with_a_real_worker(
         actions = list(AuditEvent.objects.filter(operation=op).values_list("action", flat=True))
         assert "operation.restart" in actions and "operation.stopped" in actions
         assert actions.count("operation.applied") == 2 and "operation.succeeded" in actions
-        sync.sync_cluster(cluster.pk)
+        fresh_snapshot(cluster)
         row.refresh_from_db()
         assert (row.state, row.gpus_per_instance) == ("running", 2)
         assert row.reason != "RestartRequired"

@@ -4,13 +4,6 @@ a line, and the pages read only the cache: htmx polls until it is there (286 sto
 
 from __future__ import annotations
 
-import subprocess
-import time
-import urllib.request
-import uuid as uuidlib
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from django.core.cache import cache
 from django.urls import reverse
@@ -19,71 +12,19 @@ from gpus.inventory.models import Cluster
 from gpus.utilization import tasks
 from gpus.utilization.metrics import history
 from gpus.utilization.models import GpuDevice, GpuRollup, GroupRollup, MetricSource
-from gpus.utilization.tests.tsdb import run_prometheus, run_victoria_metrics
 from gpus.web import queue
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db, pytest.mark.timeout(300)]
 
-UUID = f"GPU-{uuidlib.uuid4()}"  # fresh cache keys on every run
-LABELS = (
-    f'UUID="{UUID}",gpu="0",modelName="NVIDIA L40S",Hostname="node-a",'
-    'cluster="kubernetes-ml",tenant="tenant-acme",exported_namespace="ml",exported_pod="train-0"'
-)
-END = float(int(time.time()) // 60 * 60)
-
-
-def _times() -> list[int]:
-    """Every 5 minutes for 30 days, then every 10 s over the last hour."""
-    coarse = list(range(int(END) - 30 * 86400, int(END) - 3600, 300))
-    return coarse + list(range(int(END) - 3600, int(END) + 1, 10))
-
-
-def _write(folder: Path) -> tuple[Path, Path]:
-    om, prom = folder / "gpu.om", folder / "gpu.prom"
-    times = _times()
-    metrics = {
-        "DCGM_FI_DEV_GPU_UTIL": lambda i: i % 100,
-        "DCGM_FI_DEV_POWER_USAGE": lambda i: 100 + i % 200,
-        "DCGM_FI_DEV_FB_USED": lambda i: 1000 + i % 5000,
-    }
-    with open(om, "w") as a, open(prom, "w") as b:
-        for name, value in metrics.items():
-            a.write(f"# TYPE {name} gauge\n")
-            for i, t in enumerate(times):
-                a.write(f"{name}{{{LABELS}}} {value(i)} {t}\n")
-                b.write(f"{name}{{{LABELS}}} {value(i)} {t * 1000}\n")
-        a.write("# EOF\n")
-    return om, prom
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory) -> Iterator[dict[str, str]]:
-    """A real Prometheus (backfilled with promtool) and a real VictoriaMetrics (imported)."""
-    work = tmp_path_factory.mktemp("history")
-    om, prom = _write(work)
-    subprocess.run(
-        ["promtool", "tsdb", "create-blocks-from", "openmetrics", "-q", str(om), str(work / "db")],
-        check=True,
-        capture_output=True,
-    )
-    with (
-        run_prometheus(work / "p", tsdb=work / "db") as p_url,
-        run_victoria_metrics(work / "v") as v_url,
-    ):
-        req = urllib.request.Request(  # noqa: S310 - the local VictoriaMetrics
-            f"{v_url}/api/v1/import/prometheus", data=prom.read_bytes(), method="POST"
-        )
-        urllib.request.urlopen(req, timeout=60).read()  # noqa: S310 - local
-        urllib.request.urlopen(f"{v_url}/internal/force_flush", timeout=60).read()  # noqa: S310
-        yield {"prometheus": p_url, "victoriametrics": v_url}
-
 
 @pytest.fixture(params=["prometheus", "victoriametrics"])
-def device(request, sources, acme) -> GpuDevice:
+def device(request, metric_history, acme) -> GpuDevice:
+    """The GPU whose 30 days the real Prometheus or VictoriaMetrics (metric_history) hold."""
     cluster = Cluster.objects.create(name="prod")
-    MetricSource.objects.create(cluster=cluster, kind="prometheus", url=sources[request.param])
+    url = getattr(metric_history, request.param)
+    MetricSource.objects.create(cluster=cluster, kind="prometheus", url=url)
     return GpuDevice.objects.create(
-        uuid=UUID,
+        uuid=metric_history.uuid,
         cluster=cluster,
         tenant=acme,
         model_name="NVIDIA L40S",

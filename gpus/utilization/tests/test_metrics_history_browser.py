@@ -11,9 +11,6 @@ from django.urls import reverse
 
 from gpus.inventory.models import Cluster
 from gpus.utilization.models import GpuDevice, MetricSource
-from gpus.utilization.tests.test_metrics_history import UUID, sources  # noqa: F401 - fixture
-from gpus.web.tests.test_browser import log_in
-from hikube_portal.tests.test_celery_worker import worker  # noqa: F401 - fixture
 
 pytestmark = [
     pytest.mark.browser,
@@ -28,22 +25,24 @@ def test_page_polls_until_the_worker_filled_the_cache(
     live_server,
     platform_admin,
     acme,
-    sources,  # noqa: F811
-    worker,  # noqa: F811
+    metric_history,
+    worker,
+    log_in,
 ):
+    gpu = metric_history.uuid
     cluster = Cluster.objects.create(name="prod")
-    MetricSource.objects.create(cluster=cluster, kind="prometheus", url=sources["prometheus"])
+    MetricSource.objects.create(cluster=cluster, kind="prometheus", url=metric_history.prometheus)
     GpuDevice.objects.create(
-        uuid=UUID, cluster=cluster, tenant=acme, model_name="NVIDIA L40S", hostname="node-a"
+        uuid=gpu, cluster=cluster, tenant=acme, model_name="NVIDIA L40S", hostname="node-a"
     )
-    history_url = reverse("gpus:util_gpu_history", args=[UUID])
+    history_url = reverse("gpus:util_gpu_history", args=[gpu])
     polls: list[int] = []
     page.on("response", lambda r: polls.append(r.status) if history_url in r.url else None)
-    log_in(page, live_server, "admin")
+    log_in("admin")
     # A custom range of 20 days: its own cache key, whatever other tests left.
     start = (dt.datetime.now() - dt.timedelta(days=20)).strftime("%Y-%m-%dT%H:%M")
     page.goto(
-        live_server.url + reverse("gpus:util_gpu", args=[UUID]) + f"?range=custom&start={start}"
+        live_server.url + reverse("gpus:util_gpu", args=[gpu]) + f"?range=custom&start={start}"
     )
     page.wait_for_selector("#chart-gpu[data-state=drawn]", timeout=60_000)
     points = page.evaluate(

@@ -19,7 +19,6 @@ from gpus.inventory.sync import sync_cluster
 from gpus.utilization import rollup
 from gpus.utilization.collector import store
 from gpus.utilization.metrics.parse import parse_exposition
-from gpus.web.tests.test_browser import log_in
 
 pytestmark = [
     pytest.mark.browser,
@@ -68,9 +67,9 @@ def _chart_points(page, chart_id: str) -> int:
 
 
 def test_tenant_chart_renders_and_passthrough_vm_says_no_telemetry(
-    page, live_server, alice, telemetry
+    page, live_server, alice, telemetry, log_in
 ):
-    log_in(page, live_server, "alice")
+    log_in("alice")
     page.get_by_role("link", name="Utilization", exact=True).click()
     page.wait_for_url("**" + reverse("gpus:util_tenant", args=["tenant-acme"]))
     assert _chart_points(page, "chart-tenant") >= 12  # 2 h of 5-minute buckets
@@ -85,8 +84,8 @@ def test_tenant_chart_renders_and_passthrough_vm_says_no_telemetry(
         page.screenshot(path=f"{SHOTS}/tenant-en.png", full_page=True)
 
 
-def test_ops_fleet_chart_in_french(page, live_server, platform_admin, telemetry):
-    log_in(page, live_server, "admin")
+def test_ops_fleet_chart_in_french(page, live_server, platform_admin, telemetry, log_in):
+    log_in("admin")
     page.goto(live_server.url + reverse("gpus:util_fleet"))
     page.locator("#language-select").select_option("fr")
     page.get_by_role("button", name="Change").click()
@@ -103,10 +102,12 @@ def test_ops_fleet_chart_in_french(page, live_server, platform_admin, telemetry)
         page.screenshot(path=f"{SHOTS}/fleet-fr.png", full_page=True)
 
 
-def test_heatmap_leaves_the_plot_room_on_a_phone(page, live_server, platform_admin, telemetry):
+def test_heatmap_leaves_the_plot_room_on_a_phone(
+    page, live_server, platform_admin, telemetry, log_in
+):
     """Full node names on a 390 px screen left the heatmap ~60 px wide and cut the longest name."""
     page.set_viewport_size({"width": 390, "height": 844})
-    log_in(page, live_server, "admin")
+    log_in("admin")
     page.goto(live_server.url + reverse("gpus:util_heatmap"))
     page.wait_for_selector("#chart-heatmap[data-state=drawn]", timeout=20_000)
     plot, width = page.evaluate(

@@ -12,16 +12,8 @@ pytestmark = [
 ]
 
 
-def log_in(page, live_server, username: str) -> None:
-    page.goto(live_server.url + reverse("login"))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(live_server.url + reverse("gpus:catalog"))
-
-
-def test_compare_page_table_reads_right(page, live_server, alice):
-    log_in(page, live_server, "alice")
+def test_compare_page_table_reads_right(page, live_server, alice, log_in):
+    log_in("alice")
     page.get_by_role("link", name="Compare", exact=True).click()
     table = page.locator("#compare-table")
     headers = table.locator("thead th").all_inner_texts()
@@ -32,8 +24,8 @@ def test_compare_page_table_reads_right(page, live_server, alice):
     assert any("Isolation" in row and "Complete (1 GPU = 1 VM)" in row for row in approach)
 
 
-def test_compare_updates_with_htmx_without_reload(page, live_server, alice):
-    log_in(page, live_server, "alice")
+def test_compare_updates_with_htmx_without_reload(page, live_server, alice, log_in):
+    log_in("alice")
     page.goto(live_server.url + reverse("gpus:compare"))
     page.evaluate("window.__marker = 'same-page'")
     page.get_by_label("NVIDIA A100", exact=True).uncheck()
@@ -43,8 +35,8 @@ def test_compare_updates_with_htmx_without_reload(page, live_server, alice):
     assert page.locator("#approach-table").count() == 1
 
 
-def test_advisor_in_french(page, live_server, alice):
-    log_in(page, live_server, "alice")
+def test_advisor_in_french(page, live_server, alice, log_in):
+    log_in("alice")
     page.goto(live_server.url + reverse("gpus:advisor"))
     page.locator("#language-select").select_option("fr")
     page.get_by_role("button", name="Change").click()
@@ -56,7 +48,7 @@ def test_advisor_in_french(page, live_server, alice):
     assert "Machine virtuelle GPU" in advice.inner_text()
 
 
-def test_inventory_refreshes_itself_without_a_reload(page, live_server, alice, settings):
+def test_inventory_refreshes_itself_without_a_reload(page, live_server, alice, settings, log_in):
     from django.utils import timezone
 
     from gpus.catalog.models import GpuModel
@@ -68,7 +60,7 @@ def test_inventory_refreshes_itself_without_a_reload(page, live_server, alice, s
     row = ModelInventory.objects.create(
         cluster=cluster, gpu_model=l40s, installed=16, allocated=4, free=8, unavailable=4
     )
-    log_in(page, live_server, "alice")
+    log_in("alice")
     page.goto(live_server.url + reverse("gpus:inventory"))
     free_cell = page.locator('tr[data-model="nvidia.com/AD102GL_L40S"] td.free')
     assert free_cell.inner_text() == "8"
@@ -127,10 +119,10 @@ def test_phone_layout_never_scrolls_sideways(
     context.close()
 
 
-def test_back_button_after_htmx_swaps_restores_the_whole_page(page, live_server, alice):
+def test_back_button_after_htmx_swaps_restores_the_whole_page(page, live_server, alice, log_in):
     """With nothing in htmx's history cache, Back asks the server (HX-History-Restore-Request)
     and must get the whole page, not the table alone."""
-    log_in(page, live_server, "alice")
+    log_in("alice")
     page.goto(live_server.url + reverse("gpus:compare"))
     page.evaluate("htmx.config.historyCacheSize = 0; localStorage.clear()")
     page.get_by_label("NVIDIA A100", exact=True).uncheck()
