@@ -166,6 +166,23 @@ def seeded_catalog(transactional_db):
     seed(django_apps, None)
 
 
+@pytest.fixture(autouse=True)
+def _catalog_as_migrated(request):
+    """Tests in a rolled-back transaction expect the catalog the migration seeded. A transactional
+    test (browser, real worker) flushes it when it ends, and under pytest-xdist a later test on
+    the same worker would find it gone: seed it again inside the test's transaction."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None and "db" not in request.fixturenames:
+        return
+    if "transactional_db" in request.fixturenames or (
+        marker is not None and marker.kwargs.get("transaction", False)
+    ):
+        return  # these flush anyway; the ones that need the catalog use seeded_catalog
+    request.getfixturevalue("db")
+    if not GpuModel.objects.exists():
+        importlib.import_module("gpus.catalog.migrations.0002_seed_catalog").seed(django_apps, None)
+
+
 # --- a synced snapshot, for the pages ---------------------------------------------------
 
 L40S = "nvidia.com/AD102GL_L40S"

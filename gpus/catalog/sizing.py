@@ -55,8 +55,6 @@ SERIES_LABELS = {
     "m1": _("Memory (1:8)"),
 }
 MIN_VCPU_PER_GPU = 8
-# NVIDIA's driver needs at least 4 GiB of RAM (chart schema note on gpus).
-MIN_MEMORY_GB = 4
 
 
 def recommended_instance_type(gpus: int) -> str:

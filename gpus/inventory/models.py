@@ -46,7 +46,7 @@ class Cluster(models.Model):
     # Failed syncs in a row, and when the scheduled sync may try again (the cluster backs off).
     consecutive_failures = models.PositiveIntegerField(_("failed syncs in a row"), default=0)
     next_sync_at = models.DateTimeField(_("next scheduled sync"), null=True, blank=True)
-    # One sync per cluster at a time: the running sync's lease (see gpus.inventory).
+    # One sync per cluster at a time: the running sync's lease (see gpus.inventory.sync).
     sync_lease = models.CharField(max_length=32, blank=True, editable=False)
     sync_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
 
@@ -240,9 +240,8 @@ class GpuWorkload(models.Model):
     )
     reason = models.CharField(_("reason"), max_length=200, blank=True)
     message = models.TextField(_("message"), blank=True)
-    created_in_portal = models.BooleanField(_("created in the portal"), default=False)
     # Set by the sync when it first sees the object (not rewritten at every sync: no dead
-    # tuples); empty while a row the portal created is not in the cluster yet.
+    # tuples).
     last_seen_at = models.DateTimeField(_("in the cluster since"), null=True, blank=True)
 
     class Meta:

@@ -1,6 +1,9 @@
-"""Plain, translated words for the machine reasons KubeVirt, Kubernetes and Helm report.
+"""Plain, translated words for the machine reasons KubeVirt, Kubernetes, Helm and the API
+report: the one table, for workloads (My GPUs) and operations (provisioning's presenters).
 
-The raw reason and message stay available (shown as details); the portal leads with these.
+Each sentence stands on its own, since it is shown both on a workload's row and after "It did
+not work." on an operation. The raw reason and message stay available (shown as details); the
+portal leads with these.
 """
 
 from __future__ import annotations
@@ -11,17 +14,14 @@ from django.utils.translation import gettext_lazy as _
 REASONS: dict[str, Promise] = {
     "PodNotReady": _("The virtual machine is starting: its pod is not ready yet."),
     "VMINotExists": _("The virtual machine is not running."),
-    "Unschedulable": _(
-        "No node has a free GPU of this model right now; it starts as soon as one is free."
-    ),
-    "ErrorUnschedulable": _(
-        "No node has a free GPU of this model right now; it starts as soon as one is free."
-    ),
+    # Not only GPUs: CPU or memory may be short too (a GPU shortage is told with numbers).
+    "Unschedulable": _("No server can take this VM right now."),
+    "ErrorUnschedulable": _("No server can take this VM right now."),
     "ErrImagePull": _("The disk image could not be downloaded."),
     "ImagePullBackOff": _("The disk image could not be downloaded; retrying."),
     "ErrorPvcNotFound": _("Its disk is missing."),
     "ErrorDataVolumeNotFound": _("Its disk is missing."),
-    "DataVolumeError": _("Its disk could not be prepared."),
+    "DataVolumeError": _("The disk image could not be imported."),
     "WaitingForVolumeBinding": _("Waiting for its disk."),
     "CrashLoopBackOff": _("The virtual machine keeps stopping; it is restarted each time."),
     "Progressing": _("The platform is setting it up."),
@@ -30,10 +30,15 @@ REASONS: dict[str, Promise] = {
     "Stopped": _("Stopped."),
     "Stopping": _("Stopping."),
     "Terminating": _("Being deleted."),
+    # Not "Helm refused the settings": a timing failure (a disk not there yet) is one too.
     "InstallFailed": _("The platform could not install it."),
     "UpgradeFailed": _("The platform could not apply the last change."),
     "InstallSucceeded": _("Installed."),
     "UpgradeSucceeded": _("Up to date."),
+    # The API's refusals, recorded on operations.
+    "Forbidden": _("The cluster refused this action for your account."),
+    "Invalid": _("The cluster refused the settings."),
+    "SchemaViolation": _("The cluster refused the settings."),
 }
 
 

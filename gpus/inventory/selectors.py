@@ -28,7 +28,8 @@ from gpus.inventory.models import (
     TenantAllocation,
 )
 from gpus.tenancy.models import Membership, Tenant
-from gpus.tenancy.selectors import User, get_tenant_for_user, tenants_for_user
+from gpus.tenancy.selectors import get_tenant_for_user, tenants_for_user
+from gpus.web.access import User, is_platform_admin, require_platform_admin
 from gpus.web.paging import KeysetPage, PageRequest, keyset_page
 
 # --- inventory -----------------------------------------------------------------------
@@ -255,15 +256,14 @@ NODE_LIST_COLUMNS = (
 
 def sync_issues(user: User, limit: int = 50) -> list[SyncIssue]:
     """Objects the last syncs skipped: platform admins only (they name tenants' objects)."""
-    if not user.is_staff:
+    if not is_platform_admin(user):
         return []
     return list(SyncIssue.objects.select_related("cluster")[:limit])
 
 
 def node_queryset(user: User) -> QuerySet[Node]:
     """Host nodes: platform admins only (tenants never see host names)."""
-    if not user.is_staff:
-        raise Http404("No such page.")
+    require_platform_admin(user)
     return Node.objects.only(*NODE_LIST_COLUMNS)
 
 

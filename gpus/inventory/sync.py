@@ -34,6 +34,7 @@ from gpus.inventory.models import (
 from gpus.kube.budget import RetryBudget, RetryBudgetSpent
 from gpus.kube.errors import KubeError, TransientError, failure_kind
 from gpus.kube.records import FleetReading, NodeInfo, OddObject
+from gpus.kube.retry import Backoff
 from gpus.kube.states import node_group_state, vm_state
 from gpus.tenancy.models import Tenant
 
@@ -152,9 +153,10 @@ def report_first_failure(cluster: Cluster, exc: TransientError, when: datetime) 
 
 
 def backoff_seconds(failures: int, retry_after: float | None = None) -> float:
-    """How long the whole cluster rests after ``failures`` failed syncs in a row."""
-    base = settings.INVENTORY_SYNC_SECONDS * 2 ** max(failures - 1, 0)
-    return min(max(base, retry_after or 0.0), settings.INVENTORY_SYNC_BACKOFF_MAX_SECONDS)
+    """How long the whole cluster rests after ``failures`` failed syncs in a row: the sync
+    interval, doubled per failure, up to ``INVENTORY_SYNC_BACKOFF_MAX_SECONDS``."""
+    policy = Backoff(settings.INVENTORY_SYNC_SECONDS, settings.INVENTORY_SYNC_BACKOFF_MAX_SECONDS)
+    return policy.delay(failures - 1, retry_after)
 
 
 def record_failure(cluster: Cluster, exc: BaseException, when: datetime) -> None:
@@ -168,7 +170,7 @@ def record_failure(cluster: Cluster, exc: BaseException, when: datetime) -> None
     )
     failures, unreachable_since = current.first() or (0, None)
     failures += 1
-    retry_after = getattr(getattr(exc, "cause", exc), "retry_after", None)
+    retry_after = getattr(exc, "retry_after", None)
     updates: dict[str, Any] = {
         "last_attempt_at": when,
         "last_error": text[:2000],

@@ -4,7 +4,7 @@ Thin: they read through selectors; no view calls the cluster."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
@@ -30,6 +30,7 @@ from gpus.inventory.selectors import (
 )
 from gpus.inventory.services import request_inventory_sync
 from gpus.tenancy.selectors import get_tenant_for_user, membership_of, memberships_of
+from gpus.web.access import is_platform_admin, require_platform_admin
 from gpus.web.htmx import _query_without, render_page_or_fragment
 from gpus.web.paging import PageRequest
 
@@ -55,8 +56,7 @@ def catalog(request: HttpRequest) -> HttpResponse:
 
 
 def tenant_list(request: HttpRequest) -> HttpResponse:
-    if not request.user.is_staff:
-        raise Http404("No such page.")
+    require_platform_admin(request.user)
     page = tenants_overview(request.user, PageRequest.from_query(request.GET))
     return render(
         request,
@@ -85,7 +85,7 @@ def _inventory_context(request: HttpRequest) -> dict[str, object]:
     context = _live_context(request)
     narrowed = context["narrowed"]
     context["totals"] = model_totals(user, narrowed)
-    if user.is_staff:
+    if is_platform_admin(user):
         page = PageRequest.from_query(request.GET, prefix="tenants_")
         context["tenant_allocations"] = allocations_by_tenant(page, narrowed)
     context["sync_issues"] = sync_issues(user)
@@ -104,8 +104,7 @@ def inventory_summary(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def inventory_sync(request: HttpRequest) -> HttpResponse:
-    if not request.user.is_staff:
-        raise Http404("No such page.")
+    require_platform_admin(request.user)
     for cluster in clusters_status():
         request_inventory_sync(cluster)
     messages.success(request, _("Inventory sync queued. The page refreshes by itself."))

@@ -1,8 +1,8 @@
-"""Pure manifest builders for the Cozystack apps the portal creates.
+"""Every Cozystack app shape the portal knows: names, kinds, and pure manifest builders.
 
 No I/O, no client imports: plain values in, plain dicts out, so the provisioning code
-can store the desired manifest on its Operation row and tests can validate the output
-against the real chart schemas.
+can store the desired manifest on its Operation row (one builder for the preview and the task)
+and tests can validate the output against the real chart schemas.
 
 Shapes follow cozystack-hikube-domain.md §2 (Cozystack v1.1 = Hikube baseline).
 """
@@ -13,8 +13,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from gpus.kube import apps as mf
 
 GROUP = "apps.cozystack.io"
 VERSION = "v1alpha1"
@@ -32,7 +30,6 @@ PLURALS: dict[str, str] = {
     KUBERNETES: "kuberneteses",
     VIRTUAL_MACHINE: "virtualmachines",
 }
-KINDS_BY_PLURAL: dict[str, str] = {plural: kind for kind, plural in PLURALS.items()}
 
 # Each app is a HelmRelease named prefix+name, and that must fit in 53 characters.
 PREFIXES: dict[str, str] = {
@@ -43,10 +40,10 @@ PREFIXES: dict[str, str] = {
 }
 HELM_RELEASE_MAX = 53
 
-RUN_STRATEGIES = ("Always", "Halted", "Manual", "RerunOnFailure", "Once")
 NODE_GROUP_DISK_FIELDS = ("ephemeralStorage", "diskSize")
 
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# DNS-1035 labels (app and node-group names): the one pattern; the forms validate with it too.
+DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 class ManifestError(ValueError):
@@ -60,15 +57,10 @@ def max_name_length(kind: str) -> int:
     return HELM_RELEASE_MAX - len(PREFIXES[kind])
 
 
-def release_name(kind: str, name: str) -> str:
-    """The HelmRelease (and KubeVirt VM / WorkloadMonitor) name behind an app."""
-    return PREFIXES[kind] + name
-
-
 def name_errors(kind: str, name: str) -> list[str]:
     """Plain-words problems with ``name`` for ``kind``; empty if it is valid."""
     problems = []
-    if not _DNS1035.match(name or ""):
+    if not DNS1035.match(name or ""):
         problems.append(
             "use lowercase letters, digits and '-', "
             "start with a letter and end with a letter or digit"
@@ -84,14 +76,6 @@ def validate_name(kind: str, name: str) -> str:
     if problems:
         raise ManifestError(f"Invalid {kind} name {name!r}: " + "; ".join(problems))
     return name
-
-
-def suggest_name(kind: str, text: str) -> str:
-    """Turn free text into a valid name (for defaults in forms), or raise if nothing is left."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", (text or "").lower()).strip("-")
-    slug = re.sub(r"-{2,}", "-", slug)
-    slug = re.sub(r"^[^a-z]+", "", slug)[: max_name_length(kind)].rstrip("-")
-    return validate_name(kind, slug)
 
 
 def _metadata(
@@ -300,7 +284,7 @@ def kubernetes_cluster(
 ) -> dict[str, Any]:
     """A tenant Kubernetes cluster. ``node_groups`` replaces the chart's default md0 entirely."""
     for group in node_groups:
-        if not _DNS1035.match(group):
+        if not DNS1035.match(group):
             raise ManifestError(f"Invalid node group name {group!r}")
     return {
         "apiVersion": API_VERSION,
@@ -328,7 +312,7 @@ def node_group_merge_patch(
     merges *inside* the group too: pass ``previous`` (the group as read) so keys that
     disappeared are sent as null and removed.
     """
-    if not _DNS1035.match(group):
+    if not DNS1035.match(group):
         raise ManifestError(f"Invalid node group name {group!r}")
     value: dict[str, Any] | None
     if spec is None:
@@ -397,12 +381,12 @@ def system_disk_name(vm_name: str) -> str:
 
 def max_vm_name_length(vm_kind: str) -> int:
     """Longest VM name: prefix + name <= 53, and the system VMDisk ``<name>-system`` too."""
-    if vm_kind == mf.VM_INSTANCE:
+    if vm_kind == VM_INSTANCE:
         return min(
-            mf.max_name_length(mf.VM_INSTANCE),
-            mf.max_name_length(mf.VM_DISK) - len(system_disk_name("")),
+            max_name_length(VM_INSTANCE),
+            max_name_length(VM_DISK) - len(system_disk_name("")),
         )
-    return mf.max_name_length(vm_kind)
+    return max_name_length(vm_kind)
 
 
 def vm_manifests(request: VmRequest, namespace: str, vm_kind: str) -> list[dict[str, Any]]:
@@ -410,8 +394,8 @@ def vm_manifests(request: VmRequest, namespace: str, vm_kind: str) -> list[dict[
     gpus = [request.gpu_resource] * request.gpu_count
     external = request.external != "none"
     ports = list(request.external_ports) or [22]
-    if vm_kind == mf.VIRTUAL_MACHINE:
-        vm = mf.legacy_virtual_machine(
+    if vm_kind == VIRTUAL_MACHINE:
+        vm = legacy_virtual_machine(
             request.name,
             namespace,
             request.instance_type,
@@ -430,7 +414,7 @@ def vm_manifests(request: VmRequest, namespace: str, vm_kind: str) -> list[dict[
         vm["spec"]["runStrategy"] = request.run_strategy
         docs = [vm]
     else:
-        disk = mf.vm_disk(
+        disk = vm_disk(
             system_disk_name(request.name),
             namespace,
             request.image,
@@ -438,7 +422,7 @@ def vm_manifests(request: VmRequest, namespace: str, vm_kind: str) -> list[dict[
             request.storage_class,
             labels=PORTAL_LABELS,
         )
-        vm = mf.vm_instance(
+        vm = vm_instance(
             request.name,
             namespace,
             request.instance_type,
@@ -503,7 +487,7 @@ def node_group_manifests(
 ) -> list[dict[str, Any]]:
     """One partial Kubernetes manifest whose spec holds only this group: applied as a JSON
     merge patch it changes that group alone (never the whole spec, never a null)."""
-    group = mf.node_group(
+    group = node_group(
         request.min_replicas,
         request.max_replicas,
         request.instance_type,
@@ -516,7 +500,7 @@ def node_group_manifests(
         # A new cluster: supplying nodeGroups replaces the chart's default md0 in the values
         # (v1.1 still deep-merges md0 in); the GPU operator installs the drivers.
         return [
-            mf.kubernetes_cluster(
+            kubernetes_cluster(
                 request.cluster_name,
                 namespace,
                 request.new_cluster_version,
@@ -525,11 +509,11 @@ def node_group_manifests(
                 labels=PORTAL_LABELS,
             )
         ]
-    mf.validate_name(mf.KUBERNETES, request.cluster_name)
+    validate_name(KUBERNETES, request.cluster_name)
     return [
         {
-            "apiVersion": mf.API_VERSION,
-            "kind": mf.KUBERNETES,
+            "apiVersion": API_VERSION,
+            "kind": KUBERNETES,
             "metadata": {"name": request.cluster_name, "namespace": namespace},
             "spec": {"nodeGroups": {request.group: group}},
         }

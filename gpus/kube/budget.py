@@ -29,6 +29,8 @@ class RetryBudgetSpent(KubeError):
         )
         self.cause = cause
         self.failures = failures
+        # What the server last asked for, so the caller's backoff honours it.
+        self.retry_after = cause.retry_after
 
 
 class RetryBudget:

@@ -41,14 +41,6 @@ class ClusterFlavour:
         return plural in self.served_plurals
 
 
-# The Hikube baseline, for callers that must build manifests before discovery ran.
-DEFAULT_FLAVOUR = ClusterFlavour(
-    manifests.VM_INSTANCE,
-    DEFAULT_DISK_FIELD,
-    frozenset({"vminstances", "vmdisks", "kuberneteses"}),
-)
-
-
 def served_plurals(
     session: Session, group: str = manifests.GROUP, version: str = manifests.VERSION
 ) -> frozenset[str]:

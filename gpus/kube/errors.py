@@ -8,15 +8,15 @@ causes (``InvalidError``), or treat the object as gone (``NotFoundError``).
 
 from __future__ import annotations
 
-import email.utils
 import json
 import socket
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
+
+from gpus.kube.retry import parse_retry_after
 
 
 @dataclass(frozen=True)
@@ -141,25 +141,6 @@ def _header(headers: Any, name: str) -> str | None:
     except (AttributeError, TypeError):
         return None
     return None if value is None else str(value)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After is either delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
 
 
 def _causes(status: dict[str, Any]) -> list[Cause]:

@@ -38,6 +38,7 @@ from gpus.kube.records import (
     workload_monitor_from_json,
 )
 from gpus.kube.records import opt_int as _opt_int
+from gpus.kube.retry import Backoff
 
 T = TypeVar("T")
 
@@ -83,11 +84,12 @@ def with_retries(
     sleep: Callable[[float], None] = time.sleep,
     jitter: Callable[[], float] = random.random,
 ) -> T:
-    """Run ``fn``; on TransientError wait (Retry-After if given, else exponential) and retry.
+    """Run ``fn``; on TransientError wait (the one retry policy, with jitter) and retry.
 
-    For sync code paths only (management commands, discovery at startup); Celery tasks
-    use their own retry with the same rule.
+    For sync code paths only (pages of a list, management commands, discovery at startup);
+    Celery tasks retry through Celery with the same policy.
     """
+    backoff = Backoff(base_delay, max_delay)
     for attempt in range(attempts):
         try:
             return fn()
@@ -96,11 +98,7 @@ def with_retries(
         except TransientError as exc:
             if attempt == attempts - 1:
                 raise
-            if exc.retry_after is not None:
-                delay = min(max_delay, exc.retry_after)
-            else:
-                delay = min(max_delay, base_delay * 2**attempt) * (0.5 + jitter() / 2)
-            sleep(delay)
+            sleep(backoff.delay(attempt, exc.retry_after, jitter=0.5 + jitter() / 2))
     raise AssertionError("unreachable")
 
 
@@ -351,11 +349,6 @@ class ClusterGateway:
             )
         except NotFoundError:
             return None
-
-    def read_kubevirt_vm(self, namespace: str, name: str) -> KubevirtVm | None:
-        """KubeVirt VM (``vm-instance-<name>`` for a VMInstance); None if it does not exist yet."""
-        obj = self.get("virtualmachines", namespace, name, group="kubevirt.io", version="v1")
-        return None if obj is None else kubevirt_vm_from_json(obj)
 
     def list_workload_monitors(
         self, namespace: str, label_selector: str | None = None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpus.kube import apps as manifests
+from gpus.kube.client import tenant_groups
 from gpus.kube.errors import Cause, ConflictError, KubeError, NotFoundError, TransientError
 from gpus.kube.gateway import ClusterGateway, Event
 from gpus.kube.records import conditions_of
@@ -54,7 +55,7 @@ class Identity:
 
     @classmethod
     def tenant_admin(cls, username: str, namespace: str) -> Identity:
-        return cls(username, (f"{namespace}-admin",))
+        return cls(username, tuple(tenant_groups(namespace, "admin")))
 
 
 def _meta(manifest: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
@@ -208,7 +209,6 @@ class Progress:
     """What one observation says about an operation's target."""
 
     exists: bool = False
-    applied_seen: bool = False  # the app shows a Ready condition after our apply
     disk_ready: bool = False
     scheduled: bool = False
     running: bool = False
@@ -344,7 +344,6 @@ def vm_progress(
     ):
         return Progress(
             exists=True,
-            applied_seen=True,
             disk_ready=disk_ready,
             failed=True,
             reason=printable,
@@ -358,7 +357,6 @@ def vm_progress(
         done = done and not (pending and pending.status == "True")
     return Progress(
         exists=True,
-        applied_seen=helm_done,
         disk_ready=disk_ready and (helm_done or bool(disk_name)),
         scheduled=scheduled,
         running=running,
@@ -397,7 +395,6 @@ def node_group_progress(
     observed.update(available=available, observed=int(status.get("observedReplicas") or 0))
     return Progress(
         exists=True,
-        applied_seen=helm_done,
         scheduled=available > 0,
         running=helm_done and available >= min_replicas,
         done=helm_done and bool(monitor) and available >= min_replicas,

@@ -11,13 +11,9 @@ from django.utils.translation import ngettext
 
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import ResourceState
-from gpus.inventory.models import (
-    GpuWorkload,
-)
-from gpus.inventory.selectors import free_on_servers
-from gpus.provisioning.choices import (
-    ACTIVE_OPERATION_STATES,
-)
+from gpus.inventory.models import GpuWorkload
+from gpus.inventory.selectors import free_on_servers, served_gpu_models
+from gpus.provisioning.choices import ACTIVE_OPERATION_STATES
 from gpus.provisioning.models import GpuQuota, Operation
 from gpus.tenancy.models import Tenant
 
@@ -36,31 +32,29 @@ class Fit:
         return self.requested <= self.free_max_one
 
     def message(self) -> str:
-        name = self.model.display_name
-        if self.fits:
-            return _(
-                "%(n)d x %(model)s requested: %(free)d free in all, up to %(one)d on one server."
-            ) % {
-                "n": self.requested,
-                "model": name,
-                "free": self.free_total,
-                "one": self.free_max_one,
-            }
-        if self.requested <= self.free_total:
-            return _(
+        return capacity_sentence(
+            self.model.display_name, self.requested, self.free_total, self.free_max_one
+        )
+
+
+def capacity_sentence(model: str, requested: int, free_total: int, free_max_one: int) -> str:
+    """The one sentence for "will it fit": free in all vs the most free on one server (a VM's
+    GPUs must all be on one server). Used by the form, the refusal, My GPUs and operations."""
+    values = {"n": requested, "model": model, "free": free_total, "one": free_max_one}
+    if requested <= free_max_one:
+        return (
+            _("%(n)d x %(model)s requested: %(free)d free in all, up to %(one)d on one server.")
+            % values
+        )
+    if requested <= free_total:
+        return (
+            _(
                 "%(n)d x %(model)s requested: %(free)d free in all, but at most %(one)d on one "
                 "server."
-            ) % {
-                "n": self.requested,
-                "model": name,
-                "free": self.free_total,
-                "one": self.free_max_one,
-            }
-        return _("%(n)d x %(model)s requested: only %(free)d free right now.") % {
-            "n": self.requested,
-            "model": name,
-            "free": self.free_total,
-        }
+            )
+            % values
+        )
+    return _("%(n)d x %(model)s requested: only %(free)d free right now.") % values
 
 
 def fit_for(model: GpuModel, count: int) -> Fit:
@@ -112,20 +106,24 @@ def quota_message(model: GpuModel, left: int) -> str:
 def explain_workloads(workloads: list[GpuWorkload]) -> None:
     """For VMs waiting on the scheduler: why, in plain words from the snapshot (free in all
     vs on one server), so "waiting for a free GPU" is never said when GPUs are free.
-    Sets ``explanation`` and ``split_capacity`` on each workload."""
+    Sets ``explanation`` and ``split_capacity`` (enough free in all, not on one server)."""
     for w in workloads:
         w.explanation, w.split_capacity = "", False
         if w.state != ResourceState.UNSCHEDULABLE or w.gpu_model is None:
             continue
         total, most = free_on_servers(w.gpu_model)
         wanted = w.gpus_per_instance
-        w.split_capacity = total >= wanted
-        if w.split_capacity:
-            w.explanation = _(
-                "%(n)d x %(model)s wanted: %(total)d free in all, but at most %(most)d on one "
-                "server; it starts when one server has enough."
-            ) % {"n": wanted, "model": w.gpu_model.display_name, "total": total, "most": most}
-        else:
-            w.explanation = _(
-                "Waiting for a free GPU: %(n)d x %(model)s wanted, %(total)d free right now."
-            ) % {"n": wanted, "model": w.gpu_model.display_name, "total": total}
+        w.split_capacity = most < wanted <= total
+        w.explanation = capacity_sentence(w.gpu_model.display_name, wanted, total, most)
+
+
+def gpu_model_choices() -> list[tuple[str, str]]:
+    """The GPU model choices of the VM and node-group forms, with what is free now."""
+    return [
+        (
+            s.gpu_model.resource_name,
+            _("%(model)s — %(free)d free, at most %(one)d on one server")
+            % {"model": s.gpu_model.display_name, "free": s.free_total, "one": s.free_max_one},
+        )
+        for s in served_gpu_models()
+    ]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from typing import Any
 
 import yaml
 from django import forms
+from django.core.validators import RegexValidator
 from django.utils.translation import gettext_lazy as _
 
 from gpus.catalog.sizing import (
@@ -22,10 +22,16 @@ from gpus.catalog.sizing import (
     instance_type_choices,
     recommended_instance_type,
 )
+from gpus.kube.apps import DNS1035
 from gpus.kube.apps import max_vm_name_length as max_name_length
 from gpus.provisioning.choices import ExternalAccess, RunStrategy
 
-DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# VM, cluster and node-group names: the cluster's own pattern, said in plain words.
+dns1035_name = RegexValidator(
+    DNS1035,
+    _("Use lowercase letters, digits and “-”; start with a letter, end with a letter or digit."),
+    code="dns1035",
+)
 
 
 # --- GPU VM ---------------------------------------------------------------------------
@@ -63,6 +69,7 @@ class GpuVmForm(forms.Form):
     name = forms.CharField(
         label=_("Name"),
         max_length=63,
+        validators=[dns1035_name],
         help_text=_("Lowercase letters, digits and “-”, starting with a letter."),
     )
     gpu_model = forms.ChoiceField(label=_("GPU model"))
@@ -136,15 +143,7 @@ class GpuVmForm(forms.Form):
         self.warnings: list[str] = []
 
     def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
-        if not DNS1035.match(name):
-            raise forms.ValidationError(
-                _(
-                    "Use lowercase letters, digits and “-”; start with a letter, end with a letter "
-                    "or digit."
-                ),
-                code="dns1035",
-            )
+        name = self.cleaned_data["name"]
         if len(name) > self.max_name:
             raise forms.ValidationError(
                 _(
@@ -246,6 +245,7 @@ class NodeGroupForm(forms.Form):
         label=_("…or a new cluster named"),
         required=False,
         max_length=42,
+        validators=[dns1035_name],
         help_text=_("Created with this group and the GPU operator addon on."),
     )
     version = forms.ChoiceField(
@@ -257,6 +257,7 @@ class NodeGroupForm(forms.Form):
     group = forms.CharField(
         label=_("Node group name"),
         max_length=40,
+        validators=[dns1035_name],
         help_text=_("Lowercase letters, digits and “-”, starting with a letter."),
     )
     min_replicas = forms.IntegerField(label=_("Minimum workers"), min_value=0, max_value=100)
@@ -285,30 +286,6 @@ class NodeGroupForm(forms.Form):
         self.fields["gpu_model"].choices = gpu_choices or []
         self.fields["instance_type"].choices = instance_type_choices()
         self.warnings: list[str] = []
-
-    def clean_group(self) -> str:
-        group = self.cleaned_data["group"].strip()
-        if not DNS1035.match(group):
-            raise forms.ValidationError(
-                _(
-                    "Use lowercase letters, digits and “-”; start with a letter, end with a letter "
-                    "or digit."
-                ),
-                code="dns1035",
-            )
-        return group
-
-    def clean_new_cluster(self) -> str:
-        name = self.cleaned_data["new_cluster"].strip()
-        if name and not DNS1035.match(name):
-            raise forms.ValidationError(
-                _(
-                    "Use lowercase letters, digits and “-”; start with a letter, end with a letter "
-                    "or digit."
-                ),
-                code="dns1035",
-            )
-        return name
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from gpus.catalog.models import GpuModel
+from gpus.inventory.reasons import explain_reason
 from gpus.inventory.selectors import free_on_servers
 from gpus.kube import apps as mf
+from gpus.provisioning.capacity import capacity_sentence
 from gpus.provisioning.choices import (
     OperationKind,
     OperationState,
@@ -26,33 +27,15 @@ _INSUFFICIENT_ANY = re.compile(r"Insufficient (nvidia\.com/[\w-]+)")
 
 
 def plain_reason(reason: str, message: str, wanted: int = 0) -> str:
-    """The cluster's reason in plain words, using the snapshot for numbers."""
+    """The cluster's reason in plain words: a GPU shortage with the snapshot's numbers, else
+    the words of inventory's table, else the cluster's own message."""
     match = _INSUFFICIENT_ANY.search(message or "")
     if match:
         model = GpuModel.objects.filter(resource_name=match.group(1)).first()
         label = model.display_name if model else match.group(1).split("/", 1)[-1]
         total, most = free_on_servers(model) if model else (0, 0)
-        if total >= wanted > most:
-            return _(
-                "No server has %(n)d %(model)s free right now; the most free on one server is "
-                "%(most)d (%(total)d free in all)."
-            ) % {"n": wanted, "model": label, "most": most, "total": total}
-        return _(
-            "No server has %(n)d %(model)s free right now; the most free on one server is %(most)d."
-        ) % {"n": wanted or 1, "model": label, "most": most}
-    if reason in ("InstallFailed", "UpgradeFailed"):
-        return _("The cluster accepted the request but Helm refused the settings.")
-    if reason == "ErrorUnschedulable":
-        return _("No server can take this VM right now.")
-    if reason == "Forbidden":
-        return _("The cluster refused this action for your account.")
-    if reason in ("Invalid", "SchemaViolation"):
-        return _("The cluster refused the settings.")
-    if reason == "Timeout":
-        return message
-    if reason in ("ErrImagePull", "ImagePullBackOff", "DataVolumeError"):
-        return _("The disk image could not be imported.")
-    return message
+        return capacity_sentence(label, wanted or 1, total, most)
+    return explain_reason(reason) or message
 
 
 @dataclass
@@ -110,9 +93,10 @@ def describe(op: Operation, now: Any = None) -> OperationView:
                 break
     done = sum(1 for s in steps if s.at)
     view = OperationView(op, steps)
+    # Only an operation in flight has an ETA: a finished one costs no query for it.
     median = (
         provisioning_median_seconds(op.gpu_model)
-        if op.kind in (OperationKind.CREATE, OperationKind.RETRY)
+        if op.kind in (OperationKind.CREATE, OperationKind.RETRY) and not op.is_terminal
         else None
     )
     if op.is_terminal:

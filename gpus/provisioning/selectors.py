@@ -8,19 +8,10 @@ from django.http import Http404
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES
 from gpus.provisioning.models import AuditEvent, Operation
 from gpus.tenancy.models import Tenant
-from gpus.tenancy.selectors import User, get_tenant_for_user, membership_of
+from gpus.tenancy.selectors import get_tenant_for_user
+from gpus.web.access import User, require_platform_admin
 
 # --- operations ------------------------------------------------------------------------
-
-
-def can_operate(user: User, tenant: Tenant) -> bool:
-    """Operators of the tenant and platform admins may change things; viewers only look."""
-    if not user.is_authenticated:
-        return False
-    if user.is_staff:
-        return True
-    membership = membership_of(user, tenant)
-    return bool(membership and membership.can_operate)
 
 
 def tenant_operations(user: User, tenant: Tenant) -> QuerySet[Operation]:
@@ -53,6 +44,5 @@ def operations_in_flight(user: User, tenant: Tenant) -> QuerySet[Operation]:
 
 def audit_events(user: User) -> QuerySet[AuditEvent]:
     """Every audit event, newest first: platform admins only (tenants see their operations)."""
-    if not user.is_staff:
-        raise Http404("No such page.")
+    require_platform_admin(user)
     return AuditEvent.objects.select_related("tenant", "operation").order_by("-created_at", "-pk")

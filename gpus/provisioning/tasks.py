@@ -9,6 +9,7 @@ from celery import shared_task
 from django.conf import settings
 
 from gpus.kube.errors import KubeError, TransientError
+from gpus.kube.retry import Backoff
 from gpus.provisioning import engine
 from gpus.provisioning.engine import reconcile
 
@@ -32,10 +33,9 @@ def apply_operation(self, operation_id: int) -> str:
     try:
         engine.apply(op)
     except TransientError as exc:
-        if exc.retry_after is not None:
-            delay = exc.retry_after  # the cluster said when (429 Retry-After)
-        else:
-            delay = min(2 ** min(op.attempts, 6), settings.OPERATION_RETRY_MAX_SECONDS)
+        # 2 s after the first attempt, doubling up to OPERATION_RETRY_MAX_SECONDS.
+        backoff = Backoff(2.0, settings.OPERATION_RETRY_MAX_SECONDS)
+        delay = backoff.delay(op.attempts - 1, exc.retry_after)
         engine.release_for_retry(op, exc, delay)
         log.warning("Operation %s: transient failure, retrying in %ss: %s", op.pk, delay, exc)
         raise self.retry(exc=exc, countdown=delay) from exc

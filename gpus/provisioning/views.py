@@ -11,8 +11,10 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
 
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import ResourceState, WorkloadKind
@@ -24,19 +26,23 @@ from gpus.inventory.selectors import (
     get_node_group_for_user,
     get_tenant_workload,
     get_vm_for_user,
-    served_gpu_models,
     tenant_kubernetes_clusters,
     tenant_workload_page,
 )
 from gpus.kube.apps import NodeGroupRequest, VmRequest, node_group_manifests, vm_manifests
-from gpus.provisioning.capacity import explain_workloads, fit_for, quota_left, quota_message
-from gpus.provisioning.choices import OperationKind
+from gpus.provisioning.capacity import (
+    explain_workloads,
+    fit_for,
+    gpu_model_choices,
+    quota_left,
+    quota_message,
+)
+from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.filters import AuditFilter
 from gpus.provisioning.forms import GpuVmForm, NodeGroupForm
 from gpus.provisioning.presenters import describe
 from gpus.provisioning.selectors import (
     audit_events,
-    can_operate,
     get_operation_for_user,
     operations_in_flight,
     tenant_operations,
@@ -50,6 +56,7 @@ from gpus.provisioning.services import (
 )
 from gpus.tenancy.models import Tenant
 from gpus.tenancy.selectors import get_tenant_for_user
+from gpus.web.access import may_operate, require_may_operate
 from gpus.web.htmx import _query_without, render_page_or_fragment
 from gpus.web.paging import PageRequest
 
@@ -69,7 +76,7 @@ def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
         workloads=page,
         query=_query_without(request, "page", "after", "before"),
         in_flight=list(operations_in_flight(request.user, tenant)),
-        can_operate=can_operate(request.user, tenant),
+        can_operate=may_operate(request.user, tenant),
     )
     return render_page_or_fragment(
         request, "provisioning/my_gpus.html", "provisioning/_my_gpus_table.html", context
@@ -89,28 +96,18 @@ def workload_detail(request: HttpRequest, namespace: str, pk: int) -> HttpRespon
             "offer_restart": workload.kind == WorkloadKind.VM
             and workload.reason == "RestartRequired"
             and workload.state != ResourceState.DELETING
-            and can_operate(request.user, tenant),
+            and may_operate(request.user, tenant),
         },
     )
 
 
 # --- GPU VMs and operations -------------------------------------------------------------
 
-HTMX_STOP_POLLING = 286  # htmx stops polling on this status
-
 
 def _vm_form(request: HttpRequest, data: Any = None) -> tuple[GpuVmForm, Cluster | None]:
     cluster = default_cluster()
     vm_kind = (cluster.vm_kind if cluster else "") or "VMInstance"
-    choices = [
-        (
-            s.gpu_model.resource_name,
-            _("%(model)s — %(free)d free, at most %(one)d on one server")
-            % {"model": s.gpu_model.display_name, "free": s.free_total, "one": s.free_max_one},
-        )
-        for s in served_gpu_models()
-    ]
-    return GpuVmForm(data, vm_kind=vm_kind, gpu_choices=choices), cluster
+    return GpuVmForm(data, vm_kind=vm_kind, gpu_choices=gpu_model_choices()), cluster
 
 
 def _vm_request(form: GpuVmForm) -> VmRequest:
@@ -159,7 +156,7 @@ def _vm_checks(form: GpuVmForm, tenant: Tenant, cluster: Cluster | None) -> dict
 
 def vm_new(request: HttpRequest, namespace: str) -> HttpResponse:
     tenant = get_tenant_for_user(request.user, namespace)
-    allowed = can_operate(request.user, tenant)
+    allowed = may_operate(request.user, tenant)
     if request.method == "POST":
         if not allowed:
             raise Http404("No such page.")
@@ -191,8 +188,7 @@ def vm_check(request: HttpRequest, namespace: str) -> HttpResponse:
     """htmx, as the user types: field errors (out of band, next to each field), fit, quota and
     the preview. Nothing is recorded or sent."""
     tenant = get_tenant_for_user(request.user, namespace)
-    if not can_operate(request.user, tenant):
-        raise Http404("No such page.")
+    require_may_operate(request.user, tenant)
     form, cluster = _vm_form(request, request.POST)
     form.is_valid()
     # While typing, an empty field is not an error yet: say so only on submit.
@@ -223,38 +219,38 @@ def operation_list(request: HttpRequest, namespace: str) -> HttpResponse:
     )
 
 
-def _operation_context(request: HttpRequest, namespace: str, pk: int) -> dict[str, Any]:
+def _operation_status_context(request: HttpRequest, namespace: str, pk: int) -> dict[str, Any]:
+    """What the status part shows: polled every few seconds, so only what it needs."""
     op = get_operation_for_user(request.user, namespace, pk)
     return {
         "tenant": op.tenant,
         "op": op,
         "view": describe(op),
-        "can_operate": can_operate(request.user, op.tenant),
+        # Only a failed operation offers "Try again": no membership query for the others.
+        "can_operate": op.state == OperationState.FAILED and may_operate(request.user, op.tenant),
         "poll_seconds": settings.OPERATION_PAGE_POLL_SECONDS,
-        "preview": yaml.safe_dump_all(op.manifests, sort_keys=False, width=100),
     }
 
 
 def operation_detail(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
-    return render(
-        request, "provisioning/operation.html", _operation_context(request, namespace, pk)
-    )
+    context = _operation_status_context(request, namespace, pk)
+    context["preview"] = yaml.safe_dump_all(context["op"].manifests, sort_keys=False, width=100)
+    return render(request, "provisioning/operation.html", context)
 
 
 def operation_status(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
     """The live part of the operation page; tells htmx to stop polling once terminal."""
-    context = _operation_context(request, namespace, pk)
-    response = render(request, "provisioning/_operation_status.html", context)
+    context = _operation_status_context(request, namespace, pk)
+    html = render_to_string("provisioning/_operation_status.html", context, request)
     if context["op"].is_terminal:
-        response.status_code = HTMX_STOP_POLLING
-    return response
+        return HttpResponseStopPolling(html)
+    return HttpResponse(html)
 
 
 @require_POST
 def operation_retry(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
     op = get_operation_for_user(request.user, namespace, pk)
-    if not can_operate(request.user, op.tenant):
-        raise Http404("No such page.")
+    require_may_operate(request.user, op.tenant)
     try:
         new = retry(request.user, op)
     except OperationRefused as exc:
@@ -275,8 +271,9 @@ def vm_action(request: HttpRequest, namespace: str, name: str, action: str) -> H
     """GET: ask for confirmation; POST: record the start/stop/delete/restart operation."""
     vm = get_vm_for_user(request.user, namespace, name)
     kind = ACTIONS.get(action)
-    if kind is None or not can_operate(request.user, vm.tenant):
+    if kind is None:
         raise Http404("No such page.")
+    require_may_operate(request.user, vm.tenant)
     error = ""
     if request.method == "POST":
         try:
@@ -296,15 +293,7 @@ def _node_group_form(
     tenant: Tenant, data: Any = None, initial: dict[str, Any] | None = None
 ) -> NodeGroupForm:
     clusters = tenant_kubernetes_clusters(tenant)
-    choices = [
-        (
-            s.gpu_model.resource_name,
-            _("%(model)s — %(free)d free, at most %(one)d on one server")
-            % {"model": s.gpu_model.display_name, "free": s.free_total, "one": s.free_max_one},
-        )
-        for s in served_gpu_models()
-    ]
-    return NodeGroupForm(data, initial=initial, clusters=clusters, gpu_choices=choices)
+    return NodeGroupForm(data, initial=initial, clusters=clusters, gpu_choices=gpu_model_choices())
 
 
 def node_group_edit(
@@ -312,8 +301,7 @@ def node_group_edit(
 ) -> HttpResponse:
     """Add a GPU node group to a tenant cluster, or resize one (prefilled from the snapshot)."""
     tenant = get_tenant_for_user(request.user, namespace)
-    if not can_operate(request.user, tenant):
-        raise Http404("No such page.")
+    require_may_operate(request.user, tenant)
     existing = get_node_group_for_user(request.user, namespace, name, group) if group else None
     initial = None
     if existing is not None:

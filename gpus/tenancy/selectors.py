@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 from django.http import Http404
 
 from gpus.tenancy.models import Membership, Tenant
-
-User = AbstractBaseUser | AnonymousUser
+from gpus.web.access import User, is_platform_admin
 
 
 def tenants_for_user(user: User) -> QuerySet[Tenant]:
     """The tenants a user belongs to. Platform admins see every tenant."""
     if not user.is_authenticated:
         return Tenant.objects.none()
-    if user.is_staff:
+    if is_platform_admin(user):
         return Tenant.objects.all()
     return Tenant.objects.filter(memberships__user=user)
 

@@ -222,18 +222,3 @@ runcmd:
   - [systemctl, daemon-reload]
   - [systemctl, enable, --now, hikube-gpu-agent.timer]
 """
-
-
-def agent_cloud_init(workload: GpuWorkload, user_data: str = "") -> str:
-    """For the VM form: a fresh agent token for this VM and its cloud-config, merged into the
-    user's own cloud-config (write_files and runcmd lists appended; the user's other keys
-    kept). Returns the user data to put in the VM's `cloudInit`."""
-    import yaml
-
-    agent = yaml.safe_load(cloud_init_snippet(issue_token(workload)))
-    mine = yaml.safe_load(user_data) if user_data.strip() else {}
-    if not isinstance(mine, dict):
-        raise AgentError(400, "the cloud-init user data must be a #cloud-config mapping")
-    for key in ("write_files", "runcmd"):
-        mine[key] = list(mine.get(key) or []) + agent[key]
-    return "#cloud-config\n" + yaml.safe_dump(mine, sort_keys=False)

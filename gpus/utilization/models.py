@@ -1,6 +1,6 @@
 """GPU telemetry: devices by UUID, samples, rollups, metric sources and guest-agent tokens.
 
-Imported by models.py. A sample carries its owner (tenant, workload) as the inventory showed it
+A sample carries its owner (tenant, workload) as the inventory showed it
 when it was taken: a physical GPU (UUID) later serves another tenant.
 """
 

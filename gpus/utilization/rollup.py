@@ -1,5 +1,11 @@
 """5-minute and hourly rollups per GPU and per fleet, cluster, model, node, workload and
-tenant, and retention."""
+tenant, and retention.
+
+Direct mode rolls up the stored samples; query-API mode reads each closed bucket from the
+source (per-GPU history stays there) and keeps only the group rollups, and per-GPU rows only for
+incidents (an XID or a throttle). Re-running a bucket rewrites the same rows (upserts), so the
+task may run twice.
+"""
 
 from __future__ import annotations
 

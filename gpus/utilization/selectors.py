@@ -30,6 +30,7 @@ from gpus.utilization.models import (
     MetricSource,
     Scope,
 )
+from gpus.web.access import User, is_platform_admin, require_platform_admin
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 REFRESH_UP_TO = 6 * 3600
@@ -199,24 +200,23 @@ def heatmap(tr: TimeRange, limit: int = 60) -> tuple[list[str], list[float], lis
     return nodes, axis, [z[n] for n in nodes]
 
 
-def devices_for(user, tenant: Tenant | None) -> QuerySet[GpuDevice]:
+def devices_for(user: User, tenant: Tenant | None) -> QuerySet[GpuDevice]:
     """Ops see every GPU; a tenant sees the GPUs it holds now."""
     qs = GpuDevice.objects.select_related("gpu_model", "tenant", "workload")
     if tenant is not None:
         return qs.filter(tenant=tenant)
-    if not user.is_staff:
+    if not is_platform_admin(user):
         return qs.none()
     return qs
 
 
-def device_for(user, uuid: str, tenant: Tenant | None) -> GpuDevice:
+def device_for(user: User, uuid: str, tenant: Tenant | None) -> GpuDevice:
     """404 unless ops, or the tenant held this GPU at some point we kept."""
     device = GpuDevice.objects.filter(uuid=uuid).select_related("tenant", "workload").first()
     if device is None:
         raise Http404
     if tenant is None:
-        if not user.is_staff:
-            raise Http404
+        require_platform_admin(user)
         return device
     held = (
         device.tenant_id == tenant.pk
@@ -275,7 +275,7 @@ def gpu_series(device: GpuDevice, tr: TimeRange, tenant: Tenant | None) -> Serie
     return Series(out_ts, out_lines)
 
 
-def idle_gpus(user, tenant: Tenant | None, now: dt.datetime | None = None) -> list[GpuDevice]:
+def idle_gpus(user: User, tenant: Tenant | None, now: dt.datetime | None = None) -> list[GpuDevice]:
     """Allocated GPUs under the threshold for at least METRICS_IDLE_MINUTES, longest first."""
     now = now or timezone.now()
     cutoff = now - dt.timedelta(minutes=settings.METRICS_IDLE_MINUTES)

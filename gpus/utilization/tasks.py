@@ -9,6 +9,7 @@ from celery import shared_task
 from django.conf import settings
 
 from gpus.inventory.models import Cluster
+from gpus.kube.retry import Backoff
 from gpus.utilization.collector import collect_cluster
 from gpus.utilization.metrics.config import source_for
 from gpus.utilization.metrics.errors import MetricsError, TransientMetricsError
@@ -35,7 +36,10 @@ def collect_metrics(self, cluster_id: int) -> dict[str, object]:
         return collect_cluster(cluster_id)
     except TransientMetricsError as exc:
         if self.request.retries < 2:
-            raise self.retry(exc=exc, countdown=exc.retry_after or 5) from exc
+            # From 5 s, never past the next collection (the beat's own retry).
+            backoff = Backoff(5.0, settings.METRICS_COLLECT_SECONDS)
+            delay = backoff.delay(self.request.retries, exc.retry_after)
+            raise self.retry(exc=exc, countdown=delay) from exc
         return {"cluster": cluster_id, "ok": False, "error": str(exc)}
     except MetricsError as exc:
         log.error("Metrics collection for cluster %s failed: %s", cluster_id, exc)

@@ -11,29 +11,31 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
 
 from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.models import GpuWorkload
 from gpus.tenancy.models import Tenant
-from gpus.tenancy.selectors import get_tenant_for_user, membership_of
+from gpus.tenancy.selectors import get_tenant_for_user
 from gpus.utilization import charts
 from gpus.utilization import selectors as u
 from gpus.utilization.agent import AgentError, cloud_init_snippet, ingest, issue_token
 from gpus.utilization.metrics import history
 from gpus.utilization.metrics.dcgm import board_power
+from gpus.web.access import may_operate, require_may_operate, require_platform_admin
 
 
 def _tenant(request: HttpRequest, namespace: str | None) -> Tenant | None:
     """The tenant asked for (404 if not the user's), or None for ops pages (404 if not ops)."""
     if namespace:
         return get_tenant_for_user(request.user, namespace)
-    if not request.user.is_staff:
-        raise Http404("No such page.")
+    require_platform_admin(request.user)
     return None
 
 
@@ -93,7 +95,7 @@ def _history_key(device: object, tr: u.TimeRange, tenant: Tenant | None) -> str:
 
 def gpu_history(request: HttpRequest, uuid: str, namespace: str | None = None) -> HttpResponse:
     """Query-API mode: the one-GPU chart once a task has read it into the cache. htmx polls
-    this fragment; 286 stops the polling when the chart (or the source's error) is there."""
+    this fragment; HTTP 286 stops the polling when the chart (or the source's error) is there."""
     tenant = _tenant(request, namespace)
     device = u.device_for(request.user, uuid, tenant)
     ctx = _context(request, tenant, device=device)
@@ -105,7 +107,8 @@ def gpu_history(request: HttpRequest, uuid: str, namespace: str | None = None) -
         history.request(key, device.pk, tr.start.timestamp(), tr.end.timestamp(), ns)
         return render(request, "utilization/_gpu_history.html", ctx)
     ctx |= {"ready": True, "error": found.get("error", "")}
-    return render(request, "utilization/_gpu_history.html", ctx, status=286)
+    html = render_to_string("utilization/_gpu_history.html", ctx, request)
+    return HttpResponseStopPolling(html)
 
 
 def idle(request: HttpRequest, namespace: str | None = None) -> HttpResponse:
@@ -169,7 +172,6 @@ def energy(request: HttpRequest) -> HttpResponse:
 
 def tenant_page(request: HttpRequest, namespace: str) -> HttpResponse:
     tenant = _tenant(request, namespace)
-    membership = membership_of(request.user, tenant)
     idle_rows = u.idle_gpus(request.user, tenant)
     ctx = _context(
         request,
@@ -178,7 +180,7 @@ def tenant_page(request: HttpRequest, namespace: str) -> HttpResponse:
         idle_rows=idle_rows,
         # The badge follows the table: idle means under the threshold for the whole period.
         idle_uuids={d.uuid for d in idle_rows},
-        can_operate=request.user.is_staff or bool(membership and membership.can_operate),
+        can_operate=may_operate(request.user, tenant),
         section="tenant",
         with_charts=True,
     )
@@ -190,9 +192,7 @@ def agent_token(request: HttpRequest, namespace: str, workload_id: int) -> HttpR
     """Issue (or replace) the guest-agent token of one of the tenant's GPU VMs and show the
     cloud-init snippet once."""
     tenant = _tenant(request, namespace)
-    membership = membership_of(request.user, tenant)
-    if not (request.user.is_staff or (membership and membership.can_operate)):
-        raise Http404("No such page.")
+    require_may_operate(request.user, tenant)
     workload = get_object_or_404(GpuWorkload, pk=workload_id, tenant=tenant, kind=WorkloadKind.VM)
     token = issue_token(workload)
     ctx = _context(request, tenant, workload=workload, snippet=cloud_init_snippet(token))

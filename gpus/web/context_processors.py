@@ -6,9 +6,15 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
+from gpus.web.access import is_platform_admin
+
 
 def navigation(request: HttpRequest) -> dict[str, object]:
-    """The header links: only what this user may open."""
+    """The header links: only what this user may open. An htmx fragment has no header, so a
+    poll costs no navigation query; a history restore is a whole page and gets them."""
+    htmx = getattr(request, "htmx", None)  # None without HtmxMiddleware (RequestFactory)
+    if htmx and not htmx.history_restore_request:
+        return {}
     user = request.user
     if not user.is_authenticated:
         return {"nav_items": []}
@@ -22,11 +28,12 @@ def navigation(request: HttpRequest) -> dict[str, object]:
     tenant = user.tenants.first()
     if tenant is not None:
         items.append((reverse("gpus:my_gpus", args=[tenant.namespace]), _("My GPUs")))
-    if user.is_staff:
+    admin = is_platform_admin(user)
+    if admin:
         items.append((reverse("gpus:util_fleet"), _("Utilization")))
     elif tenant is not None:
         items.append((reverse("gpus:util_tenant", args=[tenant.namespace]), _("Utilization")))
-    if user.is_staff:
+    if admin:
         items.append((reverse("gpus:nodes"), _("Nodes")))
         items.append((reverse("gpus:tenants"), _("Tenants")))
         items.append((reverse("gpus:audit"), _("Audit log")))

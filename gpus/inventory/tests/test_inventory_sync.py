@@ -337,11 +337,10 @@ def test_a_workload_the_portal_created_is_claimed_not_duplicated(cluster, acme):
         app_kind="VMInstance",
         name="ws",
         state=ResourceState.PENDING,
-        created_in_portal=True,
     )
     store(cluster, fleet())
     ws = GpuWorkload.objects.get(name="ws")
-    assert ws.created_in_portal and ws.last_seen_at is not None and ws.gpus_held == 1
+    assert ws.last_seen_at is not None and ws.gpus_held == 1
     assert TenantAllocation.objects.get().allocated == 1
 
 

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import ResourceState, WorkloadKind
 from gpus.inventory.models import Cluster, GpuWorkload, Node, NodeGpu, ServedSchema
-from gpus.provisioning import presenters
+from gpus.inventory.reasons import REASONS, explain_reason
+from gpus.provisioning import capacity, presenters
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
 
@@ -249,6 +250,43 @@ def test_status_fragment_stops_polling_when_terminal(alice_client, alice_op, acm
     assert response.status_code == 200
 
 
+def test_status_poll_does_fragment_sized_work(
+    alice_client, alice_op, acme, monkeypatch, django_assert_num_queries
+):
+    """The 2-second poll builds no YAML of the manifests and runs no navigation query."""
+    Operation.objects.filter(pk=alice_op.pk).update(
+        state=OperationState.PROVISIONING,
+        gpu_model=GpuModel.objects.get(resource_name=L40S),
+        gpu_count=1,
+        manifests=[{"kind": "VMInstance", "spec": {"cloudInit": "x" * 10_000}}] * 20,
+    )
+
+    def no_yaml(*args: object, **kwargs: object) -> str:
+        raise AssertionError("the status poll dumped the manifests to YAML")
+
+    monkeypatch.setattr(yaml, "safe_dump_all", no_yaml)
+    url = f"/tenants/{acme.namespace}/operations/{alice_op.pk}/status/"
+    alice_client.get(url, HTTP_HX_REQUEST="true")  # warm the session
+    # session, user, tenant, operation, median of past provisionings (the ETA).
+    with django_assert_num_queries(5):
+        response = alice_client.get(url, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and 'id="op-state"' in response.content.decode()
+    # Failed: no ETA, but the membership that offers "Try again"; htmx stops polling.
+    Operation.objects.filter(pk=alice_op.pk).update(state=OperationState.FAILED)
+    with django_assert_num_queries(5):
+        response = alice_client.get(url, HTTP_HX_REQUEST="true")
+    assert response.status_code == 286 and "Try again" in response.content.decode()
+    # Done: nothing more than the operation itself.
+    Operation.objects.filter(pk=alice_op.pk).update(state=OperationState.SUCCEEDED)
+    with django_assert_num_queries(4):
+        assert alice_client.get(url, HTTP_HX_REQUEST="true").status_code == 286
+    # The page around it still shows the manifests, with the navigation.
+    monkeypatch.undo()
+    page = alice_client.get(f"/tenants/{acme.namespace}/operations/{alice_op.pk}/")
+    html = page.content.decode()
+    assert "kind: VMInstance" in html and "<nav" in html
+
+
 def test_plain_words_for_insufficient_gpus(alice_op, cluster):
     Operation.objects.filter(pk=alice_op.pk).update(
         reason="ErrorUnschedulable",
@@ -257,10 +295,32 @@ def test_plain_words_for_insufficient_gpus(alice_op, cluster):
     )
     alice_op.refresh_from_db()
     text = presenters.describe(alice_op).explanation
-    assert text == (
-        "No server has 5 NVIDIA L40S free right now; the most free on one server is 4 "
-        "(7 free in all)."
+    # The one capacity sentence, as the form and My GPUs say it.
+    assert text == "5 x NVIDIA L40S requested: 7 free in all, but at most 4 on one server."
+
+
+def test_one_capacity_sentence_for_fit_refusal_and_waiting():
+    sentence = capacity.capacity_sentence
+    assert sentence("L40S", 2, 7, 4) == "2 x L40S requested: 7 free in all, up to 4 on one server."
+    assert sentence("L40S", 5, 7, 4) == (
+        "5 x L40S requested: 7 free in all, but at most 4 on one server."
     )
+    assert sentence("L40S", 9, 7, 4) == "9 x L40S requested: only 7 free right now."
+
+
+def test_operations_and_workloads_read_the_one_table_of_reasons():
+    for reason, words in REASONS.items():
+        assert presenters.plain_reason(reason, "raw") == str(words) == explain_reason(reason)
+    # Picked over "Helm refused the settings": a timing failure is an InstallFailed too.
+    assert presenters.plain_reason("InstallFailed", "raw") == "The platform could not install it."
+    assert presenters.plain_reason("ErrorUnschedulable", "") == (
+        "No server can take this VM right now."
+    )
+    # Unknown reasons (and a timeout, whose message says it all) keep the cluster's words.
+    assert presenters.plain_reason("Timeout", "Not running after 900 s.") == (
+        "Not running after 900 s."
+    )
+    assert presenters.plain_reason("SomethingNew", "as the cluster said") == "as the cluster said"
 
 
 def test_my_gpus_shows_operations_in_flight_and_split_capacity(alice_client, acme, cluster, alice):
@@ -519,4 +579,15 @@ def test_new_cluster_name_must_be_new_and_valid(alice_client, acme, alice_group)
     assert "Pick a cluster, or name a new one." in page
     page = alice_client.post(url, group_data(cluster_name="", new_cluster="train")).content.decode()
     assert "kind: Kubernetes" in page and "gpuOperator" in page
+    assert not Operation.objects.exists()
+
+
+def test_node_group_and_new_cluster_names_follow_dns_1035(alice_client, acme, alice_group):
+    url = f"/tenants/{acme.namespace}/kubernetes/nodegroups/new/"
+    data = group_data(cluster_name="", new_cluster="Bad_One", group="-x")
+    response = alice_client.post(url, data)
+    form = response.context["form"]
+    assert [e.code for e in form.errors.as_data()["new_cluster"]] == ["dns1035"]
+    assert [e.code for e in form.errors.as_data()["group"]] == ["dns1035"]
+    assert "start with a letter, end with a letter or digit" in response.content.decode()
     assert not Operation.objects.exists()

@@ -8,7 +8,7 @@ missing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -151,12 +151,4 @@ def parse_exposition(text: str, ts: float, extra: Mapping[str, str] | None = Non
             continue
         for s in family.samples:
             add_sample(readings, s.name, s.labels, s.value, ts, extra)
-    return list(readings.values())
-
-
-def from_vectors(results: Iterable[tuple[str, Mapping[str, str], float, float]]) -> list[Reading]:
-    """(metric, labels, ts, value) rows from a query API to readings."""
-    readings: dict[str, Reading] = {}
-    for metric, labels, ts, value in results:
-        add_sample(readings, metric, labels, value, ts)
     return list(readings.values())

@@ -16,6 +16,7 @@ from typing import Any
 
 import urllib3
 
+from gpus.kube.retry import parse_retry_after
 from gpus.utilization.metrics.errors import (
     MetricsError,
     PermanentMetricsError,
@@ -82,10 +83,9 @@ class Http:
             return resp.data
         text = resp.data[:300].decode("utf-8", "replace")
         if resp.status == 429 or resp.status >= 500:
-            retry = resp.headers.get("Retry-After")
             raise TransientMetricsError(
                 f"{url}: HTTP {resp.status}: {text}",
-                float(retry) if retry and retry.isdigit() else None,
+                parse_retry_after(resp.headers.get("Retry-After")),
             )
         raise PermanentMetricsError(f"{url}: HTTP {resp.status}: {text}")
 

@@ -176,24 +176,3 @@ def test_gpu_counts_are_whole_numbers_on_the_axis(gpus: int, dtick: int | None) 
     labels = {"busy": "b", "idle": "i", "free": "f", "axis": "GPUs"}
     doc = json.loads(charts.to_json(charts.allocation(s, "t", labels)))
     assert doc["layout"]["yaxis"].get("dtick") == dtick
-
-
-@pytest.mark.django_db
-def test_agent_cloud_init_merges_into_the_users(acme) -> None:
-    import yaml
-
-    from gpus.inventory.choices import WorkloadKind
-    from gpus.inventory.models import Cluster, GpuWorkload
-    from gpus.utilization.agent import agent_cloud_init
-    from gpus.utilization.models import AgentToken
-
-    vm = GpuWorkload.objects.create(
-        cluster=Cluster.objects.create(name="c"), tenant=acme, kind=WorkloadKind.VM, name="vm1"
-    )
-    user = "#cloud-config\npackages: [htop]\nruncmd:\n  - [echo, hi]\n"
-    merged = yaml.safe_load(agent_cloud_init(vm, user))
-    assert merged["packages"] == ["htop"] and merged["runcmd"][0] == ["echo", "hi"]
-    assert ["systemctl", "enable", "--now", "hikube-gpu-agent.timer"] in merged["runcmd"]
-    env = next(f for f in merged["write_files"] if f["path"] == "/etc/hikube-gpu-agent.env")
-    token = env["content"].split("TOKEN=")[1].split()[0]
-    assert AgentToken.objects.get(workload=vm, revoked_at=None).prefix == token[:12]
