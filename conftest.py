@@ -113,7 +113,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if needed > available:
         raise pytest.UsageError(
             f"{workers} xdist workers need Redis databases up to {needed - 1} "
-            f"({redis_span(os.environ)} each, from the ones {', '.join(sorted(named))} name), "
+            f"({redis_span(os.environ)} each, from those named by {', '.join(sorted(named))}), "
             f"but the server at {url} has {available}: run fewer workers (-n), lower the "
             "database numbers, or start redis-server with --databases 64."
         )
