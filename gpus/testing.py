@@ -158,12 +158,16 @@ def admin_client_(platform_admin) -> Client:
     return client
 
 
+def seed_catalog() -> None:
+    """What the catalog's data migration writes, written again (it is idempotent)."""
+    importlib.import_module("gpus.catalog.migrations.0002_seed_catalog").seed(django_apps, None)
+
+
 @pytest.fixture
 def seeded_catalog(transactional_db):
     """The GPU catalog the data migration seeds. Transactional tests (browser, real worker) flush
     the database after each test, so they seed it again rather than rely on the migration."""
-    seed = importlib.import_module("gpus.catalog.migrations.0002_seed_catalog").seed
-    seed(django_apps, None)
+    seed_catalog()
 
 
 @pytest.fixture(autouse=True)
@@ -180,7 +184,7 @@ def _catalog_as_migrated(request):
         return  # these flush anyway; the ones that need the catalog use seeded_catalog
     request.getfixturevalue("db")
     if not GpuModel.objects.exists():
-        importlib.import_module("gpus.catalog.migrations.0002_seed_catalog").seed(django_apps, None)
+        seed_catalog()
 
 
 # --- a synced snapshot, for the pages ---------------------------------------------------

@@ -57,6 +57,11 @@ def max_name_length(kind: str) -> int:
     return HELM_RELEASE_MAX - len(PREFIXES[kind])
 
 
+def release_name(kind: str, name: str) -> str:
+    """The HelmRelease (and KubeVirt VM / WorkloadMonitor) name behind an app."""
+    return PREFIXES[kind] + name
+
+
 def name_errors(kind: str, name: str) -> list[str]:
     """Plain-words problems with ``name`` for ``kind``; empty if it is valid."""
     problems = []

@@ -26,10 +26,6 @@ from gpus.kube.errors import Cause, ConflictError, KubeError, NotFoundError, Tra
 from gpus.kube.gateway import ClusterGateway, Event
 from gpus.kube.records import conditions_of
 
-KUBEVIRT_PREFIX = {
-    manifests.VM_INSTANCE: "vm-instance-",
-    manifests.VIRTUAL_MACHINE: "virtual-machine-",
-}
 _ALREADY_EXISTS = re.compile(r"already exists", re.I)
 _MODIFIED = re.compile(r"has been modified|the object has been modified", re.I)
 
@@ -320,7 +316,7 @@ def vm_progress(
         if disk and (failed := _helm_failed_progress(disk, None, observed)):
             return failed
     helm_done = _helm_done_since(app, baseline)
-    kv = view.kubevirt.get(KUBEVIRT_PREFIX[vm_kind] + name)
+    kv = view.kubevirt.get(manifests.release_name(vm_kind, name))
     status = (kv or {}).get("status") or {}
     printable = str(status.get("printableStatus") or "")
     observed["printableStatus"] = printable
@@ -389,7 +385,8 @@ def node_group_progress(
     if failed := _helm_failed_progress(app, baseline, observed):
         return failed
     helm_done = _helm_done_since(app, baseline)
-    monitor = view.monitors.get(f"kubernetes-{cluster}-{group}") or {}
+    monitor_name = f"{manifests.release_name(manifests.KUBERNETES, cluster)}-{group}"
+    monitor = view.monitors.get(monitor_name) or {}
     status = monitor.get("status") or {}
     available = int(status.get("availableReplicas") or 0)
     observed.update(available=available, observed=int(status.get("observedReplicas") or 0))

@@ -15,14 +15,9 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
+from gpus.kube.apps import KUBERNETES, PREFIXES, VM_INSTANCE, release_name
+
 GPU_PREFIX = "nvidia.com/"
-# Helm release (and KubeVirt VM / WorkloadMonitor) names are <prefix><app name>
-# ([CZ] packages/system/*-rd/cozyrds/*.yaml).
-RELEASE_PREFIX = {
-    "VMInstance": "vm-instance-",
-    "VirtualMachine": "virtual-machine-",
-    "Kubernetes": "kubernetes-",
-}
 
 
 @dataclass(frozen=True)
@@ -109,7 +104,8 @@ class VmApp:
     @property
     def kubevirt_name(self) -> str:
         """The KubeVirt VirtualMachine (and its WorkloadMonitor) behind this app."""
-        return RELEASE_PREFIX.get(self.kind, "vm-instance-") + self.name
+        # Items of a list may omit their kind: a VMInstance then.
+        return PREFIXES.get(self.kind, PREFIXES[VM_INSTANCE]) + self.name
 
     @property
     def halted(self) -> bool:
@@ -333,7 +329,7 @@ def kubevirt_vm_from_json(obj: Mapping[str, Any]) -> KubevirtVm:
 def kubernetes_app_from_json(obj: Mapping[str, Any]) -> KubernetesApp:
     namespace, name = _key(obj)
     groups = []
-    prefix = RELEASE_PREFIX["Kubernetes"] + name
+    prefix = release_name(KUBERNETES, name)
     for group_name, group in _map(_map(obj.get("spec")).get("nodeGroups")).items():
         group = _map(group)
         roles = group.get("roles")

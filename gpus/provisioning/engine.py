@@ -24,7 +24,6 @@ from gpus.kube.errors import (
 )
 from gpus.kube.gateway import ClusterGateway
 from gpus.kube.operations import (
-    KUBEVIRT_PREFIX,
     Identity,
     NamespaceView,
     apply_manifest,
@@ -263,10 +262,7 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
     if progress.scheduled and not op.scheduled_at:
         changes["scheduled_at"] = now
     if progress.unschedulable:
-        message = (
-            scheduling_event(view, KUBEVIRT_PREFIX.get(op.app_kind, "") + op.name)
-            or progress.message
-        )
+        message = scheduling_event(view, mf.release_name(op.app_kind, op.name)) or progress.message
         changes.update(reason=progress.reason, message=message)
         since = op.unschedulable_since or now
         changes["unschedulable_since"] = since

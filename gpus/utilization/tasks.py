@@ -3,6 +3,7 @@ sent by name."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from celery import shared_task
@@ -58,8 +59,6 @@ def collect_all_metrics() -> int:
 def rollup_metrics() -> dict[str, object]:
     """Roll up every closed 5-minute bucket not done yet (and hours they close), then apply
     retention. Query-API clusters are read from their source for each bucket."""
-    import datetime as dt
-
     buckets = pending_buckets()
     query_sources = [
         (cid, src)

@@ -18,6 +18,7 @@ from gpus.kube.operations import apply_manifest
 from gpus.provisioning import capacity, engine, presenters, services
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.models import AuditEvent, GpuQuota, Operation
+from gpus.testing import seed_catalog
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db, pytest.mark.usefixtures("catalog")]
 
@@ -27,11 +28,7 @@ H100 = "nvidia.com/H100_94GB"
 
 @pytest.fixture
 def catalog(db):
-    import importlib
-
-    from django.apps import apps as django_apps
-
-    importlib.import_module("gpus.catalog.migrations.0002_seed_catalog").seed(django_apps, None)
+    seed_catalog()
 
 
 @pytest.fixture(scope="module", params=["current", "legacy"])

@@ -21,7 +21,7 @@ from devcluster.testing import DevCluster, run_devcluster
 from gpus.inventory.clusters import gateway_for
 from gpus.inventory.models import Cluster
 from gpus.kube import apps
-from gpus.kube.operations import KUBEVIRT_PREFIX
+from gpus.kube.apps import release_name
 from gpus.provisioning import presenters, services
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationKind, OperationState
 from gpus.provisioning.models import Operation
@@ -368,7 +368,7 @@ def test_restart_applies_a_pending_change_with_a_real_worker(
             kv = kubevirt.get(
                 "virtualmachines",
                 acme.namespace,
-                KUBEVIRT_PREFIX[cluster.vm_kind] + "grow",
+                release_name(cluster.vm_kind, "grow"),
                 group="kubevirt.io",
                 version="v1",
             )
