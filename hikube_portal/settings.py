@@ -186,6 +186,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue = VAR_DIR / "celery" / "queue"
     _processed = VAR_DIR / "celery" / "processed"
     _control = VAR_DIR / "celery" / "control"  # fanout (inspect, ping); cwd by default
+    # kombu's filesystem transport, writing each message atomically (see hikube_portal/broker.py).
+    CELERY_BROKER_TRANSPORT = "hikube_portal.broker:Transport"
     for _folder in (_queue, _processed, _control, VAR_DIR / "celery" / "results"):
         _folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {

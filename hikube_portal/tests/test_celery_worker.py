@@ -31,7 +31,9 @@ def test_the_configured_broker_carries_a_message():
     body = {"hello": uuid.uuid4().hex}
     with app.connection_for_write() as conn:
         assert conn.transport_cls == (
-            "redis" if settings.CELERY_BROKER_URL.startswith("redis") else "filesystem"
+            "redis"
+            if settings.CELERY_BROKER_URL.startswith("redis")
+            else "hikube_portal.broker:Transport"  # the filesystem broker, written atomically
         )
         with conn.Producer() as producer:
             producer.publish(
