@@ -251,12 +251,8 @@ class Api:
         try:
             return self.auth.impersonate(ident, user, groups)
         except Forbidden as e:
-            raise ApiError(
-                403,
-                "Forbidden",
-                str(e),
-                {"kind": "users" if user else "groups", "name": user or groups[0]},
-            ) from e
+            message, kind, name = e.args
+            raise ApiError(403, "Forbidden", message, {"kind": kind, "name": name}) from e
 
     def _route(self, req: Request) -> Response:
         p = req.path

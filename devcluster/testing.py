@@ -73,6 +73,7 @@ class DevCluster:
         self.https_url = ""
         self.port = 0
         self.admin_token = ""
+        self.portal_token = ""
         self.tenant_tokens: dict[str, str] = {}
         self.output: list[str] = []
 
@@ -144,6 +145,7 @@ class DevCluster:
         cfg = yaml.safe_load(self.kubeconfig.read_text())
         tokens = {u["name"]: u["user"]["token"] for u in cfg["users"]}
         self.admin_token = tokens.pop("admin")
+        self.portal_token = tokens.pop("portal", "")
         self.tenant_tokens = tokens
         return self
 
