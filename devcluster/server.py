@@ -179,6 +179,8 @@ class DevCluster:
             raise ApiError(
                 403, "Forbidden", f'User "{ident.user}" cannot use the devcluster admin endpoint'
             )
+        if req.path == "/devcluster/audit" and req.method == "GET":
+            return Response(200, dumps({"items": list(self.api.audit)}))
         if req.path == "/devcluster/faults":
             if req.method in ("PUT", "POST"):
                 try:

@@ -216,6 +216,10 @@ class DevCluster:
         if status != 200:
             raise RuntimeError(f"clear_faults: {status} {body!r}")
 
+    def audit(self) -> list[dict[str, Any]]:
+        """The writes the cluster saw: verb, resource, namespace, name, user, groups, allowed."""
+        return json.loads(self.request("GET", "/devcluster/audit")[2])["items"]
+
     def get_faults(self) -> dict[str, Any]:
         return json.loads(self.request("GET", "/devcluster/faults")[2])
 
