@@ -5,6 +5,7 @@ from django.views.i18n import set_language
 
 from gpus.accounts import urls as accounts_urls
 from gpus.accounts import views as accounts_views
+from gpus.api import endpoints as api
 
 from . import views
 
@@ -19,5 +20,7 @@ urlpatterns = [
     # The language switcher must work on the login page too.
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
     path("admin/", admin.site.urls),
+    # The JSON API for scripts; its OpenAPI document is /api/v1/openapi.json.
+    path("api/v1/", api.urls()),
     path("", include("gpus.urls")),
 ]

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -19,6 +20,7 @@ import requests
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, resolve_url
@@ -31,6 +33,7 @@ from mozilla_django_oidc.views import (
     OIDCAuthenticationRequestView,
 )
 
+from gpus.accounts.models import ExternalIdentity
 from gpus.accounts.services import apply_groups, groups_from_claims, remember_identity
 
 log = logging.getLogger(__name__)
@@ -224,3 +227,46 @@ class SessionRefresh(LibrarySessionRefresh):
         if getattr(request, "htmx", False):
             return False
         return super().is_refreshable_url(request)
+
+
+USERINFO_CACHE_SECONDS = 60
+
+
+def user_for_access_token(raw: str) -> Any:
+    """The portal user holding an access token of the provider (a script's bearer token).
+
+    The provider's userinfo endpoint says whose it is (cached a minute per token); its groups,
+    when present, are applied as at a sign-in. A person must have signed in once through the
+    pages (that creates the account); an unknown subject gets nothing.
+    """
+    if not settings.OIDC_ENABLED:
+        return None
+    key = "accounts:userinfo:" + hashlib.sha256(raw.encode()).hexdigest()
+    claims = cache.get(key)
+    fresh = claims is None
+    if fresh:
+        try:
+            resp = requests.get(
+                oidc_setting("OIDC_OP_USER_ENDPOINT"),
+                headers={"Authorization": f"Bearer {raw}"},
+                timeout=settings.OIDC_TIMEOUT,
+            )
+        except requests.RequestException as exc:
+            log.warning("OIDC userinfo unreachable: %s", exc)
+            return None
+        if resp.status_code != 200:
+            return None
+        claims = resp.json()
+        cache.set(key, claims, USERINFO_CACHE_SECONDS)
+    identity = (
+        ExternalIdentity.objects.select_related("user")
+        .filter(issuer=settings.OIDC_ISSUER, subject=str(claims.get("sub")))
+        .first()
+    )
+    if identity is None or not identity.user.is_active:
+        return None
+    if fresh and settings.OIDC_GROUPS_CLAIM in claims:
+        groups = groups_from_claims(claims)
+        remember_identity(identity.user, settings.OIDC_ISSUER, identity.subject, groups)
+        apply_groups(identity.user, groups)
+    return identity.user

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from gpus.accounts.models import ApiToken, ExternalIdentity
+from gpus.accounts.services import token_digest, touch_token
 from gpus.kube.groups import LEVEL, role_in, tenant_groups_of
 from gpus.tenancy.models import Tenant
 from gpus.web.access import is_platform_admin
@@ -43,3 +44,16 @@ def cluster_groups(user: Any, tenant: Tenant) -> list[str]:
 
 def tokens_of(user: Any) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user=user)
+
+
+def user_for_api_token(raw: str) -> Any:
+    """The active user a personal API token belongs to, or None (unknown, revoked)."""
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(digest=token_digest(raw), revoked_at=None)
+        .first()
+    )
+    if token is None or not token.user.is_active:
+        return None
+    touch_token(token)
+    return token.user

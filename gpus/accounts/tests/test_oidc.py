@@ -261,3 +261,41 @@ def test_local_accounts_can_be_switched_off(oidc, tenants, alice, settings):
     resp = client.post(reverse("login"), {"username": "alice", "password": "correct-horse-battery"})
     assert resp.status_code == 405
     assert "_auth_user_id" not in client.session
+
+
+def _access_token(provider, sub: str) -> str:
+    """A script's own code flow at the provider (no portal involved): its access token."""
+    redirect = "http://localhost/script-callback"
+    authorize = (
+        f"{provider.issuer}/oauth2/authorize?response_type=code&client_id={CLIENT_ID}"
+        f"&redirect_uri={redirect}&scope=openid+profile+groups&state=s&nonce=n"
+    )
+    code = parse_qs(urlsplit(provider.authorize(authorize, sub)).query)["code"][0]
+    resp = requests.post(
+        f"{provider.issuer}/oauth2/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect,
+            "client_id": CLIENT_ID,
+            "client_secret": "x",
+        },
+        timeout=10,
+    )
+    return resp.json()["access_token"]
+
+
+def test_the_api_takes_the_providers_access_token(oidc, tenants):
+    oidc.set_user("sub-max", preferred_username="max", groups=["tenant-acme-view"])
+    sign_in(Client(), oidc, "sub-max")  # the account exists once the person signed in
+    token = _access_token(oidc, "sub-max")
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+    resp = api.get("/api/v1/tenants")
+    assert resp.status_code == 200
+    assert [t["namespace"] for t in resp.json()] == ["tenant-acme", "tenant-acme-dev"]
+    assert api.get("/api/v1/tenants/tenant-globex/vms").status_code == 404
+    assert Client(HTTP_AUTHORIZATION="Bearer forged").get("/api/v1/tenants").status_code == 401
+    # Someone the portal has never seen sign in gets nothing, even with a valid token.
+    oidc.set_user("sub-new", preferred_username="newcomer", groups=["tenant-acme-admin"])
+    stranger = Client(HTTP_AUTHORIZATION=f"Bearer {_access_token(oidc, 'sub-new')}")
+    assert stranger.get("/api/v1/tenants").status_code == 401
