@@ -10,6 +10,7 @@ import random
 import string
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,6 +175,9 @@ class Api:
         self.recent: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = {}
         self.resources = resources
         self.auth = auth
+        # The apiserver's audit log, for writes only: who (after impersonation) did what, and
+        # whether RBAC let them (GET /devcluster/audit).
+        self.audit: deque[dict[str, Any]] = deque(maxlen=2000)
         self.faults = faults
         self.clock = clock
         self.by_path: dict[tuple[str, str], Resource] = {
@@ -251,12 +255,8 @@ class Api:
         try:
             return self.auth.impersonate(ident, user, groups)
         except Forbidden as e:
-            raise ApiError(
-                403,
-                "Forbidden",
-                str(e),
-                {"kind": "users" if user else "groups", "name": user or groups[0]},
-            ) from e
+            message, kind, name = e.args
+            raise ApiError(403, "Forbidden", message, {"kind": kind, "name": name}) from e
 
     def _route(self, req: Request) -> Response:
         p = req.path
@@ -363,7 +363,20 @@ class Api:
                     if decision.status == 503
                     else None,
                 )
-        if not self.auth.allowed(req.identity, verb, res, ns if res.namespaced else None):
+        allowed = self.auth.allowed(req.identity, verb, res, ns if res.namespaced else None)
+        if verb not in ("get", "list", "watch"):
+            self.audit.append(
+                {
+                    "verb": verb,
+                    "resource": res.group_resource,
+                    "namespace": ns or "",
+                    "name": name or _body_name(req.body),
+                    "user": req.identity.user,
+                    "groups": list(req.identity.groups),
+                    "allowed": allowed,
+                }
+            )
+        if not allowed:
             raise ApiError(
                 403,
                 "Forbidden",
@@ -1033,3 +1046,12 @@ class Api:
 
 def random_token(rng: random.Random, n: int = 40) -> str:
     return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(n))
+
+
+def _body_name(body: bytes) -> str:
+    """metadata.name of a create's body, for the audit log ("" when unreadable)."""
+    try:
+        doc = json.loads(body or b"{}")
+    except ValueError:
+        return ""
+    return str(((doc if isinstance(doc, dict) else {}).get("metadata") or {}).get("name") or "")

@@ -1,4 +1,4 @@
-"""Tokens (deterministic from --seed) and the kubeconfig: `admin` + one context per tenant."""
+"""Tokens (deterministic from --seed) and the kubeconfig: admin, portal, one context per tenant."""
 
 from __future__ import annotations
 
@@ -15,13 +15,21 @@ def make_token(seed: int, who: str) -> str:
 
 
 def kubeconfig(
-    url: str, admin_token: str, tenant_tokens: dict[str, str], ca_data: str | None = None
+    url: str,
+    admin_token: str,
+    tenant_tokens: dict[str, str],
+    ca_data: str | None = None,
+    portal_token: str | None = None,
 ) -> dict:
     cluster: dict[str, str] = {"server": url}
     if ca_data:
         cluster["certificate-authority-data"] = ca_data
     users = [{"name": "admin", "user": {"token": admin_token}}]
     contexts = [{"name": "admin", "context": {"cluster": "devcluster", "user": "admin"}}]
+    if portal_token:
+        # The portal's own service account (least privilege; writes only by impersonation).
+        users.append({"name": "portal", "user": {"token": portal_token}})
+        contexts.append({"name": "portal", "context": {"cluster": "devcluster", "user": "portal"}})
     for ns, tok in sorted(tenant_tokens.items()):
         users.append({"name": ns, "user": {"token": tok}})
         contexts.append(
@@ -44,13 +52,15 @@ def write_kubeconfig(
     admin_token: str,
     tenant_tokens: dict[str, str],
     ca_file: Path | None = None,
+    portal_token: str | None = None,
 ) -> Path:
     """kubectl needs https:// to send tokens (clientcmd reads credentials only for TLS)."""
     ca = base64.b64encode(ca_file.read_bytes()).decode() if ca_file else None
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(kubeconfig(url, admin_token, tenant_tokens, ca), sort_keys=False))
+    config = kubeconfig(url, admin_token, tenant_tokens, ca, portal_token)
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
     os.chmod(tmp, 0o600)
     tmp.replace(p)
     return p

@@ -52,10 +52,12 @@ class DevCluster:
         self.fleet: Fleet = load_fleet(fleet, flavour)
         self.admin_token = make_token(seed, "admin")
         self.tenant_tokens = {ns: make_token(seed, ns) for ns in self.fleet.tenants}
+        self.portal_token = make_token(seed, "portal")
         self.auth = Authorizer(
             self.admin_token,
             self.tenant_tokens,
             lambda ns: self.store.get(NAMESPACES.key, "", ns) is not None,
+            portal_token=self.portal_token,
         )
         self.reconciler = Reconciler(
             self.store, self.resources, self.clock, speed, seed, self.faults, flavour
@@ -177,6 +179,8 @@ class DevCluster:
             raise ApiError(
                 403, "Forbidden", f'User "{ident.user}" cannot use the devcluster admin endpoint'
             )
+        if req.path == "/devcluster/audit" and req.method == "GET":
+            return Response(200, dumps({"items": list(self.api.audit)}))
         if req.path == "/devcluster/faults":
             if req.method in ("PUT", "POST"):
                 try:
@@ -383,6 +387,7 @@ def run(args: Any) -> int:
         args.kubeconfig_server or f"https://127.0.0.1:{dc.port}",
         dc.admin_token,
         dc.tenant_tokens,
+        portal_token=dc.portal_token,
         ca_file=tls_dir / "devcluster.crt",
     )
     dc.start_background()

@@ -73,6 +73,7 @@ class DevCluster:
         self.https_url = ""
         self.port = 0
         self.admin_token = ""
+        self.portal_token = ""
         self.tenant_tokens: dict[str, str] = {}
         self.output: list[str] = []
 
@@ -144,6 +145,7 @@ class DevCluster:
         cfg = yaml.safe_load(self.kubeconfig.read_text())
         tokens = {u["name"]: u["user"]["token"] for u in cfg["users"]}
         self.admin_token = tokens.pop("admin")
+        self.portal_token = tokens.pop("portal", "")
         self.tenant_tokens = tokens
         return self
 
@@ -213,6 +215,10 @@ class DevCluster:
         status, _, body = self.request("DELETE", "/devcluster/faults")
         if status != 200:
             raise RuntimeError(f"clear_faults: {status} {body!r}")
+
+    def audit(self) -> list[dict[str, Any]]:
+        """The writes the cluster saw: verb, resource, namespace, name, user, groups, allowed."""
+        return json.loads(self.request("GET", "/devcluster/audit")[2])["items"]
 
     def get_faults(self) -> dict[str, Any]:
         return json.loads(self.request("GET", "/devcluster/faults")[2])

@@ -96,12 +96,17 @@ def _fresh_cache(request):
 
 @pytest.fixture
 def acme(db) -> Tenant:
-    return Tenant.objects.create(namespace="tenant-acme", display_name="Acme Corp")
+    # update_or_create: a sync may have picked the namespace up already.
+    return Tenant.objects.update_or_create(
+        namespace="tenant-acme", defaults={"display_name": "Acme Corp"}
+    )[0]
 
 
 @pytest.fixture
 def globex(db) -> Tenant:
-    return Tenant.objects.create(namespace="tenant-globex", display_name="Globex")
+    return Tenant.objects.update_or_create(
+        namespace="tenant-globex", defaults={"display_name": "Globex"}
+    )[0]
 
 
 def _user(username: str, **extra):

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "gpus.web",
     "gpus.catalog",
     "gpus.tenancy",
+    "gpus.accounts",
     "gpus.inventory",
     "gpus.provisioning",
     "gpus.utilization",
@@ -131,6 +132,50 @@ AXES_VERBOSE = False  # no banner on every manage.py command; failures are still
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "gpus:catalog"
 LOGOUT_REDIRECT_URL = "login"
+
+# Sign-in with the platform's identity (OpenID Connect, mozilla-django-oidc), on when OIDC_ISSUER
+# is set. Endpoints come from the issuer's /.well-known/openid-configuration unless given.
+OIDC_ISSUER = env_str("OIDC_ISSUER").rstrip("/")
+OIDC_ENABLED = bool(OIDC_ISSUER)
+OIDC_RP_CLIENT_ID = env_str("OIDC_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET")
+OIDC_RP_SCOPES = env_str("OIDC_SCOPES", "openid email profile groups")
+OIDC_RP_SIGN_ALGO = env_str("OIDC_SIGN_ALGO", "RS256")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("OIDC_AUTHORIZATION_ENDPOINT")
+OIDC_OP_TOKEN_ENDPOINT = env_str("OIDC_TOKEN_ENDPOINT")
+OIDC_OP_USER_ENDPOINT = env_str("OIDC_USERINFO_ENDPOINT")
+OIDC_OP_JWKS_ENDPOINT = env_str("OIDC_JWKS_ENDPOINT")
+OIDC_OP_LOGOUT_ENDPOINT = env_str("OIDC_END_SESSION_ENDPOINT")
+OIDC_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM", "preferred_username")
+OIDC_EMAIL_CLAIM = env_str("OIDC_EMAIL_CLAIM", "email")
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
+# Groups whose members are platform admins (Cozystack's own cluster-admin group by default).
+OIDC_PLATFORM_ADMIN_GROUPS = env_list("OIDC_PLATFORM_ADMIN_GROUPS", ["cozystack-cluster-admin"])
+# Tenant roles that may change things. cozystack v1.1.0 gives create/update/delete on the apps
+# to -admin and -super-admin only (cozy:tenant:use adds just the VM console to view).
+OIDC_OPERATOR_ROLES = env_list("OIDC_OPERATOR_ROLES", ["admin", "super-admin"])
+OIDC_USE_NONCE = True
+OIDC_STORE_ID_TOKEN = True  # the id_token_hint of the provider's sign-out
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = env_int("OIDC_SESSION_REFRESH_SECONDS", 900)
+OIDC_TIMEOUT = env_float("OIDC_TIMEOUT_SECONDS", 10.0)
+LOGIN_REDIRECT_URL_FAILURE = "login"
+# Local accounts (username + password): the demo users of `make run`; off on a platform.
+LOCAL_LOGIN = env_bool("LOCAL_LOGIN", True)
+if not LOCAL_LOGIN:
+    AUTHENTICATION_BACKENDS = []
+if OIDC_ENABLED:
+    AUTHENTICATION_BACKENDS.append("gpus.accounts.oidc.PortalOidcBackend")
+    # Re-asks the provider (prompt=none) once the ID token is older than the refresh period:
+    # groups removed there take effect then.
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.contrib.auth.middleware.LoginRequiredMiddleware") + 1,
+        "gpus.accounts.oidc.SessionRefresh",
+    )
+if not AUTHENTICATION_BACKENDS:
+    raise ImproperlyConfigured("LOCAL_LOGIN=false needs OIDC_ISSUER: nobody could sign in.")
+# Writes to the cluster impersonate CLUSTER_USER_PREFIX + the portal user name with the person's
+# tenant groups (never a bare name that could be a real Kubernetes user).
+CLUSTER_USER_PREFIX = env_str("CLUSTER_USER_PREFIX", "hikube-portal:")
 
 # Languages: French first like Hikube's documentation, English as fallback, German welcome.
 LANGUAGE_CODE = "en"

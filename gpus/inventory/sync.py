@@ -19,6 +19,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from gpus.accounts.services import refresh_new_tenants
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import NodeHealth, WorkloadKind
 from gpus.inventory.clusters import gateway_for
@@ -36,7 +37,7 @@ from gpus.kube.errors import KubeError, TransientError, failure_kind
 from gpus.kube.records import FleetReading, NodeInfo, OddObject
 from gpus.kube.retry import Backoff
 from gpus.kube.states import node_group_state, vm_state
-from gpus.tenancy.models import Tenant
+from gpus.tenancy.models import Tenant, tenant_namespace_validator
 
 log = logging.getLogger(__name__)
 
@@ -379,6 +380,7 @@ def store_snapshot(
         node_ids = _store_nodes(written, cluster, nodes, allocated_on, holders, catalog)
         _store_node_gpus(written, cluster, node_ids, nodes, allocated_on, catalog)
         _store_model_totals(written, cluster, nodes, allocated_on, catalog)
+        new_tenants = _store_tenants(written, reading.tenant_namespaces)
         _store_tenant_allocations(written, cluster, tenant_held, catalog)
         _store_workloads(written, cluster, reading, catalog, vm_held, now, odd)
         _store_issues(written, cluster, odd, now)
@@ -396,7 +398,27 @@ def store_snapshot(
             next_sync_at=None,
         )
     remove_unused_unknown_models()
+    # People whose groups name a tenant seen for the first time get it now, not at next sign-in.
+    refresh_new_tenants(new_tenants)
     return written
+
+
+def _store_tenants(written: Written, namespaces: Iterable[str]) -> list[str]:
+    """Tenant namespaces the portal does not know yet become tenants (never removed here: a
+    tenant's operations and audit outlive its namespace)."""
+    known = set(Tenant.objects.values_list("namespace", flat=True))
+    new = [
+        ns
+        for ns in namespaces
+        if ns not in known
+        and not too_long(Tenant, namespace=ns)
+        and tenant_namespace_validator.regex.match(ns)
+    ]
+    Tenant.objects.bulk_create(
+        [Tenant(namespace=ns, display_name=ns) for ns in new], ignore_conflicts=True
+    )
+    written.add("tenant", inserted=len(new))
+    return new
 
 
 # Labels, taints, conditions and GPU holders are compared through their fingerprint: reading

@@ -309,6 +309,11 @@ class ClusterGateway:
         odd = reading.odd
         nodes = self._paged(self.session.core().list_node, page_size)
         reading.nodes = list(self._records(nodes, node_from_json, "Node", odd))
+        reading.tenant_namespaces = sorted(
+            name
+            for ns in self._paged(self.session.core().list_namespace, page_size)
+            if (name := str((ns.get("metadata") or {}).get("name") or "")).startswith("tenant-")
+        )
         # Only virt-launcher pods hold passthrough GPUs: the label keeps the list small.
         reading.pods = list(
             self.iter_gpu_pods(page_size=page_size, label_selector=LAUNCHER_SELECTOR)

@@ -160,6 +160,8 @@ class FleetReading:
     kubernetes_apps: list[KubernetesApp] = field(default_factory=list)
     monitors: dict[tuple[str, str], WorkloadMonitor] = field(default_factory=dict)
     odd: list[OddObject] = field(default_factory=list)
+    # Cozystack tenant namespaces (tenant-root, tenant-<name>, ...): who may be a tenant.
+    tenant_namespaces: list[str] = field(default_factory=list)
 
 
 # --- parsers ---------------------------------------------------------------------

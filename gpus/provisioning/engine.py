@@ -122,7 +122,10 @@ def succeed(op: Operation) -> None:
 
 
 def identity_for(op: Operation) -> Identity:
-    return Identity.tenant_admin(op.actor_name, op.namespace)
+    """The person, as recorded at submit time (their prefixed name and tenant groups)."""
+    if op.cluster_user:
+        return Identity(op.cluster_user, tuple(op.cluster_groups))
+    return Identity.tenant_admin(op.actor_name, op.namespace)  # rows from before the change
 
 
 def _record_baseline(op: Operation, gateway: ClusterGateway) -> None:

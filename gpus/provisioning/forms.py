@@ -22,7 +22,7 @@ from gpus.catalog.sizing import (
     instance_type_choices,
     recommended_instance_type,
 )
-from gpus.kube.apps import DNS1035
+from gpus.kube.apps import DNS1035, NodeGroupRequest, VmRequest
 from gpus.kube.apps import max_vm_name_length as max_name_length
 from gpus.provisioning.choices import ExternalAccess, RunStrategy
 
@@ -235,6 +235,26 @@ class GpuVmForm(forms.Form):
         data["runcmd"] = list(data.get("runcmd") or []) + driver["runcmd"]
         return "#cloud-config\n" + yaml.safe_dump(data, sort_keys=False)
 
+    def vm_request(self) -> VmRequest:
+        """The valid form as the request the services take (the pages and the API)."""
+        d = self.cleaned_data
+        return VmRequest(
+            name=d["name"],
+            gpu_resource=d["gpu_model"],
+            gpu_count=d["gpu_count"],
+            instance_type=d["instance_type"],
+            instance_profile=d["instance_profile"],
+            image=d["image"],
+            disk_size_gi=d["disk_size_gi"],
+            storage_class=d["storage_class"],
+            ssh_keys=tuple(d["ssh_keys"]),
+            external=d["external"],
+            external_ports=tuple(d["external_ports"]) or (22,),
+            cloud_init=self.cloud_init_text(),
+            run_strategy=d["run_strategy"],
+            queue_until_capacity=d["queue_until_capacity"],
+        )
+
 
 KUBERNETES_VERSIONS = ["v1.35", "v1.34", "v1.33", "v1.32", "v1.31", "v1.30"]
 
@@ -322,3 +342,19 @@ class NodeGroupForm(forms.Form):
                 )
             )
         return data
+
+    def node_group_request(self) -> NodeGroupRequest:
+        """The valid form as the request the services take (the pages and the API)."""
+        d = self.cleaned_data
+        return NodeGroupRequest(
+            cluster_name=d["new_cluster"] or d["cluster_name"],
+            new_cluster_version=(d["version"] or "v1.33") if d["new_cluster"] else "",
+            group=d["group"],
+            min_replicas=d["min_replicas"],
+            max_replicas=d["max_replicas"],
+            instance_type=d["instance_type"],
+            disk_size_gi=d["disk_size_gi"],
+            gpu_resource=d["gpu_model"],
+            gpus_per_node=d["gpus_per_node"],
+            roles=("ingress-nginx",) if d["ingress"] else (),
+        )

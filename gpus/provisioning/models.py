@@ -32,6 +32,10 @@ class Operation(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="operations"
     )
     actor_name = models.CharField(_("requested by"), max_length=150)
+    # Who the cluster sees acting, fixed at submit time: the prefixed user and the person's
+    # tenant groups (blank for rows recorded before impersonation carried the person's rights).
+    cluster_user = models.CharField(_("cluster user"), max_length=200, blank=True)
+    cluster_groups = models.JSONField(_("cluster groups"), default=list, blank=True)
     kind = models.CharField(_("operation"), max_length=16, choices=OperationKind.choices)
     # The target, by value.
     namespace = models.CharField(_("namespace"), max_length=63)

@@ -9,6 +9,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
+from gpus.accounts.selectors import cluster_groups, cluster_user
 from gpus.catalog.models import GpuModel
 from gpus.inventory.models import Cluster, GpuWorkload
 from gpus.inventory.schemas import served_schema_causes
@@ -78,6 +79,8 @@ def record(
                     tenant=tenant,
                     actor=user if getattr(user, "pk", None) else None,
                     actor_name=actor,
+                    cluster_user=cluster_user(user),
+                    cluster_groups=cluster_groups(user, tenant),
                     kind=kind,
                     namespace=tenant.namespace,
                     app_kind=app_kind,

@@ -29,7 +29,7 @@ from gpus.inventory.selectors import (
     tenant_kubernetes_clusters,
     tenant_workload_page,
 )
-from gpus.kube.apps import NodeGroupRequest, VmRequest, node_group_manifests, vm_manifests
+from gpus.kube.apps import VmRequest, node_group_manifests, vm_manifests
 from gpus.provisioning.capacity import (
     explain_workloads,
     fit_for,
@@ -111,23 +111,7 @@ def _vm_form(request: HttpRequest, data: Any = None) -> tuple[GpuVmForm, Cluster
 
 
 def _vm_request(form: GpuVmForm) -> VmRequest:
-    d = form.cleaned_data
-    return VmRequest(
-        name=d["name"],
-        gpu_resource=d["gpu_model"],
-        gpu_count=d["gpu_count"],
-        instance_type=d["instance_type"],
-        instance_profile=d["instance_profile"],
-        image=d["image"],
-        disk_size_gi=d["disk_size_gi"],
-        storage_class=d["storage_class"],
-        ssh_keys=tuple(d["ssh_keys"]),
-        external=d["external"],
-        external_ports=tuple(d["external_ports"]) or (22,),
-        cloud_init=form.cloud_init_text(),
-        run_strategy=d["run_strategy"],
-        queue_until_capacity=d["queue_until_capacity"],
-    )
+    return form.vm_request()
 
 
 def _vm_checks(form: GpuVmForm, tenant: Tenant, cluster: Cluster | None) -> dict[str, Any]:
@@ -321,19 +305,7 @@ def node_group_edit(
     cluster = default_cluster()
     preview = ""
     if form.is_bound and form.is_valid() and cluster is not None:
-        d = form.cleaned_data
-        ng = NodeGroupRequest(
-            cluster_name=d["new_cluster"] or d["cluster_name"],
-            new_cluster_version=(d["version"] or "v1.33") if d["new_cluster"] else "",
-            group=d["group"],
-            min_replicas=d["min_replicas"],
-            max_replicas=d["max_replicas"],
-            instance_type=d["instance_type"],
-            disk_size_gi=d["disk_size_gi"],
-            gpu_resource=d["gpu_model"],
-            gpus_per_node=d["gpus_per_node"],
-            roles=("ingress-nginx",) if d["ingress"] else (),
-        )
+        ng = form.node_group_request()
         if request.POST.get("confirm"):
             try:
                 op = submit_node_group(

@@ -1,0 +1,374 @@
+"""The JSON API for scripts, with the pages' rules: the same selectors (another tenant's object
+is a 404), the same forms (same validation and messages), the same services (quota, capacity;
+the operation is recorded before anything is sent to the cluster). Thin: no rule lives here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Avg
+from django.http import Http404, HttpRequest, QueryDict
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from ninja import NinjaAPI
+from ninja.errors import HttpError
+from ninja.responses import Status
+
+from gpus.api.auth import BearerToken
+from gpus.api.schemas import (
+    ActionIn,
+    GpuModelOut,
+    NodeGroupIn,
+    OperationOut,
+    Problem,
+    TenantOut,
+    UtilizationOut,
+    VmIn,
+    WorkloadOut,
+)
+from gpus.inventory.choices import WorkloadKind
+from gpus.inventory.selectors import (
+    default_cluster,
+    get_node_group_for_user,
+    get_vm_for_user,
+    served_gpu_models,
+    tenant_kubernetes_clusters,
+    tenant_workloads,
+)
+from gpus.provisioning.capacity import gpu_model_choices
+from gpus.provisioning.choices import OperationKind
+from gpus.provisioning.forms import GpuVmForm, NodeGroupForm
+from gpus.provisioning.models import Operation
+from gpus.provisioning.presenters import plain_reason
+from gpus.provisioning.selectors import get_operation_for_user
+from gpus.provisioning.services import (
+    OperationRefused,
+    submit_node_group,
+    submit_vm,
+    submit_vm_action,
+)
+from gpus.tenancy.models import Tenant
+from gpus.tenancy.selectors import get_tenant_for_user, tenants_for_user
+from gpus.utilization.models import GpuRollup, GpuSample
+from gpus.utilization.selectors import devices_for, parse_range
+from gpus.web.access import may_operate, require_may_operate
+
+api = NinjaAPI(
+    title="Hikube Portal API",
+    version="1",
+    description=(
+        "GPU self-service for scripts. Authenticate with `Authorization: Bearer <token>`: a "
+        "personal API token (made on the portal's token page) or an access token of the "
+        "platform's OpenID Connect provider. Writes return the recorded operation (202); "
+        "follow it at its URL until `terminal` is true."
+    ),
+    auth=BearerToken(),
+    urls_namespace="api",
+)
+
+
+class Refused(HttpError):
+    def __init__(self, status: int, detail: str, errors: dict[str, list[str]] | None = None):
+        super().__init__(status, detail)
+        self.errors = errors or {}
+
+
+@api.exception_handler(Refused)
+def _refused(request: HttpRequest, exc: Refused) -> Any:
+    return api.create_response(
+        request, {"detail": str(exc), "errors": exc.errors}, status=exc.status_code
+    )
+
+
+def _form_errors(form: Any) -> Refused:
+    errors = {k or "__all__": [str(m) for m in v] for k, v in form.errors.items()}
+    return Refused(422, _("The request is not valid: see errors."), errors)
+
+
+def _refusal(exc: OperationRefused) -> Refused:
+    return Refused(422, exc.message, {exc.field or "__all__": [exc.message]})
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    return {
+        "id": op.pk,
+        "url": reverse("api:operation", args=[op.namespace, op.pk]),
+        "kind": op.kind,
+        "state": op.state,
+        "terminal": op.is_terminal,
+        "target": f"{op.app_kind}/{op.name}",
+        "node_group": op.node_group,
+        "gpu_model": op.gpu_model.resource_name if op.gpu_model else None,
+        "gpu_count": op.gpu_count,
+        "requested_by": op.actor_name,
+        "reason": op.reason,
+        "explanation": plain_reason(op.reason, op.message, op.gpu_count) if op.reason else "",
+        "message": op.message,
+        "created_at": op.created_at,
+        "finished_at": op.finished_at,
+    }
+
+
+def _workload(w: Any) -> dict[str, Any]:
+    return {
+        "name": w.name,
+        "kind": w.kind,
+        "node_group": w.node_group,
+        "app_kind": w.app_kind,
+        "gpu_model": w.gpu_model.resource_name if w.gpu_model else None,
+        "gpus_per_instance": w.gpus_per_instance,
+        "instances": w.instances,
+        "gpus_held": w.gpus_held,
+        "state": w.state,
+        "reason": w.reason,
+        "message": w.message,
+    }
+
+
+def _operable_tenant(request: HttpRequest, namespace: str) -> Tenant:
+    tenant = get_tenant_for_user(request.user, namespace)
+    require_may_operate(request.user, tenant)
+    return tenant
+
+
+def _cluster() -> Any:
+    cluster = default_cluster()
+    if cluster is None:
+        raise Refused(409, _("No cluster is registered yet."))
+    return cluster
+
+
+@api.get("/models", response=list[GpuModelOut], tags=["catalog"])
+def list_models(request: HttpRequest) -> list[dict[str, Any]]:
+    """The GPU models the cluster serves, with what is free now (from the last sync)."""
+    return [
+        {
+            "resource_name": s.gpu_model.resource_name,
+            "display_name": s.gpu_model.display_name,
+            "memory_gb": float(s.gpu_model.memory_gb) if s.gpu_model.memory_gb else None,
+            "offered": s.gpu_model.offered,
+            "free": s.free_total,
+            "free_on_one_server": s.free_max_one,
+        }
+        for s in served_gpu_models()
+    ]
+
+
+@api.get("/tenants", response=list[TenantOut], tags=["tenants"])
+def list_tenants(request: HttpRequest) -> list[dict[str, Any]]:
+    return [
+        {
+            "namespace": t.namespace,
+            "display_name": t.display_name,
+            "may_operate": may_operate(request.user, t),
+        }
+        for t in tenants_for_user(request.user)
+    ]
+
+
+@api.get("/tenants/{namespace}/vms", response={200: list[WorkloadOut], 404: Problem}, tags=["vms"])
+def list_vms(request: HttpRequest, namespace: str) -> list[dict[str, Any]]:
+    tenant = get_tenant_for_user(request.user, namespace)
+    return [
+        _workload(w) for w in tenant_workloads(request.user, tenant).filter(kind=WorkloadKind.VM)
+    ]
+
+
+@api.post(
+    "/tenants/{namespace}/vms",
+    response={202: OperationOut, 404: Problem, 409: Problem, 422: Problem},
+    tags=["vms"],
+)
+def create_vm(request: HttpRequest, namespace: str, payload: VmIn) -> Status:
+    """Create a GPU VM: validated like the page's form, quota and capacity checked, recorded."""
+    tenant = _operable_tenant(request, namespace)
+    cluster = _cluster()
+    data = payload.dict(exclude_none=True)
+    if "ssh_keys" in data:
+        data["ssh_keys"] = "\n".join(data["ssh_keys"])
+    if "external_ports" in data:
+        data["external_ports"] = ",".join(str(p) for p in data["external_ports"])
+    blank = GpuVmForm(vm_kind=cluster.vm_kind or "VMInstance", gpu_choices=gpu_model_choices())
+    form = GpuVmForm(
+        _form_data(blank, data),
+        vm_kind=cluster.vm_kind or "VMInstance",
+        gpu_choices=gpu_model_choices(),
+    )
+    if not form.is_valid():
+        raise _form_errors(form)
+    try:
+        op = submit_vm(request.user, tenant, cluster, form.vm_request())
+    except OperationRefused as exc:
+        raise _refusal(exc) from None
+    return Status(202, _operation(op))
+
+
+VM_ACTIONS = {
+    "start": OperationKind.START,
+    "stop": OperationKind.STOP,
+    "restart": OperationKind.RESTART,
+}
+
+
+@api.post(
+    "/tenants/{namespace}/vms/{name}/actions",
+    response={202: OperationOut, 404: Problem, 422: Problem},
+    tags=["vms"],
+)
+def act_on_vm(request: HttpRequest, namespace: str, name: str, payload: ActionIn) -> Status:
+    vm = get_vm_for_user(request.user, namespace, name)
+    require_may_operate(request.user, vm.tenant)
+    kind = VM_ACTIONS.get(payload.action)
+    if kind is None:
+        raise Refused(422, _("Unknown action."), {"action": [_("Use start, stop or restart.")]})
+    try:
+        op = submit_vm_action(request.user, vm, kind)
+    except OperationRefused as exc:
+        raise _refusal(exc) from None
+    return Status(202, _operation(op))
+
+
+@api.delete(
+    "/tenants/{namespace}/vms/{name}",
+    response={202: OperationOut, 404: Problem, 422: Problem},
+    tags=["vms"],
+)
+def delete_vm(request: HttpRequest, namespace: str, name: str) -> Status:
+    vm = get_vm_for_user(request.user, namespace, name)
+    require_may_operate(request.user, vm.tenant)
+    try:
+        op = submit_vm_action(request.user, vm, OperationKind.DELETE)
+    except OperationRefused as exc:
+        raise _refusal(exc) from None
+    return Status(202, _operation(op))
+
+
+@api.get(
+    "/tenants/{namespace}/node-groups",
+    response={200: list[WorkloadOut], 404: Problem},
+    tags=["node groups"],
+)
+def list_node_groups(request: HttpRequest, namespace: str) -> list[dict[str, Any]]:
+    tenant = get_tenant_for_user(request.user, namespace)
+    workloads = tenant_workloads(request.user, tenant).filter(kind=WorkloadKind.NODE_GROUP)
+    return [_workload(w) for w in workloads]
+
+
+@api.put(
+    "/tenants/{namespace}/node-groups",
+    response={202: OperationOut, 404: Problem, 409: Problem, 422: Problem},
+    tags=["node groups"],
+)
+def put_node_group(request: HttpRequest, namespace: str, payload: NodeGroupIn) -> Status:
+    """Add a GPU node group to a tenant cluster (or a new cluster), or resize an existing one."""
+    tenant = _operable_tenant(request, namespace)
+    cluster = _cluster()
+    clusters = tenant_kubernetes_clusters(tenant)
+    blank = NodeGroupForm(clusters=clusters, gpu_choices=gpu_model_choices())
+    form = NodeGroupForm(
+        _form_data(blank, payload.dict(exclude_none=True)),
+        clusters=clusters,
+        gpu_choices=gpu_model_choices(),
+    )
+    if not form.is_valid():
+        raise _form_errors(form)
+    ng = form.node_group_request()
+    existing = None
+    if not ng.new_cluster_version:
+        try:
+            existing = get_node_group_for_user(request.user, namespace, ng.cluster_name, ng.group)
+        except Http404:  # a new group in an existing cluster
+            existing = None
+    try:
+        op = submit_node_group(request.user, tenant, cluster, ng, resize=existing is not None)
+    except OperationRefused as exc:
+        raise _refusal(exc) from None
+    return Status(202, _operation(op))
+
+
+@api.get(
+    "/tenants/{namespace}/operations/{pk}",
+    response={200: OperationOut, 404: Problem},
+    tags=["operations"],
+    url_name="operation",
+)
+def get_operation(request: HttpRequest, namespace: str, pk: int) -> dict[str, Any]:
+    """Follow an operation: poll until ``terminal``."""
+    return _operation(get_operation_for_user(request.user, namespace, pk))
+
+
+@api.get(
+    "/tenants/{namespace}/utilization",
+    response={200: UtilizationOut, 404: Problem, 422: Problem},
+    tags=["utilization"],
+)
+def utilization(
+    request: HttpRequest, namespace: str, range: str = "24h", start: str = "", end: str = ""
+) -> dict[str, Any]:
+    """The tenant's GPUs now (last reading) and their mean utilization over the range."""
+    tenant = get_tenant_for_user(request.user, namespace)
+    tr = parse_range({"range": range, "start": start, "end": end})
+    if tr.error:
+        raise Refused(422, str(tr.error), {"start": [str(tr.error)]})
+    devices = list(devices_for(request.user, tenant))
+    averages = dict(
+        GpuRollup.objects.filter(device__in=devices, tenant=tenant, ts__gte=tr.start, ts__lt=tr.end)
+        .values("device")
+        .annotate(avg=Avg("util_avg"))
+        .values_list("device", "avg")
+    )
+    out = []
+    for device in devices:
+        last = GpuSample.objects.filter(device=device).order_by("-ts").first()
+        out.append(
+            {
+                "uuid": device.uuid,
+                "model": device.gpu_model.display_name if device.gpu_model else device.model_name,
+                "node": device.hostname,
+                "workload": device.workload.name if device.workload else None,
+                "telemetry": last is not None,
+                "at": last.ts if last else None,
+                "util": last.util if last else None,
+                "mem_used_mib": last.mem_used if last else None,
+                "mem_total_mib": last.mem_total if last else None,
+                "power_w": last.power if last else None,
+                "temp_c": last.temp if last else None,
+                "util_avg": averages.get(device.pk),
+            }
+        )
+    return {
+        "tenant": tenant.namespace,
+        "range": tr.key,
+        "start": tr.start,
+        "end": tr.end,
+        "devices": out,
+    }
+
+
+def _form_data(blank: Any, data: dict[str, Any]) -> QueryDict:
+    """JSON as a post of ``blank``'s form: a field left out takes the form's initial value,
+    booleans are present only when true."""
+    values = {
+        name: field.initial
+        for name, field in blank.fields.items()
+        if field.initial is not None and not callable(field.initial)
+    }
+    values.update(data)
+    q = QueryDict(mutable=True)
+    for key, value in values.items():
+        if isinstance(value, bool):
+            if value:
+                q[key] = "on"
+        elif value is not None:
+            q[key] = str(value)
+    return q
+
+
+def urls() -> tuple[list[Any], str, str]:
+    """The API's URL patterns; they answer for themselves (bearer token), not the login page."""
+    from django.contrib.auth.decorators import login_not_required
+
+    patterns, app_name, namespace = api.urls
+    for pattern in patterns:
+        login_not_required(pattern.callback)
+    return patterns, app_name, namespace
