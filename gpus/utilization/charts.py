@@ -37,6 +37,52 @@ def _x(ts: np.ndarray) -> np.ndarray:
     return ts.astype("datetime64[s]")
 
 
+def _r(values: Sequence[float | None] | np.ndarray, digits: int = 1) -> list[float | None]:
+    """Values rounded for the wire (a tooltip shows one decimal; 1/10 of a percent, watt or
+    degree is below what DCGM measures), gaps as null: plain numbers gzip to a fraction of
+    Plotly's base64 float64 arrays."""
+    a = np.round(_floats(values), digits)
+    return [None if v != v else v for v in a.tolist()]
+
+
+def trim_leading_gap(
+    per_line: Mapping[str, Series], share: float = 0.5
+) -> tuple[dict[str, Series], float | None]:
+    """Lines on a full time axis whose data covers less than `share` of it (a fleet installed
+    an hour ago, seen over 24 h): cut the empty start, so the data is not a sliver at the right
+    edge. Returns the lines and where the data starts (None when nothing was cut)."""
+    firsts = []
+    size = 0
+    for s in per_line.values():
+        size = max(size, len(s.ts))
+        for line in s.lines.values():
+            finite = np.flatnonzero(np.isfinite(_floats(line)))
+            if finite.size:
+                firsts.append(int(finite[0]))
+    if not firsts or size == 0:
+        return dict(per_line), None
+    first = min(firsts)
+    if first == 0 or (size - first) / size >= share:
+        return dict(per_line), None
+    start = max(first - 1, 0)  # one empty bucket before: a lone first reading stays a dot
+    out = {
+        k: Series(list(s.ts)[start:], {n: list(v)[start:] for n, v in s.lines.items()})
+        for k, s in per_line.items()
+    }
+    return out, float(next(iter(per_line.values())).ts[first])
+
+
+def finish(fig: go.Figure, zone: str) -> go.Figure:
+    """What every chart's tooltip says: values with one decimal, the time with its zone."""
+    fig.update_xaxes(hoverformat=f"%-d %b %Y %H:%M {zone}".rstrip())
+    for trace in fig.data:
+        if trace.type == "heatmap":
+            trace.zhoverformat = ".1f"
+        else:
+            trace.yhoverformat = ".1f"
+    return fig
+
+
 def local(s: Series, offset: float) -> Series:
     """Epoch seconds shifted by the display time zone's UTC offset: Plotly draws naive times."""
     return Series([t + offset for t in s.ts], s.lines)
@@ -80,6 +126,7 @@ def fleet_by_model(
         color = COLORS[i % len(COLORS)]
         x, (avg, lo, hi) = downsample(s.ts, [s.lines["avg"], s.lines["p05"], s.lines["p95"]])
         xs = _x(x)
+        avg, lo, hi = _r(avg), _r(lo), _r(hi)
         fig.add_scatter(
             x=xs,
             y=lo,
@@ -134,7 +181,7 @@ def allocation(s: Series, title: str, labels: Mapping[str, str]) -> go.Figure:
     # which drew ramps down to 0 GPUs into every gap and at the still-open latest bucket; a bar
     # is simply absent where there is no data, and a lone bucket still shows.
     for y, key, color in ((b, "busy", "#059669"), (i, "idle", "#dc2626"), (f, "free", "#cbd5e1")):
-        fig.add_bar(x=xs, y=y, name=labels[key], marker={"color": color, "line": {"width": 0}})
+        fig.add_bar(x=xs, y=_r(y), name=labels[key], marker={"color": color, "line": {"width": 0}})
     _layout(fig, title, labels["axis"])
     # A count of GPUs: a small one would otherwise get ticks at 0.5, 1.5...
     top = float(np.nanmax(np.maximum(gpus_a, alloc_a), initial=0))
@@ -156,7 +203,7 @@ def heatmap(
         go.Heatmap(
             x=_x(np.asarray(ts, dtype=float)),
             y=list(nodes),
-            z=[[np.nan if v is None else v for v in row] for row in z],
+            z=[_r(row) for row in z],
             zmin=0,
             zmax=100,
             colorscale="Viridis",
@@ -205,7 +252,7 @@ def gpu_detail(
                 continue
             fig.add_scatter(
                 x=xs,
-                y=data[k],
+                y=_r(data[k]),
                 mode="lines",
                 name=titles[k],
                 row=row,
@@ -232,6 +279,19 @@ def gpu_detail(
     )
     if span is not None:
         fig.update_xaxes(range=list(_x(np.asarray(span, dtype=float)).astype(str)))
+    # Fixed scales: a busy GPU's 67-100 % or a capped one's 298-300 W would otherwise fill the
+    # whole height and look like wild swings. Utilization 0-100 %, memory up to the board's
+    # total, power up to the limit (its line stays in view), temperature from 0.
+    fig.update_yaxes(range=[0, 100], row=1, col=1)
+    top_mem = float(np.nanmax(np.concatenate([data["mem_total"], data["mem_used"]]), initial=0))
+    if top_mem > 0:
+        fig.update_yaxes(range=[0, top_mem * 1.05], row=2, col=1)
+    top_power = float(np.nanmax(data["power"], initial=0))
+    if power_limit or top_power:
+        fig.update_yaxes(range=[0, max(power_limit or 0, top_power) * 1.08], row=3, col=1)
+    top_temp = float(np.nanmax(data["temp"], initial=0))
+    fig.update_yaxes(range=[0, max(100.0, top_temp + 5)], row=4, col=1)
+    fig.update_yaxes(rangemode="tozero", row=5, col=1)
     _dot_lonely_points(fig)
     return fig
 
@@ -243,7 +303,7 @@ def lines(per_line: Mapping[str, Series], key: str, title: str, y_title: str) ->
         x, (y,) = downsample(s.ts, [s.lines[key]])
         fig.add_scatter(
             x=_x(x),
-            y=y,
+            y=_r(y),
             mode="lines",
             name=name,
             connectgaps=False,
