@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -158,15 +159,32 @@ def _step(bucket: str) -> int:
     return 300 if bucket == Bucket.FIVE_MINUTES else 3600
 
 
+def finer_if_empty(bucket: str, rows_of: Callable[[str], QuerySet]) -> str:
+    """Hourly rows exist only once an hour has closed: a 7-day view of a fleet installed 40
+    minutes ago read none and stayed empty. Then read the 5-minute rows (one more query)."""
+    if bucket == Bucket.HOUR and not rows_of(Bucket.HOUR).exists():
+        return Bucket.FIVE_MINUTES
+    return bucket
+
+
 def group_series(
     scope: str, keys: list[str] | None, tr: TimeRange, fields: tuple[str, ...]
 ) -> dict[str, Series]:
     """Group rollups per key on a full time axis (missing buckets are gaps, not zeros)."""
-    step = _step(tr.bucket)
+    first_s, last_s = int(tr.start.timestamp()), int(tr.end.timestamp())
+
+    def rows_of(b: str) -> QuerySet:
+        qs = GroupRollup.objects.filter(
+            bucket=b, scope=scope, epoch__gte=first_s, epoch__lte=last_s, gpus__gt=0
+        )
+        return qs.filter(key__in=keys) if keys is not None else qs
+
+    bucket = finer_if_empty(tr.bucket, rows_of)
+    step = _step(bucket)
     first = int(tr.start.timestamp()) // step * step
     last = int(tr.end.timestamp())
     qs = GroupRollup.objects.filter(
-        bucket=tr.bucket, scope=scope, epoch__gte=first, epoch__lte=last, gpus__gt=0
+        bucket=bucket, scope=scope, epoch__gte=first, epoch__lte=last, gpus__gt=0
     )
     if keys is not None:
         qs = qs.filter(key__in=keys)
@@ -208,7 +226,13 @@ def heatmap(
     holders). The `limit` busiest nodes of the range's latest bucket, from `offset` on, read
     through the (bucket, scope, epoch, util_avg) index: a fixed cost whatever the fleet. Also
     whether more nodes follow."""
-    bucket = Bucket.FIVE_MINUTES if tr.seconds <= 86400 else Bucket.HOUR
+    start_s, end_s = int(tr.start.timestamp()), int(tr.end.timestamp())
+    bucket = finer_if_empty(
+        Bucket.FIVE_MINUTES if tr.seconds <= 86400 else Bucket.HOUR,
+        lambda b: GroupRollup.objects.filter(
+            bucket=b, scope=scope, epoch__gte=start_s, epoch__lte=end_s
+        ),
+    )
     rows = GroupRollup.objects.filter(bucket=bucket, scope=scope, gpus__gt=0)
     latest = (
         rows.filter(epoch__lte=int(tr.end.timestamp()), epoch__gte=int(tr.start.timestamp()))
@@ -289,11 +313,12 @@ def gpu_series(device: GpuDevice, tr: TimeRange, tenant: Tenant | None) -> Serie
     if tr.start >= raw_from and samples.exists():
         rows = list(samples.order_by("ts").values_list("ts", *DETAIL_FIELDS))
     else:
-        qs = GpuRollup.objects.filter(
-            device=device, bucket=tr.bucket, ts__gte=tr.start, ts__lte=tr.end
-        )
-        if tenant is not None:
-            qs = qs.filter(tenant=tenant)
+
+        def rows_of(b: str) -> QuerySet:
+            qs = GpuRollup.objects.filter(device=device, bucket=b, ts__gte=tr.start, ts__lte=tr.end)
+            return qs.filter(tenant=tenant) if tenant is not None else qs
+
+        qs = rows_of(finer_if_empty(tr.bucket, rows_of))
         cols = [ROLLUP_FIELDS[f] for f in DETAIL_FIELDS]
         rows = list(qs.order_by("ts").values_list("ts", *cols))
     ts = [r[0].timestamp() for r in rows]
@@ -353,6 +378,13 @@ def idle_export(user: User, tenant: Tenant | None, now: dt.datetime | None = Non
         yield d
 
 
+def _gpu_bucket(tr: TimeRange) -> str:
+    return finer_if_empty(
+        tr.gpu_bucket,
+        lambda b: GpuRollup.objects.filter(bucket=b, ts__gte=tr.start, ts__lte=tr.end),
+    )
+
+
 def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) -> dict:
     """GPUs that raised an XID, were throttled, ran at their power cap or ran hot in the range:
     aggregated per GPU in the database, the `limit` worst first, with how many there are.
@@ -361,7 +393,8 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
     board power (dcgm.BOARD_POWER_W); hot: a bucket's peak temperature at HOT_C or more. A
     capped or hot GPU is flagged even when the exporter sends no throttle reasons (the
     default DCGM set has none)."""
-    qs = GpuRollup.objects.filter(bucket=tr.gpu_bucket, ts__gte=tr.start, ts__lte=tr.end)
+    bucket = _gpu_bucket(tr)
+    qs = GpuRollup.objects.filter(bucket=bucket, ts__gte=tr.start, ts__lte=tr.end)
     if tenant is not None:
         qs = qs.filter(tenant=tenant)
     limits = list(_power_limits())
@@ -378,7 +411,7 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
     )
     hot = Q(temp_max__gte=HOT_C)
     flagged = qs.filter(Q(xid_last__isnull=False) | Q(throttle_any__gt=0) | capped | hot)
-    step_minutes = _step(tr.gpu_bucket) / 60
+    step_minutes = _step(bucket) / 60
     per_device = (
         flagged.values("device_id")
         .annotate(
@@ -456,7 +489,7 @@ def energy(tr: TimeRange, by: str, tenant: Tenant | None = None, limit: int = PA
         return _group_energy(tr, GROUP_ENERGY[by], limit)
     field = ENERGY_GROUPS.get(by, "device__model_name")
     qs = GpuRollup.objects.filter(
-        bucket=tr.gpu_bucket, ts__gte=tr.start, ts__lt=tr.end, energy_wh__isnull=False
+        bucket=_gpu_bucket(tr), ts__gte=tr.start, ts__lt=tr.end, energy_wh__isnull=False
     )
     if tenant is not None:
         qs = qs.filter(tenant=tenant)
@@ -491,8 +524,14 @@ def energy(tr: TimeRange, by: str, tenant: Tenant | None = None, limit: int = PA
 
 
 def _group_energy(tr: TimeRange, scope: str, limit: int) -> dict:
+    bucket = finer_if_empty(
+        tr.gpu_bucket,
+        lambda b: GroupRollup.objects.filter(
+            bucket=b, scope=Scope.FLEET, key="", ts__gte=tr.start, ts__lt=tr.end
+        ),
+    )
     qs = GroupRollup.objects.filter(
-        bucket=tr.gpu_bucket, scope=scope, ts__gte=tr.start, ts__lt=tr.end, energy_wh__isnull=False
+        bucket=bucket, scope=scope, ts__gte=tr.start, ts__lt=tr.end, energy_wh__isnull=False
     )
     rows = (
         qs.values("key")
@@ -522,7 +561,7 @@ def _group_energy(tr: TimeRange, scope: str, limit: int) -> dict:
     # The fleet's own rows hold the total (one row a bucket), whatever the number of groups.
     total = (
         GroupRollup.objects.filter(
-            bucket=tr.gpu_bucket, scope=Scope.FLEET, key="", ts__gte=tr.start, ts__lt=tr.end
+            bucket=bucket, scope=Scope.FLEET, key="", ts__gte=tr.start, ts__lt=tr.end
         ).aggregate(wh=Sum("energy_wh"))["wh"]
         or 0
     )
@@ -582,15 +621,22 @@ def tenant_workloads(
 def workload_series(tenant: Tenant, tr: TimeRange) -> dict[str, Series]:
     """Mean utilization per VM / node group of a tenant, from the workload rollups."""
     prefix = f"{tenant.namespace}|"
+
+    def rows_of(b: str) -> QuerySet:
+        return GroupRollup.objects.filter(
+            bucket=b, scope=Scope.WORKLOAD, key__startswith=prefix, ts__gte=tr.start, ts__lte=tr.end
+        )
+
+    bucket = finer_if_empty(tr.gpu_bucket, rows_of)
     qs = GroupRollup.objects.filter(
-        bucket=tr.gpu_bucket,
+        bucket=bucket,
         scope=Scope.WORKLOAD,
         key__startswith=prefix,
         ts__gte=tr.start,
         ts__lte=tr.end,
         gpus__gt=0,
     )
-    axis = _axis(tr, _step(tr.gpu_bucket))
+    axis = _axis(tr, _step(bucket))
     index = {t: i for i, t in enumerate(axis)}
     out: dict[str, Series] = {}
     for key, epoch, u in qs.values_list("key", "epoch", "util_avg"):
