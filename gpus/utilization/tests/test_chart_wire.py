@@ -117,13 +117,9 @@ def test_gpu_detail_axes_are_fixed() -> None:
             "sm_clock": [1400.0] * n,
         },
     )
-    titles = {
-        k: k
-        for k in (
-            "util_title memory power_title temp_title clocks util busy tensor mem_used "
-            "mem_total power power_limit temp sm_clock"
-        ).split()
-    }
+    keys = ["util_title", "memory", "power_title", "temp_title", "clocks", "util", "busy"]
+    keys += ["tensor", "mem_used", "mem_total", "power", "power_limit", "temp", "sm_clock"]
+    titles = {k: k for k in keys}
     layout = json.loads(charts.to_json(charts.gpu_detail(s, titles, 300.0)))["layout"]
     assert layout["yaxis"]["range"] == [0, 100]  # utilization: never 67-100 %
     low, high = layout["yaxis3"]["range"]  # power: from 0, the 300 W limit in view
