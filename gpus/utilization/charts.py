@@ -3,7 +3,9 @@ most 2,000 points; missing data stays a gap (never drawn as zero)."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -37,14 +39,6 @@ def _x(ts: np.ndarray) -> np.ndarray:
     return ts.astype("datetime64[s]")
 
 
-def _r(values: Sequence[float | None] | np.ndarray, digits: int = 1) -> list[float | None]:
-    """Values rounded for the wire (a tooltip shows one decimal; 1/10 of a percent, watt or
-    degree is below what DCGM measures), gaps as null: plain numbers gzip to a fraction of
-    Plotly's base64 float64 arrays."""
-    a = np.round(_floats(values), digits)
-    return [None if v != v else v for v in a.tolist()]
-
-
 def trim_leading_gap(
     per_line: Mapping[str, Series], share: float = 0.5
 ) -> tuple[dict[str, Series], float | None]:
@@ -72,9 +66,15 @@ def trim_leading_gap(
     return out, float(next(iter(per_line.values())).ts[first])
 
 
-def finish(fig: go.Figure, zone: str) -> go.Figure:
+def finish(fig: go.Figure | PlainFigure, zone: str) -> go.Figure | PlainFigure:
     """What every chart's tooltip says: values with one decimal, the time with its zone."""
-    fig.update_xaxes(hoverformat=f"%-d %b %Y %H:%M {zone}".rstrip())
+    hover = f"%-d %b %Y %H:%M {zone}".rstrip()
+    if isinstance(fig, PlainFigure):
+        fig.layout["xaxis"]["hoverformat"] = hover
+        for trace in fig.data:
+            trace["yhoverformat"] = ".1f"
+        return fig
+    fig.update_xaxes(hoverformat=hover)
     for trace in fig.data:
         if trace.type == "heatmap":
             trace.zhoverformat = ".1f"
@@ -117,49 +117,93 @@ def _dot_lonely_points(fig: go.Figure) -> None:
             trace.marker = {"size": np.where(lonely, 6, 0).tolist(), "color": trace.line.color}
 
 
+@dataclass
+class PlainFigure:
+    """A figure as the plain dict plotly.js reads, built without plotly's graph objects: their
+    validators checked every property of every trace and cost most of a 30-day chart's time.
+    For the charts whose shape is fixed (the fleet chart); the others use graph objects."""
+
+    data: list[dict]
+    layout: dict
+
+    def to_plotly_json(self) -> dict:
+        return {"data": self.data, "layout": self.layout}
+
+
+def _plain_layout(title: str, y_title: str = "", y_range: list | None = None) -> dict:
+    """What _layout sets, as a dict (template "none" is no template at all)."""
+    return {
+        "title": {"text": title, "x": 0, "font": {"size": 15}},
+        "margin": {"l": 56, "r": 16, "t": 48, "b": 40},
+        "height": 360,
+        "hovermode": "x unified",
+        "legend": {"orientation": "h", "y": -0.18},
+        "paper_bgcolor": "white",
+        "plot_bgcolor": "white",
+        "xaxis": dict(GRID),
+        "yaxis": {
+            **GRID,
+            "title": {"text": y_title},
+            "rangemode": "tozero",
+            **({"range": y_range} if y_range is not None else {}),
+        },
+    }
+
+
+def _lonely_marker(y: np.ndarray, color: str) -> dict | None:
+    """_dot_lonely_points for one plain trace: dots where a reading has gaps on both sides."""
+    ok = np.isfinite(y)
+    before = np.concatenate(([False], ok[:-1]))
+    after = np.concatenate((ok[1:], [False]))
+    lonely = ok & ~before & ~after
+    if not lonely.any():
+        return None
+    return {"size": np.where(lonely, 6, 0).tolist(), "color": color}
+
+
 def fleet_by_model(
     per_model: Mapping[str, Series], title: str, mean_label: str, band_label: str
-) -> go.Figure:
+) -> PlainFigure:
     """Mean utilization per model with a p5-p95 band across its GPUs."""
-    fig = go.Figure()
+    data: list[dict] = []
     for i, (model, s) in enumerate(sorted(per_model.items())):
         color = COLORS[i % len(COLORS)]
         x, (avg, lo, hi) = downsample(s.ts, [s.lines["avg"], s.lines["p05"], s.lines["p95"]])
         xs = _x(x)
-        avg, lo, hi = _r(avg), _r(lo), _r(hi)
-        fig.add_scatter(
-            x=xs,
-            y=lo,
-            mode="lines",
-            line={"width": 0},
-            showlegend=False,
-            legendgroup=model,
-            hoverinfo="skip",
-            connectgaps=False,
+        edge = {"type": "scatter", "x": xs, "mode": "lines", "connectgaps": False}
+        data.append(
+            {
+                **edge,
+                "y": lo,
+                "line": {"width": 0},
+                "showlegend": False,
+                "legendgroup": model,
+                "hoverinfo": "skip",
+            }
         )
-        fig.add_scatter(
-            x=xs,
-            y=hi,
-            mode="lines",
-            line={"width": 0},
-            fill="tonexty",
-            fillcolor=_alpha(color, 0.18),
-            name=f"{model} {band_label}",
-            legendgroup=model,
-            connectgaps=False,
+        data.append(
+            {
+                **edge,
+                "y": hi,
+                "line": {"width": 0},
+                "fill": "tonexty",
+                "fillcolor": _alpha(color, 0.18),
+                "name": f"{model} {band_label}",
+                "legendgroup": model,
+            }
         )
-        fig.add_scatter(
-            x=xs,
-            y=avg,
-            mode="lines",
-            line={"color": color, "width": 2},
-            name=f"{model} {mean_label}",
-            legendgroup=model,
-            connectgaps=False,
-        )
-    _layout(fig, title, "%", [0, 100])
-    _dot_lonely_points(fig)
-    return fig
+        mean = {
+            **edge,
+            "y": avg,
+            "line": {"color": color, "width": 2},
+            "name": f"{model} {mean_label}",
+            "legendgroup": model,
+        }
+        marker = _lonely_marker(avg, color)
+        if marker is not None:
+            mean |= {"mode": "lines+markers", "marker": marker}
+        data.append(mean)
+    return PlainFigure(data, _plain_layout(title, "%", [0, 100]))
 
 
 def _alpha(hex_color: str, a: float) -> str:
@@ -181,7 +225,7 @@ def allocation(s: Series, title: str, labels: Mapping[str, str]) -> go.Figure:
     # which drew ramps down to 0 GPUs into every gap and at the still-open latest bucket; a bar
     # is simply absent where there is no data, and a lone bucket still shows.
     for y, key, color in ((b, "busy", "#059669"), (i, "idle", "#dc2626"), (f, "free", "#cbd5e1")):
-        fig.add_bar(x=xs, y=_r(y), name=labels[key], marker={"color": color, "line": {"width": 0}})
+        fig.add_bar(x=xs, y=y, name=labels[key], marker={"color": color, "line": {"width": 0}})
     _layout(fig, title, labels["axis"])
     # A count of GPUs: a small one would otherwise get ticks at 0.5, 1.5...
     top = float(np.nanmax(np.maximum(gpus_a, alloc_a), initial=0))
@@ -203,7 +247,7 @@ def heatmap(
         go.Heatmap(
             x=_x(np.asarray(ts, dtype=float)),
             y=list(nodes),
-            z=[_r(row) for row in z],
+            z=np.array([_floats(row) for row in z]) if len(z) else [],
             zmin=0,
             zmax=100,
             colorscale="Viridis",
@@ -252,7 +296,7 @@ def gpu_detail(
                 continue
             fig.add_scatter(
                 x=xs,
-                y=_r(data[k]),
+                y=data[k],
                 mode="lines",
                 name=titles[k],
                 row=row,
@@ -303,7 +347,7 @@ def lines(per_line: Mapping[str, Series], key: str, title: str, y_title: str) ->
         x, (y,) = downsample(s.ts, [s.lines[key]])
         fig.add_scatter(
             x=_x(x),
-            y=_r(y),
+            y=y,
             mode="lines",
             name=name,
             connectgaps=False,
@@ -316,11 +360,51 @@ def lines(per_line: Mapping[str, Series], key: str, title: str, y_title: str) ->
     return fig
 
 
-def to_json(fig: go.Figure) -> str:
-    return fig.to_json(validate=False)
+def to_json(fig: go.Figure | PlainFigure) -> str:
+    """The figure for the wire: numbers rounded to one decimal as plain JSON numbers (a tooltip
+    shows one decimal, below what DCGM measures anyway), gaps as null, times to the minute.
+    Plain numbers gzip to a fraction of Plotly's base64 float64 arrays, and the arrays are
+    encoded by numpy here, not checked value by value by plotly's validators."""
+    return json.dumps(_plain(fig.to_plotly_json()), default=_wire, separators=(",", ":"))
 
 
-def points_per_line(fig: go.Figure) -> int:
+def _plain(node: object) -> object:
+    """Plotly's typed arrays ({"dtype", "bdata"[, "shape"]}) back to numpy, for _wire."""
+    if isinstance(node, dict):
+        if "bdata" in node and "dtype" in node:
+            a = np.frombuffer(base64.b64decode(node["bdata"]), dtype=node["dtype"])
+            if "shape" in node:
+                shape = node["shape"]
+                dims = [int(n) for n in shape.split(",")] if isinstance(shape, str) else shape
+                a = a.reshape(dims)
+            return a
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _wire(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "M":  # datetime64: "2026-12-05T14:05"
+            return np.datetime_as_string(value, unit="m").tolist()
+        if value.dtype.kind in "fiu":
+            a = np.round(value.astype(np.float64, copy=False), 1)
+            out = a.tolist()
+            if np.isnan(a).any():
+                out = [None if v != v else v for v in out]
+            return out
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def points_per_line(fig: go.Figure | PlainFigure) -> int:
+    if isinstance(fig, PlainFigure):
+        return max((len(t["x"]) for t in fig.data if t.get("x") is not None), default=0)
     return max((len(t.x) for t in fig.data if t.x is not None), default=0)
 
 
