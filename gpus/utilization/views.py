@@ -372,7 +372,9 @@ def chart(request: HttpRequest, kind: str) -> HttpResponse:
             span = (tr.start.timestamp(), tr.end.timestamp())
             first = _first_reading(s)
             if first is not None and (span[1] - first) < 0.5 * (span[1] - span[0]):
-                starts, span = first, (first, span[1])  # hours of data in a 7-day range
+                # The axis keeps the range asked for (minutes of readings must not fill a
+                # "24 h" chart edge to edge, unlike the others); the note says where data starts.
+                starts = first
             fig = charts.gpu_detail(
                 charts.local(s, offset),
                 _labels(),
