@@ -390,10 +390,10 @@ def _wire(value: object) -> object:
             return np.datetime_as_string(value, unit="m").tolist()
         if value.dtype.kind in "fiu":
             a = np.round(value.astype(np.float64, copy=False), 1)
-            out = a.tolist()
-            if np.isnan(a).any():
-                out = [None if v != v else v for v in out]
-            return out
+            if not np.isnan(a).any():
+                return a.tolist()
+            # NaN is no JSON: a gap is null (also inside a heatmap's rows).
+            return np.where(np.isnan(a), None, a).tolist()
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()

@@ -125,3 +125,13 @@ def test_gpu_detail_axes_are_fixed() -> None:
     low, high = layout["yaxis3"]["range"]  # power: from 0, the 300 W limit in view
     assert low == 0 and 300 < high <= 330
     assert layout["yaxis4"]["range"][0] == 0
+
+
+def test_heatmap_gaps_are_json_nulls(admin_client_) -> None:
+    """NaN is no JSON: a blank heatmap cell sent as NaN made the browser's JSON.parse fail."""
+    end = rollup.floor_ts(timezone.now(), 300)
+    _model_rows([end - dt.timedelta(minutes=5 * k) for k in (0, 2)])  # a gap between them
+    r = _get(admin_client_, reverse("gpus:util_chart", args=["heatmap"]))
+    assert b"NaN" not in r.content
+    z = json.loads(r.content)["figure"]["data"][0]["z"]
+    assert None in z[0] and any(v is not None for v in z[0])
