@@ -685,11 +685,19 @@ def fleet_summary() -> dict:
         "without_telemetry": max(in_inventory - with_telemetry, 0),
         "idle": idle,
         "idle_more": idle_more,
-        "last": MetricSource.objects.aggregate(last=Max("last_collected_at"))["last"],
+        "last": _latest_reading(latest["ts"]),
         "busy_metrics": [
             name for _, name in BUSY_METRICS if GpuDevice.objects.filter(busy_metric=name).exists()
         ],
     }
+
+
+def _latest_reading(latest_bucket: dt.datetime | None) -> dt.datetime | None:
+    """The last collection, or (guest agents push without one) the end of the latest rolled-up
+    bucket: no scan of the devices."""
+    collected = MetricSource.objects.aggregate(last=Max("last_collected_at"))["last"]
+    rolled = latest_bucket + dt.timedelta(minutes=5) if latest_bucket else None
+    return max((t for t in (collected, rolled) if t), default=None)
 
 
 def silent_workloads(
