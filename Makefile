@@ -62,7 +62,9 @@ run: setup
 	echo "  devcluster: http://127.0.0.1:$(DEVCLUSTER_PORT)/  kubectl --kubeconfig $$VAR_DIR/devcluster/kubeconfig get nodes"
 	echo "  Logs: $$log/. Stop with Ctrl-C."
 	echo
-	$(PY) manage.py runserver 127.0.0.1:$(PORT) --noreload
+	# Static files as production serves them: hashed, gzip/brotli, cached for a year.
+	STATIC_COLLECTED=true $(PY) manage.py collectstatic --noinput -v0
+	STATIC_COLLECTED=true $(PY) manage.py runserver 127.0.0.1:$(PORT) --noreload
 
 # The Debian packages the tests need: installed when root, else named (before anything runs).
 prerequisites:

@@ -193,18 +193,26 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.FileSystemFinder",
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
-    "gpus.web.staticfinders.PlotlyFinder",  # vendor/plotly.min.js from the plotly package
 ]
+# Static files: hashed names, gzip and brotli copies, served by WhiteNoise with a year's
+# caching (immutable). `make run` collects them too (STATIC_COLLECTED): DEBUG then serves the
+# same way instead of re-reading the sources uncompressed and uncached.
+STATIC_COLLECTED = env_bool("STATIC_COLLECTED", False)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG and not STATIC_COLLECTED
+            else "hikube_portal.static_storage.HashedEvenInDebug"
             if DEBUG
             else "whitenoise.storage.CompressedManifestStaticFilesStorage"
         )
     },
 }
+if DEBUG and STATIC_COLLECTED:
+    WHITENOISE_AUTOREFRESH = False
+    WHITENOISE_USE_FINDERS = False
 
 # Security: strict by default whenever DEBUG is off (manage.py check --deploy stays clean).
 SESSION_COOKIE_HTTPONLY = True

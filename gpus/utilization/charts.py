@@ -3,7 +3,9 @@ most 2,000 points; missing data stays a gap (never drawn as zero)."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +37,50 @@ class Series:
 
 def _x(ts: np.ndarray) -> np.ndarray:
     return ts.astype("datetime64[s]")
+
+
+def trim_leading_gap(
+    per_line: Mapping[str, Series], share: float = 0.5
+) -> tuple[dict[str, Series], float | None]:
+    """Lines on a full time axis whose data covers less than `share` of it (a fleet installed
+    an hour ago, seen over 24 h): cut the empty start, so the data is not a sliver at the right
+    edge. Returns the lines and where the data starts (None when nothing was cut)."""
+    firsts = []
+    size = 0
+    for s in per_line.values():
+        size = max(size, len(s.ts))
+        for line in s.lines.values():
+            finite = np.flatnonzero(np.isfinite(_floats(line)))
+            if finite.size:
+                firsts.append(int(finite[0]))
+    if not firsts or size == 0:
+        return dict(per_line), None
+    first = min(firsts)
+    if first == 0 or (size - first) / size >= share:
+        return dict(per_line), None
+    start = max(first - 1, 0)  # one empty bucket before: a lone first reading stays a dot
+    out = {
+        k: Series(list(s.ts)[start:], {n: list(v)[start:] for n, v in s.lines.items()})
+        for k, s in per_line.items()
+    }
+    return out, float(next(iter(per_line.values())).ts[first])
+
+
+def finish(fig: go.Figure | PlainFigure, zone: str) -> go.Figure | PlainFigure:
+    """What every chart's tooltip says: values with one decimal, the time with its zone."""
+    hover = f"%-d %b %Y %H:%M {zone}".rstrip()
+    if isinstance(fig, PlainFigure):
+        fig.layout["xaxis"]["hoverformat"] = hover
+        for trace in fig.data:
+            trace["yhoverformat"] = ".1f"
+        return fig
+    fig.update_xaxes(hoverformat=hover)
+    for trace in fig.data:
+        if trace.type == "heatmap":
+            trace.zhoverformat = ".1f"
+        else:
+            trace.yhoverformat = ".1f"
+    return fig
 
 
 def local(s: Series, offset: float) -> Series:
@@ -71,48 +117,93 @@ def _dot_lonely_points(fig: go.Figure) -> None:
             trace.marker = {"size": np.where(lonely, 6, 0).tolist(), "color": trace.line.color}
 
 
+@dataclass
+class PlainFigure:
+    """A figure as the plain dict plotly.js reads, built without plotly's graph objects: their
+    validators checked every property of every trace and cost most of a 30-day chart's time.
+    For the charts whose shape is fixed (the fleet chart); the others use graph objects."""
+
+    data: list[dict]
+    layout: dict
+
+    def to_plotly_json(self) -> dict:
+        return {"data": self.data, "layout": self.layout}
+
+
+def _plain_layout(title: str, y_title: str = "", y_range: list | None = None) -> dict:
+    """What _layout sets, as a dict (template "none" is no template at all)."""
+    return {
+        "title": {"text": title, "x": 0, "font": {"size": 15}},
+        "margin": {"l": 56, "r": 16, "t": 48, "b": 40},
+        "height": 360,
+        "hovermode": "x unified",
+        "legend": {"orientation": "h", "y": -0.18},
+        "paper_bgcolor": "white",
+        "plot_bgcolor": "white",
+        "xaxis": dict(GRID),
+        "yaxis": {
+            **GRID,
+            "title": {"text": y_title},
+            "rangemode": "tozero",
+            **({"range": y_range} if y_range is not None else {}),
+        },
+    }
+
+
+def _lonely_marker(y: np.ndarray, color: str) -> dict | None:
+    """_dot_lonely_points for one plain trace: dots where a reading has gaps on both sides."""
+    ok = np.isfinite(y)
+    before = np.concatenate(([False], ok[:-1]))
+    after = np.concatenate((ok[1:], [False]))
+    lonely = ok & ~before & ~after
+    if not lonely.any():
+        return None
+    return {"size": np.where(lonely, 6, 0).tolist(), "color": color}
+
+
 def fleet_by_model(
     per_model: Mapping[str, Series], title: str, mean_label: str, band_label: str
-) -> go.Figure:
+) -> PlainFigure:
     """Mean utilization per model with a p5-p95 band across its GPUs."""
-    fig = go.Figure()
+    data: list[dict] = []
     for i, (model, s) in enumerate(sorted(per_model.items())):
         color = COLORS[i % len(COLORS)]
         x, (avg, lo, hi) = downsample(s.ts, [s.lines["avg"], s.lines["p05"], s.lines["p95"]])
         xs = _x(x)
-        fig.add_scatter(
-            x=xs,
-            y=lo,
-            mode="lines",
-            line={"width": 0},
-            showlegend=False,
-            legendgroup=model,
-            hoverinfo="skip",
-            connectgaps=False,
+        edge = {"type": "scatter", "x": xs, "mode": "lines", "connectgaps": False}
+        data.append(
+            {
+                **edge,
+                "y": lo,
+                "line": {"width": 0},
+                "showlegend": False,
+                "legendgroup": model,
+                "hoverinfo": "skip",
+            }
         )
-        fig.add_scatter(
-            x=xs,
-            y=hi,
-            mode="lines",
-            line={"width": 0},
-            fill="tonexty",
-            fillcolor=_alpha(color, 0.18),
-            name=f"{model} {band_label}",
-            legendgroup=model,
-            connectgaps=False,
+        data.append(
+            {
+                **edge,
+                "y": hi,
+                "line": {"width": 0},
+                "fill": "tonexty",
+                "fillcolor": _alpha(color, 0.18),
+                "name": f"{model} {band_label}",
+                "legendgroup": model,
+            }
         )
-        fig.add_scatter(
-            x=xs,
-            y=avg,
-            mode="lines",
-            line={"color": color, "width": 2},
-            name=f"{model} {mean_label}",
-            legendgroup=model,
-            connectgaps=False,
-        )
-    _layout(fig, title, "%", [0, 100])
-    _dot_lonely_points(fig)
-    return fig
+        mean = {
+            **edge,
+            "y": avg,
+            "line": {"color": color, "width": 2},
+            "name": f"{model} {mean_label}",
+            "legendgroup": model,
+        }
+        marker = _lonely_marker(avg, color)
+        if marker is not None:
+            mean |= {"mode": "lines+markers", "marker": marker}
+        data.append(mean)
+    return PlainFigure(data, _plain_layout(title, "%", [0, 100]))
 
 
 def _alpha(hex_color: str, a: float) -> str:
@@ -156,7 +247,7 @@ def heatmap(
         go.Heatmap(
             x=_x(np.asarray(ts, dtype=float)),
             y=list(nodes),
-            z=[[np.nan if v is None else v for v in row] for row in z],
+            z=np.array([_floats(row) for row in z]) if len(z) else [],
             zmin=0,
             zmax=100,
             colorscale="Viridis",
@@ -232,6 +323,19 @@ def gpu_detail(
     )
     if span is not None:
         fig.update_xaxes(range=list(_x(np.asarray(span, dtype=float)).astype(str)))
+    # Fixed scales: a busy GPU's 67-100 % or a capped one's 298-300 W would otherwise fill the
+    # whole height and look like wild swings. Utilization 0-100 %, memory up to the board's
+    # total, power up to the limit (its line stays in view), temperature from 0.
+    fig.update_yaxes(range=[0, 100], row=1, col=1)
+    top_mem = float(np.nanmax(np.concatenate([data["mem_total"], data["mem_used"]]), initial=0))
+    if top_mem > 0:
+        fig.update_yaxes(range=[0, top_mem * 1.05], row=2, col=1)
+    top_power = float(np.nanmax(data["power"], initial=0))
+    if power_limit or top_power:
+        fig.update_yaxes(range=[0, max(power_limit or 0, top_power) * 1.08], row=3, col=1)
+    top_temp = float(np.nanmax(data["temp"], initial=0))
+    fig.update_yaxes(range=[0, max(100.0, top_temp + 5)], row=4, col=1)
+    fig.update_yaxes(rangemode="tozero", row=5, col=1)
     _dot_lonely_points(fig)
     return fig
 
@@ -256,11 +360,51 @@ def lines(per_line: Mapping[str, Series], key: str, title: str, y_title: str) ->
     return fig
 
 
-def to_json(fig: go.Figure) -> str:
-    return fig.to_json(validate=False)
+def to_json(fig: go.Figure | PlainFigure) -> str:
+    """The figure for the wire: numbers rounded to one decimal as plain JSON numbers (a tooltip
+    shows one decimal, below what DCGM measures anyway), gaps as null, times to the minute.
+    Plain numbers gzip to a fraction of Plotly's base64 float64 arrays, and the arrays are
+    encoded by numpy here, not checked value by value by plotly's validators."""
+    return json.dumps(_plain(fig.to_plotly_json()), default=_wire, separators=(",", ":"))
 
 
-def points_per_line(fig: go.Figure) -> int:
+def _plain(node: object) -> object:
+    """Plotly's typed arrays ({"dtype", "bdata"[, "shape"]}) back to numpy, for _wire."""
+    if isinstance(node, dict):
+        if "bdata" in node and "dtype" in node:
+            a = np.frombuffer(base64.b64decode(node["bdata"]), dtype=node["dtype"])
+            if "shape" in node:
+                shape = node["shape"]
+                dims = [int(n) for n in shape.split(",")] if isinstance(shape, str) else shape
+                a = a.reshape(dims)
+            return a
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _wire(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "M":  # datetime64: "2026-12-05T14:05"
+            return np.datetime_as_string(value, unit="m").tolist()
+        if value.dtype.kind in "fiu":
+            a = np.round(value.astype(np.float64, copy=False), 1)
+            if not np.isnan(a).any():
+                return a.tolist()
+            # NaN is no JSON: a gap is null (also inside a heatmap's rows).
+            return np.where(np.isnan(a), None, a).tolist()
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def points_per_line(fig: go.Figure | PlainFigure) -> int:
+    if isinstance(fig, PlainFigure):
+        return max((len(t["x"]) for t in fig.data if t.get("x") is not None), default=0)
     return max((len(t.x) for t in fig.data if t.x is not None), default=0)
 
 

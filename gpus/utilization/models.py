@@ -91,6 +91,8 @@ class GpuDevice(models.Model):
         indexes = [
             models.Index(fields=["tenant", "hostname"], name="gpudevice_tenant_idx"),
             models.Index(fields=["idle_since"], name="gpudevice_idle_idx"),
+            # The fleet page asks which busy metrics are in use: one index probe each.
+            models.Index(fields=["busy_metric"], name="gpudevice_busy_metric_idx"),
         ]
         verbose_name = _("GPU device")
         verbose_name_plural = _("GPU devices")
@@ -188,6 +190,8 @@ class Scope(models.TextChoices):
     # so query-API mode needs no per-GPU rows.
     NODE = "node", _("Node")
     WORKLOAD = "workload", _("Workload")
+    # The physical host node whose GPUs a tenant worker or VM holds (the inventory's holders).
+    HOST = "host", _("Host node")
 
 
 class GroupRollup(models.Model):
@@ -219,7 +223,11 @@ class GroupRollup(models.Model):
             )
         ]
         indexes = [
-            models.Index(fields=["bucket", "scope", "key", "epoch"], name="grouprollup_epoch_idx")
+            models.Index(fields=["bucket", "scope", "key", "epoch"], name="grouprollup_epoch_idx"),
+            # The heatmap ranks the nodes of one bucket by utilization: a walk of this index.
+            models.Index(
+                fields=["bucket", "scope", "epoch", "util_avg"], name="grouprollup_rank_idx"
+            ),
         ]
 
     def __str__(self) -> str:

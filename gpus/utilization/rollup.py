@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Count, Max, Min
 from django.utils import timezone
 
-from gpus.inventory.models import GpuWorkload
+from gpus.inventory.models import GpuWorkload, Node
 from gpus.tenancy.models import Tenant
 from gpus.utilization.collector import Owners
 from gpus.utilization.metrics.dcgm import THROTTLING, board_power
@@ -202,6 +202,20 @@ def workload_label(name: str | None, node_group: str | None, kube_cluster: str |
     return f"{label}/{node_group}" if node_group else label
 
 
+def host_nodes() -> dict[str, str]:
+    """The exporter's Hostname of a tenant worker (or a GPU VM) -> the host node whose GPUs its
+    virt-launcher pod holds, from the inventory's GPU holders (`vm.kubevirt.io/name`: the
+    worker's KubeVirt VM, which is also its node name in the tenant cluster)."""
+    out: dict[str, str] = {}
+    nodes = Node.objects.filter(gpu_allocated__gt=0).values_list("name", "holders")
+    for name, holders in nodes.iterator(chunk_size=2000):
+        for h in holders or []:
+            vm = h.get("workload") if isinstance(h, dict) else None
+            if vm:
+                out[str(vm)] = name
+    return out
+
+
 def group_rollups(
     bucket: str, start: dt.datetime, unstored: Sequence[GpuRollup] = ()
 ) -> list[GroupRollup]:
@@ -229,6 +243,7 @@ def group_rollups(
         "device__kube_cluster",
     )
     rows = [r[1:] for r in stored if r[0] not in skip] + _unstored_rows(unstored)
+    hosts = host_nodes()
     groups: dict[tuple[str, str], list[tuple]] = defaultdict(list)
     for row in rows:
         groups[(Scope.FLEET, "")].append(row)
@@ -236,6 +251,8 @@ def group_rollups(
         groups[(Scope.MODEL, row[5] or "")].append(row)
         if row[9]:
             groups[(Scope.NODE, row[9])].append(row)
+            if row[9] in hosts:
+                groups[(Scope.HOST, hosts[row[9]])].append(row)
         if row[7]:
             groups[(Scope.TENANT, row[7])].append(row)
             label = workload_label(row[10], row[11], row[12])

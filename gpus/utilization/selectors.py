@@ -5,22 +5,30 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Avg, Count, F, Max, Q, QuerySet, Sum
+from django.db.models import Avg, Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
 from gpus.inventory.choices import WorkloadKind
-from gpus.inventory.models import GpuWorkload
+from gpus.inventory.models import GpuWorkload, ModelInventory
 from gpus.tenancy.models import Tenant
 from gpus.utilization.charts import Series
-from gpus.utilization.metrics.dcgm import THROTTLE_BITS, THROTTLING, board_power
+from gpus.utilization.metrics.dcgm import (
+    HOT_C,
+    POWER_CAP_SHARE,
+    THROTTLE_BITS,
+    THROTTLING,
+    board_power,
+)
+from gpus.utilization.metrics.parse import BUSY_METRICS
 from gpus.utilization.models import (
     Bucket,
     GpuDevice,
@@ -31,6 +39,19 @@ from gpus.utilization.models import (
     Scope,
 )
 from gpus.web.access import User, is_platform_admin, require_platform_admin
+from gpus.web.paging import KeysetPage, PageRequest, keyset_page
+
+# Every list on a utilization page is a page of this many rows (or the top this many), and
+# every count stops at COUNT_CAP: a page costs the same at 1,000 and at 1,000,000 GPUs.
+PAGE_SIZE = 50
+COUNT_CAP = 1000
+
+
+def capped_count(qs: QuerySet) -> tuple[int, bool]:
+    """Rows of `qs` up to COUNT_CAP, and whether there are more (then say "1,000+")."""
+    n = qs.order_by()[: COUNT_CAP + 1].count()
+    return min(n, COUNT_CAP), n > COUNT_CAP
+
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 REFRESH_UP_TO = 6 * 3600
@@ -88,8 +109,11 @@ class TimeRange:
 
     @property
     def bucket(self) -> str:
-        """Group charts: 5-minute rows up to a month (<= 8,640 a line, then downsampled)."""
-        return Bucket.FIVE_MINUTES if self.seconds <= 31 * 86400 else Bucket.HOUR
+        """Group charts: 5-minute rows up to a week (<= 2,016 a line), hourly rows past it (720
+        a line for 30 days: about a chart's width in pixels). Reading 8,640 5-minute rows a line
+        to downsample them on every request was most of a 30-day chart's time; the hourly rows
+        are already there (the rollup task writes them as each hour closes)."""
+        return Bucket.FIVE_MINUTES if self.seconds <= 7 * 86400 + 3600 else Bucket.HOUR
 
     @property
     def gpu_bucket(self) -> str:
@@ -138,21 +162,39 @@ def _step(bucket: str) -> int:
     return 300 if bucket == Bucket.FIVE_MINUTES else 3600
 
 
+def finer_if_empty(bucket: str, rows_of: Callable[[str], QuerySet]) -> str:
+    """Hourly rows exist only once an hour has closed: a 7-day view of a fleet installed 40
+    minutes ago read none and stayed empty. Then read the 5-minute rows (one more query)."""
+    if bucket == Bucket.HOUR and not rows_of(Bucket.HOUR).exists():
+        return Bucket.FIVE_MINUTES
+    return bucket
+
+
 def group_series(
     scope: str, keys: list[str] | None, tr: TimeRange, fields: tuple[str, ...]
 ) -> dict[str, Series]:
     """Group rollups per key on a full time axis (missing buckets are gaps, not zeros)."""
-    step = _step(tr.bucket)
+    first_s, last_s = int(tr.start.timestamp()), int(tr.end.timestamp())
+
+    def rows_of(b: str) -> QuerySet:
+        qs = GroupRollup.objects.filter(
+            bucket=b, scope=scope, epoch__gte=first_s, epoch__lte=last_s, gpus__gt=0
+        )
+        return qs.filter(key__in=keys) if keys is not None else qs
+
+    bucket = finer_if_empty(tr.bucket, rows_of)
+    step = _step(bucket)
     first = int(tr.start.timestamp()) // step * step
     last = int(tr.end.timestamp())
     qs = GroupRollup.objects.filter(
-        bucket=tr.bucket, scope=scope, epoch__gte=first, epoch__lte=last, gpus__gt=0
+        bucket=bucket, scope=scope, epoch__gte=first, epoch__lte=last, gpus__gt=0
     )
     if keys is not None:
         qs = qs.filter(key__in=keys)
     axis = np.arange(first, last + 1, step, dtype=np.float64)
     rows: dict[str, list] = defaultdict(list)
-    for row in qs.values_list("key", "epoch", *fields).iterator(chunk_size=10000):
+    # A few thousand rows at most (see TimeRange.bucket): one fetch, no server-side cursor.
+    for row in qs.values_list("key", "epoch", *fields):
         rows[row[0]].append(row[1:])
     out: dict[str, Series] = {}
     for key, rs in rows.items():
@@ -177,27 +219,51 @@ def allocation(tr: TimeRange, tenant: Tenant | None = None) -> Series | None:
     return found
 
 
-def heatmap(tr: TimeRange, limit: int = 60) -> tuple[list[str], list[float], list[list]]:
-    """Mean utilization per node (hostname) and bucket, from the node rollups (both modes);
-    the busiest `limit` nodes first."""
-    bucket = Bucket.FIVE_MINUTES if tr.seconds <= 86400 else Bucket.HOUR
-    qs = GroupRollup.objects.filter(
-        bucket=bucket, scope=Scope.NODE, ts__gte=tr.start, ts__lte=tr.end, gpus__gt=0
+HEATMAP_SCOPES = (Scope.NODE, Scope.HOST)
+
+
+def heatmap(
+    tr: TimeRange, scope: str = Scope.NODE, limit: int = 60, offset: int = 0
+) -> tuple[list[str], list[float], list[list], bool]:
+    """Mean utilization per node and bucket, from the node rollups (both modes): per tenant
+    worker (the exporter's Hostname) or per host node (Scope.HOST, through the inventory's GPU
+    holders). The `limit` busiest nodes of the range's latest bucket, from `offset` on, read
+    through the (bucket, scope, epoch, util_avg) index: a fixed cost whatever the fleet. Also
+    whether more nodes follow."""
+    start_s, end_s = int(tr.start.timestamp()), int(tr.end.timestamp())
+    bucket = finer_if_empty(
+        Bucket.FIVE_MINUTES if tr.seconds <= 86400 else Bucket.HOUR,
+        lambda b: GroupRollup.objects.filter(
+            bucket=b, scope=scope, epoch__gte=start_s, epoch__lte=end_s
+        ),
     )
-    nodes = list(
-        qs.values("key")
-        .annotate(u=Avg("util_avg"))
-        .order_by(F("u").desc(nulls_last=True), "key")
-        .values_list("key", flat=True)[:limit]
+    rows = GroupRollup.objects.filter(bucket=bucket, scope=scope, gpus__gt=0)
+    latest = (
+        rows.filter(epoch__lte=int(tr.end.timestamp()), epoch__gte=int(tr.start.timestamp()))
+        .order_by("-epoch")
+        .values_list("epoch", flat=True)
+        .first()
     )
+    if latest is None:
+        return [], [], [], False
+    ranked = list(
+        rows.filter(epoch=latest, util_avg__isnull=False)
+        .order_by("-util_avg", "key")
+        .values_list("key", flat=True)[offset : offset + limit + 1]
+    )
+    more = len(ranked) > limit
+    nodes = ranked[:limit]
     axis = _axis(tr, _step(bucket))
     index = {t: i for i, t in enumerate(axis)}
     z = {n: [None] * len(axis) for n in nodes}
-    for node, epoch, u in qs.filter(key__in=nodes).values_list("key", "epoch", "util_avg"):
+    in_range = rows.filter(
+        key__in=nodes, epoch__gte=int(axis[0]) if axis else 0, epoch__lte=int(tr.end.timestamp())
+    )
+    for node, epoch, u in in_range.values_list("key", "epoch", "util_avg"):
         i = index.get(float(epoch))
         if i is not None:
             z[node][i] = u
-    return nodes, axis, [z[n] for n in nodes]
+    return nodes, axis, [z[n] for n in nodes], more
 
 
 def devices_for(user: User, tenant: Tenant | None) -> QuerySet[GpuDevice]:
@@ -251,11 +317,12 @@ def gpu_series(device: GpuDevice, tr: TimeRange, tenant: Tenant | None) -> Serie
     if tr.start >= raw_from and samples.exists():
         rows = list(samples.order_by("ts").values_list("ts", *DETAIL_FIELDS))
     else:
-        qs = GpuRollup.objects.filter(
-            device=device, bucket=tr.bucket, ts__gte=tr.start, ts__lte=tr.end
-        )
-        if tenant is not None:
-            qs = qs.filter(tenant=tenant)
+
+        def rows_of(b: str) -> QuerySet:
+            qs = GpuRollup.objects.filter(device=device, bucket=b, ts__gte=tr.start, ts__lte=tr.end)
+            return qs.filter(tenant=tenant) if tenant is not None else qs
+
+        qs = rows_of(finer_if_empty(tr.bucket, rows_of))
         cols = [ROLLUP_FIELDS[f] for f in DETAIL_FIELDS]
         rows = list(qs.order_by("ts").values_list("ts", *cols))
     ts = [r[0].timestamp() for r in rows]
@@ -275,49 +342,135 @@ def gpu_series(device: GpuDevice, tr: TimeRange, tenant: Tenant | None) -> Serie
     return Series(out_ts, out_lines)
 
 
-def idle_gpus(user: User, tenant: Tenant | None, now: dt.datetime | None = None) -> list[GpuDevice]:
-    """Allocated GPUs under the threshold for at least METRICS_IDLE_MINUTES, longest first."""
+def idle_queryset(user: User, tenant: Tenant | None, now: dt.datetime | None = None) -> QuerySet:
+    """Allocated GPUs under the threshold for at least METRICS_IDLE_MINUTES."""
     now = now or timezone.now()
     cutoff = now - dt.timedelta(minutes=settings.METRICS_IDLE_MINUTES)
-    qs = devices_for(user, tenant).filter(idle_since__lte=cutoff).order_by("idle_since")
-    out = list(qs)
-    for d in out:
+    return devices_for(user, tenant).filter(idle_since__lte=cutoff)
+
+
+IDLE_KEY = ("idle_since", "id")
+
+
+def _idle_hours(rows: list[GpuDevice], now: dt.datetime) -> list[GpuDevice]:
+    for d in rows:
         d.idle_hours = (now - d.idle_since).total_seconds() / 3600
-    return out
+    return rows
 
 
-def health(tr: TimeRange, tenant: Tenant | None = None) -> list[dict]:
-    """GPUs that raised an XID or were throttled in the range."""
-    qs = GpuRollup.objects.filter(bucket=tr.gpu_bucket, ts__gte=tr.start, ts__lte=tr.end).filter(
-        Q(xid_last__isnull=False) | Q(throttle_any__gt=0)
+def idle_gpus(
+    user: User,
+    tenant: Tenant | None,
+    page: PageRequest | None = None,
+    per_page: int = PAGE_SIZE,
+    now: dt.datetime | None = None,
+) -> KeysetPage[GpuDevice]:
+    """One page of idle GPUs, longest idle first (the idle_since index)."""
+    now = now or timezone.now()
+    result = keyset_page(
+        idle_queryset(user, tenant, now), IDLE_KEY, page or PageRequest(), per_page
     )
+    _idle_hours(result.rows, now)
+    return result
+
+
+def idle_export(user: User, tenant: Tenant | None, now: dt.datetime | None = None):
+    """Every idle GPU for the CSV, streamed in chunks (constant memory)."""
+    now = now or timezone.now()
+    for d in idle_queryset(user, tenant, now).order_by(*IDLE_KEY).iterator(chunk_size=2000):
+        d.idle_hours = (now - d.idle_since).total_seconds() / 3600
+        yield d
+
+
+def _gpu_bucket(tr: TimeRange) -> str:
+    return finer_if_empty(
+        tr.gpu_bucket,
+        lambda b: GpuRollup.objects.filter(bucket=b, ts__gte=tr.start, ts__lte=tr.end),
+    )
+
+
+def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) -> dict:
+    """GPUs that raised an XID, were throttled, ran at their power cap or ran hot in the range:
+    aggregated per GPU in the database, the `limit` worst first, with how many there are.
+
+    At the cap: a bucket's peak power at POWER_CAP_SHARE of the GPU's reported limit or its
+    board power (dcgm.BOARD_POWER_W); hot: a bucket's peak temperature at HOT_C or more. A
+    capped or hot GPU is flagged even when the exporter sends no throttle reasons (the
+    default DCGM set has none)."""
+    bucket = _gpu_bucket(tr)
+    qs = GpuRollup.objects.filter(bucket=bucket, ts__gte=tr.start, ts__lte=tr.end)
     if tenant is not None:
         qs = qs.filter(tenant=tenant)
-    per: dict[int, dict] = defaultdict(lambda: {"xids": set(), "mask": 0, "buckets": 0})
-    for device_id, xid, mask, ts in qs.values_list("device_id", "xid_last", "throttle_any", "ts"):
-        p = per[device_id]
-        if xid:
-            p["xids"].add(xid)
-            p["last_xid_at"] = max(ts, p.get("last_xid_at", ts))
+    limits = list(_power_limits())
+    capped = Q()
+    for model_prefix, watts in limits:
+        capped |= Q(
+            device__power_limit_w__isnull=True,
+            device__model_name__istartswith=model_prefix,
+            power_max__gte=watts * POWER_CAP_SHARE,
+        )
+    capped |= Q(
+        device__power_limit_w__isnull=False,
+        power_max__gte=F("device__power_limit_w") * POWER_CAP_SHARE,
+    )
+    hot = Q(temp_max__gte=HOT_C)
+    flagged = qs.filter(Q(xid_last__isnull=False) | Q(throttle_any__gt=0) | capped | hot)
+    step_minutes = _step(bucket) / 60
+    per_device = (
+        flagged.values("device_id")
+        .annotate(
+            xid_buckets=Count("id", filter=Q(xid_last__isnull=False)),
+            last_xid_at=Max("ts", filter=Q(xid_last__isnull=False)),
+            last_xid=Max("xid_last"),
+            throttle_buckets=Count("id", filter=Q(throttle_any__gt=0)),
+            capped_buckets=Count("id", filter=capped),
+            hot_buckets=Count("id", filter=hot),
+            peak_power=Max("power_max"),
+            peak_temp=Max("temp_max"),
+        )
+        .order_by(
+            "-xid_buckets", "-throttle_buckets", "-capped_buckets", "-hot_buckets", "device_id"
+        )
+    )
+    top = list(per_device[:limit])
+    total, more = capped_count(flagged.values("device_id").distinct())
+    ids = [r["device_id"] for r in top]
+    devices = GpuDevice.objects.select_related("tenant").in_bulk(ids)
+    # The throttle reasons of the shown GPUs: OR of their masks, read for these GPUs only.
+    masks: dict[int, int] = defaultdict(int)
+    xids: dict[int, set] = defaultdict(set)
+    for device_id, mask, xid in flagged.filter(device_id__in=ids).values_list(
+        "device_id", "throttle_any", "xid_last"
+    ):
         if mask and mask & THROTTLING:
-            p["mask"] |= mask
-            p["buckets"] += 1
-    devices = GpuDevice.objects.in_bulk(list(per))
+            masks[device_id] |= mask
+        if xid:
+            xids[device_id].add(xid)
     out = []
-    for device_id, p in per.items():
-        if not p["xids"] and not p["mask"]:
-            continue
+    for r in top:
+        d = devices[r["device_id"]]
         out.append(
             {
-                "device": devices[device_id],
-                "xids": sorted(p["xids"]),
-                "last_xid_at": p.get("last_xid_at"),
-                "reasons": decode_throttle(p["mask"]),
-                "throttled_minutes": p["buckets"] * _step(tr.gpu_bucket) / 60,
+                "device": d,
+                "xids": sorted(xids[d.pk]),
+                "last_xid_at": r["last_xid_at"],
+                "reasons": decode_throttle(masks[d.pk]),
+                "throttled_minutes": r["throttle_buckets"] * step_minutes if masks[d.pk] else 0,
+                "capped_minutes": r["capped_buckets"] * step_minutes,
+                "hot_minutes": r["hot_buckets"] * step_minutes,
+                "peak_power": r["peak_power"],
+                "peak_temp": r["peak_temp"],
+                "power_limit": board_power(d.model_name, d.power_limit_w),
             }
         )
-    out.sort(key=lambda r: (not r["xids"], r["device"].hostname))
-    return out
+    return {"rows": out, "count": total, "more": more}
+
+
+def _power_limits() -> list[tuple[str, float]]:
+    """(model name prefix, board watts) as DCGM names the model ("NVIDIA " first)."""
+    from gpus.utilization.metrics.dcgm import BOARD_POWER_W
+
+    return [(f"nvidia {k}", w) for k, w in BOARD_POWER_W.items()] + list(BOARD_POWER_W.items())
 
 
 ENERGY_GROUPS = {
@@ -331,15 +484,16 @@ ENERGY_GROUPS = {
 GROUP_ENERGY = {"node": Scope.NODE, "tenant": Scope.TENANT, "model": Scope.MODEL}
 
 
-def energy(tr: TimeRange, by: str, tenant: Tenant | None = None) -> list[dict]:
+def energy(tr: TimeRange, by: str, tenant: Tenant | None = None, limit: int = PAGE_SIZE) -> dict:
     """kWh per GPU, node, tenant or model from the power samples, with the mean power per GPU
-    and the share of the boards' power it ran at. Node, tenant and model read the group
-    rollups (query-API mode keeps no per-GPU rows); per GPU reads the per-GPU rollups."""
+    and the share of the boards' power it ran at: the `limit` largest consumers, the total over
+    every group, and how many groups there are. Node, tenant and model read the group rollups
+    (query-API mode keeps no per-GPU rows); per GPU reads the per-GPU rollups."""
     if by in GROUP_ENERGY and tenant is None:
-        return _group_energy(tr, GROUP_ENERGY[by])
+        return _group_energy(tr, GROUP_ENERGY[by], limit)
     field = ENERGY_GROUPS.get(by, "device__model_name")
     qs = GpuRollup.objects.filter(
-        bucket=tr.gpu_bucket, ts__gte=tr.start, ts__lt=tr.end, energy_wh__isnull=False
+        bucket=_gpu_bucket(tr), ts__gte=tr.start, ts__lt=tr.end, energy_wh__isnull=False
     )
     if tenant is not None:
         qs = qs.filter(tenant=tenant)
@@ -352,28 +506,36 @@ def energy(tr: TimeRange, by: str, tenant: Tenant | None = None) -> list[dict]:
             model=Max("device__model_name"),
             limit=Max("device__power_limit_w"),
         )
-        .order_by("-wh")
+        .order_by("-wh", field)
     )
     out = []
-    for r in rows:
+    for r in rows[:limit]:
         # Share of the board's power limit (reported, else the model's board power; groups
         # mixing models use their largest).
-        limit = board_power(r["model"] or "", r["limit"])
+        limit_w = board_power(r["model"] or "", r["limit"])
         out.append(
             {
                 "key": r[field] or "—",
                 "kwh": r["wh"] / 1000,
                 "power": r["power"],
-                "share": r["power"] / limit * 100 if r["power"] is not None and limit else None,
+                "share": r["power"] / limit_w * 100 if r["power"] is not None and limit_w else None,
                 "gpus": r["gpus"],
             }
         )
-    return out
+    total = qs.aggregate(wh=Sum("energy_wh"))["wh"] or 0
+    count, more = capped_count(qs.values(field).distinct())
+    return {"rows": out, "total_kwh": total / 1000, "count": count, "more": more}
 
 
-def _group_energy(tr: TimeRange, scope: str) -> list[dict]:
+def _group_energy(tr: TimeRange, scope: str, limit: int) -> dict:
+    bucket = finer_if_empty(
+        tr.gpu_bucket,
+        lambda b: GroupRollup.objects.filter(
+            bucket=b, scope=Scope.FLEET, key="", ts__gte=tr.start, ts__lt=tr.end
+        ),
+    )
     qs = GroupRollup.objects.filter(
-        bucket=tr.gpu_bucket, scope=scope, ts__gte=tr.start, ts__lt=tr.end, energy_wh__isnull=False
+        bucket=bucket, scope=scope, ts__gte=tr.start, ts__lt=tr.end, energy_wh__isnull=False
     )
     rows = (
         qs.values("key")
@@ -384,10 +546,10 @@ def _group_energy(tr: TimeRange, scope: str) -> list[dict]:
             gpu_buckets=Sum("gpus"),
             gpus=Max("gpus"),
         )
-        .order_by("-wh")
+        .order_by("-wh", "key")
     )
     out = []
-    for r in rows:
+    for r in rows[:limit]:
         power = (
             r["power"] / r["gpu_buckets"] if r["power"] is not None and r["gpu_buckets"] else None
         )
@@ -400,37 +562,85 @@ def _group_energy(tr: TimeRange, scope: str) -> list[dict]:
                 "gpus": r["gpus"],
             }
         )
-    return out
+    # The fleet's own rows hold the total (one row a bucket), whatever the number of groups.
+    total = (
+        GroupRollup.objects.filter(
+            bucket=bucket, scope=Scope.FLEET, key="", ts__gte=tr.start, ts__lt=tr.end
+        ).aggregate(wh=Sum("energy_wh"))["wh"]
+        or 0
+    )
+    count, more = capped_count(qs.values("key").distinct())
+    return {"rows": out, "total_kwh": total / 1000, "count": count, "more": more}
 
 
-def tenant_workloads(tenant: Tenant) -> list[dict]:
-    """The tenant's GPU VMs and node groups with their GPUs now, and what telemetry each has."""
-    devices = defaultdict(list)
-    for d in GpuDevice.objects.filter(tenant=tenant).select_related("gpu_model"):
-        devices[d.workload_id].append(d)
-    out = []
-    for w in GpuWorkload.objects.filter(tenant=tenant).select_related("gpu_model", "cluster"):
-        if not w.gpus_per_instance:
-            continue
-        gpus = devices.pop(w.pk, [])
-        out.append({"workload": w, "devices": gpus, "is_vm": w.kind == WorkloadKind.VM})
-    if devices:  # seen in telemetry, not (yet) in the inventory
-        out.append({"workload": None, "devices": [d for ds in devices.values() for d in ds]})
-    return out
+DEVICES_PER_WORKLOAD = 16
+TENANT_WORKLOAD_KEY = ("name", "node_group", "id")
+
+
+def tenant_workloads(
+    tenant: Tenant, page: PageRequest | None = None, per_page: int = 20
+) -> tuple[list[dict], KeysetPage]:
+    """One page of the tenant's GPU VMs and node groups (the workload_tenant_key index), each
+    with up to DEVICES_PER_WORKLOAD of its GPUs now and how many it has: what telemetry each
+    has. GPUs seen in telemetry but not (yet) in the inventory come on the first page."""
+    workloads = GpuWorkload.objects.filter(tenant=tenant, gpus_per_instance__gt=0).select_related(
+        "gpu_model", "cluster"
+    )
+    result = keyset_page(workloads, TENANT_WORKLOAD_KEY, page or PageRequest(), per_page)
+    ids = [w.pk for w in result.rows]
+    devices: dict[int | None, list] = defaultdict(list)
+    counts = dict(
+        GpuDevice.objects.filter(tenant=tenant, workload_id__in=ids)
+        .values("workload_id")
+        .annotate(n=Count("id"))
+        .values_list("workload_id", "n")
+    )
+    # A window would read each workload's first GPUs in one query; a query per workload on a
+    # page of 20 is as fixed, and simpler on both databases.
+    for w in result.rows:
+        if counts.get(w.pk):
+            devices[w.pk] = list(
+                GpuDevice.objects.filter(tenant=tenant, workload=w).order_by("hostname", "index")[
+                    :DEVICES_PER_WORKLOAD
+                ]
+            )
+    out = [
+        {
+            "workload": w,
+            "devices": devices.get(w.pk, []),
+            "device_count": counts.get(w.pk, 0),
+            "is_vm": w.kind == WorkloadKind.VM,
+        }
+        for w in result.rows
+    ]
+    if not result.has_previous:
+        orphans = GpuDevice.objects.filter(tenant=tenant, workload__isnull=True)
+        shown = list(orphans.order_by("hostname", "index")[:DEVICES_PER_WORKLOAD])
+        if shown:  # seen in telemetry, not (yet) in the inventory
+            n, _more = capped_count(orphans)
+            out.append({"workload": None, "devices": shown, "device_count": n})
+    return out, result
 
 
 def workload_series(tenant: Tenant, tr: TimeRange) -> dict[str, Series]:
     """Mean utilization per VM / node group of a tenant, from the workload rollups."""
     prefix = f"{tenant.namespace}|"
+
+    def rows_of(b: str) -> QuerySet:
+        return GroupRollup.objects.filter(
+            bucket=b, scope=Scope.WORKLOAD, key__startswith=prefix, ts__gte=tr.start, ts__lte=tr.end
+        )
+
+    bucket = finer_if_empty(tr.gpu_bucket, rows_of)
     qs = GroupRollup.objects.filter(
-        bucket=tr.gpu_bucket,
+        bucket=bucket,
         scope=Scope.WORKLOAD,
         key__startswith=prefix,
         ts__gte=tr.start,
         ts__lte=tr.end,
         gpus__gt=0,
     )
-    axis = _axis(tr, _step(tr.gpu_bucket))
+    axis = _axis(tr, _step(bucket))
     index = {t: i for i, t in enumerate(axis)}
     out: dict[str, Series] = {}
     for key, epoch, u in qs.values_list("key", "epoch", "util_avg"):
@@ -442,36 +652,67 @@ def workload_series(tenant: Tenant, tr: TimeRange) -> dict[str, Series]:
 
 
 def sources_status() -> list[MetricSource]:
-    return list(MetricSource.objects.select_related("cluster"))
+    """One row per cluster (a few): the clusters, not the GPUs."""
+    return list(
+        MetricSource.objects.select_related("cluster").order_by("cluster__name")[:PAGE_SIZE]
+    )
 
 
 def fleet_summary() -> dict:
+    """The fleet now, at a fixed cost: the latest fleet rollup (GPUs reporting, allocated ones
+    among them), the inventory's allocated GPUs (with or without telemetry), the idle count
+    (capped), the last collection and the busy metrics in use (an index probe each)."""
     now = timezone.now()
-    fresh = now - dt.timedelta(seconds=3 * settings.METRICS_COLLECT_SECONDS)
-    qs = GpuDevice.objects.filter(last_seen_at__gte=fresh)
-    agg = qs.aggregate(
-        gpus=Count("id"),
-        allocated=Count("id", filter=Q(tenant__isnull=False) | ~Q(pod="")),
-        idle=Count(
-            "id",
-            filter=Q(idle_since__lte=now - dt.timedelta(minutes=settings.METRICS_IDLE_MINUTES)),
-        ),
-        last=Max("last_seen_at"),
+    latest = (
+        GroupRollup.objects.filter(bucket=Bucket.FIVE_MINUTES, scope=Scope.FLEET, key="")
+        .order_by("-epoch")
+        .values("ts", "gpus", "allocated")
+        .first()
+    ) or {"ts": None, "gpus": 0, "allocated": 0}
+    inventory = ModelInventory.objects.aggregate(
+        installed=Sum("installed"), allocated=Sum("allocated")
     )
-    agg["busy_metrics"] = sorted(set(qs.values_list("busy_metric", flat=True)) - {""})
-    return agg
+    cutoff = now - dt.timedelta(minutes=settings.METRICS_IDLE_MINUTES)
+    idle, idle_more = capped_count(GpuDevice.objects.filter(idle_since__lte=cutoff))
+    with_telemetry = round(latest["allocated"] or 0)
+    in_inventory = inventory["allocated"] or 0
+    return {
+        "gpus": latest["gpus"],
+        "allocated": with_telemetry,
+        "as_of": latest["ts"],
+        "inventory_installed": inventory["installed"] or 0,
+        "inventory_allocated": in_inventory,
+        "without_telemetry": max(in_inventory - with_telemetry, 0),
+        "idle": idle,
+        "idle_more": idle_more,
+        "last": _latest_reading(latest["ts"]),
+        "busy_metrics": [
+            name for _, name in BUSY_METRICS if GpuDevice.objects.filter(busy_metric=name).exists()
+        ],
+    }
 
 
-def silent_workloads(tenant: Tenant | None = None) -> list[GpuWorkload]:
-    """Workloads holding GPUs with no telemetry: passthrough VMs without an agent, node groups
-    of clusters whose exporter is not scraped."""
+def _latest_reading(latest_bucket: dt.datetime | None) -> dt.datetime | None:
+    """The last collection, or (guest agents push without one) the end of the latest rolled-up
+    bucket: no scan of the devices."""
+    collected = MetricSource.objects.aggregate(last=Max("last_collected_at"))["last"]
+    rolled = latest_bucket + dt.timedelta(minutes=5) if latest_bucket else None
+    return max((t for t in (collected, rolled) if t), default=None)
+
+
+def silent_workloads(
+    tenant: Tenant | None = None, page: PageRequest | None = None, per_page: int = PAGE_SIZE
+) -> KeysetPage[GpuWorkload]:
+    """One page of the workloads holding GPUs with no telemetry: passthrough VMs without an
+    agent, node groups of clusters whose exporter is not scraped."""
     fresh = timezone.now() - dt.timedelta(seconds=3 * settings.METRICS_COLLECT_SECONDS)
-    seen = set(
-        GpuDevice.objects.filter(last_seen_at__gte=fresh, workload__isnull=False).values_list(
-            "workload_id", flat=True
-        )
+    reporting = GpuDevice.objects.filter(workload=OuterRef("pk"), last_seen_at__gte=fresh)
+    qs = (
+        GpuWorkload.objects.filter(gpus_held__gt=0)
+        .filter(~Exists(reporting))
+        .select_related("tenant", "gpu_model")
     )
-    qs = GpuWorkload.objects.filter(gpus_held__gt=0).select_related("tenant", "gpu_model")
     if tenant is not None:
         qs = qs.filter(tenant=tenant)
-    return [w for w in qs.order_by("tenant__namespace", "name") if w.pk not in seen]
+    # Discovery order (the primary key): a page stops after per_page matches, no sort of them all.
+    return keyset_page(qs, ("id",), page or PageRequest(), per_page)

@@ -5,17 +5,20 @@ fetched as JSON by static/js/charts.js, which refreshes the short ranges."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.gzip import gzip_page
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
@@ -28,7 +31,9 @@ from gpus.utilization import selectors as u
 from gpus.utilization.agent import AgentError, cloud_init_snippet, ingest, issue_token
 from gpus.utilization.metrics import history
 from gpus.utilization.metrics.dcgm import board_power
+from gpus.utilization.models import Scope
 from gpus.web.access import may_operate, require_may_operate, require_platform_admin
+from gpus.web.paging import PageRequest
 
 
 def _tenant(request: HttpRequest, namespace: str | None) -> Tenant | None:
@@ -59,20 +64,43 @@ def fleet(request: HttpRequest) -> HttpResponse:
         None,
         summary=u.fleet_summary(),
         sources=u.sources_status(),
-        silent=u.silent_workloads(),
+        silent=u.silent_workloads(page=PageRequest.from_query(request.GET, "silent_")),
         section="fleet",
         with_charts=True,
     )
+    ctx["page_query"] = ctx["tr"].query()
     return render(request, "utilization/fleet.html", ctx)
+
+
+def _heatmap_params(request: HttpRequest) -> tuple[str, int]:
+    scope = Scope.HOST if request.GET.get("by") == "host" else Scope.NODE
+    try:
+        offset = max(0, min(int(request.GET.get("offset") or 0), 100_000))
+    except ValueError:
+        offset = 0
+    return scope, offset - offset % HEATMAP_ROWS
+
+
+HEATMAP_ROWS = 60
 
 
 def heatmap(request: HttpRequest) -> HttpResponse:
     _tenant(request, None)
-    return render(
+    scope, offset = _heatmap_params(request)
+    by = "host" if scope == Scope.HOST else "node"
+    ctx = _context(
         request,
-        "utilization/heatmap.html",
-        _context(request, None, section="heatmap", with_charts=True),
+        None,
+        section="heatmap",
+        with_charts=True,
+        by=by,
+        offset=offset,
+        rows=HEATMAP_ROWS,
+        extra_params=[("by", by)],
+        chart_params=f"&by={by}&offset={offset}",
+        groups=[("node", _("Tenant worker")), ("host", _("Host node"))],
     )
+    return render(request, "utilization/heatmap.html", ctx)
 
 
 def gpu(request: HttpRequest, uuid: str, namespace: str | None = None) -> HttpResponse:
@@ -111,39 +139,49 @@ def gpu_history(request: HttpRequest, uuid: str, namespace: str | None = None) -
     return HttpResponseStopPolling(html)
 
 
+IDLE_CSV_HEADER = [
+    "uuid",
+    "model",
+    "node",
+    "tenant",
+    "workload",
+    "idle_since",
+    "gpu_hours_idle",
+    "busy_metric",
+]
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
 def idle(request: HttpRequest, namespace: str | None = None) -> HttpResponse:
     tenant = _tenant(request, namespace)
-    rows = u.idle_gpus(request.user, tenant)
     if request.GET.get("format") == "csv":
-        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        # Every idle GPU, streamed row by row: memory stays flat whatever the fleet.
+        writer = csv.writer(_Echo())
+
+        def rows():
+            yield writer.writerow(IDLE_CSV_HEADER)
+            for d in u.idle_export(request.user, tenant):
+                yield writer.writerow(
+                    [
+                        d.uuid,
+                        d.model_name,
+                        d.hostname,
+                        d.tenant.namespace if d.tenant else "",
+                        str(d.workload or d.pod),
+                        d.idle_since.isoformat(),
+                        f"{d.idle_hours:.2f}",
+                        d.busy_metric,
+                    ]
+                )
+
+        response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="idle-gpus.csv"'
-        writer = csv.writer(response)
-        writer.writerow(
-            [
-                "uuid",
-                "model",
-                "node",
-                "tenant",
-                "workload",
-                "idle_since",
-                "gpu_hours_idle",
-                "busy_metric",
-            ]
-        )
-        for d in rows:
-            writer.writerow(
-                [
-                    d.uuid,
-                    d.model_name,
-                    d.hostname,
-                    d.tenant.namespace if d.tenant else "",
-                    str(d.workload or d.pod),
-                    d.idle_since.isoformat(),
-                    f"{d.idle_hours:.2f}",
-                    d.busy_metric,
-                ]
-            )
         return response
+    rows = u.idle_gpus(request.user, tenant, PageRequest.from_query(request.GET))
     ctx = _context(request, tenant, rows=rows, section="idle")
     return render(request, "utilization/idle.html", ctx)
 
@@ -151,7 +189,15 @@ def idle(request: HttpRequest, namespace: str | None = None) -> HttpResponse:
 def health(request: HttpRequest) -> HttpResponse:
     _tenant(request, None)
     ctx = _context(request, None, section="health")
-    ctx["rows"] = u.health(ctx["tr"])
+    found = u.health(ctx["tr"])
+    ctx |= {
+        "rows": found["rows"],
+        "count": found["count"],
+        "more": found["more"],
+        "count_label": _count_label(found["count"], found["more"]),
+        "hot_c": u.HOT_C,
+        "cap_share": round(u.POWER_CAP_SHARE * 100),
+    }
     return render(request, "utilization/health.html", ctx)
 
 
@@ -159,8 +205,14 @@ def energy(request: HttpRequest) -> HttpResponse:
     _tenant(request, None)
     by = request.GET.get("by") if request.GET.get("by") in u.ENERGY_GROUPS else "model"
     ctx = _context(request, None, section="energy", by=by, extra_params=[("by", by)])
-    ctx["rows"] = u.energy(ctx["tr"], by)
-    ctx["total_kwh"] = sum(r["kwh"] for r in ctx["rows"])
+    found = u.energy(ctx["tr"], by)
+    ctx |= {
+        "rows": found["rows"],
+        "total_kwh": found["total_kwh"],
+        "count": found["count"],
+        "more": found["more"],
+        "count_label": _count_label(found["count"], found["more"]),
+    }
     ctx["groups"] = [
         ("model", _("Model")),
         ("tenant", _("Tenant")),
@@ -172,18 +224,26 @@ def energy(request: HttpRequest) -> HttpResponse:
 
 def tenant_page(request: HttpRequest, namespace: str) -> HttpResponse:
     tenant = _tenant(request, namespace)
-    idle_rows = u.idle_gpus(request.user, tenant)
+    idle_rows = u.idle_gpus(request.user, tenant, per_page=20)
+    workloads, workload_page = u.tenant_workloads(tenant, PageRequest.from_query(request.GET))
+    shown = [d.uuid for item in workloads for d in item["devices"]]
     ctx = _context(
         request,
         tenant,
-        workloads=u.tenant_workloads(tenant),
+        workloads=workloads,
+        workload_page=workload_page,
         idle_rows=idle_rows,
-        # The badge follows the table: idle means under the threshold for the whole period.
-        idle_uuids={d.uuid for d in idle_rows},
+        # The badge follows the idle threshold: idle means under it for the whole period.
+        idle_uuids=set(
+            u.idle_queryset(request.user, tenant)
+            .filter(uuid__in=shown)
+            .values_list("uuid", flat=True)
+        ),
         can_operate=may_operate(request.user, tenant),
         section="tenant",
         with_charts=True,
     )
+    ctx["page_query"] = ctx["tr"].query()
     return render(request, "utilization/tenant.html", ctx)
 
 
@@ -238,15 +298,19 @@ def _labels() -> dict[str, str]:
     }
 
 
-def chart(request: HttpRequest, kind: str) -> JsonResponse:
-    """One figure as JSON, or {"empty": message} when the range holds no data."""
+@gzip_page  # figures only: no CSRF token, no secret, nothing reflected (no BREACH oracle)
+def chart(request: HttpRequest, kind: str) -> HttpResponse:
+    """One figure as JSON, or {"empty": message} when the range holds no data. A range the data
+    fills less than half of is cut to where the data starts, and the chart says so ("note")."""
     tenant = _tenant(request, request.GET.get("tenant"))
     tr = u.parse_range(request.GET)
-    offset = timezone.localtime(tr.end).utcoffset().total_seconds()
+    local_end = timezone.localtime(tr.end)
+    offset = local_end.utcoffset().total_seconds()
     empty = _("No data in this range.")
     fig = None
+    starts: float | None = None
     if kind == "fleet" and tenant is None:
-        per_model = u.fleet_models(tr)
+        per_model, starts = charts.trim_leading_gap(u.fleet_models(tr))
         series = {
             m: charts.Series(
                 [t + offset for t in s.ts],
@@ -265,8 +329,9 @@ def chart(request: HttpRequest, kind: str) -> JsonResponse:
     elif kind == "allocation":
         s = u.allocation(tr, tenant)
         if s is not None:
+            trimmed, starts = charts.trim_leading_gap({"": s})
             fig = charts.allocation(
-                charts.local(s, offset),
+                charts.local(trimmed[""], offset),
                 _("Allocated and busy GPUs"),
                 {
                     "busy": _("busy"),
@@ -276,11 +341,13 @@ def chart(request: HttpRequest, kind: str) -> JsonResponse:
                 },
             )
     elif kind == "heatmap" and tenant is None:
-        nodes, axis, z = u.heatmap(tr)
+        scope, first = _heatmap_params(request)
+        nodes, axis, z, _more = u.heatmap(tr, scope, HEATMAP_ROWS, first)
         if nodes:
-            fig = charts.heatmap(
-                nodes, [t + offset for t in axis], z, _("Utilization by node"), "%"
+            title = (
+                _("Utilization by host node") if scope == Scope.HOST else _("Utilization by node")
             )
+            fig = charts.heatmap(nodes, [t + offset for t in axis], z, title, "%")
     elif kind == "gpu":
         device = u.device_for(request.user, request.GET.get("uuid", ""), tenant)
         if history.is_query_api(device):
@@ -302,14 +369,20 @@ def chart(request: HttpRequest, kind: str) -> JsonResponse:
             s = u.gpu_series(device, tr, tenant)
             limit = device.power_limit_w or _board(device)
         if s.ts:
+            span = (tr.start.timestamp(), tr.end.timestamp())
+            first = _first_reading(s)
+            if first is not None and (span[1] - first) < 0.5 * (span[1] - span[0]):
+                # The axis keeps the range asked for (minutes of readings must not fill a
+                # "24 h" chart edge to edge, unlike the others); the note says where data starts.
+                starts = first
             fig = charts.gpu_detail(
                 charts.local(s, offset),
                 _labels(),
                 limit,
-                (tr.start.timestamp() + offset, tr.end.timestamp() + offset),
+                (span[0] + offset, span[1] + offset),
             )
     elif kind == "tenant" and tenant is not None:
-        per = u.workload_series(tenant, tr)
+        per, starts = charts.trim_leading_gap(u.workload_series(tenant, tr))
         if per:
             per = {k: charts.local(v, offset) for k, v in per.items()}
             fig = charts.lines(per, "util", _("Utilization of your GPUs"), "%")
@@ -317,12 +390,37 @@ def chart(request: HttpRequest, kind: str) -> JsonResponse:
         raise Http404
     if fig is None:
         return JsonResponse({"empty": empty})
+    charts.finish(fig, local_end.tzname() or "")
+    note = ""
+    if starts is not None:
+        note = _("Data only since %(time)s: the rest of the range has none.") % {
+            "time": date_format(timezone.localtime(_aware(starts)), "DATETIME_FORMAT")
+        }
     locale = json.dumps(charts.plotly_locale(get_language() or "en"))
     body = (
         f'{{"points": {charts.points_per_line(fig)}, "locale": {locale},'
-        f' "figure": {charts.to_json(fig)}}}'
+        f' "note": {json.dumps(note)}, "figure": {charts.to_json(fig)}}}'
     )
-    return HttpResponse(body, content_type="application/json")
+    response = HttpResponse(body, content_type="application/json")
+    # Private (per user), revalidated: a refresh within the collection period costs nothing
+    # more than the request.
+    response["Cache-Control"] = "private, max-age=0"
+    return response
+
+
+def _first_reading(s: charts.Series) -> float | None:
+    for i, t in enumerate(s.ts):
+        if any(line[i] is not None for line in s.lines.values()):
+            return float(t)
+    return None
+
+
+def _aware(epoch: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, tz=dt.UTC)
+
+
+def _count_label(count: int, more: bool) -> str:
+    return f"{count}+" if more else str(count)
 
 
 def _source_error(message: str) -> str:

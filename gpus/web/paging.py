@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,8 +43,15 @@ class PageRequest:
         return cls()
 
 
+def _plain(value: Any) -> str:
+    """A date or time in a cursor travels as ISO 8601 text (the lookup parses it back)."""
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} in a cursor")
+
+
 def encode_cursor(values: Sequence[Any]) -> str:
-    raw = json.dumps(list(values), separators=(",", ":")).encode()
+    raw = json.dumps(list(values), separators=(",", ":"), default=_plain).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -14,6 +14,7 @@
           return;
         }
         if (data.empty) {
+          showNote(el, "");
           if (el.dataset.drawn) { Plotly.purge(el); delete el.dataset.drawn; }
           el.innerHTML = "";
           var p = document.createElement("p");
@@ -24,9 +25,11 @@
           return;
         }
         if (!el.dataset.drawn) { el.innerHTML = ""; }
+        showNote(el, data.note || "");
         // Month names and separators in the page's language (the server sends them).
         fitNarrow(el, data.figure.data, data.figure.layout);
-        var config = { responsive: true, displaylogo: false };
+        // No toolbar: it covered the titles; drag to zoom, double-click to reset.
+        var config = { responsive: true, displaylogo: false, displayModeBar: false };
         if (data.locale) { Plotly.register(data.locale); config.locale = data.locale.name; }
         Plotly.react(el, data.figure.data, data.figure.layout, config);
         el.dataset.drawn = "1";
@@ -37,6 +40,18 @@
         el.dataset.state = "error";
         el.textContent = (el.dataset.errorText || "Error") + " (" + err.message + ")";
       });
+  }
+  // "Data only since ...": said above the chart, in a sibling so Plotly never redraws it away.
+  function showNote(el, text) {
+    var note = el.previousElementSibling;
+    if (!note || !note.classList.contains("chart-note")) {
+      if (!text) { return; }
+      note = document.createElement("p");
+      note.className = "chart-note muted small";
+      el.parentNode.insertBefore(note, el);
+    }
+    note.textContent = text;
+    note.hidden = !text;
   }
   // On a phone, long node names on a category axis left the heatmap a sliver: keep their
   // distinguishing tail (the full name stays in the hover) and slim the colour bar.

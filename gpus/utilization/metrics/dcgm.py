@@ -38,3 +38,12 @@ def board_power(model_name: str, reported: float | None = None) -> float | None:
         if name.startswith(key):
             return watts
     return None
+
+
+# Health flags when the exporter sends no clock-event reasons (the default DCGM set has none).
+# At the cap: a bucket's peak power within 2 % of the limit (nvidia-smi's "SW Power Cap" holds
+# draw at the enforced limit). Hot: 85 °C, the "GPU Max Operating Temp" nvidia-smi -q reports
+# for data-centre boards such as the A100 PCIe and L40S; the slowdown threshold lies a few
+# degrees above it (DCGM_FI_DEV_SLOWDOWN_TEMP, not in the default set either).
+POWER_CAP_SHARE = 0.98
+HOT_C = 85.0

@@ -14,6 +14,12 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 SENTINEL = 2**62  # DCGM blank / not-supported values start above this
+# What "busy" is measured with, best first: (reading field, DCGM field).
+BUSY_METRICS = (
+    ("gr_active", "DCGM_FI_PROF_GR_ENGINE_ACTIVE"),
+    ("sm_active", "DCGM_FI_PROF_SM_ACTIVE"),
+    ("util", "DCGM_FI_DEV_GPU_UTIL"),
+)
 
 # DCGM field -> (reading field, scale). PROF ratios become percentages.
 FIELDS: dict[str, tuple[str, float]] = {
@@ -65,11 +71,7 @@ class Reading:
         """Busy percentage and the metric it came from: the graphics engine or SM activity
         where the exporter has profiling metrics (time really busy), else GPU_UTIL (a kernel
         ran at some point of the sample period)."""
-        for key, name in (
-            ("gr_active", "DCGM_FI_PROF_GR_ENGINE_ACTIVE"),
-            ("sm_active", "DCGM_FI_PROF_SM_ACTIVE"),
-            ("util", "DCGM_FI_DEV_GPU_UTIL"),
-        ):
+        for key, name in BUSY_METRICS:
             if key in self.values:
                 return self.values[key], name
         return None, ""

@@ -116,7 +116,7 @@ def test_energy_integrates_a_constant_power_series_and_rollups_keep_extremes(acm
         GroupRollup.objects.get(bucket="1h", scope="model", ts=start).key == "NVIDIA A100 80GB PCIe"
     )
     # The energy page's figures: kWh over the range, and power as a share of the board's limit.
-    (row,) = energy(TimeRange(start, end, "custom"), "model")
+    (row,) = energy(TimeRange(start, end, "custom"), "model")["rows"]
     assert row["kwh"] == pytest.approx(2 * watts / 1000)
     assert row["share"] == pytest.approx(watts / 300 * 100)  # A100 80GB PCIe: 300 W board
 
@@ -166,15 +166,15 @@ def test_idle_csv_for_ops_and_tenants(cluster, admin_client_, bob_client, alice_
     collect_cluster(cluster.pk)
     ops = admin_client_.get(reverse("gpus:util_idle") + "?format=csv")
     assert ops["Content-Type"].startswith("text/csv")
-    lines = ops.content.decode().strip().splitlines()
+    lines = ops.getvalue().decode().strip().splitlines()
     assert lines[0].startswith("uuid,model,node,tenant,workload,idle_since,gpu_hours_idle")
     assert len(lines) == 2 and ",tenant-globex,serve/gpu," in lines[1]
     mine = bob_client.get(reverse("gpus:util_tenant_idle", args=["tenant-globex"]) + "?format=csv")
-    assert mine.content.decode().strip().splitlines()[1:] == lines[1:]
+    assert mine.getvalue().decode().strip().splitlines()[1:] == lines[1:]
     theirs = alice_client.get(
         reverse("gpus:util_tenant_idle", args=["tenant-acme"]) + "?format=csv"
     )
-    assert len(theirs.content.decode().strip().splitlines()) == 1  # header only
+    assert len(theirs.getvalue().decode().strip().splitlines()) == 1  # header only
 
 
 @override_settings(METRICS_AGENT_MAX_BYTES=2048, METRICS_AGENT_MIN_INTERVAL=30)
@@ -235,7 +235,7 @@ def test_health_lists_xid_errors_and_decoded_throttling(acme, admin_client_) -> 
         t += 60
     for b in rollup.pending_buckets(end + dt.timedelta(minutes=5)):
         rollup.rollup_bucket(b)
-    rows = {r["device"].uuid: r for r in health(TimeRange(start, end, "custom"))}
+    rows = {r["device"].uuid: r for r in health(TimeRange(start, end, "custom"))["rows"]}
     assert rows[faulty.uuid]["xids"] == [13] and not rows[faulty.uuid]["reasons"]
     assert rows["GPU-hot"]["reasons"] == ["thermal (hardware)", "power brake"]
     assert rows["GPU-hot"]["throttled_minutes"] == 60

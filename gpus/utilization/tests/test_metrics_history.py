@@ -184,15 +184,15 @@ def test_query_api_rollups_keep_groups_not_per_gpu(device) -> None:
     assert fleet.energy_wh == pytest.approx(200.0)  # 200 W for an hour
     # The pages that used per-GPU rows read the groups (and the incidents).
     tr = TimeRange(hour, hour + dt.timedelta(hours=1), "custom")
-    nodes, _, z = heatmap(tr)
+    nodes, _, z, _more = heatmap(tr)
     assert nodes == ["node-a"] and z[0][0] == pytest.approx(50.0)
-    (node,) = energy(tr, "node")
+    (node,) = energy(tr, "node")["rows"]
     assert node["key"] == "node-a" and node["kwh"] == pytest.approx(0.2)
     assert node["power"] == pytest.approx(200.0)
     assert node["share"] == pytest.approx(200 / 350 * 100)  # L40S: 350 W board
     series = workload_series(device.tenant, tr)
     assert list(series) == ["kubernetes-ml"] and series["kubernetes-ml"].lines["util"][0] == 50.0
-    (incident,) = health(tr)
+    (incident,) = health(tr)["rows"]
     assert incident["device"] == device and incident["xids"] == [79]
     # 5-minute node and workload rows go with the raw samples (48 h); the others stay 30 days.
     from gpus.utilization.rollup import apply_retention

@@ -1,0 +1,187 @@
+"""Every utilization page costs the same whatever the fleet (issue 17.1): a fixed number of
+queries and a bounded number of rows, measured at two fleet sizes; and what the pages say
+(issue 20.19): allocated with telemetry and in the inventory, power-capped and hot GPUs on the
+health page, host nodes on the heatmap."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from gpus.catalog.models import GpuModel
+from gpus.inventory.choices import WorkloadKind
+from gpus.inventory.models import Cluster, GpuWorkload, ModelInventory, Node
+from gpus.utilization import rollup
+from gpus.utilization.models import Bucket, GpuDevice, GpuRollup, GroupRollup, Scope
+from gpus.utilization.selectors import PAGE_SIZE, TimeRange, health
+
+pytestmark = pytest.mark.django_db
+
+A100 = "NVIDIA A100 80GB PCIe"
+
+
+def make_fleet(n: int, tenant, other=None) -> None:
+    """n GPUs, one workload (a worker VM) per 4, half the workloads with telemetry; every GPU
+    idle; 5-minute rollups of the last two hours per GPU (at the A100's 300 W cap, 88 °C) and
+    per node and host node."""
+    now = timezone.now()
+    cluster = Cluster.objects.create(name=f"c{n}")
+    workloads = GpuWorkload.objects.bulk_create(
+        GpuWorkload(
+            cluster=cluster,
+            tenant=tenant if i % 2 == 0 or other is None else other,
+            kind=WorkloadKind.NODE_GROUP,
+            app_kind="Kubernetes",
+            name=f"k{i:06d}",
+            node_group="gpu",
+            gpus_per_instance=4,
+            gpus_held=4,
+        )
+        for i in range(n // 4)
+    )
+    devices = GpuDevice.objects.bulk_create(
+        GpuDevice(
+            uuid=f"GPU-{n}-{i:07d}",
+            cluster=cluster,
+            model_name=A100,
+            hostname=f"worker-{i // 4:06d}",
+            index=i % 4,
+            source="dcgm-exporter",
+            tenant=workloads[i // 4].tenant,
+            workload=workloads[i // 4],
+            last_seen_at=now if (i // 4) % 2 == 0 else None,
+            idle_since=now - dt.timedelta(hours=2),
+            busy_metric="DCGM_FI_DEV_GPU_UTIL",
+        )
+        for i in range(n)
+    )
+    Node.objects.bulk_create(
+        Node(
+            cluster=cluster,
+            name=f"host-{h:05d}",
+            health="ok",
+            gpu_installed=8,
+            gpu_allocated=8,
+            holders=[{"workload": f"worker-{2 * h + k:06d}"} for k in (0, 1)],
+        )
+        for h in range(n // 8)
+    )
+    end = rollup.floor_ts(now, 300)
+    buckets = [end - dt.timedelta(minutes=5 * k) for k in range(1, 25)]
+    GpuRollup.objects.bulk_create(
+        GpuRollup(
+            bucket=Bucket.FIVE_MINUTES,
+            ts=b,
+            device=d,
+            tenant_id=d.tenant_id,
+            workload_id=d.workload_id,
+            samples=5,
+            allocated=True,
+            util_avg=50,
+            power_avg=290,
+            power_max=299.5,
+            temp_max=88,
+            energy_wh=24,
+        )
+        for d in devices
+        if d.last_seen_at
+        for b in buckets[:2]
+    )
+    for b in buckets:
+        rollup._upsert_group(rollup.group_rollups(Bucket.FIVE_MINUTES, b))
+    model = GpuModel.objects.first()
+    ModelInventory.objects.create(
+        cluster=cluster, gpu_model=model, installed=n + 8, allocated=n, free=8
+    )
+
+
+PAGES = [
+    ("gpus:util_fleet", [], ""),
+    ("gpus:util_heatmap", [], "?by=host"),
+    ("gpus:util_chart", ["heatmap"], "?by=host"),
+    ("gpus:util_chart", ["heatmap"], "?by=node&offset=60"),
+    ("gpus:util_chart", ["fleet"], "?range=7d"),
+    ("gpus:util_chart", ["allocation"], ""),
+    ("gpus:util_idle", [], ""),
+    ("gpus:util_health", [], ""),
+    ("gpus:util_energy", [], "?by=gpu"),
+    ("gpus:util_energy", [], "?by=node"),
+]
+
+
+def _queries(client, url: str) -> tuple[int, bytes]:
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(url)
+    assert response.status_code == 200, (url, response.status_code)
+    return len(ctx.captured_queries), response.content
+
+
+@pytest.mark.parametrize(("name", "args", "query"), PAGES)
+def test_ops_pages_cost_the_same_at_two_fleet_sizes(
+    admin_client_, acme, globex, name, args, query
+) -> None:
+    url = reverse(name, args=args) + query
+    make_fleet(640, acme, globex)  # more rows than a page everywhere
+    small, small_body = _queries(admin_client_, url)
+    make_fleet(3200, acme, globex)  # 5 times the GPUs
+    large, large_body = _queries(admin_client_, url)
+    assert large == small, (url, small, large)
+    # Never a list of everything: a page of rows (and the two clusters' metric sources).
+    if args == ["heatmap"]:
+        assert len(json.loads(large_body)["figure"]["data"][0]["y"]) == 60
+    elif not args:
+        assert large_body.count(b"<tr") <= PAGE_SIZE + 4
+        assert len(large_body) < 1.2 * len(small_body) + 2000
+
+
+def test_tenant_pages_cost_the_same_at_two_fleet_sizes(alice_client, acme) -> None:
+    urls = [
+        reverse("gpus:util_tenant", args=["tenant-acme"]),
+        reverse("gpus:util_tenant_idle", args=["tenant-acme"]),
+        reverse("gpus:util_chart", args=["tenant"]) + "?tenant=tenant-acme",
+    ]
+    make_fleet(320, acme)
+    small = [_queries(alice_client, u) for u in urls]
+    make_fleet(1600, acme)
+    large = [_queries(alice_client, u) for u in urls]
+    for url, (qs, _), (ql, _body) in zip(urls, small, large, strict=True):
+        assert ql == qs, (url, qs, ql)
+    tenant_page = large[0][1].decode()
+    assert tenant_page.count('class="card workload-card"') <= 21
+    assert 'rel="next"' in tenant_page  # the other workloads are a page away
+
+
+def test_fleet_says_allocated_with_telemetry_and_in_the_inventory(admin_client_, acme) -> None:
+    make_fleet(40, acme)
+    body = admin_client_.get(reverse("gpus:util_fleet")).content.decode()
+    # 20 of the 40 allocated GPUs report: both figures, and how many lack telemetry.
+    assert "allocated: 20 with telemetry, 40 in the inventory (of 48 installed)" in body
+    assert "20 without telemetry" in body
+
+
+def test_health_flags_a_gpu_at_its_power_cap_and_hot(acme) -> None:
+    make_fleet(8, acme)
+    now = timezone.now()
+    found = health(TimeRange(now - dt.timedelta(hours=1), now, "1h"))
+    assert found["count"] == 4  # the GPUs with telemetry
+    row = found["rows"][0]
+    assert row["capped_minutes"] == 10 and row["hot_minutes"] == 10
+    assert row["power_limit"] == 300 and row["peak_temp"] == 88
+    # Below the cap and cooler: not flagged.
+    GpuRollup.objects.update(power_max=250, temp_max=70)
+    assert health(TimeRange(now - dt.timedelta(hours=1), now, "1h"))["count"] == 0
+
+
+def test_heatmap_by_host_node(admin_client_, acme) -> None:
+    make_fleet(16, acme)
+    assert GroupRollup.objects.filter(scope=Scope.HOST).values("key").distinct().count() == 2
+    data = json.loads(
+        admin_client_.get(reverse("gpus:util_chart", args=["heatmap"]) + "?by=host").content
+    )
+    assert sorted(data["figure"]["data"][0]["y"]) == ["host-00000", "host-00001"]
