@@ -4,10 +4,16 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from django.views.i18n import set_language
 
+from gpus.ops import health, metrics
+
 from . import views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    # Answered first by gpus.ops.middleware (any host, plain HTTP); here for reverse().
+    path("livez", login_not_required(health.livez), name="livez"),
+    path("readyz", login_not_required(health.readyz), name="readyz"),
+    path("metrics", login_not_required(metrics.metrics_view), name="metrics"),
     path("favicon.ico", views.favicon),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
