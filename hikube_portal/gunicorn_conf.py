@@ -18,6 +18,27 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 25
 # The heartbeat files: /tmp is an emptyDir in deploy/ (the root filesystem is read-only).
 worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or None
+# No control socket (gunicorn 27 opens one under $HOME): nothing here uses gunicornc.
+control_socket_disable = True
+
+# LOG_FORMAT=json: gunicorn's own lines (start, workers, signals) as JSON too, like the portal's.
+if os.environ.get("LOG_FORMAT", "text").lower() == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "gpus.web.logs.JsonFormatter"}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
+            "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        },
+    }
 
 
 def on_starting(server: Any) -> None:

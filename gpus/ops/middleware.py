@@ -8,10 +8,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponse
 
 from gpus.ops import health, metrics
-from gpus.web.logs import log_context, new_request_id
+from gpus.web.logs import bind, new_request_id
 
 # Request methods kept as labels; anything else is "other", so a client cannot mint series.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -30,19 +31,26 @@ class ObservabilityMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request_id = new_request_id(request.headers.get("X-Request-ID"))
         request.request_id = request_id  # type: ignore[attr-defined]
-        with log_context(request_id=request_id):
-            started = time.perf_counter()
-            ops = OPS_VIEWS.get(request.path_info) if request.method in ("GET", "HEAD") else None
-            if ops is not None:
-                view, answer = ops
-                response = answer(request)
-            else:
-                response = self.get_response(request)
-                match = getattr(request, "resolver_match", None)
-                view = (match.view_name or match._func_path) if match else "<unresolved>"
-            method = request.method if request.method in METHODS else "other"
-            metrics.observe_request(
-                view, method, response.status_code, time.perf_counter() - started
-            )
+        # Until the response is closed (request_finished), so django.request's own line about
+        # a 4xx or 5xx, written after the middleware returns, carries it too.
+        bind("request_id", request_id)
+        started = time.perf_counter()
+        ops = OPS_VIEWS.get(request.path_info) if request.method in ("GET", "HEAD") else None
+        if ops is not None:
+            view, answer = ops
+            response = answer(request)
+        else:
+            response = self.get_response(request)
+            match = getattr(request, "resolver_match", None)
+            view = (match.view_name or match._func_path) if match else "<unresolved>"
+        method = request.method if request.method in METHODS else "other"
+        metrics.observe_request(view, method, response.status_code, time.perf_counter() - started)
         response["X-Request-ID"] = request_id
         return response
+
+
+def _request_done(**kwargs: object) -> None:
+    bind("request_id", None)
+
+
+request_finished.connect(_request_done, dispatch_uid="gpus.ops.request_id")
