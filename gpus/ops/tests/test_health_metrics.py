@@ -230,3 +230,21 @@ def test_json_log_lines_carry_the_request_and_operation_ids():
     later = logging.LogRecord("x", logging.INFO, "", 0, "done", (), None)
     ContextFilter().filter(later)
     assert later.request_id is None and later.operation_id is None
+
+
+def test_an_operation_tasks_log_lines_carry_its_id(caplog):
+    from gpus.provisioning.tasks import apply_operation
+    from gpus.web.logs import current, logs_operation
+
+    seen = []
+
+    @logs_operation
+    def task(self: object, operation_id: int) -> None:
+        seen.append(current("operation_id"))
+        logging.getLogger("gpus.provisioning").warning("applying")
+
+    with caplog.at_level(logging.WARNING):
+        task(None, 17)
+    assert seen == ["17"] and current("operation_id") is None
+    # The real task is wrapped the same way.
+    assert apply_operation.run.__wrapped__.__name__ == "apply_operation"
