@@ -66,8 +66,9 @@ def test_readiness_fails_fast_when_the_broker_does_not_answer(client, settings, 
 
     settings.HEALTH_CHECK_TIMEOUT_SECONDS = 1.0
     nobody = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    monkeypatch.setattr(current_app.conf, "broker_url", nobody)
+    # broker_write_url first: unset, it reads broker_url, and monkeypatch must save the real one.
     monkeypatch.setattr(current_app.conf, "broker_write_url", nobody)
+    monkeypatch.setattr(current_app.conf, "broker_url", nobody)
     response = client.get("/readyz")
     assert response.status_code == 503
     lines = response.content.decode().splitlines()
