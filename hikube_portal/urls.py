@@ -6,11 +6,16 @@ from django.views.i18n import set_language
 from gpus.accounts import urls as accounts_urls
 from gpus.accounts import views as accounts_views
 from gpus.api import endpoints as api
+from gpus.ops import health, metrics
 
 from . import views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    # Answered first by gpus.ops.middleware (any host, plain HTTP); here for reverse().
+    path("livez", login_not_required(health.livez), name="livez"),
+    path("readyz", login_not_required(health.readyz), name="readyz"),
+    path("metrics", login_not_required(metrics.metrics_view), name="metrics"),
     path("favicon.ico", views.favicon),
     path("accounts/login/", accounts_views.SignInView.as_view(), name="login"),
     # Ends the provider's session too when signed in through OpenID Connect.

@@ -12,6 +12,7 @@ from gpus.kube.errors import KubeError, TransientError
 from gpus.kube.retry import Backoff
 from gpus.provisioning import engine
 from gpus.provisioning.engine import reconcile
+from gpus.web.logs import logs_operation
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 
 @shared_task(name="provisioning.apply_operation", bind=True, acks_late=True, max_retries=None)
+@logs_operation
 def apply_operation(self, operation_id: int) -> str:
     """Claim the operation (conditional update), apply it idempotently, hand it to the poller.
 

@@ -178,9 +178,10 @@ def _tracked(d: GpuDevice) -> tuple:
 def collect_cluster(cluster_id: int) -> dict[str, object]:
     """One collection pass for one cluster; the outcome is kept on its MetricSource row."""
     started = time.monotonic()
-    source = source_for(cluster_id)
     row, _ = MetricSource.objects.get_or_create(cluster_id=cluster_id)
     try:
+        # Inside: a credential whose secret is missing is this source's error, shown on it.
+        source = source_for(cluster_id)
         readings = source.collect()
     except MetricsError as exc:
         _record(cluster_id, row, error=str(exc), seconds=time.monotonic() - started)

@@ -3,6 +3,7 @@ settings), then gunicorn with the environment docker-compose.yml gives the web c
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -131,3 +132,98 @@ def test_built_image_serves_pages_with_production_settings(production_env, tmp_p
         server.terminate()
         server.wait(15)
         log.close()
+
+
+def test_gunicorn_workers_metrics_add_up_and_logs_are_json(production_env, tmp_path):
+    """The web container's command (deploy/base/web.yaml): gunicorn with its config file, two
+    workers and PROMETHEUS_MULTIPROC_DIR. A scrape, whichever worker answers it, counts every
+    request of both; probes answer the pod's address over plain HTTP; logs are JSON lines."""
+    env = {
+        **production_env,
+        "SECRET_KEY": SECRET,
+        "PORTAL_METRICS_TOKEN": "scrape-token-0123456789",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
+        "GUNICORN_WORKERS": "2",
+        "LOG_FORMAT": "json",
+        # compose's host "redis" does not resolve here: the broker the tests were given, if any.
+        "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "filesystem://"),
+        "CELERY_RESULT_BACKEND": os.environ.get(
+            "CELERY_RESULT_BACKEND", f"file://{tmp_path / 'results'}"
+        ),
+    }
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    port = free_port()
+    env["GUNICORN_BIND"] = f"127.0.0.1:{port}"
+    log_path = tmp_path / "gunicorn.log"
+    log = log_path.open("w")
+    server = subprocess.Popen(
+        [
+            str(VENV_BIN / "gunicorn"),
+            *("-c", "python:hikube_portal.gunicorn_conf", "hikube_portal.wsgi:application"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def plain(path: str, **headers: str) -> tuple[int, str]:
+        # As the kubelet asks: the pod's address as Host, plain HTTP, no X-Forwarded-Proto.
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}", headers={"Host": f"10.0.0.7:{port}", **headers}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    try:
+        for _ in range(300):
+            assert server.poll() is None, log_path.read_text()
+            try:
+                status, _body = plain("/livez")
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert status == 200
+        for _ in range(39):
+            assert plain("/livez")[0] == 200
+        assert plain("/readyz")[0] == 200
+        assert plain("/metrics")[0] == 401
+        counts = []
+        for _ in range(4):  # several scrapes: both workers answer some
+            status, text = plain("/metrics", Authorization="Bearer scrape-token-0123456789")
+            assert status == 200, text
+            found = re.search(
+                r'^hikube_portal_http_request_duration_seconds_count\{method="GET",status="2xx",'
+                r'view="livez"\} (\S+)$',
+                text,
+                flags=re.MULTILINE,
+            )
+            assert found, text
+            counts.append(float(found.group(1)))
+        # 40 probes, however gunicorn spread them over its two workers.
+        assert counts == [40.0] * 4
+        assert 'hikube_portal_operations{state="pending"} 0.0' in text
+        pids = {p.name for p in (tmp_path / "prometheus").glob("*.db")}
+        assert len({re.sub(r"\D", "", name) for name in pids}) >= 2, pids  # both workers wrote
+    finally:
+        server.terminate()
+        server.wait(15)
+        log.close()
+    records = [
+        json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")
+    ]
+    # gunicorn's own lines and Django's are JSON; the refused scrape's line names its request.
+    assert any(r["logger"] == "gunicorn.error" for r in records), log_path.read_text()
+    (refused,) = [r for r in records if r["message"] == "Unauthorized: /metrics"]
+    assert re.fullmatch(r"[0-9a-f]{32}", refused["request_id"]) and refused["status_code"] == 401
