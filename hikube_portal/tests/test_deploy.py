@@ -250,6 +250,7 @@ def test_the_calls_gpus_kube_makes_are_all_granted(objects):
         ("", "nodes", "list"),
         ("", "pods", "list"),
         ("", "events", "list"),
+        ("", "namespaces", "list"),
         ("kubevirt.io", "virtualmachines", "list"),
         ("cozystack.io", "workloadmonitors", "list"),
         *(
