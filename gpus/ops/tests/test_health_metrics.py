@@ -71,6 +71,8 @@ def test_readiness_fails_fast_when_the_broker_does_not_answer(client, settings, 
     # broker_write_url first: unset, it reads broker_url, and monkeypatch must save the real one.
     monkeypatch.setattr(current_app.conf, "broker_write_url", nobody)
     monkeypatch.setattr(current_app.conf, "broker_url", nobody)
+    # Embedded mode names the filesystem transport, which would win over the URL's scheme.
+    monkeypatch.setitem(current_app.conf, "broker_transport", None)
     response = client.get("/readyz")
     assert response.status_code == 503
     lines = response.content.decode().splitlines()
