@@ -234,6 +234,9 @@ class GpuWorkload(models.Model):
     gpu_resource = models.CharField(_("GPU resource name"), max_length=253, blank=True)
     gpus_per_instance = models.PositiveIntegerField(_("GPUs per instance"), default=0)
     instances = models.PositiveIntegerField(_("instances"), default=1)
+    # What it may grow to: a node group's maxReplicas (the autoscaler adds workers up to it
+    # without asking the portal); 1 for a VM. Quotas count this, not what runs now.
+    max_instances = models.PositiveIntegerField(_("at most instances"), default=1)
     gpus_held = models.PositiveIntegerField(_("GPUs held"), default=0)
     state = models.CharField(
         _("state"), max_length=16, choices=ResourceState.choices, default=ResourceState.UNKNOWN
@@ -267,6 +270,11 @@ class GpuWorkload(models.Model):
     @property
     def gpus_requested(self) -> int:
         return self.gpus_per_instance * self.instances
+
+    @property
+    def gpus_at_most(self) -> int:
+        """What quotas count: the GPUs it may hold once the autoscaler has grown it."""
+        return self.gpus_per_instance * max(self.instances, self.max_instances)
 
     @property
     def reason_text(self) -> str:

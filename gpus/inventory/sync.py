@@ -582,6 +582,7 @@ WORKLOAD_VALUES = (
     "gpu_resource",
     "gpus_per_instance",
     "instances",
+    "max_instances",
     "gpus_held",
     "state",
     "reason",
@@ -641,6 +642,7 @@ def _store_workloads(
             reading=vm_state(vm, reading.kubevirt_vms.get((vm.namespace, vm.kubevirt_name))),
             gpus_per_instance=len(vm.gpus),
             instances=1,
+            max_instances=1,
             gpus_held=vm_held.get(vm.namespace, {}).get(vm.kubevirt_name, 0),
         )
 
@@ -664,6 +666,7 @@ def _store_workloads(
                 reading=state,
                 gpus_per_instance=len(group.gpus),
                 instances=max(group.min_replicas, state.available),
+                max_instances=max(group.max_replicas, group.min_replicas, state.available),
                 gpus_held=sum(
                     c for vm, c in held_in_namespace.items() if vm.startswith(group.worker_prefix)
                 ),

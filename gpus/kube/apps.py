@@ -472,6 +472,11 @@ class NodeGroupRequest:
     def workers_held(self) -> int:
         return max(self.min_replicas, V11_CHART_WORKERS)
 
+    @property
+    def workers_at_most(self) -> int:
+        """What the autoscaler may grow the group to: quotas count this."""
+        return max(self.max_replicas, self.workers_held)
+
     def as_params(self) -> dict[str, Any]:
         return {
             "cluster_name": self.cluster_name,

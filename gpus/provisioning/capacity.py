@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Sum
+from django.db.models import F, Q, QuerySet
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -13,7 +13,7 @@ from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import ResourceState
 from gpus.inventory.models import GpuWorkload
 from gpus.inventory.selectors import free_on_servers, served_gpu_models
-from gpus.provisioning.choices import ACTIVE_OPERATION_STATES
+from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
 from gpus.tenancy.models import Tenant
 
@@ -62,26 +62,47 @@ def fit_for(model: GpuModel, count: int) -> Fit:
     return Fit(model, count, total, most)
 
 
+def counted_operations(**filters: object) -> QuerySet[Operation]:
+    """Operations whose GPUs the snapshot may not show yet: the active ones, and those that
+    succeeded after the cluster's last snapshot was read (until the next sync shows them)."""
+    unsynced = Q(state=OperationState.SUCCEEDED, gpu_count__gt=0) & (
+        Q(cluster__last_synced_at__isnull=True) | Q(finished_at__gte=F("cluster__last_synced_at"))
+    )
+    return Operation.objects.filter(Q(state__in=ACTIVE_OPERATION_STATES) | unsynced, **filters)
+
+
+def operation_gpus(operations: QuerySet[Operation]) -> dict[tuple[int, str, str], int]:
+    """GPUs per target: the active operation's, else the last succeeded one's."""
+    by_target: dict[tuple[int, str, str], int] = {}
+    rows = operations.order_by("finished_at", "pk").values_list(
+        "cluster_id", "name", "node_group", "state", "gpu_count"
+    )
+    active = {}
+    for cluster_id, name, group, state, count in rows:
+        target = (cluster_id, name, group)
+        if state in ACTIVE_OPERATION_STATES:
+            active[target] = count
+        else:
+            by_target[target] = count
+    return {**by_target, **active}
+
+
 def gpus_counted(
     tenant: Tenant, model: GpuModel, exclude: tuple[int, str, str] | None = None
 ) -> int:
-    """GPUs held (snapshot) plus in flight (active operations), without counting a target twice."""
-    active = Operation.objects.filter(
-        tenant=tenant, gpu_model=model, state__in=ACTIVE_OPERATION_STATES
-    )
-    in_flight = active.aggregate(n=Sum("gpu_count"))["n"] or 0
-    targets = {
-        (o.cluster_id, o.name, o.node_group) for o in active.only("cluster", "name", "node_group")
-    }
+    """GPUs held (snapshot, a node group at what it may grow to) plus those of operations the
+    snapshot may not show yet, without counting a target twice."""
+    in_flight = operation_gpus(counted_operations(tenant=tenant, gpu_model=model))
+    targets = set(in_flight)
     if exclude:
         targets.add(exclude)  # the target being changed: its new size replaces what it holds
     held = 0
     for w in GpuWorkload.objects.filter(tenant=tenant, gpu_model=model).only(
-        "cluster", "name", "node_group", "gpus_per_instance", "instances"
+        "cluster", "name", "node_group", "gpus_per_instance", "instances", "max_instances"
     ):
         if (w.cluster_id, w.name, w.node_group) not in targets:
-            held += w.gpus_requested
-    return held + int(in_flight)
+            held += w.gpus_at_most
+    return held + sum(count for target, count in in_flight.items() if target != exclude)
 
 
 def quota_left(

@@ -238,7 +238,8 @@ def submit_node_group(
         node_group=request.group,
         docs=docs,
         gpu_model=model,
-        gpu_count=request.gpus_per_node * request.workers_held,
+        # Counted at what the autoscaler may grow it to, not what it starts with.
+        gpu_count=request.gpus_per_node * request.workers_at_most,
         params=request.as_params(),
         # Workers are placed one by one; the fit is per worker, not all on one server.
         check_capacity=False,

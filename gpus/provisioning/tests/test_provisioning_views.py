@@ -525,7 +525,7 @@ def test_node_group_resize_previews_a_patch_of_that_group_then_records(
         response = alice_client.post(url, group_data(confirm="1"))
     assert response.status_code == 302 and len(callbacks) == 1
     op = Operation.objects.get()
-    assert (op.kind, op.name, op.node_group, op.gpu_count) == ("resize", "ml", "gpu", 3)
+    assert (op.kind, op.name, op.node_group, op.gpu_count) == ("resize", "ml", "gpu", 4)  # max 4
     assert list(op.manifests[0]["spec"]["nodeGroups"]) == ["gpu"]
     assert op.manifests[0]["spec"]["nodeGroups"]["gpu"]["ephemeralStorage"] == "100Gi"
     bad = alice_client.post(url, group_data(min_replicas="5", max_replicas="2", confirm="1"))

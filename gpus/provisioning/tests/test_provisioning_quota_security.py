@@ -1,0 +1,168 @@
+"""Quota and capacity bypasses (issue 20, items 2, 4, 5, 6, 12, 13), on the database the CI's
+first pass runs (PostgreSQL + Redis). The concurrency tests go through gunicorn, as the compose
+file runs the portal."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from gpus.catalog.models import GpuModel
+from gpus.inventory.choices import ResourceState, WorkloadKind
+from gpus.inventory.models import Cluster, GpuWorkload, Node, NodeGpu
+from gpus.inventory.sync import store_snapshot
+from gpus.kube import apps
+from gpus.kube.records import Condition, FleetReading, KubernetesApp, NodeGroup
+from gpus.provisioning import services
+from gpus.provisioning.capacity import gpus_counted
+from gpus.provisioning.choices import OperationKind, OperationState
+from gpus.provisioning.models import GpuQuota, Operation
+from gpus.testing import node_info
+
+L40S = "nvidia.com/AD102GL_L40S"
+H100 = "nvidia.com/H100_94GB"
+
+
+def make_cluster(free: dict[str, list[int]], name: str = "dc") -> Cluster:
+    """A synced cluster whose servers have these GPUs free (one server per number)."""
+    cluster = Cluster.objects.create(
+        name=name, vm_kind="VMInstance", last_synced_at=timezone.now() - timedelta(minutes=1)
+    )
+    for resource, servers in free.items():
+        model = GpuModel.objects.get(resource_name=resource)
+        for i, n in enumerate(servers):
+            node = Node.objects.create(
+                cluster=cluster, name=f"{model.pk}-{i}", health="ready", gpu_installed=8,
+                gpu_free=n,
+            )  # fmt: skip
+            NodeGpu.objects.create(node=node, gpu_model=model, installed=8, allocated=8 - n, free=n)
+    return cluster
+
+
+def vm_request(name: str, resource: str = H100, count: int = 1) -> apps.VmRequest:
+    return apps.VmRequest(
+        name=name,
+        gpu_resource=resource,
+        gpu_count=count,
+        instance_type="u1.2xlarge",
+        instance_profile="ubuntu",
+        image="ubuntu-2404",
+        disk_size_gi=50,
+        storage_class="replicated",
+    )
+
+
+def group_request(cluster_name: str, group: str, low: int, high: int, per: int = 1):
+    return apps.NodeGroupRequest(
+        cluster_name=cluster_name, group=group, min_replicas=low, max_replicas=high,
+        instance_type="u1.2xlarge", disk_size_gi=100, gpu_resource=L40S, gpus_per_node=per,
+    )  # fmt: skip
+
+
+def quota(tenant, resource: str, limit: int) -> GpuModel:
+    model = GpuModel.objects.get(resource_name=resource)
+    GpuQuota.objects.create(tenant=tenant, gpu_model=model, limit=limit)
+    return model
+
+
+# --- 2a: a node group counts at what it may grow to ---------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_node_group_counts_against_the_quota_at_its_maximum(alice, acme):
+    cluster = make_cluster({L40S: [8, 8]})
+    l40s = quota(acme, L40S, 4)
+    # min 1, max 100: the autoscaler may grow it to 100 L40S without asking the portal.
+    with pytest.raises(services.OperationRefused) as refused:
+        services.submit_node_group(
+            alice, acme, cluster, group_request("ml", "gpu", 1, 100), resize=False
+        )
+    assert refused.value.message == "Your quota allows 4 more NVIDIA L40S."
+    assert not Operation.objects.exists()
+    op = services.submit_node_group(
+        alice, acme, cluster, group_request("ml", "gpu", 1, 4), resize=False
+    )
+    assert op.gpu_count == 4
+    assert gpus_counted(acme, l40s) == 4
+
+
+@pytest.mark.django_db
+def test_the_snapshot_counts_a_group_at_its_max_replicas(alice, acme):
+    """A group made outside the portal (or synced after its operation) with maxReplicas 8 and 1
+    worker now holds 8 against the quota: the autoscaler may add 7 without asking."""
+    cluster = make_cluster({L40S: [8]})
+    l40s = quota(acme, L40S, 8)
+    group = NodeGroup(
+        name="gpu", gpus=(L40S,), min_replicas=1, max_replicas=8, instance_type="u1.2xlarge",
+        roles=(), monitor_name="kubernetes-ml-gpu", worker_prefix="kubernetes-ml-gpu-",
+    )  # fmt: skip
+    ready = Condition("Ready", "True", "ReconciliationSucceeded", "")
+    reading = FleetReading(
+        nodes=[node_info("n1", {L40S: 8})],
+        pods=[],
+        vm_kind="VMInstance",
+        disk_field="ephemeralStorage",
+        kubernetes_apps=[
+            KubernetesApp(acme.namespace, "ml", False, {"Ready": ready}, node_groups=(group,))
+        ],
+    )
+    store_snapshot(cluster, reading, timezone.now())
+    row = GpuWorkload.objects.get(name="ml", node_group="gpu")
+    assert (row.instances, row.max_instances) == (1, 8)
+    assert gpus_counted(acme, l40s) == 8
+    with pytest.raises(services.OperationRefused, match="Your quota allows no more NVIDIA L40S"):
+        services.submit_vm(alice, acme, cluster, vm_request("one", L40S))
+
+
+# --- 2b: between an operation's success and the next sync ---------------------------------
+
+
+@pytest.mark.django_db
+def test_a_succeeded_operation_counts_until_the_sync_shows_it(alice, acme):
+    cluster = make_cluster({H100: [8]})
+    h100 = quota(acme, H100, 2)
+    first = services.submit_vm(alice, acme, cluster, vm_request("first", count=2))
+    Operation.objects.filter(pk=first.pk).update(
+        state=OperationState.SUCCEEDED, finished_at=timezone.now()
+    )
+    # Done, and the last snapshot was read before: the quota still counts its 2 H100.
+    assert gpus_counted(acme, h100) == 2
+    with pytest.raises(services.OperationRefused, match="Your quota allows no more NVIDIA H100"):
+        services.submit_vm(alice, acme, cluster, vm_request("second"))
+    # The next sync shows the VM: counted once, from the snapshot.
+    Cluster.objects.filter(pk=cluster.pk).update(last_synced_at=timezone.now())
+    GpuWorkload.objects.create(
+        cluster=cluster, tenant=acme, kind=WorkloadKind.VM, app_kind="VMInstance", name="first",
+        gpu_model=h100, gpus_per_instance=2, state=ResourceState.RUNNING,
+    )  # fmt: skip
+    assert gpus_counted(acme, h100) == 2
+    GpuQuota.objects.filter(tenant=acme).update(limit=3)
+    services.submit_vm(alice, acme, cluster, vm_request("second"))
+    assert gpus_counted(acme, h100) == 3
+
+
+@pytest.mark.django_db
+def test_a_succeeded_resize_replaces_what_the_snapshot_shows_until_the_sync(alice, acme):
+    cluster = make_cluster({L40S: [8]})
+    l40s = quota(acme, L40S, 6)
+    GpuWorkload.objects.create(
+        cluster=cluster, tenant=acme, kind=WorkloadKind.NODE_GROUP, app_kind="Kubernetes",
+        name="ml", node_group="gpu", gpu_model=l40s, gpus_per_instance=1, instances=2,
+        max_instances=2, state=ResourceState.RUNNING,
+    )  # fmt: skip
+    resize = services.submit_node_group(
+        alice, acme, cluster, group_request("ml", "gpu", 2, 5), resize=True
+    )
+    Operation.objects.filter(pk=resize.pk).update(
+        state=OperationState.SUCCEEDED, finished_at=timezone.now()
+    )
+    assert gpus_counted(acme, l40s) == 5  # not 2 (the old snapshot), nor 7 (both)
+    # A stop or a delete that succeeded frees nothing before the sync says so.
+    Operation.objects.create(
+        cluster=cluster, tenant=acme, actor_name="alice", kind=OperationKind.STOP,
+        namespace=acme.namespace, app_kind="Kubernetes", name="ml", node_group="gpu",
+        state=OperationState.SUCCEEDED, finished_at=timezone.now(),
+    )  # fmt: skip
+    assert gpus_counted(acme, l40s) == 5
