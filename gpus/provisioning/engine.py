@@ -20,6 +20,7 @@ from gpus.kube.errors import (
     ForbiddenError,
     InvalidError,
     KubeError,
+    NotFoundError,
     TransientError,
 )
 from gpus.kube.gateway import ClusterGateway
@@ -86,6 +87,13 @@ def _causes_json(causes: list[Cause] | tuple[Cause, ...]) -> list[dict[str, str]
 
 def fail(op: Operation, reason: str, message: str, causes: Any = (), error: str = "") -> None:
     now = timezone.now()
+    cleanup = _made_by_this_create(op)
+    extra: dict[str, Any] = {}
+    if cleanup:
+        # A failed create must not leave a VM that starts later, when GPUs free up, while the
+        # portal says Failed: remove what this create made (issue 20 item 10).
+        message = f"{message} {_cleanup_sentence()}".strip()
+        extra["params"] = {**op.params, "cleanup": "pending"}
     if _transition(
         op,
         set(ACTIVE_OPERATION_STATES),
@@ -96,6 +104,7 @@ def fail(op: Operation, reason: str, message: str, causes: Any = (), error: str 
         error=error or message,
         finished_at=now,
         lease_until=None,
+        **extra,
     ):
         audit(
             op,
@@ -104,9 +113,53 @@ def fail(op: Operation, reason: str, message: str, causes: Any = (), error: str 
             "operation.failed",
             {"reason": reason, "message": message[:500]},
         )
+        if cleanup:
+            queue.enqueue_on_commit("provisioning.clean_up_operation", op.pk)
 
 
-def succeed(op: Operation) -> None:
+def _cleanup_sentence() -> str:
+    return _(
+        "The portal removes the VM and the disk this request made from the cluster, so "
+        "nothing starts later and holds GPUs: try again or create it anew when you are ready."
+    )
+
+
+def _made_by_this_create(op: Operation) -> list[dict[str, str]]:
+    """The objects a VM create made (absent before its first write), for its clean-up."""
+    kind = op.params.get("retry_kind") or op.kind
+    if kind not in (OperationKind.CREATE, OperationKind.RETRY) or op.node_group:
+        return []
+    return list(op.baseline.get("absent") or [])
+
+
+def clean_up(op_id: int) -> str:
+    """Delete what a failed create made: the VM first, then its disk (404 is done).
+    Skipped when a later operation took the target over (a retry, a new create). Raises
+    TransientError for the task to retry."""
+    op = Operation.objects.select_related("cluster", "tenant").get(pk=op_id)
+    if op.state != OperationState.FAILED or op.params.get("cleanup") != "pending":
+        return "nothing to do"
+    later = Operation.objects.filter(
+        cluster=op.cluster, namespace=op.namespace, name=op.name, node_group="", pk__gt=op.pk
+    )
+    outcome = "superseded"
+    if not later.exists():
+        gateway = gateway_for(op.cluster)
+        who = identity_for(op)
+        try:
+            made = _made_by_this_create(op)
+            # The VM before its disks, as a delete operation does.
+            for item in sorted(made, key=lambda d: d["kind"] == mf.VM_DISK):
+                delete_target(gateway, item["kind"], op.namespace, item["name"], who)
+        finally:
+            gateway.close()
+        outcome = "done"
+    Operation.objects.filter(pk=op.pk).update(params={**op.params, "cleanup": outcome})
+    audit(op, op.tenant, "portal", "operation.cleaned_up", {"outcome": outcome})
+    return outcome
+
+
+def succeed(op: Operation, reason: str = "", message: str = "") -> None:
     now = timezone.now()
     if _transition(
         op,
@@ -114,8 +167,8 @@ def succeed(op: Operation) -> None:
         state=OperationState.SUCCEEDED,
         finished_at=now,
         running_at=op.running_at or (now if _want_running(op) and op.kind != "delete" else None),
-        reason="",
-        message="",
+        reason=reason,
+        message=message,
         lease_until=None,
     ):
         audit(op, op.tenant, "portal", "operation.succeeded")
@@ -136,6 +189,18 @@ def _record_baseline(op: Operation, gateway: ClusterGateway) -> None:
         return
     current = gateway.get(mf.PLURALS[op.app_kind], op.namespace, op.name)
     op.baseline = {"before": released_marker(current) if current else {}}
+    if (op.params.get("retry_kind") or op.kind) in (OperationKind.CREATE, OperationKind.RETRY):
+        # What this create is about to make, so that a failure can remove exactly that.
+        absent = []
+        for doc in op.manifests:
+            name = doc["metadata"]["name"]
+            if doc["kind"] == op.app_kind and name == op.name:
+                there = current is not None
+            else:
+                there = gateway.get(mf.PLURALS[doc["kind"]], op.namespace, name) is not None
+            if not there:
+                absent.append({"kind": doc["kind"], "name": name})
+        op.baseline["absent"] = absent
     Operation.objects.filter(pk=op.pk, state=OperationState.APPLYING).update(baseline=op.baseline)
 
 
@@ -146,6 +211,7 @@ def apply(op: Operation) -> None:
     """
     gateway = gateway_for(op.cluster)
     who = identity_for(op)
+    wrote = must_exist = False
     try:
         if op.kind == OperationKind.DELETE:
             # Delete the VM first, then its disks: 404 means already gone.
@@ -156,36 +222,70 @@ def apply(op: Operation) -> None:
         else:
             _record_baseline(op, gateway)
             # Day-2 changes patch an object that must be there; they never re-create it.
-            must_exist = op.kind in (
+            # A retry of one of these is one of these too: it must not re-create what was
+            # deleted since (a VM with no disk and no GPU).
+            must_exist = (op.params.get("retry_kind") or op.kind) in (
                 OperationKind.START,
                 OperationKind.STOP,
                 OperationKind.RESIZE,
                 OperationKind.RESTART,
             ) or bool(op.node_group and not op.params.get("new_cluster_version"))
             for doc in _manifests_to_apply(op):
-                apply_manifest(gateway, doc, who, must_exist=must_exist)
+                wrote = apply_manifest(gateway, doc, who, must_exist=must_exist).wrote or wrote
+        now = timezone.now()
+        changes: dict[str, Any] = {
+            "state": OperationState.PROVISIONING,
+            "applied_at": now,
+            "lease_until": None,
+            "error": "",
+        }
+        unchanged = not wrote and _is_power_action(op)
+        if unchanged:
+            # The app already asks for this: no Helm release will come, so wait for nothing
+            # but the VM's own state (a no-op start on a running VM ends now).
+            changes["baseline"] = {"before": {}, "unchanged": True}
+        if _transition(op, {OperationState.APPLYING}, **changes):
+            audit(op, op.tenant, "portal", "operation.applied", {"attempt": op.attempts})
+            if unchanged:
+                view = observe(gateway, {op.namespace: {mf.PLURALS[op.app_kind]}})
+                advance(op, view.get(op.namespace, NamespaceView()), now)
     except TransientError:
         raise
     except InvalidError as exc:
         fail(op, exc.reason or "Invalid", exc.detail or exc.message, exc.causes, str(exc))
-        return
     except ForbiddenError as exc:
         fail(op, "Forbidden", exc.detail or exc.message, (), str(exc))
-        return
+    except NotFoundError as exc:
+        if not must_exist:
+            fail(op, exc.reason or "NotFound", exc.detail or exc.message, (), str(exc))
+            return
+        fail(
+            op,
+            "Gone",
+            _(
+                "%(name)s is no longer in the cluster (deleted since this change was asked "
+                "for): nothing was changed, and it was not created again."
+            )
+            % {"name": op.name},
+            (),
+            str(exc),
+        )
     except KubeError as exc:
         fail(op, exc.reason or type(exc).__name__, exc.detail or exc.message, (), str(exc))
-        return
     finally:
         gateway.close()
-    now = timezone.now()
-    changes: dict[str, Any] = {
-        "state": OperationState.PROVISIONING,
-        "applied_at": now,
-        "lease_until": None,
-        "error": "",
-    }
-    if _transition(op, {OperationState.APPLYING}, **changes):
-        audit(op, op.tenant, "portal", "operation.applied", {"attempt": op.attempts})
+
+
+def _is_power_action(op: Operation) -> bool:
+    """A start or stop (or a retry of one): it only flips the VM's run strategy."""
+    kind = op.params.get("retry_kind") or op.kind
+    return kind in (OperationKind.START, OperationKind.STOP) and not op.node_group
+
+
+def _already_true(op: Operation) -> str:
+    if _want_running(op):
+        return _("It was already running: nothing was changed.")
+    return _("It was already stopped: nothing was changed.")
 
 
 def _manifests_to_apply(op: Operation) -> list[dict[str, Any]]:
@@ -284,7 +384,10 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
         _restart_start(op)
         return
     if progress.done:
-        succeed(op)
+        if op.baseline.get("unchanged"):
+            succeed(op, "AlreadyDone", _already_true(op))
+        else:
+            succeed(op)
         return
     _check_ceiling(op, now)
 
@@ -368,6 +471,10 @@ def reconcile() -> list[int]:
     Pending past their retry time, or applying past their lease. ``claim`` makes it safe."""
     now = timezone.now()
     stale = now - timedelta(seconds=settings.OPERATION_RECONCILE_AFTER_SECONDS)
+    for op_id in Operation.objects.filter(
+        state=OperationState.FAILED, params__cleanup="pending", updated_at__lt=stale
+    ).values_list("pk", flat=True)[:100]:
+        queue.enqueue("provisioning.clean_up_operation", op_id)
     ids = list(
         Operation.objects.filter(
             Q(state=OperationState.PENDING, updated_at__lt=stale, lease_until__isnull=True)

@@ -137,6 +137,7 @@ def retry(user: Any, op: Operation) -> Operation:
     """A failed operation, submitted again with the same manifests (a new record)."""
     if op.state != OperationState.FAILED:
         raise OperationRefused(_("Only a failed operation can be retried."))
+    _check_target_unchanged(op)
     restart = op.kind == OperationKind.RESTART
     return record(
         user=user,
@@ -150,10 +151,67 @@ def retry(user: Any, op: Operation) -> Operation:
         docs=op.manifests,
         gpu_model=op.gpu_model,
         gpu_count=op.gpu_count if op.kind in (OperationKind.CREATE, OperationKind.RETRY) else 0,
-        params={**op.params, "retry_of": op.pk, **({"phase": "stop"} if restart else {})},
+        params={
+            **op.params,
+            "retry_of": op.pk,
+            # What the retried operation was: a retried start still patches, never creates.
+            "retry_kind": op.params.get("retry_kind") or op.kind,
+            **({"phase": "stop"} if restart else {}),
+        },
         queue_until_capacity=op.queue_until_capacity,
         check_capacity=False,
     )
+
+
+def _check_target_unchanged(op: Operation) -> None:
+    """A retry sends the old manifests again: refuse it when its target has moved on since
+    (deleted, made again, changed by a later operation), or a day-2 change whose target is no
+    longer in the cluster. Raises OperationRefused in plain words."""
+    later = Operation.objects.filter(
+        cluster=op.cluster,
+        namespace=op.namespace,
+        app_kind=op.app_kind,
+        name=op.name,
+        node_group=op.node_group,
+        pk__gt=op.pk,
+        state=OperationState.SUCCEEDED,
+    )
+    deleted = later.filter(kind=OperationKind.DELETE) | later.filter(
+        kind=OperationKind.RETRY, params__retry_kind=OperationKind.DELETE
+    )
+    if deleted.exists():
+        raise OperationRefused(
+            _(
+                "%(name)s was deleted after this operation failed. Trying it again would bring "
+                "it back as it was then, so it is not tried again: create a new one instead."
+            )
+            % {"name": op.name}
+        )
+    if later.exists():
+        raise OperationRefused(
+            _(
+                "%(name)s has changed since this operation failed (a later change succeeded), "
+                "so it is not tried again: make the change anew from its page."
+            )
+            % {"name": op.name}
+        )
+    kind = op.params.get("retry_kind") or op.params.get("action") or op.kind
+    day2 = kind not in (OperationKind.CREATE, OperationKind.DELETE) and not (
+        op.node_group and kind != OperationKind.RESIZE
+    )
+    if (
+        day2
+        and not GpuWorkload.objects.filter(
+            cluster=op.cluster, tenant=op.tenant, name=op.name, node_group=op.node_group
+        ).exists()
+    ):
+        raise OperationRefused(
+            _(
+                "%(name)s is no longer in the cluster, so this change is not tried again "
+                "(trying it would create it anew, without its disk)."
+            )
+            % {"name": op.name}
+        )
 
 
 # --- day-2 actions on VMs, also those made outside the portal ---------------------------

@@ -49,6 +49,18 @@ def apply_operation(self, operation_id: int) -> str:
     return op.state
 
 
+@shared_task(name="provisioning.clean_up_operation", bind=True, acks_late=True, max_retries=None)
+def clean_up_operation(self, operation_id: int) -> str:
+    """Remove what a failed create made in the cluster; a transient failure retries (and the
+    reconciler sends it again if the message is lost)."""
+    try:
+        return engine.clean_up(operation_id)
+    except TransientError as exc:
+        backoff = Backoff(2.0, settings.OPERATION_RETRY_MAX_SECONDS)
+        delay = backoff.delay(self.request.retries, exc.retry_after)
+        raise self.retry(exc=exc, countdown=delay) from exc
+
+
 @shared_task(name="provisioning.poll_operations")
 def poll_operations() -> int:
     """The beat entry point: one batched poll per cluster with operations in flight."""

@@ -264,7 +264,8 @@ def test_resize_a_node_group_while_someone_else_changes_another(cluster, dc, ali
         gpus_per_node=1,
     )
     op = services.submit_node_group(alice, acme, cluster, request, resize=True)
-    assert op.kind == "resize" and op.gpu_count == 3
+    # The quota counts what the group may grow to: maxReplicas x GPUs per worker (issue 20, 2a).
+    assert op.kind == "resize" and op.gpu_count == 4
     claimed = engine.claim(op.pk)
     engine.apply(claimed)
     # Someone else edits md0 meanwhile (kubectl, another portal tab...).

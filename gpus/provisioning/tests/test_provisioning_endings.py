@@ -1,0 +1,248 @@
+"""Operations that used to end wrong (issue 20 items 9-11, issue 16 items 1 and 5), against
+devcluster over HTTP with the real client, driven step by step as the Celery tasks do."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from devcluster.testing import run_devcluster
+from gpus.inventory import schemas, sync
+from gpus.inventory.clusters import gateway_for
+from gpus.inventory.models import Cluster, GpuWorkload
+from gpus.kube import apps
+from gpus.provisioning import engine, services
+from gpus.provisioning.choices import OperationKind, OperationState
+from gpus.provisioning.models import Operation
+from gpus.testing import seed_catalog
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db, pytest.mark.usefixtures("catalog")]
+
+H100 = "nvidia.com/H100_94GB"
+L40S = "nvidia.com/AD102GL_L40S"
+ENDED = {OperationState.SUCCEEDED, OperationState.FAILED}
+
+
+@pytest.fixture
+def catalog(db):
+    seed_catalog()
+
+
+@pytest.fixture(scope="module")
+def dc(tmp_path_factory):
+    with run_devcluster(tmp_path_factory.mktemp("dc"), flavour="current", speed=200.0) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster(dc, acme) -> Cluster:
+    row = Cluster.objects.create(
+        name=f"dc{dc.port}", kubeconfig=str(dc.kubeconfig), context="admin"
+    )
+    sync.sync_cluster(row.pk)
+    schemas.refresh_served_schemas(row.pk)
+    row.refresh_from_db()
+    return row
+
+
+def vm_request(name: str, gpu: str = H100, count: int = 1, **extra) -> apps.VmRequest:
+    return apps.VmRequest(
+        name=name,
+        gpu_resource=gpu,
+        gpu_count=count,
+        instance_type="u1.2xlarge",
+        instance_profile="ubuntu",
+        image="ubuntu-2404",
+        disk_size_gi=20,
+        storage_class="replicated",
+        **extra,
+    )
+
+
+def drive(op: Operation, until: set[str], seconds: float = 60) -> Operation:
+    """What the worker does: claim+apply, then batched polls until a state in ``until``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        op.refresh_from_db()
+        if op.state in until:
+            return op
+        if op.state == OperationState.PENDING:
+            claimed = engine.claim(op.pk)
+            if claimed:
+                engine.apply(claimed)
+        else:
+            engine.poll_cluster(op.cluster_id)
+        time.sleep(0.1)
+    raise AssertionError(f"operation stayed {op.state}: {op.reason} {op.message} {op.error}")
+
+
+def apply_once(op: Operation) -> Operation:
+    claimed = engine.claim(op.pk)
+    assert claimed is not None
+    engine.apply(claimed)
+    op.refresh_from_db()
+    return op
+
+
+def snapshot_row(cluster: Cluster, tenant, name: str, state: str) -> GpuWorkload:
+    for _ in range(100):
+        sync.sync_cluster(cluster.pk)
+        row = GpuWorkload.objects.filter(tenant=tenant, name=name, node_group="").first()
+        if row and row.state == state:
+            return row
+        time.sleep(0.1)
+    raise AssertionError(f"{name} never read {state} in the snapshot: {row and row.state}")
+
+
+# --- #20.11: an action that is already true ends at once ---------------------------------
+
+
+def test_start_on_a_running_vm_and_stop_on_a_stopped_one_end_at_once(cluster, alice, acme):
+    created = drive(services.submit_vm(alice, acme, cluster, vm_request("noop")), ENDED)
+    assert created.state == OperationState.SUCCEEDED, (created.reason, created.message)
+    row = snapshot_row(cluster, acme, "noop", "running")
+
+    start = apply_once(services.submit_vm_action(alice, row, OperationKind.START))
+    # No Helm revision will come for a write that was not made: done now, not in 15 minutes.
+    assert start.state == OperationState.SUCCEEDED, (start.state, start.reason, start.message)
+    assert "already running" in start.message
+
+    stop = drive(services.submit_vm_action(alice, row, OperationKind.STOP), ENDED)
+    assert stop.state == OperationState.SUCCEEDED, (stop.reason, stop.message)
+    assert stop.reason == ""  # a real stop is a change
+    row = snapshot_row(cluster, acme, "noop", "stopped")
+    again = apply_once(services.submit_vm_action(alice, row, OperationKind.STOP))
+    assert again.state == OperationState.SUCCEEDED, (again.state, again.reason, again.message)
+    assert "already stopped" in again.message
+    # The VM is free for the next change at once (delete is not refused).
+    services.submit_vm_action(alice, row, OperationKind.DELETE)
+
+
+# --- #20.9: "Try again" re-checks that its target is still what it was -------------------
+
+
+def failed_start(alice, row: GpuWorkload) -> Operation:
+    """A start that failed (its VM never came up in time, say)."""
+    op = services.submit_vm_action(alice, row, OperationKind.START)
+    engine.fail(op, "Timeout", "Not ready after 15 minutes.")
+    return op
+
+
+def test_retry_of_an_old_start_after_the_vm_was_deleted_is_refused(cluster, alice, acme):
+    created = drive(services.submit_vm(alice, acme, cluster, vm_request("gone-1")), ENDED)
+    assert created.state == OperationState.SUCCEEDED
+    row = snapshot_row(cluster, acme, "gone-1", "running")
+    old = failed_start(alice, row)
+    deleted = drive(services.submit_vm_action(alice, row, OperationKind.DELETE), ENDED)
+    assert deleted.state == OperationState.SUCCEEDED
+
+    with pytest.raises(services.OperationRefused) as exc:
+        services.retry(alice, old)
+    assert "gone-1 was deleted after this operation failed" in exc.value.message
+    # And the old create, tried again, would bring it back too: refused the same way.
+    engine.fail(created, "Timeout", "pretend it had failed")
+    with pytest.raises(services.OperationRefused):
+        services.retry(alice, created)
+    assert not Operation.objects.filter(params__retry_of__in=[old.pk, created.pk]).exists()
+
+
+def test_retry_of_a_start_whose_vm_went_outside_the_portal_creates_nothing(
+    cluster, dc, alice, acme
+):
+    created = drive(services.submit_vm(alice, acme, cluster, vm_request("gone-2")), ENDED)
+    assert created.state == OperationState.SUCCEEDED
+    row = snapshot_row(cluster, acme, "gone-2", "running")
+    old = failed_start(alice, row)
+    # Deleted with kubectl; the snapshot has not seen it go yet, so the retry is recorded...
+    path = f"/apis/apps.cozystack.io/v1alpha1/namespaces/{acme.namespace}/vminstances/gone-2"
+    assert dc.request("DELETE", path)[0] == 200
+    gateway = gateway_for(cluster)
+    for _ in range(200):
+        if gateway.get("vminstances", acme.namespace, "gone-2") is None:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("gone-2 was never deleted")
+    again = drive(services.retry(alice, old), ENDED)
+    # ...but its apply finds nothing to start, says so, and creates nothing.
+    assert again.state == OperationState.FAILED
+    assert "no longer in the cluster" in again.message
+    assert gateway.get("vminstances", acme.namespace, "gone-2") is None
+    # Once the snapshot knows, the retry is refused before anything is recorded.
+    snapshot_gone(cluster, acme, "gone-2")
+    with pytest.raises(services.OperationRefused) as exc:
+        services.retry(alice, old)
+    assert "gone-2 is no longer in the cluster" in exc.value.message
+
+
+def snapshot_gone(cluster: Cluster, tenant, name: str) -> None:
+    for _ in range(100):
+        sync.sync_cluster(cluster.pk)
+        if not GpuWorkload.objects.filter(tenant=tenant, name=name, node_group="").exists():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{name} stayed in the snapshot")
+
+
+# --- #20.10: a failed create cleans up what it made ----------------------------------------
+
+
+def gone_from_cluster(gateway, plural: str, namespace: str, name: str) -> bool:
+    """Gone, or on its way (Helm uninstall waits for the VM to stop)."""
+    for _ in range(300):
+        obj = gateway.get(plural, namespace, name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_an_unschedulable_create_that_fails_removes_its_vm_and_disk(cluster, alice, acme, settings):
+    settings.OPERATION_UNSCHEDULABLE_GRACE_SECONDS = 0
+    request = vm_request("never-fits", count=9)  # no server holds 9 H100
+    docs = apps.vm_manifests(request, acme.namespace, cluster.vm_kind)
+    op = services.record(
+        user=alice,
+        tenant=acme,
+        cluster=cluster,
+        kind=OperationKind.CREATE,
+        app_kind=cluster.vm_kind,
+        name="never-fits",
+        docs=docs,
+        params=request.as_params(),
+        check_capacity=False,
+    )
+    op = drive(op, ENDED)
+    assert op.state == OperationState.FAILED
+    assert op.reason == "ErrorUnschedulable"
+    assert "removes the VM and the disk" in op.message
+    assert engine.clean_up(op.pk) == "done"  # what the task enqueued on commit runs
+    gateway = gateway_for(cluster)
+    assert gone_from_cluster(gateway, "vminstances", acme.namespace, "never-fits")
+    disk = next(d["metadata"]["name"] for d in docs if d["kind"] == apps.VM_DISK)
+    assert gone_from_cluster(gateway, "vmdisks", acme.namespace, disk)
+    op.refresh_from_db()
+    assert op.params["cleanup"] == "done"
+    assert engine.clean_up(op.pk) == "nothing to do"  # twice is harmless
+
+
+def test_clean_up_spares_what_a_later_retry_made(cluster, alice, acme, settings):
+    settings.OPERATION_UNSCHEDULABLE_GRACE_SECONDS = 0
+    request = vm_request("fits-later", count=9)
+    docs = apps.vm_manifests(request, acme.namespace, cluster.vm_kind)
+    op = services.record(
+        user=alice,
+        tenant=acme,
+        cluster=cluster,
+        kind=OperationKind.CREATE,
+        app_kind=cluster.vm_kind,
+        name="fits-later",
+        docs=docs,
+        check_capacity=False,
+    )
+    op = drive(op, ENDED)
+    assert op.state == OperationState.FAILED
+    services.retry(alice, op)  # before the clean-up task ran
+    assert engine.clean_up(op.pk) == "superseded"
+    assert gateway_for(cluster).get("vminstances", acme.namespace, "fits-later") is not None
