@@ -63,6 +63,19 @@ class GpuPod:
         """The KubeVirt VM a virt-launcher pod runs ("" for other pods)."""
         return self.labels.get("vm.kubevirt.io/name") or self.labels.get("kubevirt.io/domain", "")
 
+    @property
+    def machine_deployment(self) -> tuple[str, str]:
+        """(Cluster API cluster, MachineDeployment) of a worker VM's launcher pod, ("", "") for
+        other pods. Cozystack v1.1 labels the worker VM template with
+        `cluster.x-k8s.io/deployment-name: <release>-<group>` and spreads on
+        `cluster.x-k8s.io/cluster-name: <release>` (packages/apps/kubernetes/templates/
+        cluster.yaml); KubeVirt copies a VMI's labels to its launcher pod. A name prefix cannot
+        tell group `gpu` from `gpu-large`."""
+        return (
+            self.labels.get("cluster.x-k8s.io/cluster-name", ""),
+            self.labels.get("cluster.x-k8s.io/deployment-name", ""),
+        )
+
 
 @dataclass(frozen=True)
 class KubevirtVm:
@@ -125,7 +138,7 @@ class NodeGroup:
     instance_type: str
     roles: tuple[str, ...]
     monitor_name: str  # WorkloadMonitor kubernetes-<app>-<group>
-    worker_prefix: str  # worker VMs are kubernetes-<app>-<group>-<suffix>
+    worker_prefix: str  # worker VMs are kubernetes-<app>-<group>-<suffix> (display only)
 
 
 @dataclass(frozen=True)

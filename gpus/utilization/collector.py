@@ -16,6 +16,7 @@ from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.models import Cluster, GpuWorkload
 from gpus.tenancy.models import Tenant
 from gpus.utilization.metrics.config import source_for
+from gpus.utilization.metrics.dcgm import NVML_MODELS, model_key
 from gpus.utilization.metrics.errors import MetricsError
 from gpus.utilization.metrics.parse import Reading
 from gpus.utilization.models import GpuDevice, GpuSample, MetricSource
@@ -53,21 +54,25 @@ class Owners:
         return tenant, None
 
 
-def _models() -> dict[str, int]:
-    """DCGM modelName -> catalog model, matched on the catalog's display name."""
-    out = {}
-    for pk, name in GpuModel.objects.values_list("pk", "display_name"):
-        out[name.lower()] = pk
-    return out
+def _models() -> tuple[dict[str, int], dict[str, int]]:
+    """Catalog models by resource name and by display name (as compared)."""
+    by_resource, by_display = {}, {}
+    rows = GpuModel.objects.values_list("pk", "resource_name", "display_name")
+    for pk, resource, display in rows:
+        by_resource[resource] = pk
+        by_display[model_key(display)] = pk
+    return by_resource, by_display
 
 
-def _model_id(models: dict[str, int], model_name: str) -> int | None:
-    name = model_name.lower().removeprefix("nvidia ").strip()
-    for display, pk in models.items():
-        d = display.lower().removeprefix("nvidia ").strip()
-        if d and (d == name or name.startswith(d) or d.startswith(name)):
-            return pk
-    return None
+def _model_id(models: tuple[dict[str, int], dict[str, int]], model_name: str) -> int | None:
+    """DCGM modelName -> catalog model: NVML's name for the resource, else the catalog's display
+    name, both whole (a prefix would make an L40 an L40S and an A10 an A100)."""
+    by_resource, by_display = models
+    key = model_key(model_name)
+    for resource in NVML_MODELS.get(key, ()):
+        if resource in by_resource:
+            return by_resource[resource]
+    return by_display.get(key) or by_display.get(f"nvidia {key}")
 
 
 def store(

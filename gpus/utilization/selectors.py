@@ -403,10 +403,10 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
         qs = qs.filter(tenant=tenant)
     limits = list(_power_limits())
     capped = Q()
-    for model_prefix, watts in limits:
+    for model_name, watts in limits:
         capped |= Q(
             device__power_limit_w__isnull=True,
-            device__model_name__istartswith=model_prefix,
+            device__model_name__iexact=model_name,
             power_max__gte=watts * POWER_CAP_SHARE,
         )
     capped |= Q(
@@ -467,7 +467,7 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
 
 
 def _power_limits() -> list[tuple[str, float]]:
-    """(model name prefix, board watts) as DCGM names the model ("NVIDIA " first)."""
+    """(model name, board watts) as DCGM names the model ("NVIDIA " first), matched whole."""
     from gpus.utilization.metrics.dcgm import BOARD_POWER_W
 
     return [(f"nvidia {k}", w) for k, w in BOARD_POWER_W.items()] + list(BOARD_POWER_W.items())
