@@ -10,7 +10,8 @@ reports the few nvidia-smi fields, without pod or namespace labels.
 
 Values are pure functions of (seed, GPU UUID, time) and the workload profile, so a scrape, a
 re-scrape and a backfill agree. Profiles: `training` (steady, near 100%), `hot` (training on a
-GPU that is thermally throttling), `faulty` (training with XID errors now and then), `steady`
+GPU that is thermally throttling), `faulty` (training after an XID error, which the gauge keeps
+until the driver reloads), `steady`
 (constant 50 % and constant power, for energy checks), `inference` (bursty), `idle` (allocated,
 a pod holds it, nothing runs) and `free` (no pod). A workload picks profiles with the annotation
 `devcluster.hikube.io/gpu-profile`: a comma-separated list cycled over its GPUs ordered by
@@ -269,8 +270,10 @@ def sample(gpu: Gpu, t: float, seed: int) -> dict[str, float]:
         temp = 87 + 4 * n2
         sm = m.max_sm_clock * (0.62 + 0.06 * n)
         power = float(m.power_limit_w) - 2 * n
-    # XID 13 (graphics engine exception) for two minutes in every hour.
-    xid = 13 if p == "faulty" and (t + offset) % 3600 < 120 else 0
+    # XID 13 (graphics engine exception), raised once in this driver boot (within its first
+    # hour): DCGM_FI_DEV_XID_ERRORS is "the value of the last XID error encountered" and keeps
+    # it until the driver reloads (dcgm-exporter etc/default-counters.csv; NVML XID events).
+    xid = 13 if p == "faulty" and t - BOOT_EPOCH >= offset else 0
     avg_power = {
         "training": 0.85,
         "hot": 0.97,

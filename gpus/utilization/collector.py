@@ -19,7 +19,7 @@ from gpus.utilization.metrics.config import source_for
 from gpus.utilization.metrics.dcgm import NVML_MODELS, model_key
 from gpus.utilization.metrics.errors import MetricsError
 from gpus.utilization.metrics.parse import Reading
-from gpus.utilization.models import GpuDevice, GpuSample, MetricSource
+from gpus.utilization.models import GpuDevice, GpuSample, MetricSource, XidEvent
 
 BATCH = 2000
 
@@ -94,6 +94,7 @@ def store(
     new: list[GpuDevice] = []
     seen: dict[dt.datetime, list[int]] = defaultdict(list)  # last_seen_at -> existing pks
     samples: list[GpuSample] = []
+    events: list[XidEvent] = []
     for r in readings:
         ts = dt.datetime.fromtimestamp(r.ts, tz=dt.UTC)
         tenant_id, workload_id = owners.of(r)
@@ -119,6 +120,13 @@ def store(
             d.idle_since = d.idle_since or ts
         else:
             d.idle_since = None
+        if "xid" in r.values:
+            xid = int(r.values["xid"])
+            if xid and xid != d.xid_value:  # the gauge moved to a new value: one incident
+                events.append(
+                    XidEvent(device=d, ts=ts, xid=xid, tenant_id=tenant_id, workload_id=workload_id)
+                )
+            d.xid_value = xid  # 0 after a driver reload: the same XID again is a new incident
         if d.pk is not None:
             seen[ts].append(d.pk)
         if keep_samples:
@@ -156,6 +164,9 @@ def store(
         for s in samples:
             s.device_id = s.device.pk
         GpuSample.objects.bulk_create(samples, batch_size=BATCH)
+        for e in events:
+            e.device_id = e.device.pk
+        XidEvent.objects.bulk_create(events, ignore_conflicts=True)
     return len(readings)
 
 
@@ -173,6 +184,7 @@ TRACKED = [
     "power_limit_w",
     "idle_since",
     "busy_metric",
+    "xid_value",
 ]
 
 
