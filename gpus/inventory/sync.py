@@ -392,6 +392,7 @@ def store_snapshot(
         locked.update(
             vm_kind=reading.vm_kind,
             node_group_disk_field=reading.disk_field,
+            tenant_monitoring=reading.tenant_monitoring,
             last_synced_at=now,
             last_attempt_at=now,
             last_sync_seconds=(time.monotonic() - started) if started is not None else None,

@@ -175,7 +175,15 @@ class FleetReading:
     odd: list[OddObject] = field(default_factory=list)
     # Cozystack tenant namespaces (tenant-root, tenant-<name>, ...): who may be a tenant.
     tenant_namespaces: list[str] = field(default_factory=list)
+    # Tenant namespace -> the tenant namespace that runs its monitoring ("" for none).
+    tenant_monitoring: dict[str, str] = field(default_factory=dict)
 
+
+# The label the v1.1 tenant chart puts on each tenant namespace: the tenant whose monitoring
+# (VictoriaMetrics) it uses, its own with `monitoring: true`, else its parent's, "" for none
+# (cozystack packages/apps/tenant/templates/namespace.yaml). Clusters' monitoring agents write
+# there (packages/apps/kubernetes/templates/helmreleases/monitoring-agents.yaml).
+MONITORING_LABEL = "namespace.cozystack.io/monitoring"
 
 # --- parsers ---------------------------------------------------------------------
 

@@ -49,10 +49,12 @@ from gpus.provisioning.selectors import (
 )
 from gpus.provisioning.services import (
     OperationRefused,
+    no_monitoring_warning,
     retry,
     submit_node_group,
     submit_vm,
     submit_vm_action,
+    with_monitoring,
 )
 from gpus.tenancy.models import Tenant
 from gpus.tenancy.selectors import get_tenant_for_user
@@ -305,7 +307,9 @@ def node_group_edit(
     cluster = default_cluster()
     preview = ""
     if form.is_bound and form.is_valid() and cluster is not None:
-        ng = form.node_group_request()
+        ng = with_monitoring(form.node_group_request(), tenant, cluster)
+        if warning := no_monitoring_warning(ng):
+            form.warnings.append(warning)
         if request.POST.get("confirm"):
             try:
                 op = submit_node_group(

@@ -46,7 +46,10 @@ def _fleet() -> dict:
                 "spec": {
                     "version": "v1.33",
                     "nodeGroups": {"gpu": group},
-                    "addons": {"gpuOperator": {"enabled": True, "valuesOverride": SCRAPED}},
+                    "addons": {
+                        "gpuOperator": {"enabled": True, "valuesOverride": SCRAPED},
+                        "monitoringAgents": {"enabled": True, "valuesOverride": {}},
+                    },
                 },
             }
         )
