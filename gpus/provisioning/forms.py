@@ -299,12 +299,20 @@ class NodeGroupForm(forms.Form):
         *args: Any,
         clusters: list[str] | None = None,
         gpu_choices: list[tuple[str, str]] | None = None,
+        resize: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.fields["cluster_name"].choices = [("", "—"), *((c, c) for c in clusters or [])]
         self.fields["gpu_model"].choices = gpu_choices or []
         self.fields["instance_type"].choices = instance_type_choices()
+        self.resize = resize
+        if resize:
+            # A resize changes one existing group: its cluster and name are fixed, and no posted
+            # "new cluster" can turn it into a create.
+            del self.fields["new_cluster"], self.fields["version"]
+            self.fields["cluster_name"].disabled = True
+            self.fields["group"].disabled = True
         self.warnings: list[str] = []
 
     def clean(self) -> dict[str, Any]:
@@ -346,9 +354,10 @@ class NodeGroupForm(forms.Form):
     def node_group_request(self) -> NodeGroupRequest:
         """The valid form as the request the services take (the pages and the API)."""
         d = self.cleaned_data
+        new_cluster = d.get("new_cluster", "")
         return NodeGroupRequest(
-            cluster_name=d["new_cluster"] or d["cluster_name"],
-            new_cluster_version=(d["version"] or "v1.33") if d["new_cluster"] else "",
+            cluster_name=new_cluster or d["cluster_name"],
+            new_cluster_version=(d.get("version") or "v1.33") if new_cluster else "",
             group=d["group"],
             min_replicas=d["min_replicas"],
             max_replicas=d["max_replicas"],

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import F, Q, QuerySet
 from django.http import Http404
 
-from gpus.provisioning.choices import ACTIVE_OPERATION_STATES
+from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
 from gpus.provisioning.models import AuditEvent, Operation
 from gpus.tenancy.models import Tenant
 from gpus.tenancy.selectors import get_tenant_for_user
@@ -30,6 +32,23 @@ def get_operation_for_user(user: User, namespace: str, pk: int) -> Operation:
     if op is None:
         raise Http404("No such operation.")
     return op
+
+
+def last_node_group_params(tenant: Tenant, cluster_name: str, group: str) -> dict[str, Any]:
+    """What the last succeeded create or resize of this group asked for (min, instance type,
+    disk, roles): the snapshot keeps only counts, so a resize prefills the rest from here."""
+    op = (
+        Operation.objects.filter(
+            tenant=tenant,
+            name=cluster_name,
+            node_group=group,
+            state=OperationState.SUCCEEDED,
+            params__has_key="max_replicas",  # a create, resize or their retry
+        )
+        .only("params")
+        .first()
+    )
+    return dict(op.params) if op else {}
 
 
 def operations_in_flight(user: User, tenant: Tenant) -> QuerySet[Operation]:

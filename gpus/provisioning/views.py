@@ -44,6 +44,7 @@ from gpus.provisioning.presenters import describe
 from gpus.provisioning.selectors import (
     audit_events,
     get_operation_for_user,
+    last_node_group_params,
     operations_in_flight,
     tenant_operations,
 )
@@ -274,10 +275,37 @@ def vm_action(request: HttpRequest, namespace: str, name: str, action: str) -> H
 
 
 def _node_group_form(
-    tenant: Tenant, data: Any = None, initial: dict[str, Any] | None = None
+    tenant: Tenant, data: Any = None, initial: dict[str, Any] | None = None, resize: bool = False
 ) -> NodeGroupForm:
     clusters = tenant_kubernetes_clusters(tenant)
-    return NodeGroupForm(data, initial=initial, clusters=clusters, gpu_choices=gpu_model_choices())
+    return NodeGroupForm(
+        data,
+        initial=initial,
+        clusters=clusters,
+        gpu_choices=gpu_model_choices(),
+        resize=resize,
+    )
+
+
+def _resize_initial(tenant: Tenant, existing: Any) -> dict[str, Any]:
+    """The group as it is: counts from the snapshot (its real maximum), the rest from the last
+    change the portal made to it when there is one."""
+    asked = last_node_group_params(tenant, existing.name, existing.node_group)
+    high = max(existing.max_instances, 1)
+    initial = {
+        "cluster_name": existing.name,
+        "group": existing.node_group,
+        "min_replicas": min(asked.get("min_replicas", existing.instances), high),
+        "max_replicas": high,
+        "gpu_model": existing.gpu_model.resource_name if existing.gpu_model else "",
+        "gpus_per_node": existing.gpus_per_instance or 1,
+    }
+    for key in ("instance_type", "disk_size_gi"):
+        if asked.get(key):
+            initial[key] = asked[key]
+    if "roles" in asked:
+        initial["ingress"] = "ingress-nginx" in asked["roles"]
+    return initial
 
 
 def node_group_edit(
@@ -287,21 +315,8 @@ def node_group_edit(
     tenant = get_tenant_for_user(request.user, namespace)
     require_may_operate(request.user, tenant)
     existing = get_node_group_for_user(request.user, namespace, name, group) if group else None
-    initial = None
-    if existing is not None:
-        initial = {
-            "cluster_name": existing.name,
-            "group": existing.node_group,
-            "min_replicas": existing.instances,
-            "max_replicas": max(existing.instances, 1) * 2,
-            "gpu_model": existing.gpu_model.resource_name if existing.gpu_model else "",
-            "gpus_per_node": existing.gpus_per_instance or 1,
-        }
-    form = _node_group_form(tenant, request.POST or None, initial)
-    if existing is not None:
-        # A resize changes this group only: its cluster and name are not up for editing.
-        form.fields["cluster_name"].disabled = True
-        form.fields["group"].disabled = True
+    initial = _resize_initial(tenant, existing) if existing is not None else None
+    form = _node_group_form(tenant, request.POST or None, initial, resize=existing is not None)
     cluster = default_cluster()
     preview = ""
     if form.is_bound and form.is_valid() and cluster is not None:

@@ -1,0 +1,70 @@
+"""What a new user stumbled on (#20 items 16-22): the resize form, plurals, My GPUs agreeing with
+the operation page, live checks, safer defaults, connecting to what you rent."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpus.inventory.models import GpuWorkload
+from gpus.provisioning.choices import OperationKind, OperationState
+from gpus.provisioning.models import Operation
+from gpus.provisioning.tests import test_provisioning_views as base
+
+# The synced cluster, alice's node group and the form data of the views' tests.
+cluster, alice_group = base.cluster, base.alice_group
+form_data, group_data, L40S = base.form_data, base.group_data, base.L40S
+
+pytestmark = pytest.mark.django_db
+
+
+def _input_value(html: str, name: str) -> str:
+    import re
+
+    tag = re.search(rf'<input[^>]*name="{name}"[^>]*>', html)
+    assert tag, name
+    value = re.search(r'value="([^"]*)"', tag.group(0))
+    return value.group(1) if value else ""
+
+
+# --- item 16: the resize form -------------------------------------------------------------
+
+
+def test_resize_prefills_the_groups_real_maximum_and_last_asked_values(
+    alice_client, acme, alice_group: GpuWorkload, alice
+):
+    alice_group.instances, alice_group.max_instances = 2, 6
+    alice_group.save()
+    url = f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/gpu/"
+    html = alice_client.get(url).content.decode()
+    assert _input_value(html, "max_replicas") == "6"  # not 2 x the current workers
+    assert _input_value(html, "min_replicas") == "2"
+    # The last change the portal made to the group gives what the snapshot does not keep.
+    Operation.objects.create(
+        cluster=alice_group.cluster, tenant=acme, actor=alice, actor_name="alice",
+        kind=OperationKind.RESIZE, namespace=acme.namespace, app_kind="Kubernetes", name="ml",
+        node_group="gpu", state=OperationState.SUCCEEDED,
+        params={"min_replicas": 1, "max_replicas": 6, "instance_type": "u1.4xlarge",
+                "disk_size_gi": 200, "roles": ["ingress-nginx"]},
+    )  # fmt: skip
+    html = alice_client.get(url).content.decode()
+    assert _input_value(html, "min_replicas") == "1"
+    assert _input_value(html, "disk_size_gi") == "200"
+    assert 'value="u1.4xlarge" selected' in html
+    assert 'name="ingress" id="id_ingress" checked' in html
+
+
+def test_resize_cannot_become_a_new_cluster(
+    alice_client, acme, alice_group, django_capture_on_commit_callbacks
+):
+    url = f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/gpu/"
+    html = alice_client.get(url).content.decode()
+    assert 'name="new_cluster"' not in html and 'name="version"' not in html
+    with django_capture_on_commit_callbacks():
+        response = alice_client.post(
+            url, group_data(new_cluster="evil", version="v1.30", cluster_name="x", confirm="1")
+        )
+    assert response.status_code == 302
+    op = Operation.objects.get()
+    assert (op.kind, op.name, op.node_group) == ("resize", "ml", "gpu")
+    assert op.params["new_cluster_version"] == "" and op.manifests[0]["kind"] == "Kubernetes"
+    assert op.manifests[0]["metadata"]["name"] == "ml"
