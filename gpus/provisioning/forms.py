@@ -10,6 +10,7 @@ import yaml
 from django import forms
 from django.core.validators import RegexValidator
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from gpus.catalog.sizing import (
     DISK_IMAGES,
@@ -63,6 +64,23 @@ def ssh_key_problem(line: str) -> str | None:
     if len(raw) < 4 or raw[4 : 4 + int.from_bytes(raw[:4], "big")] != kind.encode():
         return _("the key body does not match its type “%(type)s”") % {"type": kind}
     return None
+
+
+def few_vcpu_warning(type_name: str, vcpu: int, gpus: int) -> str:
+    """Hikube's sizing advice when an instance type has too few vCPU for its GPUs."""
+    return ngettext(
+        "%(type)s has %(vcpu)d vCPU for %(n)d GPU: Hikube recommends at least "
+        "%(min)d vCPU per GPU (e.g. %(rec)s).",
+        "%(type)s has %(vcpu)d vCPU for %(n)d GPUs: Hikube recommends at least "
+        "%(min)d vCPU per GPU (e.g. %(rec)s).",
+        gpus,
+    ) % {
+        "type": type_name,
+        "vcpu": vcpu,
+        "n": gpus,
+        "min": MIN_VCPU_PER_GPU,
+        "rec": recommended_instance_type(gpus),
+    }
 
 
 class GpuVmForm(forms.Form):
@@ -208,19 +226,7 @@ class GpuVmForm(forms.Form):
         itype = INSTANCE_TYPES.get(data.get("instance_type", ""))
         count = data.get("gpu_count") or 0
         if itype and count and itype.vcpu < MIN_VCPU_PER_GPU * count:
-            self.warnings.append(
-                _(
-                    "%(type)s has %(vcpu)d vCPU for %(n)d GPU(s): Hikube recommends at least "
-                    "%(min)d vCPU per GPU (e.g. %(rec)s)."
-                )
-                % {
-                    "type": itype.name,
-                    "vcpu": itype.vcpu,
-                    "n": count,
-                    "min": MIN_VCPU_PER_GPU,
-                    "rec": recommended_instance_type(count),
-                }
-            )
+            self.warnings.append(few_vcpu_warning(itype.name, itype.vcpu, count))
         return data
 
     def cloud_init_text(self) -> str:
@@ -329,19 +335,7 @@ class NodeGroupForm(forms.Form):
         itype = INSTANCE_TYPES.get(data.get("instance_type", ""))
         per = data.get("gpus_per_node") or 0
         if itype and per and itype.vcpu < MIN_VCPU_PER_GPU * per:
-            self.warnings.append(
-                _(
-                    "%(type)s has %(vcpu)d vCPU for %(n)d GPU(s): Hikube recommends at least "
-                    "%(min)d vCPU per GPU (e.g. %(rec)s)."
-                )
-                % {
-                    "type": itype.name,
-                    "vcpu": itype.vcpu,
-                    "n": per,
-                    "min": MIN_VCPU_PER_GPU,
-                    "rec": recommended_instance_type(per),
-                }
-            )
+            self.warnings.append(few_vcpu_warning(itype.name, itype.vcpu, per))
         if low == 0:
             self.warnings.append(
                 _(

@@ -15,6 +15,7 @@ cluster, alice_group = base.cluster, base.alice_group
 form_data, group_data, L40S = base.form_data, base.group_data, base.L40S
 
 pytestmark = pytest.mark.django_db
+TIMES = "\N{MULTIPLICATION SIGN}"
 
 
 def _input_value(html: str, name: str) -> str:
@@ -68,3 +69,42 @@ def test_resize_cannot_become_a_new_cluster(
     assert (op.kind, op.name, op.node_group) == ("resize", "ml", "gpu")
     assert op.params["new_cluster_version"] == "" and op.manifests[0]["kind"] == "Kubernetes"
     assert op.manifests[0]["metadata"]["name"] == "ml"
+
+
+# --- item 22: the smaller ones --------------------------------------------------------------
+
+
+def test_vcpu_advice_says_gpu_or_gpus_never_gpu_s(alice_client, acme, cluster):
+    url = f"/tenants/{acme.namespace}/vms/new/check/"
+    one = alice_client.post(url, form_data(instance_type="u1.medium")).content.decode()
+    assert "for 1 GPU:" in one and "GPU(s)" not in one
+    two = alice_client.post(url, form_data(instance_type="u1.xlarge", gpu_count="2"))
+    assert "for 2 GPUs:" in two.content.decode()
+
+
+def test_a_stopped_vm_says_stopped_once(alice_client, acme, cluster):
+    vm = GpuWorkload.objects.create(
+        cluster=cluster, tenant=acme, kind="vm", app_kind="VMInstance", name="box",
+        gpus_per_instance=1, state="stopped", reason="Stopped", message="VM is stopped",
+    )  # fmt: skip
+    page = alice_client.get(f"/tenants/{acme.namespace}/gpus/{vm.pk}/").content.decode()
+    assert "Stopped. Stopped." not in page and "Stopped</span></p>" in page
+    rows = alice_client.get(f"/tenants/{acme.namespace}/gpus/").content.decode()
+    row = rows[rows.index('data-state="stopped"') :]
+    row = row[: row.index("</tr>")]
+    assert row.count("Stopped") == 1, row
+
+
+def test_a_node_group_operation_says_per_worker_not_the_quota_count(
+    alice_client, acme, alice_group, django_capture_on_commit_callbacks
+):
+    url = f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/gpu/"
+    with django_capture_on_commit_callbacks():
+        alice_client.post(url, group_data(min_replicas="1", max_replicas="1", confirm="1"))
+    op = Operation.objects.get()
+    assert op.gpu_count == 2  # what the quota counts (a v1.1 group keeps 2 workers)
+    page = alice_client.get(f"/tenants/{acme.namespace}/operations/{op.pk}/").content.decode()
+    assert f"1 {TIMES} NVIDIA L40S per worker, 1 to 1 worker." in page
+    assert f"2 {TIMES} NVIDIA L40S" not in page
+    listing = alice_client.get(f"/tenants/{acme.namespace}/operations/").content.decode()
+    assert f"1 {TIMES} NVIDIA L40S per worker, 1 to 1 worker" in listing
