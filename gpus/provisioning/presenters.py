@@ -10,6 +10,8 @@ from typing import Any
 from django.utils import timezone
 
 from gpus.catalog.models import GpuModel
+from gpus.inventory.choices import ResourceState
+from gpus.inventory.models import GpuWorkload
 from gpus.inventory.reasons import explain_reason
 from gpus.inventory.selectors import free_on_servers
 from gpus.kube import apps as mf
@@ -110,3 +112,59 @@ def describe(op: Operation, now: Any = None) -> OperationView:
     if op.reason or op.message:
         view.explanation = plain_reason(op.reason, op.message, op.gpu_count)
     return view
+
+
+# --- My GPUs: a row agrees with its latest operation until a sync confirms it -------------
+
+# What a succeeded operation leaves its target as, by what it did (a retry by what it retried).
+_STATE_AFTER = {
+    OperationKind.CREATE: ResourceState.RUNNING,
+    OperationKind.UPDATE: ResourceState.RUNNING,
+    OperationKind.START: ResourceState.RUNNING,
+    OperationKind.RESTART: ResourceState.RUNNING,
+    OperationKind.RESIZE: ResourceState.RUNNING,
+    OperationKind.STOP: ResourceState.STOPPED,
+    OperationKind.DELETE: ResourceState.DELETING,
+}
+
+
+def state_after(op: Operation) -> str | None:
+    """The state a succeeded operation left its target in, or None when it says nothing."""
+    if op.state != OperationState.SUCCEEDED:
+        return None
+    kind = op.params.get("retry_kind") or op.params.get("action") or op.kind
+    if kind in (OperationKind.CREATE, OperationKind.RETRY) and _halted(op):
+        return ResourceState.STOPPED
+    found = _STATE_AFTER.get(kind)
+    return str(found) if found else None
+
+
+def _halted(op: Operation) -> bool:
+    """A create asked to stay stopped (run strategy Halted, or the legacy running: false)."""
+    for doc in op.manifests:
+        spec = doc.get("spec") or {}
+        if spec.get("runStrategy") == "Halted" or spec.get("running") is False:
+            return True
+    return op.params.get("run_strategy") == "Halted"
+
+
+def overlay_operations(rows: list[GpuWorkload], ops: list[Operation]) -> list[Operation]:
+    """Give each row its latest operation the snapshot does not show yet (``w.op``) and the state
+    to show (``w.shown_state``): what the operation did, until a sync confirms it, so My GPUs
+    never contradicts the operation page. Returns the operations no row on this page took."""
+    latest: dict[tuple[int, str, str], Operation] = {}
+    for op in ops:  # newest first
+        latest.setdefault((op.cluster_id, op.name, op.node_group), op)
+    shown = {(w.cluster_id, w.name, w.node_group) for w in rows}
+    for w in rows:
+        op = latest.get((w.cluster_id, w.name, w.node_group))
+        w.op, w.shown_state = op, w.state
+        if op is None:
+            continue
+        after = state_after(op)
+        if after is not None:
+            w.shown_state = after
+            w.shown_state_label = ResourceState(after).label
+        elif op.is_active:
+            w.shown_state = ""  # in flight: the row says the operation, and offers no action
+    return [op for op in ops if (op.cluster_id, op.name, op.node_group) not in shown]

@@ -40,7 +40,7 @@ from gpus.provisioning.capacity import (
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.filters import AuditFilter
 from gpus.provisioning.forms import GpuVmForm, NodeGroupForm
-from gpus.provisioning.presenters import describe
+from gpus.provisioning.presenters import describe, overlay_operations
 from gpus.provisioning.selectors import (
     audit_events,
     get_operation_for_user,
@@ -72,11 +72,12 @@ def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
     for workload in page.rows:
         workload.cluster_name = names.get(workload.cluster_id, "")
     explain_workloads(page.rows)
+    in_flight = overlay_operations(page.rows, list(operations_in_flight(request.user, tenant)))
     context.update(
         tenant=tenant,
         workloads=page,
         query=_query_without(request, "page", "after", "before"),
-        in_flight=list(operations_in_flight(request.user, tenant)),
+        in_flight=in_flight,
         can_operate=may_operate(request.user, tenant),
     )
     return render_page_or_fragment(

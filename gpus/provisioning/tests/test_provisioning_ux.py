@@ -108,3 +108,56 @@ def test_a_node_group_operation_says_per_worker_not_the_quota_count(
     assert f"2 {TIMES} NVIDIA L40S" not in page
     listing = alice_client.get(f"/tenants/{acme.namespace}/operations/").content.decode()
     assert f"1 {TIMES} NVIDIA L40S per worker, 1 to 1 worker" in listing
+
+
+# --- item 17: My GPUs agrees with the operation page ---------------------------------------
+
+
+def _op(cluster, acme, alice, **extra) -> Operation:
+    values = dict(
+        cluster=cluster, tenant=acme, actor=alice, actor_name="alice", namespace=acme.namespace,
+        app_kind="VMInstance", name="box", manifests=[],
+    )  # fmt: skip
+    return Operation.objects.create(**{**values, **extra})
+
+
+def _row(html: str, name: str) -> str:
+    start = html.index(f"<strong>{name}</strong>")
+    return html[start : html.index("</tr>", start)]
+
+
+def test_my_gpus_row_shows_the_latest_operation_until_a_sync_confirms_it(
+    alice_client, acme, cluster, alice
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    GpuWorkload.objects.create(
+        cluster=cluster, tenant=acme, kind="vm", app_kind="VMInstance", name="box",
+        gpus_per_instance=1, state="provisioning", reason="Provisioning",
+    )  # fmt: skip
+    url = f"/tenants/{acme.namespace}/gpus/"
+    # A start that succeeded after the last sync: the row says running, as the operation page.
+    start = _op(cluster, acme, alice, kind="start", state="succeeded", finished_at=timezone.now(),
+                params={"action": "start"})  # fmt: skip
+    row = _row(alice_client.get(url).content.decode(), "box")
+    assert "Running" in row and "Provisioning" not in row
+    assert f"/operations/{start.pk}/" in row and "the list confirms it at the next sync" in row
+    assert "/box/stop/" in row and "/box/start/" not in row
+    html = alice_client.get(url).content.decode()
+    assert 'id="in-flight"' not in html  # told on its row, not twice
+    # A stop in flight: the row follows it and offers no other action meanwhile.
+    stop = _op(cluster, acme, alice, kind="stop", state="applying", params={"action": "stop"})
+    row = _row(alice_client.get(url).content.decode(), "box")
+    assert f"/operations/{stop.pk}/" in row and "Follow the change in progress" in row
+    assert "/box/stop/" not in row and "/box/delete/" not in row
+    # Once the sync has seen it, the snapshot speaks again.
+    stop.state, stop.finished_at = "succeeded", timezone.now()
+    stop.save()
+    row = _row(alice_client.get(url).content.decode(), "box")
+    assert "Stopped" in row and "/box/start/" in row
+    cluster.last_synced_at = timezone.now() + timedelta(seconds=1)
+    cluster.save()
+    row = _row(alice_client.get(url).content.decode(), "box")
+    assert "Provisioning" in row and "/operations/" not in row
