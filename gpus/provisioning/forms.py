@@ -14,12 +14,15 @@ from django.utils.translation import ngettext
 
 from gpus.catalog.sizing import (
     DISK_IMAGES,
+    IMAGE_PACKAGER,
+    IMAGE_PROFILES,
     INSTANCE_PROFILES,
     INSTANCE_TYPES,
     LEGACY_IMAGES,
     MIN_VCPU_PER_GPU,
     NVIDIA_DRIVER_CLOUD_INIT,
     STORAGE_CLASSES,
+    WINDOWS_PROFILES,
     instance_type_choices,
     recommended_instance_type,
 )
@@ -223,11 +226,51 @@ class GpuVmForm(forms.Form):
         data = super().clean()
         if data.get("external") == ExternalAccess.PORTS and not data.get("external_ports"):
             self.add_error("external_ports", _("List at least one port, or pick another access."))
+        self._check_os(data)
         itype = INSTANCE_TYPES.get(data.get("instance_type", ""))
         count = data.get("gpu_count") or 0
         if itype and count and itype.vcpu < MIN_VCPU_PER_GPU * count:
             self.warnings.append(few_vcpu_warning(itype.name, itype.vcpu, count))
         return data
+
+    def _check_os(self, data: dict[str, Any]) -> None:
+        """The image, the OS profile and the driver snippet must agree: a Windows profile on a
+        Linux image, or apt-get on Rocky, makes a VM that never works as asked."""
+        image, profile = data.get("image"), data.get("instance_profile")
+        if not image or not profile:
+            return
+        names = dict(self.fields["image"].choices)
+        image_name = names.get(image, image)
+        fitting = IMAGE_PROFILES.get(image, ())
+        if profile in WINDOWS_PROFILES or (fitting and profile not in fitting):
+            labels = dict(INSTANCE_PROFILES)
+            self.add_error(
+                "instance_profile",
+                _("%(profile)s does not fit the %(image)s image; profiles that fit: %(fits)s.")
+                % {
+                    "profile": labels.get(profile, profile),
+                    "image": image_name,
+                    "fits": ", ".join(labels[p] for p in fitting) if fitting else _("Linux ones"),
+                },
+            )
+        packager = IMAGE_PACKAGER.get(image, "")
+        if data.get("install_driver") and packager != "apt":
+            self.add_error(
+                "install_driver",
+                _(
+                    "The driver snippet uses apt-get, which %(image)s does not have: untick it "
+                    "and install the NVIDIA driver in your own cloud-init."
+                )
+                % {"image": image_name},
+            )
+        script = data.get("cloud_init") or ""
+        other = {"apt": ("dnf ", "yum "), "dnf": ("apt-get", "apt "), "apk": ("apt-get", "dnf ")}
+        used = [word.strip() for word in other.get(packager, ()) if word in script]
+        if used:
+            self.warnings.append(
+                _("Your cloud-init calls %(tool)s, which the %(image)s image does not have.")
+                % {"tool": used[0], "image": image_name}
+            )
 
     def cloud_init_text(self) -> str:
         """The user's cloud-init, with the driver snippet's commands merged in when asked."""

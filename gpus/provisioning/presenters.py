@@ -21,6 +21,7 @@ from gpus.provisioning.choices import (
     OperationState,
     OperationStep,
 )
+from gpus.provisioning.engine import _want_running
 from gpus.provisioning.models import Operation
 
 # --- reading an operation for people ---------------------------------------------------
@@ -55,6 +56,7 @@ class OperationView:
     explanation: str = ""
     percent: int = 0
     eta_seconds: int | None = None
+    after: str = ""  # the state a succeeded operation left its target in
 
 
 def provisioning_median_seconds(model: GpuModel | None, limit: int = 50) -> float | None:
@@ -84,7 +86,13 @@ def describe(op: Operation, now: Any = None) -> OperationView:
     has_disk = any(d["kind"] == mf.VM_DISK for d in op.manifests)
     if creates and (has_disk or op.app_kind == mf.VIRTUAL_MACHINE):
         points.append((OperationStep.DISK_READY, op.disk_ready_at))
-    if creates or op.kind in (OperationKind.START, OperationKind.RESTART) or op.node_group:
+    # A VM created stopped (Halted) is never scheduled nor running: its timeline ends earlier.
+    halted_create = creates and not op.node_group and _halted(op)
+    if (
+        (creates and not halted_create)
+        or op.kind in (OperationKind.START, OperationKind.RESTART)
+        or op.node_group
+    ):
         points.append((OperationStep.SCHEDULED, op.scheduled_at))
         points.append((OperationStep.RUNNING, op.running_at))
     steps = [Step(str(k), str(k.label), at) for k, at in points]
@@ -94,15 +102,18 @@ def describe(op: Operation, now: Any = None) -> OperationView:
                 step.current = True
                 break
     done = sum(1 for s in steps if s.at)
-    view = OperationView(op, steps)
+    view = OperationView(op, steps, after=state_after(op) or "")
     # Only an operation in flight has an ETA: a finished one costs no query for it.
     median = (
         provisioning_median_seconds(op.gpu_model)
         if op.kind in (OperationKind.CREATE, OperationKind.RETRY) and not op.is_terminal
         else None
     )
-    if op.is_terminal:
+    if op.state == OperationState.SUCCEEDED:
         view.percent = 100
+    elif op.is_terminal:
+        # Failed or cancelled: how far it got, never a full bar.
+        view.percent = min(int(100 * done / len(steps)), 95)
     elif median:
         elapsed = (now - op.created_at).total_seconds()
         view.percent = min(95, max(int(100 * done / len(steps)) - 10, int(100 * elapsed / median)))
@@ -133,19 +144,15 @@ def state_after(op: Operation) -> str | None:
     if op.state != OperationState.SUCCEEDED:
         return None
     kind = op.params.get("retry_kind") or op.params.get("action") or op.kind
-    if kind in (OperationKind.CREATE, OperationKind.RETRY) and _halted(op):
+    if kind in (OperationKind.CREATE, OperationKind.RETRY) and not op.node_group and _halted(op):
         return ResourceState.STOPPED
     found = _STATE_AFTER.get(kind)
     return str(found) if found else None
 
 
 def _halted(op: Operation) -> bool:
-    """A create asked to stay stopped (run strategy Halted, or the legacy running: false)."""
-    for doc in op.manifests:
-        spec = doc.get("spec") or {}
-        if spec.get("runStrategy") == "Halted" or spec.get("running") is False:
-            return True
-    return op.params.get("run_strategy") == "Halted"
+    """A VM create asked to stay stopped: what the engine waits for (Stopped, not Running)."""
+    return not _want_running(op)
 
 
 def overlay_operations(rows: list[GpuWorkload], ops: list[Operation]) -> list[Operation]:

@@ -161,3 +161,69 @@ def test_my_gpus_row_shows_the_latest_operation_until_a_sync_confirms_it(
     cluster.save()
     row = _row(alice_client.get(url).content.decode(), "box")
     assert "Provisioning" in row and "/operations/" not in row
+
+
+# --- item 18: live checks, OS cross-checks, honest endings ---------------------------------
+
+
+def _field_errors(response, field: str) -> list[str]:
+    return [str(e) for e in response.context["form"].errors.get(field, [])]
+
+
+def test_image_profile_and_driver_snippet_must_agree(alice_client, acme, cluster):
+    url = f"/tenants/{acme.namespace}/vms/new/check/"
+    fine = alice_client.post(url, form_data())
+    assert fine.context["form"].is_valid(), fine.context["form"].errors
+    windows = alice_client.post(url, form_data(instance_profile="windows.2k22.virtio"))
+    assert _field_errors(windows, "instance_profile") == [
+        "Windows Server 2022 does not fit the Ubuntu 24.04 image; profiles that fit: Ubuntu."
+    ]
+    rocky = alice_client.post(url, form_data(image="rocky-9"))
+    assert (
+        "profiles that fit: CentOS Stream 9, RHEL 9" in _field_errors(rocky, "instance_profile")[0]
+    )
+    assert "apt-get, which Rocky Linux 9 does not have" in _field_errors(rocky, "install_driver")[0]
+    html = rocky.content.decode()
+    assert 'id="err-install_driver"' in html and "untick it" in html and "preview-yaml" not in html
+    own = alice_client.post(
+        url,
+        form_data(image="rocky-9", instance_profile="rhel.9", install_driver=None,
+                  cloud_init="#cloud-config\nruncmd:\n  - apt-get install -y htop\n"),
+    )  # fmt: skip
+    assert own.context["form"].is_valid()
+    assert "Your cloud-init calls apt-get, which the Rocky Linux 9 image does not have." in (
+        own.content.decode()
+    )
+    submitted = alice_client.post(
+        f"/tenants/{acme.namespace}/vms/new/", form_data(image="almalinux-9")
+    )
+    assert submitted.status_code == 200 and not Operation.objects.exists()
+
+
+def test_a_halted_create_says_stopped_and_a_failed_bar_is_not_full(
+    alice_client, acme, cluster, alice
+):
+    from django.utils import timezone
+
+    from gpus.provisioning.presenters import describe
+
+    halted = _op(
+        cluster, acme, alice, kind="create", state="succeeded", finished_at=timezone.now(),
+        manifests=[{"kind": "VMInstance", "spec": {"runStrategy": "Halted"}}],
+        params={"run_strategy": "Halted"}, applied_at=timezone.now(),
+    )  # fmt: skip
+    page = alice_client.get(f"/tenants/{acme.namespace}/operations/{halted.pk}/").content.decode()
+    assert "reports it running" not in page and "created stopped, as asked" in page
+    assert 'data-step="running"' not in page
+    failed = _op(
+        cluster, acme, alice, name="other", kind="create", state="failed",
+        finished_at=timezone.now(), manifests=[{"kind": "VMInstance", "spec": {}}],
+    )  # fmt: skip
+    assert describe(failed).percent < 100
+    page = alice_client.get(f"/tenants/{acme.namespace}/operations/{failed.pk}/").content.decode()
+    assert 'aria-valuenow="100"' not in page and "progress-failed" in page
+    # A deleted VM's retried delete says gone, not running.
+    retried = _op(cluster, acme, alice, name="third", kind="retry", state="succeeded",
+                  finished_at=timezone.now(), params={"retry_kind": "delete"})  # fmt: skip
+    page = alice_client.get(f"/tenants/{acme.namespace}/operations/{retried.pk}/").content.decode()
+    assert "gone from the cluster" in page and "running" not in page.split('id="op-done"')[1][:200]

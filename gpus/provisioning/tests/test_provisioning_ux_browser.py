@@ -63,3 +63,40 @@ def test_phone_header_is_short_rows_are_tappable_agent_snippet_copies(
     page.locator("[data-copy='#cloud-init']").click()
     assert page.evaluate("navigator.clipboard.readText()") == snippet.text_content()
     context.close()
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx4yH1uQeQ5K3m3sQm7nYyq7bYp1pZ7rj2qj6w8x1y2 me@host"
+
+
+@pytest.mark.parametrize("language", ["en", "fr"])
+def test_live_check_follows_an_out_of_range_count(page, live_server, snapshot, alice, language):
+    """Typing 9 GPUs (the form allows 8) says so next to the field and drops the old fit and
+    preview: htmx must not stop at the browser's own range check and leave "1 x L40S" shown."""
+    page.context.set_extra_http_headers({"Accept-Language": language})
+    page.goto(live_server.url + reverse("login"))
+    page.locator("#id_username").fill("alice")
+    page.locator("#id_password").fill(PASSWORD)
+    page.locator("main button[type=submit]").click()
+    page.wait_for_url(live_server.url + reverse("gpus:catalog"))
+    page.goto(live_server.url + reverse("gpus:vm_new", args=["tenant-acme"]))
+    page.wait_for_function(
+        "window.htmx && document.querySelector('#vm-form')['htmx-internal-data']"
+    )
+    page.locator("#id_name").fill("box")
+    page.locator("#id_ssh_keys").fill(KEY)
+    page.locator("#id_gpu_count").fill("1")
+    page.wait_for_function(
+        "document.querySelector('#preview-yaml') && "
+        "document.querySelector('#preview-yaml').textContent.includes('box')"
+    )
+    assert page.locator("#fit").count() == 1
+    page.locator("#id_gpu_count").fill("9")
+    error = page.locator("#err-gpu_count .field-error")
+    error.wait_for()
+    assert "8" in error.inner_text()
+    page.locator("#preview-yaml").wait_for(state="detached")
+    assert page.locator("#fit").count() == 0
+    # Submitting anyway is refused next to the field, never sent.
+    page.locator("#vm-submit").click()
+    page.locator("#err-gpu_count .field-error").wait_for()
+    assert "/vms/new/" in page.url
