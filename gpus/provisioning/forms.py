@@ -112,8 +112,10 @@ class GpuVmForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
         help_text=_("One per line."),
     )
+    # Nothing open to the internet unless asked (#20 item 21): a new VM is reached from inside
+    # the tenant; "Some ports" offers 22 once picked.
     external = forms.ChoiceField(
-        label=_("External access"), choices=ExternalAccess.choices, initial=ExternalAccess.PORTS
+        label=_("External access"), choices=ExternalAccess.choices, initial=ExternalAccess.NONE
     )
     external_ports = forms.CharField(
         label=_("Open ports"),
@@ -227,6 +229,18 @@ class GpuVmForm(forms.Form):
         if data.get("external") == ExternalAccess.PORTS and not data.get("external_ports"):
             self.add_error("external_ports", _("List at least one port, or pick another access."))
         self._check_os(data)
+        external, ports = data.get("external"), data.get("external_ports") or []
+        ssh_open = external == ExternalAccess.WHOLE_IP or (
+            external == ExternalAccess.PORTS and 22 in ports
+        )
+        if ssh_open and "ssh_keys" in data and not data["ssh_keys"]:
+            self.warnings.append(
+                _(
+                    "SSH (port 22) is open to the internet but no SSH key is given: nobody can "
+                    "log in with a key, and the port is exposed to password guessing. Add your "
+                    "public key, or close the port."
+                )
+            )
         itype = INSTANCE_TYPES.get(data.get("instance_type", ""))
         count = data.get("gpu_count") or 0
         if itype and count and itype.vcpu < MIN_VCPU_PER_GPU * count:

@@ -227,3 +227,37 @@ def test_a_halted_create_says_stopped_and_a_failed_bar_is_not_full(
                   finished_at=timezone.now(), params={"retry_kind": "delete"})  # fmt: skip
     page = alice_client.get(f"/tenants/{acme.namespace}/operations/{retried.pk}/").content.decode()
     assert "gone from the cluster" in page and "running" not in page.split('id="op-done"')[1][:200]
+
+
+# --- item 21: safer defaults ------------------------------------------------------------------
+
+NO_KEY_WARNING = "SSH (port 22) is open to the internet but no SSH key is given"
+
+
+def test_nothing_is_open_to_the_outside_by_default(alice_client, acme, cluster):
+    html = alice_client.get(f"/tenants/{acme.namespace}/vms/new/").content.decode()
+    assert '<option value="none" selected>' in html
+    # A VM made with the defaults (the API fills what is not given from them) opens no port.
+    from gpus.provisioning.forms import GpuVmForm
+
+    form = GpuVmForm(gpu_choices=[(L40S, "L40S")])
+    assert form.fields["external"].initial == "none"
+    data = {k: v for k, v in form_data().items() if k not in ("external", "external_ports")}
+    check = alice_client.post(
+        f"/tenants/{acme.namespace}/vms/new/check/", {**data, "external": "none"}
+    )
+    preview = check.context["checks"]["preview"]
+    assert "external: false" in preview and "external: true" not in preview
+
+
+def test_ssh_open_without_a_key_is_warned(alice_client, acme, cluster):
+    url = f"/tenants/{acme.namespace}/vms/new/check/"
+    no_key = alice_client.post(url, form_data(ssh_keys="", external_ports="22"))
+    assert NO_KEY_WARNING in no_key.content.decode()
+    whole = alice_client.post(url, form_data(ssh_keys="", external="WholeIP"))
+    assert NO_KEY_WARNING in whole.content.decode()
+    assert NO_KEY_WARNING not in alice_client.post(url, form_data()).content.decode()  # a key
+    other_port = alice_client.post(url, form_data(ssh_keys="", external_ports="8888"))
+    assert NO_KEY_WARNING not in other_port.content.decode()
+    closed = alice_client.post(url, form_data(ssh_keys="", external="none"))
+    assert NO_KEY_WARNING not in closed.content.decode()
