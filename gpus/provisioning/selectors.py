@@ -34,6 +34,27 @@ def get_operation_for_user(user: User, namespace: str, pk: int) -> Operation:
     return op
 
 
+def target_operations(
+    user: User, tenant: Tenant, cluster_id: int, name: str, node_group: str = ""
+) -> QuerySet[Operation]:
+    """The operations on one VM or node group of the tenant, newest first."""
+    return tenant_operations(user, tenant).filter(
+        cluster_id=cluster_id, name=name, node_group=node_group
+    )
+
+
+def active_operation(tenant: Tenant, name: str, node_group: str = "") -> Operation | None:
+    """The change in flight on a target, if any (at most one per target and cluster): what
+    "another change is still in progress" points to."""
+    return (
+        Operation.objects.filter(
+            tenant=tenant, name=name, node_group=node_group, state__in=ACTIVE_OPERATION_STATES
+        )
+        .only("pk", "kind", "state", "name", "node_group")
+        .first()
+    )
+
+
 def last_node_group_params(tenant: Tenant, cluster_name: str, group: str) -> dict[str, Any]:
     """What the last succeeded create or resize of this group asked for (min, instance type,
     disk, roles): the snapshot keeps only counts, so a resize prefills the rest from here."""

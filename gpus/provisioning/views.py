@@ -42,10 +42,12 @@ from gpus.provisioning.filters import AuditFilter
 from gpus.provisioning.forms import GpuVmForm, NodeGroupForm
 from gpus.provisioning.presenters import describe, overlay_operations
 from gpus.provisioning.selectors import (
+    active_operation,
     audit_events,
     get_operation_for_user,
     last_node_group_params,
     operations_in_flight,
+    target_operations,
     tenant_operations,
 )
 from gpus.provisioning.services import (
@@ -88,17 +90,31 @@ def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
 def workload_detail(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
     tenant = get_tenant_for_user(request.user, namespace)
     workload = get_tenant_workload(request.user, tenant, pk)
+    operations = list(
+        target_operations(
+            request.user, tenant, workload.cluster_id, workload.name, workload.node_group
+        )[:10]
+    )
+    # The page agrees with the latest operation until a sync confirms it, as My GPUs does.
+    in_flight = operations_in_flight(request.user, tenant).filter(
+        cluster_id=workload.cluster_id, name=workload.name, node_group=workload.node_group
+    )
+    overlay_operations([workload], list(in_flight))
+    can_operate = may_operate(request.user, tenant)
     return render(
         request,
         "provisioning/workload.html",
         {
             "tenant": tenant,
             "workload": workload,
+            "w": workload,
+            "operations": operations,
+            "can_operate": can_operate,
             # Asked only when there is something to offer (the page's query count stays pinned).
             "offer_restart": workload.kind == WorkloadKind.VM
             and workload.reason == "RestartRequired"
             and workload.state != ResourceState.DELETING
-            and may_operate(request.user, tenant),
+            and can_operate,
         },
     )
 
@@ -143,6 +159,7 @@ def _vm_checks(form: GpuVmForm, tenant: Tenant, cluster: Cluster | None) -> dict
 def vm_new(request: HttpRequest, namespace: str) -> HttpResponse:
     tenant = get_tenant_for_user(request.user, namespace)
     allowed = may_operate(request.user, tenant)
+    busy = None
     if request.method == "POST":
         if not allowed:
             raise Http404("No such page.")
@@ -155,6 +172,7 @@ def vm_new(request: HttpRequest, namespace: str) -> HttpResponse:
                     op = submit_vm(request.user, tenant, cluster, _vm_request(form))
                 except OperationRefused as exc:
                     form.add_error(exc.field, exc.message)
+                    busy = active_operation(tenant, form.cleaned_data["name"])
                 else:
                     return redirect("gpus:operation", namespace, op.pk)
     else:
@@ -165,6 +183,7 @@ def vm_new(request: HttpRequest, namespace: str) -> HttpResponse:
         "allowed": allowed,
         "cluster": cluster,
         "checks": _vm_checks(form, tenant, cluster) if form.is_bound else {},
+        "busy": busy,
     }
     return render(request, "provisioning/vm_new.html", context)
 
@@ -220,7 +239,11 @@ def _operation_status_context(request: HttpRequest, namespace: str, pk: int) -> 
 
 def operation_detail(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
     context = _operation_status_context(request, namespace, pk)
-    context["preview"] = yaml.safe_dump_all(context["op"].manifests, sort_keys=False, width=100)
+    op = context["op"]
+    context["preview"] = yaml.safe_dump_all(op.manifests, sort_keys=False, width=100)
+    # Another change in flight on the same target (e.g. why "Try again" was refused).
+    busy = active_operation(op.tenant, op.name, op.node_group)
+    context["busy"] = busy if busy is not None and busy.pk != op.pk else None
     return render(request, "provisioning/operation.html", context)
 
 
@@ -260,18 +283,25 @@ def vm_action(request: HttpRequest, namespace: str, name: str, action: str) -> H
     if kind is None:
         raise Http404("No such page.")
     require_may_operate(request.user, vm.tenant)
-    error = ""
+    error, busy = "", None
     if request.method == "POST":
         try:
             op = submit_vm_action(request.user, vm, kind)
         except OperationRefused as exc:
-            error = exc.message
+            error, busy = exc.message, active_operation(vm.tenant, vm.name)
         else:
             return redirect("gpus:operation", namespace, op.pk)
     return render(
         request,
         "provisioning/vm_action.html",
-        {"tenant": vm.tenant, "vm": vm, "action": action, "kind": kind, "error": error},
+        {
+            "tenant": vm.tenant,
+            "vm": vm,
+            "action": action,
+            "kind": kind,
+            "error": error,
+            "busy": busy,
+        },
     )
 
 
@@ -319,7 +349,7 @@ def node_group_edit(
     initial = _resize_initial(tenant, existing) if existing is not None else None
     form = _node_group_form(tenant, request.POST or None, initial, resize=existing is not None)
     cluster = default_cluster()
-    preview = ""
+    preview, busy = "", None
     if form.is_bound and form.is_valid() and cluster is not None:
         ng = form.node_group_request()
         if request.POST.get("confirm"):
@@ -329,6 +359,7 @@ def node_group_edit(
                 )
             except OperationRefused as exc:
                 form.add_error(exc.field, exc.message)
+                busy = active_operation(tenant, ng.cluster_name, ng.group)
             else:
                 return redirect("gpus:operation", namespace, op.pk)
         preview = yaml.safe_dump_all(
@@ -338,7 +369,7 @@ def node_group_edit(
     return render(
         request,
         "provisioning/node_group.html",
-        {"tenant": tenant, "form": form, "existing": existing, "preview": preview},
+        {"tenant": tenant, "form": form, "existing": existing, "preview": preview, "busy": busy},
     )
 
 

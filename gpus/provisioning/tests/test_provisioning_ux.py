@@ -261,3 +261,46 @@ def test_ssh_open_without_a_key_is_warned(alice_client, acme, cluster):
     assert NO_KEY_WARNING not in other_port.content.decode()
     closed = alice_client.post(url, form_data(ssh_keys="", external="none"))
     assert NO_KEY_WARNING not in closed.content.decode()
+
+
+# --- item 20: the VM page, "in progress" links ---------------------------------------------
+
+
+def test_vm_page_has_its_actions_operations_and_charts(alice_client, acme, cluster, alice, carol):
+    from django.test import Client
+
+    vm = GpuWorkload.objects.create(
+        cluster=cluster, tenant=acme, kind="vm", app_kind="VMInstance", name="box",
+        gpus_per_instance=1, state="running",
+    )  # fmt: skip
+    old = _op(cluster, acme, alice, kind="create", state="succeeded")
+    url = f"/tenants/{acme.namespace}/gpus/{vm.pk}/"
+    page = alice_client.get(url).content.decode()
+    actions = page[page.index('id="workload-actions"') :]
+    actions = actions[: actions.index("</p>")]
+    assert "/box/stop/" in actions and "/box/delete/" in actions and "/box/start/" not in actions
+    assert f"/operations/{old.pk}/" in page and 'id="workload-operations"' in page
+    assert f"/utilization/#workload-{vm.pk}" in page
+    viewer = Client()
+    viewer.force_login(carol)
+    assert 'id="workload-actions"' not in viewer.get(url).content.decode()
+    # A change in flight: the page follows it instead of offering actions.
+    busy = _op(cluster, acme, alice, kind="stop", state="provisioning", params={"action": "stop"})
+    page = alice_client.get(url).content.decode()
+    assert "Follow the change in progress" in page and "/box/delete/" not in page
+    assert page.count(f"/operations/{busy.pk}/") >= 2  # the latest operation and the list
+
+
+def test_another_change_in_progress_links_to_it(alice_client, acme, cluster, alice):
+    GpuWorkload.objects.create(
+        cluster=cluster, tenant=acme, kind="vm", app_kind="VMInstance", name="box",
+        gpus_per_instance=1, state="running",
+    )  # fmt: skip
+    busy = _op(cluster, acme, alice, kind="stop", state="provisioning", params={"action": "stop"})
+    response = alice_client.post(f"/tenants/{acme.namespace}/vms/box/delete/")
+    html = response.content.decode()
+    assert "still in progress" in html
+    assert 'id="busy-op"' in html and f"/operations/{busy.pk}/" in html
+    failed = _op(cluster, acme, alice, kind="start", state="failed", params={"action": "start"})
+    page = alice_client.get(f"/tenants/{acme.namespace}/operations/{failed.pk}/").content.decode()
+    assert 'id="busy-op"' in page and f"/operations/{busy.pk}/" in page
