@@ -125,6 +125,18 @@ IMAGE_PACKAGER: dict[str, str] = {
     "fedora": "dnf",
     "alpine": "apk",
 }
+# The user each cloud image creates for the SSH keys cloud-init installs (its distribution's own).
+IMAGE_USERS: dict[str, str] = {
+    "ubuntu-2404": "ubuntu",
+    "ubuntu-2204": "ubuntu",
+    "debian-12": "debian",
+    "rocky-9": "rocky",
+    "almalinux-9": "almalinux",
+    "ubuntu": "ubuntu",
+    "fedora": "fedora",
+    "alpine": "alpine",
+    "cirros": "cirros",
+}
 WINDOWS_PROFILES = frozenset({"windows.2k22.virtio"})
 STORAGE_CLASSES = [
     ("replicated", _("replicated (survives a server failure)")),

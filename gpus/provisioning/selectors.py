@@ -72,6 +72,20 @@ def last_node_group_params(tenant: Tenant, cluster_name: str, group: str) -> dic
     return dict(op.params) if op else {}
 
 
+def vm_image(tenant: Tenant, name: str) -> str:
+    """The image the last succeeded create of this VM asked for ("" if the portal did not
+    make it): it says which user to log in as."""
+    op = (
+        Operation.objects.filter(
+            tenant=tenant, name=name, node_group="", state=OperationState.SUCCEEDED,
+            params__has_key="image",
+        )
+        .only("params")
+        .first()
+    )  # fmt: skip
+    return str(op.params.get("image", "")) if op else ""
+
+
 def operations_in_flight(user: User, tenant: Tenant) -> QuerySet[Operation]:
     """Active operations, and those finished after their cluster's last sync: the snapshot does
     not show their result yet, so the page shows the operation instead (DESIGN rule 8)."""

@@ -35,4 +35,14 @@ urlpatterns = [
         name="operation_retry",
     ),
     path("tenants/<slug:namespace>/gpus/<dbid:pk>/", views.workload_detail, name="workload"),
+    path(
+        "tenants/<slug:namespace>/gpus/<dbid:pk>/connect/",
+        views.workload_connect,
+        name="workload_connect",
+    ),
+    path(
+        "tenants/<slug:namespace>/gpus/<dbid:pk>/kubeconfig/",
+        views.workload_kubeconfig,
+        name="workload_kubeconfig",
+    ),
 ]

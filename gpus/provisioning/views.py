@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from gpus.catalog.models import GpuModel
+from gpus.catalog.sizing import IMAGE_USERS
 from gpus.inventory.choices import ResourceState, WorkloadKind
 from gpus.inventory.models import Cluster
 from gpus.inventory.schemas import served_schema_causes
@@ -30,6 +31,7 @@ from gpus.inventory.selectors import (
     tenant_workload_page,
 )
 from gpus.kube.apps import VmRequest, node_group_manifests, vm_manifests
+from gpus.provisioning import connect
 from gpus.provisioning.capacity import (
     explain_workloads,
     fit_for,
@@ -49,6 +51,7 @@ from gpus.provisioning.selectors import (
     operations_in_flight,
     target_operations,
     tenant_operations,
+    vm_image,
 )
 from gpus.provisioning.services import (
     OperationRefused,
@@ -110,6 +113,7 @@ def workload_detail(request: HttpRequest, namespace: str, pk: int) -> HttpRespon
             "w": workload,
             "operations": operations,
             "can_operate": can_operate,
+            "connect_what": connect.what_for(workload),
             # Asked only when there is something to offer (the page's query count stays pinned).
             "offer_restart": workload.kind == WorkloadKind.VM
             and workload.reason == "RestartRequired"
@@ -117,6 +121,48 @@ def workload_detail(request: HttpRequest, namespace: str, pk: int) -> HttpRespon
             and can_operate,
         },
     )
+
+
+def workload_connect(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
+    """htmx: how to connect (a VM's addresses and SSH command, a cluster's kubeconfig). POST
+    asks for a read as the person (a task); GET shows the answer, polled until there is one."""
+    tenant = get_tenant_for_user(request.user, namespace)
+    workload = get_tenant_workload(request.user, tenant, pk)
+    if request.method == "POST":
+        found = connect.ask(request.user, workload, again=bool(request.POST.get("again")))
+    else:
+        found = connect.answer(request.user, workload)
+    context: dict[str, Any] = {
+        "tenant": tenant,
+        "workload": workload,
+        "found": found,
+        "what": connect.what_for(workload),
+    }
+    if found and found["state"] == "ready" and context["what"] == "vm":
+        user = IMAGE_USERS.get(vm_image(tenant, workload.name), "")
+        context["login"] = user or _("user")
+        ips, ports = found["ips"], found["ports"]
+        if ips and (found["whole_ip"] or 22 in ports):
+            context["ssh"] = f"ssh {context['login']}@{ips[0]}"
+        context["ssh_inside"] = f"ssh {context['login']}@{found['dns']}"
+    html = render_to_string("provisioning/_connect.html", context, request)
+    if found and found["state"] != "pending":
+        return HttpResponseStopPolling(html)
+    return HttpResponse(html)
+
+
+def workload_kubeconfig(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
+    """The kubeconfig read for this person, as a file, once; 404 when there is none (any
+    more)."""
+    tenant = get_tenant_for_user(request.user, namespace)
+    workload = get_tenant_workload(request.user, tenant, pk)
+    config = connect.take_kubeconfig(request.user, workload)
+    if config is None or connect.what_for(workload) != "kubeconfig":
+        raise Http404("No kubeconfig to download: ask for it again.")
+    response = HttpResponse(config, content_type="application/yaml")
+    response["Content-Disposition"] = f'attachment; filename="{workload.name}.kubeconfig"'
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 # --- GPU VMs and operations -------------------------------------------------------------
