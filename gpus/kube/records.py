@@ -127,6 +127,7 @@ class NodeGroup:
     roles: tuple[str, ...]
     monitor_name: str  # WorkloadMonitor kubernetes-<app>-<group>
     worker_prefix: str  # worker VMs are kubernetes-<app>-<group>-<suffix>
+    disk: str = ""  # ephemeralStorage (v1.1) or diskSize (v1.4+), as the spec says it
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,7 @@ def kubernetes_app_from_json(obj: Mapping[str, Any]) -> KubernetesApp:
                 else (),
                 monitor_name=f"{prefix}-{group_name}",
                 worker_prefix=f"{prefix}-{group_name}-",
+                disk=_str(group.get("ephemeralStorage") or group.get("diskSize")),
             )
         )
     return KubernetesApp(

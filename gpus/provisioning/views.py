@@ -3,6 +3,7 @@ audit log. Thin: selectors read, services write."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -364,24 +365,39 @@ def _node_group_form(
     )
 
 
+def _gib(quantity: str) -> int | None:
+    """ "100Gi" -> 100, "1Ti" -> 1024; None for what the form cannot say in GiB."""
+    match = re.fullmatch(r"(\d+)(Gi|Ti)", quantity or "")
+    if not match:
+        return None
+    return int(match.group(1)) * (1024 if match.group(2) == "Ti" else 1)
+
+
 def _resize_initial(tenant: Tenant, existing: Any) -> dict[str, Any]:
-    """The group as it is: counts from the snapshot (its real maximum), the rest from the last
-    change the portal made to it when there is one."""
+    """The group as it is: the snapshot's spec (its real maximum, minimum, instance type, disk
+    and roles), else the last change the portal made to it, so a resize changes only what the
+    person edits."""
     asked = last_node_group_params(tenant, existing.name, existing.node_group)
+    spec = existing.group_spec or {}
     high = max(existing.max_instances, 1)
+    low = spec.get("min_replicas", asked.get("min_replicas", existing.instances))
     initial = {
         "cluster_name": existing.name,
         "group": existing.node_group,
-        "min_replicas": min(asked.get("min_replicas", existing.instances), high),
+        "min_replicas": min(low, high),
         "max_replicas": high,
         "gpu_model": existing.gpu_model.resource_name if existing.gpu_model else "",
         "gpus_per_node": existing.gpus_per_instance or 1,
     }
-    for key in ("instance_type", "disk_size_gi"):
-        if asked.get(key):
-            initial[key] = asked[key]
-    if "roles" in asked:
-        initial["ingress"] = "ingress-nginx" in asked["roles"]
+    instance_type = spec.get("instance_type") or asked.get("instance_type")
+    if instance_type:
+        initial["instance_type"] = instance_type
+    disk = _gib(spec.get("disk", "")) or asked.get("disk_size_gi")
+    if disk:
+        initial["disk_size_gi"] = disk
+    roles = spec["roles"] if "roles" in spec else asked.get("roles")
+    if roles is not None:
+        initial["ingress"] = "ingress-nginx" in roles
     return initial
 
 

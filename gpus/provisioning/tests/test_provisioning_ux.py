@@ -54,6 +54,38 @@ def test_resize_prefills_the_groups_real_maximum_and_last_asked_values(
     assert 'name="ingress" id="id_ingress" checked' in html
 
 
+def test_resize_prefills_from_the_snapshot_spec_first(alice_client, acme, alice_group, alice):
+    from gpus.kube.records import kubernetes_app_from_json
+
+    # What the sync stores: the group's spec as the cluster has it (v1.1 ephemeralStorage).
+    app = kubernetes_app_from_json({
+        "metadata": {"namespace": acme.namespace, "name": "ml"},
+        "spec": {"nodeGroups": {"gpu": {
+            "minReplicas": 1, "maxReplicas": 5, "instanceType": "u1.8xlarge",
+            "ephemeralStorage": "200Gi", "roles": [], "gpus": [{"name": L40S}],
+        }}},
+    })  # fmt: skip
+    group = app.node_groups[0]
+    assert (group.disk, group.instance_type, group.roles) == ("200Gi", "u1.8xlarge", ())
+    alice_group.max_instances = 5
+    alice_group.group_spec = {"min_replicas": 1, "instance_type": "u1.8xlarge",
+                              "disk": "200Gi", "roles": []}  # fmt: skip
+    alice_group.save()
+    # An older portal change said otherwise: the cluster's spec wins.
+    Operation.objects.create(
+        cluster=alice_group.cluster, tenant=acme, actor=alice, actor_name="alice",
+        kind=OperationKind.RESIZE, namespace=acme.namespace, app_kind="Kubernetes", name="ml",
+        node_group="gpu", state=OperationState.SUCCEEDED,
+        params={"min_replicas": 3, "max_replicas": 6, "instance_type": "u1.4xlarge",
+                "disk_size_gi": 100, "roles": ["ingress-nginx"]},
+    )  # fmt: skip
+    html = alice_client.get(f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/gpu/").content
+    html = html.decode()
+    assert _input_value(html, "max_replicas") == "5" and _input_value(html, "min_replicas") == "1"
+    assert _input_value(html, "disk_size_gi") == "200" and 'value="u1.8xlarge" selected' in html
+    assert 'name="ingress" id="id_ingress" checked' not in html
+
+
 def test_resize_cannot_become_a_new_cluster(
     alice_client, acme, alice_group, django_capture_on_commit_callbacks
 ):
