@@ -3,6 +3,8 @@ layout, the resize form prefilled with the group's real values, copy buttons."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -100,3 +102,76 @@ def test_live_check_follows_an_out_of_range_count(page, live_server, snapshot, a
     page.locator("#vm-submit").click()
     page.locator("#err-gpu_count .field-error").wait_for()
     assert "/vms/new/" in page.url
+
+
+@pytest.fixture
+def eager_tasks():
+    """The live server runs the tasks it sends (the worker's code, in its thread)."""
+    import gpus.provisioning.tasks  # noqa: F401 (registers them, as the worker does)
+    from hikube_portal.celery import app
+
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("language", ["en", "fr"])
+def test_resize_with_real_values_connect_to_a_vm_and_download_a_kubeconfig(
+    browser, live_server, alice, acme, tmp_path, register, eager_tasks, language
+):
+    from devcluster.testing import run_devcluster
+    from gpus.provisioning.models import Operation
+
+    with run_devcluster(tmp_path / "dc", speed=200.0) as dc:
+        register(dc)
+        context = browser.new_context(locale=language, accept_downloads=True)
+        context.grant_permissions(["clipboard-read", "clipboard-write"])
+        page = context.new_page()
+        page.goto(live_server.url + reverse("login"))
+        page.locator("#id_username").fill("alice")
+        page.locator("#id_password").fill(PASSWORD)
+        page.locator("main button[type=submit]").click()
+        page.wait_for_url(live_server.url + reverse("gpus:catalog"))
+
+        # Resize: the form starts from the group as the cluster has it (demo: ml/gpu is
+        # 2 to 4 workers of u1.8xlarge with 100Gi), not from guesses.
+        page.goto(live_server.url + reverse("gpus:my_gpus", args=["tenant-acme"]))
+        page.locator("#workloads a[href$='/kubernetes/ml/nodegroups/gpu/']").click()
+        page.wait_for_url(re.compile(r".*/kubernetes/ml/nodegroups/gpu/$"))
+        assert page.locator("#id_min_replicas").input_value() == "2"
+        assert page.locator("#id_max_replicas").input_value() == "4"
+        assert page.locator("#id_instance_type").input_value() == "u1.8xlarge"
+        assert page.locator("#id_disk_size_gi").input_value() == "100"
+        assert page.locator("#id_new_cluster").count() == 0
+        page.locator("#id_max_replicas").fill("5")
+        page.locator("#node-group-form button[type=submit]").click()
+        preview = page.locator("#preview-yaml").inner_text()
+        assert "maxReplicas: 5" in preview and "instanceType: u1.8xlarge" in preview
+        assert "ephemeralStorage: 100Gi" in preview
+        page.locator("#node-group-submit").click()
+        page.wait_for_url(re.compile(r".*/operations/\d+/$"))
+        op = Operation.objects.get(name="ml", node_group="gpu", kind="resize")
+        assert op.params["instance_type"] == "u1.8xlarge" and op.params["max_replicas"] == 5
+
+        # Connect to a VM: its address and the SSH command, read as alice by a task.
+        vm = GpuWorkload.objects.get(tenant=acme, name="gpu-ws")
+        page.goto(live_server.url + reverse("gpus:workload", args=["tenant-acme", vm.pk]))
+        page.locator("#connect-vm").wait_for()
+        ssh = page.locator("#ssh-cmd").inner_text()
+        assert re.fullmatch(r"ssh \w+@198\.51\.100\.\d+", ssh), ssh
+        page.locator("[data-copy='#ssh-cmd']").click()
+        assert page.evaluate("navigator.clipboard.readText()") == ssh
+
+        # Download the cluster's kubeconfig from the node group's page.
+        group = GpuWorkload.objects.get(tenant=acme, name="ml", node_group="gpu")
+        page.goto(live_server.url + reverse("gpus:workload", args=["tenant-acme", group.pk]))
+        page.locator("#connect-ask").click()
+        with page.expect_download() as download:
+            page.locator("#kubeconfig-download").click()
+        assert download.value.suggested_filename == "ml.kubeconfig"
+        text = tmp_path / "ml.kubeconfig"
+        download.value.save_as(text)
+        assert "kind: Config" in text.read_text() and "current-context:" in text.read_text()
+        context.close()
