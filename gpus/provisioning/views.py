@@ -196,9 +196,8 @@ def _vm_checks(form: GpuVmForm, tenant: Tenant, cluster: Cluster | None) -> dict
         docs = vm_manifests(request_, tenant.namespace, form.vm_kind)
         checks["causes"] = served_schema_causes(cluster, docs)
         checks["preview"] = yaml.safe_dump_all(docs, sort_keys=False, width=100)
-        checks["kubectl"] = (
-            f"kubectl --kubeconfig {tenant.namespace}.kubeconfig apply -f {request_.name}.yaml"
-        )
+        # No file the portal never gave: kubectl as the person has it set up for the tenant.
+        checks["kubectl"] = f"kubectl -n {tenant.namespace} apply -f {request_.name}.yaml"
         checks["filename"] = f"{request_.name}.yaml"
     return checks
 
