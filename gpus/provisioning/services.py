@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from gpus.accounts.selectors import cluster_groups, cluster_user
@@ -302,3 +303,20 @@ def submit_node_group(
         # Workers are placed one by one; the fit is per worker, not all on one server.
         check_capacity=False,
     )
+
+
+def cancel(user: Any, op: Operation) -> None:
+    """Cancel an operation nothing has started on (submitted, never claimed by a worker). One
+    conditional update: the worker's claim and the cancel never both win. Raises
+    OperationRefused once the worker has it (the cluster may already have part of it)."""
+    now = timezone.now()
+    done = Operation.objects.filter(pk=op.pk, state=OperationState.PENDING, attempts=0).update(
+        state=OperationState.CANCELLED,
+        finished_at=now,
+        updated_at=now,
+    )
+    if not done:
+        raise OperationRefused(
+            _("It is already being applied, or over: it can no longer be cancelled.")
+        )
+    audit(op, op.tenant, user.get_username(), "operation.cancel", {"operation": op.pk})

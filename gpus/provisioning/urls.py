@@ -34,6 +34,11 @@ urlpatterns = [
         views.operation_retry,
         name="operation_retry",
     ),
+    path(
+        "tenants/<slug:namespace>/operations/<int:pk>/cancel/",
+        views.operation_cancel,
+        name="operation_cancel",
+    ),
     path("tenants/<slug:namespace>/gpus/<dbid:pk>/", views.workload_detail, name="workload"),
     path(
         "tenants/<slug:namespace>/gpus/<dbid:pk>/connect/",

@@ -56,6 +56,7 @@ from gpus.provisioning.selectors import (
 )
 from gpus.provisioning.services import (
     OperationRefused,
+    cancel,
     retry,
     submit_node_group,
     submit_vm,
@@ -277,10 +278,18 @@ def _operation_status_context(request: HttpRequest, namespace: str, pk: int) -> 
         "tenant": op.tenant,
         "op": op,
         "view": describe(op),
-        # Only a failed operation offers "Try again": no membership query for the others.
-        "can_operate": op.state == OperationState.FAILED and may_operate(request.user, op.tenant),
+        # Only a failed operation offers "Try again", and one never started "Cancel": no
+        # membership query for the others.
+        "can_operate": (op.state == OperationState.FAILED or _cancellable(op))
+        and may_operate(request.user, op.tenant),
+        "cancellable": _cancellable(op),
         "poll_seconds": settings.OPERATION_PAGE_POLL_SECONDS,
     }
+
+
+def _cancellable(op: Any) -> bool:
+    """Submitted and not yet taken by a worker: nothing was sent to the cluster."""
+    return op.state == OperationState.PENDING and op.attempts == 0
 
 
 def operation_detail(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
@@ -312,6 +321,17 @@ def operation_retry(request: HttpRequest, namespace: str, pk: int) -> HttpRespon
         messages.error(request, exc.message)
         return redirect("gpus:operation", namespace, op.pk)
     return redirect("gpus:operation", namespace, new.pk)
+
+
+@require_POST
+def operation_cancel(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
+    op = get_operation_for_user(request.user, namespace, pk)
+    require_may_operate(request.user, op.tenant)
+    try:
+        cancel(request.user, op)
+    except OperationRefused as exc:
+        messages.error(request, exc.message)
+    return redirect("gpus:operation", namespace, op.pk)
 
 
 ACTIONS = {

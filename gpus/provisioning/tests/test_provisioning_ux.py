@@ -336,3 +336,36 @@ def test_another_change_in_progress_links_to_it(alice_client, acme, cluster, ali
     failed = _op(cluster, acme, alice, kind="start", state="failed", params={"action": "start"})
     page = alice_client.get(f"/tenants/{acme.namespace}/operations/{failed.pk}/").content.decode()
     assert 'id="busy-op"' in page and f"/operations/{busy.pk}/" in page
+
+
+def test_an_operation_not_yet_applied_can_be_cancelled(alice_client, acme, cluster, alice, carol):
+    from django.test import Client
+
+    from gpus.provisioning import engine
+    from gpus.provisioning.models import AuditEvent
+
+    op = _op(cluster, acme, alice, kind="create", state="pending")
+    page = alice_client.get(f"/tenants/{acme.namespace}/operations/{op.pk}/").content.decode()
+    assert 'id="op-cancel"' in page
+    viewer = Client()
+    viewer.force_login(carol)
+    viewer_page = viewer.get(f"/tenants/{acme.namespace}/operations/{op.pk}/").content.decode()
+    assert 'id="op-cancel"' not in viewer_page
+    url = f"/tenants/{acme.namespace}/operations/{op.pk}/cancel/"
+    assert viewer.post(url).status_code == 404  # a viewer may not act (the tenant's rule)
+    assert alice_client.post(url).status_code == 302
+    op.refresh_from_db()
+    assert op.state == "cancelled" and op.finished_at is not None
+    assert AuditEvent.objects.filter(operation=op, action="operation.cancel").count() == 1
+    assert engine.claim(op.pk) is None  # the worker's message, arriving later, does nothing
+    page = alice_client.get(f"/tenants/{acme.namespace}/operations/{op.pk}/").content.decode()
+    assert 'id="op-cancelled"' in page and 'id="op-cancel"' not in page
+    # Once a worker has it, it is too late: refused in plain words, nothing changed.
+    taken = _op(cluster, acme, alice, name="other", kind="create", state="pending")
+    assert engine.claim(taken.pk) is not None
+    response = alice_client.post(
+        f"/tenants/{acme.namespace}/operations/{taken.pk}/cancel/", follow=True
+    )
+    assert "can no longer be cancelled" in response.content.decode()
+    taken.refresh_from_db()
+    assert taken.state == "applying"
