@@ -196,7 +196,7 @@ class GpuVmForm(forms.Form):
         text = self.cleaned_data["external_ports"].strip()
         ports = []
         for part in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
-            if not part.isdigit() or not 0 < int(part) < 65536:
+            if not (part.isascii() and part.isdigit()) or not 0 < int(part) < 65536:
                 raise forms.ValidationError(
                     _("“%(port)s” is not a port (1 to 65535).") % {"port": part[:20]}, code="port"
                 )

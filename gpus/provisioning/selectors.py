@@ -43,16 +43,14 @@ def target_operations(
     )
 
 
-def active_operation(tenant: Tenant, name: str, node_group: str = "") -> Operation | None:
+def active_operation(tenant: Tenant, name: str, node_group: str | None = "") -> Operation | None:
     """The change in flight on a target, if any (at most one per target and cluster): what
-    "another change is still in progress" points to."""
-    return (
-        Operation.objects.filter(
-            tenant=tenant, name=name, node_group=node_group, state__in=ACTIVE_OPERATION_STATES
-        )
-        .only("pk", "kind", "state", "name", "node_group")
-        .first()
-    )
+    "another change is still in progress" points to. ``node_group=None``: on a cluster or any
+    of its groups."""
+    ops = Operation.objects.filter(tenant=tenant, name=name, state__in=ACTIVE_OPERATION_STATES)
+    if node_group is not None:
+        ops = ops.filter(node_group=node_group)
+    return ops.only("pk", "kind", "state", "name", "node_group").first()
 
 
 def last_node_group_params(tenant: Tenant, cluster_name: str, group: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from gpus.kube.apps import NodeGroupRequest, VmRequest, node_group_manifests, vm
 from gpus.provisioning.audit import audit
 from gpus.provisioning.capacity import fit_for, quota_left, quota_message
 from gpus.provisioning.choices import (
+    ACTIVE_OPERATION_STATES,
     OperationKind,
     OperationState,
 )
@@ -320,3 +321,38 @@ def cancel(user: Any, op: Operation) -> None:
             _("It is already being applied, or over: it can no longer be cancelled.")
         )
     audit(op, op.tenant, user.get_username(), "operation.cancel", {"operation": op.pk})
+
+
+def submit_cluster_delete(user: Any, groups: list[GpuWorkload]) -> Operation:
+    """Delete a whole tenant Kubernetes cluster (every node group with it), as the snapshot shows
+    it. Refused while any change to it or one of its groups is in flight."""
+    first = groups[0]
+    tenant, name = first.tenant, first.name
+    busy = Operation.objects.filter(
+        cluster=first.cluster,
+        namespace=tenant.namespace,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        state__in=ACTIVE_OPERATION_STATES,
+    ).exists()
+    if busy:
+        raise OperationRefused(
+            _("Another change to %(name)s is still in progress; wait for it to finish.")
+            % {"name": name}
+        )
+    doc = {
+        "apiVersion": mf.API_VERSION,
+        "kind": mf.KUBERNETES,
+        "metadata": {"name": name, "namespace": tenant.namespace},
+    }
+    return record(
+        user=user,
+        tenant=tenant,
+        cluster=first.cluster,
+        kind=OperationKind.DELETE,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        docs=[doc],
+        check_capacity=False,
+        params={"action": OperationKind.DELETE, "node_groups": [g.node_group for g in groups]},
+    )

@@ -21,6 +21,11 @@ urlpatterns = [
         views.node_group_edit,
         name="node_group_edit",
     ),
+    path(
+        "tenants/<slug:namespace>/kubernetes/<slug:name>/delete/",
+        views.cluster_delete,
+        name="cluster_delete",
+    ),
     path("tenants/<slug:namespace>/operations/", views.operation_list, name="operations"),
     path("audit/", views.audit_log, name="audit"),
     path("tenants/<slug:namespace>/operations/<int:pk>/", views.operation_detail, name="operation"),

@@ -25,6 +25,7 @@ from gpus.inventory.schemas import served_schema_causes
 from gpus.inventory.selectors import (
     _live_context,
     default_cluster,
+    get_kubernetes_cluster_for_user,
     get_node_group_for_user,
     get_tenant_workload,
     get_vm_for_user,
@@ -58,6 +59,7 @@ from gpus.provisioning.services import (
     OperationRefused,
     cancel,
     retry,
+    submit_cluster_delete,
     submit_node_group,
     submit_vm,
     submit_vm_action,
@@ -368,6 +370,30 @@ def vm_action(request: HttpRequest, namespace: str, name: str, action: str) -> H
             "error": error,
             "busy": busy,
         },
+    )
+
+
+def cluster_delete(request: HttpRequest, namespace: str, name: str) -> HttpResponse:
+    """GET: ask to confirm by typing the cluster's name; POST: record the delete."""
+    groups = get_kubernetes_cluster_for_user(request.user, namespace, name)
+    tenant = groups[0].tenant
+    require_may_operate(request.user, tenant)
+    error, busy = "", None
+    if request.method == "POST":
+        if request.POST.get("confirm_name", "").strip() != name:
+            error = _("Type the cluster's name, %(name)s, to confirm.") % {"name": name}
+        else:
+            try:
+                op = submit_cluster_delete(request.user, groups)
+            except OperationRefused as exc:
+                error = exc.message
+                busy = active_operation(tenant, name, node_group=None)
+            else:
+                return redirect("gpus:operation", namespace, op.pk)
+    return render(
+        request,
+        "provisioning/cluster_delete.html",
+        {"tenant": tenant, "name": name, "groups": groups, "error": error, "busy": busy},
     )
 
 

@@ -99,3 +99,19 @@ def test_vm_addresses_ssh_command_and_kubeconfig_read_as_the_person(
             "kubernetes-ml-admin-kubeconfig",
             "tenant-acme",
         )
+
+
+def test_a_whole_cluster_is_deleted_in_the_cluster(demo, alice):
+    """The delete the cluster page records runs like a VM's: as alice, until the app is gone."""
+    from gpus.inventory.selectors import get_kubernetes_cluster_for_user
+    from gpus.provisioning import services
+    from gpus.provisioning.tests.test_provisioning_devcluster import drive
+
+    groups = get_kubernetes_cluster_for_user(alice, "tenant-acme", "ml")
+    assert {g.node_group for g in groups} >= {"md0", "gpu"}
+    op = services.submit_cluster_delete(alice, groups)
+    op = drive(op, {"succeeded", "failed"}, seconds=60)
+    assert op.state == "succeeded", (op.reason, op.message)
+    from gpus.inventory.clusters import gateway_for
+
+    assert gateway_for(demo).get("kuberneteses", "tenant-acme", "ml") is None

@@ -369,3 +369,39 @@ def test_an_operation_not_yet_applied_can_be_cancelled(alice_client, acme, clust
     assert "can no longer be cancelled" in response.content.decode()
     taken.refresh_from_db()
     assert taken.state == "applying"
+
+
+def test_a_whole_cluster_can_be_deleted_after_typing_its_name(
+    alice_client, bob_client, acme, alice_group, alice, django_capture_on_commit_callbacks
+):
+    page = alice_client.get(f"/tenants/{acme.namespace}/gpus/{alice_group.pk}/").content.decode()
+    assert f"/tenants/{acme.namespace}/kubernetes/ml/delete/" in page
+    url = f"/tenants/{acme.namespace}/kubernetes/ml/delete/"
+    assert bob_client.get(url).status_code == 404 and bob_client.post(url).status_code == 404
+    assert "<code>gpu</code>" in alice_client.get(url).content.decode()
+    wrong = alice_client.post(url, {"confirm_name": "m"}).content.decode()
+    assert "Type the cluster&#x27;s name, ml, to confirm." in wrong
+    assert not Operation.objects.exists()
+    # Refused while one of its groups changes, with a link to that change.
+    busy = _op(alice_group.cluster, acme, alice, app_kind="Kubernetes", name="ml",
+               node_group="gpu", kind="resize", state="provisioning")  # fmt: skip
+    refused = alice_client.post(url, {"confirm_name": "ml"}).content.decode()
+    assert "still in progress" in refused and f"/operations/{busy.pk}/" in refused
+    busy.state = "succeeded"
+    busy.save()
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = alice_client.post(url, {"confirm_name": "ml"})
+    assert response.status_code == 302 and len(callbacks) == 1
+    op = Operation.objects.get(kind="delete")
+    assert (op.app_kind, op.name, op.node_group) == ("Kubernetes", "ml", "")
+    assert op.manifests == [{"apiVersion": "apps.cozystack.io/v1alpha1", "kind": "Kubernetes",
+                             "metadata": {"name": "ml", "namespace": acme.namespace}}]  # fmt: skip
+
+
+def test_a_superscript_digit_is_not_a_port(alice_client, acme, cluster):
+    """Found by the fuzzer: "²".isdigit() is True but int("²") fails (a 500)."""
+    response = alice_client.post(
+        f"/tenants/{acme.namespace}/vms/new/check/", form_data(external_ports="²")
+    )
+    assert response.status_code == 200
+    assert "is not a port" in response.content.decode()
