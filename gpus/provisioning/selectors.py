@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet
 from django.http import Http404
 
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
@@ -37,9 +37,12 @@ def get_operation_for_user(user: User, namespace: str, pk: int) -> Operation:
 def target_operations(
     user: User, tenant: Tenant, cluster_id: int, name: str, node_group: str = ""
 ) -> QuerySet[Operation]:
-    """The operations on one VM or node group of the tenant, newest first."""
-    return tenant_operations(user, tenant).filter(
-        cluster_id=cluster_id, name=name, node_group=node_group
+    """The operations on one VM or node group of the tenant, newest first, each marked
+    ``in_flight`` as ``operations_in_flight`` means it (one query serves both)."""
+    return (
+        tenant_operations(user, tenant)
+        .filter(cluster_id=cluster_id, name=name, node_group=node_group)
+        .annotate(in_flight=ExpressionWrapper(_in_flight(), output_field=BooleanField()))
     )
 
 
@@ -84,14 +87,19 @@ def vm_image(tenant: Tenant, name: str) -> str:
     return str(op.params.get("image", "")) if op else ""
 
 
-def operations_in_flight(user: User, tenant: Tenant) -> QuerySet[Operation]:
-    """Active operations, and those finished after their cluster's last sync: the snapshot does
-    not show their result yet, so the page shows the operation instead (DESIGN rule 8)."""
-    return tenant_operations(user, tenant).filter(
+def _in_flight() -> Q:
+    """Active, or finished after its cluster's last sync (the snapshot does not show it yet)."""
+    return (
         Q(state__in=ACTIVE_OPERATION_STATES)
         | Q(finished_at__gt=F("cluster__last_synced_at"))
         | Q(finished_at__isnull=False, cluster__last_synced_at__isnull=True)
     )
+
+
+def operations_in_flight(user: User, tenant: Tenant) -> QuerySet[Operation]:
+    """Active operations, and those finished after their cluster's last sync: the snapshot does
+    not show their result yet, so the page shows the operation instead (DESIGN rule 8)."""
+    return tenant_operations(user, tenant).filter(_in_flight())
 
 
 def audit_events(user: User) -> QuerySet[AuditEvent]:

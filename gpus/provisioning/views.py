@@ -103,10 +103,7 @@ def workload_detail(request: HttpRequest, namespace: str, pk: int) -> HttpRespon
         )[:10]
     )
     # The page agrees with the latest operation until a sync confirms it, as My GPUs does.
-    in_flight = operations_in_flight(request.user, tenant).filter(
-        cluster_id=workload.cluster_id, name=workload.name, node_group=workload.node_group
-    )
-    overlay_operations([workload], list(in_flight))
+    overlay_operations([workload], [op for op in operations if op.in_flight])
     can_operate = may_operate(request.user, tenant)
     return render(
         request,
