@@ -356,3 +356,36 @@ def submit_cluster_delete(user: Any, groups: list[GpuWorkload]) -> Operation:
         check_capacity=False,
         params={"action": OperationKind.DELETE, "node_groups": [g.node_group for g in groups]},
     )
+
+
+def submit_node_group_delete(user: Any, workload: GpuWorkload) -> Operation:
+    """Remove one node group from its cluster: a JSON merge patch with the group set to null
+    (RFC 7386: null deletes), the other groups and the cluster untouched. The chart's own md0
+    cannot go: Cozystack v1.1 deep-merges values.yaml's md0 into every cluster's groups, so it
+    would come back at once; it can be scaled to 0 instead."""
+    tenant, name, group = workload.tenant, workload.name, workload.node_group
+    if group == "md0":
+        raise OperationRefused(
+            _(
+                "md0 is the chart's default group: the platform puts it back at once if it is "
+                "removed. Resize it to 0 minimum workers instead."
+            )
+        )
+    doc = {
+        "apiVersion": mf.API_VERSION,
+        "kind": mf.KUBERNETES,
+        "metadata": {"name": name, "namespace": tenant.namespace},
+        "spec": {"nodeGroups": {group: None}},
+    }
+    return record(
+        user=user,
+        tenant=tenant,
+        cluster=workload.cluster,
+        kind=OperationKind.DELETE,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        node_group=group,
+        docs=[doc],
+        check_capacity=False,
+        params={"action": OperationKind.DELETE},
+    )

@@ -22,6 +22,11 @@ urlpatterns = [
         name="node_group_edit",
     ),
     path(
+        "tenants/<slug:namespace>/kubernetes/<slug:name>/nodegroups/<slug:group>/delete/",
+        views.node_group_delete,
+        name="node_group_delete",
+    ),
+    path(
         "tenants/<slug:namespace>/kubernetes/<slug:name>/delete/",
         views.cluster_delete,
         name="cluster_delete",

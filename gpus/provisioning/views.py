@@ -61,6 +61,7 @@ from gpus.provisioning.services import (
     retry,
     submit_cluster_delete,
     submit_node_group,
+    submit_node_group_delete,
     submit_vm,
     submit_vm_action,
 )
@@ -391,6 +392,26 @@ def cluster_delete(request: HttpRequest, namespace: str, name: str) -> HttpRespo
         request,
         "provisioning/cluster_delete.html",
         {"tenant": tenant, "name": name, "groups": groups, "error": error, "busy": busy},
+    )
+
+
+def node_group_delete(request: HttpRequest, namespace: str, name: str, group: str) -> HttpResponse:
+    """GET: ask to confirm; POST: record the removal of this one group."""
+    workload = get_node_group_for_user(request.user, namespace, name, group)
+    tenant = workload.tenant
+    require_may_operate(request.user, tenant)
+    error, busy = "", None
+    if request.method == "POST":
+        try:
+            op = submit_node_group_delete(request.user, workload)
+        except OperationRefused as exc:
+            error, busy = exc.message, active_operation(tenant, name, group)
+        else:
+            return redirect("gpus:operation", namespace, op.pk)
+    return render(
+        request,
+        "provisioning/node_group_delete.html",
+        {"tenant": tenant, "w": workload, "error": error, "busy": busy},
     )
 
 

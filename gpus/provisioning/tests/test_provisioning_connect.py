@@ -115,3 +115,17 @@ def test_a_whole_cluster_is_deleted_in_the_cluster(demo, alice):
     from gpus.inventory.clusters import gateway_for
 
     assert gateway_for(demo).get("kuberneteses", "tenant-acme", "ml") is None
+
+
+def test_one_node_group_is_removed_and_the_cluster_stays(demo, alice):
+    from gpus.inventory.clusters import gateway_for
+    from gpus.provisioning import services
+    from gpus.provisioning.tests.test_provisioning_devcluster import drive
+
+    group = GpuWorkload.objects.get(tenant__namespace="tenant-acme", name="ml", node_group="gpu")
+    op = services.submit_node_group_delete(alice, group)
+    op = drive(op, {"succeeded", "failed"}, seconds=60)
+    assert op.state == "succeeded", (op.reason, op.message)
+    app = gateway_for(demo).get("kuberneteses", "tenant-acme", "ml")
+    assert app is not None and "gpu" not in app["spec"]["nodeGroups"]
+    assert "md0" in app["spec"]["nodeGroups"]

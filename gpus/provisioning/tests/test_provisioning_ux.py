@@ -405,3 +405,29 @@ def test_a_superscript_digit_is_not_a_port(alice_client, acme, cluster):
     )
     assert response.status_code == 200
     assert "is not a port" in response.content.decode()
+
+
+def test_one_node_group_can_be_deleted_but_not_md0(
+    alice_client, bob_client, acme, alice_group, django_capture_on_commit_callbacks
+):
+    page = alice_client.get(f"/tenants/{acme.namespace}/gpus/{alice_group.pk}/").content.decode()
+    url = f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/gpu/delete/"
+    assert url in page
+    assert bob_client.post(url).status_code == 404
+    assert "The cluster ml and its other groups stay." in alice_client.get(url).content.decode()
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert alice_client.post(url).status_code == 302
+    assert len(callbacks) == 1
+    op = Operation.objects.get()
+    assert (op.kind, op.name, op.node_group) == ("delete", "ml", "gpu")
+    # A merge patch that removes this group only (null deletes), never a delete of the cluster.
+    assert op.manifests[0]["spec"] == {"nodeGroups": {"gpu": None}}
+    md0 = GpuWorkload.objects.create(
+        cluster=alice_group.cluster, tenant=acme, kind="node_group", app_kind="Kubernetes",
+        name="ml", node_group="md0", gpus_per_instance=0, instances=2, state="running",
+    )  # fmt: skip
+    page = alice_client.get(f"/tenants/{acme.namespace}/gpus/{md0.pk}/").content.decode()
+    assert "/nodegroups/md0/delete/" not in page
+    refused = alice_client.post(f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/md0/delete/")
+    assert "Resize it to 0 minimum workers instead." in refused.content.decode()
+    assert Operation.objects.count() == 1
