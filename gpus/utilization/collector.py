@@ -70,6 +70,11 @@ def _model_id(models: dict[str, int], model_name: str) -> int | None:
     return None
 
 
+def model_id_for(model_name: str) -> int | None:
+    """The catalog model a reported model name is, if the catalog knows it."""
+    return _model_id(_models(), model_name)
+
+
 def store(
     readings: Iterable[Reading],
     cluster_id: int | None,
