@@ -42,6 +42,9 @@ MAX_SSH_KEYS = 32
 MAX_SSH_KEYS_TEXT = 32 * 1024  # a 16,384-bit RSA key is about 2,800 characters
 MAX_CLOUD_INIT = 32 * 1024  # several times the driver and agent snippets together
 MAX_CHOICE = 253  # the longest value any choice has (a Kubernetes name)
+# Real cloud-config nests a few levels (write_files > item > content); PyYAML's composer recurses
+# per level, so the depth is checked on the parser's events first (linear, no recursion).
+MAX_CLOUD_INIT_DEPTH = 32
 
 
 class BoundedChoiceField(forms.ChoiceField):
@@ -86,6 +89,33 @@ def ssh_key_problem(line: str) -> str | None:
     if len(raw) < 4 or raw[4 : 4 + int.from_bytes(raw[:4], "big")] != kind.encode():
         return _("the key body does not match its type “%(type)s”") % {"type": kind}
     return None
+
+
+def _check_depth(text: str) -> None:
+    """Refuse YAML nested deeper than MAX_CLOUD_INIT_DEPTH, reading parser events only."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_CLOUD_INIT_DEPTH:
+                raise forms.ValidationError(
+                    _("Cloud-init is nested too deeply (at most %(max)d levels).")
+                    % {"max": MAX_CLOUD_INIT_DEPTH},
+                    code="yaml_depth",
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _is_command_list(value: object) -> bool:
+    """cloud-init's runcmd: a list whose items are a shell string, a list of words, or null."""
+    scalar = (str, int, float, bool)
+    return isinstance(value, list) and all(
+        item is None
+        or isinstance(item, str)
+        or (isinstance(item, list) and all(isinstance(w, scalar) for w in item))
+        for item in value
+    )
 
 
 class GpuVmForm(forms.Form):
@@ -223,6 +253,7 @@ class GpuVmForm(forms.Form):
                 _("Start with the line “#cloud-config”."), code="cloud_config"
             )
         try:
+            _check_depth(text)
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
@@ -230,8 +261,21 @@ class GpuVmForm(forms.Form):
             raise forms.ValidationError(
                 _("This is not valid YAML%(where)s.") % {"where": where}, code="yaml"
             ) from None
+        except ValueError:  # a tagged or date-like value that does not convert (!!int abc)
+            raise forms.ValidationError(
+                _("This is not valid YAML: a value does not match its type."), code="yaml"
+            ) from None
         if data is not None and not isinstance(data, dict):
             raise forms.ValidationError(_("Cloud-init must be a YAML mapping."), code="yaml")
+        runcmd = (data or {}).get("runcmd")
+        if runcmd is not None and not _is_command_list(runcmd):
+            raise forms.ValidationError(
+                _(
+                    "“runcmd” must be a list of commands, each a string or a list of words, "
+                    "e.g. “runcmd: [nvidia-smi]”."
+                ),
+                code="runcmd",
+            )
         return text + "\n"
 
     def clean(self) -> dict[str, Any]:

@@ -112,7 +112,12 @@ def _number(text: str) -> float | None:
         value = float(int(text, 16)) if text.lower().startswith("0x") else float(text)
     except ValueError:
         return None
-    return None if abs(value) >= SENTINEL else value
+    return None if value != value or abs(value) >= SENTINEL else value  # NaN, sentinels
+
+
+def _limit(field: str) -> int:
+    """The column's length: a longer value is refused (400), never a database error (500)."""
+    return GpuDevice._meta.get_field(field).max_length
 
 
 def parse_csv(body: str, workload: GpuWorkload, now: float) -> list[Reading]:
@@ -124,9 +129,22 @@ def parse_csv(body: str, workload: GpuWorkload, now: float) -> list[Reading]:
         if i >= MAX_ROWS or len(row) < 3:
             raise AgentError(400, "expected one line per GPU: " + ",".join(QUERY))
         cells = [c.strip() for c in row] + [""] * (len(QUERY) - len(row))
-        uuid = cells[0]
+        uuid, index, model_name = cells[0], cells[1], cells[2]
         if not uuid.startswith("GPU-"):
             raise AgentError(400, f"line {i + 1}: the first field must be the GPU UUID")
+        if len(uuid) > _limit("uuid"):
+            raise AgentError(
+                400, f"line {i + 1}: a GPU UUID has at most {_limit('uuid')} characters"
+            )
+        if len(model_name) > _limit("model_name"):
+            raise AgentError(
+                400, f"line {i + 1}: a GPU name has at most {_limit('model_name')} characters"
+            )
+        # nvidia-smi numbers GPUs 0, 1, ...: ASCII digits only ("²".isdigit() is true too).
+        if index and not (index.isascii() and index.isdigit() and int(index) < MAX_ROWS):
+            raise AgentError(
+                400, f"line {i + 1}: the GPU index must be a number from 0 to {MAX_ROWS - 1}"
+            )
         values = {}
         for name, cell in zip(QUERY[3:], cells[3 : len(QUERY)], strict=False):
             v = _number(cell)
@@ -137,9 +155,9 @@ def parse_csv(body: str, workload: GpuWorkload, now: float) -> list[Reading]:
                 uuid=uuid,
                 ts=now,
                 values=values,
-                model_name=cells[2],
+                model_name=model_name,
                 hostname=workload.name,
-                index=int(cells[1]) if cells[1].isdigit() else None,
+                index=int(index) if index else None,
                 tenant=workload.tenant.namespace,
                 vm=workload.name,
                 source="guest-agent",

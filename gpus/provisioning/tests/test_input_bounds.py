@@ -1,12 +1,14 @@
 """Bounded input (#20 item 3): every text of the VM and node-group forms is capped, with the error
 next to its field, on the pages, their live checks and the API; the ports check is linear and
-capped; what an operation sends to the cluster has a bounded size."""
+capped; what an operation sends to the cluster has a bounded size. Malformed cloud-init is a form
+error, never a 500 (#20 item 15)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import yaml
 from django.test import Client
 
 from gpus.accounts.services import create_token
@@ -117,3 +119,54 @@ def test_what_is_sent_to_the_cluster_is_bounded(alice, acme, snapshot):
             docs=[doc],
         )
     assert not Operation.objects.exists()
+
+
+# --- malformed cloud-init (#20 item 15): a clear error next to the field, never a 500 ----------
+
+
+@pytest.mark.parametrize(
+    ("cloud_init", "error"),
+    [
+        ("#cloud-config\nruncmd: " + "[" * 3000 + "]" * 3000, "nested too deeply"),
+        (
+            "#cloud-config\nwrite_files:\n" + "".join("  " * i + "- \n" for i in range(40)),
+            "nested too deeply",
+        ),
+        ("#cloud-config\nruncmd: 5", "must be a list of commands"),
+        ("#cloud-config\nruncmd: apt-get install -y htop", "must be a list of commands"),
+        ("#cloud-config\nruncmd: {a: b}", "must be a list of commands"),
+        ("#cloud-config\nruncmd: [[ls, [nested]]]", "must be a list of commands"),
+        ("#cloud-config\nruncmd: &a [*a]", "must be a list of commands"),
+        ("#cloud-config\nbootcmd: !!int abc", "does not match its type"),
+        ("#cloud-config\nwhen: 2026-13-45", "does not match its type"),
+    ],
+)
+def test_malformed_cloud_init_is_a_form_error(
+    alice_client,
+    acme,
+    cluster,  # noqa: F811
+    cloud_init: str,
+    error: str,
+):
+    url = f"/tenants/{acme.namespace}/vms/new/"
+    for path in (url, url + "check/"):
+        page = alice_client.post(path, form_data(cloud_init=cloud_init, install_driver="on"))
+        assert page.status_code == 200
+        assert any(error in e for e in _errors(page, "cloud_init")), _errors(page, "cloud_init")
+    assert not Operation.objects.exists()
+
+
+def test_a_valid_runcmd_is_merged_with_the_driver_install(
+    alice_client,
+    acme,
+    cluster,  # noqa: F811
+):
+    text = "#cloud-config\nruncmd:\n  - echo hello\n  - [touch, /tmp/x]\n  - null\n"
+    response = alice_client.post(
+        f"/tenants/{acme.namespace}/vms/new/", form_data(cloud_init=text, install_driver="on")
+    )
+    assert response.status_code == 302
+    (vm,) = [d for d in Operation.objects.get().manifests if d["kind"] == "VMInstance"]
+    runcmd = yaml.safe_load(vm["spec"]["cloudInit"])["runcmd"]
+    assert runcmd[:3] == ["echo hello", ["touch", "/tmp/x"], None]
+    assert len(runcmd) > 3 and all(len(c) > 1 for c in runcmd[3:] if isinstance(c, str))

@@ -119,3 +119,23 @@ def test_a_vm_the_inventory_shows_without_gpus_may_not_report(vms) -> None:
     refused = post(issue_token(alice_vm), line(ALICE_UUID))
     assert refused.status_code == 403 and "no GPU passed through" in refused.json()["error"]
     assert not GpuDevice.objects.exists()
+
+
+@override_settings(METRICS_AGENT_MIN_INTERVAL=0)
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (line(ALICE_UUID, index="²"), "the GPU index must be a number from 0 to 63"),
+        (line(ALICE_UUID, index="1" * 25), "the GPU index must be a number from 0 to 63"),
+        (line(ALICE_UUID, index="-1"), "the GPU index must be a number from 0 to 63"),
+        (line("GPU-" + "a" * 80), "a GPU UUID has at most 80 characters"),
+        (line(ALICE_UUID, name="NVIDIA " + "L" * 100), "a GPU name has at most 100 characters"),
+    ],
+)
+def test_malformed_agent_posts_are_400_not_500(vms, body: str, error: str) -> None:
+    """On PostgreSQL a value past its column was a DataError (500), "²" a ValueError."""
+    alice_vm, _ = vms
+    response = post(issue_token(alice_vm), body)
+    assert response.status_code == 400
+    assert response.json()["error"] == f"line 1: {error}"
+    assert not GpuDevice.objects.exists() and not GpuSample.objects.exists()
