@@ -21,6 +21,11 @@ from gpus.utilization.metrics.parse import Reading
 from gpus.utilization.models import GpuDevice, GpuSample, MetricSource
 
 BATCH = 2000
+UUID_MAX = GpuDevice._meta.get_field("uuid").max_length
+MODEL_NAME_MAX = GpuDevice._meta.get_field("model_name").max_length
+HOSTNAME_MAX = GpuDevice._meta.get_field("hostname").max_length
+KUBE_CLUSTER_MAX = GpuDevice._meta.get_field("kube_cluster").max_length
+POD_MAX = GpuDevice._meta.get_field("pod").max_length
 
 
 class Owners:
@@ -82,7 +87,12 @@ def store(
     owners: Owners | None = None,
 ) -> int:
     """Record one pass: devices upserted with their owner now, idle tracking, samples."""
-    readings = list(readings)
+    # Labels are the exporter's (a tenant's cluster runs it): a value past its column would fail
+    # the whole pass on PostgreSQL. A UUID that long names no GPU; the other texts are clipped.
+    readings = [r for r in readings if len(r.uuid) <= UUID_MAX]
+    for r in readings:
+        r.model_name, r.hostname = r.model_name[:MODEL_NAME_MAX], r.hostname[:HOSTNAME_MAX]
+        r.cluster, r.pod, r.vm = r.cluster[:KUBE_CLUSTER_MAX], r.pod[:POD_MAX], r.vm[:POD_MAX]
     if not readings:
         return 0
     owners = owners or Owners(cluster_id)

@@ -1,5 +1,6 @@
 """The guest-agent endpoint speaks only for its own VM's GPUs, and a sample never grants a tenant a
-GPU page (#20 item 1); malformed agent posts are 400s, never 500s (#20 item 15)."""
+GPU page (#20 item 1); malformed agent posts are 400s, never 500s, and odd exporter labels do
+not fail a collection pass (#20 item 15)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from gpus.inventory.choices import ResourceState, WorkloadKind
 from gpus.inventory.models import Cluster, GpuWorkload
 from gpus.testing import L40S
 from gpus.utilization.agent import issue_token
+from gpus.utilization.collector import store
+from gpus.utilization.metrics.parse import parse_exposition
 from gpus.utilization.models import GpuDevice, GpuSample
 
 pytestmark = [pytest.mark.django_db]
@@ -139,3 +142,25 @@ def test_malformed_agent_posts_are_400_not_500(vms, body: str, error: str) -> No
     assert response.status_code == 400
     assert response.json()["error"] == f"line 1: {error}"
     assert not GpuDevice.objects.exists() and not GpuSample.objects.exists()
+
+
+def test_odd_exporter_labels_do_not_fail_a_collection_pass(acme) -> None:
+    """Exporter labels come from a tenant's cluster: an index "²" (a ValueError) or past the
+    column, a name past its column (a DataError on PostgreSQL) must not fail the whole pass."""
+    long_uuid = "GPU-" + "f" * 90
+    text = (
+        f'DCGM_FI_DEV_GPU_UTIL{{gpu="²",UUID="GPU-1",modelName="{"N" * 300}",'
+        f'Hostname="{"h" * 300}",pod="{"p" * 300}",cluster="{"c" * 300}"}} 5\n'
+        'DCGM_FI_DEV_GPU_UTIL{gpu="99999999999999999999999",UUID="GPU-2",Hostname="w"} 6\n'
+        f'DCGM_FI_DEV_GPU_UTIL{{gpu="0",UUID="{long_uuid}",Hostname="w"}} 7\n'
+    )
+    assert store(parse_exposition(text, timezone.now().timestamp()), None) == 2
+    one, two = GpuDevice.objects.order_by("uuid")
+    assert (one.uuid, one.index, len(one.model_name), len(one.hostname)) == (
+        "GPU-1",
+        None,
+        100,
+        253,
+    )
+    assert (two.uuid, two.index) == ("GPU-2", None)
+    assert GpuSample.objects.count() == 2
