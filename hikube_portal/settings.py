@@ -58,6 +58,8 @@ MIDDLEWARE = [
     # First: request ids and timing; answers /livez, /readyz and /metrics itself (gpus/ops).
     "gpus.ops.middleware.ObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy and Permissions-Policy (settings below), DEBUG off.
+    "gpus.web.headers.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -227,6 +229,28 @@ CSRF_COOKIE_HTTPONLY = False  # htmx reads no cookie: the token travels in hx-he
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Content-Security-Policy: scripts only from the portal's own files, nothing evaluated, no
+# plugin, no framing; styles may be inline (Plotly and htmx insert <style>; see gpus.web.headers).
+# Sign-in and sign-out forms may go on to the identity provider (Chrome applies form-action to
+# the redirects that follow a form).
+_FORM_ACTION = " ".join(
+    ["'self'", *(["/".join(OIDC_ISSUER.split("/")[:3])] if OIDC_ISSUER else [])]
+)
+CONTENT_SECURITY_POLICY = env_str(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; object-src 'none'; "
+    f"base-uri 'self'; form-action {_FORM_ACTION}; frame-ancestors 'none'",
+)
+# Powerful browser features the portal never uses are off for it and anything it embeds.
+PERMISSIONS_POLICY = env_str(
+    "PERMISSIONS_POLICY",
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), "
+    "payment=(), usb=(), clipboard-write=(self)",
+)
+# A request body past this is refused (400) before a form reads it: every form field is bounded
+# far below (provisioning.forms), the guest agent's posts by METRICS_AGENT_MAX_BYTES.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_BYTES", 512 * 1024)
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SESSION_COOKIE_SECURE = True

@@ -9,6 +9,7 @@ Shapes follow cozystack-hikube-domain.md §2 (Cozystack v1.1 = Hikube baseline).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,16 @@ NODE_GROUP_DISK_FIELDS = ("ephemeralStorage", "diskSize")
 
 # DNS-1035 labels (app and node-group names): the one pattern; the forms validate with it too.
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+# What one operation may send: the forms bound every text, so a request within them is far
+# smaller; this bounds what reaches the cluster (and the Helm release secret) whatever the path.
+MAX_MANIFESTS_BYTES = 256 * 1024
+
+
+def manifests_size(docs: Sequence[dict[str, Any]]) -> int:
+    """The bytes of the manifests as JSON, the way they are sent."""
+    return len(json.dumps(list(docs), separators=(",", ":")).encode())
 
 
 class ManifestError(ValueError):

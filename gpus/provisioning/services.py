@@ -56,6 +56,12 @@ def record(
     """Check quota (under a row lock) and capacity, save the operation and its audit event in
     one transaction, enqueue the apply on commit. Raises OperationRefused."""
     actor = user.get_username()
+    size = mf.manifests_size(docs)
+    if size > mf.MAX_MANIFESTS_BYTES:
+        raise OperationRefused(
+            _("This request is too large to send to the cluster (%(size)d KiB, at most %(max)d).")
+            % {"size": size // 1024, "max": mf.MAX_MANIFESTS_BYTES // 1024}
+        )
     with transaction.atomic():
         # The tenant row is the lock: concurrent submissions of one tenant queue here.
         Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
