@@ -3,10 +3,12 @@ operation and its audit event in one transaction, send the apply on commit."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils.translation import gettext as _
 
 from gpus.accounts.selectors import cluster_groups, cluster_user
@@ -16,7 +18,7 @@ from gpus.inventory.schemas import served_schema_causes
 from gpus.kube import apps as mf
 from gpus.kube.apps import NodeGroupRequest, VmRequest, node_group_manifests, vm_manifests
 from gpus.provisioning.audit import audit
-from gpus.provisioning.capacity import fit_for, quota_left, quota_message
+from gpus.provisioning.capacity import fit_for, group_fit_for, quota_left, quota_message
 from gpus.provisioning.choices import (
     OperationKind,
     OperationState,
@@ -37,6 +39,30 @@ class OperationRefused(Exception):
         self.field = field
 
 
+def _lock_key(*parts: object) -> int:
+    """A signed 64-bit advisory lock key (a collision only serializes a little more)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def lock_counts(tenant: Tenant, cluster: Cluster, model: GpuModel | None) -> None:
+    """Serialize, until the transaction ends, the submissions that count the same GPUs: per
+    tenant and model (its quota) and per cluster and model (the free GPUs), so the checks
+    see every operation recorded before them (issue 20 item 2c).
+
+    PostgreSQL advisory locks, taken in one order (ascending keys), and no row lock: a row
+    lock on the tenant deadlocked with the inventory sync, which locks the cluster row and
+    then, through its foreign keys, the tenant rows (item 5). SQLite writes one at a time."""
+    if model is None or connection.vendor != "postgresql":
+        return
+    keys = sorted(
+        {_lock_key("quota", tenant.pk, model.pk), _lock_key("free", cluster.pk, model.pk)}
+    )
+    with connection.cursor() as cursor:
+        for key in keys:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
 def record(
     *,
     user: Any,
@@ -52,19 +78,23 @@ def record(
     params: dict[str, Any] | None = None,
     queue_until_capacity: bool = False,
     check_capacity: bool = True,
+    quota_field: str = "gpu_count",
+    fit_check: Callable[[], None] | None = None,
 ) -> Operation:
-    """Check quota (under a row lock) and capacity, save the operation and its audit event in
-    one transaction, enqueue the apply on commit. Raises OperationRefused."""
+    """Check quota and capacity under the counting locks, save the operation and its audit
+    event in one transaction, enqueue the apply on commit. ``fit_check`` replaces the VM's
+    capacity check (a node group's). Raises OperationRefused."""
     actor = user.get_username()
     with transaction.atomic():
-        # The tenant row is the lock: concurrent submissions of one tenant queue here.
-        Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+        lock_counts(tenant, cluster, gpu_model if gpu_count else None)
         if gpu_model is not None and gpu_count:
             left = quota_left(tenant, gpu_model, (cluster.pk, name, node_group))
             if left is not None and gpu_count > left:
-                raise OperationRefused(quota_message(gpu_model, left), "gpu_count")
-            if check_capacity and not queue_until_capacity:
-                fit = fit_for(gpu_model, gpu_count)
+                raise OperationRefused(quota_message(gpu_model, left), quota_field)
+            if fit_check is not None:
+                fit_check()
+            elif check_capacity and not queue_until_capacity:
+                fit = fit_for(gpu_model, gpu_count, cluster.pk, (tenant.pk, name, node_group))
                 if not fit.fits:
                     raise OperationRefused(
                         fit.message()
@@ -286,6 +316,22 @@ def submit_node_group(
 ) -> Operation:
     docs = node_group_manifests(request, tenant.namespace, cluster.node_group_disk_field)
     model = GpuModel.objects.get(resource_name=request.gpu_resource)
+
+    def fit_check() -> None:
+        fit = group_fit_for(
+            model,
+            cluster.pk,
+            tenant,
+            request.cluster_name,
+            request.group,
+            request.min_replicas,
+            request.gpus_per_node,
+        )
+        if not fit.worker_fits:
+            raise OperationRefused(fit.worker_message(), "gpus_per_node")
+        if not fit.total_fits:
+            raise OperationRefused(fit.total_message(), "min_replicas")
+
     return record(
         user=user,
         tenant=tenant,
@@ -299,6 +345,8 @@ def submit_node_group(
         # Counted at what the autoscaler may grow it to, not what it starts with.
         gpu_count=request.gpus_per_node * request.workers_at_most,
         params=request.as_params(),
-        # Workers are placed one by one; the fit is per worker, not all on one server.
-        check_capacity=False,
+        # Over the quota: said next to the maximum, since the group counts at what it may grow to.
+        quota_field="max_replicas",
+        # Workers are placed one by one: per worker on one server, and all of them in all.
+        fit_check=fit_check,
     )

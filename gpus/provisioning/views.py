@@ -34,6 +34,7 @@ from gpus.provisioning.capacity import (
     explain_workloads,
     fit_for,
     gpu_model_choices,
+    group_fit_for,
     quota_left,
     quota_message,
 )
@@ -120,7 +121,7 @@ def _vm_checks(form: GpuVmForm, tenant: Tenant, cluster: Cluster | None) -> dict
     data = getattr(form, "cleaned_data", {}) or {}
     model = GpuModel.objects.filter(resource_name=data.get("gpu_model", "")).first()
     if model and data.get("gpu_count"):
-        fit = fit_for(model, data["gpu_count"])
+        fit = fit_for(model, data["gpu_count"], cluster.pk if cluster else None)
         checks["fit"] = fit
         left = quota_left(tenant, model)
         if left is not None:
@@ -280,10 +281,10 @@ def _node_group_form(
     return NodeGroupForm(data, initial=initial, clusters=clusters, gpu_choices=gpu_model_choices())
 
 
-def node_group_edit(
-    request: HttpRequest, namespace: str, name: str | None = None, group: str | None = None
-) -> HttpResponse:
-    """Add a GPU node group to a tenant cluster, or resize one (prefilled from the snapshot)."""
+def _node_group_setup(
+    request: HttpRequest, namespace: str, name: str | None, group: str | None
+) -> tuple[Tenant, Any, NodeGroupForm]:
+    """The tenant, the group being resized (None for a new one) and the bound form."""
     tenant = get_tenant_for_user(request.user, namespace)
     require_may_operate(request.user, tenant)
     existing = get_node_group_for_user(request.user, namespace, name, group) if group else None
@@ -302,6 +303,35 @@ def node_group_edit(
         # A resize changes this group only: its cluster and name are not up for editing.
         form.fields["cluster_name"].disabled = True
         form.fields["group"].disabled = True
+    return tenant, existing, form
+
+
+def _node_group_checks(
+    form: NodeGroupForm, tenant: Tenant, cluster: Cluster | None
+) -> dict[str, Any]:
+    """The VM form's checks for a group, from the database only: will its workers fit (per
+    worker on one server, all of them among the free GPUs), and the quota at its maximum."""
+    checks: dict[str, Any] = {"warnings": list(form.warnings)}
+    data = getattr(form, "cleaned_data", {}) or {}
+    model = GpuModel.objects.filter(resource_name=data.get("gpu_model", "")).first()
+    per, low, high = data.get("gpus_per_node"), data.get("min_replicas"), data.get("max_replicas")
+    name = data.get("new_cluster") or data.get("cluster_name") or ""
+    if model is None or not per or low is None or cluster is None:
+        return checks
+    fit = group_fit_for(model, cluster.pk, tenant, name, data.get("group", ""), low, per)
+    checks["group_fit"] = fit
+    left = quota_left(tenant, model, (cluster.pk, name, data.get("group", "")))
+    if left is not None and high:
+        checks["quota"] = quota_message(model, left)
+        checks["quota_ok"] = per * max(high, fit.workers) <= left
+    return checks
+
+
+def node_group_edit(
+    request: HttpRequest, namespace: str, name: str | None = None, group: str | None = None
+) -> HttpResponse:
+    """Add a GPU node group to a tenant cluster, or resize one (prefilled from the snapshot)."""
+    tenant, existing, form = _node_group_setup(request, namespace, name, group)
     cluster = default_cluster()
     preview = ""
     if form.is_bound and form.is_valid() and cluster is not None:
@@ -322,7 +352,36 @@ def node_group_edit(
     return render(
         request,
         "provisioning/node_group.html",
-        {"tenant": tenant, "form": form, "existing": existing, "preview": preview},
+        {
+            "tenant": tenant,
+            "form": form,
+            "existing": existing,
+            "preview": preview,
+            "checks": _node_group_checks(form, tenant, cluster) if form.is_bound else {},
+        },
+    )
+
+
+@require_POST
+def node_group_check(
+    request: HttpRequest, namespace: str, name: str | None = None, group: str | None = None
+) -> HttpResponse:
+    """htmx, as the user types: field errors next to each field, fit and quota. Nothing is
+    recorded or sent."""
+    tenant, _existing, form = _node_group_setup(request, namespace, name, group)
+    form.is_valid()
+    errors = {
+        field: [e for e in form.errors.get(field, []) if request.POST.get(field)]
+        for field in form.fields
+    }
+    return render(
+        request,
+        "provisioning/_node_group_checks.html",
+        {
+            "form": form,
+            "field_errors": errors,
+            "checks": _node_group_checks(form, tenant, default_cluster()),
+        },
     )
 
 

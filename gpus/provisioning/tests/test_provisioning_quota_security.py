@@ -166,3 +166,92 @@ def test_a_succeeded_resize_replaces_what_the_snapshot_shows_until_the_sync(alic
         state=OperationState.SUCCEEDED, finished_at=timezone.now(),
     )  # fmt: skip
     assert gpus_counted(acme, l40s) == 5
+
+
+# --- 12: a node group over the quota or the free GPUs: a plain refusal, and live checks -----
+
+
+def group_form(**extra) -> dict:
+    data = {
+        "cluster_name": "ml", "group": "train", "min_replicas": "2", "max_replicas": "4",
+        "instance_type": "u1.2xlarge", "disk_size_gi": "100", "gpu_model": L40S,
+        "gpus_per_node": "1", "confirm": "1",
+    }  # fmt: skip
+    return {**data, **extra}
+
+
+@pytest.fixture
+def tenant_cluster(acme) -> Cluster:
+    """acme's Kubernetes cluster "ml" (one L40S group), on servers with 4 and 1 L40S free."""
+    cluster = make_cluster({L40S: [4, 1]})
+    GpuWorkload.objects.create(
+        cluster=cluster, tenant=acme, kind=WorkloadKind.NODE_GROUP, app_kind="Kubernetes",
+        name="ml", node_group="gpu", gpu_model=GpuModel.objects.get(resource_name=L40S),
+        gpus_per_instance=1, instances=2, max_instances=2, gpus_held=2,
+        state=ResourceState.RUNNING,
+    )  # fmt: skip
+    return cluster
+
+
+def test_a_node_group_over_the_quota_is_refused_next_to_its_maximum(
+    alice_client, acme, tenant_cluster
+):
+    quota(acme, L40S, 4)  # the group "gpu" holds 2: 2 more
+    url = f"/tenants/{acme.namespace}/kubernetes/nodegroups/new/"
+    response = alice_client.post(url, group_form(max_replicas="3"))
+    assert response.status_code == 200
+    errors = response.context["form"].errors
+    assert errors["max_replicas"] == ["Your quota allows 2 more NVIDIA L40S."]
+    assert "Your quota allows 2 more NVIDIA L40S." in response.content.decode()
+    assert not Operation.objects.exists()
+
+
+def test_a_node_group_must_fit_the_free_gpus_per_worker_and_in_all(
+    alice_client, acme, tenant_cluster
+):
+    url = f"/tenants/{acme.namespace}/kubernetes/nodegroups/new/"
+    # 20 workers of 1 L40S with 5 free.
+    response = alice_client.post(url, group_form(min_replicas="20", max_replicas="20"))
+    assert response.context["form"].errors["min_replicas"] == [
+        "20 workers x 1 NVIDIA L40S need 20 GPUs: only 5 free right now."
+    ]
+    # 6 L40S per worker when a server holds at most 4 free.
+    response = alice_client.post(url, group_form(gpus_per_node="6"))
+    assert response.context["form"].errors["gpus_per_node"] == [
+        "6 x NVIDIA L40S per worker, but at most 4 free on one server (a worker's GPUs are all "
+        "on one server)."
+    ]
+    assert not Operation.objects.exists()
+    # Within what is free: recorded. A resize counts what the group holds as its own:
+    # 2 workers held, 5 free, so 7 workers of 1 fit.
+    assert alice_client.post(url, group_form(max_replicas="2")).status_code == 302
+    resize = f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/gpu/"
+    # The new group "train" (2 workers, in flight) takes 2 of the 5 free: 3 left, + 2 held.
+    response = alice_client.post(resize, group_form(min_replicas="6", max_replicas="6"))
+    assert response.context["form"].errors["min_replicas"] == [
+        "6 workers x 1 NVIDIA L40S need 4 GPUs: only 3 free right now."
+    ]
+    assert (
+        alice_client.post(resize, group_form(min_replicas="5", max_replicas="5")).status_code == 302
+    )
+    assert Operation.objects.count() == 2
+
+
+def test_the_node_group_form_checks_fit_and_quota_as_the_user_types(
+    alice_client, acme, tenant_cluster
+):
+    quota(acme, L40S, 10)
+    url = f"/tenants/{acme.namespace}/kubernetes/nodegroups/new/check/"
+    html = alice_client.post(url, group_form(gpus_per_node="6")).content.decode()
+    assert "6 x NVIDIA L40S per worker, but at most 4 free on one server" in html
+    assert 'id="fit" class="alert alert-bad"' in html
+    html = alice_client.post(url, group_form(max_replicas="9")).content.decode()
+    assert "2 workers x 1 NVIDIA L40S: 2 more GPUs needed, 5 free in all" in html
+    assert 'id="quota" class="alert alert-bad"' in html  # 9 > 8 left
+    assert "A group counts at its maximum workers" in html
+    html = alice_client.post(url, group_form(min_replicas="5", max_replicas="2")).content.decode()
+    assert (
+        'id="err-max_replicas" hx-swap-oob="true"><p class="field-error" role="alert">At least'
+        in html
+    )
+    assert not Operation.objects.exists()
