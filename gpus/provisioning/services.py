@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
 from django.utils.translation import gettext as _
 
 from gpus.accounts.selectors import cluster_groups, cluster_user
@@ -133,6 +134,38 @@ def record(
     return op
 
 
+def target_exists(
+    cluster: Cluster, tenant: Tenant, app_kind: str, name: str, group: str = ""
+) -> bool:
+    """Whether a create would meet an existing object: the last operation that succeeded on
+    it since the cluster's last snapshot says (a delete: gone; anything else: there), else
+    the snapshot. An operation in flight on it is refused by the one-active constraint."""
+    unsynced = Q(cluster__last_synced_at__isnull=True) | Q(
+        finished_at__gte=F("cluster__last_synced_at")
+    )
+    last = (
+        Operation.objects.filter(
+            unsynced,
+            cluster=cluster,
+            namespace=tenant.namespace,
+            app_kind=app_kind,
+            name=name,
+            node_group=group,
+            state=OperationState.SUCCEEDED,
+        )
+        .order_by("-finished_at", "-pk")
+        .values_list("kind", "params")
+        .first()
+    )
+    if last is not None:
+        kind, params = last
+        return OperationKind.DELETE not in (kind, (params or {}).get("retry_kind"))
+    workloads = GpuWorkload.objects.filter(cluster=cluster, tenant=tenant, name=name)
+    if group:
+        return workloads.filter(node_group=group).exists()
+    return workloads.filter(node_group="").exists()
+
+
 def submit_vm(user: Any, tenant: Tenant, cluster: Cluster, request: VmRequest) -> Operation:
     vm_kind = cluster.vm_kind or mf.VM_INSTANCE
     docs = vm_manifests(request, tenant.namespace, vm_kind)
@@ -142,10 +175,7 @@ def submit_vm(user: Any, tenant: Tenant, cluster: Cluster, request: VmRequest) -
             _("The cluster's schema refuses: %(causes)s")
             % {"causes": "; ".join(f"{c.field}: {c.message}" for c in causes)}
         )
-    existing = GpuWorkload.objects.filter(
-        cluster=cluster, tenant=tenant, name=request.name, node_group=""
-    ).exists()
-    if existing:
+    if target_exists(cluster, tenant, vm_kind, request.name):
         raise OperationRefused(_("A VM with this name already exists."), "name")
     model = GpuModel.objects.get(resource_name=request.gpu_resource)
     return record(
@@ -316,6 +346,8 @@ def submit_node_group(
 ) -> Operation:
     docs = node_group_manifests(request, tenant.namespace, cluster.node_group_disk_field)
     model = GpuModel.objects.get(resource_name=request.gpu_resource)
+    if not resize:
+        _check_new_group(cluster, tenant, request)
 
     def fit_check() -> None:
         fit = group_fit_for(
@@ -350,3 +382,31 @@ def submit_node_group(
         # Workers are placed one by one: per worker on one server, and all of them in all.
         fit_check=fit_check,
     )
+
+
+def _check_new_group(cluster: Cluster, tenant: Tenant, request: NodeGroupRequest) -> None:
+    """A new group, or a new cluster, never takes the name of one that exists (the apply
+    checks again in the cluster, which knows groups without GPUs too)."""
+    if request.new_cluster_version:
+        if GpuWorkload.objects.filter(
+            cluster=cluster, tenant=tenant, app_kind=mf.KUBERNETES, name=request.cluster_name
+        ).exists() or target_exists(
+            cluster, tenant, mf.KUBERNETES, request.cluster_name, request.group
+        ):
+            raise OperationRefused(
+                _("A Kubernetes cluster named %(name)s already exists: pick it above.")
+                % {"name": request.cluster_name},
+                "new_cluster",
+            )
+        return
+    if request.group == mf.DEFAULT_NODE_GROUP or target_exists(
+        cluster, tenant, mf.KUBERNETES, request.cluster_name, request.group
+    ):
+        raise OperationRefused(
+            _(
+                "%(name)s already has a node group named %(group)s: pick another name, or "
+                "resize that group from its page."
+            )
+            % {"name": request.cluster_name, "group": request.group},
+            "group",
+        )
