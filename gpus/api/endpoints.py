@@ -68,16 +68,26 @@ api = NinjaAPI(
 
 
 class Refused(HttpError):
-    def __init__(self, status: int, detail: str, errors: dict[str, list[str]] | None = None):
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: dict[str, list[str]] | None = None,
+        retry_after: int | None = None,
+    ):
         super().__init__(status, detail)
         self.errors = errors or {}
+        self.retry_after = retry_after
 
 
 @api.exception_handler(Refused)
 def _refused(request: HttpRequest, exc: Refused) -> Any:
-    return api.create_response(
+    response = api.create_response(
         request, {"detail": str(exc), "errors": exc.errors}, status=exc.status_code
     )
+    if exc.retry_after:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def _form_errors(form: Any) -> Refused:
@@ -86,7 +96,9 @@ def _form_errors(form: Any) -> Refused:
 
 
 def _refusal(exc: OperationRefused) -> Refused:
-    return Refused(422, exc.message, {exc.field or "__all__": [exc.message]})
+    # Too many requests: 429 with Retry-After, what a script's HTTP client knows to wait on.
+    status = 429 if exc.retry_after else 422
+    return Refused(status, exc.message, {exc.field or "__all__": [exc.message]}, exc.retry_after)
 
 
 def _operation(op: Operation) -> dict[str, Any]:

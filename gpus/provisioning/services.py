@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils.translation import gettext as _
@@ -26,18 +27,46 @@ from gpus.provisioning.choices import (
 )
 from gpus.provisioning.models import Operation
 from gpus.tenancy.models import Tenant
-from gpus.web import queue
+from gpus.web import queue, ratelimit
 
 log = logging.getLogger(__name__)
 
 
 class OperationRefused(Exception):
-    """The request cannot be recorded; ``field`` names the form field to show it next to."""
+    """The request cannot be recorded; ``field`` names the form field to show it next to;
+    ``retry_after`` (seconds) says it was refused for coming too often."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, field: str | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.retry_after = retry_after
+
+
+def _check_tenant_pace(tenant: Tenant) -> None:
+    """Per tenant, a rate of submissions and a cap on operations waiting for a worker: the
+    apply tasks share one FIFO queue, so these bound how far one tenant's flood can push
+    another tenant's operation back (issue 20 item 6)."""
+    wait = ratelimit.hit(f"operations:{tenant.pk}", settings.OPERATION_RATE_PER_MINUTE)
+    if wait:
+        raise OperationRefused(
+            _("Too many requests for this tenant: try again in %(n)d s.") % {"n": wait},
+            retry_after=wait,
+        )
+    waiting = Operation.objects.filter(
+        tenant=tenant, state__in=(OperationState.PENDING, OperationState.APPLYING)
+    ).count()
+    if waiting >= settings.OPERATION_TENANT_MAX_WAITING:
+        raise OperationRefused(
+            _(
+                "Too many requests for this tenant: %(n)d operations are still waiting to be "
+                "sent to the cluster. Try again in a minute."
+            )
+            % {"n": waiting},
+            retry_after=60,
+        )
 
 
 def _lock_key(*parts: object) -> int:
@@ -86,6 +115,7 @@ def record(
     event in one transaction, enqueue the apply on commit. ``fit_check`` replaces the VM's
     capacity check (a node group's). Raises OperationRefused."""
     actor = user.get_username()
+    _check_tenant_pace(tenant)
     with transaction.atomic():
         lock_counts(tenant, cluster, gpu_model if gpu_count else None)
         if gpu_model is not None and gpu_count:

@@ -4,6 +4,7 @@ file runs the portal."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -255,3 +256,46 @@ def test_the_node_group_form_checks_fit_and_quota_as_the_user_types(
         in html
     )
     assert not Operation.objects.exists()
+
+
+# --- 6: a limit per tenant, and one tenant's flood does not hold the queue -------------------
+
+
+def test_a_tenant_past_its_rate_is_told_when_to_try_again(
+    alice_client, alice, acme, bob, globex, tenant_cluster, settings
+):
+    settings.OPERATION_RATE_PER_MINUTE = 2
+    for name in ("a", "b"):
+        services.submit_vm(alice, acme, tenant_cluster, vm_request(name, L40S))
+    url = f"/tenants/{acme.namespace}/kubernetes/nodegroups/new/"
+    response = alice_client.post(url, group_form())
+    assert response.status_code == 200
+    [error] = response.context["form"].non_field_errors()
+    found = re.fullmatch(r"Too many requests for this tenant: try again in (\d+) s\.", error)
+    assert found and 1 <= int(found[1]) <= 60, error
+    assert error in response.content.decode()
+    assert Operation.objects.count() == 2
+    # Another tenant has a budget of its own (the counts are in the shared cache, per tenant).
+    services.submit_vm(bob, globex, tenant_cluster, vm_request("g1", L40S))
+    assert Operation.objects.count() == 3
+
+
+def test_a_tenant_with_many_operations_waiting_waits_and_the_others_do_not(
+    alice, acme, bob, globex, tenant_cluster, settings
+):
+    settings.OPERATION_TENANT_MAX_WAITING = 3
+    for i in range(3):
+        services.submit_vm(alice, acme, tenant_cluster, vm_request(f"w{i}", L40S))
+    with pytest.raises(services.OperationRefused) as refused:
+        services.submit_vm(alice, acme, tenant_cluster, vm_request("w3", L40S))
+    assert refused.value.message == (
+        "Too many requests for this tenant: 3 operations are still waiting to be sent to the "
+        "cluster. Try again in a minute."
+    )
+    assert refused.value.retry_after == 60
+    # bob's operation does not queue behind alice's flood: at most 3 of hers are waiting.
+    services.submit_vm(bob, globex, tenant_cluster, vm_request("g0", L40S))
+    # Once one of hers is applied (the poller follows it), she may submit again.
+    Operation.objects.filter(name="w0").update(state=OperationState.PROVISIONING)
+    services.submit_vm(alice, acme, tenant_cluster, vm_request("w3", L40S))
+    assert Operation.objects.filter(tenant=acme).count() == 4
