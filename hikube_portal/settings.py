@@ -359,7 +359,8 @@ CACHE_URL = env_str("CACHE_URL", "") or env_str("REDIS_URL", "")
 if CACHE_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Redis' RedisCache, with an outage read as a miss (hikube_portal/cache.py).
+            "BACKEND": "hikube_portal.cache.TolerantRedisCache",
             "LOCATION": CACHE_URL,
             "KEY_PREFIX": "hk-cache",
             "OPTIONS": {"socket_timeout": 5, "socket_connect_timeout": 5},

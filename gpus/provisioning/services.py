@@ -160,8 +160,17 @@ def record(
                 "name",
             ) from None
         audit(op, tenant, actor, f"operation.{kind}", {"operation": op.pk, "gpus": gpu_count})
-        queue.enqueue_on_commit("provisioning.apply_operation", op.pk)
+        queue.enqueue_on_commit(
+            "provisioning.apply_operation", op.pk, sent=lambda went: setattr(op, "queued", went)
+        )
     return op
+
+
+def queue_down_message() -> str:
+    return _(
+        "Recorded. The task queue cannot be reached right now: this operation will run when "
+        "the queue is back, by itself."
+    )
 
 
 def target_exists(

@@ -41,6 +41,7 @@ from gpus.provisioning.capacity import (
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.filters import AuditFilter
 from gpus.provisioning.forms import GpuVmForm, NodeGroupForm
+from gpus.provisioning.models import Operation
 from gpus.provisioning.presenters import describe
 from gpus.provisioning.selectors import (
     audit_events,
@@ -50,6 +51,7 @@ from gpus.provisioning.selectors import (
 )
 from gpus.provisioning.services import (
     OperationRefused,
+    queue_down_message,
     retry,
     submit_node_group,
     submit_vm,
@@ -60,6 +62,13 @@ from gpus.tenancy.selectors import get_tenant_for_user
 from gpus.web.access import may_operate, require_may_operate
 from gpus.web.htmx import _query_without, render_page_or_fragment
 from gpus.web.paging import PageRequest
+
+
+def _recorded(request: HttpRequest, op: Operation) -> HttpResponse:
+    """To the new operation's page, saying so when its task could not be queued yet."""
+    if op.queued is False:
+        messages.warning(request, queue_down_message())
+    return redirect("gpus:operation", op.namespace, op.pk)
 
 
 def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
@@ -155,7 +164,7 @@ def vm_new(request: HttpRequest, namespace: str) -> HttpResponse:
                 except OperationRefused as exc:
                     form.add_error(exc.field, exc.message)
                 else:
-                    return redirect("gpus:operation", namespace, op.pk)
+                    return _recorded(request, op)
     else:
         form, cluster = _vm_form(request)
     context = {
@@ -241,7 +250,7 @@ def operation_retry(request: HttpRequest, namespace: str, pk: int) -> HttpRespon
     except OperationRefused as exc:
         messages.error(request, exc.message)
         return redirect("gpus:operation", namespace, op.pk)
-    return redirect("gpus:operation", namespace, new.pk)
+    return _recorded(request, new)
 
 
 ACTIONS = {
@@ -266,7 +275,7 @@ def vm_action(request: HttpRequest, namespace: str, name: str, action: str) -> H
         except OperationRefused as exc:
             error = exc.message
         else:
-            return redirect("gpus:operation", namespace, op.pk)
+            return _recorded(request, op)
     return render(
         request,
         "provisioning/vm_action.html",
@@ -344,7 +353,7 @@ def node_group_edit(
             except OperationRefused as exc:
                 form.add_error(exc.field, exc.message)
             else:
-                return redirect("gpus:operation", namespace, op.pk)
+                return _recorded(request, op)
         preview = yaml.safe_dump_all(
             node_group_manifests(ng, namespace, cluster.node_group_disk_field),
             sort_keys=False,

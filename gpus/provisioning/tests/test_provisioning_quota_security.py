@@ -5,6 +5,7 @@ file runs the portal."""
 from __future__ import annotations
 
 import re
+import socket
 from datetime import timedelta
 
 import pytest
@@ -299,3 +300,62 @@ def test_a_tenant_with_many_operations_waiting_waits_and_the_others_do_not(
     Operation.objects.filter(name="w0").update(state=OperationState.PROVISIONING)
     services.submit_vm(alice, acme, tenant_cluster, vm_request("w3", L40S))
     assert Operation.objects.filter(tenant=acme).count() == 4
+
+
+# --- 13: Redis down: recorded and said so, and pages that count still answer -----------------
+
+
+@pytest.fixture
+def redis_down(monkeypatch, settings):
+    """The broker and the cache pointed at a port where nothing listens."""
+    from celery import current_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nobody = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    # broker_write_url first: unset, it reads broker_url, and monkeypatch must save the real one.
+    monkeypatch.setattr(current_app.conf, "broker_write_url", nobody)
+    monkeypatch.setattr(current_app.conf, "broker_url", nobody)
+    monkeypatch.setitem(current_app.conf, "broker_transport", None)
+    # The connection pools were made for the real broker: make them again for this one.
+    monkeypatch.setattr(current_app, "_pool", None)
+    monkeypatch.setattr(current_app.amqp, "_producer_pool", None)
+    backend = settings.CACHES["default"]["BACKEND"]
+    assert "Redis" in backend, "the first pass runs on Redis"
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": nobody}}
+    return nobody
+
+
+@pytest.mark.django_db(transaction=True)  # the send runs at the commit, inside the request
+def test_with_redis_down_a_submit_is_recorded_and_says_it_will_run_later(
+    seeded_catalog, alice_client, acme, tenant_cluster, redis_down, monkeypatch
+):
+    url = f"/tenants/{acme.namespace}/kubernetes/nodegroups/new/"
+    response = alice_client.post(url, group_form(), follow=True)
+    assert response.status_code == 200
+    op = Operation.objects.get()
+    assert response.redirect_chain == [(f"/tenants/{acme.namespace}/operations/{op.pk}/", 302)]
+    assert op.state == OperationState.PENDING
+    assert (
+        "Recorded. The task queue cannot be reached right now: this operation will run when the "
+        "queue is back, by itself." in response.content.decode()
+    )
+    # Once the queue is back, the reconciler (beat) sends it.
+    from gpus.provisioning import engine
+    from gpus.web import queue
+
+    sent: list[tuple] = []
+    monkeypatch.setattr(queue, "enqueue", lambda *args: sent.append(args))
+    Operation.objects.filter(pk=op.pk).update(updated_at=timezone.now() - timedelta(minutes=1))
+    assert engine.reconcile() == [op.pk]
+    assert sent == [("provisioning.apply_operation", op.pk)]
+
+
+def test_with_redis_down_the_admin_node_list_still_answers(
+    admin_client_, tenant_cluster, redis_down
+):
+    response = admin_client_.get("/inventory/nodes/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert Node.objects.count() == 2
+    assert all(node.name in page for node in Node.objects.all())
