@@ -1,6 +1,7 @@
-"""Quota and capacity bypasses (issue 20, items 2, 4, 5, 6, 12, 13), on the database the CI's
-first pass runs (PostgreSQL + Redis). The concurrency tests go through gunicorn, as the compose
-file runs the portal."""
+"""Quota and capacity bypasses and the write paths (issue 20, items 2, 6, 12, 13), on the database
+the CI's first pass runs (PostgreSQL + Redis). Submissions racing each other and the inventory
+sync (items 2c and 5) are in test_provisioning_concurrency.py (threads on PostgreSQL); a create on
+an existing name (item 4) in test_provisioning_endings.py (devcluster)."""
 
 from __future__ import annotations
 
