@@ -327,6 +327,7 @@ def redis_down(monkeypatch, settings):
     return nobody
 
 
+@pytest.mark.once  # about Redis: the embedded pass has none
 @pytest.mark.django_db(transaction=True)  # the send runs at the commit, inside the request
 def test_with_redis_down_a_submit_is_recorded_and_says_it_will_run_later(
     seeded_catalog, alice_client, acme, tenant_cluster, redis_down, monkeypatch
@@ -352,6 +353,7 @@ def test_with_redis_down_a_submit_is_recorded_and_says_it_will_run_later(
     assert sent == [("provisioning.apply_operation", op.pk)]
 
 
+@pytest.mark.once  # about Redis: the embedded pass has none
 def test_with_redis_down_the_admin_node_list_still_answers(
     admin_client_, tenant_cluster, redis_down
 ):
