@@ -4,15 +4,24 @@ CI's first pass only (`once`); the embedded mode (SQLite) writes one transaction
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
+from gpus.accounts.services import create_token
 from gpus.inventory import sync as inventory_sync
 from gpus.inventory.models import Cluster, GpuWorkload
 from gpus.inventory.sync import store_snapshot
@@ -27,6 +36,7 @@ from gpus.provisioning.tests.test_provisioning_quota_security import (
     vm_request,
 )
 from gpus.testing import node_info
+from gpus.testing_ports import free_port
 from gpus.web import queue
 
 pytestmark = [pytest.mark.once, pytest.mark.django_db(transaction=True)]
@@ -77,6 +87,68 @@ def test_twenty_creates_at_once_with_two_gpus_free_accept_exactly_two(alice, acm
     assert (len(accepted), len(refused)) == (2, 18), results
     assert {r.field for r in refused} == {"gpu_count"}
     assert refused[0].message.startswith("1 x NVIDIA H100 requested: only 0 free right now.")
+    assert Operation.objects.count() == 2
+
+
+def test_twenty_api_creates_through_gunicorn_accept_exactly_the_free_gpus(alice, acme, tmp_path):
+    """The same race as the compose file runs the portal: gunicorn, 3 worker processes, each
+    with its own connections, 20 scripts posting at once through the JSON API."""
+    make_cluster({H100: [2]})
+    token = create_token(alice, "race")[1]
+    db = connection.settings_dict
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "CELERY_RESULT_BACKEND"},
+        "DJANGO_SETTINGS_MODULE": "hikube_portal.test_settings",
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:"
+        f"{db['PORT'] or 5432}/{db['NAME']}",
+        # Its tasks go to a queue of its own that nothing reads (no later test's worker).
+        "TEST_VAR_DIR": str(tmp_path / "var"),
+        "CELERY_BROKER_URL": "filesystem://",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": "3",
+    }
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            *("-c", "python:hikube_portal.gunicorn_conf", "hikube_portal.wsgi:application"),
+        ],
+        cwd=Path(__file__).resolve().parents[3],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def post(i: int) -> int:
+        body = json.dumps({"name": f"api{i}", "gpu_model": H100, "gpu_count": 1}).encode()
+        request = urllib.request.Request(  # noqa: S310 (http to the gunicorn started here)
+            f"{base}/api/v1/tenants/{acme.namespace}/vms",
+            data=body,
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=WAIT) as response:  # noqa: S310
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        for _ in range(300):
+            assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            try:
+                urllib.request.urlopen(f"{base}/livez", timeout=2)  # noqa: S310
+                break
+            except OSError:
+                time.sleep(0.1)
+        codes = in_threads(20, post)
+    finally:
+        server.terminate()
+        server.wait(15)
+        log.close()
+    assert sorted(codes) == [202] * 2 + [422] * 18, (tmp_path / "gunicorn.log").read_text()[-3000:]
     assert Operation.objects.count() == 2
 
 

@@ -6,7 +6,6 @@ an existing name (item 4) in test_provisioning_endings.py (devcluster)."""
 from __future__ import annotations
 
 import re
-import socket
 from datetime import timedelta
 
 import pytest
@@ -23,6 +22,7 @@ from gpus.provisioning.capacity import gpus_counted
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
 from gpus.testing import node_info
+from gpus.testing_ports import free_port
 
 L40S = "nvidia.com/AD102GL_L40S"
 H100 = "nvidia.com/H100_94GB"
@@ -311,9 +311,7 @@ def redis_down(monkeypatch, settings):
     """The broker and the cache pointed at a port where nothing listens."""
     from celery import current_app
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        nobody = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    nobody = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     # broker_write_url first: unset, it reads broker_url, and monkeypatch must save the real one.
     monkeypatch.setattr(current_app.conf, "broker_write_url", nobody)
     monkeypatch.setattr(current_app.conf, "broker_url", nobody)
