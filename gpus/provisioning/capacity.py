@@ -91,6 +91,10 @@ def reserved_gpus(cluster_id: int, model: GpuModel, exclude: Target | None = Non
     its last one that succeeded since the snapshot)."""
     rows = (
         counted_operations(cluster_id=cluster_id, gpu_model=model)
+        # One the scheduler cannot place (waiting for capacity) takes no free GPU: it waits
+        # precisely because none fits it, and must not hold back what does fit.
+        .exclude(state=OperationState.QUEUED)
+        .exclude(unschedulable_since__isnull=False, state__in=ACTIVE_OPERATION_STATES)
         .order_by("finished_at", "pk")
         .values_list("tenant_id", "name", "node_group", "state", "gpu_count", "params")
     )
@@ -100,7 +104,8 @@ def reserved_gpus(cluster_id: int, model: GpuModel, exclude: Target | None = Non
         into = active if state in ACTIVE_OPERATION_STATES else wanted
         into[(tenant_id, name, group)] = _gpus_at_start(group, count, params or {})
     wanted |= active
-    wanted.pop(exclude, None)  # type: ignore[arg-type]
+    if exclude is not None:
+        wanted.pop(exclude, None)
     if not wanted:
         return 0
     held = {

@@ -238,8 +238,10 @@ def _made_by_retried(op: Operation) -> set[tuple[str, str]]:
     made: set[tuple[str, str]] = set()
     retried = op.params.get("retry_of")
     for _step in range(20):  # a chain of retries, never a loop
+        if not retried:
+            break
         row = Operation.objects.filter(pk=retried).values_list("baseline", "params").first()
-        if not retried or row is None:
+        if row is None:
             break
         made |= {(d["kind"], d["name"]) for d in (row[0] or {}).get("absent") or []}
         retried = (row[1] or {}).get("retry_of")

@@ -18,7 +18,7 @@ from gpus.inventory.sync import store_snapshot
 from gpus.kube import apps
 from gpus.kube.records import Condition, FleetReading, KubernetesApp, NodeGroup
 from gpus.provisioning import services
-from gpus.provisioning.capacity import gpus_counted
+from gpus.provisioning.capacity import fit_for, gpus_counted
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
 from gpus.testing import node_info
@@ -169,6 +169,31 @@ def test_a_succeeded_resize_replaces_what_the_snapshot_shows_until_the_sync(alic
         state=OperationState.SUCCEEDED, finished_at=timezone.now(),
     )  # fmt: skip
     assert gpus_counted(acme, l40s) == 5
+
+
+# --- 2c: the free GPUs count what is in flight (the race itself: test_provisioning_concurrency)
+
+
+@pytest.mark.django_db
+def test_free_gpus_count_operations_in_flight_but_not_those_waiting_for_capacity(alice, acme):
+    cluster = make_cluster({H100: [2]})
+    first = services.submit_vm(alice, acme, cluster, vm_request("first", count=2))
+    with pytest.raises(services.OperationRefused, match="only 0 free right now"):
+        services.submit_vm(alice, acme, cluster, vm_request("second"))
+    # Once the scheduler says it cannot place it (waiting for capacity, or in its grace period),
+    # it takes no free GPU: it waits because none fits it, and must not hold back what fits.
+    Operation.objects.filter(pk=first.pk).update(
+        state=OperationState.QUEUED, unschedulable_since=timezone.now()
+    )
+    services.submit_vm(alice, acme, cluster, vm_request("second"))
+    # Once running, the snapshot shows what it holds: counted from there, not twice.
+    GpuWorkload.objects.create(
+        cluster=cluster, tenant=acme, kind=WorkloadKind.VM, app_kind="VMInstance", name="second",
+        gpu_model=GpuModel.objects.get(resource_name=H100), gpus_per_instance=1, gpus_held=1,
+        state=ResourceState.RUNNING,
+    )  # fmt: skip
+    NodeGpu.objects.filter(gpu_model__resource_name=H100).update(free=1, allocated=7)
+    assert fit_for(GpuModel.objects.get(resource_name=H100), 1, cluster.pk).free_total == 1
 
 
 # --- 12: a node group over the quota or the free GPUs: a plain refusal, and live checks -----
