@@ -43,6 +43,7 @@ from gpus.provisioning.presenters import plain_reason
 from gpus.provisioning.selectors import get_operation_for_user
 from gpus.provisioning.services import (
     OperationRefused,
+    queue_down_message,
     submit_node_group,
     submit_vm,
     submit_vm_action,
@@ -115,7 +116,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         "requested_by": op.actor_name,
         "reason": op.reason,
         "explanation": plain_reason(op.reason, op.message, op.gpu_count) if op.reason else "",
-        "message": op.message,
+        # Just recorded while the broker is down: say it runs once the queue is back.
+        "message": op.message or (queue_down_message() if op.queued is False else ""),
         "created_at": op.created_at,
         "finished_at": op.finished_at,
     }

@@ -5,6 +5,7 @@ an existing name (item 4) in test_provisioning_endings.py (devcluster)."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
@@ -374,6 +375,28 @@ def test_with_redis_down_a_submit_is_recorded_and_says_it_will_run_later(
     Operation.objects.filter(pk=op.pk).update(updated_at=timezone.now() - timedelta(minutes=1))
     assert engine.reconcile() == [op.pk]
     assert sent == [("provisioning.apply_operation", op.pk)]
+
+
+@pytest.mark.once  # about Redis: the embedded pass has none
+@pytest.mark.django_db(transaction=True)
+def test_with_redis_down_an_api_create_is_recorded_and_says_so(
+    seeded_catalog, alice, acme, tenant_cluster, redis_down
+):
+    from django.test import Client
+
+    from gpus.accounts.services import create_token
+
+    token = create_token(alice, "script")[1]
+    response = Client().post(
+        f"/api/v1/tenants/{acme.namespace}/vms",
+        data=json.dumps({"name": "late", "gpu_model": L40S, "gpu_count": 1}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 202, response.content
+    assert response.json()["state"] == "pending"
+    assert response.json()["message"].startswith("Recorded. The task queue cannot be reached")
+    assert Operation.objects.get().name == "late"
 
 
 @pytest.mark.once  # about Redis: the embedded pass has none
