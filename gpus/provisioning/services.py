@@ -109,6 +109,7 @@ def record(
     queue_until_capacity: bool = False,
     check_capacity: bool = True,
     quota_field: str = "gpu_count",
+    name_field: str = "name",
     fit_check: Callable[[], None] | None = None,
 ) -> Operation:
     """Check quota and capacity under the counting locks, save the operation and its audit
@@ -157,7 +158,7 @@ def record(
             raise OperationRefused(
                 _("Another change to %(name)s is still in progress; wait for it to finish.")
                 % {"name": name},
-                "name",
+                name_field,
             ) from None
         audit(op, tenant, actor, f"operation.{kind}", {"operation": op.pk, "gpus": gpu_count})
         queue.enqueue_on_commit(
@@ -418,6 +419,7 @@ def submit_node_group(
         params=request.as_params(),
         # Over the quota: said next to the maximum, since the group counts at what it may grow to.
         quota_field="max_replicas",
+        name_field="group",
         # Workers are placed one by one: per worker on one server, and all of them in all.
         fit_check=fit_check,
     )

@@ -64,6 +64,11 @@ from gpus.web.htmx import _query_without, render_page_or_fragment
 from gpus.web.paging import PageRequest
 
 
+def _refused(form: GpuVmForm | NodeGroupForm, exc: OperationRefused) -> None:
+    """The refusal next to its field, or above the form when the form has no such field."""
+    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+
+
 def _recorded(request: HttpRequest, op: Operation) -> HttpResponse:
     """To the new operation's page, saying so when its task could not be queued yet."""
     if op.queued is False:
@@ -162,7 +167,7 @@ def vm_new(request: HttpRequest, namespace: str) -> HttpResponse:
                 try:
                     op = submit_vm(request.user, tenant, cluster, _vm_request(form))
                 except OperationRefused as exc:
-                    form.add_error(exc.field, exc.message)
+                    _refused(form, exc)
                 else:
                     return _recorded(request, op)
     else:
@@ -351,7 +356,7 @@ def node_group_edit(
                     request.user, tenant, cluster, ng, resize=existing is not None
                 )
             except OperationRefused as exc:
-                form.add_error(exc.field, exc.message)
+                _refused(form, exc)
             else:
                 return _recorded(request, op)
         preview = yaml.safe_dump_all(

@@ -266,6 +266,19 @@ def test_a_node_group_must_fit_the_free_gpus_per_worker_and_in_all(
     assert Operation.objects.count() == 2
 
 
+def test_a_second_change_to_a_group_in_flight_is_refused_next_to_it(
+    alice_client, acme, tenant_cluster
+):
+    url = f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/gpu/"
+    assert alice_client.post(url, group_form(group="gpu")).status_code == 302
+    response = alice_client.post(url, group_form(group="gpu", max_replicas="3"))
+    assert response.status_code == 200
+    assert response.context["form"].errors["group"] == [
+        "Another change to ml is still in progress; wait for it to finish."
+    ]
+    assert Operation.objects.count() == 1
+
+
 def test_the_node_group_form_checks_fit_and_quota_as_the_user_types(
     alice_client, acme, tenant_cluster
 ):
