@@ -314,6 +314,10 @@ OPERATION_RETRY_MAX_SECONDS = env_float("OPERATION_RETRY_MAX_SECONDS", 30.0)
 OPERATION_UNSCHEDULABLE_GRACE_SECONDS = env_float("OPERATION_UNSCHEDULABLE_GRACE_SECONDS", 120.0)
 # How often an operation page asks the portal for its status while it is in flight.
 OPERATION_PAGE_POLL_SECONDS = env_float("OPERATION_PAGE_POLL_SECONDS", 2.0)
+# Per tenant: operations submitted per minute, and operations waiting for a worker (pending or
+# applying) at once, so one tenant's flood neither fills the queue nor starves the others.
+OPERATION_RATE_PER_MINUTE = env_int("OPERATION_RATE_PER_MINUTE", 30)
+OPERATION_TENANT_MAX_WAITING = env_int("OPERATION_TENANT_MAX_WAITING", 50)
 CELERY_BEAT_SCHEDULE = {
     "sync-inventory": {
         "task": "inventory.sync_all_inventories",
@@ -379,7 +383,8 @@ CACHE_URL = env_str("CACHE_URL", "") or env_str("REDIS_URL", "")
 if CACHE_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Redis' RedisCache, with an outage read as a miss (hikube_portal/cache.py).
+            "BACKEND": "hikube_portal.cache.TolerantRedisCache",
             "LOCATION": CACHE_URL,
             "KEY_PREFIX": "hk-cache",
             "OPTIONS": {"socket_timeout": 5, "socket_connect_timeout": 5},

@@ -503,6 +503,19 @@ class NodeGroupRequest:
         }
 
 
+# The group the chart always has: v1.1's values.yaml holds md0 and Helm deep-merges the user's
+# groups into it; later charts emit md0 when nodeGroups is empty (packages/apps/kubernetes).
+DEFAULT_NODE_GROUP = "md0"
+
+
+def has_node_group(app: Mapping[str, Any] | None, group: str) -> bool:
+    """Whether a tenant Kubernetes app (as read) has this worker group, the chart's md0 too."""
+    if app is None:
+        return False
+    groups = (app.get("spec") or {}).get("nodeGroups") or {}
+    return group in groups or group == DEFAULT_NODE_GROUP
+
+
 def node_group_manifests(
     request: NodeGroupRequest, namespace: str, disk_field: str
 ) -> list[dict[str, Any]]:
