@@ -116,16 +116,13 @@ def record(
     event in one transaction, enqueue the apply on commit. ``fit_check`` replaces the VM's
     capacity check (a node group's). Raises OperationRefused."""
     actor = user.get_username()
-<<<<<<< HEAD
     size = mf.manifests_size(docs)
     if size > mf.MAX_MANIFESTS_BYTES:
         raise OperationRefused(
             _("This request is too large to send to the cluster (%(size)d KiB, at most %(max)d).")
             % {"size": size // 1024, "max": mf.MAX_MANIFESTS_BYTES // 1024}
         )
-=======
     _check_tenant_pace(tenant)
->>>>>>> sec-b
     with transaction.atomic():
         lock_counts(tenant, cluster, gpu_model if gpu_count else None)
         if gpu_model is not None and gpu_count:
