@@ -37,7 +37,7 @@ WORDS = {
         "check": "Vérifier et prévisualiser",
         "add": "Ajouter le groupe",
         "quota": "Votre quota permet encore 2 NVIDIA L40S.",
-        "fit": "2 workers x 1 NVIDIA L40S : 2 GPU de plus nécessaires, 5 libres en tout",
+        "fit": "2 workers x 1 NVIDIA L40S\u00a0: 2 GPU de plus nécessaires, 5 libres en tout",
     },
 }
 
