@@ -160,11 +160,19 @@ def overlay_operations(rows: list[GpuWorkload], ops: list[Operation]) -> list[Op
     to show (``w.shown_state``): what the operation did, until a sync confirms it, so My GPUs
     never contradicts the operation page. Returns the operations no row on this page took."""
     latest: dict[tuple[int, str, str], Operation] = {}
+    whole: dict[tuple[int, str], Operation] = {}  # a whole Kubernetes cluster's (its delete)
     for op in ops:  # newest first
         latest.setdefault((op.cluster_id, op.name, op.node_group), op)
+        if op.app_kind == mf.KUBERNETES and not op.node_group:
+            whole.setdefault((op.cluster_id, op.name), op)
     shown = {(w.cluster_id, w.name, w.node_group) for w in rows}
+    shown |= {(w.cluster_id, w.name, "") for w in rows if w.node_group}
     for w in rows:
-        op = latest.get((w.cluster_id, w.name, w.node_group))
+        found = [latest.get((w.cluster_id, w.name, w.node_group))]
+        if w.node_group:  # a change to its whole cluster is a change to the group too
+            found.append(whole.get((w.cluster_id, w.name)))
+        candidates = [o for o in found if o is not None]
+        op = max(candidates, key=lambda o: (o.created_at, o.pk)) if candidates else None
         w.op, w.shown_state = op, w.state
         if op is None:
             continue

@@ -431,3 +431,13 @@ def test_one_node_group_can_be_deleted_but_not_md0(
     refused = alice_client.post(f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/md0/delete/")
     assert "Resize it to 0 minimum workers instead." in refused.content.decode()
     assert Operation.objects.count() == 1
+
+
+def test_a_cluster_delete_shows_on_each_of_its_groups(alice_client, acme, alice_group, alice):
+    op = _op(alice_group.cluster, acme, alice, app_kind="Kubernetes", name="ml", kind="delete",
+             state="provisioning", params={"action": "delete"})  # fmt: skip
+    html = alice_client.get(f"/tenants/{acme.namespace}/gpus/").content.decode()
+    row = _row(html, "ml")
+    assert f"/operations/{op.pk}/" in row and "Follow the change in progress" in row
+    assert '/nodegroups/gpu/"' not in row  # no Resize while the cluster goes
+    assert 'id="in-flight"' not in html  # told on the group's row, not twice
