@@ -473,6 +473,19 @@ def get_node_group_for_user(user: User, namespace: str, name: str, group: str) -
     return row
 
 
+def get_kubernetes_cluster_for_user(user: User, namespace: str, name: str) -> list[GpuWorkload]:
+    """A tenant Kubernetes cluster the snapshot knows, as its node groups; 404 if none."""
+    tenant = get_tenant_for_user(user, namespace)
+    groups = list(
+        GpuWorkload.objects.filter(tenant=tenant, kind=WorkloadKind.NODE_GROUP, name=name)
+        .select_related("cluster", "tenant", "gpu_model")
+        .order_by("node_group")
+    )
+    if not groups:
+        raise Http404("No such cluster.")
+    return groups
+
+
 def free_on_servers(model: GpuModel, cluster_id: int | None = None) -> tuple[int, int]:
     """(free in all, most free on one server) for a model, from the last snapshot (of one
     cluster when given)."""

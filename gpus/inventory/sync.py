@@ -586,6 +586,7 @@ WORKLOAD_VALUES = (
     "gpus_per_instance",
     "instances",
     "max_instances",
+    "group_spec",
     "gpus_held",
     "state",
     "reason",
@@ -646,6 +647,7 @@ def _store_workloads(
             gpus_per_instance=len(vm.gpus),
             instances=1,
             max_instances=1,
+            group_spec={},
             gpus_held=vm_held.get(vm.namespace, {}).get(vm.kubevirt_name, 0),
         )
 
@@ -670,6 +672,12 @@ def _store_workloads(
                 gpus_per_instance=len(group.gpus),
                 instances=max(group.min_replicas, state.available),
                 max_instances=max(group.max_replicas, group.min_replicas, state.available),
+                group_spec={
+                    "min_replicas": group.min_replicas,
+                    "instance_type": group.instance_type,
+                    "disk": group.disk,
+                    "roles": list(group.roles),
+                },
                 gpus_held=sum(
                     c for vm, c in held_in_namespace.items() if vm.startswith(group.worker_prefix)
                 ),

@@ -27,14 +27,17 @@ from gpus.kube.records import (
     NodeInfo,
     OddObject,
     VmApp,
+    VmEndpoint,
     WorkloadMonitor,
     conditions_of,
+    kubeconfig_from_secret,
     kubernetes_app_from_json,
     kubevirt_vm_from_json,
     node_from_json,
     pod_from_json,
     pod_gpus,
     vm_app_from_json,
+    vm_endpoint_from_json,
     workload_monitor_from_json,
 )
 from gpus.kube.records import opt_int as _opt_int
@@ -354,6 +357,55 @@ class ClusterGateway:
             )
         except NotFoundError:
             return None
+
+    # -- connecting to what a tenant rents: read as the person, so the tenant's RBAC decides --
+
+    def vm_endpoint(
+        self,
+        namespace: str,
+        vm_kind: str,
+        name: str,
+        impersonate_user: str | None = None,
+        impersonate_groups: Iterable[str] = (),
+    ) -> VmEndpoint | None:
+        """The VM's Service as its chart renders it (named as the release): its external
+        addresses and ports; None if it does not exist (yet)."""
+        release = manifests.release_name(vm_kind, name)
+        try:
+            svc = self.session.call_json(
+                self.session.core().read_namespaced_service,
+                release,
+                namespace,
+                impersonate_user=impersonate_user,
+                impersonate_groups=impersonate_groups,
+            )
+        except NotFoundError:
+            return None
+        return vm_endpoint_from_json(svc or {})
+
+    def admin_kubeconfig(
+        self,
+        namespace: str,
+        cluster_name: str,
+        impersonate_user: str | None = None,
+        impersonate_groups: Iterable[str] = (),
+    ) -> str | None:
+        """A tenant cluster's admin kubeconfig (Secret ``kubernetes-<name>-admin-kubeconfig``,
+        key ``super-admin.conf``); None while the cluster has not written it."""
+        secret_name = manifests.release_name(manifests.KUBERNETES, cluster_name) + (
+            "-admin-kubeconfig"
+        )
+        try:
+            secret = self.session.call_json(
+                self.session.core().read_namespaced_secret,
+                secret_name,
+                namespace,
+                impersonate_user=impersonate_user,
+                impersonate_groups=impersonate_groups,
+            )
+        except NotFoundError:
+            return None
+        return kubeconfig_from_secret(secret or {})
 
     def list_workload_monitors(
         self, namespace: str, label_selector: str | None = None

@@ -379,13 +379,28 @@ def scheduling_event(view: NamespaceView, kubevirt_name: str) -> str:
 
 
 def node_group_progress(
-    cluster: str, group: str, view: NamespaceView, min_replicas: int, baseline: Mapping[str, str]
+    cluster: str,
+    group: str,
+    view: NamespaceView,
+    min_replicas: int,
+    baseline: Mapping[str, str],
+    removing: bool = False,
 ) -> Progress:
     """A node group is ready when Helm acted on the change (Released moved: no generation in
-    v1.1) and its WorkloadMonitor reports at least ``minReplicas`` available workers."""
+    v1.1) and its WorkloadMonitor reports at least ``minReplicas`` available workers. One being
+    removed is done when the spec no longer has it and its WorkloadMonitor is gone (its workers
+    with it)."""
     app = view.apps.get(("kuberneteses", cluster))
     if app is None:
         return Progress()
+    if removing:
+        monitor_name = f"{manifests.release_name(manifests.KUBERNETES, cluster)}-{group}"
+        groups = (app.get("spec") or {}).get("nodeGroups") or {}
+        observed_ = {"released": released_marker(app), "in_spec": group in groups}
+        if failed := _helm_failed_progress(app, baseline, observed_):
+            return failed
+        gone = group not in groups and monitor_name not in view.monitors
+        return Progress(exists=True, scheduled=True, running=gone, done=gone, observed=observed_)
     observed: dict[str, Any] = {"released": released_marker(app)}
     if failed := _helm_failed_progress(app, baseline, observed):
         return failed

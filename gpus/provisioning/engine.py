@@ -277,8 +277,9 @@ def apply(op: Operation) -> None:
     who = identity_for(op)
     wrote = must_exist = False
     try:
-        if op.kind == OperationKind.DELETE:
-            # Delete the VM first, then its disks: 404 means already gone.
+        if op.kind == OperationKind.DELETE and not op.node_group:
+            # Delete the VM first, then its disks: 404 means already gone. (A node group's
+            # delete is a merge patch of its cluster, below: the cluster stays.)
             for doc in reversed(op.manifests):
                 delete_target(
                     gateway, doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"], who
@@ -415,7 +416,7 @@ def _disk_name(op: Operation) -> str | None:
 def advance(op: Operation, view: NamespaceView, now: Any) -> None:
     """Move one polled operation forward from one observation."""
     plural = mf.PLURALS.get(op.app_kind, "")
-    if op.kind == OperationKind.DELETE:
+    if op.kind == OperationKind.DELETE and not op.node_group:
         if (plural, op.name) not in view.apps:
             succeed(op)
         else:
@@ -428,6 +429,7 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
             view,
             int(op.params.get("min_replicas") or 0),
             op.baseline.get("before", {}),
+            removing=(op.params.get("retry_kind") or op.kind) == OperationKind.DELETE,
         )
     else:
         progress = vm_progress(

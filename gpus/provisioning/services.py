@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from gpus.accounts.selectors import cluster_groups, cluster_user
@@ -22,6 +23,7 @@ from gpus.kube.apps import NodeGroupRequest, VmRequest, node_group_manifests, vm
 from gpus.provisioning.audit import audit
 from gpus.provisioning.capacity import fit_for, group_fit_for, quota_left, quota_message
 from gpus.provisioning.choices import (
+    ACTIVE_OPERATION_STATES,
     OperationKind,
     OperationState,
 )
@@ -457,3 +459,88 @@ def _check_new_group(cluster: Cluster, tenant: Tenant, request: NodeGroupRequest
             % {"name": request.cluster_name, "group": request.group},
             "group",
         )
+
+
+def cancel(user: Any, op: Operation) -> None:
+    """Cancel an operation nothing has started on (submitted, never claimed by a worker). One
+    conditional update: the worker's claim and the cancel never both win. Raises
+    OperationRefused once the worker has it (the cluster may already have part of it)."""
+    now = timezone.now()
+    done = Operation.objects.filter(pk=op.pk, state=OperationState.PENDING, attempts=0).update(
+        state=OperationState.CANCELLED,
+        finished_at=now,
+        updated_at=now,
+    )
+    if not done:
+        raise OperationRefused(
+            _("It is already being applied, or over: it can no longer be cancelled.")
+        )
+    audit(op, op.tenant, user.get_username(), "operation.cancel", {"operation": op.pk})
+
+
+def submit_cluster_delete(user: Any, groups: list[GpuWorkload]) -> Operation:
+    """Delete a whole tenant Kubernetes cluster (every node group with it), as the snapshot shows
+    it. Refused while any change to it or one of its groups is in flight."""
+    first = groups[0]
+    tenant, name = first.tenant, first.name
+    busy = Operation.objects.filter(
+        cluster=first.cluster,
+        namespace=tenant.namespace,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        state__in=ACTIVE_OPERATION_STATES,
+    ).exists()
+    if busy:
+        raise OperationRefused(
+            _("Another change to %(name)s is still in progress; wait for it to finish.")
+            % {"name": name}
+        )
+    doc = {
+        "apiVersion": mf.API_VERSION,
+        "kind": mf.KUBERNETES,
+        "metadata": {"name": name, "namespace": tenant.namespace},
+    }
+    return record(
+        user=user,
+        tenant=tenant,
+        cluster=first.cluster,
+        kind=OperationKind.DELETE,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        docs=[doc],
+        check_capacity=False,
+        params={"action": OperationKind.DELETE, "node_groups": [g.node_group for g in groups]},
+    )
+
+
+def submit_node_group_delete(user: Any, workload: GpuWorkload) -> Operation:
+    """Remove one node group from its cluster: a JSON merge patch with the group set to null
+    (RFC 7386: null deletes), the other groups and the cluster untouched. The chart's own md0
+    cannot go: Cozystack v1.1 deep-merges values.yaml's md0 into every cluster's groups, so it
+    would come back at once; it can be scaled to 0 instead."""
+    tenant, name, group = workload.tenant, workload.name, workload.node_group
+    if group == "md0":
+        raise OperationRefused(
+            _(
+                "md0 is the chart's default group: the platform puts it back at once if it is "
+                "removed. Resize it to 0 minimum workers instead."
+            )
+        )
+    doc = {
+        "apiVersion": mf.API_VERSION,
+        "kind": mf.KUBERNETES,
+        "metadata": {"name": name, "namespace": tenant.namespace},
+        "spec": {"nodeGroups": {group: None}},
+    }
+    return record(
+        user=user,
+        tenant=tenant,
+        cluster=workload.cluster,
+        kind=OperationKind.DELETE,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        node_group=group,
+        docs=[doc],
+        check_capacity=False,
+        params={"action": OperationKind.DELETE},
+    )
