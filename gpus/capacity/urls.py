@@ -17,6 +17,7 @@ urlpatterns = [
         {"what": "gpu-hours"},
         name="capacity_export_gpu_hours",
     ),
+    path("quotas/headroom/", views.headroom_fragment, name="capacity_headroom"),
     path("tenants/<slug:namespace>/quotas/", views.tenant_quotas, name="capacity_quotas"),
     path("tenants/<slug:namespace>/waitlist/", views.waitlist, name="capacity_waitlist"),
     path(

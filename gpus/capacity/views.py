@@ -192,3 +192,19 @@ def notifications_read(request: HttpRequest) -> HttpResponse:
     if request.htmx:
         return HttpResponse("")
     return redirect("gpus:notifications")
+
+
+def headroom_fragment(request: HttpRequest) -> HttpResponse:
+    """The quota headroom box the catalog, My GPUs and both forms load after the page (so
+    their own query counts do not change): one tenant (404 if not the user's), or the user's
+    own tenants."""
+    namespace = request.GET.get("tenant", "")
+    if namespace:
+        tenants = [get_tenant_for_user(request.user, namespace)]
+    else:
+        tenants = list(request.user.tenants.order_by("namespace")[:5])
+    return render(
+        request,
+        "capacity/_headroom_fragment.html",
+        {"boxes": [(t, selectors.headroom(t)) for t in tenants]},
+    )

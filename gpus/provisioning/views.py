@@ -312,7 +312,9 @@ def node_group_edit(
                     request.user, tenant, cluster, ng, resize=existing is not None
                 )
             except OperationRefused as exc:
-                form.add_error(exc.field, exc.message)
+                # The quota counts maxReplicas x GPUs per worker: the form has no gpu_count.
+                field = exc.field if exc.field in form.fields else "max_replicas"
+                form.add_error(field, exc.message)
             else:
                 return redirect("gpus:operation", namespace, op.pk)
         preview = yaml.safe_dump_all(
