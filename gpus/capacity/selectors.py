@@ -374,3 +374,15 @@ def get_waitlist_entry(tenant: Tenant, pk: int) -> WaitlistEntry:
     if entry is None:
         raise Http404("No such wish.")
     return entry
+
+
+def tenant_gpu_hours(tenant: Tenant, now: dt.datetime | None = None) -> list[dict]:
+    """The tenant's GPU-hours per model this month (UTC), from the hourly usage rows."""
+    now = now or timezone.now()
+    month = now.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return list(
+        TenantUsage.objects.filter(tenant=tenant, bucket=Bucket.HOUR, ts__gte=month)
+        .values("gpu_model__display_name")
+        .annotate(gpu_hours=Sum("gpu_hours"), gpus_max=Max("gpus_max"))
+        .order_by("gpu_model__display_name")
+    )

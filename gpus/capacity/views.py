@@ -127,7 +127,12 @@ def tenant_quotas(request: HttpRequest, namespace: str) -> HttpResponse:
     return render(
         request,
         "capacity/quotas.html",
-        {"tenant": tenant, "headroom": selectors.headroom(tenant), "form": form},
+        {
+            "tenant": tenant,
+            "headroom": selectors.headroom(tenant),
+            "form": form,
+            "usage": selectors.tenant_gpu_hours(tenant),
+        },
     )
 
 
