@@ -12,7 +12,7 @@ import numpy as np
 WINDOW_DAYS = 14
 # Below this, the trend says nothing: "not enough history".
 MIN_SPAN_DAYS = 3.0
-MIN_POINTS = 24
+MIN_POINTS = 24  # hourly points, or every second hour (the page)
 Z95 = 1.959964
 
 
