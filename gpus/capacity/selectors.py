@@ -262,7 +262,20 @@ def refused_requests(now: dt.datetime | None = None) -> list[Any]:
 
 
 def top_tenants(days: int = 30, now: dt.datetime | None = None) -> list[dict]:
-    since = (now or timezone.now()) - dt.timedelta(days=days)
+    """Top tenants by GPU-hours, from the daily usage rows (kept in the cache until the next
+    rollup can change them)."""
+    now = now or timezone.now()
+    step = int(settings.CAPACITY_ROLLUP_SECONDS) or 300
+    key = f"capacity:top-tenants:{days}:{int(now.timestamp()) // step}"
+    rows = cache.get(key)
+    if rows is None:
+        rows = _top_tenants(days, now)
+        cache.set(key, rows, step)
+    return rows
+
+
+def _top_tenants(days: int, now: dt.datetime) -> list[dict]:
+    since = now - dt.timedelta(days=days)
     return list(
         TenantUsage.objects.filter(bucket=Bucket.DAY, ts__gte=since)
         .values("tenant__namespace", "tenant__display_name")
