@@ -368,7 +368,7 @@ def get_tenant_usage_rows(start: dt.datetime, end: dt.datetime) -> QuerySet:
         TenantUsage.objects.filter(bucket=Bucket.DAY, ts__gte=start, ts__lt=end)
         .values("tenant__namespace", "cluster__name", "gpu_model__resource_name")
         .annotate(gpu_hours=Sum("gpu_hours"), gpus_max=Max("gpus_max"))
-        .order_by("tenant__namespace", "cluster__name", "gpu_model__resource_name")
+        .order_by("tenant_id", "cluster_id", "gpu_model_id")
     )
 
 
@@ -390,7 +390,7 @@ def history_rows(start: dt.datetime, end: dt.datetime, bucket: str) -> QuerySet:
             cluster_name=F("cluster__name"),
             gpu_model_name=F("gpu_model__resource_name"),
         )
-        .order_by("ts", "cluster__name", "gpu_model__resource_name")
+        .order_by("ts", "cluster_id", "gpu_model_id")
     )
 
 
