@@ -165,10 +165,15 @@ def rollup(now: dt.datetime | None = None) -> dict[str, int]:
     (the current bucket too: it is rewritten until it ends), then apply retention."""
     now = now or timezone.now()
     written = {}
-    for bucket, trunc in ((Bucket.HOUR, TruncHour), (Bucket.DAY, TruncDay)):
+    for bucket, trunc, width in (
+        (Bucket.HOUR, TruncHour, dt.timedelta(hours=1)),
+        (Bucket.DAY, TruncDay, dt.timedelta(days=1)),
+    ):
         last = CapacityRollup.objects.filter(bucket=bucket).aggregate(t=Max("ts"))["t"]
+        # The bucket before the last one too: a cluster whose sync finished late may have
+        # added a sample to it after it was rolled up.
         start = (
-            last
+            last - width
             if last is not None
             else now - dt.timedelta(days=settings.CAPACITY_RAW_RETENTION_DAYS)
         )

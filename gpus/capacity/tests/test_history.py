@@ -150,6 +150,16 @@ def test_gpu_hours_and_rollups(snapshot, acme, globex, settings):
     # Rolling up again is idempotent.
     history.rollup(now=start + dt.timedelta(hours=3))
     assert CapacityRollup.objects.filter(bucket=Bucket.HOUR).count() == 6
+    # A sample that lands in the previous hour after it was rolled up is counted next time.
+    CapacitySample.objects.create(
+        cluster=snapshot, gpu_model=h100, at=start + dt.timedelta(hours=1, minutes=59),
+        installed=8, allocated=8,
+    )  # fmt: skip
+    history.rollup(now=start + dt.timedelta(hours=3))
+    late = CapacityRollup.objects.get(
+        bucket=Bucket.HOUR, gpu_model=h100, ts=start + dt.timedelta(hours=1)
+    )
+    assert (late.samples, late.allocated_max) == (7, 8)
 
 
 def test_retention_drops_old_rows(snapshot, settings):
