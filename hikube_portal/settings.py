@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "gpus.inventory",
     "gpus.provisioning",
     "gpus.utilization",
+    "gpus.capacity",
 ]
 
 MIDDLEWARE = [
@@ -409,6 +410,34 @@ CELERY_BEAT_SCHEDULE |= {
         "options": {"expires": METRICS_ROLLUP_SECONDS},
     },
 }
+
+# Capacity history (gpus/capacity): samples at each sync, rolled up hourly and daily.
+CAPACITY_ROLLUP_SECONDS = env_float("CAPACITY_ROLLUP_SECONDS", 300.0)
+CAPACITY_RAW_RETENTION_DAYS = env_int("CAPACITY_RAW_RETENTION_DAYS", 14)
+CAPACITY_HOURLY_RETENTION_DAYS = env_int("CAPACITY_HOURLY_RETENTION_DAYS", 90)
+CAPACITY_DAILY_RETENTION_DAYS = env_int("CAPACITY_DAILY_RETENTION_DAYS", 1830)
+# GPU-hours between two syncs are credited for at most this long (a cluster that was unreachable
+# for a day is not billed a day of what it held before).
+CAPACITY_USAGE_GAP_SECONDS = env_float("CAPACITY_USAGE_GAP_SECONDS", 900.0)
+CELERY_BEAT_SCHEDULE |= {
+    "rollup-capacity": {
+        "task": "capacity.rollup_history",
+        "schedule": CAPACITY_ROLLUP_SECONDS,
+        "options": {"expires": CAPACITY_ROLLUP_SECONDS},
+    },
+}
+# Notifications by email: Django's email backend (the console's in debug, none otherwise unless
+# EMAIL_BACKEND is set), and the portal's address for the links in them.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.dummy.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "hikube-portal@localhost")
+PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000")
 
 # The portal's own health and metrics (gpus/ops): /readyz waits this long for the database and
 # the broker; /metrics answers only with this bearer token (404 while it is unset).

@@ -32,6 +32,7 @@ from gpus.inventory.models import (
     SyncIssue,
     TenantAllocation,
 )
+from gpus.inventory.signals import snapshot_stored
 from gpus.kube.budget import RetryBudget, RetryBudgetSpent
 from gpus.kube.errors import KubeError, TransientError, failure_kind
 from gpus.kube.records import FleetReading, NodeInfo, OddObject
@@ -403,7 +404,22 @@ def store_snapshot(
     remove_unused_unknown_models()
     # People whose groups name a tenant seen for the first time get it now, not at next sign-in.
     refresh_new_tenants(new_tenants)
+    _announce(cluster, now)
     return written
+
+
+def _announce(cluster: Cluster, now: datetime) -> None:
+    """Tell the apps above (capacity history, waitlist) that a snapshot is stored, once the
+    transaction it may run in commits; their failures are logged, never the sync's."""
+
+    def send() -> None:
+        for receiver, result in snapshot_stored.send_robust(Cluster, cluster_id=cluster.pk, at=now):
+            if isinstance(result, Exception):
+                log.error(
+                    "After the sync of cluster %s, %s failed: %r", cluster.name, receiver, result
+                )
+
+    transaction.on_commit(send)
 
 
 def _store_tenants(written: Written, namespaces: Iterable[str]) -> list[str]:

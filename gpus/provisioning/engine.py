@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -44,6 +45,7 @@ from gpus.provisioning.choices import (
     OperationState,
 )
 from gpus.provisioning.models import Operation
+from gpus.provisioning.signals import operation_ended
 from gpus.web import queue
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,12 @@ def fail(op: Operation, reason: str, message: str, causes: Any = (), error: str 
         )
         if cleanup:
             queue.enqueue_on_commit("provisioning.clean_up_operation", op.pk)
+        _announce_end(op)
+
+
+def _announce_end(op: Operation) -> None:
+    """Tell the apps above (capacity's notifications) once the end is committed."""
+    transaction.on_commit(lambda: operation_ended.send_robust(Operation, operation_id=op.pk))
 
 
 def _cleanup_sentence() -> str:
@@ -173,6 +181,7 @@ def succeed(op: Operation, reason: str = "", message: str = "") -> None:
         lease_until=None,
     ):
         audit(op, op.tenant, "portal", "operation.succeeded")
+        _announce_end(op)
 
 
 def identity_for(op: Operation) -> Identity:

@@ -28,6 +28,7 @@ from gpus.provisioning.choices import (
     OperationState,
 )
 from gpus.provisioning.models import Operation
+from gpus.provisioning.signals import capacity_refused
 from gpus.tenancy.models import Tenant
 from gpus.web import queue, ratelimit
 
@@ -45,6 +46,8 @@ class OperationRefused(Exception):
         self.message = message
         self.field = field
         self.retry_after = retry_after
+        # Set when refused for lack of capacity: what capacity counts as unmet demand.
+        self.for_capacity: dict[str, Any] | None = None
 
 
 def _check_tenant_pace(tenant: Tenant) -> None:
@@ -117,6 +120,50 @@ def record(
     """Check quota and capacity under the counting locks, save the operation and its audit
     event in one transaction, enqueue the apply on commit. ``fit_check`` replaces the VM's
     capacity check (a node group's). Raises OperationRefused."""
+    try:
+        return _record(
+            user=user,
+            tenant=tenant,
+            cluster=cluster,
+            kind=kind,
+            app_kind=app_kind,
+            name=name,
+            docs=docs,
+            gpu_model=gpu_model,
+            gpu_count=gpu_count,
+            node_group=node_group,
+            params=params,
+            queue_until_capacity=queue_until_capacity,
+            check_capacity=check_capacity,
+            quota_field=quota_field,
+            name_field=name_field,
+            fit_check=fit_check,
+        )
+    except OperationRefused as exc:
+        if exc.for_capacity:  # the refusing transaction is rolled back: this is kept
+            capacity_refused.send(Operation, **exc.for_capacity)
+        raise
+
+
+def _record(
+    *,
+    user: Any,
+    tenant: Tenant,
+    cluster: Cluster,
+    kind: str,
+    app_kind: str,
+    name: str,
+    docs: list[dict[str, Any]],
+    gpu_model: GpuModel | None,
+    gpu_count: int,
+    node_group: str,
+    params: dict[str, Any] | None,
+    queue_until_capacity: bool,
+    check_capacity: bool,
+    quota_field: str,
+    name_field: str,
+    fit_check: Callable[[], None] | None,
+) -> Operation:
     actor = user.get_username()
     size = mf.manifests_size(docs)
     if size > mf.MAX_MANIFESTS_BYTES:
@@ -136,12 +183,22 @@ def record(
             elif check_capacity and not queue_until_capacity:
                 fit = fit_for(gpu_model, gpu_count, cluster.pk, (tenant.pk, name, node_group))
                 if not fit.fits:
-                    raise OperationRefused(
+                    refused = OperationRefused(
                         fit.message()
                         + " "
                         + _("Pick fewer GPUs, or tick “queue until capacity frees”."),
                         "gpu_count",
                     )
+                    # Unmet demand is counted by capacity: sent once this transaction is gone.
+                    refused.for_capacity = {
+                        "tenant_id": tenant.pk,
+                        "cluster_id": cluster.pk,
+                        "gpu_model_id": gpu_model.pk,
+                        "gpus": gpu_count,
+                        "actor_name": actor,
+                        "user_id": getattr(user, "pk", None),
+                    }
+                    raise refused
         try:
             with transaction.atomic():
                 op = Operation.objects.create(
