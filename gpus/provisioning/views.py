@@ -3,6 +3,7 @@ audit log. Thin: selectors read, services write."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -521,6 +522,11 @@ def node_group_edit(
     preview, busy = "", None
     if form.is_bound and form.is_valid() and cluster is not None:
         ng = form.node_group_request()
+        if existing is not None:
+            # The form asks only about ingress-nginx: a resize keeps the group's other roles.
+            other = [r for r in (existing.group_spec or {}).get("roles", []) if r not in ng.roles]
+            other = [r for r in other if r != "ingress-nginx"]
+            ng = dataclasses.replace(ng, roles=(*ng.roles, *other))
         if request.POST.get("confirm"):
             try:
                 op = submit_node_group(

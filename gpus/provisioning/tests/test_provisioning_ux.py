@@ -441,3 +441,16 @@ def test_a_cluster_delete_shows_on_each_of_its_groups(alice_client, acme, alice_
     assert f"/operations/{op.pk}/" in row and "Follow the change in progress" in row
     assert '/nodegroups/gpu/"' not in row  # no Resize while the cluster goes
     assert 'id="in-flight"' not in html  # told on the group's row, not twice
+
+
+def test_a_resize_keeps_the_groups_other_roles(
+    alice_client, acme, alice_group, django_capture_on_commit_callbacks
+):
+    alice_group.group_spec = {"min_replicas": 2, "instance_type": "u1.2xlarge", "disk": "100Gi",
+                              "roles": ["ingress-nginx", "monitoring"]}  # fmt: skip
+    alice_group.save()
+    url = f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/gpu/"
+    with django_capture_on_commit_callbacks():
+        alice_client.post(url, group_data(confirm="1"))  # ingress unticked by the person
+    roles = Operation.objects.get().manifests[0]["spec"]["nodeGroups"]["gpu"]["roles"]
+    assert roles == ["monitoring"]

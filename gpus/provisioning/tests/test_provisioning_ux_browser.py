@@ -54,6 +54,11 @@ def test_phone_header_is_short_rows_are_tappable_agent_snippet_copies(
     clipped = page.evaluate(CLIPPED)
     assert clipped == []
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    # A workload's page (facts, actions, its operations) fits too.
+    group = GpuWorkload.objects.get(name="k8s")
+    page.goto(live_server.url + reverse("gpus:workload", args=["tenant-acme", group.pk]))
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert page.evaluate(CLIPPED) == []
     page.goto(live_server.url + reverse("gpus:util_tenant", args=["tenant-acme"]))
     vm = GpuWorkload.objects.get(name="ws")
     page.locator(f"form[action$='/agent/{vm.pk}/'] button").click()
