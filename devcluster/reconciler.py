@@ -21,6 +21,7 @@ from . import schemas
 from .clock import Clock
 from .faults import Faults
 from .fleet import stable_hex, stable_uuid
+from .render import render_problem
 from .resources import (
     EVENTS,
     KUBEVIRT_VMS,
@@ -412,7 +413,9 @@ class Reconciler:
             if now >= due:
                 verb = action.capitalize()
                 chart = f"{res.prefix.rstrip('-')}@{CHART_VERSION}"
-                problem = schemas.helm_schema_error(spec, res.schema, res.prefix.rstrip("-"))
+                problem = schemas.helm_schema_error(
+                    spec, res.schema, res.prefix.rstrip("-")
+                ) or render_problem(res.plural, f"{res.prefix}{name}", spec)
                 if problem:
                     msg = (
                         f"Helm {action} failed for release {ns}/{res.prefix}{name} with chart "

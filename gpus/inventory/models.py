@@ -49,6 +49,11 @@ class Cluster(models.Model):
     # One sync per cluster at a time: the running sync's lease (see gpus.inventory.sync).
     sync_lease = models.CharField(max_length=32, blank=True, editable=False)
     sync_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # Tenant namespace -> the tenant namespace that runs its monitoring ("" for none), as the
+    # namespaces' `namespace.cozystack.io/monitoring` labels said at the last sync.
+    tenant_monitoring = models.JSONField(
+        _("monitoring tenant per tenant"), default=dict, blank=True
+    )
 
     class Meta:
         ordering = ["name"]
@@ -57,6 +62,10 @@ class Cluster(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def monitoring_for(self, namespace: str) -> str:
+        """The tenant namespace that runs monitoring for `namespace` ("" for none)."""
+        return str((self.tenant_monitoring or {}).get(namespace) or "")
 
     @property
     def error_sentence(self) -> str:

@@ -19,6 +19,7 @@ from gpus.kube.client import ClusterConfig, Session
 from gpus.kube.discovery import ClusterFlavour, discover
 from gpus.kube.errors import ConflictError, ExpiredError, NotFoundError, TransientError
 from gpus.kube.records import (
+    MONITORING_LABEL,
     Condition,
     FleetReading,
     GpuPod,
@@ -312,11 +313,12 @@ class ClusterGateway:
         odd = reading.odd
         nodes = self._paged(self.session.core().list_node, page_size)
         reading.nodes = list(self._records(nodes, node_from_json, "Node", odd))
-        reading.tenant_namespaces = sorted(
-            name
-            for ns in self._paged(self.session.core().list_namespace, page_size)
-            if (name := str((ns.get("metadata") or {}).get("name") or "")).startswith("tenant-")
-        )
+        for ns in self._paged(self.session.core().list_namespace, page_size):
+            meta = ns.get("metadata") or {}
+            if (name := str(meta.get("name") or "")).startswith("tenant-"):
+                labels = meta.get("labels") or {}
+                reading.tenant_monitoring[name] = str(labels.get(MONITORING_LABEL) or "")
+        reading.tenant_namespaces = sorted(reading.tenant_monitoring)
         # Only virt-launcher pods hold passthrough GPUs: the label keeps the list small.
         reading.pods = list(
             self.iter_gpu_pods(page_size=page_size, label_selector=LAUNCHER_SELECTOR)

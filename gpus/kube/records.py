@@ -64,6 +64,19 @@ class GpuPod:
         """The KubeVirt VM a virt-launcher pod runs ("" for other pods)."""
         return self.labels.get("vm.kubevirt.io/name") or self.labels.get("kubevirt.io/domain", "")
 
+    @property
+    def machine_deployment(self) -> tuple[str, str]:
+        """(Cluster API cluster, MachineDeployment) of a worker VM's launcher pod, ("", "") for
+        other pods. Cozystack v1.1 labels the worker VM template with
+        `cluster.x-k8s.io/deployment-name: <release>-<group>` and spreads on
+        `cluster.x-k8s.io/cluster-name: <release>` (packages/apps/kubernetes/templates/
+        cluster.yaml); KubeVirt copies a VMI's labels to its launcher pod. A name prefix cannot
+        tell group `gpu` from `gpu-large`."""
+        return (
+            self.labels.get("cluster.x-k8s.io/cluster-name", ""),
+            self.labels.get("cluster.x-k8s.io/deployment-name", ""),
+        )
+
 
 @dataclass(frozen=True)
 class KubevirtVm:
@@ -126,7 +139,7 @@ class NodeGroup:
     instance_type: str
     roles: tuple[str, ...]
     monitor_name: str  # WorkloadMonitor kubernetes-<app>-<group>
-    worker_prefix: str  # worker VMs are kubernetes-<app>-<group>-<suffix>
+    worker_prefix: str  # worker VMs are kubernetes-<app>-<group>-<suffix> (display only)
     disk: str = ""  # ephemeralStorage (v1.1) or diskSize (v1.4+), as the spec says it
 
 
@@ -164,7 +177,15 @@ class FleetReading:
     odd: list[OddObject] = field(default_factory=list)
     # Cozystack tenant namespaces (tenant-root, tenant-<name>, ...): who may be a tenant.
     tenant_namespaces: list[str] = field(default_factory=list)
+    # Tenant namespace -> the tenant namespace that runs its monitoring ("" for none).
+    tenant_monitoring: dict[str, str] = field(default_factory=dict)
 
+
+# The label the v1.1 tenant chart puts on each tenant namespace: the tenant whose monitoring
+# (VictoriaMetrics) it uses, its own with `monitoring: true`, else its parent's, "" for none
+# (cozystack packages/apps/tenant/templates/namespace.yaml). Clusters' monitoring agents write
+# there (packages/apps/kubernetes/templates/helmreleases/monitoring-agents.yaml).
+MONITORING_LABEL = "namespace.cozystack.io/monitoring"
 
 # --- parsers ---------------------------------------------------------------------
 

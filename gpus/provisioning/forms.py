@@ -400,6 +400,9 @@ class GpuVmForm(forms.Form):
         )
 
 
+# `kubernetes-<cluster>-<group>` is the MachineDeployment's name and a label value (<= 63):
+# cozystack v1.1 packages/apps/kubernetes/templates/cluster.yaml.
+MAX_CLUSTER_AND_GROUP = 63 - len("kubernetes-") - len("-")
 KUBERNETES_VERSIONS = ["v1.35", "v1.34", "v1.33", "v1.32", "v1.31", "v1.30"]
 
 
@@ -471,6 +474,22 @@ class NodeGroupForm(forms.Form):
         low, high = data.get("min_replicas"), data.get("max_replicas")
         if low is not None and high is not None and low > high:
             self.add_error("max_replicas", _("At least the minimum."))
+        cluster, group = data.get("new_cluster") or data.get("cluster_name"), data.get("group")
+        if cluster and group and len(cluster) + len(group) > MAX_CLUSTER_AND_GROUP:
+            # kubernetes-<cluster>-<group> names the MachineDeployment and is a label value.
+            self.add_error(
+                "group",
+                _(
+                    "The cluster and group names together may have at most %(max)d characters "
+                    "(kubernetes-%(cluster)s-<group> must fit in a 63-character label): "
+                    "shorten this one to %(left)d."
+                )
+                % {
+                    "max": MAX_CLUSTER_AND_GROUP,
+                    "cluster": cluster,
+                    "left": max(1, MAX_CLUSTER_AND_GROUP - len(cluster)),
+                },
+            )
         itype = INSTANCE_TYPES.get(data.get("instance_type", ""))
         per = data.get("gpus_per_node") or 0
         if itype and per and itype.vcpu < MIN_VCPU_PER_GPU * per:

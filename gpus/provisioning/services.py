@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -446,9 +447,31 @@ def submit_vm_action(user: Any, workload: GpuWorkload, kind: str) -> Operation:
     )
 
 
+def with_monitoring(
+    request: NodeGroupRequest, tenant: Tenant, cluster: Cluster
+) -> NodeGroupRequest:
+    """A new cluster turns on its monitoring agents and the GPU exporter's ServiceMonitor when the
+    tenant has a monitoring tenant to write to (else vmagent would have nowhere to send)."""
+    if not request.new_cluster_version:
+        return request
+    return replace(request, monitoring=bool(cluster.monitoring_for(tenant.namespace)))
+
+
+def no_monitoring_warning(request: NodeGroupRequest) -> str:
+    """What the form says when a new cluster will export no GPU metrics ("" when it will)."""
+    if not request.new_cluster_version or request.monitoring:
+        return ""
+    return _(
+        "This tenant has no monitoring: the new cluster is created without monitoring agents, so "
+        "the portal will show no utilization, memory or power for its GPUs. A platform admin can "
+        "turn monitoring on for the tenant first."
+    )
+
+
 def submit_node_group(
     user: Any, tenant: Tenant, cluster: Cluster, request: NodeGroupRequest, resize: bool
 ) -> Operation:
+    request = with_monitoring(request, tenant, cluster)
     docs = node_group_manifests(request, tenant.namespace, cluster.node_group_disk_field)
     model = GpuModel.objects.get(resource_name=request.gpu_resource)
     if not resize:

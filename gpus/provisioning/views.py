@@ -61,6 +61,7 @@ from gpus.provisioning.selectors import (
 from gpus.provisioning.services import (
     OperationRefused,
     cancel,
+    no_monitoring_warning,
     queue_down_message,
     retry,
     submit_cluster_delete,
@@ -68,6 +69,7 @@ from gpus.provisioning.services import (
     submit_node_group_delete,
     submit_vm,
     submit_vm_action,
+    with_monitoring,
 )
 from gpus.tenancy.models import Tenant
 from gpus.tenancy.selectors import get_tenant_for_user
@@ -521,7 +523,9 @@ def node_group_edit(
     cluster = default_cluster()
     preview, busy = "", None
     if form.is_bound and form.is_valid() and cluster is not None:
-        ng = form.node_group_request()
+        ng = with_monitoring(form.node_group_request(), tenant, cluster)
+        if warning := no_monitoring_warning(ng):
+            form.warnings.append(warning)
         if existing is not None:
             # The form asks only about ingress-nginx: a resize keeps the group's other roles.
             other = [r for r in (existing.group_spec or {}).get("roles", []) if r not in ng.roles]
