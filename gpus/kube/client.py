@@ -1,4 +1,4 @@
-"""Client factory, per-cluster rate limit and the one door every call goes through.
+"""Client factory, per-cluster rate limit (``ratelimit``) and the one door every call goes through.
 
 Django code builds a ``ClusterConfig`` from its ``Cluster`` row (plain values) and
 hands it here; nothing in this package imports Django.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -31,6 +30,7 @@ from urllib3._collections import HTTPHeaderDict
 from urllib3.util.retry import Retry
 
 from gpus.kube.errors import KubeError, is_translatable, translate
+from gpus.kube.ratelimit import Limiter, SharedLimiter, TokenBucket, limiter_for
 
 T = TypeVar("T")
 
@@ -50,77 +50,17 @@ class ClusterConfig:
     timeout: float = 10.0
     qps: float = 10.0
     burst: int = 20
+    # Redis URL of the limit shared by every worker process; None: this process's own bucket.
+    rate_limit_url: str | None = None
 
 
 # --- rate limiting -------------------------------------------------------------
 
 
-class TokenBucket:
-    """Thread-safe token bucket: ``rate`` tokens/s, at most ``burst`` banked.
-
-    ``acquire`` reserves a token under the lock (the balance may go negative) and
-    sleeps outside it, so waiting threads queue fairly without holding the lock.
-    ``clock``/``sleep`` are injectable so tests use a fake clock, never wall time.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        burst: int,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be > 0 and burst >= 1")
-        self.rate = float(rate)
-        self.burst = int(burst)
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._tokens = float(burst)
-        self._last = clock()
-
-    def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self._last)
-        self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
-        self._last = now
-
-    def reserve(self) -> float:
-        """Take one token; return how many seconds the caller must wait before using it."""
-        with self._lock:
-            self._refill(self._clock())
-            self._tokens -= 1.0
-            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
-
-    def acquire(self) -> float:
-        """Block until a token is available; return the seconds waited."""
-        wait = self.reserve()
-        if wait > 0:
-            self._sleep(wait)
-        return wait
-
-    def configure(self, rate: float, burst: int) -> None:
-        with self._lock:
-            self._refill(self._clock())
-            self.rate = float(rate)
-            self.burst = int(burst)
-            self._tokens = min(self._tokens, float(self.burst))
-
-
-_buckets: dict[str, TokenBucket] = {}
-_buckets_lock = threading.Lock()
-
-
-def bucket_for(config: ClusterConfig) -> TokenBucket:
-    """The one bucket shared by every client of the cluster named ``config.name``."""
-    with _buckets_lock:
-        bucket = _buckets.get(config.name)
-        if bucket is None:
-            bucket = _buckets[config.name] = TokenBucket(config.qps, config.burst)
-        elif (bucket.rate, bucket.burst) != (float(config.qps), int(config.burst)):
-            # Settings changed (admin edited the Cluster row): keep the balance, adopt the limits.
-            bucket.configure(config.qps, config.burst)
-        return bucket
+def bucket_for(config: ClusterConfig) -> TokenBucket | SharedLimiter:
+    """The one limiter shared by every client of the cluster named ``config.name``: in Redis
+    (every process) when ``config.rate_limit_url`` names one, else in this process."""
+    return limiter_for(config.name, config.qps, config.burst, config.rate_limit_url)
 
 
 # --- client factory ------------------------------------------------------------
@@ -239,7 +179,7 @@ class Session:
         self,
         config: ClusterConfig,
         client: k8s.ApiClient | None = None,
-        bucket: TokenBucket | None = None,
+        bucket: Limiter | None = None,
     ) -> None:
         self.config = config
         self._client = client
