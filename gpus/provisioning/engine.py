@@ -4,7 +4,6 @@ until done or failed, and re-send what was lost (DESIGN rules 2 and 9)."""
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
@@ -27,8 +26,10 @@ from gpus.kube.gateway import ClusterGateway
 from gpus.kube.operations import (
     Identity,
     NamespaceView,
+    Target,
     apply_manifest,
     delete_target,
+    has_portal_label,
     node_group_progress,
     observe,
     released_marker,
@@ -189,6 +190,9 @@ def _record_baseline(op: Operation, gateway: ClusterGateway) -> None:
         return
     current = gateway.get(mf.PLURALS[op.app_kind], op.namespace, op.name)
     op.baseline = {"before": released_marker(current) if current else {}}
+    if current is not None:
+        # Whether the poller's cluster-wide list by the portal's label will find it.
+        op.baseline["labelled"] = has_portal_label(current)
     if (op.params.get("retry_kind") or op.kind) in (OperationKind.CREATE, OperationKind.RETRY):
         # What this create is about to make, so that a failure can remove exactly that.
         absent = []
@@ -247,7 +251,8 @@ def apply(op: Operation) -> None:
         if _transition(op, {OperationState.APPLYING}, **changes):
             audit(op, op.tenant, "portal", "operation.applied", {"attempt": op.attempts})
             if unchanged:
-                view = observe(gateway, {op.namespace: {mf.PLURALS[op.app_kind]}})
+                target = Target(op.namespace, op.app_kind, op.name, labelled=False)
+                view = observe(gateway, [target])
                 advance(op, view.get(op.namespace, NamespaceView()), now)
     except TransientError:
         raise
@@ -428,8 +433,26 @@ def _check_ceiling(op: Operation, now: Any) -> None:
         )
 
 
+def targets(op: Operation) -> list[Target]:
+    """What the poller must see for ``op``: its app and the other apps it applies (a disk)."""
+    labelled = op.baseline.get("labelled")
+    out = []
+    for doc in op.manifests:
+        if doc["kind"] not in mf.PLURALS:
+            continue
+        name = doc["metadata"]["name"]
+        own = has_portal_label(doc) or bool(op.params.get("portal_made"))
+        if doc["kind"] == op.app_kind and name == op.name and labelled is not None:
+            own = bool(labelled)  # what the cluster showed before the first write
+        out.append(Target(op.namespace, doc["kind"], name, labelled=own))
+    if not any(t.kind == op.app_kind and t.name == op.name for t in out):
+        out.append(Target(op.namespace, op.app_kind, op.name, labelled=bool(labelled)))
+    return out
+
+
 def poll_cluster(cluster_id: int) -> int:
-    """One batched observation of every applied operation of a cluster. Returns how many."""
+    """One batched observation of every applied operation of a cluster. Returns how many.
+    Its requests grow with the operations in flight, not with the tenants (``observe``)."""
     ops = list(
         Operation.objects.filter(
             cluster_id=cluster_id, state__in=POLLED_OPERATION_STATES
@@ -437,15 +460,12 @@ def poll_cluster(cluster_id: int) -> int:
     )
     if not ops:
         return 0
-    wanted: dict[str, set[str]] = defaultdict(set)
-    events_for = set()
-    for op in ops:
-        wanted[op.namespace].add(mf.PLURALS.get(op.app_kind, ""))
-        wanted[op.namespace].update(
-            mf.PLURALS[d["kind"]] for d in op.manifests if d["kind"] in mf.PLURALS
-        )
-        if op.unschedulable_since or op.observed.get("printableStatus") == "ErrorUnschedulable":
-            events_for.add(op.namespace)
+    wanted = [target for op in ops for target in targets(op)]
+    events_for = {
+        op.namespace
+        for op in ops
+        if op.unschedulable_since or op.observed.get("printableStatus") == "ErrorUnschedulable"
+    }
     gateway = gateway_for(ops[0].cluster)
     try:
         views = observe(gateway, wanted, events_for)
