@@ -17,12 +17,16 @@ refused here.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -120,10 +124,28 @@ def impersonation_headers(user: str | None, groups: Iterable[str] = ()) -> dict[
     return headers
 
 
+@functools.lru_cache(maxsize=32)
+def _parsed_kubeconfig(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    """A kubeconfig file's YAML, parsed once while the file is unchanged: one with a context
+    per tenant takes a second to parse, and every poll builds a client."""
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle) or {}
+
+
 def build_configuration(config: ClusterConfig) -> k8s.Configuration:
     cfg = k8s.Configuration()
     if config.in_cluster:
         k8s_config.load_incluster_config(client_configuration=cfg)
+    elif config.kubeconfig and os.path.isfile(config.kubeconfig):
+        stat = os.stat(config.kubeconfig)
+        parsed = _parsed_kubeconfig(config.kubeconfig, stat.st_mtime_ns, stat.st_size)
+        # The loader may write into what it is given (a refreshed token): a copy each time.
+        k8s_config.load_kube_config_from_dict(
+            copy.deepcopy(parsed),
+            context=config.context,
+            client_configuration=cfg,
+            persist_config=False,
+        )
     else:
         k8s_config.load_kube_config(
             config_file=config.kubeconfig,

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -47,6 +48,9 @@ from gpus.provisioning.models import Operation
 from gpus.web import queue
 
 log = logging.getLogger(__name__)
+
+# Operations a poll advances per transaction.
+ADVANCE_BATCH = 200
 
 
 # --- applying (the task's side) --------------------------------------------------------
@@ -472,8 +476,12 @@ def poll_cluster(cluster_id: int) -> int:
     finally:
         gateway.close()
     now = timezone.now()
-    for op in ops:
-        advance(op, views.get(op.namespace, NamespaceView()), now)
+    # One commit per batch, not one per changed operation: a sweep of 1,000 operations would
+    # otherwise wait for 1,000 WAL flushes.
+    for start in range(0, len(ops), ADVANCE_BATCH):
+        with transaction.atomic():
+            for op in ops[start : start + ADVANCE_BATCH]:
+                advance(op, views.get(op.namespace, NamespaceView()), now)
     return len(ops)
 
 
