@@ -215,7 +215,8 @@ def main() -> None:
                     figure(f"inventory.nodes_search_{label}.http_p95_ratio@{gpus}",
                            round(ratio, 2), "x",
                            f"<= {RATIO_TARGET:g} (p95 at {gpus:,} / p95 at {min(sizes):,} GPUs)",
-                           ratio <= RATIO_TARGET, load_average=r["load"])
+                           ratio <= RATIO_TARGET, load_average=r["load"],
+                           p50_ratio=round(r["p50"] / base[label]["p50"], 2))
                 )  # fmt: skip
     record(figures)
     RESULTS_DIR.mkdir(exist_ok=True)
