@@ -550,11 +550,13 @@ def get_node_group_for_user(user: User, namespace: str, name: str, group: str) -
     return row
 
 
-def free_on_servers(model: GpuModel) -> tuple[int, int]:
-    """(free in all, most free on one server) for a model, from the last snapshot."""
-    row = NodeGpu.objects.filter(
-        gpu_model=model, node__ready=True, node__unschedulable=False
-    ).aggregate(total=Sum("free"), most=Max("free"))
+def free_on_servers(model: GpuModel, cluster_id: int | None = None) -> tuple[int, int]:
+    """(free in all, most free on one server) for a model, from the last snapshot (of one
+    cluster when given)."""
+    rows = NodeGpu.objects.filter(gpu_model=model, node__ready=True, node__unschedulable=False)
+    if cluster_id is not None:
+        rows = rows.filter(node__cluster_id=cluster_id)
+    row = rows.aggregate(total=Sum("free"), most=Max("free"))
     return int(row["total"] or 0), int(row["most"] or 0)
 
 

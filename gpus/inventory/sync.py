@@ -370,7 +370,10 @@ def store_snapshot(
 
     written = Written()
     with transaction.atomic():
-        locked = Cluster.objects.select_for_update().filter(pk=cluster.pk)
+        # FOR NO KEY UPDATE: one sync per cluster at a time, while a submission's foreign-key
+        # check on this row (KEY SHARE, at its commit) does not wait for the sync; a FOR UPDATE
+        # here deadlocked with submissions (issue 20 item 5).
+        locked = Cluster.objects.select_for_update(no_key=True).filter(pk=cluster.pk)
         last = locked.values_list("last_synced_at", flat=True).first()
         if last is not None and last >= now:
             log.warning("Sync of cluster %s finished after a newer one: dropped", cluster.name)

@@ -73,9 +73,12 @@ def apply_manifest(
     manifest: Mapping[str, Any],
     who: Identity = Identity(),
     must_exist: bool = False,
+    create_only: bool = False,
 ) -> Applied:
     """Read, then create or merge-patch. Idempotent: running it twice changes nothing.
 
+    ``create_only``: the object must not exist; if it does (or a create meets one made in
+    between) raise ConflictError ``AlreadyExists`` and change nothing.
     Raises TransientError when the object is being deleted or a create raced a lagging read
     (the caller retries later), KubeError subclasses otherwise.
     """
@@ -90,6 +93,8 @@ def apply_manifest(
             )
         if current is None and must_exist:
             raise NotFoundError(f"{manifest['kind']} {name} no longer exists.", 404, "NotFound")
+        if current is not None and create_only:
+            raise ConflictError(f"{manifest['kind']} {name} already exists.", 409, "AlreadyExists")
         if current is None:
             try:
                 created = gateway.session.call(
@@ -105,7 +110,7 @@ def apply_manifest(
                 )
             except KubeError as exc:
                 err = as_conflict(exc)
-                if isinstance(err, ConflictError):
+                if isinstance(err, ConflictError) and not create_only:
                     continue  # it exists after all (our earlier attempt, or a lagging read)
                 raise err from exc
             return Applied(created, None, True)

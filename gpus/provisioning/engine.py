@@ -17,6 +17,7 @@ from gpus.inventory.clusters import gateway_for
 from gpus.kube import apps as mf
 from gpus.kube.errors import (
     Cause,
+    ConflictError,
     ForbiddenError,
     InvalidError,
     KubeError,
@@ -197,19 +198,82 @@ def _record_baseline(op: Operation, gateway: ClusterGateway) -> None:
     if current is not None:
         # Whether the poller's cluster-wide list by the portal's label will find it.
         op.baseline["labelled"] = has_portal_label(current)
-    if (op.params.get("retry_kind") or op.kind) in (OperationKind.CREATE, OperationKind.RETRY):
-        # What this create is about to make, so that a failure can remove exactly that.
-        absent = []
+    if _is_create(op):
+        # What this create is about to make, so that a failure can remove exactly that; and
+        # what is there already and not made by it (nor by the create it retries): a create
+        # never changes an existing object (issue 20 item 4).
+        ours = _made_by_retried(op)
+        absent, present = [], []
+        adding_group = _adds_group(op)
         for doc in op.manifests:
             name = doc["metadata"]["name"]
             if doc["kind"] == op.app_kind and name == op.name:
+                if adding_group:
+                    continue  # the cluster is there by design; its group is what must not be
                 there = current is not None
             else:
                 there = gateway.get(mf.PLURALS[doc["kind"]], op.namespace, name) is not None
+            item = {"kind": doc["kind"], "name": name}
             if not there:
-                absent.append({"kind": doc["kind"], "name": name})
+                absent.append(item)
+            elif (item["kind"], name) not in ours:
+                present.append(item)
+        if adding_group:
+            item = {"kind": NODE_GROUP, "name": f"{op.name}/{op.node_group}"}
+            if not mf.has_node_group(current, op.node_group):
+                absent.append(item)
+            elif (NODE_GROUP, item["name"]) not in ours:
+                present.append(item)
         op.baseline["absent"] = absent
+        op.baseline["present"] = present
     Operation.objects.filter(pk=op.pk, state=OperationState.APPLYING).update(baseline=op.baseline)
+
+
+NODE_GROUP = "NodeGroup"  # a worker group inside a Kubernetes app, in a baseline's lists
+
+
+def _is_create(op: Operation) -> bool:
+    return (op.params.get("retry_kind") or op.kind) in (OperationKind.CREATE, OperationKind.RETRY)
+
+
+def _adds_group(op: Operation) -> bool:
+    """A group added to an existing tenant cluster (a merge patch of that cluster)."""
+    return bool(op.node_group) and not op.params.get("new_cluster_version")
+
+
+def _made_by_retried(op: Operation) -> set[tuple[str, str]]:
+    """(kind, name) of what the creates this one retries made: the retry may find them."""
+    made: set[tuple[str, str]] = set()
+    retried = op.params.get("retry_of")
+    for _step in range(20):  # a chain of retries, never a loop
+        if not retried:
+            break
+        row = Operation.objects.filter(pk=retried).values_list("baseline", "params").first()
+        if row is None:
+            break
+        made |= {(d["kind"], d["name"]) for d in (row[0] or {}).get("absent") or []}
+        retried = (row[1] or {}).get("retry_of")
+    return made
+
+
+def _refuse_existing(op: Operation, what: list[dict[str, str]], wrote: bool = False) -> None:
+    """Fail a create whose target exists already, having changed nothing there. Its clean-up
+    removes only what it made before it met the object (nothing when it wrote nothing)."""
+    made = [a for a in op.baseline.get("absent") or [] if wrote and a not in what]
+    op.baseline = {**op.baseline, "absent": made}
+    Operation.objects.filter(pk=op.pk).update(baseline=op.baseline)
+    if any(item["kind"] == NODE_GROUP for item in what):
+        message = _(
+            "%(name)s already has a node group named %(group)s. Adding it would overwrite "
+            "that group, so nothing was changed: pick another name, or resize the group from "
+            "its page."
+        ) % {"name": op.name, "group": op.node_group}
+    else:
+        message = _(
+            "%(objects)s already exists in the cluster. A create never changes what is "
+            "there, so nothing was changed: pick another name, or change it from its page."
+        ) % {"objects": ", ".join(f"{item['kind']} {item['name']}" for item in what)}
+    fail(op, "AlreadyExists", message)
 
 
 def apply(op: Operation) -> None:
@@ -229,6 +293,9 @@ def apply(op: Operation) -> None:
                 )
         else:
             _record_baseline(op, gateway)
+            if op.baseline.get("present"):
+                _refuse_existing(op, op.baseline["present"])
+                return
             # Day-2 changes patch an object that must be there; they never re-create it.
             # A retry of one of these is one of these too: it must not re-create what was
             # deleted since (a VM with no disk and no GPU).
@@ -238,8 +305,27 @@ def apply(op: Operation) -> None:
                 OperationKind.RESIZE,
                 OperationKind.RESTART,
             ) or bool(op.node_group and not op.params.get("new_cluster_version"))
+            # A create's first attempt creates only: what appears between the read above and
+            # the write is someone else's. A later attempt may find its own earlier write.
+            # What a retried create made is the retry's to apply again.
+            create_only = _is_create(op) and not _adds_group(op) and op.attempts <= 1
+            absent = op.baseline.get("absent") or []
             for doc in _manifests_to_apply(op):
-                wrote = apply_manifest(gateway, doc, who, must_exist=must_exist).wrote or wrote
+                item = {"kind": doc["kind"], "name": doc["metadata"]["name"]}
+                try:
+                    applied = apply_manifest(
+                        gateway,
+                        doc,
+                        who,
+                        must_exist=must_exist,
+                        create_only=create_only and item in absent,
+                    )
+                except ConflictError as exc:
+                    if not (create_only and exc.already_exists):
+                        raise
+                    _refuse_existing(op, [item], wrote=True)
+                    return
+                wrote = applied.wrote or wrote
         now = timezone.now()
         changes: dict[str, Any] = {
             "state": OperationState.PROVISIONING,

@@ -34,6 +34,32 @@ dns1035_name = RegexValidator(
 )
 
 
+# Every text a form takes is bounded, so a check costs the same whatever is posted (a live check
+# of "1..65535" open ports once froze every web worker), and so is the object sent to the cluster.
+MAX_PORTS = 32
+MAX_PORTS_TEXT = 400  # 32 ports written out, with room for spaces
+MAX_SSH_KEYS = 32
+MAX_SSH_KEYS_TEXT = 32 * 1024  # a 16,384-bit RSA key is about 2,800 characters
+MAX_CLOUD_INIT = 32 * 1024  # several times the driver and agent snippets together
+MAX_CHOICE = 253  # the longest value any choice has (a Kubernetes name)
+# Real cloud-config nests a few levels (write_files > item > content); PyYAML's composer recurses
+# per level, so the depth is checked on the parser's events first (linear, no recursion).
+MAX_CLOUD_INIT_DEPTH = 32
+
+
+class BoundedChoiceField(forms.ChoiceField):
+    """A choice whose posted value is refused by its length first: the "not one of the choices"
+    message repeats the value, and a megabyte of it would be rendered back."""
+
+    def to_python(self, value: Any) -> str:
+        value = super().to_python(value)
+        if len(value) > MAX_CHOICE:
+            raise forms.ValidationError(
+                _("Pick one of the choices offered."), code="invalid_choice"
+            )
+        return value
+
+
 # --- GPU VM ---------------------------------------------------------------------------
 
 SSH_KEY_TYPES = (
@@ -65,6 +91,33 @@ def ssh_key_problem(line: str) -> str | None:
     return None
 
 
+def _check_depth(text: str) -> None:
+    """Refuse YAML nested deeper than MAX_CLOUD_INIT_DEPTH, reading parser events only."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_CLOUD_INIT_DEPTH:
+                raise forms.ValidationError(
+                    _("Cloud-init is nested too deeply (at most %(max)d levels).")
+                    % {"max": MAX_CLOUD_INIT_DEPTH},
+                    code="yaml_depth",
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _is_command_list(value: object) -> bool:
+    """cloud-init's runcmd: a list whose items are a shell string, a list of words, or null."""
+    scalar = (str, int, float, bool)
+    return isinstance(value, list) and all(
+        item is None
+        or isinstance(item, str)
+        or (isinstance(item, list) and all(isinstance(w, scalar) for w in item))
+        for item in value
+    )
+
+
 class GpuVmForm(forms.Form):
     name = forms.CharField(
         label=_("Name"),
@@ -72,31 +125,33 @@ class GpuVmForm(forms.Form):
         validators=[dns1035_name],
         help_text=_("Lowercase letters, digits and “-”, starting with a letter."),
     )
-    gpu_model = forms.ChoiceField(label=_("GPU model"))
+    gpu_model = BoundedChoiceField(label=_("GPU model"))
     gpu_count = forms.IntegerField(label=_("Number of GPUs"), min_value=1, max_value=8, initial=1)
-    instance_type = forms.ChoiceField(
+    instance_type = BoundedChoiceField(
         label=_("Instance type"),
         initial="u1.2xlarge",
         help_text=_("Hikube recommends 8 to 16 vCPU per GPU: u1.2xlarge for one GPU."),
     )
-    instance_profile = forms.ChoiceField(label=_("Operating system profile"), initial="ubuntu")
-    image = forms.ChoiceField(label=_("System disk image"))
+    instance_profile = BoundedChoiceField(label=_("Operating system profile"), initial="ubuntu")
+    image = BoundedChoiceField(label=_("System disk image"))
     disk_size_gi = forms.IntegerField(
         label=_("System disk size (GiB)"), min_value=10, max_value=4096, initial=50
     )
-    storage_class = forms.ChoiceField(label=_("Storage class"), initial="replicated")
+    storage_class = BoundedChoiceField(label=_("Storage class"), initial="replicated")
     ssh_keys = forms.CharField(
         label=_("SSH public keys"),
         required=False,
+        max_length=MAX_SSH_KEYS_TEXT,
         widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
         help_text=_("One per line."),
     )
-    external = forms.ChoiceField(
+    external = BoundedChoiceField(
         label=_("External access"), choices=ExternalAccess.choices, initial=ExternalAccess.PORTS
     )
     external_ports = forms.CharField(
         label=_("Open ports"),
         required=False,
+        max_length=MAX_PORTS_TEXT,
         initial="22",
         help_text=_("Comma-separated, e.g. 22, 8888. Used with “Some ports”."),
     )
@@ -108,10 +163,11 @@ class GpuVmForm(forms.Form):
     cloud_init = forms.CharField(
         label=_("Cloud-init (optional)"),
         required=False,
+        max_length=MAX_CLOUD_INIT,
         widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
         help_text=_("A #cloud-config document. Leave empty to use only the driver snippet."),
     )
-    run_strategy = forms.ChoiceField(
+    run_strategy = BoundedChoiceField(
         label=_("Run strategy"), choices=RunStrategy.choices, initial=RunStrategy.ALWAYS
     )
     queue_until_capacity = forms.BooleanField(
@@ -167,19 +223,26 @@ class GpuVmForm(forms.Form):
                     _("Line %(n)d: %(problem)s.") % {"n": number, "problem": problem}, code="ssh"
                 )
             keys.append(line)
+            if len(keys) > MAX_SSH_KEYS:
+                raise forms.ValidationError(
+                    _("At most %(max)d keys.") % {"max": MAX_SSH_KEYS}, code="ssh_count"
+                )
         return keys
 
     def clean_external_ports(self) -> list[int]:
         text = self.cleaned_data["external_ports"].strip()
-        ports = []
+        ports: dict[int, None] = {}  # in the order given, each once (a dict: linear)
         for part in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
-            if not part.isdigit() or not 0 < int(part) < 65536:
+            if not part.isascii() or not part.isdigit() or not 0 < int(part) < 65536:
                 raise forms.ValidationError(
                     _("“%(port)s” is not a port (1 to 65535).") % {"port": part[:20]}, code="port"
                 )
-            if int(part) not in ports:
-                ports.append(int(part))
-        return ports
+            ports[int(part)] = None
+            if len(ports) > MAX_PORTS:
+                raise forms.ValidationError(
+                    _("At most %(max)d ports.") % {"max": MAX_PORTS}, code="port_count"
+                )
+        return list(ports)
 
     def clean_cloud_init(self) -> str:
         text = self.cleaned_data["cloud_init"].replace("\r\n", "\n").strip()
@@ -190,6 +253,7 @@ class GpuVmForm(forms.Form):
                 _("Start with the line “#cloud-config”."), code="cloud_config"
             )
         try:
+            _check_depth(text)
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
@@ -197,13 +261,30 @@ class GpuVmForm(forms.Form):
             raise forms.ValidationError(
                 _("This is not valid YAML%(where)s.") % {"where": where}, code="yaml"
             ) from None
+        except ValueError:  # a tagged or date-like value that does not convert (!!int abc)
+            raise forms.ValidationError(
+                _("This is not valid YAML: a value does not match its type."), code="yaml"
+            ) from None
         if data is not None and not isinstance(data, dict):
             raise forms.ValidationError(_("Cloud-init must be a YAML mapping."), code="yaml")
+        runcmd = (data or {}).get("runcmd")
+        if runcmd is not None and not _is_command_list(runcmd):
+            raise forms.ValidationError(
+                _(
+                    "“runcmd” must be a list of commands, each a string or a list of words, "
+                    "e.g. “runcmd: [nvidia-smi]”."
+                ),
+                code="runcmd",
+            )
         return text + "\n"
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if data.get("external") == ExternalAccess.PORTS and not data.get("external_ports"):
+        if (
+            data.get("external") == ExternalAccess.PORTS
+            and not data.get("external_ports")
+            and "external_ports" not in self.errors
+        ):
             self.add_error("external_ports", _("List at least one port, or pick another access."))
         itype = INSTANCE_TYPES.get(data.get("instance_type", ""))
         count = data.get("gpu_count") or 0
@@ -260,7 +341,7 @@ KUBERNETES_VERSIONS = ["v1.35", "v1.34", "v1.33", "v1.32", "v1.31", "v1.30"]
 
 
 class NodeGroupForm(forms.Form):
-    cluster_name = forms.ChoiceField(label=_("Kubernetes cluster"), required=False)
+    cluster_name = BoundedChoiceField(label=_("Kubernetes cluster"), required=False)
     new_cluster = forms.CharField(
         label=_("…or a new cluster named"),
         required=False,
@@ -268,7 +349,7 @@ class NodeGroupForm(forms.Form):
         validators=[dns1035_name],
         help_text=_("Created with this group and the GPU operator addon on."),
     )
-    version = forms.ChoiceField(
+    version = BoundedChoiceField(
         label=_("Kubernetes version (new cluster)"),
         choices=[(v, v) for v in KUBERNETES_VERSIONS],
         initial="v1.33",
@@ -282,11 +363,11 @@ class NodeGroupForm(forms.Form):
     )
     min_replicas = forms.IntegerField(label=_("Minimum workers"), min_value=0, max_value=100)
     max_replicas = forms.IntegerField(label=_("Maximum workers"), min_value=1, max_value=100)
-    instance_type = forms.ChoiceField(label=_("Instance type"), initial="u1.2xlarge")
+    instance_type = BoundedChoiceField(label=_("Instance type"), initial="u1.2xlarge")
     disk_size_gi = forms.IntegerField(
         label=_("Worker disk size (GiB)"), min_value=10, max_value=4096, initial=100
     )
-    gpu_model = forms.ChoiceField(label=_("GPU model"))
+    gpu_model = BoundedChoiceField(label=_("GPU model"))
     gpus_per_node = forms.IntegerField(
         label=_("GPUs per worker"), min_value=1, max_value=8, initial=1
     )
@@ -309,7 +390,8 @@ class NodeGroupForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if not data.get("cluster_name") and not data.get("new_cluster"):
+        named = data.get("cluster_name") or data.get("new_cluster")
+        if not named and not {"cluster_name", "new_cluster"} & set(self.errors):
             self.add_error("cluster_name", _("Pick a cluster, or name a new one."))
         if data.get("new_cluster") and data.get("new_cluster") in dict(
             self.fields["cluster_name"].choices

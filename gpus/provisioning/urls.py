@@ -17,9 +17,19 @@ urlpatterns = [
         name="node_group_new",
     ),
     path(
+        "tenants/<slug:namespace>/kubernetes/nodegroups/new/check/",
+        views.node_group_check,
+        name="node_group_new_check",
+    ),
+    path(
         "tenants/<slug:namespace>/kubernetes/<slug:name>/nodegroups/<slug:group>/",
         views.node_group_edit,
         name="node_group_edit",
+    ),
+    path(
+        "tenants/<slug:namespace>/kubernetes/<slug:name>/nodegroups/<slug:group>/check/",
+        views.node_group_check,
+        name="node_group_edit_check",
     ),
     path("tenants/<slug:namespace>/operations/", views.operation_list, name="operations"),
     path("audit/", views.audit_log, name="audit"),

@@ -34,12 +34,14 @@ from gpus.provisioning.capacity import (
     explain_workloads,
     fit_for,
     gpu_model_choices,
+    group_fit_for,
     quota_left,
     quota_message,
 )
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.filters import AuditFilter
 from gpus.provisioning.forms import GpuVmForm, NodeGroupForm
+from gpus.provisioning.models import Operation
 from gpus.provisioning.presenters import describe
 from gpus.provisioning.selectors import (
     audit_events,
@@ -49,6 +51,7 @@ from gpus.provisioning.selectors import (
 )
 from gpus.provisioning.services import (
     OperationRefused,
+    queue_down_message,
     retry,
     submit_node_group,
     submit_vm,
@@ -59,6 +62,18 @@ from gpus.tenancy.selectors import get_tenant_for_user
 from gpus.web.access import may_operate, require_may_operate
 from gpus.web.htmx import _query_without, render_page_or_fragment
 from gpus.web.paging import PageRequest
+
+
+def _refused(form: GpuVmForm | NodeGroupForm, exc: OperationRefused) -> None:
+    """The refusal next to its field, or above the form when the form has no such field."""
+    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+
+
+def _recorded(request: HttpRequest, op: Operation) -> HttpResponse:
+    """To the new operation's page, saying so when its task could not be queued yet."""
+    if op.queued is False:
+        messages.warning(request, queue_down_message())
+    return redirect("gpus:operation", op.namespace, op.pk)
 
 
 def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
@@ -120,7 +135,7 @@ def _vm_checks(form: GpuVmForm, tenant: Tenant, cluster: Cluster | None) -> dict
     data = getattr(form, "cleaned_data", {}) or {}
     model = GpuModel.objects.filter(resource_name=data.get("gpu_model", "")).first()
     if model and data.get("gpu_count"):
-        fit = fit_for(model, data["gpu_count"])
+        fit = fit_for(model, data["gpu_count"], cluster.pk if cluster else None)
         checks["fit"] = fit
         left = quota_left(tenant, model)
         if left is not None:
@@ -152,9 +167,9 @@ def vm_new(request: HttpRequest, namespace: str) -> HttpResponse:
                 try:
                     op = submit_vm(request.user, tenant, cluster, _vm_request(form))
                 except OperationRefused as exc:
-                    form.add_error(exc.field, exc.message)
+                    _refused(form, exc)
                 else:
-                    return redirect("gpus:operation", namespace, op.pk)
+                    return _recorded(request, op)
     else:
         form, cluster = _vm_form(request)
     context = {
@@ -240,7 +255,7 @@ def operation_retry(request: HttpRequest, namespace: str, pk: int) -> HttpRespon
     except OperationRefused as exc:
         messages.error(request, exc.message)
         return redirect("gpus:operation", namespace, op.pk)
-    return redirect("gpus:operation", namespace, new.pk)
+    return _recorded(request, new)
 
 
 ACTIONS = {
@@ -265,7 +280,7 @@ def vm_action(request: HttpRequest, namespace: str, name: str, action: str) -> H
         except OperationRefused as exc:
             error = exc.message
         else:
-            return redirect("gpus:operation", namespace, op.pk)
+            return _recorded(request, op)
     return render(
         request,
         "provisioning/vm_action.html",
@@ -280,10 +295,10 @@ def _node_group_form(
     return NodeGroupForm(data, initial=initial, clusters=clusters, gpu_choices=gpu_model_choices())
 
 
-def node_group_edit(
-    request: HttpRequest, namespace: str, name: str | None = None, group: str | None = None
-) -> HttpResponse:
-    """Add a GPU node group to a tenant cluster, or resize one (prefilled from the snapshot)."""
+def _node_group_setup(
+    request: HttpRequest, namespace: str, name: str | None, group: str | None
+) -> tuple[Tenant, Any, NodeGroupForm]:
+    """The tenant, the group being resized (None for a new one) and the bound form."""
     tenant = get_tenant_for_user(request.user, namespace)
     require_may_operate(request.user, tenant)
     existing = get_node_group_for_user(request.user, namespace, name, group) if group else None
@@ -302,6 +317,35 @@ def node_group_edit(
         # A resize changes this group only: its cluster and name are not up for editing.
         form.fields["cluster_name"].disabled = True
         form.fields["group"].disabled = True
+    return tenant, existing, form
+
+
+def _node_group_checks(
+    form: NodeGroupForm, tenant: Tenant, cluster: Cluster | None
+) -> dict[str, Any]:
+    """The VM form's checks for a group, from the database only: will its workers fit (per
+    worker on one server, all of them among the free GPUs), and the quota at its maximum."""
+    checks: dict[str, Any] = {"warnings": list(form.warnings)}
+    data = getattr(form, "cleaned_data", {}) or {}
+    model = GpuModel.objects.filter(resource_name=data.get("gpu_model", "")).first()
+    per, low, high = data.get("gpus_per_node"), data.get("min_replicas"), data.get("max_replicas")
+    name = data.get("new_cluster") or data.get("cluster_name") or ""
+    if model is None or not per or low is None or cluster is None:
+        return checks
+    fit = group_fit_for(model, cluster.pk, tenant, name, data.get("group", ""), low, per)
+    checks["group_fit"] = fit
+    left = quota_left(tenant, model, (cluster.pk, name, data.get("group", "")))
+    if left is not None and high:
+        checks["quota"] = quota_message(model, left)
+        checks["quota_ok"] = per * max(high, fit.workers) <= left
+    return checks
+
+
+def node_group_edit(
+    request: HttpRequest, namespace: str, name: str | None = None, group: str | None = None
+) -> HttpResponse:
+    """Add a GPU node group to a tenant cluster, or resize one (prefilled from the snapshot)."""
+    tenant, existing, form = _node_group_setup(request, namespace, name, group)
     cluster = default_cluster()
     preview = ""
     if form.is_bound and form.is_valid() and cluster is not None:
@@ -312,9 +356,9 @@ def node_group_edit(
                     request.user, tenant, cluster, ng, resize=existing is not None
                 )
             except OperationRefused as exc:
-                form.add_error(exc.field, exc.message)
+                _refused(form, exc)
             else:
-                return redirect("gpus:operation", namespace, op.pk)
+                return _recorded(request, op)
         preview = yaml.safe_dump_all(
             node_group_manifests(ng, namespace, cluster.node_group_disk_field),
             sort_keys=False,
@@ -322,7 +366,36 @@ def node_group_edit(
     return render(
         request,
         "provisioning/node_group.html",
-        {"tenant": tenant, "form": form, "existing": existing, "preview": preview},
+        {
+            "tenant": tenant,
+            "form": form,
+            "existing": existing,
+            "preview": preview,
+            "checks": _node_group_checks(form, tenant, cluster) if form.is_bound else {},
+        },
+    )
+
+
+@require_POST
+def node_group_check(
+    request: HttpRequest, namespace: str, name: str | None = None, group: str | None = None
+) -> HttpResponse:
+    """htmx, as the user types: field errors next to each field, fit and quota. Nothing is
+    recorded or sent."""
+    tenant, _existing, form = _node_group_setup(request, namespace, name, group)
+    form.is_valid()
+    errors = {
+        field: [e for e in form.errors.get(field, []) if request.POST.get(field)]
+        for field in form.fields
+    }
+    return render(
+        request,
+        "provisioning/_node_group_checks.html",
+        {
+            "form": form,
+            "field_errors": errors,
+            "checks": _node_group_checks(form, tenant, default_cluster()),
+        },
     )
 
 
