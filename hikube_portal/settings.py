@@ -398,6 +398,9 @@ else:
             "LOCATION": str(VAR_DIR / "cache"),
         }
     }
+# The client-side rate limit of each cluster (CLUSTER_QPS, CLUSTER_BURST), shared by every worker
+# process through this Redis; empty (embedded mode, no Redis): each process keeps its own.
+CLUSTER_RATE_LIMIT_URL = env_str("CLUSTER_RATE_LIMIT_URL", "") or CACHE_URL
 CELERY_BEAT_SCHEDULE |= {
     "collect-metrics": {
         "task": "utilization.collect_all_metrics",

@@ -68,6 +68,28 @@ class Event:
 
 # --- helpers ---------------------------------------------------------------------
 
+
+def event_from_json(e: Mapping[str, Any], namespace: str = "") -> Event:
+    involved = e.get("involvedObject") or {}
+    return Event(
+        namespace=str((e.get("metadata") or {}).get("namespace") or namespace),
+        type=str(e.get("type", "")),
+        reason=str(e.get("reason", "")),
+        message=str(e.get("message", "")),
+        object_kind=str(involved.get("kind", "")),
+        object_name=str(involved.get("name", "")),
+        # events.k8s.io writers (kube-scheduler) use series + eventTime, with count and
+        # lastTimestamp empty.
+        count=_opt_int((e.get("series") or {}).get("count")) or _opt_int(e.get("count")) or 1,
+        last_timestamp=str(
+            e.get("lastTimestamp")
+            or (e.get("series") or {}).get("lastObservedTime")
+            or e.get("eventTime")
+            or ""
+        ),
+    )
+
+
 SUMMARY_CONDITIONS = ("Ready", "Released", "WorkloadsReady")
 
 
@@ -427,32 +449,19 @@ class ClusterGateway:
             )
             or {}
         )
-        out = []
-        for e in page.get("items") or []:
-            involved = e.get("involvedObject") or {}
-            out.append(
-                Event(
-                    namespace=(e.get("metadata") or {}).get("namespace", namespace),
-                    type=str(e.get("type", "")),
-                    reason=str(e.get("reason", "")),
-                    message=str(e.get("message", "")),
-                    object_kind=str(involved.get("kind", "")),
-                    object_name=str(involved.get("name", "")),
-                    # events.k8s.io writers (kube-scheduler) use series + eventTime, with
-                    # count and lastTimestamp empty.
-                    count=_opt_int((e.get("series") or {}).get("count"))
-                    or _opt_int(e.get("count"))
-                    or 1,
-                    last_timestamp=str(
-                        e.get("lastTimestamp")
-                        or (e.get("series") or {}).get("lastObservedTime")
-                        or e.get("eventTime")
-                        or ""
-                    ),
-                )
-            )
+        out = [event_from_json(e, namespace) for e in page.get("items") or []]
         out.sort(key=lambda ev: ev.last_timestamp)
         return out
+
+    def iter_events(
+        self, field_selector: str | None = None, page_size: int = 500
+    ) -> Iterator[Event]:
+        """Events in every namespace (admin), paged, in the server's order."""
+        core = self.session.core()
+        for item in self._paged(
+            core.list_event_for_all_namespaces, page_size, field_selector=field_selector
+        ):
+            yield event_from_json(item)
 
     # -- writes (optionally impersonating the tenant) --
 

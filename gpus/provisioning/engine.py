@@ -4,7 +4,6 @@ until done or failed, and re-send what was lost (DESIGN rules 2 and 9)."""
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
@@ -29,8 +28,10 @@ from gpus.kube.gateway import ClusterGateway
 from gpus.kube.operations import (
     Identity,
     NamespaceView,
+    Target,
     apply_manifest,
     delete_target,
+    has_portal_label,
     node_group_progress,
     observe,
     released_marker,
@@ -49,6 +50,9 @@ from gpus.provisioning.signals import operation_ended
 from gpus.web import queue
 
 log = logging.getLogger(__name__)
+
+# Operations a poll advances per transaction.
+ADVANCE_BATCH = 200
 
 
 # --- applying (the task's side) --------------------------------------------------------
@@ -199,6 +203,9 @@ def _record_baseline(op: Operation, gateway: ClusterGateway) -> None:
         return
     current = gateway.get(mf.PLURALS[op.app_kind], op.namespace, op.name)
     op.baseline = {"before": released_marker(current) if current else {}}
+    if current is not None:
+        # Whether the poller's cluster-wide list by the portal's label will find it.
+        op.baseline["labelled"] = has_portal_label(current)
     if _is_create(op):
         # What this create is about to make, so that a failure can remove exactly that; and
         # what is there already and not made by it (nor by the create it retries): a create
@@ -343,7 +350,8 @@ def apply(op: Operation) -> None:
         if _transition(op, {OperationState.APPLYING}, **changes):
             audit(op, op.tenant, "portal", "operation.applied", {"attempt": op.attempts})
             if unchanged:
-                view = observe(gateway, {op.namespace: {mf.PLURALS[op.app_kind]}})
+                target = Target(op.namespace, op.app_kind, op.name, labelled=False)
+                view = observe(gateway, [target])
                 advance(op, view.get(op.namespace, NamespaceView()), now)
     except TransientError:
         raise
@@ -525,8 +533,26 @@ def _check_ceiling(op: Operation, now: Any) -> None:
         )
 
 
+def targets(op: Operation) -> list[Target]:
+    """What the poller must see for ``op``: its app and the other apps it applies (a disk)."""
+    labelled = op.baseline.get("labelled")
+    out = []
+    for doc in op.manifests:
+        if doc["kind"] not in mf.PLURALS:
+            continue
+        name = doc["metadata"]["name"]
+        own = has_portal_label(doc) or bool(op.params.get("portal_made"))
+        if doc["kind"] == op.app_kind and name == op.name and labelled is not None:
+            own = bool(labelled)  # what the cluster showed before the first write
+        out.append(Target(op.namespace, doc["kind"], name, labelled=own))
+    if not any(t.kind == op.app_kind and t.name == op.name for t in out):
+        out.append(Target(op.namespace, op.app_kind, op.name, labelled=bool(labelled)))
+    return out
+
+
 def poll_cluster(cluster_id: int) -> int:
-    """One batched observation of every applied operation of a cluster. Returns how many."""
+    """One batched observation of every applied operation of a cluster. Returns how many.
+    Its requests grow with the operations in flight, not with the tenants (``observe``)."""
     ops = list(
         Operation.objects.filter(
             cluster_id=cluster_id, state__in=POLLED_OPERATION_STATES
@@ -534,23 +560,24 @@ def poll_cluster(cluster_id: int) -> int:
     )
     if not ops:
         return 0
-    wanted: dict[str, set[str]] = defaultdict(set)
-    events_for = set()
-    for op in ops:
-        wanted[op.namespace].add(mf.PLURALS.get(op.app_kind, ""))
-        wanted[op.namespace].update(
-            mf.PLURALS[d["kind"]] for d in op.manifests if d["kind"] in mf.PLURALS
-        )
-        if op.unschedulable_since or op.observed.get("printableStatus") == "ErrorUnschedulable":
-            events_for.add(op.namespace)
+    wanted = [target for op in ops for target in targets(op)]
+    events_for = {
+        op.namespace
+        for op in ops
+        if op.unschedulable_since or op.observed.get("printableStatus") == "ErrorUnschedulable"
+    }
     gateway = gateway_for(ops[0].cluster)
     try:
         views = observe(gateway, wanted, events_for)
     finally:
         gateway.close()
     now = timezone.now()
-    for op in ops:
-        advance(op, views.get(op.namespace, NamespaceView()), now)
+    # One commit per batch, not one per changed operation: a sweep of 1,000 operations would
+    # otherwise wait for 1,000 WAL flushes.
+    for start in range(0, len(ops), ADVANCE_BATCH):
+        with transaction.atomic():
+            for op in ops[start : start + ADVANCE_BATCH]:
+                advance(op, views.get(op.namespace, NamespaceView()), now)
     return len(ops)
 
 

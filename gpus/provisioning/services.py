@@ -402,6 +402,7 @@ def submit_vm_action(user: Any, workload: GpuWorkload, kind: str) -> Operation:
         "metadata": {"name": name, "namespace": tenant.namespace},
     }
     docs: list[dict[str, Any]]
+    created = None
     if kind == OperationKind.DELETE:
         # The system disk goes too when the portal made it (an outside VM's disks are left alone).
         created = (
@@ -443,7 +444,13 @@ def submit_vm_action(user: Any, workload: GpuWorkload, kind: str) -> Operation:
         # A start waits for capacity rather than failing: the user asked for this VM to run.
         queue_until_capacity=starting,
         check_capacity=False,
-        params={"action": kind, **({"phase": "stop"} if kind == OperationKind.RESTART else {})},
+        params={
+            "action": kind,
+            **({"phase": "stop"} if kind == OperationKind.RESTART else {}),
+            # The portal made it: it carries the portal's label, so the poller's cluster-wide
+            # list by that label sees it go.
+            **({"portal_made": True} if kind == OperationKind.DELETE and created else {}),
+        },
     )
 
 
