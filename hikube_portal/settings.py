@@ -52,12 +52,15 @@ INSTALLED_APPS = [
     "gpus.inventory",
     "gpus.provisioning",
     "gpus.utilization",
+    "gpus.capacity",
 ]
 
 MIDDLEWARE = [
     # First: request ids and timing; answers /livez, /readyz and /metrics itself (gpus/ops).
     "gpus.ops.middleware.ObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy and Permissions-Policy (settings below), DEBUG off.
+    "gpus.web.headers.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -227,6 +230,28 @@ CSRF_COOKIE_HTTPONLY = False  # htmx reads no cookie: the token travels in hx-he
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Content-Security-Policy: scripts only from the portal's own files, nothing evaluated, no
+# plugin, no framing; styles may be inline (Plotly and htmx insert <style>; see gpus.web.headers).
+# Sign-in and sign-out forms may go on to the identity provider (Chrome applies form-action to
+# the redirects that follow a form).
+_FORM_ACTION = " ".join(
+    ["'self'", *(["/".join(OIDC_ISSUER.split("/")[:3])] if OIDC_ISSUER else [])]
+)
+CONTENT_SECURITY_POLICY = env_str(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; object-src 'none'; "
+    f"base-uri 'self'; form-action {_FORM_ACTION}; frame-ancestors 'none'",
+)
+# Powerful browser features the portal never uses are off for it and anything it embeds.
+PERMISSIONS_POLICY = env_str(
+    "PERMISSIONS_POLICY",
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), "
+    "payment=(), usb=(), clipboard-write=(self)",
+)
+# A request body past this is refused (400) before a form reads it: every form field is bounded
+# far below (provisioning.forms), the guest agent's posts by METRICS_AGENT_MAX_BYTES.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_BYTES", 512 * 1024)
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SESSION_COOKIE_SECURE = True
@@ -293,6 +318,10 @@ OPERATION_UNSCHEDULABLE_GRACE_SECONDS = env_float("OPERATION_UNSCHEDULABLE_GRACE
 OPERATION_HELM_RETRY_GRACE_SECONDS = env_float("OPERATION_HELM_RETRY_GRACE_SECONDS", 600.0)
 # How often an operation page asks the portal for its status while it is in flight.
 OPERATION_PAGE_POLL_SECONDS = env_float("OPERATION_PAGE_POLL_SECONDS", 2.0)
+# Per tenant: operations submitted per minute, and operations waiting for a worker (pending or
+# applying) at once, so one tenant's flood neither fills the queue nor starves the others.
+OPERATION_RATE_PER_MINUTE = env_int("OPERATION_RATE_PER_MINUTE", 30)
+OPERATION_TENANT_MAX_WAITING = env_int("OPERATION_TENANT_MAX_WAITING", 50)
 CELERY_BEAT_SCHEDULE = {
     "sync-inventory": {
         "task": "inventory.sync_all_inventories",
@@ -358,7 +387,8 @@ CACHE_URL = env_str("CACHE_URL", "") or env_str("REDIS_URL", "")
 if CACHE_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Redis' RedisCache, with an outage read as a miss (hikube_portal/cache.py).
+            "BACKEND": "hikube_portal.cache.TolerantRedisCache",
             "LOCATION": CACHE_URL,
             "KEY_PREFIX": "hk-cache",
             "OPTIONS": {"socket_timeout": 5, "socket_connect_timeout": 5},
@@ -371,6 +401,9 @@ else:
             "LOCATION": str(VAR_DIR / "cache"),
         }
     }
+# The client-side rate limit of each cluster (CLUSTER_QPS, CLUSTER_BURST), shared by every worker
+# process through this Redis; empty (embedded mode, no Redis): each process keeps its own.
+CLUSTER_RATE_LIMIT_URL = env_str("CLUSTER_RATE_LIMIT_URL", "") or CACHE_URL
 CELERY_BEAT_SCHEDULE |= {
     "collect-metrics": {
         "task": "utilization.collect_all_metrics",
@@ -383,6 +416,34 @@ CELERY_BEAT_SCHEDULE |= {
         "options": {"expires": METRICS_ROLLUP_SECONDS},
     },
 }
+
+# Capacity history (gpus/capacity): samples at each sync, rolled up hourly and daily.
+CAPACITY_ROLLUP_SECONDS = env_float("CAPACITY_ROLLUP_SECONDS", 300.0)
+CAPACITY_RAW_RETENTION_DAYS = env_int("CAPACITY_RAW_RETENTION_DAYS", 14)
+CAPACITY_HOURLY_RETENTION_DAYS = env_int("CAPACITY_HOURLY_RETENTION_DAYS", 90)
+CAPACITY_DAILY_RETENTION_DAYS = env_int("CAPACITY_DAILY_RETENTION_DAYS", 1830)
+# GPU-hours between two syncs are credited for at most this long (a cluster that was unreachable
+# for a day is not billed a day of what it held before).
+CAPACITY_USAGE_GAP_SECONDS = env_float("CAPACITY_USAGE_GAP_SECONDS", 900.0)
+CELERY_BEAT_SCHEDULE |= {
+    "rollup-capacity": {
+        "task": "capacity.rollup_history",
+        "schedule": CAPACITY_ROLLUP_SECONDS,
+        "options": {"expires": CAPACITY_ROLLUP_SECONDS},
+    },
+}
+# Notifications by email: Django's email backend (the console's in debug, none otherwise unless
+# EMAIL_BACKEND is set), and the portal's address for the links in them.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.dummy.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "hikube-portal@localhost")
+PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000")
 
 # The portal's own health and metrics (gpus/ops): /readyz waits this long for the database and
 # the broker; /metrics answers only with this bearer token (404 while it is unset).

@@ -598,7 +598,10 @@ def test_v11_app_lists_ignore_limit_and_watch_resends_as_added(
         "?watch=1&resourceVersion=1&allowWatchBookmarks=true&timeoutSeconds=1",
     )
     events = [json.loads(line) for line in raw.splitlines() if line.strip()]
-    assert events and {e["type"] for e in events} == {"ADDED"}  # no 410, no BOOKMARK
+    # The list is resent as ADDED, with no 410 and no BOOKMARK; a change that lands within the
+    # watch's second (another test's delete finishing under load) may follow the resend.
+    assert events and events[0]["type"] == "ADDED"
+    assert not {"ERROR", "BOOKMARK"} & {e["type"] for e in events}
     assert int(rv) >= 1
 
 

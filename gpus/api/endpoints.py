@@ -17,6 +17,8 @@ from ninja.responses import Status
 from gpus.api.auth import BearerToken
 from gpus.api.schemas import (
     ActionIn,
+    CapacityHistoryOut,
+    GpuHoursOut,
     GpuModelOut,
     NodeGroupIn,
     OperationOut,
@@ -26,6 +28,8 @@ from gpus.api.schemas import (
     VmIn,
     WorkloadOut,
 )
+from gpus.capacity import exports
+from gpus.capacity.forms import ExportForm
 from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.selectors import (
     default_cluster,
@@ -43,6 +47,7 @@ from gpus.provisioning.presenters import plain_reason
 from gpus.provisioning.selectors import get_operation_for_user
 from gpus.provisioning.services import (
     OperationRefused,
+    queue_down_message,
     submit_node_group,
     submit_vm,
     submit_vm_action,
@@ -51,7 +56,7 @@ from gpus.tenancy.models import Tenant
 from gpus.tenancy.selectors import get_tenant_for_user, tenants_for_user
 from gpus.utilization.models import GpuRollup, GpuSample
 from gpus.utilization.selectors import devices_for, parse_range
-from gpus.web.access import may_operate, require_may_operate
+from gpus.web.access import may_operate, require_may_operate, require_platform_admin
 
 api = NinjaAPI(
     title="Hikube Portal API",
@@ -68,16 +73,26 @@ api = NinjaAPI(
 
 
 class Refused(HttpError):
-    def __init__(self, status: int, detail: str, errors: dict[str, list[str]] | None = None):
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: dict[str, list[str]] | None = None,
+        retry_after: int | None = None,
+    ):
         super().__init__(status, detail)
         self.errors = errors or {}
+        self.retry_after = retry_after
 
 
 @api.exception_handler(Refused)
 def _refused(request: HttpRequest, exc: Refused) -> Any:
-    return api.create_response(
+    response = api.create_response(
         request, {"detail": str(exc), "errors": exc.errors}, status=exc.status_code
     )
+    if exc.retry_after:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def _form_errors(form: Any) -> Refused:
@@ -86,7 +101,9 @@ def _form_errors(form: Any) -> Refused:
 
 
 def _refusal(exc: OperationRefused) -> Refused:
-    return Refused(422, exc.message, {exc.field or "__all__": [exc.message]})
+    # Too many requests: 429 with Retry-After, what a script's HTTP client knows to wait on.
+    status = 429 if exc.retry_after else 422
+    return Refused(status, exc.message, {exc.field or "__all__": [exc.message]}, exc.retry_after)
 
 
 def _operation(op: Operation) -> dict[str, Any]:
@@ -103,7 +120,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         "requested_by": op.actor_name,
         "reason": op.reason,
         "explanation": plain_reason(op.reason, op.message, op.gpu_count) if op.reason else "",
-        "message": op.message,
+        # Just recorded while the broker is down: say it runs once the queue is back.
+        "message": op.message or (queue_down_message() if op.queued is False else ""),
         "created_at": op.created_at,
         "finished_at": op.finished_at,
     }
@@ -372,3 +390,38 @@ def urls() -> tuple[list[Any], str, str]:
     for pattern in patterns:
         login_not_required(pattern.callback)
     return patterns, app_name, namespace
+
+
+def _export_period(request: HttpRequest, **params: str) -> tuple[Any, Any, str]:
+    """Platform admins only (404 for anyone else); the same parsing as the CSV exports."""
+    require_platform_admin(request.user)
+    form = ExportForm({k: v for k, v in params.items() if v})
+    if not form.is_valid():
+        raise _form_errors(form)
+    start, end = form.period()
+    return start, end, form.cleaned_data["bucket"]
+
+
+@api.get(
+    "/capacity/history",
+    response={200: list[CapacityHistoryOut], 404: Problem, 422: Problem},
+    tags=["capacity"],
+)
+def capacity_history(
+    request: HttpRequest, start: str = "", end: str = "", bucket: str = "1d"
+) -> list[dict[str, Any]]:
+    """The capacity history per cluster and GPU model, hourly (`1h`) or daily (`1d`), over
+    [start, end) (dates; by default the last 30 days): the rows of the CSV export."""
+    first, last, step = _export_period(request, start=start, end=end, bucket=bucket)
+    return list(exports.history_dicts(first, last, step))
+
+
+@api.get(
+    "/capacity/gpu-hours",
+    response={200: list[GpuHoursOut], 404: Problem, 422: Problem},
+    tags=["capacity"],
+)
+def capacity_gpu_hours(request: HttpRequest, start: str = "", end: str = "") -> list[dict]:
+    """GPU-hours per tenant, cluster and GPU model over [start, end) (for billing)."""
+    first, last, _step = _export_period(request, start=start, end=end)
+    return list(exports.usage_dicts(first, last))

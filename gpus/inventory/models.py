@@ -246,6 +246,9 @@ class GpuWorkload(models.Model):
     # What it may grow to: a node group's maxReplicas (the autoscaler adds workers up to it
     # without asking the portal); 1 for a VM. Quotas count this, not what runs now.
     max_instances = models.PositiveIntegerField(_("at most instances"), default=1)
+    # A node group's settings as the spec has them (min_replicas, instance_type, disk, roles):
+    # what a resize form starts from, so it never changes what the person did not touch.
+    group_spec = models.JSONField(_("node group settings"), default=dict, blank=True)
     gpus_held = models.PositiveIntegerField(_("GPUs held"), default=0)
     state = models.CharField(
         _("state"), max_length=16, choices=ResourceState.choices, default=ResourceState.UNKNOWN

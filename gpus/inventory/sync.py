@@ -32,6 +32,7 @@ from gpus.inventory.models import (
     SyncIssue,
     TenantAllocation,
 )
+from gpus.inventory.signals import snapshot_stored
 from gpus.kube.apps import KUBERNETES, release_name
 from gpus.kube.budget import RetryBudget, RetryBudgetSpent
 from gpus.kube.errors import KubeError, TransientError, failure_kind
@@ -375,7 +376,10 @@ def store_snapshot(
 
     written = Written()
     with transaction.atomic():
-        locked = Cluster.objects.select_for_update().filter(pk=cluster.pk)
+        # FOR NO KEY UPDATE: one sync per cluster at a time, while a submission's foreign-key
+        # check on this row (KEY SHARE, at its commit) does not wait for the sync; a FOR UPDATE
+        # here deadlocked with submissions (issue 20 item 5).
+        locked = Cluster.objects.select_for_update(no_key=True).filter(pk=cluster.pk)
         last = locked.values_list("last_synced_at", flat=True).first()
         if last is not None and last >= now:
             log.warning("Sync of cluster %s finished after a newer one: dropped", cluster.name)
@@ -406,7 +410,22 @@ def store_snapshot(
     remove_unused_unknown_models()
     # People whose groups name a tenant seen for the first time get it now, not at next sign-in.
     refresh_new_tenants(new_tenants)
+    _announce(cluster, now)
     return written
+
+
+def _announce(cluster: Cluster, now: datetime) -> None:
+    """Tell the apps above (capacity history, waitlist) that a snapshot is stored, once the
+    transaction it may run in commits; their failures are logged, never the sync's."""
+
+    def send() -> None:
+        for receiver, result in snapshot_stored.send_robust(Cluster, cluster_id=cluster.pk, at=now):
+            if isinstance(result, Exception):
+                log.error(
+                    "After the sync of cluster %s, %s failed: %r", cluster.name, receiver, result
+                )
+
+    transaction.on_commit(send)
 
 
 def _store_tenants(written: Written, namespaces: Iterable[str]) -> list[str]:
@@ -589,6 +608,7 @@ WORKLOAD_VALUES = (
     "gpus_per_instance",
     "instances",
     "max_instances",
+    "group_spec",
     "gpus_held",
     "state",
     "reason",
@@ -650,6 +670,7 @@ def _store_workloads(
             gpus_per_instance=len(vm.gpus),
             instances=1,
             max_instances=1,
+            group_spec={},
             gpus_held=vm_held.get(vm.namespace, {}).get(vm.kubevirt_name, 0),
         )
 
@@ -675,6 +696,12 @@ def _store_workloads(
                 gpus_per_instance=len(group.gpus),
                 instances=max(group.min_replicas, state.available),
                 max_instances=max(group.max_replicas, group.min_replicas, state.available),
+                group_spec={
+                    "min_replicas": group.min_replicas,
+                    "instance_type": group.instance_type,
+                    "disk": group.disk,
+                    "roles": list(group.roles),
+                },
                 # The launcher pods' Cluster API labels, not a name prefix (gpu vs gpu-large).
                 # A pod without the cluster-name label counts by its deployment-name alone.
                 gpus_held=held_in_namespace.get((release, group.monitor_name), 0)

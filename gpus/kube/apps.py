@@ -9,6 +9,7 @@ Shapes follow cozystack-hikube-domain.md §2 (Cozystack v1.1 = Hikube baseline).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,16 @@ NODE_GROUP_DISK_FIELDS = ("ephemeralStorage", "diskSize")
 
 # DNS-1035 labels (app and node-group names): the one pattern; the forms validate with it too.
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+# What one operation may send: the forms bound every text, so a request within them is far
+# smaller; this bounds what reaches the cluster (and the Helm release secret) whatever the path.
+MAX_MANIFESTS_BYTES = 256 * 1024
+
+
+def manifests_size(docs: Sequence[dict[str, Any]]) -> int:
+    """The bytes of the manifests as JSON, the way they are sent."""
+    return len(json.dumps(list(docs), separators=(",", ":")).encode())
 
 
 class ManifestError(ValueError):
@@ -511,6 +522,19 @@ class NodeGroupRequest:
             "new_cluster_version": self.new_cluster_version,
             "monitoring": self.monitoring,
         }
+
+
+# The group the chart always has: v1.1's values.yaml holds md0 and Helm deep-merges the user's
+# groups into it; later charts emit md0 when nodeGroups is empty (packages/apps/kubernetes).
+DEFAULT_NODE_GROUP = "md0"
+
+
+def has_node_group(app: Mapping[str, Any] | None, group: str) -> bool:
+    """Whether a tenant Kubernetes app (as read) has this worker group, the chart's md0 too."""
+    if app is None:
+        return False
+    groups = (app.get("spec") or {}).get("nodeGroups") or {}
+    return group in groups or group == DEFAULT_NODE_GROUP
 
 
 def node_group_manifests(

@@ -9,6 +9,7 @@ reported as an ``OddObject`` by the gateway, never raised.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,6 +140,7 @@ class NodeGroup:
     roles: tuple[str, ...]
     monitor_name: str  # WorkloadMonitor kubernetes-<app>-<group>
     worker_prefix: str  # worker VMs are kubernetes-<app>-<group>-<suffix> (display only)
+    disk: str = ""  # ephemeralStorage (v1.1) or diskSize (v1.4+), as the spec says it
 
 
 @dataclass(frozen=True)
@@ -368,6 +370,7 @@ def kubernetes_app_from_json(obj: Mapping[str, Any]) -> KubernetesApp:
                 else (),
                 monitor_name=f"{prefix}-{group_name}",
                 worker_prefix=f"{prefix}-{group_name}-",
+                disk=_str(group.get("ephemeralStorage") or group.get("diskSize")),
             )
         )
     return KubernetesApp(
@@ -394,3 +397,59 @@ def workload_monitor_from_json(obj: Mapping[str, Any]) -> WorkloadMonitor:
         available_replicas=opt_int(status.get("availableReplicas")),
         observed_replicas=opt_int(status.get("observedReplicas")),
     )
+
+
+# --- connecting: a VM's Service, a tenant cluster's kubeconfig Secret -----------------------
+
+
+@dataclass(frozen=True)
+class VmEndpoint:
+    """How a VM is reached: its Service's external addresses and open ports (none: only from
+    inside the tenant, by the Service's DNS name)."""
+
+    service: str
+    namespace: str
+    external_ips: tuple[str, ...]
+    ports: tuple[int, ...]
+    whole_ip: bool
+
+    @property
+    def dns_name(self) -> str:
+        return f"{self.service}.{self.namespace}.svc"
+
+
+def vm_endpoint_from_json(obj: Mapping[str, Any]) -> VmEndpoint:
+    namespace, name = _key(obj)
+    spec, status = _map(obj.get("spec")), _map(obj.get("status"))
+    ingress = _map(status.get("loadBalancer")).get("ingress")
+    ips = tuple(
+        str(i.get("ip") or i.get("hostname"))
+        for i in (ingress if isinstance(ingress, list) else [])
+        if isinstance(i, Mapping) and (i.get("ip") or i.get("hostname"))
+    )
+    ports = tuple(
+        p
+        for p in (opt_int(_map(x).get("port")) for x in spec.get("ports") or [])
+        if p is not None and p != 65535  # the chart's placeholder port, not one opened
+    )
+    external = spec.get("type") == "LoadBalancer"
+    return VmEndpoint(
+        service=name,
+        namespace=namespace,
+        external_ips=ips if external else (),
+        ports=ports if external else (),
+        whole_ip=external and not ports,
+    )
+
+
+def kubeconfig_from_secret(obj: Mapping[str, Any]) -> str | None:
+    """``super-admin.conf`` (the key the chart's NOTES name), else ``admin.conf``, decoded."""
+    data = _map(obj.get("data"))
+    for key in ("super-admin.conf", "admin.conf"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            try:
+                return base64.b64decode(value).decode()
+            except (ValueError, UnicodeDecodeError):
+                return None
+    return None

@@ -22,6 +22,11 @@ from gpus.utilization.metrics.parse import Reading
 from gpus.utilization.models import GpuDevice, GpuSample, MetricSource, XidEvent
 
 BATCH = 2000
+UUID_MAX = GpuDevice._meta.get_field("uuid").max_length
+MODEL_NAME_MAX = GpuDevice._meta.get_field("model_name").max_length
+HOSTNAME_MAX = GpuDevice._meta.get_field("hostname").max_length
+KUBE_CLUSTER_MAX = GpuDevice._meta.get_field("kube_cluster").max_length
+POD_MAX = GpuDevice._meta.get_field("pod").max_length
 
 
 class Owners:
@@ -75,6 +80,11 @@ def _model_id(models: tuple[dict[str, int], dict[str, int]], model_name: str) ->
     return by_display.get(key) or by_display.get(f"nvidia {key}")
 
 
+def model_id_for(model_name: str) -> int | None:
+    """The catalog model a reported model name is, if the catalog knows it."""
+    return _model_id(_models(), model_name)
+
+
 def store(
     readings: Iterable[Reading],
     cluster_id: int | None,
@@ -82,7 +92,12 @@ def store(
     owners: Owners | None = None,
 ) -> int:
     """Record one pass: devices upserted with their owner now, idle tracking, samples."""
-    readings = list(readings)
+    # Labels are the exporter's (a tenant's cluster runs it): a value past its column would fail
+    # the whole pass on PostgreSQL. A UUID that long names no GPU; the other texts are clipped.
+    readings = [r for r in readings if len(r.uuid) <= UUID_MAX]
+    for r in readings:
+        r.model_name, r.hostname = r.model_name[:MODEL_NAME_MAX], r.hostname[:HOSTNAME_MAX]
+        r.cluster, r.pod, r.vm = r.cluster[:KUBE_CLUSTER_MAX], r.pod[:POD_MAX], r.vm[:POD_MAX]
     if not readings:
         return 0
     owners = owners or Owners(cluster_id)

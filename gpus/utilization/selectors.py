@@ -269,29 +269,26 @@ def heatmap(
 
 
 def devices_for(user: User, tenant: Tenant | None) -> QuerySet[GpuDevice]:
-    """Ops see every GPU; a tenant sees the GPUs it holds now."""
+    """Ops see every GPU; a tenant sees the GPUs the inventory allocates to its workloads now
+    (never through a sample: a guest agent could name any UUID)."""
     qs = GpuDevice.objects.select_related("gpu_model", "tenant", "workload")
     if tenant is not None:
-        return qs.filter(tenant=tenant)
+        return qs.filter(workload__tenant=tenant)
     if not is_platform_admin(user):
         return qs.none()
     return qs
 
 
 def device_for(user: User, uuid: str, tenant: Tenant | None) -> GpuDevice:
-    """404 unless ops, or the tenant held this GPU at some point we kept."""
+    """404 unless ops, or the GPU is allocated to one of the tenant's workloads in the
+    inventory now. A past sample or rollup grants nothing."""
     device = GpuDevice.objects.filter(uuid=uuid).select_related("tenant", "workload").first()
     if device is None:
         raise Http404
     if tenant is None:
         require_platform_admin(user)
         return device
-    held = (
-        device.tenant_id == tenant.pk
-        or GpuRollup.objects.filter(device=device, tenant=tenant).exists()
-        or GpuSample.objects.filter(device=device, tenant=tenant).exists()
-    )
-    if not held:
+    if device.workload is None or device.workload.tenant_id != tenant.pk:
         raise Http404
     return device
 
@@ -594,7 +591,7 @@ def tenant_workloads(
 ) -> tuple[list[dict], KeysetPage]:
     """One page of the tenant's GPU VMs and node groups (the workload_tenant_key index), each
     with up to DEVICES_PER_WORKLOAD of its GPUs now and how many it has: what telemetry each
-    has. GPUs seen in telemetry but not (yet) in the inventory come on the first page."""
+    has."""
     workloads = GpuWorkload.objects.filter(tenant=tenant, gpus_per_instance__gt=0).select_related(
         "gpu_model", "cluster"
     )
@@ -602,7 +599,7 @@ def tenant_workloads(
     ids = [w.pk for w in result.rows]
     devices: dict[int | None, list] = defaultdict(list)
     counts = dict(
-        GpuDevice.objects.filter(tenant=tenant, workload_id__in=ids)
+        GpuDevice.objects.filter(workload_id__in=ids)
         .values("workload_id")
         .annotate(n=Count("id"))
         .values_list("workload_id", "n")
@@ -612,7 +609,7 @@ def tenant_workloads(
     for w in result.rows:
         if counts.get(w.pk):
             devices[w.pk] = list(
-                GpuDevice.objects.filter(tenant=tenant, workload=w).order_by("hostname", "index")[
+                GpuDevice.objects.filter(workload=w).order_by("hostname", "index")[
                     :DEVICES_PER_WORKLOAD
                 ]
             )
@@ -625,12 +622,8 @@ def tenant_workloads(
         }
         for w in result.rows
     ]
-    if not result.has_previous:
-        orphans = GpuDevice.objects.filter(tenant=tenant, workload__isnull=True)
-        shown = list(orphans.order_by("hostname", "index")[:DEVICES_PER_WORKLOAD])
-        if shown:  # seen in telemetry, not (yet) in the inventory
-            n, _more = capped_count(orphans)
-            out.append({"workload": None, "devices": shown, "device_count": n})
+    # GPUs seen in telemetry but tied to none of the tenant's workloads in the inventory are
+    # not shown: only the inventory's allocation grants a tenant a GPU.
     return out, result
 
 

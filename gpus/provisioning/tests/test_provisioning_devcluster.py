@@ -214,6 +214,8 @@ def test_stop_start_delete_a_vm_made_with_kubectl(cluster, dc, alice, acme):
     docs = apps.vm_manifests(
         vm_request("outside", gpu=L40S, legacy=legacy), acme.namespace, cluster.vm_kind
     )
+    for doc in docs:
+        doc["metadata"].pop("labels", None)  # kubectl users do not set the portal's label
     dc.kubectl("apply", "-f", "-", context=acme.namespace, input=yaml.safe_dump_all(docs))
     for _ in range(50):
         sync.sync_cluster(cluster.pk)
@@ -226,6 +228,8 @@ def test_stop_start_delete_a_vm_made_with_kubectl(cluster, dc, alice, acme):
 
     stop = drive(services.submit_vm_action(alice, vm, OperationKind.STOP), {"succeeded"})
     assert stop.running_at is None
+    # No portal label on it: the poller looked for it in its namespace, not in the label list.
+    assert stop.baseline["labelled"] is False
     sync.sync_cluster(cluster.pk)
     vm = GpuWorkload.objects.get(tenant=acme, name="outside")
     assert vm.state == "stopped"
@@ -233,6 +237,7 @@ def test_stop_start_delete_a_vm_made_with_kubectl(cluster, dc, alice, acme):
     assert start.running_at is not None
     delete = drive(services.submit_vm_action(alice, vm, OperationKind.DELETE), {"succeeded"})
     assert [d["kind"] for d in delete.manifests] == [cluster.vm_kind]  # not its disk: not ours
+    assert "portal_made" not in delete.params
     gateway = gateway_for(cluster)
     plural = "virtualmachines" if legacy else "vminstances"
     assert gateway.get(plural, acme.namespace, "outside") is None

@@ -19,7 +19,7 @@ from gpus.inventory import schemas, sync
 from gpus.inventory.clusters import gateway_for
 from gpus.inventory.models import Cluster
 from gpus.kube import apps
-from gpus.kube.operations import observe, vm_progress
+from gpus.kube.operations import Target, observe, vm_progress
 from gpus.provisioning import engine, services
 from gpus.provisioning.choices import OperationState
 from gpus.provisioning.models import Operation
@@ -166,7 +166,11 @@ def test_a_failure_that_clears_is_retrying_and_a_schema_error_fails_at_once(
     _wait(lambda: "schema" in _ready(dc, "vminstance", "bad").get("message", ""), "schema failure")
     gateway = gateway_for(cluster)
     try:
-        view = observe(gateway, {"tenant-acme": {"vminstances", "vmdisks"}})["tenant-acme"]
+        wanted = [
+            Target("tenant-acme", "VMInstance", "bad", labelled=False),
+            Target("tenant-acme", "VMDisk", "bad-system", labelled=False),
+        ]
+        view = observe(gateway, wanted)["tenant-acme"]
     finally:
         gateway.close()
     progress = vm_progress("VMInstance", "bad", view, "bad-system", {})

@@ -58,6 +58,16 @@ EXPORTER_NAMESPACES = frozenset({"cozy-gpu-operator", "gpu-operator"})
 EXPORTER_POD_PREFIX = "nvidia-dcgm-exporter-"
 
 
+MAX_INDEX = 32767  # the column's range; a GPU's index is its slot on the board: 0 to 15 or so
+
+
+def gpu_index(text: str) -> int | None:
+    """A GPU index label: ASCII digits in range ("²".isdigit() is true, int("²") fails)."""
+    if text.isascii() and text.isdigit() and int(text) <= MAX_INDEX:
+        return int(text)
+    return None
+
+
 @dataclass
 class Reading:
     """One GPU at one time, with who held it as the series' labels say."""
@@ -156,7 +166,7 @@ def add_sample(
             ts=ts,
             model_name=merged.get("modelName", ""),
             hostname=_first(merged, "Hostname", "hostname"),
-            index=int(merged["gpu"]) if merged.get("gpu", "").isdigit() else None,
+            index=gpu_index(merged.get("gpu", "")),
             namespace=namespace,
             pod=pod,
             cluster=merged.get("cluster", ""),

@@ -8,7 +8,8 @@ import pytest
 from django.core.cache import cache
 from django.urls import reverse
 
-from gpus.inventory.models import Cluster
+from gpus.inventory.choices import WorkloadKind
+from gpus.inventory.models import Cluster, GpuWorkload
 from gpus.utilization import tasks
 from gpus.utilization.metrics import history
 from gpus.utilization.models import GpuDevice, GpuRollup, GroupRollup, MetricSource
@@ -23,7 +24,19 @@ def device(request, metric_history, acme) -> GpuDevice:
     cluster = Cluster.objects.create(name="prod")
     url = getattr(metric_history, request.param)
     MetricSource.objects.create(cluster=cluster, kind="prometheus", url=url)
+    # A tenant sees a GPU through the inventory's allocation to its workload (#20 item 1).
+    workload = GpuWorkload.objects.create(
+        cluster=cluster,
+        tenant=acme,
+        kind=WorkloadKind.NODE_GROUP,
+        app_kind="Kubernetes",
+        name="ml",
+        node_group="gpu",
+        gpus_per_instance=1,
+        gpus_held=1,
+    )
     return GpuDevice.objects.create(
+        workload=workload,
         uuid=metric_history.uuid,
         cluster=cluster,
         tenant=acme,
