@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 import yaml
 from django.test import override_settings
+from django.urls import reverse
 from django.utils import timezone
 
 from devcluster.testing import run_devcluster
@@ -131,7 +132,7 @@ def test_the_portal_sends_the_vm_once_the_disk_is_ready(dc, cluster, alice, acme
 
 
 def test_a_failure_that_clears_is_retrying_and_a_schema_error_fails_at_once(
-    dc, cluster, alice, acme
+    dc, cluster, alice, acme, alice_client
 ) -> None:
     # An operation whose VM reached the cluster before its disk (as the old order did).
     request = apps.VmRequest(
@@ -151,6 +152,9 @@ def test_a_failure_that_clears_is_retrying_and_a_schema_error_fails_at_once(
     assert op.state == OperationState.PROVISIONING  # not Failed: Helm retries
     assert op.reason == "InstallFailed" and "The cluster is retrying" in op.message
     assert "Specified disk not exists in cluster: early-system" in op.message
+    # The operation's page says what the cluster is retrying.
+    page = alice_client.get(reverse("gpus:operation", args=["tenant-acme", op.pk]))
+    assert "The cluster is retrying" in page.content.decode()
     # Past the grace period, the same failure ends it.
     with override_settings(OPERATION_HELM_RETRY_GRACE_SECONDS=0):
         since = (timezone.now() - timedelta(seconds=5)).isoformat()
