@@ -313,6 +313,9 @@ OPERATION_TIMEOUT_SECONDS = env_int("OPERATION_TIMEOUT_SECONDS", 900)
 OPERATION_NODE_GROUP_TIMEOUT_SECONDS = env_int("OPERATION_NODE_GROUP_TIMEOUT_SECONDS", 1800)
 OPERATION_RETRY_MAX_SECONDS = env_float("OPERATION_RETRY_MAX_SECONDS", 30.0)
 OPERATION_UNSCHEDULABLE_GRACE_SECONDS = env_float("OPERATION_UNSCHEDULABLE_GRACE_SECONDS", 120.0)
+# A Helm install/upgrade failure that may clear by itself (helm-controller retries forever) is
+# "retrying" this long before the operation fails (v1.1 HelmReleases retry every 5 minutes).
+OPERATION_HELM_RETRY_GRACE_SECONDS = env_float("OPERATION_HELM_RETRY_GRACE_SECONDS", 600.0)
 # How often an operation page asks the portal for its status while it is in flight.
 OPERATION_PAGE_POLL_SECONDS = env_float("OPERATION_PAGE_POLL_SECONDS", 2.0)
 # Per tenant: operations submitted per minute, and operations waiting for a worker (pending or

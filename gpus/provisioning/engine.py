@@ -4,7 +4,7 @@ until done or failed, and re-send what was lost (DESIGN rules 2 and 9)."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -29,9 +29,11 @@ from gpus.kube.operations import (
     Identity,
     NamespaceView,
     Target,
+    app_ready,
     apply_manifest,
     delete_target,
     has_portal_label,
+    helm_progress,
     node_group_progress,
     observe,
     released_marker,
@@ -316,18 +318,24 @@ def apply(op: Operation) -> None:
             ) or bool(op.node_group and not op.params.get("new_cluster_version"))
             # A create's first attempt creates only: what appears between the read above and
             # the write is someone else's. A later attempt may find its own earlier write.
-            # What a retried create made is the retry's to apply again.
-            create_only = _is_create(op) and not _adds_group(op) and op.attempts <= 1
+            # What a retried create made is the retry's to apply again. A VM held back for its
+            # disk (awaiting_disk) is still this create's to make; its disk is already written.
+            awaiting = bool(op.params.get("awaiting_disk"))
+            create_only = _is_create(op) and not _adds_group(op) and (op.attempts <= 1 or awaiting)
             absent = op.baseline.get("absent") or []
+            deferred = _vm_waiting_for_its_disk(op, gateway)
             for doc in _manifests_to_apply(op):
+                if doc is deferred:
+                    continue
                 item = {"kind": doc["kind"], "name": doc["metadata"]["name"]}
+                written_before = awaiting and doc["kind"] == mf.VM_DISK
                 try:
                     applied = apply_manifest(
                         gateway,
                         doc,
                         who,
                         must_exist=must_exist,
-                        create_only=create_only and item in absent,
+                        create_only=create_only and item in absent and not written_before,
                     )
                 except ConflictError as exc:
                     if not (create_only and exc.already_exists):
@@ -342,6 +350,10 @@ def apply(op: Operation) -> None:
             "lease_until": None,
             "error": "",
         }
+        if op.kind != OperationKind.DELETE and bool(deferred) != bool(
+            op.params.get("awaiting_disk")
+        ):
+            changes["params"] = {**op.params, "awaiting_disk": bool(deferred)}
         unchanged = not wrote and _is_power_action(op)
         if unchanged:
             # The app already asks for this: no Helm release will come, so wait for nothing
@@ -378,6 +390,22 @@ def apply(op: Operation) -> None:
         fail(op, exc.reason or type(exc).__name__, exc.detail or exc.message, (), str(exc))
     finally:
         gateway.close()
+
+
+def _vm_waiting_for_its_disk(op: Operation, gateway: ClusterGateway) -> dict[str, Any] | None:
+    """The VMInstance of a create whose VMDisk is not Ready yet, or None.
+
+    The v1.1 vm-instance chart looks the disk's DataVolume up at render time and fails
+    ("Specified disk not exists in cluster") until the disk's release has made it; Cozystack's
+    own e2e test waits for the disk first (hack/e2e-apps/vminstance.bats). So the VM is applied
+    once the disk app is Ready, by a later apply the poller asks for."""
+    disk = _disk_name(op)
+    vm = next((d for d in op.manifests if d["kind"] == mf.VM_INSTANCE), None)
+    if not disk or vm is None or op.kind not in (OperationKind.CREATE, OperationKind.RETRY):
+        return None
+    if app_ready(gateway.get(mf.PLURALS[mf.VM_DISK], op.namespace, disk)):
+        return None
+    return vm
 
 
 def _is_power_action(op: Operation) -> bool:
@@ -448,6 +476,9 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
             op.baseline.get("before", {}),
             removing=(op.params.get("retry_kind") or op.kind) == OperationKind.DELETE,
         )
+    elif op.params.get("awaiting_disk"):
+        _advance_awaiting_disk(op, view, now)
+        return
     else:
         progress = vm_progress(
             op.app_kind,
@@ -464,6 +495,8 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
     )
     if progress.failed:
         fail(op, progress.reason, progress.message, progress.causes)
+        return
+    if _helm_retrying(op, progress, now, changes):
         return
     if progress.disk_ready and not op.disk_ready_at:
         changes["disk_ready_at"] = now
@@ -493,6 +526,53 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
             succeed(op, "AlreadyDone", _already_true(op))
         else:
             succeed(op)
+        return
+    _check_ceiling(op, now)
+
+
+def _helm_retrying(op: Operation, progress: Any, now: Any, changes: dict[str, Any]) -> bool:
+    """Helm failed in a way that may clear (helm-controller retries forever): say what the
+    cluster is retrying, and fail only once the grace period has passed. True when handled."""
+    since_key = "helm_retrying_since"
+    if not progress.retrying:
+        if op.params.get(since_key):
+            params = {k: v for k, v in op.params.items() if k != since_key}
+            changes.update(params=params, reason="", message="")
+        return False
+    since = op.params.get(since_key) or now.isoformat()
+    waited = (now - datetime.fromisoformat(since)).total_seconds()
+    if waited > settings.OPERATION_HELM_RETRY_GRACE_SECONDS:
+        fail(op, progress.reason, progress.message)
+        return True
+    message = _("The cluster is retrying (Helm retries until it works): %(message)s") % {
+        "message": progress.message
+    }
+    changes.update(params={**op.params, since_key: since}, reason=progress.reason, message=message)
+    _transition(op, set(POLLED_OPERATION_STATES), **changes)
+    _check_ceiling(op, now)
+    return True
+
+
+def _advance_awaiting_disk(op: Operation, view: NamespaceView, now: Any) -> None:
+    """A create whose VM waits for its disk: once the disk app is Ready, back to pending so the
+    apply task sends the VM; a disk Helm cannot install fails the operation."""
+    disk = view.apps.get((mf.PLURALS[mf.VM_DISK], _disk_name(op) or ""))
+    progress = helm_progress(disk)
+    changes: dict[str, Any] = {}
+    if progress.failed:
+        fail(op, progress.reason, progress.message, progress.causes)
+        return
+    if disk is not None and app_ready(disk):
+        if _transition(
+            op,
+            set(POLLED_OPERATION_STATES),
+            state=OperationState.PENDING,
+            disk_ready_at=op.disk_ready_at or now,
+            lease_until=None,
+        ):
+            queue.enqueue_on_commit("provisioning.apply_operation", op.pk)
+        return
+    if _helm_retrying(op, progress, now, changes):
         return
     _check_ceiling(op, now)
 
