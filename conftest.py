@@ -126,6 +126,14 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
 
 
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict) -> dict:
+    """Playwright's wait_for_function evaluates its predicate with eval(), which the portal's
+    Content-Security-Policy (script-src 'self') forbids: test pages bypass it. The policy itself
+    is tried, without bypass, by gpus/web/tests/test_headers.py."""
+    return {**browser_context_args, "bypass_csp": True}
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
     outcome = yield

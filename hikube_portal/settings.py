@@ -59,6 +59,8 @@ MIDDLEWARE = [
     # First: request ids and timing; answers /livez, /readyz and /metrics itself (gpus/ops).
     "gpus.ops.middleware.ObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy and Permissions-Policy (settings below), DEBUG off.
+    "gpus.web.headers.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -228,6 +230,28 @@ CSRF_COOKIE_HTTPONLY = False  # htmx reads no cookie: the token travels in hx-he
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Content-Security-Policy: scripts only from the portal's own files, nothing evaluated, no
+# plugin, no framing; styles may be inline (Plotly and htmx insert <style>; see gpus.web.headers).
+# Sign-in and sign-out forms may go on to the identity provider (Chrome applies form-action to
+# the redirects that follow a form).
+_FORM_ACTION = " ".join(
+    ["'self'", *(["/".join(OIDC_ISSUER.split("/")[:3])] if OIDC_ISSUER else [])]
+)
+CONTENT_SECURITY_POLICY = env_str(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; object-src 'none'; "
+    f"base-uri 'self'; form-action {_FORM_ACTION}; frame-ancestors 'none'",
+)
+# Powerful browser features the portal never uses are off for it and anything it embeds.
+PERMISSIONS_POLICY = env_str(
+    "PERMISSIONS_POLICY",
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), "
+    "payment=(), usb=(), clipboard-write=(self)",
+)
+# A request body past this is refused (400) before a form reads it: every form field is bounded
+# far below (provisioning.forms), the guest agent's posts by METRICS_AGENT_MAX_BYTES.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_BYTES", 512 * 1024)
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SESSION_COOKIE_SECURE = True
@@ -289,8 +313,15 @@ OPERATION_TIMEOUT_SECONDS = env_int("OPERATION_TIMEOUT_SECONDS", 900)
 OPERATION_NODE_GROUP_TIMEOUT_SECONDS = env_int("OPERATION_NODE_GROUP_TIMEOUT_SECONDS", 1800)
 OPERATION_RETRY_MAX_SECONDS = env_float("OPERATION_RETRY_MAX_SECONDS", 30.0)
 OPERATION_UNSCHEDULABLE_GRACE_SECONDS = env_float("OPERATION_UNSCHEDULABLE_GRACE_SECONDS", 120.0)
+# A Helm install/upgrade failure that may clear by itself (helm-controller retries forever) is
+# "retrying" this long before the operation fails (v1.1 HelmReleases retry every 5 minutes).
+OPERATION_HELM_RETRY_GRACE_SECONDS = env_float("OPERATION_HELM_RETRY_GRACE_SECONDS", 600.0)
 # How often an operation page asks the portal for its status while it is in flight.
 OPERATION_PAGE_POLL_SECONDS = env_float("OPERATION_PAGE_POLL_SECONDS", 2.0)
+# Per tenant: operations submitted per minute, and operations waiting for a worker (pending or
+# applying) at once, so one tenant's flood neither fills the queue nor starves the others.
+OPERATION_RATE_PER_MINUTE = env_int("OPERATION_RATE_PER_MINUTE", 30)
+OPERATION_TENANT_MAX_WAITING = env_int("OPERATION_TENANT_MAX_WAITING", 50)
 CELERY_BEAT_SCHEDULE = {
     "sync-inventory": {
         "task": "inventory.sync_all_inventories",
@@ -356,7 +387,8 @@ CACHE_URL = env_str("CACHE_URL", "") or env_str("REDIS_URL", "")
 if CACHE_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Redis' RedisCache, with an outage read as a miss (hikube_portal/cache.py).
+            "BACKEND": "hikube_portal.cache.TolerantRedisCache",
             "LOCATION": CACHE_URL,
             "KEY_PREFIX": "hk-cache",
             "OPTIONS": {"socket_timeout": 5, "socket_connect_timeout": 5},
@@ -369,6 +401,9 @@ else:
             "LOCATION": str(VAR_DIR / "cache"),
         }
     }
+# The client-side rate limit of each cluster (CLUSTER_QPS, CLUSTER_BURST), shared by every worker
+# process through this Redis; empty (embedded mode, no Redis): each process keeps its own.
+CLUSTER_RATE_LIMIT_URL = env_str("CLUSTER_RATE_LIMIT_URL", "") or CACHE_URL
 CELERY_BEAT_SCHEDULE |= {
     "collect-metrics": {
         "task": "utilization.collect_all_metrics",

@@ -47,6 +47,7 @@ from gpus.provisioning.presenters import plain_reason
 from gpus.provisioning.selectors import get_operation_for_user
 from gpus.provisioning.services import (
     OperationRefused,
+    queue_down_message,
     submit_node_group,
     submit_vm,
     submit_vm_action,
@@ -72,16 +73,26 @@ api = NinjaAPI(
 
 
 class Refused(HttpError):
-    def __init__(self, status: int, detail: str, errors: dict[str, list[str]] | None = None):
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: dict[str, list[str]] | None = None,
+        retry_after: int | None = None,
+    ):
         super().__init__(status, detail)
         self.errors = errors or {}
+        self.retry_after = retry_after
 
 
 @api.exception_handler(Refused)
 def _refused(request: HttpRequest, exc: Refused) -> Any:
-    return api.create_response(
+    response = api.create_response(
         request, {"detail": str(exc), "errors": exc.errors}, status=exc.status_code
     )
+    if exc.retry_after:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def _form_errors(form: Any) -> Refused:
@@ -90,7 +101,9 @@ def _form_errors(form: Any) -> Refused:
 
 
 def _refusal(exc: OperationRefused) -> Refused:
-    return Refused(422, exc.message, {exc.field or "__all__": [exc.message]})
+    # Too many requests: 429 with Retry-After, what a script's HTTP client knows to wait on.
+    status = 429 if exc.retry_after else 422
+    return Refused(status, exc.message, {exc.field or "__all__": [exc.message]}, exc.retry_after)
 
 
 def _operation(op: Operation) -> dict[str, Any]:
@@ -107,7 +120,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         "requested_by": op.actor_name,
         "reason": op.reason,
         "explanation": plain_reason(op.reason, op.message, op.gpu_count) if op.reason else "",
-        "message": op.message,
+        # Just recorded while the broker is down: say it runs once the queue is back.
+        "message": op.message or (queue_down_message() if op.queued is False else ""),
         "created_at": op.created_at,
         "finished_at": op.finished_at,
     }

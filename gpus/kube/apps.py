@@ -9,6 +9,7 @@ Shapes follow cozystack-hikube-domain.md §2 (Cozystack v1.1 = Hikube baseline).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,16 @@ NODE_GROUP_DISK_FIELDS = ("ephemeralStorage", "diskSize")
 
 # DNS-1035 labels (app and node-group names): the one pattern; the forms validate with it too.
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+# What one operation may send: the forms bound every text, so a request within them is far
+# smaller; this bounds what reaches the cluster (and the Helm release secret) whatever the path.
+MAX_MANIFESTS_BYTES = 256 * 1024
+
+
+def manifests_size(docs: Sequence[dict[str, Any]]) -> int:
+    """The bytes of the manifests as JSON, the way they are sent."""
+    return len(json.dumps(list(docs), separators=(",", ":")).encode())
 
 
 class ManifestError(ValueError):
@@ -277,6 +288,15 @@ def node_group(
     }
 
 
+# gpu-operator values (Cozystack wraps NVIDIA's chart as the `gpu-operator` subchart:
+# packages/system/gpu-operator/values.yaml) that make the exporter's ServiceMonitor exist (off
+# by default: charts/gpu-operator/values.yaml `dcgmExporter.serviceMonitor.enabled: false`), with
+# the workload's namespace/pod kept as they are (honorLabels), not renamed exported_*.
+GPU_METRICS_VALUES: dict[str, Any] = {
+    "gpu-operator": {"dcgmExporter": {"serviceMonitor": {"enabled": True, "honorLabels": True}}}
+}
+
+
 def kubernetes_cluster(
     name: str,
     namespace: str,
@@ -286,11 +306,20 @@ def kubernetes_cluster(
     control_plane_replicas: int = 2,
     storage_class: str = "replicated",
     labels: Mapping[str, str] | None = None,
+    monitoring: bool = False,
 ) -> dict[str, Any]:
-    """A tenant Kubernetes cluster. ``node_groups`` replaces the chart's default md0 entirely."""
+    """A tenant Kubernetes cluster. ``node_groups`` replaces the chart's default md0 entirely.
+
+    ``monitoring`` (the tenant has a monitoring tenant): the monitoring agents run and the
+    dcgm-exporter's ServiceMonitor is on, so GPU metrics reach the tenant's VictoriaMetrics."""
     for group in node_groups:
         if not DNS1035.match(group):
             raise ManifestError(f"Invalid node group name {group!r}")
+    addons: dict[str, Any] = {"gpuOperator": {"enabled": bool(gpu_operator), "valuesOverride": {}}}
+    if monitoring:
+        addons["monitoringAgents"] = {"enabled": True, "valuesOverride": {}}
+        if gpu_operator:
+            addons["gpuOperator"]["valuesOverride"] = GPU_METRICS_VALUES
     return {
         "apiVersion": API_VERSION,
         "kind": KUBERNETES,
@@ -300,7 +329,7 @@ def kubernetes_cluster(
             "storageClass": storage_class,
             "controlPlane": {"replicas": int(control_plane_replicas)},
             "nodeGroups": {g: dict(spec) for g, spec in node_groups.items()},
-            "addons": {"gpuOperator": {"enabled": bool(gpu_operator), "valuesOverride": {}}},
+            "addons": addons,
         },
     }
 
@@ -467,6 +496,8 @@ class NodeGroupRequest:
     gpus_per_node: int
     roles: tuple[str, ...] = ()
     new_cluster_version: str = ""  # set: create the cluster with this group
+    # A new cluster of a tenant with a monitoring tenant: agents and GPU metrics on.
+    monitoring: bool = False
 
     @property
     def workers_held(self) -> int:
@@ -489,7 +520,21 @@ class NodeGroupRequest:
             "gpus_per_node": self.gpus_per_node,
             "roles": list(self.roles),
             "new_cluster_version": self.new_cluster_version,
+            "monitoring": self.monitoring,
         }
+
+
+# The group the chart always has: v1.1's values.yaml holds md0 and Helm deep-merges the user's
+# groups into it; later charts emit md0 when nodeGroups is empty (packages/apps/kubernetes).
+DEFAULT_NODE_GROUP = "md0"
+
+
+def has_node_group(app: Mapping[str, Any] | None, group: str) -> bool:
+    """Whether a tenant Kubernetes app (as read) has this worker group, the chart's md0 too."""
+    if app is None:
+        return False
+    groups = (app.get("spec") or {}).get("nodeGroups") or {}
+    return group in groups or group == DEFAULT_NODE_GROUP
 
 
 def node_group_manifests(
@@ -517,6 +562,7 @@ def node_group_manifests(
                 {request.group: group},
                 gpu_operator=True,
                 labels=PORTAL_LABELS,
+                monitoring=request.monitoring,
             )
         ]
     validate_name(KUBERNETES, request.cluster_name)

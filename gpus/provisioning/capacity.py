@@ -4,8 +4,9 @@ one set of sentences."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q, QuerySet, Sum
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -13,6 +14,7 @@ from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import ResourceState
 from gpus.inventory.models import GpuWorkload
 from gpus.inventory.selectors import free_on_servers, served_gpu_models
+from gpus.kube.apps import V11_CHART_WORKERS
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
 from gpus.tenancy.models import Tenant
@@ -57,9 +59,156 @@ def capacity_sentence(model: str, requested: int, free_total: int, free_max_one:
     return _("%(n)d x %(model)s requested: only %(free)d free right now.") % values
 
 
-def fit_for(model: GpuModel, count: int) -> Fit:
-    total, most = free_on_servers(model)
+# (tenant, name, node group): one target on one cluster.
+Target = tuple[int, str, str]
+
+
+def fit_for(
+    model: GpuModel, count: int, cluster_id: int | None = None, target: Target | None = None
+) -> Fit:
+    """Free GPUs from the snapshot, less those that operations in flight on the cluster will
+    take (the snapshot does not show them yet): 20 creates at once with 2 free fit 2 times."""
+    total, most = free_on_servers(model, cluster_id)
+    if cluster_id is not None:
+        total = max(total - reserved_gpus(cluster_id, model, target), 0)
+        # Where the reserved GPUs will land is not known: no server has more than is left.
+        most = min(most, total)
     return Fit(model, count, total, most)
+
+
+def _gpus_at_start(node_group: str, count: int, params: dict[str, Any]) -> int:
+    """What an operation's target takes once it runs: a VM its GPUs; a node group the workers
+    it starts with times GPUs per worker (the autoscaler's later growth is not taken yet)."""
+    if not node_group:
+        return count
+    workers = max(int(params.get("min_replicas") or 0), V11_CHART_WORKERS)
+    return int(params.get("gpus_per_node") or 0) * workers
+
+
+def reserved_gpus(cluster_id: int, model: GpuModel, exclude: Target | None = None) -> int:
+    """GPUs of one model that operations in flight on a cluster will take beyond what the
+    snapshot shows their targets holding (one count per target: its active operation, else
+    its last one that succeeded since the snapshot)."""
+    rows = (
+        counted_operations(cluster_id=cluster_id, gpu_model=model)
+        # One the scheduler cannot place (waiting for capacity) takes no free GPU: it waits
+        # precisely because none fits it, and must not hold back what does fit.
+        .exclude(state=OperationState.QUEUED)
+        .exclude(unschedulable_since__isnull=False, state__in=ACTIVE_OPERATION_STATES)
+        .order_by("finished_at", "pk")
+        .values_list("tenant_id", "name", "node_group", "state", "gpu_count", "params")
+    )
+    wanted: dict[Target, int] = {}
+    active: dict[Target, int] = {}
+    for tenant_id, name, group, state, count, params in rows:
+        into = active if state in ACTIVE_OPERATION_STATES else wanted
+        into[(tenant_id, name, group)] = _gpus_at_start(group, count, params or {})
+    wanted |= active
+    if exclude is not None:
+        wanted.pop(exclude, None)
+    if not wanted:
+        return 0
+    held = {
+        (t, n, g): h
+        for t, n, g, h in GpuWorkload.objects.filter(
+            cluster_id=cluster_id, gpu_model=model, name__in={n for _, n, _ in wanted}
+        ).values_list("tenant_id", "name", "node_group", "gpus_held")
+    }
+    return sum(max(gpus - held.get(target, 0), 0) for target, gpus in wanted.items())
+
+
+@dataclass(frozen=True)
+class GroupFit:
+    """Will a node group's workers fit: each worker's GPUs on one server, and all the workers
+    it starts with among the free GPUs (less what it holds already, for a resize)."""
+
+    model: GpuModel
+    workers: int
+    per_worker: int
+    held: int
+    free_total: int
+    free_max_one: int
+
+    @property
+    def needed(self) -> int:
+        return max(self.workers * self.per_worker - self.held, 0)
+
+    @property
+    def worker_fits(self) -> bool:
+        return self.needed == 0 or self.per_worker <= self.free_max_one
+
+    @property
+    def total_fits(self) -> bool:
+        return self.needed <= self.free_total
+
+    @property
+    def fits(self) -> bool:
+        return self.worker_fits and self.total_fits
+
+    def _values(self) -> dict[str, object]:
+        return {
+            "workers": self.workers,
+            "per": self.per_worker,
+            "model": self.model.display_name,
+            "need": self.needed,
+            "free": self.free_total,
+            "one": self.free_max_one,
+        }
+
+    def worker_message(self) -> str:
+        return (
+            _(
+                "%(per)d x %(model)s per worker, but at most %(one)d free on one server (a "
+                "worker's GPUs are all on one server)."
+            )
+            % self._values()
+        )
+
+    def total_message(self) -> str:
+        return (
+            _(
+                "%(workers)d workers x %(per)d %(model)s need %(need)d GPUs: only %(free)d free "
+                "right now."
+            )
+            % self._values()
+        )
+
+    def message(self) -> str:
+        if not self.worker_fits:
+            return self.worker_message()
+        if not self.total_fits:
+            return self.total_message()
+        return (
+            _(
+                "%(workers)d workers x %(per)d %(model)s: %(need)d more GPUs needed, %(free)d "
+                "free in all, up to %(one)d on one server."
+            )
+            % self._values()
+        )
+
+
+def group_fit_for(
+    model: GpuModel,
+    cluster_id: int,
+    tenant: Tenant,
+    cluster_name: str,
+    group: str,
+    min_replicas: int,
+    gpus_per_node: int,
+) -> GroupFit:
+    target = (tenant.pk, cluster_name, group)
+    fit = fit_for(model, 0, cluster_id, target)
+    held = GpuWorkload.objects.filter(
+        cluster_id=cluster_id, tenant=tenant, name=cluster_name, node_group=group, gpu_model=model
+    ).aggregate(held=Sum("gpus_held"))["held"]
+    return GroupFit(
+        model,
+        workers=max(min_replicas, V11_CHART_WORKERS),
+        per_worker=gpus_per_node,
+        held=int(held or 0),
+        free_total=fit.free_total,
+        free_max_one=fit.free_max_one,
+    )
 
 
 def counted_operations(**filters: object) -> QuerySet[Operation]:

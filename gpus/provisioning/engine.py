@@ -4,8 +4,7 @@ until done or failed, and re-send what was lost (DESIGN rules 2 and 9)."""
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +17,7 @@ from gpus.inventory.clusters import gateway_for
 from gpus.kube import apps as mf
 from gpus.kube.errors import (
     Cause,
+    ConflictError,
     ForbiddenError,
     InvalidError,
     KubeError,
@@ -28,8 +28,12 @@ from gpus.kube.gateway import ClusterGateway
 from gpus.kube.operations import (
     Identity,
     NamespaceView,
+    Target,
+    app_ready,
     apply_manifest,
     delete_target,
+    has_portal_label,
+    helm_progress,
     node_group_progress,
     observe,
     released_marker,
@@ -48,6 +52,9 @@ from gpus.provisioning.signals import operation_ended
 from gpus.web import queue
 
 log = logging.getLogger(__name__)
+
+# Operations a poll advances per transaction.
+ADVANCE_BATCH = 200
 
 
 # --- applying (the task's side) --------------------------------------------------------
@@ -198,19 +205,85 @@ def _record_baseline(op: Operation, gateway: ClusterGateway) -> None:
         return
     current = gateway.get(mf.PLURALS[op.app_kind], op.namespace, op.name)
     op.baseline = {"before": released_marker(current) if current else {}}
-    if (op.params.get("retry_kind") or op.kind) in (OperationKind.CREATE, OperationKind.RETRY):
-        # What this create is about to make, so that a failure can remove exactly that.
-        absent = []
+    if current is not None:
+        # Whether the poller's cluster-wide list by the portal's label will find it.
+        op.baseline["labelled"] = has_portal_label(current)
+    if _is_create(op):
+        # What this create is about to make, so that a failure can remove exactly that; and
+        # what is there already and not made by it (nor by the create it retries): a create
+        # never changes an existing object (issue 20 item 4).
+        ours = _made_by_retried(op)
+        absent, present = [], []
+        adding_group = _adds_group(op)
         for doc in op.manifests:
             name = doc["metadata"]["name"]
             if doc["kind"] == op.app_kind and name == op.name:
+                if adding_group:
+                    continue  # the cluster is there by design; its group is what must not be
                 there = current is not None
             else:
                 there = gateway.get(mf.PLURALS[doc["kind"]], op.namespace, name) is not None
+            item = {"kind": doc["kind"], "name": name}
             if not there:
-                absent.append({"kind": doc["kind"], "name": name})
+                absent.append(item)
+            elif (item["kind"], name) not in ours:
+                present.append(item)
+        if adding_group:
+            item = {"kind": NODE_GROUP, "name": f"{op.name}/{op.node_group}"}
+            if not mf.has_node_group(current, op.node_group):
+                absent.append(item)
+            elif (NODE_GROUP, item["name"]) not in ours:
+                present.append(item)
         op.baseline["absent"] = absent
+        op.baseline["present"] = present
     Operation.objects.filter(pk=op.pk, state=OperationState.APPLYING).update(baseline=op.baseline)
+
+
+NODE_GROUP = "NodeGroup"  # a worker group inside a Kubernetes app, in a baseline's lists
+
+
+def _is_create(op: Operation) -> bool:
+    return (op.params.get("retry_kind") or op.kind) in (OperationKind.CREATE, OperationKind.RETRY)
+
+
+def _adds_group(op: Operation) -> bool:
+    """A group added to an existing tenant cluster (a merge patch of that cluster)."""
+    return bool(op.node_group) and not op.params.get("new_cluster_version")
+
+
+def _made_by_retried(op: Operation) -> set[tuple[str, str]]:
+    """(kind, name) of what the creates this one retries made: the retry may find them."""
+    made: set[tuple[str, str]] = set()
+    retried = op.params.get("retry_of")
+    for _step in range(20):  # a chain of retries, never a loop
+        if not retried:
+            break
+        row = Operation.objects.filter(pk=retried).values_list("baseline", "params").first()
+        if row is None:
+            break
+        made |= {(d["kind"], d["name"]) for d in (row[0] or {}).get("absent") or []}
+        retried = (row[1] or {}).get("retry_of")
+    return made
+
+
+def _refuse_existing(op: Operation, what: list[dict[str, str]], wrote: bool = False) -> None:
+    """Fail a create whose target exists already, having changed nothing there. Its clean-up
+    removes only what it made before it met the object (nothing when it wrote nothing)."""
+    made = [a for a in op.baseline.get("absent") or [] if wrote and a not in what]
+    op.baseline = {**op.baseline, "absent": made}
+    Operation.objects.filter(pk=op.pk).update(baseline=op.baseline)
+    if any(item["kind"] == NODE_GROUP for item in what):
+        message = _(
+            "%(name)s already has a node group named %(group)s. Adding it would overwrite "
+            "that group, so nothing was changed: pick another name, or resize the group from "
+            "its page."
+        ) % {"name": op.name, "group": op.node_group}
+    else:
+        message = _(
+            "%(objects)s already exists in the cluster. A create never changes what is "
+            "there, so nothing was changed: pick another name, or change it from its page."
+        ) % {"objects": ", ".join(f"{item['kind']} {item['name']}" for item in what)}
+    fail(op, "AlreadyExists", message)
 
 
 def apply(op: Operation) -> None:
@@ -222,14 +295,18 @@ def apply(op: Operation) -> None:
     who = identity_for(op)
     wrote = must_exist = False
     try:
-        if op.kind == OperationKind.DELETE:
-            # Delete the VM first, then its disks: 404 means already gone.
+        if op.kind == OperationKind.DELETE and not op.node_group:
+            # Delete the VM first, then its disks: 404 means already gone. (A node group's
+            # delete is a merge patch of its cluster, below: the cluster stays.)
             for doc in reversed(op.manifests):
                 delete_target(
                     gateway, doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"], who
                 )
         else:
             _record_baseline(op, gateway)
+            if op.baseline.get("present"):
+                _refuse_existing(op, op.baseline["present"])
+                return
             # Day-2 changes patch an object that must be there; they never re-create it.
             # A retry of one of these is one of these too: it must not re-create what was
             # deleted since (a VM with no disk and no GPU).
@@ -239,8 +316,33 @@ def apply(op: Operation) -> None:
                 OperationKind.RESIZE,
                 OperationKind.RESTART,
             ) or bool(op.node_group and not op.params.get("new_cluster_version"))
+            # A create's first attempt creates only: what appears between the read above and
+            # the write is someone else's. A later attempt may find its own earlier write.
+            # What a retried create made is the retry's to apply again. A VM held back for its
+            # disk (awaiting_disk) is still this create's to make; its disk is already written.
+            awaiting = bool(op.params.get("awaiting_disk"))
+            create_only = _is_create(op) and not _adds_group(op) and (op.attempts <= 1 or awaiting)
+            absent = op.baseline.get("absent") or []
+            deferred = _vm_waiting_for_its_disk(op, gateway)
             for doc in _manifests_to_apply(op):
-                wrote = apply_manifest(gateway, doc, who, must_exist=must_exist).wrote or wrote
+                if doc is deferred:
+                    continue
+                item = {"kind": doc["kind"], "name": doc["metadata"]["name"]}
+                written_before = awaiting and doc["kind"] == mf.VM_DISK
+                try:
+                    applied = apply_manifest(
+                        gateway,
+                        doc,
+                        who,
+                        must_exist=must_exist,
+                        create_only=create_only and item in absent and not written_before,
+                    )
+                except ConflictError as exc:
+                    if not (create_only and exc.already_exists):
+                        raise
+                    _refuse_existing(op, [item], wrote=True)
+                    return
+                wrote = applied.wrote or wrote
         now = timezone.now()
         changes: dict[str, Any] = {
             "state": OperationState.PROVISIONING,
@@ -248,6 +350,10 @@ def apply(op: Operation) -> None:
             "lease_until": None,
             "error": "",
         }
+        if op.kind != OperationKind.DELETE and bool(deferred) != bool(
+            op.params.get("awaiting_disk")
+        ):
+            changes["params"] = {**op.params, "awaiting_disk": bool(deferred)}
         unchanged = not wrote and _is_power_action(op)
         if unchanged:
             # The app already asks for this: no Helm release will come, so wait for nothing
@@ -256,7 +362,8 @@ def apply(op: Operation) -> None:
         if _transition(op, {OperationState.APPLYING}, **changes):
             audit(op, op.tenant, "portal", "operation.applied", {"attempt": op.attempts})
             if unchanged:
-                view = observe(gateway, {op.namespace: {mf.PLURALS[op.app_kind]}})
+                target = Target(op.namespace, op.app_kind, op.name, labelled=False)
+                view = observe(gateway, [target])
                 advance(op, view.get(op.namespace, NamespaceView()), now)
     except TransientError:
         raise
@@ -283,6 +390,22 @@ def apply(op: Operation) -> None:
         fail(op, exc.reason or type(exc).__name__, exc.detail or exc.message, (), str(exc))
     finally:
         gateway.close()
+
+
+def _vm_waiting_for_its_disk(op: Operation, gateway: ClusterGateway) -> dict[str, Any] | None:
+    """The VMInstance of a create whose VMDisk is not Ready yet, or None.
+
+    The v1.1 vm-instance chart looks the disk's DataVolume up at render time and fails
+    ("Specified disk not exists in cluster") until the disk's release has made it; Cozystack's
+    own e2e test waits for the disk first (hack/e2e-apps/vminstance.bats). So the VM is applied
+    once the disk app is Ready, by a later apply the poller asks for."""
+    disk = _disk_name(op)
+    vm = next((d for d in op.manifests if d["kind"] == mf.VM_INSTANCE), None)
+    if not disk or vm is None or op.kind not in (OperationKind.CREATE, OperationKind.RETRY):
+        return None
+    if app_ready(gateway.get(mf.PLURALS[mf.VM_DISK], op.namespace, disk)):
+        return None
+    return vm
 
 
 def _is_power_action(op: Operation) -> bool:
@@ -338,7 +461,7 @@ def _disk_name(op: Operation) -> str | None:
 def advance(op: Operation, view: NamespaceView, now: Any) -> None:
     """Move one polled operation forward from one observation."""
     plural = mf.PLURALS.get(op.app_kind, "")
-    if op.kind == OperationKind.DELETE:
+    if op.kind == OperationKind.DELETE and not op.node_group:
         if (plural, op.name) not in view.apps:
             succeed(op)
         else:
@@ -351,7 +474,11 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
             view,
             int(op.params.get("min_replicas") or 0),
             op.baseline.get("before", {}),
+            removing=(op.params.get("retry_kind") or op.kind) == OperationKind.DELETE,
         )
+    elif op.params.get("awaiting_disk"):
+        _advance_awaiting_disk(op, view, now)
+        return
     else:
         progress = vm_progress(
             op.app_kind,
@@ -368,6 +495,8 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
     )
     if progress.failed:
         fail(op, progress.reason, progress.message, progress.causes)
+        return
+    if _helm_retrying(op, progress, now, changes):
         return
     if progress.disk_ready and not op.disk_ready_at:
         changes["disk_ready_at"] = now
@@ -397,6 +526,53 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
             succeed(op, "AlreadyDone", _already_true(op))
         else:
             succeed(op)
+        return
+    _check_ceiling(op, now)
+
+
+def _helm_retrying(op: Operation, progress: Any, now: Any, changes: dict[str, Any]) -> bool:
+    """Helm failed in a way that may clear (helm-controller retries forever): say what the
+    cluster is retrying, and fail only once the grace period has passed. True when handled."""
+    since_key = "helm_retrying_since"
+    if not progress.retrying:
+        if op.params.get(since_key):
+            params = {k: v for k, v in op.params.items() if k != since_key}
+            changes.update(params=params, reason="", message="")
+        return False
+    since = op.params.get(since_key) or now.isoformat()
+    waited = (now - datetime.fromisoformat(since)).total_seconds()
+    if waited > settings.OPERATION_HELM_RETRY_GRACE_SECONDS:
+        fail(op, progress.reason, progress.message)
+        return True
+    message = _("The cluster is retrying (Helm retries until it works): %(message)s") % {
+        "message": progress.message
+    }
+    changes.update(params={**op.params, since_key: since}, reason=progress.reason, message=message)
+    _transition(op, set(POLLED_OPERATION_STATES), **changes)
+    _check_ceiling(op, now)
+    return True
+
+
+def _advance_awaiting_disk(op: Operation, view: NamespaceView, now: Any) -> None:
+    """A create whose VM waits for its disk: once the disk app is Ready, back to pending so the
+    apply task sends the VM; a disk Helm cannot install fails the operation."""
+    disk = view.apps.get((mf.PLURALS[mf.VM_DISK], _disk_name(op) or ""))
+    progress = helm_progress(disk)
+    changes: dict[str, Any] = {}
+    if progress.failed:
+        fail(op, progress.reason, progress.message, progress.causes)
+        return
+    if disk is not None and app_ready(disk):
+        if _transition(
+            op,
+            set(POLLED_OPERATION_STATES),
+            state=OperationState.PENDING,
+            disk_ready_at=op.disk_ready_at or now,
+            lease_until=None,
+        ):
+            queue.enqueue_on_commit("provisioning.apply_operation", op.pk)
+        return
+    if _helm_retrying(op, progress, now, changes):
         return
     _check_ceiling(op, now)
 
@@ -437,8 +613,26 @@ def _check_ceiling(op: Operation, now: Any) -> None:
         )
 
 
+def targets(op: Operation) -> list[Target]:
+    """What the poller must see for ``op``: its app and the other apps it applies (a disk)."""
+    labelled = op.baseline.get("labelled")
+    out = []
+    for doc in op.manifests:
+        if doc["kind"] not in mf.PLURALS:
+            continue
+        name = doc["metadata"]["name"]
+        own = has_portal_label(doc) or bool(op.params.get("portal_made"))
+        if doc["kind"] == op.app_kind and name == op.name and labelled is not None:
+            own = bool(labelled)  # what the cluster showed before the first write
+        out.append(Target(op.namespace, doc["kind"], name, labelled=own))
+    if not any(t.kind == op.app_kind and t.name == op.name for t in out):
+        out.append(Target(op.namespace, op.app_kind, op.name, labelled=bool(labelled)))
+    return out
+
+
 def poll_cluster(cluster_id: int) -> int:
-    """One batched observation of every applied operation of a cluster. Returns how many."""
+    """One batched observation of every applied operation of a cluster. Returns how many.
+    Its requests grow with the operations in flight, not with the tenants (``observe``)."""
     ops = list(
         Operation.objects.filter(
             cluster_id=cluster_id, state__in=POLLED_OPERATION_STATES
@@ -446,23 +640,24 @@ def poll_cluster(cluster_id: int) -> int:
     )
     if not ops:
         return 0
-    wanted: dict[str, set[str]] = defaultdict(set)
-    events_for = set()
-    for op in ops:
-        wanted[op.namespace].add(mf.PLURALS.get(op.app_kind, ""))
-        wanted[op.namespace].update(
-            mf.PLURALS[d["kind"]] for d in op.manifests if d["kind"] in mf.PLURALS
-        )
-        if op.unschedulable_since or op.observed.get("printableStatus") == "ErrorUnschedulable":
-            events_for.add(op.namespace)
+    wanted = [target for op in ops for target in targets(op)]
+    events_for = {
+        op.namespace
+        for op in ops
+        if op.unschedulable_since or op.observed.get("printableStatus") == "ErrorUnschedulable"
+    }
     gateway = gateway_for(ops[0].cluster)
     try:
         views = observe(gateway, wanted, events_for)
     finally:
         gateway.close()
     now = timezone.now()
-    for op in ops:
-        advance(op, views.get(op.namespace, NamespaceView()), now)
+    # One commit per batch, not one per changed operation: a sweep of 1,000 operations would
+    # otherwise wait for 1,000 WAL flushes.
+    for start in range(0, len(ops), ADVANCE_BATCH):
+        with transaction.atomic():
+            for op in ops[start : start + ADVANCE_BATCH]:
+                advance(op, views.get(op.namespace, NamespaceView()), now)
     return len(ops)
 
 

@@ -10,15 +10,19 @@ import yaml
 from django import forms
 from django.core.validators import RegexValidator
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from gpus.catalog.sizing import (
     DISK_IMAGES,
+    IMAGE_PACKAGER,
+    IMAGE_PROFILES,
     INSTANCE_PROFILES,
     INSTANCE_TYPES,
     LEGACY_IMAGES,
     MIN_VCPU_PER_GPU,
     NVIDIA_DRIVER_CLOUD_INIT,
     STORAGE_CLASSES,
+    WINDOWS_PROFILES,
     instance_type_choices,
     recommended_instance_type,
 )
@@ -32,6 +36,32 @@ dns1035_name = RegexValidator(
     _("Use lowercase letters, digits and “-”; start with a letter, end with a letter or digit."),
     code="dns1035",
 )
+
+
+# Every text a form takes is bounded, so a check costs the same whatever is posted (a live check
+# of "1..65535" open ports once froze every web worker), and so is the object sent to the cluster.
+MAX_PORTS = 32
+MAX_PORTS_TEXT = 400  # 32 ports written out, with room for spaces
+MAX_SSH_KEYS = 32
+MAX_SSH_KEYS_TEXT = 32 * 1024  # a 16,384-bit RSA key is about 2,800 characters
+MAX_CLOUD_INIT = 32 * 1024  # several times the driver and agent snippets together
+MAX_CHOICE = 253  # the longest value any choice has (a Kubernetes name)
+# Real cloud-config nests a few levels (write_files > item > content); PyYAML's composer recurses
+# per level, so the depth is checked on the parser's events first (linear, no recursion).
+MAX_CLOUD_INIT_DEPTH = 32
+
+
+class BoundedChoiceField(forms.ChoiceField):
+    """A choice whose posted value is refused by its length first: the "not one of the choices"
+    message repeats the value, and a megabyte of it would be rendered back."""
+
+    def to_python(self, value: Any) -> str:
+        value = super().to_python(value)
+        if len(value) > MAX_CHOICE:
+            raise forms.ValidationError(
+                _("Pick one of the choices offered."), code="invalid_choice"
+            )
+        return value
 
 
 # --- GPU VM ---------------------------------------------------------------------------
@@ -65,6 +95,50 @@ def ssh_key_problem(line: str) -> str | None:
     return None
 
 
+def few_vcpu_warning(type_name: str, vcpu: int, gpus: int) -> str:
+    """Hikube's sizing advice when an instance type has too few vCPU for its GPUs."""
+    return ngettext(
+        "%(type)s has %(vcpu)d vCPU for %(n)d GPU: Hikube recommends at least "
+        "%(min)d vCPU per GPU (e.g. %(rec)s).",
+        "%(type)s has %(vcpu)d vCPU for %(n)d GPUs: Hikube recommends at least "
+        "%(min)d vCPU per GPU (e.g. %(rec)s).",
+        gpus,
+    ) % {
+        "type": type_name,
+        "vcpu": vcpu,
+        "n": gpus,
+        "min": MIN_VCPU_PER_GPU,
+        "rec": recommended_instance_type(gpus),
+    }
+
+
+def _check_depth(text: str) -> None:
+    """Refuse YAML nested deeper than MAX_CLOUD_INIT_DEPTH, reading parser events only."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_CLOUD_INIT_DEPTH:
+                raise forms.ValidationError(
+                    _("Cloud-init is nested too deeply (at most %(max)d levels).")
+                    % {"max": MAX_CLOUD_INIT_DEPTH},
+                    code="yaml_depth",
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _is_command_list(value: object) -> bool:
+    """cloud-init's runcmd: a list whose items are a shell string, a list of words, or null."""
+    scalar = (str, int, float, bool)
+    return isinstance(value, list) and all(
+        item is None
+        or isinstance(item, str)
+        or (isinstance(item, list) and all(isinstance(w, scalar) for w in item))
+        for item in value
+    )
+
+
 class GpuVmForm(forms.Form):
     name = forms.CharField(
         label=_("Name"),
@@ -72,31 +146,35 @@ class GpuVmForm(forms.Form):
         validators=[dns1035_name],
         help_text=_("Lowercase letters, digits and “-”, starting with a letter."),
     )
-    gpu_model = forms.ChoiceField(label=_("GPU model"))
+    gpu_model = BoundedChoiceField(label=_("GPU model"))
     gpu_count = forms.IntegerField(label=_("Number of GPUs"), min_value=1, max_value=8, initial=1)
-    instance_type = forms.ChoiceField(
+    instance_type = BoundedChoiceField(
         label=_("Instance type"),
         initial="u1.2xlarge",
         help_text=_("Hikube recommends 8 to 16 vCPU per GPU: u1.2xlarge for one GPU."),
     )
-    instance_profile = forms.ChoiceField(label=_("Operating system profile"), initial="ubuntu")
-    image = forms.ChoiceField(label=_("System disk image"))
+    instance_profile = BoundedChoiceField(label=_("Operating system profile"), initial="ubuntu")
+    image = BoundedChoiceField(label=_("System disk image"))
     disk_size_gi = forms.IntegerField(
         label=_("System disk size (GiB)"), min_value=10, max_value=4096, initial=50
     )
-    storage_class = forms.ChoiceField(label=_("Storage class"), initial="replicated")
+    storage_class = BoundedChoiceField(label=_("Storage class"), initial="replicated")
     ssh_keys = forms.CharField(
         label=_("SSH public keys"),
         required=False,
+        max_length=MAX_SSH_KEYS_TEXT,
         widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
         help_text=_("One per line."),
     )
-    external = forms.ChoiceField(
-        label=_("External access"), choices=ExternalAccess.choices, initial=ExternalAccess.PORTS
+    # Nothing open to the internet unless asked (#20 item 21): a new VM is reached from inside
+    # the tenant; "Some ports" offers 22 once picked.
+    external = BoundedChoiceField(
+        label=_("External access"), choices=ExternalAccess.choices, initial=ExternalAccess.NONE
     )
     external_ports = forms.CharField(
         label=_("Open ports"),
         required=False,
+        max_length=MAX_PORTS_TEXT,
         initial="22",
         help_text=_("Comma-separated, e.g. 22, 8888. Used with “Some ports”."),
     )
@@ -108,10 +186,11 @@ class GpuVmForm(forms.Form):
     cloud_init = forms.CharField(
         label=_("Cloud-init (optional)"),
         required=False,
+        max_length=MAX_CLOUD_INIT,
         widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
         help_text=_("A #cloud-config document. Leave empty to use only the driver snippet."),
     )
-    run_strategy = forms.ChoiceField(
+    run_strategy = BoundedChoiceField(
         label=_("Run strategy"), choices=RunStrategy.choices, initial=RunStrategy.ALWAYS
     )
     queue_until_capacity = forms.BooleanField(
@@ -167,19 +246,26 @@ class GpuVmForm(forms.Form):
                     _("Line %(n)d: %(problem)s.") % {"n": number, "problem": problem}, code="ssh"
                 )
             keys.append(line)
+            if len(keys) > MAX_SSH_KEYS:
+                raise forms.ValidationError(
+                    _("At most %(max)d keys.") % {"max": MAX_SSH_KEYS}, code="ssh_count"
+                )
         return keys
 
     def clean_external_ports(self) -> list[int]:
         text = self.cleaned_data["external_ports"].strip()
-        ports = []
+        ports: dict[int, None] = {}  # in the order given, each once (a dict: linear)
         for part in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
-            if not part.isdigit() or not 0 < int(part) < 65536:
+            if not part.isascii() or not part.isdigit() or not 0 < int(part) < 65536:
                 raise forms.ValidationError(
                     _("“%(port)s” is not a port (1 to 65535).") % {"port": part[:20]}, code="port"
                 )
-            if int(part) not in ports:
-                ports.append(int(part))
-        return ports
+            ports[int(part)] = None
+            if len(ports) > MAX_PORTS:
+                raise forms.ValidationError(
+                    _("At most %(max)d ports.") % {"max": MAX_PORTS}, code="port_count"
+                )
+        return list(ports)
 
     def clean_cloud_init(self) -> str:
         text = self.cleaned_data["cloud_init"].replace("\r\n", "\n").strip()
@@ -190,6 +276,7 @@ class GpuVmForm(forms.Form):
                 _("Start with the line “#cloud-config”."), code="cloud_config"
             )
         try:
+            _check_depth(text)
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
@@ -197,31 +284,88 @@ class GpuVmForm(forms.Form):
             raise forms.ValidationError(
                 _("This is not valid YAML%(where)s.") % {"where": where}, code="yaml"
             ) from None
+        except ValueError:  # a tagged or date-like value that does not convert (!!int abc)
+            raise forms.ValidationError(
+                _("This is not valid YAML: a value does not match its type."), code="yaml"
+            ) from None
         if data is not None and not isinstance(data, dict):
             raise forms.ValidationError(_("Cloud-init must be a YAML mapping."), code="yaml")
+        runcmd = (data or {}).get("runcmd")
+        if runcmd is not None and not _is_command_list(runcmd):
+            raise forms.ValidationError(
+                _(
+                    "“runcmd” must be a list of commands, each a string or a list of words, "
+                    "e.g. “runcmd: [nvidia-smi]”."
+                ),
+                code="runcmd",
+            )
         return text + "\n"
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if data.get("external") == ExternalAccess.PORTS and not data.get("external_ports"):
+        if (
+            data.get("external") == ExternalAccess.PORTS
+            and not data.get("external_ports")
+            and "external_ports" not in self.errors
+        ):
             self.add_error("external_ports", _("List at least one port, or pick another access."))
+        self._check_os(data)
+        external, ports = data.get("external"), data.get("external_ports") or []
+        ssh_open = external == ExternalAccess.WHOLE_IP or (
+            external == ExternalAccess.PORTS and 22 in ports
+        )
+        if ssh_open and "ssh_keys" in data and not data["ssh_keys"]:
+            self.warnings.append(
+                _(
+                    "SSH (port 22) is open to the internet but no SSH key is given: nobody can "
+                    "log in with a key, and the port is exposed to password guessing. Add your "
+                    "public key, or close the port."
+                )
+            )
         itype = INSTANCE_TYPES.get(data.get("instance_type", ""))
         count = data.get("gpu_count") or 0
         if itype and count and itype.vcpu < MIN_VCPU_PER_GPU * count:
-            self.warnings.append(
-                _(
-                    "%(type)s has %(vcpu)d vCPU for %(n)d GPU(s): Hikube recommends at least "
-                    "%(min)d vCPU per GPU (e.g. %(rec)s)."
-                )
-                % {
-                    "type": itype.name,
-                    "vcpu": itype.vcpu,
-                    "n": count,
-                    "min": MIN_VCPU_PER_GPU,
-                    "rec": recommended_instance_type(count),
-                }
-            )
+            self.warnings.append(few_vcpu_warning(itype.name, itype.vcpu, count))
         return data
+
+    def _check_os(self, data: dict[str, Any]) -> None:
+        """The image, the OS profile and the driver snippet must agree: a Windows profile on a
+        Linux image, or apt-get on Rocky, makes a VM that never works as asked."""
+        image, profile = data.get("image"), data.get("instance_profile")
+        if not image or not profile:
+            return
+        names = dict(self.fields["image"].choices)
+        image_name = names.get(image, image)
+        fitting = IMAGE_PROFILES.get(image, ())
+        if profile in WINDOWS_PROFILES or (fitting and profile not in fitting):
+            labels = dict(INSTANCE_PROFILES)
+            self.add_error(
+                "instance_profile",
+                _("%(profile)s does not fit the %(image)s image; profiles that fit: %(fits)s.")
+                % {
+                    "profile": labels.get(profile, profile),
+                    "image": image_name,
+                    "fits": ", ".join(labels[p] for p in fitting) if fitting else _("Linux ones"),
+                },
+            )
+        packager = IMAGE_PACKAGER.get(image, "")
+        if data.get("install_driver") and packager != "apt":
+            self.add_error(
+                "install_driver",
+                _(
+                    "The driver snippet uses apt-get, which %(image)s does not have: untick it "
+                    "and install the NVIDIA driver in your own cloud-init."
+                )
+                % {"image": image_name},
+            )
+        script = data.get("cloud_init") or ""
+        other = {"apt": ("dnf ", "yum "), "dnf": ("apt-get", "apt "), "apk": ("apt-get", "dnf ")}
+        used = [word.strip() for word in other.get(packager, ()) if word in script]
+        if used:
+            self.warnings.append(
+                _("Your cloud-init calls %(tool)s, which the %(image)s image does not have.")
+                % {"tool": used[0], "image": image_name}
+            )
 
     def cloud_init_text(self) -> str:
         """The user's cloud-init, with the driver snippet's commands merged in when asked."""
@@ -256,11 +400,14 @@ class GpuVmForm(forms.Form):
         )
 
 
+# `kubernetes-<cluster>-<group>` is the MachineDeployment's name and a label value (<= 63):
+# cozystack v1.1 packages/apps/kubernetes/templates/cluster.yaml.
+MAX_CLUSTER_AND_GROUP = 63 - len("kubernetes-") - len("-")
 KUBERNETES_VERSIONS = ["v1.35", "v1.34", "v1.33", "v1.32", "v1.31", "v1.30"]
 
 
 class NodeGroupForm(forms.Form):
-    cluster_name = forms.ChoiceField(label=_("Kubernetes cluster"), required=False)
+    cluster_name = BoundedChoiceField(label=_("Kubernetes cluster"), required=False)
     new_cluster = forms.CharField(
         label=_("…or a new cluster named"),
         required=False,
@@ -268,7 +415,7 @@ class NodeGroupForm(forms.Form):
         validators=[dns1035_name],
         help_text=_("Created with this group and the GPU operator addon on."),
     )
-    version = forms.ChoiceField(
+    version = BoundedChoiceField(
         label=_("Kubernetes version (new cluster)"),
         choices=[(v, v) for v in KUBERNETES_VERSIONS],
         initial="v1.33",
@@ -282,11 +429,11 @@ class NodeGroupForm(forms.Form):
     )
     min_replicas = forms.IntegerField(label=_("Minimum workers"), min_value=0, max_value=100)
     max_replicas = forms.IntegerField(label=_("Maximum workers"), min_value=1, max_value=100)
-    instance_type = forms.ChoiceField(label=_("Instance type"), initial="u1.2xlarge")
+    instance_type = BoundedChoiceField(label=_("Instance type"), initial="u1.2xlarge")
     disk_size_gi = forms.IntegerField(
         label=_("Worker disk size (GiB)"), min_value=10, max_value=4096, initial=100
     )
-    gpu_model = forms.ChoiceField(label=_("GPU model"))
+    gpu_model = BoundedChoiceField(label=_("GPU model"))
     gpus_per_node = forms.IntegerField(
         label=_("GPUs per worker"), min_value=1, max_value=8, initial=1
     )
@@ -299,17 +446,26 @@ class NodeGroupForm(forms.Form):
         *args: Any,
         clusters: list[str] | None = None,
         gpu_choices: list[tuple[str, str]] | None = None,
+        resize: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.fields["cluster_name"].choices = [("", "—"), *((c, c) for c in clusters or [])]
         self.fields["gpu_model"].choices = gpu_choices or []
         self.fields["instance_type"].choices = instance_type_choices()
+        self.resize = resize
+        if resize:
+            # A resize changes one existing group: its cluster and name are fixed, and no posted
+            # "new cluster" can turn it into a create.
+            del self.fields["new_cluster"], self.fields["version"]
+            self.fields["cluster_name"].disabled = True
+            self.fields["group"].disabled = True
         self.warnings: list[str] = []
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if not data.get("cluster_name") and not data.get("new_cluster"):
+        named = data.get("cluster_name") or data.get("new_cluster")
+        if not named and not {"cluster_name", "new_cluster"} & set(self.errors):
             self.add_error("cluster_name", _("Pick a cluster, or name a new one."))
         if data.get("new_cluster") and data.get("new_cluster") in dict(
             self.fields["cluster_name"].choices
@@ -318,22 +474,26 @@ class NodeGroupForm(forms.Form):
         low, high = data.get("min_replicas"), data.get("max_replicas")
         if low is not None and high is not None and low > high:
             self.add_error("max_replicas", _("At least the minimum."))
+        cluster, group = data.get("new_cluster") or data.get("cluster_name"), data.get("group")
+        if cluster and group and len(cluster) + len(group) > MAX_CLUSTER_AND_GROUP:
+            # kubernetes-<cluster>-<group> names the MachineDeployment and is a label value.
+            self.add_error(
+                "group",
+                _(
+                    "The cluster and group names together may have at most %(max)d characters "
+                    "(kubernetes-%(cluster)s-<group> must fit in a 63-character label): "
+                    "shorten this one to %(left)d."
+                )
+                % {
+                    "max": MAX_CLUSTER_AND_GROUP,
+                    "cluster": cluster,
+                    "left": max(1, MAX_CLUSTER_AND_GROUP - len(cluster)),
+                },
+            )
         itype = INSTANCE_TYPES.get(data.get("instance_type", ""))
         per = data.get("gpus_per_node") or 0
         if itype and per and itype.vcpu < MIN_VCPU_PER_GPU * per:
-            self.warnings.append(
-                _(
-                    "%(type)s has %(vcpu)d vCPU for %(n)d GPU(s): Hikube recommends at least "
-                    "%(min)d vCPU per GPU (e.g. %(rec)s)."
-                )
-                % {
-                    "type": itype.name,
-                    "vcpu": itype.vcpu,
-                    "n": per,
-                    "min": MIN_VCPU_PER_GPU,
-                    "rec": recommended_instance_type(per),
-                }
-            )
+            self.warnings.append(few_vcpu_warning(itype.name, itype.vcpu, per))
         if low == 0:
             self.warnings.append(
                 _(
@@ -346,9 +506,10 @@ class NodeGroupForm(forms.Form):
     def node_group_request(self) -> NodeGroupRequest:
         """The valid form as the request the services take (the pages and the API)."""
         d = self.cleaned_data
+        new_cluster = d.get("new_cluster", "")
         return NodeGroupRequest(
-            cluster_name=d["new_cluster"] or d["cluster_name"],
-            new_cluster_version=(d["version"] or "v1.33") if d["new_cluster"] else "",
+            cluster_name=new_cluster or d["cluster_name"],
+            new_cluster_version=(d.get("version") or "v1.33") if new_cluster else "",
             group=d["group"],
             min_replicas=d["min_replicas"],
             max_replicas=d["max_replicas"],

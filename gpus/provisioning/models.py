@@ -71,6 +71,10 @@ class Operation(models.Model):
     unschedulable_since = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
 
+    # Not a column: set by services.record once its commit sent the apply task (True) or found
+    # the broker down (False: recorded all the same, the reconciler sends it later).
+    queued: bool | None = None
+
     class Meta:
         ordering = ["-created_at", "-pk"]
         constraints = [

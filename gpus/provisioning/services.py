@@ -3,10 +3,16 @@ operation and its audit event in one transaction, send the apply on commit."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from gpus.accounts.selectors import cluster_groups, cluster_user
@@ -16,28 +22,81 @@ from gpus.inventory.schemas import served_schema_causes
 from gpus.kube import apps as mf
 from gpus.kube.apps import NodeGroupRequest, VmRequest, node_group_manifests, vm_manifests
 from gpus.provisioning.audit import audit
-from gpus.provisioning.capacity import fit_for, quota_left, quota_message
+from gpus.provisioning.capacity import fit_for, group_fit_for, quota_left, quota_message
 from gpus.provisioning.choices import (
+    ACTIVE_OPERATION_STATES,
     OperationKind,
     OperationState,
 )
 from gpus.provisioning.models import Operation
 from gpus.provisioning.signals import capacity_refused
 from gpus.tenancy.models import Tenant
-from gpus.web import queue
+from gpus.web import queue, ratelimit
 
 log = logging.getLogger(__name__)
 
 
 class OperationRefused(Exception):
-    """The request cannot be recorded; ``field`` names the form field to show it next to."""
+    """The request cannot be recorded; ``field`` names the form field to show it next to;
+    ``retry_after`` (seconds) says it was refused for coming too often."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, field: str | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.retry_after = retry_after
         # Set when refused for lack of capacity: what capacity counts as unmet demand.
         self.for_capacity: dict[str, Any] | None = None
+
+
+def _check_tenant_pace(tenant: Tenant) -> None:
+    """Per tenant, a rate of submissions and a cap on operations waiting for a worker: the
+    apply tasks share one FIFO queue, so these bound how far one tenant's flood can push
+    another tenant's operation back (issue 20 item 6)."""
+    wait = ratelimit.hit(f"operations:{tenant.pk}", settings.OPERATION_RATE_PER_MINUTE)
+    if wait:
+        raise OperationRefused(
+            _("Too many requests for this tenant: try again in %(n)d s.") % {"n": wait},
+            retry_after=wait,
+        )
+    waiting = Operation.objects.filter(
+        tenant=tenant, state__in=(OperationState.PENDING, OperationState.APPLYING)
+    ).count()
+    if waiting >= settings.OPERATION_TENANT_MAX_WAITING:
+        raise OperationRefused(
+            _(
+                "Too many requests for this tenant: %(n)d operations are still waiting to be "
+                "sent to the cluster. Try again in a minute."
+            )
+            % {"n": waiting},
+            retry_after=60,
+        )
+
+
+def _lock_key(*parts: object) -> int:
+    """A signed 64-bit advisory lock key (a collision only serializes a little more)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def lock_counts(tenant: Tenant, cluster: Cluster, model: GpuModel | None) -> None:
+    """Serialize, until the transaction ends, the submissions that count the same GPUs: per
+    tenant and model (its quota) and per cluster and model (the free GPUs), so the checks
+    see every operation recorded before them (issue 20 item 2c).
+
+    PostgreSQL advisory locks, taken in one order (ascending keys), and no row lock: a row
+    lock on the tenant deadlocked with the inventory sync, which locks the cluster row and
+    then, through its foreign keys, the tenant rows (item 5). SQLite writes one at a time."""
+    if model is None or connection.vendor != "postgresql":
+        return
+    keys = sorted(
+        {_lock_key("quota", tenant.pk, model.pk), _lock_key("free", cluster.pk, model.pk)}
+    )
+    with connection.cursor() as cursor:
+        for key in keys:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
 def record(
@@ -55,9 +114,13 @@ def record(
     params: dict[str, Any] | None = None,
     queue_until_capacity: bool = False,
     check_capacity: bool = True,
+    quota_field: str = "gpu_count",
+    name_field: str = "name",
+    fit_check: Callable[[], None] | None = None,
 ) -> Operation:
-    """Check quota (under a row lock) and capacity, save the operation and its audit event in
-    one transaction, enqueue the apply on commit. Raises OperationRefused."""
+    """Check quota and capacity under the counting locks, save the operation and its audit
+    event in one transaction, enqueue the apply on commit. ``fit_check`` replaces the VM's
+    capacity check (a node group's). Raises OperationRefused."""
     try:
         return _record(
             user=user,
@@ -73,6 +136,9 @@ def record(
             params=params,
             queue_until_capacity=queue_until_capacity,
             check_capacity=check_capacity,
+            quota_field=quota_field,
+            name_field=name_field,
+            fit_check=fit_check,
         )
     except OperationRefused as exc:
         if exc.for_capacity:  # the refusing transaction is rolled back: this is kept
@@ -95,17 +161,28 @@ def _record(
     params: dict[str, Any] | None,
     queue_until_capacity: bool,
     check_capacity: bool,
+    quota_field: str,
+    name_field: str,
+    fit_check: Callable[[], None] | None,
 ) -> Operation:
     actor = user.get_username()
+    size = mf.manifests_size(docs)
+    if size > mf.MAX_MANIFESTS_BYTES:
+        raise OperationRefused(
+            _("This request is too large to send to the cluster (%(size)d KiB, at most %(max)d).")
+            % {"size": size // 1024, "max": mf.MAX_MANIFESTS_BYTES // 1024}
+        )
+    _check_tenant_pace(tenant)
     with transaction.atomic():
-        # The tenant row is the lock: concurrent submissions of one tenant queue here.
-        Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+        lock_counts(tenant, cluster, gpu_model if gpu_count else None)
         if gpu_model is not None and gpu_count:
             left = quota_left(tenant, gpu_model, (cluster.pk, name, node_group))
             if left is not None and gpu_count > left:
-                raise OperationRefused(quota_message(gpu_model, left), "gpu_count")
-            if check_capacity and not queue_until_capacity:
-                fit = fit_for(gpu_model, gpu_count)
+                raise OperationRefused(quota_message(gpu_model, left), quota_field)
+            if fit_check is not None:
+                fit_check()
+            elif check_capacity and not queue_until_capacity:
+                fit = fit_for(gpu_model, gpu_count, cluster.pk, (tenant.pk, name, node_group))
                 if not fit.fits:
                     refused = OperationRefused(
                         fit.message()
@@ -147,11 +224,52 @@ def _record(
             raise OperationRefused(
                 _("Another change to %(name)s is still in progress; wait for it to finish.")
                 % {"name": name},
-                "name",
+                name_field,
             ) from None
         audit(op, tenant, actor, f"operation.{kind}", {"operation": op.pk, "gpus": gpu_count})
-        queue.enqueue_on_commit("provisioning.apply_operation", op.pk)
+        queue.enqueue_on_commit(
+            "provisioning.apply_operation", op.pk, sent=lambda went: setattr(op, "queued", went)
+        )
     return op
+
+
+def queue_down_message() -> str:
+    return _(
+        "Recorded. The task queue cannot be reached right now: this operation will run when "
+        "the queue is back, by itself."
+    )
+
+
+def target_exists(
+    cluster: Cluster, tenant: Tenant, app_kind: str, name: str, group: str = ""
+) -> bool:
+    """Whether a create would meet an existing object: the last operation that succeeded on
+    it since the cluster's last snapshot says (a delete: gone; anything else: there), else
+    the snapshot. An operation in flight on it is refused by the one-active constraint."""
+    unsynced = Q(cluster__last_synced_at__isnull=True) | Q(
+        finished_at__gte=F("cluster__last_synced_at")
+    )
+    last = (
+        Operation.objects.filter(
+            unsynced,
+            cluster=cluster,
+            namespace=tenant.namespace,
+            app_kind=app_kind,
+            name=name,
+            node_group=group,
+            state=OperationState.SUCCEEDED,
+        )
+        .order_by("-finished_at", "-pk")
+        .values_list("kind", "params")
+        .first()
+    )
+    if last is not None:
+        kind, params = last
+        return OperationKind.DELETE not in (kind, (params or {}).get("retry_kind"))
+    workloads = GpuWorkload.objects.filter(cluster=cluster, tenant=tenant, name=name)
+    if group:
+        return workloads.filter(node_group=group).exists()
+    return workloads.filter(node_group="").exists()
 
 
 def submit_vm(user: Any, tenant: Tenant, cluster: Cluster, request: VmRequest) -> Operation:
@@ -163,10 +281,7 @@ def submit_vm(user: Any, tenant: Tenant, cluster: Cluster, request: VmRequest) -
             _("The cluster's schema refuses: %(causes)s")
             % {"causes": "; ".join(f"{c.field}: {c.message}" for c in causes)}
         )
-    existing = GpuWorkload.objects.filter(
-        cluster=cluster, tenant=tenant, name=request.name, node_group=""
-    ).exists()
-    if existing:
+    if target_exists(cluster, tenant, vm_kind, request.name):
         raise OperationRefused(_("A VM with this name already exists."), "name")
     model = GpuModel.objects.get(resource_name=request.gpu_resource)
     return record(
@@ -287,6 +402,7 @@ def submit_vm_action(user: Any, workload: GpuWorkload, kind: str) -> Operation:
         "metadata": {"name": name, "namespace": tenant.namespace},
     }
     docs: list[dict[str, Any]]
+    created = None
     if kind == OperationKind.DELETE:
         # The system disk goes too when the portal made it (an outside VM's disks are left alone).
         created = (
@@ -328,15 +444,61 @@ def submit_vm_action(user: Any, workload: GpuWorkload, kind: str) -> Operation:
         # A start waits for capacity rather than failing: the user asked for this VM to run.
         queue_until_capacity=starting,
         check_capacity=False,
-        params={"action": kind, **({"phase": "stop"} if kind == OperationKind.RESTART else {})},
+        params={
+            "action": kind,
+            **({"phase": "stop"} if kind == OperationKind.RESTART else {}),
+            # The portal made it: it carries the portal's label, so the poller's cluster-wide
+            # list by that label sees it go.
+            **({"portal_made": True} if kind == OperationKind.DELETE and created else {}),
+        },
+    )
+
+
+def with_monitoring(
+    request: NodeGroupRequest, tenant: Tenant, cluster: Cluster
+) -> NodeGroupRequest:
+    """A new cluster turns on its monitoring agents and the GPU exporter's ServiceMonitor when the
+    tenant has a monitoring tenant to write to (else vmagent would have nowhere to send)."""
+    if not request.new_cluster_version:
+        return request
+    return replace(request, monitoring=bool(cluster.monitoring_for(tenant.namespace)))
+
+
+def no_monitoring_warning(request: NodeGroupRequest) -> str:
+    """What the form says when a new cluster will export no GPU metrics ("" when it will)."""
+    if not request.new_cluster_version or request.monitoring:
+        return ""
+    return _(
+        "This tenant has no monitoring: the new cluster is created without monitoring agents, so "
+        "the portal will show no utilization, memory or power for its GPUs. A platform admin can "
+        "turn monitoring on for the tenant first."
     )
 
 
 def submit_node_group(
     user: Any, tenant: Tenant, cluster: Cluster, request: NodeGroupRequest, resize: bool
 ) -> Operation:
+    request = with_monitoring(request, tenant, cluster)
     docs = node_group_manifests(request, tenant.namespace, cluster.node_group_disk_field)
     model = GpuModel.objects.get(resource_name=request.gpu_resource)
+    if not resize:
+        _check_new_group(cluster, tenant, request)
+
+    def fit_check() -> None:
+        fit = group_fit_for(
+            model,
+            cluster.pk,
+            tenant,
+            request.cluster_name,
+            request.group,
+            request.min_replicas,
+            request.gpus_per_node,
+        )
+        if not fit.worker_fits:
+            raise OperationRefused(fit.worker_message(), "gpus_per_node")
+        if not fit.total_fits:
+            raise OperationRefused(fit.total_message(), "min_replicas")
+
     return record(
         user=user,
         tenant=tenant,
@@ -350,6 +512,122 @@ def submit_node_group(
         # Counted at what the autoscaler may grow it to, not what it starts with.
         gpu_count=request.gpus_per_node * request.workers_at_most,
         params=request.as_params(),
-        # Workers are placed one by one; the fit is per worker, not all on one server.
+        # Over the quota: said next to the maximum, since the group counts at what it may grow to.
+        quota_field="max_replicas",
+        name_field="group",
+        # Workers are placed one by one: per worker on one server, and all of them in all.
+        fit_check=fit_check,
+    )
+
+
+def _check_new_group(cluster: Cluster, tenant: Tenant, request: NodeGroupRequest) -> None:
+    """A new group, or a new cluster, never takes the name of one that exists (the apply
+    checks again in the cluster, which knows groups without GPUs too)."""
+    if request.new_cluster_version:
+        if GpuWorkload.objects.filter(
+            cluster=cluster, tenant=tenant, app_kind=mf.KUBERNETES, name=request.cluster_name
+        ).exists() or target_exists(
+            cluster, tenant, mf.KUBERNETES, request.cluster_name, request.group
+        ):
+            raise OperationRefused(
+                _("A Kubernetes cluster named %(name)s already exists: pick it above.")
+                % {"name": request.cluster_name},
+                "new_cluster",
+            )
+        return
+    if request.group == mf.DEFAULT_NODE_GROUP or target_exists(
+        cluster, tenant, mf.KUBERNETES, request.cluster_name, request.group
+    ):
+        raise OperationRefused(
+            _(
+                "%(name)s already has a node group named %(group)s: pick another name, or "
+                "resize that group from its page."
+            )
+            % {"name": request.cluster_name, "group": request.group},
+            "group",
+        )
+
+
+def cancel(user: Any, op: Operation) -> None:
+    """Cancel an operation nothing has started on (submitted, never claimed by a worker). One
+    conditional update: the worker's claim and the cancel never both win. Raises
+    OperationRefused once the worker has it (the cluster may already have part of it)."""
+    now = timezone.now()
+    done = Operation.objects.filter(pk=op.pk, state=OperationState.PENDING, attempts=0).update(
+        state=OperationState.CANCELLED,
+        finished_at=now,
+        updated_at=now,
+    )
+    if not done:
+        raise OperationRefused(
+            _("It is already being applied, or over: it can no longer be cancelled.")
+        )
+    audit(op, op.tenant, user.get_username(), "operation.cancel", {"operation": op.pk})
+
+
+def submit_cluster_delete(user: Any, groups: list[GpuWorkload]) -> Operation:
+    """Delete a whole tenant Kubernetes cluster (every node group with it), as the snapshot shows
+    it. Refused while any change to it or one of its groups is in flight."""
+    first = groups[0]
+    tenant, name = first.tenant, first.name
+    busy = Operation.objects.filter(
+        cluster=first.cluster,
+        namespace=tenant.namespace,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        state__in=ACTIVE_OPERATION_STATES,
+    ).exists()
+    if busy:
+        raise OperationRefused(
+            _("Another change to %(name)s is still in progress; wait for it to finish.")
+            % {"name": name}
+        )
+    doc = {
+        "apiVersion": mf.API_VERSION,
+        "kind": mf.KUBERNETES,
+        "metadata": {"name": name, "namespace": tenant.namespace},
+    }
+    return record(
+        user=user,
+        tenant=tenant,
+        cluster=first.cluster,
+        kind=OperationKind.DELETE,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        docs=[doc],
         check_capacity=False,
+        params={"action": OperationKind.DELETE, "node_groups": [g.node_group for g in groups]},
+    )
+
+
+def submit_node_group_delete(user: Any, workload: GpuWorkload) -> Operation:
+    """Remove one node group from its cluster: a JSON merge patch with the group set to null
+    (RFC 7386: null deletes), the other groups and the cluster untouched. The chart's own md0
+    cannot go: Cozystack v1.1 deep-merges values.yaml's md0 into every cluster's groups, so it
+    would come back at once; it can be scaled to 0 instead."""
+    tenant, name, group = workload.tenant, workload.name, workload.node_group
+    if group == "md0":
+        raise OperationRefused(
+            _(
+                "md0 is the chart's default group: the platform puts it back at once if it is "
+                "removed. Resize it to 0 minimum workers instead."
+            )
+        )
+    doc = {
+        "apiVersion": mf.API_VERSION,
+        "kind": mf.KUBERNETES,
+        "metadata": {"name": name, "namespace": tenant.namespace},
+        "spec": {"nodeGroups": {group: None}},
+    }
+    return record(
+        user=user,
+        tenant=tenant,
+        cluster=workload.cluster,
+        kind=OperationKind.DELETE,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        node_group=group,
+        docs=[doc],
+        check_capacity=False,
+        params={"action": OperationKind.DELETE},
     )

@@ -17,9 +17,29 @@ urlpatterns = [
         name="node_group_new",
     ),
     path(
+        "tenants/<slug:namespace>/kubernetes/nodegroups/new/check/",
+        views.node_group_check,
+        name="node_group_new_check",
+    ),
+    path(
         "tenants/<slug:namespace>/kubernetes/<slug:name>/nodegroups/<slug:group>/",
         views.node_group_edit,
         name="node_group_edit",
+    ),
+    path(
+        "tenants/<slug:namespace>/kubernetes/<slug:name>/nodegroups/<slug:group>/check/",
+        views.node_group_check,
+        name="node_group_edit_check",
+    ),
+    path(
+        "tenants/<slug:namespace>/kubernetes/<slug:name>/nodegroups/<slug:group>/delete/",
+        views.node_group_delete,
+        name="node_group_delete",
+    ),
+    path(
+        "tenants/<slug:namespace>/kubernetes/<slug:name>/delete/",
+        views.cluster_delete,
+        name="cluster_delete",
     ),
     path("tenants/<slug:namespace>/operations/", views.operation_list, name="operations"),
     path("audit/", views.audit_log, name="audit"),
@@ -34,5 +54,20 @@ urlpatterns = [
         views.operation_retry,
         name="operation_retry",
     ),
+    path(
+        "tenants/<slug:namespace>/operations/<int:pk>/cancel/",
+        views.operation_cancel,
+        name="operation_cancel",
+    ),
     path("tenants/<slug:namespace>/gpus/<dbid:pk>/", views.workload_detail, name="workload"),
+    path(
+        "tenants/<slug:namespace>/gpus/<dbid:pk>/connect/",
+        views.workload_connect,
+        name="workload_connect",
+    ),
+    path(
+        "tenants/<slug:namespace>/gpus/<dbid:pk>/kubeconfig/",
+        views.workload_kubeconfig,
+        name="workload_kubeconfig",
+    ),
 ]

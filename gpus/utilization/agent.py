@@ -4,7 +4,12 @@ vfio-pci and runs no driver), so a small script in the VM posts `nvidia-smi` rea
 - `issue_token` / `revoke_tokens`: one token per VM, only its SHA-256 kept (shown once).
 - `cloud_init_snippet`: the cloud-config part the VM form offers (script + systemd timer).
 - `parse_csv`: the posted body (`nvidia-smi --query-gpu=... --format=csv,noheader,nounits`).
-- `ingest`: authenticate, rate-limit, size-cap, store.
+- `ingest`: authenticate, rate-limit, size-cap, check the GPUs are this VM's, store.
+
+A token speaks for one VM and for the GPUs passed through to it only: the inventory knows how
+many GPUs of which model the VM holds, and which GPU UUIDs other workloads hold now; a post that
+names more GPUs, another model, or another workload's GPU is refused whole (nothing stored, no
+owner changed). Samples never grant access (see selectors.device_for).
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from gpus.inventory.models import GpuWorkload
-from gpus.utilization.collector import store
+from gpus.utilization.collector import model_id_for, store
 from gpus.utilization.metrics.parse import SENTINEL, Reading
-from gpus.utilization.models import AgentToken
+from gpus.utilization.models import AgentToken, GpuDevice
 
 TOKEN_PREFIX = "hkga_"  # noqa: S105 - a public prefix, not a secret
 # The nvidia-smi fields the agent sends, in order (nvidia-smi --help-query-gpu).
@@ -53,6 +58,9 @@ FIELD_MAP = {
     "clocks_throttle_reasons.active": "throttle",
 }
 MAX_ROWS = 64  # GPUs per VM, with room
+# Another tenant's GPU that a trusted source (the exporters) reported this recently is still
+# theirs, even when the inventory has not tied it to a workload yet.
+RECENTLY_SEEN = dt.timedelta(minutes=15)
 
 
 class AgentError(Exception):
@@ -104,7 +112,12 @@ def _number(text: str) -> float | None:
         value = float(int(text, 16)) if text.lower().startswith("0x") else float(text)
     except ValueError:
         return None
-    return None if abs(value) >= SENTINEL else value
+    return None if value != value or abs(value) >= SENTINEL else value  # NaN, sentinels
+
+
+def _limit(field: str) -> int:
+    """The column's length: a longer value is refused (400), never a database error (500)."""
+    return GpuDevice._meta.get_field(field).max_length
 
 
 def parse_csv(body: str, workload: GpuWorkload, now: float) -> list[Reading]:
@@ -116,9 +129,22 @@ def parse_csv(body: str, workload: GpuWorkload, now: float) -> list[Reading]:
         if i >= MAX_ROWS or len(row) < 3:
             raise AgentError(400, "expected one line per GPU: " + ",".join(QUERY))
         cells = [c.strip() for c in row] + [""] * (len(QUERY) - len(row))
-        uuid = cells[0]
+        uuid, index, model_name = cells[0], cells[1], cells[2]
         if not uuid.startswith("GPU-"):
             raise AgentError(400, f"line {i + 1}: the first field must be the GPU UUID")
+        if len(uuid) > _limit("uuid"):
+            raise AgentError(
+                400, f"line {i + 1}: a GPU UUID has at most {_limit('uuid')} characters"
+            )
+        if len(model_name) > _limit("model_name"):
+            raise AgentError(
+                400, f"line {i + 1}: a GPU name has at most {_limit('model_name')} characters"
+            )
+        # nvidia-smi numbers GPUs 0, 1, ...: ASCII digits only ("²".isdigit() is true too).
+        if index and not (index.isascii() and index.isdigit() and int(index) < MAX_ROWS):
+            raise AgentError(
+                400, f"line {i + 1}: the GPU index must be a number from 0 to {MAX_ROWS - 1}"
+            )
         values = {}
         for name, cell in zip(QUERY[3:], cells[3 : len(QUERY)], strict=False):
             v = _number(cell)
@@ -129,9 +155,9 @@ def parse_csv(body: str, workload: GpuWorkload, now: float) -> list[Reading]:
                 uuid=uuid,
                 ts=now,
                 values=values,
-                model_name=cells[2],
+                model_name=model_name,
                 hostname=workload.name,
-                index=int(cells[1]) if cells[1].isdigit() else None,
+                index=int(index) if index else None,
                 tenant=workload.tenant.namespace,
                 vm=workload.name,
                 source="guest-agent",
@@ -170,7 +196,42 @@ def ingest(auth_header: str, body: bytes) -> int:
     except UnicodeDecodeError as exc:
         raise AgentError(400, "the body must be UTF-8 text") from exc
     readings = parse_csv(text, row.workload, time.time())
+    check_own_gpus(row.workload, readings)
     return store(readings, row.workload.cluster_id)
+
+
+def check_own_gpus(vm: GpuWorkload, readings: list[Reading]) -> None:
+    """Refuse (403) a post for GPUs that are not passed through to the token's VM as the
+    inventory knows it: more GPUs than it holds, another model, or a GPU that another workload
+    holds now (or another tenant's, seen lately)."""
+    uuids = {r.uuid for r in readings}
+    if vm.gpus_held <= 0:
+        raise AgentError(403, f"the inventory shows no GPU passed through to VM {vm.name} now")
+    if len(uuids) > vm.gpus_held:
+        raise AgentError(
+            403,
+            f"VM {vm.name} holds {vm.gpus_held} GPU(s) in the inventory; "
+            f"the post names {len(uuids)}",
+        )
+    if vm.gpu_model_id is not None:
+        for r in readings:
+            found = model_id_for(r.model_name) if r.model_name else None
+            if found is not None and found != vm.gpu_model_id:
+                raise AgentError(
+                    403, f"{r.uuid} is a {r.model_name}, not the model VM {vm.name} holds"
+                )
+    recent = timezone.now() - RECENTLY_SEEN
+    devices = GpuDevice.objects.filter(uuid__in=uuids).select_related("workload")
+    for d in devices:
+        other = d.workload is not None and d.workload_id != vm.pk and d.workload.gpus_held > 0
+        other_tenant = (
+            d.workload is None
+            and d.tenant_id not in (None, vm.tenant_id)
+            and d.last_seen_at is not None
+            and d.last_seen_at >= recent
+        )
+        if other or other_tenant:
+            raise AgentError(403, f"GPU {d.uuid} is not passed through to VM {vm.name}")
 
 
 AGENT_SCRIPT = """#!/bin/sh

@@ -11,7 +11,8 @@ from urllib.parse import urlencode
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Avg, Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum
+from django.db.models import Avg, Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -37,6 +38,7 @@ from gpus.utilization.models import (
     GroupRollup,
     MetricSource,
     Scope,
+    XidEvent,
 )
 from gpus.web.access import User, is_platform_admin, require_platform_admin
 from gpus.web.paging import KeysetPage, PageRequest, keyset_page
@@ -267,29 +269,26 @@ def heatmap(
 
 
 def devices_for(user: User, tenant: Tenant | None) -> QuerySet[GpuDevice]:
-    """Ops see every GPU; a tenant sees the GPUs it holds now."""
+    """Ops see every GPU; a tenant sees the GPUs the inventory allocates to its workloads now
+    (never through a sample: a guest agent could name any UUID)."""
     qs = GpuDevice.objects.select_related("gpu_model", "tenant", "workload")
     if tenant is not None:
-        return qs.filter(tenant=tenant)
+        return qs.filter(workload__tenant=tenant)
     if not is_platform_admin(user):
         return qs.none()
     return qs
 
 
 def device_for(user: User, uuid: str, tenant: Tenant | None) -> GpuDevice:
-    """404 unless ops, or the tenant held this GPU at some point we kept."""
+    """404 unless ops, or the GPU is allocated to one of the tenant's workloads in the
+    inventory now. A past sample or rollup grants nothing."""
     device = GpuDevice.objects.filter(uuid=uuid).select_related("tenant", "workload").first()
     if device is None:
         raise Http404
     if tenant is None:
         require_platform_admin(user)
         return device
-    held = (
-        device.tenant_id == tenant.pk
-        or GpuRollup.objects.filter(device=device, tenant=tenant).exists()
-        or GpuSample.objects.filter(device=device, tenant=tenant).exists()
-    )
-    if not held:
+    if device.workload is None or device.workload.tenant_id != tenant.pk:
         raise Http404
     return device
 
@@ -403,10 +402,10 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
         qs = qs.filter(tenant=tenant)
     limits = list(_power_limits())
     capped = Q()
-    for model_prefix, watts in limits:
+    for model_name, watts in limits:
         capped |= Q(
             device__power_limit_w__isnull=True,
-            device__model_name__istartswith=model_prefix,
+            device__model_name__iexact=model_name,
             power_max__gte=watts * POWER_CAP_SHARE,
         )
     capped |= Q(
@@ -414,14 +413,23 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
         power_max__gte=F("device__power_limit_w") * POWER_CAP_SHARE,
     )
     hot = Q(temp_max__gte=HOT_C)
-    flagged = qs.filter(Q(xid_last__isnull=False) | Q(throttle_any__gt=0) | capped | hot)
+    # XIDs as they first appeared (XidEvent), not the buckets the sticky gauge shows them in.
+    events = XidEvent.objects.filter(ts__gte=tr.start, ts__lte=tr.end)
+    if tenant is not None:
+        events = events.filter(tenant=tenant)
+    flagged = qs.filter(
+        Q(device_id__in=events.values("device_id")) | Q(throttle_any__gt=0) | capped | hot
+    )
+    of_device = events.filter(device_id=OuterRef("device_id"))
     step_minutes = _step(bucket) / 60
     per_device = (
         flagged.values("device_id")
         .annotate(
-            xid_buckets=Count("id", filter=Q(xid_last__isnull=False)),
-            last_xid_at=Max("ts", filter=Q(xid_last__isnull=False)),
-            last_xid=Max("xid_last"),
+            xid_events=Coalesce(
+                Subquery(of_device.values("device_id").annotate(n=Count("id")).values("n")[:1]),
+                0,
+            ),
+            last_xid_at=Subquery(of_device.order_by("-ts").values("ts")[:1]),
             throttle_buckets=Count("id", filter=Q(throttle_any__gt=0)),
             capped_buckets=Count("id", filter=capped),
             hot_buckets=Count("id", filter=hot),
@@ -429,7 +437,7 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
             peak_temp=Max("temp_max"),
         )
         .order_by(
-            "-xid_buckets", "-throttle_buckets", "-capped_buckets", "-hot_buckets", "device_id"
+            "-xid_events", "-throttle_buckets", "-capped_buckets", "-hot_buckets", "device_id"
         )
     )
     top = list(per_device[:limit])
@@ -439,13 +447,13 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
     # The throttle reasons of the shown GPUs: OR of their masks, read for these GPUs only.
     masks: dict[int, int] = defaultdict(int)
     xids: dict[int, set] = defaultdict(set)
-    for device_id, mask, xid in flagged.filter(device_id__in=ids).values_list(
-        "device_id", "throttle_any", "xid_last"
+    for device_id, mask in flagged.filter(device_id__in=ids).values_list(
+        "device_id", "throttle_any"
     ):
         if mask and mask & THROTTLING:
             masks[device_id] |= mask
-        if xid:
-            xids[device_id].add(xid)
+    for device_id, xid in events.filter(device_id__in=ids).values_list("device_id", "xid"):
+        xids[device_id].add(xid)
     out = []
     for r in top:
         d = devices[r["device_id"]]
@@ -453,6 +461,7 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
             {
                 "device": d,
                 "xids": sorted(xids[d.pk]),
+                "xid_count": r["xid_events"],
                 "last_xid_at": r["last_xid_at"],
                 "reasons": decode_throttle(masks[d.pk]),
                 "throttled_minutes": r["throttle_buckets"] * step_minutes if masks[d.pk] else 0,
@@ -467,7 +476,7 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
 
 
 def _power_limits() -> list[tuple[str, float]]:
-    """(model name prefix, board watts) as DCGM names the model ("NVIDIA " first)."""
+    """(model name, board watts) as DCGM names the model ("NVIDIA " first), matched whole."""
     from gpus.utilization.metrics.dcgm import BOARD_POWER_W
 
     return [(f"nvidia {k}", w) for k, w in BOARD_POWER_W.items()] + list(BOARD_POWER_W.items())
@@ -582,7 +591,7 @@ def tenant_workloads(
 ) -> tuple[list[dict], KeysetPage]:
     """One page of the tenant's GPU VMs and node groups (the workload_tenant_key index), each
     with up to DEVICES_PER_WORKLOAD of its GPUs now and how many it has: what telemetry each
-    has. GPUs seen in telemetry but not (yet) in the inventory come on the first page."""
+    has."""
     workloads = GpuWorkload.objects.filter(tenant=tenant, gpus_per_instance__gt=0).select_related(
         "gpu_model", "cluster"
     )
@@ -590,7 +599,7 @@ def tenant_workloads(
     ids = [w.pk for w in result.rows]
     devices: dict[int | None, list] = defaultdict(list)
     counts = dict(
-        GpuDevice.objects.filter(tenant=tenant, workload_id__in=ids)
+        GpuDevice.objects.filter(workload_id__in=ids)
         .values("workload_id")
         .annotate(n=Count("id"))
         .values_list("workload_id", "n")
@@ -600,7 +609,7 @@ def tenant_workloads(
     for w in result.rows:
         if counts.get(w.pk):
             devices[w.pk] = list(
-                GpuDevice.objects.filter(tenant=tenant, workload=w).order_by("hostname", "index")[
+                GpuDevice.objects.filter(workload=w).order_by("hostname", "index")[
                     :DEVICES_PER_WORKLOAD
                 ]
             )
@@ -613,12 +622,8 @@ def tenant_workloads(
         }
         for w in result.rows
     ]
-    if not result.has_previous:
-        orphans = GpuDevice.objects.filter(tenant=tenant, workload__isnull=True)
-        shown = list(orphans.order_by("hostname", "index")[:DEVICES_PER_WORKLOAD])
-        if shown:  # seen in telemetry, not (yet) in the inventory
-            n, _more = capped_count(orphans)
-            out.append({"workload": None, "devices": shown, "device_count": n})
+    # GPUs seen in telemetry but tied to none of the tenant's workloads in the inventory are
+    # not shown: only the inventory's allocation grants a tenant a GPU.
     return out, result
 
 

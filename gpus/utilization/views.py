@@ -4,13 +4,12 @@ fetched as JSON by static/js/charts.js, which refreshes the short ranges."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -33,6 +32,7 @@ from gpus.utilization.metrics import history
 from gpus.utilization.metrics.dcgm import board_power
 from gpus.utilization.models import Scope
 from gpus.web.access import may_operate, require_may_operate, require_platform_admin
+from gpus.web.exports import csv_response
 from gpus.web.paging import PageRequest
 
 
@@ -151,36 +151,24 @@ IDLE_CSV_HEADER = [
 ]
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 def idle(request: HttpRequest, namespace: str | None = None) -> HttpResponse:
     tenant = _tenant(request, namespace)
     if request.GET.get("format") == "csv":
         # Every idle GPU, streamed row by row: memory stays flat whatever the fleet.
-        writer = csv.writer(_Echo())
-
-        def rows():
-            yield writer.writerow(IDLE_CSV_HEADER)
-            for d in u.idle_export(request.user, tenant):
-                yield writer.writerow(
-                    [
-                        d.uuid,
-                        d.model_name,
-                        d.hostname,
-                        d.tenant.namespace if d.tenant else "",
-                        str(d.workload or d.pod),
-                        d.idle_since.isoformat(),
-                        f"{d.idle_hours:.2f}",
-                        d.busy_metric,
-                    ]
-                )
-
-        response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = 'attachment; filename="idle-gpus.csv"'
-        return response
+        rows = (
+            [
+                d.uuid,
+                d.model_name,
+                d.hostname,
+                d.tenant.namespace if d.tenant else "",
+                str(d.workload or d.pod),
+                d.idle_since.isoformat(),
+                f"{d.idle_hours:.2f}",
+                d.busy_metric,
+            ]
+            for d in u.idle_export(request.user, tenant)
+        )
+        return csv_response("idle-gpus.csv", IDLE_CSV_HEADER, rows)
     rows = u.idle_gpus(request.user, tenant, PageRequest.from_query(request.GET))
     ctx = _context(request, tenant, rows=rows, section="idle")
     return render(request, "utilization/idle.html", ctx)

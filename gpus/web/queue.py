@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from celery import current_app
 from django.db import transaction
+from kombu.exceptions import OperationalError
+
+log = logging.getLogger(__name__)
 
 
 def enqueue(task_name: str, *args: object) -> None:
@@ -15,6 +21,24 @@ def enqueue(task_name: str, *args: object) -> None:
     current_app.send_task(task_name, args=args)
 
 
-def enqueue_on_commit(task_name: str, *args: object) -> None:
-    """Send it once the current transaction commits: the worker must find the rows it reads."""
-    transaction.on_commit(lambda: enqueue(task_name, *args))
+def enqueue_on_commit(
+    task_name: str, *args: object, sent: Callable[[bool], None] | None = None
+) -> None:
+    """Send it once the current transaction commits: the worker must find the rows it reads.
+
+    The broker being down is logged, not raised: the rows are committed, so the record stands
+    and the reconciler (beat) sends its task again once the queue is back; a 500 would say the
+    request failed when it did not. ``sent`` hears whether the task went."""
+
+    def send() -> None:
+        try:
+            enqueue(task_name, *args)
+        except (OperationalError, OSError) as exc:
+            log.warning("Task %s%r not sent, the broker is unreachable: %s", task_name, args, exc)
+            went = False
+        else:
+            went = True
+        if sent is not None:
+            sent(went)
+
+    transaction.on_commit(send)

@@ -115,8 +115,12 @@ def test_built_image_serves_pages_with_production_settings(production_env, tmp_p
         assert status == 200, (tmp_path / "gunicorn.log").read_text()
         assert body.strip() == "ok"
 
-        status, login, _headers = get(base + "/accounts/login/")
+        status, login, headers = get(base + "/accounts/login/")
         assert status == 200, (tmp_path / "gunicorn.log").read_text()[-3000:]
+        # DEBUG off: the browser is told where scripts may come from and what it may use (#20 8).
+        assert "script-src 'self';" in headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert "camera=()" in headers["Permissions-Policy"]
         css = re.search(r'href="(/static/css/portal\.[0-9a-f]{12}\.css)"', login)
         assert css, "the login page does not link the hashed stylesheet"
         status, stylesheet, headers = get(base + css.group(1))

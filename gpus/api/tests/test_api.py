@@ -145,6 +145,16 @@ def test_quota_is_enforced(alice_api, snapshot, acme):
     assert not Operation.objects.exists()
 
 
+def test_too_many_requests_answer_429_with_retry_after(alice_api, snapshot, settings):
+    settings.OPERATION_RATE_PER_MINUTE = 1
+    assert alice_api.call("post", "/tenants/tenant-acme/vms", vm("one")).status_code == 202
+    resp = alice_api.call("post", "/tenants/tenant-acme/vms", vm("two"))
+    assert resp.status_code == 429, resp.content
+    assert 1 <= int(resp["Retry-After"]) <= 60
+    assert resp.json()["detail"].startswith("Too many requests for this tenant: try again in")
+    assert Operation.objects.count() == 1
+
+
 def test_create_vm_records_the_operation_then_it_is_followed(
     alice_api, snapshot, django_capture_on_commit_callbacks
 ):

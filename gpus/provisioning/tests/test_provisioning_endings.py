@@ -1,4 +1,4 @@
-"""Operations that used to end wrong (issue 20 items 9-11, issue 16 items 1 and 5), against
+"""Operations that used to end wrong (issue 20 items 4, 9-11, issue 16 items 1 and 5), against
 devcluster over HTTP with the real client, driven step by step as the Celery tasks do."""
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ def test_start_on_a_running_vm_and_stop_on_a_stopped_one_end_at_once(cluster, al
 
     stop = drive(services.submit_vm_action(alice, row, OperationKind.STOP), ENDED)
     assert stop.state == OperationState.SUCCEEDED, (stop.reason, stop.message)
+    assert stop.baseline["labelled"] is True  # made by the portal: it carries its label
     assert stop.reason == ""  # a real stop is a change
     row = snapshot_row(cluster, acme, "noop", "stopped")
     again = apply_once(services.submit_vm_action(alice, row, OperationKind.STOP))
@@ -136,6 +137,8 @@ def test_retry_of_an_old_start_after_the_vm_was_deleted_is_refused(cluster, alic
     old = failed_start(alice, row)
     deleted = drive(services.submit_vm_action(alice, row, OperationKind.DELETE), ENDED)
     assert deleted.state == OperationState.SUCCEEDED
+    # The portal made it: the poller saw it go in the cluster-wide list of the portal's label.
+    assert deleted.params["portal_made"] is True
 
     with pytest.raises(services.OperationRefused) as exc:
         services.retry(alice, old)
@@ -243,6 +246,85 @@ def test_clean_up_spares_what_a_later_retry_made(cluster, alice, acme, settings)
     )
     op = drive(op, ENDED)
     assert op.state == OperationState.FAILED
-    services.retry(alice, op)  # before the clean-up task ran
+    again = services.retry(alice, op)  # before the clean-up task ran
     assert engine.clean_up(op.pk) == "superseded"
     assert gateway_for(cluster).get("vminstances", acme.namespace, "fits-later") is not None
+    # The retry finds what the create it retries made: its own, not an existing object.
+    again = drive(again, ENDED)
+    assert again.reason != "AlreadyExists", again.message
+
+
+# --- #20.4: a create never changes an existing object ---------------------------------------
+
+
+def test_a_create_on_a_name_made_since_the_sync_is_refused_at_submit(cluster, alice, acme):
+    op = drive(services.submit_vm(alice, acme, cluster, vm_request("twin")), ENDED)
+    assert op.state == OperationState.SUCCEEDED, op.message
+    # Done, and the snapshot has not seen it yet: the name is taken all the same.
+    with pytest.raises(services.OperationRefused) as refused:
+        services.submit_vm(alice, acme, cluster, vm_request("twin", count=2))
+    assert (refused.value.field, refused.value.message) == (
+        "name",
+        "A VM with this name already exists.",
+    )
+    assert Operation.objects.filter(name="twin").count() == 1
+
+
+def test_the_engine_creates_only_and_says_so(cluster, alice, acme):
+    """Past the submit's checks (a VM made with kubectl, which no snapshot shows yet), the
+    apply finds it and fails in plain words, changing nothing: not its GPUs, disk or
+    cloud-init, and the failure's clean-up does not remove it either."""
+    gateway = gateway_for(cluster)
+    first = drive(services.submit_vm(alice, acme, cluster, vm_request("kept")), ENDED)
+    assert first.state == OperationState.SUCCEEDED
+    vm_before = gateway.get("vminstances", acme.namespace, "kept")
+    bigger = vm_request("kept", count=2, cloud_init="#cloud-config\nruncmd: [reboot]\n")
+    docs = apps.vm_manifests(bigger, acme.namespace, cluster.vm_kind)
+    op = services.record(
+        user=alice, tenant=acme, cluster=cluster, kind=OperationKind.CREATE,
+        app_kind=cluster.vm_kind, name="kept", docs=docs, params=bigger.as_params(),
+        check_capacity=False,
+    )  # fmt: skip
+    op = drive(op, ENDED)
+    assert (op.state, op.reason) == (OperationState.FAILED, "AlreadyExists")
+    assert "already exists in the cluster. A create never changes what is there" in op.message
+    assert "VMInstance kept" in op.message
+    assert op.baseline["absent"] == []
+    assert op.attempts == 1
+    vm_after = gateway.get("vminstances", acme.namespace, "kept")
+    assert vm_after["spec"] == vm_before["spec"]
+    assert vm_after["metadata"]["resourceVersion"] == vm_before["metadata"]["resourceVersion"]
+    assert engine.clean_up(op.pk) == "nothing to do"
+    assert gateway.get("vminstances", acme.namespace, "kept") is not None
+
+
+def test_adding_a_group_named_like_an_existing_one_never_overwrites_it(cluster, alice, acme):
+    """acme's cluster "ml" has md0 (role ingress-nginx) and "gpu": "add group" with either
+    name is refused at submit, and the apply refuses it too (md0 has no GPUs, so no snapshot
+    row)."""
+    gateway = gateway_for(cluster)
+    before = gateway.get("kuberneteses", acme.namespace, "ml")
+    for group in ("md0", "gpu"):
+        request = apps.NodeGroupRequest(
+            cluster_name="ml", group=group, min_replicas=1, max_replicas=1,
+            instance_type="u1.2xlarge", disk_size_gi=100, gpu_resource=L40S, gpus_per_node=1,
+        )  # fmt: skip
+        with pytest.raises(services.OperationRefused) as refused:
+            services.submit_node_group(alice, acme, cluster, request, resize=False)
+        assert refused.value.field == "group"
+        assert refused.value.message == (
+            f"ml already has a node group named {group}: pick another name, or resize that "
+            "group from its page."
+        )
+    docs = apps.node_group_manifests(request, acme.namespace, cluster.node_group_disk_field)
+    op = services.record(
+        user=alice, tenant=acme, cluster=cluster, kind=OperationKind.CREATE,
+        app_kind="Kubernetes", name="ml", node_group="md0", docs=docs,
+        params=request.as_params(), check_capacity=False,
+    )  # fmt: skip
+    op = drive(op, ENDED)
+    assert (op.state, op.reason) == (OperationState.FAILED, "AlreadyExists")
+    assert op.message.startswith("ml already has a node group named md0. Adding it would")
+    after = gateway.get("kuberneteses", acme.namespace, "ml")
+    assert after["spec"]["nodeGroups"] == before["spec"]["nodeGroups"]
+    assert after["spec"]["nodeGroups"]["md0"]["roles"] == ["ingress-nginx"]

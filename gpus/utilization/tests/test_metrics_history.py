@@ -8,7 +8,8 @@ import pytest
 from django.core.cache import cache
 from django.urls import reverse
 
-from gpus.inventory.models import Cluster
+from gpus.inventory.choices import WorkloadKind
+from gpus.inventory.models import Cluster, GpuWorkload
 from gpus.utilization import tasks
 from gpus.utilization.metrics import history
 from gpus.utilization.models import GpuDevice, GpuRollup, GroupRollup, MetricSource
@@ -23,7 +24,19 @@ def device(request, metric_history, acme) -> GpuDevice:
     cluster = Cluster.objects.create(name="prod")
     url = getattr(metric_history, request.param)
     MetricSource.objects.create(cluster=cluster, kind="prometheus", url=url)
+    # A tenant sees a GPU through the inventory's allocation to its workload (#20 item 1).
+    workload = GpuWorkload.objects.create(
+        cluster=cluster,
+        tenant=acme,
+        kind=WorkloadKind.NODE_GROUP,
+        app_kind="Kubernetes",
+        name="ml",
+        node_group="gpu",
+        gpus_per_instance=1,
+        gpus_held=1,
+    )
     return GpuDevice.objects.create(
+        workload=workload,
         uuid=metric_history.uuid,
         cluster=cluster,
         tenant=acme,
@@ -192,6 +205,12 @@ def test_query_api_rollups_keep_groups_not_per_gpu(device) -> None:
     assert node["share"] == pytest.approx(200 / 350 * 100)  # L40S: 350 W board
     series = workload_series(device.tenant, tr)
     assert list(series) == ["kubernetes-ml"] and series["kubernetes-ml"].lines["util"][0] == 50.0
+    # The collector's pass that read XID 79 recorded the incident (query-API mode too).
+    from gpus.utilization.collector import store
+    from gpus.utilization.metrics.parse import Reading
+
+    at = (hour + dt.timedelta(minutes=15)).timestamp()
+    store([Reading(device.uuid, at, {"xid": 79.0}, tenant="tenant-acme")], None, False)
     (incident,) = health(tr)["rows"]
     assert incident["device"] == device and incident["xids"] == [79]
     # 5-minute node and workload rows go with the raw samples (48 h); the others stay 30 days.

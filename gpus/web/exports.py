@@ -1,0 +1,53 @@
+"""CSV exports: the one writer every CSV of the portal goes through.
+
+Spreadsheets run a cell that starts with = + - @ (or a tab or carriage return before one) as a
+formula: an agent-posted GPU name "=HYPERLINK(...)" reached the admin's spreadsheet as one. Every
+text cell starting so is written with a leading apostrophe (OWASP "CSV injection"), which
+spreadsheets show as text. Numbers are written as they are: they are never formulas.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+
+from django.http import StreamingHttpResponse
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: object) -> object:
+    """A cell a spreadsheet shows as written, never runs."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return value
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+class _Echo:
+    """A file-like object whose write returns the line: csv.writer then yields lines to stream."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_lines(header: Sequence[str], rows: Iterable[Sequence[object]]) -> Iterable[str]:
+    """The header then each row as CSV lines, every cell made safe."""
+    writer = csv.writer(_Echo())
+    yield writer.writerow([safe_cell(c) for c in header])
+    for row in rows:
+        yield writer.writerow([safe_cell(c) for c in row])
+
+
+def csv_response(
+    filename: str, header: Sequence[str], rows: Iterable[Sequence[object]]
+) -> StreamingHttpResponse:
+    """A CSV download streamed row by row: memory stays flat whatever the number of rows."""
+    response = StreamingHttpResponse(
+        csv_lines(header, rows), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
