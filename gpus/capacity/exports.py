@@ -76,14 +76,8 @@ def history_dicts(start: dt.datetime, end: dt.datetime, bucket: str) -> Iterator
 
 
 def usage_dicts(start: dt.datetime, end: dt.datetime) -> Iterator[dict]:
-    for r in selectors.get_tenant_usage_rows(start, end).iterator(chunk_size=2000):
-        yield {
-            "tenant": r["tenant__namespace"],
-            "cluster": r["cluster__name"],
-            "gpu_model": r["gpu_model__resource_name"],
-            "gpu_hours": round(r["gpu_hours"], 3),
-            "gpus_max": r["gpus_max"],
-        }
+    for r in selectors.get_tenant_usage_rows(start, end):
+        yield {**r, "gpu_hours": round(r["gpu_hours"], 3)}
 
 
 def history_csv(start: dt.datetime, end: dt.datetime, bucket: str) -> StreamingHttpResponse:
