@@ -465,11 +465,26 @@ def get_node_group_for_user(user: User, namespace: str, name: str, group: str) -
         GpuWorkload.objects.filter(
             tenant=tenant, kind=WorkloadKind.NODE_GROUP, name=name, node_group=group
         )
-        .select_related("cluster", "gpu_model")
+        .select_related("cluster", "tenant", "gpu_model")
         .first()
     )
     if row is None:
         raise Http404("No such node group.")
+    return row
+
+
+def get_kubernetes_cluster_for_user(user: User, namespace: str, name: str) -> GpuWorkload:
+    """A tenant Kubernetes cluster the user may see, as one of its node groups (the snapshot
+    knows clusters by their GPU groups); else 404."""
+    tenant = get_tenant_for_user(user, namespace)
+    row = (
+        GpuWorkload.objects.filter(tenant=tenant, kind=WorkloadKind.NODE_GROUP, name=name)
+        .select_related("cluster", "tenant", "gpu_model")
+        .order_by("node_group")
+        .first()
+    )
+    if row is None:
+        raise Http404("No such Kubernetes cluster.")
     return row
 
 

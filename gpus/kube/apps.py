@@ -552,3 +552,31 @@ def node_group_manifests(
             "spec": {"nodeGroups": {request.group: group}},
         }
     ]
+
+
+def node_group_delete_manifests(
+    cluster_name: str, group: str, namespace: str
+) -> list[dict[str, Any]]:
+    """One partial Kubernetes manifest that, applied as a JSON merge patch, removes this group
+    alone (``null`` deletes a key, RFC 7386); the other groups are left as they are."""
+    validate_name(KUBERNETES, cluster_name)
+    patch = node_group_merge_patch(group, None)
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": KUBERNETES,
+            "metadata": {"name": cluster_name, "namespace": namespace},
+            **patch,
+        }
+    ]
+
+
+def app_delete_manifests(kind: str, name: str, namespace: str) -> list[dict[str, Any]]:
+    """What a delete names: the app itself (Helm then removes everything it rendered)."""
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": kind,
+            "metadata": {"name": name, "namespace": namespace},
+        }
+    ]

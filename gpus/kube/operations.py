@@ -402,3 +402,23 @@ def node_group_progress(
         done=helm_done and bool(monitor) and available >= min_replicas,
         observed=observed,
     )
+
+
+def node_group_removed_progress(
+    cluster: str, group: str, view: NamespaceView, baseline: Mapping[str, str]
+) -> Progress:
+    """A node group deleted (merge patch ``nodeGroups.<group>: null``): done when the app no
+    longer lists it and Helm has removed its workers' WorkloadMonitor (the chart ranges over
+    ``.Values.nodeGroups``: cozystack v1.1.0 packages/apps/kubernetes/templates/cluster.yaml),
+    or when the whole cluster is gone."""
+    app = view.apps.get(("kuberneteses", cluster))
+    if app is None:
+        return Progress(done=True)
+    observed: dict[str, Any] = {"released": released_marker(app)}
+    if failed := _helm_failed_progress(app, baseline, observed):
+        return failed
+    listed = group in ((app.get("spec") or {}).get("nodeGroups") or {})
+    monitor_name = f"{manifests.release_name(manifests.KUBERNETES, cluster)}-{group}"
+    monitor = view.monitors.get(monitor_name)
+    observed.update(listed=listed, monitor=monitor is not None)
+    return Progress(exists=True, done=not listed and monitor is None, observed=observed)

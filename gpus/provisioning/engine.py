@@ -31,6 +31,7 @@ from gpus.kube.operations import (
     apply_manifest,
     delete_target,
     node_group_progress,
+    node_group_removed_progress,
     observe,
     released_marker,
     scheduling_event,
@@ -167,7 +168,7 @@ def succeed(op: Operation, reason: str = "", message: str = "") -> None:
         set(ACTIVE_OPERATION_STATES),
         state=OperationState.SUCCEEDED,
         finished_at=now,
-        running_at=op.running_at or (now if _want_running(op) and op.kind != "delete" else None),
+        running_at=op.running_at or (now if _want_running(op) and not _is_delete(op) else None),
         reason=reason,
         message=message,
         lease_until=None,
@@ -224,6 +225,11 @@ def _record_baseline(op: Operation, gateway: ClusterGateway) -> None:
 NODE_GROUP = "NodeGroup"  # a worker group inside a Kubernetes app, in a baseline's lists
 
 
+def _is_delete(op: Operation) -> bool:
+    """A delete, or a retry of one (it deletes again, never applies the old manifests)."""
+    return (op.params.get("retry_kind") or op.kind) == OperationKind.DELETE
+
+
 def _is_create(op: Operation) -> bool:
     return (op.params.get("retry_kind") or op.kind) in (OperationKind.CREATE, OperationKind.RETRY)
 
@@ -277,7 +283,7 @@ def apply(op: Operation) -> None:
     who = identity_for(op)
     wrote = must_exist = False
     try:
-        if op.kind == OperationKind.DELETE:
+        if _is_delete(op) and not op.node_group:
             # Delete the VM first, then its disks: 404 means already gone.
             for doc in reversed(op.manifests):
                 delete_target(
@@ -342,6 +348,11 @@ def apply(op: Operation) -> None:
     except ForbiddenError as exc:
         fail(op, "Forbidden", exc.detail or exc.message, (), str(exc))
     except NotFoundError as exc:
+        if _is_delete(op):
+            # A group of a cluster that is gone is gone too.
+            if _transition(op, {OperationState.APPLYING}, state=OperationState.PROVISIONING):
+                succeed(op)
+            return
         if not must_exist:
             fail(op, exc.reason or "NotFound", exc.detail or exc.message, (), str(exc))
             return
@@ -415,7 +426,20 @@ def _disk_name(op: Operation) -> str | None:
 def advance(op: Operation, view: NamespaceView, now: Any) -> None:
     """Move one polled operation forward from one observation."""
     plural = mf.PLURALS.get(op.app_kind, "")
-    if op.kind == OperationKind.DELETE:
+    if _is_delete(op) and op.node_group:
+        gone = node_group_removed_progress(
+            op.name, op.node_group, view, op.baseline.get("before", {})
+        )
+        if gone.observed != op.observed:
+            _transition(op, set(POLLED_OPERATION_STATES), observed=gone.observed)
+        if gone.failed:
+            fail(op, gone.reason, gone.message, gone.causes)
+        elif gone.done:
+            succeed(op)
+        else:
+            _check_ceiling(op, now)
+        return
+    if _is_delete(op):
         if (plural, op.name) not in view.apps:
             succeed(op)
         else:

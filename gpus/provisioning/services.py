@@ -22,6 +22,7 @@ from gpus.kube.apps import NodeGroupRequest, VmRequest, node_group_manifests, vm
 from gpus.provisioning.audit import audit
 from gpus.provisioning.capacity import fit_for, group_fit_for, quota_left, quota_message
 from gpus.provisioning.choices import (
+    ACTIVE_OPERATION_STATES,
     OperationKind,
     OperationState,
 )
@@ -457,3 +458,73 @@ def _check_new_group(cluster: Cluster, tenant: Tenant, request: NodeGroupRequest
             % {"name": request.cluster_name, "group": request.group},
             "group",
         )
+
+
+# --- deleting a node group, or a whole tenant Kubernetes cluster --------------------------
+
+
+def _check_cluster_idle(cluster: Cluster, tenant: Tenant, name: str, group: str | None) -> None:
+    """A group delete and a cluster delete (different targets for the one-active constraint)
+    must not overlap: refuse while a change to the cluster (``group`` None: to any of its
+    groups) is still in progress."""
+    active = Operation.objects.filter(
+        cluster=cluster,
+        namespace=tenant.namespace,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        state__in=sorted(ACTIVE_OPERATION_STATES),
+    )
+    if group is not None:
+        active = active.filter(node_group="")
+    if active.exists():
+        raise OperationRefused(
+            _("Another change to %(name)s is still in progress; wait for it to finish.")
+            % {"name": name}
+        )
+
+
+def submit_node_group_delete(user: Any, workload: GpuWorkload) -> Operation:
+    """Remove one worker group of a tenant Kubernetes cluster: a merge patch that drops that
+    group from ``spec.nodeGroups``; its workers and their GPUs go, the other groups stay."""
+    tenant, name, group = workload.tenant, workload.name, workload.node_group
+    if group == mf.DEFAULT_NODE_GROUP:
+        # Cozystack v1.1's values.yaml holds md0 and Helm merges it back in: it cannot be
+        # removed by changing the app (packages/apps/kubernetes/values.yaml at v1.1.0).
+        raise OperationRefused(
+            _(
+                "%(group)s is the group Cozystack always gives a Kubernetes cluster: it cannot "
+                "be removed on its own. Delete the whole cluster %(name)s instead."
+            )
+            % {"group": group, "name": name}
+        )
+    _check_cluster_idle(workload.cluster, tenant, name, group)
+    return record(
+        user=user,
+        tenant=tenant,
+        cluster=workload.cluster,
+        kind=OperationKind.DELETE,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        node_group=group,
+        docs=mf.node_group_delete_manifests(name, group, tenant.namespace),
+        check_capacity=False,
+        params={"action": OperationKind.DELETE},
+    )
+
+
+def submit_kubernetes_delete(user: Any, workload: GpuWorkload) -> Operation:
+    """Delete a whole tenant Kubernetes cluster (the app: Helm removes its control plane, every
+    worker group and what runs on them). ``workload`` is any of its node groups."""
+    tenant, name = workload.tenant, workload.name
+    _check_cluster_idle(workload.cluster, tenant, name, None)
+    return record(
+        user=user,
+        tenant=tenant,
+        cluster=workload.cluster,
+        kind=OperationKind.DELETE,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        docs=mf.app_delete_manifests(mf.KUBERNETES, name, tenant.namespace),
+        check_capacity=False,
+        params={"action": OperationKind.DELETE},
+    )

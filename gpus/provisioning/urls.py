@@ -31,6 +31,16 @@ urlpatterns = [
         views.node_group_check,
         name="node_group_edit_check",
     ),
+    path(
+        "tenants/<slug:namespace>/kubernetes/<slug:name>/nodegroups/<slug:group>/delete/",
+        views.kubernetes_delete,
+        name="node_group_delete",
+    ),
+    path(
+        "tenants/<slug:namespace>/kubernetes/<slug:name>/delete/",
+        views.kubernetes_delete,
+        name="kubernetes_delete",
+    ),
     path("tenants/<slug:namespace>/operations/", views.operation_list, name="operations"),
     path("audit/", views.audit_log, name="audit"),
     path("tenants/<slug:namespace>/operations/<int:pk>/", views.operation_detail, name="operation"),

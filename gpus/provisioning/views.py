@@ -23,6 +23,7 @@ from gpus.inventory.schemas import served_schema_causes
 from gpus.inventory.selectors import (
     _live_context,
     default_cluster,
+    get_kubernetes_cluster_for_user,
     get_node_group_for_user,
     get_tenant_workload,
     get_vm_for_user,
@@ -53,7 +54,9 @@ from gpus.provisioning.services import (
     OperationRefused,
     queue_down_message,
     retry,
+    submit_kubernetes_delete,
     submit_node_group,
+    submit_node_group_delete,
     submit_vm,
     submit_vm_action,
 )
@@ -285,6 +288,34 @@ def vm_action(request: HttpRequest, namespace: str, name: str, action: str) -> H
         request,
         "provisioning/vm_action.html",
         {"tenant": vm.tenant, "vm": vm, "action": action, "kind": kind, "error": error},
+    )
+
+
+def kubernetes_delete(
+    request: HttpRequest, namespace: str, name: str, group: str | None = None
+) -> HttpResponse:
+    """GET: ask for confirmation; POST: record the delete of one node group (``group``) or of
+    the whole tenant Kubernetes cluster, the way a VM delete is asked."""
+    if group is None:
+        target = get_kubernetes_cluster_for_user(request.user, namespace, name)
+    else:
+        target = get_node_group_for_user(request.user, namespace, name, group)
+    require_may_operate(request.user, target.tenant)
+    error = ""
+    if request.method == "POST":
+        try:
+            if group is None:
+                op = submit_kubernetes_delete(request.user, target)
+            else:
+                op = submit_node_group_delete(request.user, target)
+        except OperationRefused as exc:
+            error = exc.message
+        else:
+            return _recorded(request, op)
+    return render(
+        request,
+        "provisioning/kubernetes_delete.html",
+        {"tenant": target.tenant, "target": target, "group": group, "error": error},
     )
 
 

@@ -62,6 +62,8 @@ def test_openapi_document_is_served_and_names_every_route(db):
         f"{API}/tenants/{{namespace}}/vms/{{name}}",
         f"{API}/tenants/{{namespace}}/vms/{{name}}/actions",
         f"{API}/tenants/{{namespace}}/node-groups",
+        f"{API}/tenants/{{namespace}}/node-groups/{{cluster}}/{{group}}",
+        f"{API}/tenants/{{namespace}}/kubernetes/{{cluster}}",
         f"{API}/tenants/{{namespace}}/operations/{{pk}}",
         f"{API}/tenants/{{namespace}}/utilization",
     } <= paths
