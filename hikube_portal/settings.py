@@ -43,6 +43,9 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_filters",
     "axes",
+    # The API's docs page (/api/v1/docs) from the portal's own static files, not a CDN: the
+    # Content-Security-Policy allows scripts from 'self' only.
+    "ninja",
     # Each app's migrations stay linear: parallel branches conflict in max_migration.txt.
     "django_linear_migrations",
     "gpus.web",
