@@ -82,7 +82,9 @@ def describe(op: Operation, now: Any = None) -> OperationView:
     has_disk = any(d["kind"] == mf.VM_DISK for d in op.manifests)
     if creates and (has_disk or op.app_kind == mf.VIRTUAL_MACHINE):
         points.append((OperationStep.DISK_READY, op.disk_ready_at))
-    if creates or op.kind in (OperationKind.START, OperationKind.RESTART) or op.node_group:
+    # A node group being deleted has no server to find nor workers to run.
+    grows = op.node_group and op.kind != OperationKind.DELETE
+    if creates or op.kind in (OperationKind.START, OperationKind.RESTART) or grows:
         points.append((OperationStep.SCHEDULED, op.scheduled_at))
         points.append((OperationStep.RUNNING, op.running_at))
     steps = [Step(str(k), str(k.label), at) for k, at in points]

@@ -30,7 +30,7 @@ from gpus.inventory.selectors import (
     tenant_kubernetes_clusters,
     tenant_workload_page,
 )
-from gpus.kube.apps import VmRequest, node_group_manifests, vm_manifests
+from gpus.kube.apps import DEFAULT_NODE_GROUP, VmRequest, node_group_manifests, vm_manifests
 from gpus.provisioning.capacity import (
     explain_workloads,
     fit_for,
@@ -95,6 +95,8 @@ def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
         query=_query_without(request, "page", "after", "before"),
         in_flight=list(operations_in_flight(request.user, tenant)),
         can_operate=may_operate(request.user, tenant),
+        # Cozystack v1.1 merges md0 back into every cluster: it is never offered for deletion.
+        default_node_group=DEFAULT_NODE_GROUP,
     )
     return render_page_or_fragment(
         request, "provisioning/my_gpus.html", "provisioning/_my_gpus_table.html", context

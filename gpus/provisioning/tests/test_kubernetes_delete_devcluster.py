@@ -122,6 +122,10 @@ def test_delete_one_node_group_then_the_whole_cluster(cluster, dc, alice, bob, c
         e for e in dc.audit() if e["verb"] == "patch" and e["name"] == "gone" and e["allowed"]
     ]
     assert patches and patches[-1]["user"] == "hikube-portal:alice"
+    page = Client()
+    page.force_login(alice)
+    shown = page.get(reverse("gpus:operation", args=["tenant-acme", op.pk])).content.decode()
+    assert "gone / extra" in shown and "GPU server found" not in shown
     follow = api(alice).get(body["url"])
     assert follow.json()["state"] == "succeeded" and follow.json()["terminal"] is True
     sync.sync_cluster(cluster.pk)
@@ -136,10 +140,13 @@ def test_delete_one_node_group_then_the_whole_cluster(cluster, dc, alice, bob, c
         services.submit_node_group_delete(alice, group)
     assert "Delete the whole cluster gone instead" in exc.value.message
 
-    # The page: My GPUs links to a confirmation; the whole cluster goes from there.
-    page = Client()
-    page.force_login(alice)
+    # The page: My GPUs links to a confirmation; the whole cluster goes from there. md0 rows
+    # (a GPU-less group is listed too) offer no delete.
     listing = page.get(reverse("gpus:my_gpus", args=["tenant-acme"])).content.decode()
+    md0 = GpuWorkload.objects.filter(tenant=acme, node_group="md0").first()
+    assert md0 is not None
+    assert reverse("gpus:node_group_edit", args=["tenant-acme", md0.name, "md0"]) in listing
+    assert reverse("gpus:node_group_delete", args=["tenant-acme", md0.name, "md0"]) not in listing
     group_url = reverse("gpus:node_group_delete", args=["tenant-acme", "gone", "gpu"])
     assert group_url in listing
     confirm = page.get(group_url).content.decode()
