@@ -170,3 +170,19 @@ def test_delete_one_node_group_then_the_whole_cluster(cluster, dc, alice, bob, c
     assert deletes and deletes[-1]["user"] == "hikube-portal:alice" and deletes[-1]["allowed"]
     sync.sync_cluster(cluster.pk)
     assert not GpuWorkload.objects.filter(tenant=acme, name="gone").exists()
+
+
+def test_a_retried_delete_deletes_again(cluster, dc, alice, acme):
+    """A failed delete, tried again, deletes (it never re-applies the delete's bare manifests
+    as if they were a change, which would leave the object there and say Done)."""
+    make_group(alice, acme, cluster, "again", "gpu", new=True)
+    sync.sync_cluster(cluster.pk)
+    group = GpuWorkload.objects.get(tenant=acme, name="again", node_group="gpu")
+    whole = services.submit_kubernetes_delete(alice, group)
+    Operation.objects.filter(pk=whole.pk).update(state=OperationState.FAILED)  # as if refused
+    assert read_app(dc, "again") is not None
+    retried = services.retry(alice, Operation.objects.get(pk=whole.pk))
+    assert retried.kind == OperationKind.RETRY and retried.params["retry_kind"] == "delete"
+    retried = drive(retried, DONE, seconds=90)
+    assert retried.state == OperationState.SUCCEEDED, (retried.reason, retried.message)
+    assert read_app(dc, "again") is None
