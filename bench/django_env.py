@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 
 
-def setup_production_django(var_dir: Path) -> None:
+def setup_production_django(var_dir: Path, allowed_hosts: str = "testserver") -> None:
     os.environ.update(
         DEBUG="false",
         SECRET_KEY="bench-only-secret-key-not-used-anywhere-else-0123456789",
         SECURE_SSL_REDIRECT="false",
-        ALLOWED_HOSTS="testserver",
+        ALLOWED_HOSTS=allowed_hosts,
         VAR_DIR=str(var_dir),
         STATIC_ROOT=str(var_dir / "static"),
     )

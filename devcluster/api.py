@@ -363,7 +363,7 @@ class Api:
                     if decision.status == 503
                     else None,
                 )
-        allowed = self.auth.allowed(req.identity, verb, res, ns if res.namespaced else None)
+        allowed = self.auth.allowed(req.identity, verb, res, ns if res.namespaced else None, name)
         if verb not in ("get", "list", "watch"):
             self.audit.append(
                 {

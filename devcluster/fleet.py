@@ -101,6 +101,9 @@ class Fleet:
     nodes: list[NodeSpec]
     tenants: list[str]
     workloads: list[dict[str, Any]] = field(default_factory=list)
+    # Tenant namespace -> the tenant whose monitoring it uses ("" for none): the
+    # `namespace.cozystack.io/monitoring` label the v1.1 tenant chart writes.
+    monitoring: dict[str, str] = field(default_factory=dict)
 
 
 def make_node(spec: NodeSpec, seed: int, created: float) -> dict[str, Any]:
@@ -246,7 +249,16 @@ def make_node(spec: NodeSpec, seed: int, created: float) -> dict[str, Any]:
     return node
 
 
-def make_namespace(name: str, created: float) -> dict[str, Any]:
+MONITORING_LABEL = "namespace.cozystack.io/monitoring"
+
+
+def make_namespace(name: str, created: float, monitoring: str | None = None) -> dict[str, Any]:
+    """A namespace; tenant ones carry the tenant chart's `namespace.cozystack.io/monitoring`:
+    the tenant that runs monitoring for it (itself with `monitoring: true`, else the parent's),
+    "" when none does (CZ packages/apps/tenant/templates/namespace.yaml)."""
+    labels = {"kubernetes.io/metadata.name": name}
+    if monitoring is not None:
+        labels[MONITORING_LABEL] = monitoring
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -254,7 +266,7 @@ def make_namespace(name: str, created: float) -> dict[str, Any]:
             "name": name,
             "uid": stable_uuid("ns", name),
             "creationTimestamp": now_rfc3339(created),
-            "labels": {"kubernetes.io/metadata.name": name},
+            "labels": labels,
         },
         "spec": {"finalizers": ["kubernetes"]},
         "status": {"phase": "Active"},
@@ -391,8 +403,12 @@ def demo_fleet(flavour: str = "current") -> Fleet:
                     "md0": group(1, 3, "u1.large", "50Gi", [], ["ingress-nginx"]),
                     "gpu": group(2, 4, "u1.8xlarge", "100Gi", [A100]),
                 },
-                # The exporter's ServiceMonitor is off by default in v1.1: switch it on.
-                "addons": {"gpuOperator": {"enabled": True, "valuesOverride": SCRAPED}},
+                # The exporter's ServiceMonitor is off by default in v1.1: switch it on, and the
+                # monitoring agents (vmagent) that scrape it.
+                "addons": {
+                    "gpuOperator": {"enabled": True, "valuesOverride": SCRAPED},
+                    "monitoringAgents": {"enabled": True, "valuesOverride": {}},
+                },
             },
             "hot,training",
         )
@@ -405,7 +421,10 @@ def demo_fleet(flavour: str = "current") -> Fleet:
             {
                 "version": "v1.34",
                 "nodeGroups": {"gpu": group(1, 2, "u1.8xlarge", "100Gi", [L40S, L40S])},
-                "addons": {"gpuOperator": {"enabled": True, "valuesOverride": SCRAPED_HONOR}},
+                "addons": {
+                    "gpuOperator": {"enabled": True, "valuesOverride": SCRAPED_HONOR},
+                    "monitoringAgents": {"enabled": True, "valuesOverride": {}},
+                },
             },
             "inference,idle",
         )
@@ -413,7 +432,9 @@ def demo_fleet(flavour: str = "current") -> Fleet:
     for w in workloads:  # globex's VM runs the simulated guest agent (off by default)
         if w["metadata"]["name"] == "inference":
             w["metadata"]["annotations"]["devcluster.hikube.io/guest-agent"] = "on"
-    return Fleet("demo", nodes, ["tenant-root", "tenant-acme", "tenant-globex"], workloads)
+    tenants = ["tenant-root", "tenant-acme", "tenant-globex"]
+    # Hikube's root tenant runs monitoring; its children use it.
+    return Fleet("demo", nodes, tenants, workloads, {t: "tenant-root" for t in tenants})
 
 
 SCALE_MIX = ((L40S, 0.5), (A100, 0.3), (H100, 0.2))
@@ -445,7 +466,8 @@ def scale_fleet(n_nodes: int = 12500, gpus_per_node: int = 8) -> Fleet:
                 )
             )
         start = end
-    return Fleet("scale", nodes, ["tenant-root", "tenant-acme", "tenant-globex"], [])
+    tenants = ["tenant-root", "tenant-acme", "tenant-globex"]
+    return Fleet("scale", nodes, tenants, [], {t: "tenant-root" for t in tenants})
 
 
 def file_fleet(path: str) -> Fleet:
@@ -486,7 +508,9 @@ def file_fleet(path: str) -> Fleet:
                 )
             )
     tenants = list(data.get("tenants") or ["tenant-root"])
-    return Fleet(Path(path).stem, nodes, tenants, list(data.get("workloads") or []))
+    # `monitoring: {tenant-x: ""}` leaves a tenant without; by default the root's serves all.
+    monitoring = {t: "tenant-root" for t in tenants} | dict(data.get("monitoring") or {})
+    return Fleet(Path(path).stem, nodes, tenants, list(data.get("workloads") or []), monitoring)
 
 
 def load_fleet(name: str, flavour: str = "current") -> Fleet:

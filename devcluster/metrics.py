@@ -1,7 +1,8 @@
 """DCGM-exporter stand-in, as a Cozystack v1.1 tenant cluster exposes it.
 
 Series exist only for tenant Kubernetes clusters whose GPU operator addon is enabled *and* whose
-dcgm-exporter ServiceMonitor is switched on in the addon's values (off by default in v1.1), and
+dcgm-exporter ServiceMonitor is switched on in the addon's values (off by default in v1.1), whose
+monitoring agents are on and whose tenant has a monitoring tenant to write to, and
 only some minutes after a worker runs (the operator installs the driver, then the exporter). The
 metric set is exactly the exporter's default CSV of the version v1.1 ships. GPU UUIDs belong to
 the physical GPU: (host node, slot), whoever holds it. Passthrough VMs have no host series; a
@@ -10,7 +11,8 @@ reports the few nvidia-smi fields, without pod or namespace labels.
 
 Values are pure functions of (seed, GPU UUID, time) and the workload profile, so a scrape, a
 re-scrape and a backfill agree. Profiles: `training` (steady, near 100%), `hot` (training on a
-GPU that is thermally throttling), `faulty` (training with XID errors now and then), `steady`
+GPU that is thermally throttling), `faulty` (training after an XID error, which the gauge keeps
+until the driver reloads), `steady`
 (constant 50 % and constant power, for energy checks), `inference` (bursty), `idle` (allocated,
 a pod holds it, nothing runs) and `free` (no pod). A workload picks profiles with the annotation
 `devcluster.hikube.io/gpu-profile`: a comma-separated list cycled over its GPUs ordered by
@@ -30,7 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .fleet import GpuModel, model_for, stable_hex
+from .fleet import MONITORING_LABEL, GpuModel, model_for, stable_hex
+from .resources import NAMESPACES
 
 DRIVER_VERSION = "550.127.05"
 PROFILE_ANNOTATION = "devcluster.hikube.io/gpu-profile"
@@ -150,17 +153,24 @@ class Exporter:
     operator: bool
     service_monitor: bool
     honor_labels: bool
+    agents: bool = False  # addons.monitoringAgents.enabled: vmagent runs in the tenant cluster
+    monitoring: str = ""  # the tenant namespace whose VictoriaMetrics vmagent writes to
 
     @property
     def scraped(self) -> bool:
-        return self.operator and self.service_monitor
+        return self.operator and self.service_monitor and self.agents and bool(self.monitoring)
 
 
-def exporter_of(spec: dict[str, Any]) -> Exporter:
+def exporter_of(spec: dict[str, Any], monitoring: str = "") -> Exporter:
     """v1.1: `addons.gpuOperator.enabled` installs the operator (whose chart enables the
     exporter); `valuesOverride["gpu-operator"].dcgmExporter.serviceMonitor` (enabled: false,
-    honorLabels: false by default) decides whether vmagent scrapes it."""
-    op = ((spec.get("addons") or {}).get("gpuOperator")) or {}
+    honorLabels: false by default) decides whether a ServiceMonitor exists; only
+    `addons.monitoringAgents.enabled` runs the vmagent that scrapes it, and that vmagent writes
+    to `vminsert-shortterm.<_namespace.monitoring>`: with no monitoring tenant (the namespace's
+    `namespace.cozystack.io/monitoring` is "") nothing is stored anywhere
+    (packages/apps/kubernetes/templates/helmreleases/monitoring-agents.yaml)."""
+    addons = spec.get("addons") or {}
+    op = addons.get("gpuOperator") or {}
     values = ((op.get("valuesOverride") or {}).get("gpu-operator")) or {}
     dcgm = values.get("dcgmExporter") or {}
     sm = dcgm.get("serviceMonitor") or {}
@@ -168,6 +178,8 @@ def exporter_of(spec: dict[str, Any]) -> Exporter:
         operator=op.get("enabled") is True and dcgm.get("enabled", True) is not False,
         service_monitor=sm.get("enabled") is True,
         honor_labels=sm.get("honorLabels") is True,
+        agents=(addons.get("monitoringAgents") or {}).get("enabled") is True,
+        monitoring=monitoring,
     )
 
 
@@ -269,8 +281,10 @@ def sample(gpu: Gpu, t: float, seed: int) -> dict[str, float]:
         temp = 87 + 4 * n2
         sm = m.max_sm_clock * (0.62 + 0.06 * n)
         power = float(m.power_limit_w) - 2 * n
-    # XID 13 (graphics engine exception) for two minutes in every hour.
-    xid = 13 if p == "faulty" and (t + offset) % 3600 < 120 else 0
+    # XID 13 (graphics engine exception), raised once in this driver boot (within its first
+    # hour): DCGM_FI_DEV_XID_ERRORS is "the value of the last XID error encountered" and keeps
+    # it until the driver reloads (dcgm-exporter etc/default-counters.csv; NVML XID events).
+    xid = 13 if p == "faulty" and t - BOOT_EPOCH >= offset else 0
     avg_power = {
         "training": 0.85,
         "hot": 0.97,
@@ -481,6 +495,11 @@ class Dcgm:
                 units = by_owner.get(f"{res.key}|{ns}/{name}", [])
                 yield res.plural == "kuberneteses", ns, name, obj, units
 
+    def _monitoring(self, ns: str) -> str:
+        """The namespace's monitoring tenant ("" for none); call under the store lock."""
+        obj = self.dc.store.get(NAMESPACES.key, "", ns) or {}
+        return ((obj.get("metadata") or {}).get("labels") or {}).get(MONITORING_LABEL, "")
+
     def series(
         self, now: float | None, include_vms: bool, stored: bool = False
     ) -> dict[tuple[str, str, str], list[Gpu]]:
@@ -495,7 +514,7 @@ class Dcgm:
             ann = obj["metadata"].get("annotations") or {}
             profile = ann.get(PROFILE_ANNOTATION)
             if is_cluster:
-                exporter = exporter_of(obj.get("spec") or {})
+                exporter = exporter_of(obj.get("spec") or {}, self._monitoring(ns))
                 if not exporter.scraped:
                     continue
                 gpus = gpus_of_units(units, profile, dc.seed, "training", (), slots, before)

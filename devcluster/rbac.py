@@ -168,7 +168,9 @@ class Authorizer:
             return -1
         return max((who.tenant_levels.get(t, -1) for t in parents_and_self(ns)), default=-1)
 
-    def allowed(self, who: Identity, verb: str, res: Resource, ns: str | None) -> bool:
+    def allowed(
+        self, who: Identity, verb: str, res: Resource, ns: str | None, name: str | None = None
+    ) -> bool:
         if who.cluster_admin:
             return True
         if who.portal:
@@ -188,6 +190,11 @@ class Authorizer:
             return verb in READ
         if res.plural in ("pods", "events", "workloadmonitors"):
             return verb in READ
+        if res.group == "" and res.plural in ("services", "secrets"):
+            # The apps' `<release>-dashboard-resources` Roles (cozystack v1.1 vm-instance and
+            # kubernetes templates/dashboard-resourcemap.yaml) give the "use" level get on the
+            # release's Service and on `kubernetes-<name>-admin-kubeconfig`, by name only.
+            return level >= USE and verb == "get" and bool(name) and _dashboard_name(res, name)
         if res.group == "kubevirt.io" and res.plural == "virtualmachines":
             # clusterroles.yaml: admin get/list, super-admin '*'.
             if level >= SUPER_ADMIN:
@@ -205,3 +212,9 @@ class Authorizer:
             f'{subject} is forbidden: User "{who.user}" cannot {verb} resource "{res.plural}" '
             f'in API group "{res.group}" {scope}'
         )
+
+
+def _dashboard_name(res: Resource, name: str) -> bool:
+    if res.plural == "secrets":
+        return name.startswith("kubernetes-") and name.endswith("-admin-kubeconfig")
+    return name.startswith(("vm-instance-", "virtual-machine-", "kubernetes-"))

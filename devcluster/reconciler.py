@@ -8,17 +8,30 @@ request. All work happens under the store lock; delays are divided by --speed.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import threading
 from collections import Counter
 from typing import Any
 
+import yaml
+
 from . import schemas
 from .clock import Clock
 from .faults import Faults
 from .fleet import stable_hex, stable_uuid
-from .resources import EVENTS, KUBEVIRT_VMS, NODES, PODS, WORKLOAD_MONITORS, Resource
+from .render import render_problem
+from .resources import (
+    EVENTS,
+    KUBEVIRT_VMS,
+    NODES,
+    PODS,
+    SECRETS,
+    SERVICES,
+    WORKLOAD_MONITORS,
+    Resource,
+)
 from .store import Store, now_rfc3339, parse_ts, time_micro
 
 # Base delays in seconds at --speed 1 (real Cozystack takes minutes; these keep demos lively).
@@ -400,7 +413,15 @@ class Reconciler:
             if now >= due:
                 verb = action.capitalize()
                 chart = f"{res.prefix.rstrip('-')}@{CHART_VERSION}"
-                problem = schemas.helm_schema_error(spec, res.schema, res.prefix.rstrip("-"))
+                problem = schemas.helm_schema_error(
+                    spec, res.schema, res.prefix.rstrip("-")
+                ) or render_problem(
+                    res.plural,
+                    f"{res.prefix}{name}",
+                    spec,
+                    # Helm renders when the action starts; it takes `delay` to finish.
+                    lambda disk: self._data_volume_exists(ns, disk, now - self.delay(action)),
+                )
                 if problem:
                     msg = (
                         f"Helm {action} failed for release {ns}/{res.prefix}{name} with chart "
@@ -431,7 +452,9 @@ class Reconciler:
         # Derived objects follow the release Helm last deployed (a failed upgrade keeps it).
         if res.plural in ("vminstances", "virtualmachines"):
             self._ensure_vm_unit(res, obj, deployed, now)
+            self._ensure_vm_service(res, obj, deployed)
         elif res.plural == "kuberneteses":
+            self._ensure_kubeconfig(res, obj)
             d = self._ensure_cluster_units(res, obj, deployed, rec, now)
             next_at = min(x for x in (next_at, d) if x) if (next_at or d) else 0.0
         return next_at
@@ -496,6 +519,100 @@ class Reconciler:
         new["status"] = st
         self.store.put(res.key, new)
 
+    def _ensure_vm_service(self, res: Resource, obj: dict[str, Any], spec: dict[str, Any]) -> None:
+        """The vm-instance chart's Service (v1.1 templates/service.yaml): named as the release,
+        a LoadBalancer with one external IP when `external`, else headless; ports as listed
+        (WholeIP without ports: 65535)."""
+        md = obj["metadata"]
+        ns, release = md["namespace"], f"{res.prefix}{md['name']}"
+        external = bool(spec.get("external"))
+        ports = [p for p in spec.get("externalPorts") or [] if isinstance(p, int)]
+        if not external or (spec.get("externalMethod") == "WholeIP" and not ports):
+            ports = []
+        svc_spec: dict[str, Any] = {
+            "type": "LoadBalancer" if external else "ClusterIP",
+            "selector": {"app.kubernetes.io/instance": release},
+            "ports": [{"name": f"port-{p}", "port": p, "targetPort": p} for p in ports]
+            or [{"port": 65535}],
+        }
+        status: dict[str, Any] = {"loadBalancer": {}}
+        if external:
+            svc_spec["externalTrafficPolicy"] = "Local"
+            octet = int(stable_hex(self.seed, ns, release, n=4), 16) % 250 + 2
+            status["loadBalancer"] = {"ingress": [{"ip": f"198.51.100.{octet}"}]}
+        else:
+            svc_spec["clusterIP"] = "None"
+        old = self.store.get(SERVICES.key, ns, release)
+        if old is not None and old.get("spec") == svc_spec and old.get("status") == status:
+            return
+        self.store.put(
+            SERVICES.key,
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": release,
+                    "namespace": ns,
+                    "uid": (old or {}).get("metadata", {}).get("uid")
+                    or stable_uuid(self.seed, "svc", ns, release),
+                    "creationTimestamp": (old or {}).get("metadata", {}).get("creationTimestamp")
+                    or now_rfc3339(),
+                    "labels": {
+                        "apps.cozystack.io/user-service": "true",
+                        "app.kubernetes.io/instance": release,
+                    },
+                },
+                "spec": svc_spec,
+                "status": status,
+            },
+        )
+
+    def _ensure_kubeconfig(self, res: Resource, obj: dict[str, Any]) -> None:
+        """Kamaji's admin kubeconfig of a tenant cluster, `kubernetes-<name>-admin-kubeconfig`
+        with key `super-admin.conf` (cozystack v1.1 packages/apps/kubernetes/templates/NOTES.txt),
+        written once the release is installed."""
+        md = obj["metadata"]
+        ns, release = md["namespace"], f"{res.prefix}{md['name']}"
+        name = f"{release}-admin-kubeconfig"
+        if self.store.get(SECRETS.key, ns, name) is not None:
+            return
+        token = stable_hex(self.seed, "kubeconfig", ns, release, n=32)
+        config = yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": release, "cluster": {"server": f"https://{release}.{ns}.svc:6443"}}
+                ],
+                "users": [{"name": f"{release}-admin", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": f"{release}-admin@{release}",
+                        "context": {"cluster": release, "user": f"{release}-admin"},
+                    }
+                ],
+                "current-context": f"{release}-admin@{release}",
+            },
+            sort_keys=False,
+        )
+        encoded = base64.b64encode(config.encode()).decode()
+        self.store.put(
+            SECRETS.key,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "uid": stable_uuid(self.seed, "secret", ns, name),
+                    "creationTimestamp": now_rfc3339(),
+                    "labels": {"app.kubernetes.io/instance": release},
+                },
+                "data": {"super-admin.conf": encoded, "admin.conf": encoded},
+            },
+        )
+
     def _forget_app(self, key: str) -> None:
         self.app_records.pop(key, None)
         for ukey in [k for k, u in self.units.items() if u["owner"] == key]:
@@ -503,6 +620,8 @@ class Reconciler:
         res_key, nsname = key.split("|", 1)
         ns, name = nsname.split("/", 1)
         prefix = next((r.prefix for r in self.apps if r.key == res_key), "")
+        self.store.delete(SERVICES.key, ns, f"{prefix}{name}")
+        self.store.delete(SECRETS.key, ns, f"{prefix}{name}-admin-kubeconfig")
         for _, mon in list(self.store.iter_objects(WORKLOAD_MONITORS.key, ns)):
             if mon["metadata"].get("labels", {}).get(
                 "apps.cozystack.io/application.name"
@@ -879,6 +998,15 @@ class Reconciler:
         pending = unit.pop("pending", None)
         if pending:
             unit.update(pending)
+
+    def _data_volume_exists(self, ns: str, disk: str, rendered_at: float) -> bool:
+        """The VMDisk's DataVolume was there when the VM's chart rendered: the disk's release had
+        finished installing by then (applied back to back, both releases start together and the
+        VM renders before the disk's install is done, as on v1.1)."""
+        rec = self.app_records.get(f"apps.cozystack.io/v1alpha1/vmdisks|{ns}/{disk}") or {}
+        return (
+            rec.get("deployed") is not None and rec.get("deployed_at", rendered_at) <= rendered_at
+        )
 
     def _disk_block(self, unit: dict[str, Any], now: float) -> tuple[str | None, float]:
         """KubeVirt's view of the VM's dataVolume disks: Provisioning while CDI imports,

@@ -48,6 +48,10 @@ NODES = Resource(
 )
 PODS = Resource("", "v1", "pods", "pod", "Pod", True, READ, ("po",), categories=("all",))
 EVENTS = Resource("", "v1", "events", "event", "Event", True, READ, ("ev",))
+# What the apps' charts render for connecting: a VM's Service (its external address) and a tenant
+# cluster's admin kubeconfig Secret; tenants read them by name (see rbac.py).
+SERVICES = Resource("", "v1", "services", "service", "Service", True, READ, ("svc",))
+SECRETS = Resource("", "v1", "secrets", "secret", "Secret", True, READ)
 KUBEVIRT_VMS = Resource(
     "kubevirt.io",
     "v1",
@@ -115,7 +119,7 @@ FLAVOURS = ("current", "legacy", "head")
 
 def resources_for(flavour: str) -> list[Resource]:
     """Served resources; `head` = Cozystack v1.4+ Kubernetes schema (nodeGroups[].diskSize)."""
-    base = [NAMESPACES, NODES, PODS, EVENTS, KUBEVIRT_VMS, WORKLOAD_MONITORS]
+    base = [NAMESPACES, NODES, PODS, EVENTS, SERVICES, SECRETS, KUBEVIRT_VMS, WORKLOAD_MONITORS]
     if flavour == "current":
         return [*base, VMINSTANCES, VMDISKS, KUBERNETESES]
     if flavour == "head":

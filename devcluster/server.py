@@ -81,7 +81,8 @@ class DevCluster:
         created = now - 30 * 86400
         for ns in [*self.fleet.tenants, "default", "kube-system", "cozy-system"]:
             if self.store.get(NAMESPACES.key, "", ns) is None:
-                self.store.load_raw(NAMESPACES.key, make_namespace(ns, created))
+                monitoring = self.fleet.monitoring.get(ns, "") if ns.startswith("tenant-") else None
+                self.store.load_raw(NAMESPACES.key, make_namespace(ns, created, monitoring))
         for spec in self.fleet.nodes:
             self.store.load_raw(NODES.key, make_node(spec, self.seed, created))
         self.store.rv = 1

@@ -166,6 +166,9 @@ def admin_client_(platform_admin) -> Client:
 def seed_catalog() -> None:
     """What the catalog's data migration writes, written again (it is idempotent)."""
     importlib.import_module("gpus.catalog.migrations.0002_seed_catalog").seed(django_apps, None)
+    importlib.import_module("gpus.catalog.migrations.0003_datasheet_figures").apply(
+        django_apps, None
+    )
 
 
 @pytest.fixture

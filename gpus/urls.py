@@ -1,5 +1,6 @@
 """Every page of the portal under one namespace, `gpus:` (URL names predate the domain apps)."""
 
+from gpus.capacity import urls as capacity
 from gpus.catalog import urls as catalog
 from gpus.inventory import urls as inventory
 from gpus.provisioning import urls as provisioning
@@ -12,4 +13,5 @@ urlpatterns = [
     *catalog.urlpatterns,
     *provisioning.urlpatterns,
     *utilization.urlpatterns,
+    *capacity.urlpatterns,
 ]

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "gpus.inventory",
     "gpus.provisioning",
     "gpus.utilization",
+    "gpus.capacity",
 ]
 
 MIDDLEWARE = [
@@ -318,6 +319,9 @@ OPERATION_TIMEOUT_SECONDS = env_int("OPERATION_TIMEOUT_SECONDS", 900)
 OPERATION_NODE_GROUP_TIMEOUT_SECONDS = env_int("OPERATION_NODE_GROUP_TIMEOUT_SECONDS", 1800)
 OPERATION_RETRY_MAX_SECONDS = env_float("OPERATION_RETRY_MAX_SECONDS", 30.0)
 OPERATION_UNSCHEDULABLE_GRACE_SECONDS = env_float("OPERATION_UNSCHEDULABLE_GRACE_SECONDS", 120.0)
+# A Helm install/upgrade failure that may clear by itself (helm-controller retries forever) is
+# "retrying" this long before the operation fails (v1.1 HelmReleases retry every 5 minutes).
+OPERATION_HELM_RETRY_GRACE_SECONDS = env_float("OPERATION_HELM_RETRY_GRACE_SECONDS", 600.0)
 # How often an operation page asks the portal for its status while it is in flight.
 OPERATION_PAGE_POLL_SECONDS = env_float("OPERATION_PAGE_POLL_SECONDS", 2.0)
 # Per tenant: operations submitted per minute, and operations waiting for a worker (pending or
@@ -403,6 +407,9 @@ else:
             "LOCATION": str(VAR_DIR / "cache"),
         }
     }
+# The client-side rate limit of each cluster (CLUSTER_QPS, CLUSTER_BURST), shared by every worker
+# process through this Redis; empty (embedded mode, no Redis): each process keeps its own.
+CLUSTER_RATE_LIMIT_URL = env_str("CLUSTER_RATE_LIMIT_URL", "") or CACHE_URL
 CELERY_BEAT_SCHEDULE |= {
     "collect-metrics": {
         "task": "utilization.collect_all_metrics",
@@ -415,6 +422,34 @@ CELERY_BEAT_SCHEDULE |= {
         "options": {"expires": METRICS_ROLLUP_SECONDS},
     },
 }
+
+# Capacity history (gpus/capacity): samples at each sync, rolled up hourly and daily.
+CAPACITY_ROLLUP_SECONDS = env_float("CAPACITY_ROLLUP_SECONDS", 300.0)
+CAPACITY_RAW_RETENTION_DAYS = env_int("CAPACITY_RAW_RETENTION_DAYS", 14)
+CAPACITY_HOURLY_RETENTION_DAYS = env_int("CAPACITY_HOURLY_RETENTION_DAYS", 90)
+CAPACITY_DAILY_RETENTION_DAYS = env_int("CAPACITY_DAILY_RETENTION_DAYS", 1830)
+# GPU-hours between two syncs are credited for at most this long (a cluster that was unreachable
+# for a day is not billed a day of what it held before).
+CAPACITY_USAGE_GAP_SECONDS = env_float("CAPACITY_USAGE_GAP_SECONDS", 900.0)
+CELERY_BEAT_SCHEDULE |= {
+    "rollup-capacity": {
+        "task": "capacity.rollup_history",
+        "schedule": CAPACITY_ROLLUP_SECONDS,
+        "options": {"expires": CAPACITY_ROLLUP_SECONDS},
+    },
+}
+# Notifications by email: Django's email backend (the console's in debug, none otherwise unless
+# EMAIL_BACKEND is set), and the portal's address for the links in them.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.dummy.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "hikube-portal@localhost")
+PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000")
 
 # The portal's own health and metrics (gpus/ops): /readyz waits this long for the database and
 # the broker; /metrics answers only with this bearer token (404 while it is unset).

@@ -91,7 +91,10 @@ def test_no_series_without_service_monitor_and_only_after_the_exporter_starts(
                     "gpus": [{"name": A100}],
                 }
             },
-            "addons": {"gpuOperator": {"enabled": True, "valuesOverride": values}},
+            "addons": {
+                "gpuOperator": {"enabled": True, "valuesOverride": values},
+                "monitoringAgents": {"enabled": True, "valuesOverride": {}},
+            },
         }
         body = {"apiVersion": f"{G}/{V}", "kind": "Kubernetes", "metadata": {"name": name}}
         custom.create_namespaced_custom_object(

@@ -17,6 +17,8 @@ from ninja.responses import Status
 from gpus.api.auth import BearerToken
 from gpus.api.schemas import (
     ActionIn,
+    CapacityHistoryOut,
+    GpuHoursOut,
     GpuModelOut,
     NodeGroupIn,
     OperationOut,
@@ -26,6 +28,8 @@ from gpus.api.schemas import (
     VmIn,
     WorkloadOut,
 )
+from gpus.capacity import exports
+from gpus.capacity.forms import ExportForm
 from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.selectors import (
     default_cluster,
@@ -45,7 +49,7 @@ from gpus.provisioning.selectors import get_operation_for_user
 from gpus.provisioning.services import (
     OperationRefused,
     queue_down_message,
-    submit_kubernetes_delete,
+    submit_cluster_delete,
     submit_node_group,
     submit_node_group_delete,
     submit_vm,
@@ -55,7 +59,7 @@ from gpus.tenancy.models import Tenant
 from gpus.tenancy.selectors import get_tenant_for_user, tenants_for_user
 from gpus.utilization.models import GpuRollup, GpuSample
 from gpus.utilization.selectors import devices_for, parse_range
-from gpus.web.access import may_operate, require_may_operate
+from gpus.web.access import may_operate, require_may_operate, require_platform_admin
 
 api = NinjaAPI(
     title="Hikube Portal API",
@@ -326,10 +330,10 @@ def delete_node_group(request: HttpRequest, namespace: str, cluster: str, group:
 )
 def delete_kubernetes(request: HttpRequest, namespace: str, cluster: str) -> Status:
     """Delete a whole tenant Kubernetes cluster, every node group with it."""
-    target = get_kubernetes_cluster_for_user(request.user, namespace, cluster)
-    require_may_operate(request.user, target.tenant)
+    groups = get_kubernetes_cluster_for_user(request.user, namespace, cluster)
+    require_may_operate(request.user, groups[0].tenant)
     try:
-        op = submit_kubernetes_delete(request.user, target)
+        op = submit_cluster_delete(request.user, groups)
     except OperationRefused as exc:
         raise _refusal(exc) from None
     return Status(202, _operation(op))
@@ -421,3 +425,38 @@ def urls() -> tuple[list[Any], str, str]:
     for pattern in patterns:
         login_not_required(pattern.callback)
     return patterns, app_name, namespace
+
+
+def _export_period(request: HttpRequest, **params: str) -> tuple[Any, Any, str]:
+    """Platform admins only (404 for anyone else); the same parsing as the CSV exports."""
+    require_platform_admin(request.user)
+    form = ExportForm({k: v for k, v in params.items() if v})
+    if not form.is_valid():
+        raise _form_errors(form)
+    start, end = form.period()
+    return start, end, form.cleaned_data["bucket"]
+
+
+@api.get(
+    "/capacity/history",
+    response={200: list[CapacityHistoryOut], 404: Problem, 422: Problem},
+    tags=["capacity"],
+)
+def capacity_history(
+    request: HttpRequest, start: str = "", end: str = "", bucket: str = "1d"
+) -> list[dict[str, Any]]:
+    """The capacity history per cluster and GPU model, hourly (`1h`) or daily (`1d`), over
+    [start, end) (dates; by default the last 30 days): the rows of the CSV export."""
+    first, last, step = _export_period(request, start=start, end=end, bucket=bucket)
+    return list(exports.history_dicts(first, last, step))
+
+
+@api.get(
+    "/capacity/gpu-hours",
+    response={200: list[GpuHoursOut], 404: Problem, 422: Problem},
+    tags=["capacity"],
+)
+def capacity_gpu_hours(request: HttpRequest, start: str = "", end: str = "") -> list[dict]:
+    """GPU-hours per tenant, cluster and GPU model over [start, end) (for billing)."""
+    first, last, _step = _export_period(request, start=start, end=end)
+    return list(exports.usage_dicts(first, last))

@@ -120,3 +120,26 @@ class UtilizationOut(Schema):
     start: datetime
     end: datetime
     devices: list[DeviceOut]
+
+
+class CapacityHistoryOut(Schema):
+    ts: datetime = Field(description="bucket start (UTC)")
+    cluster_name: str
+    gpu_model_name: str
+    samples: int
+    installed: float = Field(description="mean over the bucket")
+    allocated: float
+    allocated_max: int
+    free: float
+    free_min: int
+    unavailable: float
+    queued_max: int = Field(description="most GPUs waiting for capacity at one sync")
+    refused: int = Field(description="GPUs refused for lack of capacity in the bucket")
+
+
+class GpuHoursOut(Schema):
+    tenant: str
+    cluster: str
+    gpu_model: str
+    gpu_hours: float
+    gpus_max: int

@@ -29,8 +29,8 @@ RULES: dict[str, Rule] = {
         Approach.KUBERNETES,
         _("Hikube positions the L40S for generative AI and inference."),
         _(
-            "Containerized AI/ML serving gains automatic scaling and GPU sharing between "
-            "applications on Kubernetes workers."
+            "Containerized AI/ML serving gains automatic scaling on Kubernetes workers (each "
+            "pod gets whole GPUs: no sharing)."
         ),
     ),
     Workload.TRAINING: Rule(

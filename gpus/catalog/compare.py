@@ -62,7 +62,10 @@ APPROACH_ROWS: list[tuple[Promise, Promise, Promise]] = [
     (_("Performance"), _("Native (passthrough)"), _("Native (device plugin)")),
     (_("Management"), _("Manual"), _("Automated")),
     (_("Scaling"), _("Vertical only"), _("Horizontal + vertical")),
-    (_("Sharing"), _("No"), _("Yes (between pods)")),
+    # Hikube's page says "Yes (between pods)"; on Cozystack v1.1 the GPU operator runs with no
+    # time-slicing config (devicePlugin.config empty) and MIG "all-disabled"
+    # (packages/system/gpu-operator/charts/gpu-operator/values.yaml, v25.3.0): whole GPUs only.
+    (_("Sharing"), _("No"), _("No: a pod gets whole GPUs")),
     (_("Complexity"), _("Simple"), _("Complex")),
     (
         _("Use cases"),
@@ -71,8 +74,8 @@ APPROACH_ROWS: list[tuple[Promise, Promise, Promise]] = [
             "isolated development environments; graphics applications (rendering, CAD)"
         ),
         _(
-            "Containerized AI/ML workloads; automatic scaling of GPU applications; GPU sharing "
-            "between applications; complex orchestration of parallel jobs"
+            "Containerized AI/ML workloads; automatic scaling of GPU applications; complex "
+            "orchestration of parallel jobs"
         ),
     ),
 ]

@@ -103,6 +103,41 @@ LEGACY_IMAGES = [
     ("cirros", "CirrOS"),
     ("talos", "Talos"),
 ]
+# What each image is, for the form's cross-checks: the OS profiles that fit it (empty: any Linux
+# profile) and its package manager (the Hikube driver snippet needs apt-get).
+IMAGE_PROFILES: dict[str, tuple[str, ...]] = {
+    "ubuntu-2404": ("ubuntu",),
+    "ubuntu-2204": ("ubuntu",),
+    "debian-12": ("ubuntu",),  # no Debian profile is served: Ubuntu's fits it
+    "rocky-9": ("centos.stream9", "rhel.9"),
+    "almalinux-9": ("centos.stream9", "rhel.9"),
+    "ubuntu": ("ubuntu",),
+    "fedora": ("fedora",),
+    "alpine": ("alpine",),
+}
+IMAGE_PACKAGER: dict[str, str] = {
+    "ubuntu-2404": "apt",
+    "ubuntu-2204": "apt",
+    "debian-12": "apt",
+    "rocky-9": "dnf",
+    "almalinux-9": "dnf",
+    "ubuntu": "apt",
+    "fedora": "dnf",
+    "alpine": "apk",
+}
+# The user each cloud image creates for the SSH keys cloud-init installs (its distribution's own).
+IMAGE_USERS: dict[str, str] = {
+    "ubuntu-2404": "ubuntu",
+    "ubuntu-2204": "ubuntu",
+    "debian-12": "debian",
+    "rocky-9": "rocky",
+    "almalinux-9": "almalinux",
+    "ubuntu": "ubuntu",
+    "fedora": "fedora",
+    "alpine": "alpine",
+    "cirros": "cirros",
+}
+WINDOWS_PROFILES = frozenset({"windows.2k22.virtio"})
 STORAGE_CLASSES = [
     ("replicated", _("replicated (survives a server failure)")),
     ("replicated-async", _("replicated-async")),

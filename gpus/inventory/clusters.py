@@ -22,6 +22,7 @@ def cluster_config(cluster: Cluster) -> ClusterConfig:
         timeout=settings.CLUSTER_TIMEOUT_SECONDS,
         qps=settings.CLUSTER_QPS,
         burst=settings.CLUSTER_BURST,
+        rate_limit_url=settings.CLUSTER_RATE_LIMIT_URL or None,
     )
 
 

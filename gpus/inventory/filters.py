@@ -28,8 +28,10 @@ NODE_SORTS = (
 
 class NodeFilter(django_filters.FilterSet):
     # Node names are at most 253 characters; longer input is a field error, not a database error.
+    # Three characters at least: the trigram index serves every term the form accepts. The
+    # search itself is the pager's (selectors.name_search): this field only parses it.
     q = django_filters.CharFilter(
-        field_name="name", lookup_expr="icontains", label=_("Name contains"), max_length=253
+        method="keep", label=_("Name contains"), min_length=3, max_length=253
     )
     gpu_model = django_filters.ModelChoiceFilter(
         method="filter_gpu_model",
@@ -91,6 +93,13 @@ class NodeFilter(django_filters.FilterSet):
         if self.is_bound and self.is_valid():
             return self.form.cleaned_data.get("sort") or "name"
         return "name"
+
+    @property
+    def name_term(self) -> str:
+        """The name search term, or "" when none (or an invalid one) was given."""
+        if self.is_bound and self.is_valid():
+            return self.form.cleaned_data.get("q") or ""
+        return ""
 
     @property
     def narrowed_to(self) -> Cluster | None:

@@ -49,6 +49,11 @@ class Cluster(models.Model):
     # One sync per cluster at a time: the running sync's lease (see gpus.inventory.sync).
     sync_lease = models.CharField(max_length=32, blank=True, editable=False)
     sync_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # Tenant namespace -> the tenant namespace that runs its monitoring ("" for none), as the
+    # namespaces' `namespace.cozystack.io/monitoring` labels said at the last sync.
+    tenant_monitoring = models.JSONField(
+        _("monitoring tenant per tenant"), default=dict, blank=True
+    )
 
     class Meta:
         ordering = ["name"]
@@ -57,6 +62,10 @@ class Cluster(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def monitoring_for(self, namespace: str) -> str:
+        """The tenant namespace that runs monitoring for `namespace` ("" for none)."""
+        return str((self.tenant_monitoring or {}).get(namespace) or "")
 
     @property
     def error_sentence(self) -> str:
@@ -237,6 +246,9 @@ class GpuWorkload(models.Model):
     # What it may grow to: a node group's maxReplicas (the autoscaler adds workers up to it
     # without asking the portal); 1 for a VM. Quotas count this, not what runs now.
     max_instances = models.PositiveIntegerField(_("at most instances"), default=1)
+    # A node group's settings as the spec has them (min_replicas, instance_type, disk, roles):
+    # what a resize form starts from, so it never changes what the person did not touch.
+    group_spec = models.JSONField(_("node group settings"), default=dict, blank=True)
     gpus_held = models.PositiveIntegerField(_("GPUs held"), default=0)
     state = models.CharField(
         _("state"), max_length=16, choices=ResourceState.choices, default=ResourceState.UNKNOWN

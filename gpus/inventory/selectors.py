@@ -4,13 +4,24 @@ are fetched scoped to the user asking."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, Max, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
+from django.db import connection, transaction
+from django.db.models import (
+    Count,
+    Max,
+    OrderBy,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest
 from django.utils import timezone
@@ -30,7 +41,7 @@ from gpus.inventory.models import (
 from gpus.tenancy.models import Membership, Tenant
 from gpus.tenancy.selectors import get_tenant_for_user, tenants_for_user
 from gpus.web.access import User, is_platform_admin, require_platform_admin
-from gpus.web.paging import KeysetPage, PageRequest, keyset_page
+from gpus.web.paging import Fetch, KeysetPage, PageRequest, first_rows, keyset_page
 
 # --- inventory -----------------------------------------------------------------------
 
@@ -267,12 +278,78 @@ def node_queryset(user: User) -> QuerySet[Node]:
     return Node.objects.only(*NODE_LIST_COLUMNS)
 
 
+# A name search first reads this many nodes in the page's order and keeps the matches.
+SEARCH_WINDOW = 1000
+# What a plan may not do while a search reads every match through the trigram index (see
+# name_search): walk an ordered index, or read the whole table.
+SEARCH_PLANS_OFF = ("enable_indexscan", "enable_indexonlyscan", "enable_seqscan")
+
+
+def name_matches(nodes: QuerySet[Node], term: str) -> QuerySet[Node]:
+    """Nodes whose name contains ``term`` (any case): ``UPPER(name) LIKE UPPER('%term%')``, the
+    expression the trigram index of migration 0002 is built on."""
+    return nodes.filter(name__icontains=term)
+
+
+def name_search(term: str) -> Fetch:
+    """How a page of nodes whose name contains ``term`` is read, at a cost that does not grow
+    with the fleet for a broad term:
+
+    1. the next SEARCH_WINDOW nodes in the page's order (a range of the sort's index) and the
+       matches among them: a broad term fills its page there, whatever the fleet;
+    2. if they hold less than a page, every match after the cursor through the trigram index
+       (PostgreSQL), sorted: its cost grows with the term's matches, not with the fleet.
+       PostgreSQL's planner takes matches for spread evenly along the name order, so for a
+       term whose matches come late (``l40s-0`` after every A100 and H100) it would walk the
+       name index and discard every node before them; on a small fleet it may read the whole
+       table. Both are off for this one query, which leaves it the trigram index (a bitmap
+       scan; every term the form accepts has a trigram). SQLite has no trigram index: there,
+       step 2 reads the table (embedded fleets are small).
+    """
+
+    def fetch(nodes: QuerySet[Node], order: Sequence[OrderBy], n: int) -> list[Node]:
+        window = list(nodes.order_by(*order).values_list("pk", flat=True)[:SEARCH_WINDOW])
+        rows = list(name_matches(nodes.filter(pk__in=window), term).order_by(*order)[:n])
+        if len(rows) == n or len(window) < SEARCH_WINDOW:
+            return rows  # a full page, or the window reached the end: nothing was missed
+        query = name_matches(nodes, term).order_by(*order)[:n]
+        if connection.vendor != "postgresql":
+            return list(query)
+        with transaction.atomic(), connection.cursor() as cursor:
+            # SET LOCAL lasts to the end of the transaction, which may be a caller's: the
+            # settings go back as they were once the query is read.
+            cursor.execute(
+                "SELECT name, setting, set_config(name, 'off', true) FROM pg_settings "
+                "WHERE name = ANY(%s)",
+                [list(SEARCH_PLANS_OFF)],
+            )
+            names, settings_before, _ = zip(*cursor.fetchall(), strict=True)
+            try:
+                return list(query)
+            finally:
+                cursor.execute(
+                    "SELECT set_config(name, setting, true) "
+                    "FROM unnest(%s::text[], %s::text[]) AS t(name, setting)",
+                    [list(names), list(settings_before)],
+                )
+
+    return fetch
+
+
 def node_page(
-    nodes: QuerySet[Node], sort: str, page: PageRequest, per_page: int = NODES_PER_PAGE
+    nodes: QuerySet[Node],
+    sort: str,
+    page: PageRequest,
+    per_page: int = NODES_PER_PAGE,
+    term: str = "",
 ) -> KeysetPage[Node]:
-    """One page of (filtered) nodes in the chosen order, with their GPUs per model."""
+    """One page of (filtered) nodes in the chosen order, with their GPUs per model; with
+    ``term``, of the nodes whose name contains it (``name_search``)."""
     keys = NODE_SORT_KEYS.get(sort.removeprefix("-"), NODE_SORT_KEYS["name"])
-    result = keyset_page(nodes.order_by(), keys, page, per_page, descending=sort.startswith("-"))
+    fetch = name_search(term) if term else first_rows
+    result = keyset_page(
+        nodes.order_by(), keys, page, per_page, descending=sort.startswith("-"), fetch=fetch
+    )
     gpus = (
         NodeGpu.objects.filter(node__in=[n.pk for n in result.rows])
         .select_related("gpu_model")
@@ -465,7 +542,7 @@ def get_node_group_for_user(user: User, namespace: str, name: str, group: str) -
         GpuWorkload.objects.filter(
             tenant=tenant, kind=WorkloadKind.NODE_GROUP, name=name, node_group=group
         )
-        .select_related("cluster", "tenant", "gpu_model")
+        .select_related("cluster", "gpu_model")
         .first()
     )
     if row is None:
@@ -473,19 +550,17 @@ def get_node_group_for_user(user: User, namespace: str, name: str, group: str) -
     return row
 
 
-def get_kubernetes_cluster_for_user(user: User, namespace: str, name: str) -> GpuWorkload:
-    """A tenant Kubernetes cluster the user may see, as one of its node groups (the snapshot
-    knows clusters by their GPU groups); else 404."""
+def get_kubernetes_cluster_for_user(user: User, namespace: str, name: str) -> list[GpuWorkload]:
+    """A tenant Kubernetes cluster the snapshot knows, as its node groups; 404 if none."""
     tenant = get_tenant_for_user(user, namespace)
-    row = (
+    groups = list(
         GpuWorkload.objects.filter(tenant=tenant, kind=WorkloadKind.NODE_GROUP, name=name)
         .select_related("cluster", "tenant", "gpu_model")
         .order_by("node_group")
-        .first()
     )
-    if row is None:
-        raise Http404("No such Kubernetes cluster.")
-    return row
+    if not groups:
+        raise Http404("No such cluster.")
+    return groups
 
 
 def free_on_servers(model: GpuModel, cluster_id: int | None = None) -> tuple[int, int]:

@@ -32,6 +32,8 @@ from gpus.inventory.models import (
     SyncIssue,
     TenantAllocation,
 )
+from gpus.inventory.signals import snapshot_stored
+from gpus.kube.apps import KUBERNETES, release_name
 from gpus.kube.budget import RetryBudget, RetryBudgetSpent
 from gpus.kube.errors import KubeError, TransientError, failure_kind
 from gpus.kube.records import FleetReading, NodeInfo, OddObject
@@ -332,6 +334,8 @@ def store_snapshot(
     tenant_held: dict[tuple[str, str], int] = defaultdict(int)  # (namespace, resource) -> GPUs
     # namespace -> KubeVirt VM name -> GPUs its virt-launcher pod holds
     vm_held: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    # namespace -> (cluster-name, deployment-name) -> GPUs held by that node group's workers
+    group_held: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
     holders: dict[str, list[dict[str, object]]] = defaultdict(list)  # node -> pods holding GPUs
     for pod in reading.pods:
         if pod.phase not in HOLDING_PHASES or not pod.node_name:
@@ -343,6 +347,8 @@ def store_snapshot(
             tenant_held[(pod.namespace, resource)] += count
             if pod.kubevirt_vm:
                 vm_held[pod.namespace][pod.kubevirt_vm] += count
+            if pod.machine_deployment[1]:
+                group_held[pod.namespace][pod.machine_deployment] += count
             holders[pod.node_name].append(
                 {
                     "namespace": pod.namespace,
@@ -385,11 +391,12 @@ def store_snapshot(
         _store_model_totals(written, cluster, nodes, allocated_on, catalog)
         new_tenants = _store_tenants(written, reading.tenant_namespaces)
         _store_tenant_allocations(written, cluster, tenant_held, catalog)
-        _store_workloads(written, cluster, reading, catalog, vm_held, now, odd)
+        _store_workloads(written, cluster, reading, catalog, vm_held, group_held, now, odd)
         _store_issues(written, cluster, odd, now)
         locked.update(
             vm_kind=reading.vm_kind,
             node_group_disk_field=reading.disk_field,
+            tenant_monitoring=reading.tenant_monitoring,
             last_synced_at=now,
             last_attempt_at=now,
             last_sync_seconds=(time.monotonic() - started) if started is not None else None,
@@ -403,7 +410,22 @@ def store_snapshot(
     remove_unused_unknown_models()
     # People whose groups name a tenant seen for the first time get it now, not at next sign-in.
     refresh_new_tenants(new_tenants)
+    _announce(cluster, now)
     return written
+
+
+def _announce(cluster: Cluster, now: datetime) -> None:
+    """Tell the apps above (capacity history, waitlist) that a snapshot is stored, once the
+    transaction it may run in commits; their failures are logged, never the sync's."""
+
+    def send() -> None:
+        for receiver, result in snapshot_stored.send_robust(Cluster, cluster_id=cluster.pk, at=now):
+            if isinstance(result, Exception):
+                log.error(
+                    "After the sync of cluster %s, %s failed: %r", cluster.name, receiver, result
+                )
+
+    transaction.on_commit(send)
 
 
 def _store_tenants(written: Written, namespaces: Iterable[str]) -> list[str]:
@@ -586,6 +608,7 @@ WORKLOAD_VALUES = (
     "gpus_per_instance",
     "instances",
     "max_instances",
+    "group_spec",
     "gpus_held",
     "state",
     "reason",
@@ -599,6 +622,7 @@ def _store_workloads(
     reading: FleetReading,
     served: Mapping[str, GpuModel],
     vm_held: Mapping[str, Mapping[str, int]],
+    group_held: Mapping[str, Mapping[tuple[str, str], int]],
     now: datetime,
     odd: list[OddObject],
 ) -> None:
@@ -646,13 +670,15 @@ def _store_workloads(
             gpus_per_instance=len(vm.gpus),
             instances=1,
             max_instances=1,
+            group_spec={},
             gpus_held=vm_held.get(vm.namespace, {}).get(vm.kubevirt_name, 0),
         )
 
     for app in reading.kubernetes_apps:
         if app.namespace not in tenants:
             continue
-        held_in_namespace = vm_held.get(app.namespace, {})
+        held_in_namespace = group_held.get(app.namespace, {})
+        release = release_name(KUBERNETES, app.name)
         # Every group, GPUs or not: "add a GPU group to my cluster" picks from these apps, and a
         # group without GPUs counts none (gpus_per_instance 0) in every GPU figure.
         for group in app.node_groups:
@@ -670,9 +696,16 @@ def _store_workloads(
                 gpus_per_instance=len(group.gpus),
                 instances=max(group.min_replicas, state.available),
                 max_instances=max(group.max_replicas, group.min_replicas, state.available),
-                gpus_held=sum(
-                    c for vm, c in held_in_namespace.items() if vm.startswith(group.worker_prefix)
-                ),
+                group_spec={
+                    "min_replicas": group.min_replicas,
+                    "instance_type": group.instance_type,
+                    "disk": group.disk,
+                    "roles": list(group.roles),
+                },
+                # The launcher pods' Cluster API labels, not a name prefix (gpu vs gpu-large).
+                # A pod without the cluster-name label counts by its deployment-name alone.
+                gpus_held=held_in_namespace.get((release, group.monitor_name), 0)
+                + held_in_namespace.get(("", group.monitor_name), 0),
             )
 
     # Rows the portal created and the cluster has not shown yet (last_seen_at empty) stay for

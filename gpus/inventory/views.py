@@ -19,6 +19,7 @@ from gpus.inventory.selectors import (
     free_by_model,
     get_node_for_user,
     model_totals,
+    name_matches,
     node_holder_tenants,
     node_page,
     node_queryset,
@@ -117,15 +118,18 @@ def node_list(request: HttpRequest) -> HttpResponse:
     narrowed = node_filter.narrowed_to
     sync = sync_summary(clusters, narrowed)
     nodes = node_filter.qs
+    term = node_filter.name_term
     filters = {k: v for k, v in request.GET.items() if k in node_filter.filters and k != "sort"}
     names = {c.pk: c.name for c in clusters}
-    page = node_page(nodes, node_filter.sort_key, PageRequest.from_query(request.GET))
+    page = node_page(nodes, node_filter.sort_key, PageRequest.from_query(request.GET), term=term)
     for node in page.rows:
         node.cluster_name = names.get(node.cluster_id, "")
     context = {
         "filter": node_filter,
         "page": page,
-        "count": cached_count(nodes, sync.version, filters, "nodes"),
+        "count": cached_count(
+            name_matches(nodes, term) if term else nodes, sync.version, filters, "nodes"
+        ),
         "query": _query_without(request, "page", "after", "before"),
         "clusters": clusters,
         "narrowed": narrowed,

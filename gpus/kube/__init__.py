@@ -3,7 +3,8 @@
 Plain Python (no Django): callers pass plain values and get plain dataclasses/dicts.
 ``records`` holds the typed records the gateway returns (nodes, GPU pods, VM apps, KubeVirt VMs,
 Kubernetes apps with all their node groups, WorkloadMonitors); ``states`` maps them to the
-portal's workload state; ``budget`` bounds the retries of a whole job. ruff's banned-api rule
+portal's workload state; ``budget`` bounds the retries of a whole job; ``ratelimit`` paces every
+call to a cluster, shared by all worker processes through Redis. ruff's banned-api rule
 (pyproject.toml) keeps ``kubernetes`` imports inside this package.
 """
 

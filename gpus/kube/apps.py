@@ -288,6 +288,15 @@ def node_group(
     }
 
 
+# gpu-operator values (Cozystack wraps NVIDIA's chart as the `gpu-operator` subchart:
+# packages/system/gpu-operator/values.yaml) that make the exporter's ServiceMonitor exist (off
+# by default: charts/gpu-operator/values.yaml `dcgmExporter.serviceMonitor.enabled: false`), with
+# the workload's namespace/pod kept as they are (honorLabels), not renamed exported_*.
+GPU_METRICS_VALUES: dict[str, Any] = {
+    "gpu-operator": {"dcgmExporter": {"serviceMonitor": {"enabled": True, "honorLabels": True}}}
+}
+
+
 def kubernetes_cluster(
     name: str,
     namespace: str,
@@ -297,11 +306,20 @@ def kubernetes_cluster(
     control_plane_replicas: int = 2,
     storage_class: str = "replicated",
     labels: Mapping[str, str] | None = None,
+    monitoring: bool = False,
 ) -> dict[str, Any]:
-    """A tenant Kubernetes cluster. ``node_groups`` replaces the chart's default md0 entirely."""
+    """A tenant Kubernetes cluster. ``node_groups`` replaces the chart's default md0 entirely.
+
+    ``monitoring`` (the tenant has a monitoring tenant): the monitoring agents run and the
+    dcgm-exporter's ServiceMonitor is on, so GPU metrics reach the tenant's VictoriaMetrics."""
     for group in node_groups:
         if not DNS1035.match(group):
             raise ManifestError(f"Invalid node group name {group!r}")
+    addons: dict[str, Any] = {"gpuOperator": {"enabled": bool(gpu_operator), "valuesOverride": {}}}
+    if monitoring:
+        addons["monitoringAgents"] = {"enabled": True, "valuesOverride": {}}
+        if gpu_operator:
+            addons["gpuOperator"]["valuesOverride"] = GPU_METRICS_VALUES
     return {
         "apiVersion": API_VERSION,
         "kind": KUBERNETES,
@@ -311,7 +329,7 @@ def kubernetes_cluster(
             "storageClass": storage_class,
             "controlPlane": {"replicas": int(control_plane_replicas)},
             "nodeGroups": {g: dict(spec) for g, spec in node_groups.items()},
-            "addons": {"gpuOperator": {"enabled": bool(gpu_operator), "valuesOverride": {}}},
+            "addons": addons,
         },
     }
 
@@ -478,6 +496,8 @@ class NodeGroupRequest:
     gpus_per_node: int
     roles: tuple[str, ...] = ()
     new_cluster_version: str = ""  # set: create the cluster with this group
+    # A new cluster of a tenant with a monitoring tenant: agents and GPU metrics on.
+    monitoring: bool = False
 
     @property
     def workers_held(self) -> int:
@@ -500,6 +520,7 @@ class NodeGroupRequest:
             "gpus_per_node": self.gpus_per_node,
             "roles": list(self.roles),
             "new_cluster_version": self.new_cluster_version,
+            "monitoring": self.monitoring,
         }
 
 
@@ -541,6 +562,7 @@ def node_group_manifests(
                 {request.group: group},
                 gpu_operator=True,
                 labels=PORTAL_LABELS,
+                monitoring=request.monitoring,
             )
         ]
     validate_name(KUBERNETES, request.cluster_name)
@@ -550,33 +572,5 @@ def node_group_manifests(
             "kind": KUBERNETES,
             "metadata": {"name": request.cluster_name, "namespace": namespace},
             "spec": {"nodeGroups": {request.group: group}},
-        }
-    ]
-
-
-def node_group_delete_manifests(
-    cluster_name: str, group: str, namespace: str
-) -> list[dict[str, Any]]:
-    """One partial Kubernetes manifest that, applied as a JSON merge patch, removes this group
-    alone (``null`` deletes a key, RFC 7386); the other groups are left as they are."""
-    validate_name(KUBERNETES, cluster_name)
-    patch = node_group_merge_patch(group, None)
-    return [
-        {
-            "apiVersion": API_VERSION,
-            "kind": KUBERNETES,
-            "metadata": {"name": cluster_name, "namespace": namespace},
-            **patch,
-        }
-    ]
-
-
-def app_delete_manifests(kind: str, name: str, namespace: str) -> list[dict[str, Any]]:
-    """What a delete names: the app itself (Helm then removes everything it rendered)."""
-    return [
-        {
-            "apiVersion": API_VERSION,
-            "kind": kind,
-            "metadata": {"name": name, "namespace": namespace},
         }
     ]

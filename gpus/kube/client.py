@@ -1,4 +1,4 @@
-"""Client factory, per-cluster rate limit and the one door every call goes through.
+"""Client factory, per-cluster rate limit (``ratelimit``) and the one door every call goes through.
 
 Django code builds a ``ClusterConfig`` from its ``Cluster`` row (plain values) and
 hands it here; nothing in this package imports Django.
@@ -17,13 +17,16 @@ refused here.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
+import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -31,6 +34,7 @@ from urllib3._collections import HTTPHeaderDict
 from urllib3.util.retry import Retry
 
 from gpus.kube.errors import KubeError, is_translatable, translate
+from gpus.kube.ratelimit import Limiter, SharedLimiter, TokenBucket, limiter_for
 
 T = TypeVar("T")
 
@@ -50,77 +54,17 @@ class ClusterConfig:
     timeout: float = 10.0
     qps: float = 10.0
     burst: int = 20
+    # Redis URL of the limit shared by every worker process; None: this process's own bucket.
+    rate_limit_url: str | None = None
 
 
 # --- rate limiting -------------------------------------------------------------
 
 
-class TokenBucket:
-    """Thread-safe token bucket: ``rate`` tokens/s, at most ``burst`` banked.
-
-    ``acquire`` reserves a token under the lock (the balance may go negative) and
-    sleeps outside it, so waiting threads queue fairly without holding the lock.
-    ``clock``/``sleep`` are injectable so tests use a fake clock, never wall time.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        burst: int,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be > 0 and burst >= 1")
-        self.rate = float(rate)
-        self.burst = int(burst)
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._tokens = float(burst)
-        self._last = clock()
-
-    def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self._last)
-        self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
-        self._last = now
-
-    def reserve(self) -> float:
-        """Take one token; return how many seconds the caller must wait before using it."""
-        with self._lock:
-            self._refill(self._clock())
-            self._tokens -= 1.0
-            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
-
-    def acquire(self) -> float:
-        """Block until a token is available; return the seconds waited."""
-        wait = self.reserve()
-        if wait > 0:
-            self._sleep(wait)
-        return wait
-
-    def configure(self, rate: float, burst: int) -> None:
-        with self._lock:
-            self._refill(self._clock())
-            self.rate = float(rate)
-            self.burst = int(burst)
-            self._tokens = min(self._tokens, float(self.burst))
-
-
-_buckets: dict[str, TokenBucket] = {}
-_buckets_lock = threading.Lock()
-
-
-def bucket_for(config: ClusterConfig) -> TokenBucket:
-    """The one bucket shared by every client of the cluster named ``config.name``."""
-    with _buckets_lock:
-        bucket = _buckets.get(config.name)
-        if bucket is None:
-            bucket = _buckets[config.name] = TokenBucket(config.qps, config.burst)
-        elif (bucket.rate, bucket.burst) != (float(config.qps), int(config.burst)):
-            # Settings changed (admin edited the Cluster row): keep the balance, adopt the limits.
-            bucket.configure(config.qps, config.burst)
-        return bucket
+def bucket_for(config: ClusterConfig) -> TokenBucket | SharedLimiter:
+    """The one limiter shared by every client of the cluster named ``config.name``: in Redis
+    (every process) when ``config.rate_limit_url`` names one, else in this process."""
+    return limiter_for(config.name, config.qps, config.burst, config.rate_limit_url)
 
 
 # --- client factory ------------------------------------------------------------
@@ -180,10 +124,28 @@ def impersonation_headers(user: str | None, groups: Iterable[str] = ()) -> dict[
     return headers
 
 
+@functools.lru_cache(maxsize=32)
+def _parsed_kubeconfig(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    """A kubeconfig file's YAML, parsed once while the file is unchanged: one with a context
+    per tenant takes a second to parse, and every poll builds a client."""
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle) or {}
+
+
 def build_configuration(config: ClusterConfig) -> k8s.Configuration:
     cfg = k8s.Configuration()
     if config.in_cluster:
         k8s_config.load_incluster_config(client_configuration=cfg)
+    elif config.kubeconfig and os.path.isfile(config.kubeconfig):
+        stat = os.stat(config.kubeconfig)
+        parsed = _parsed_kubeconfig(config.kubeconfig, stat.st_mtime_ns, stat.st_size)
+        # The loader may write into what it is given (a refreshed token): a copy each time.
+        k8s_config.load_kube_config_from_dict(
+            copy.deepcopy(parsed),
+            context=config.context,
+            client_configuration=cfg,
+            persist_config=False,
+        )
     else:
         k8s_config.load_kube_config(
             config_file=config.kubeconfig,
@@ -239,7 +201,7 @@ class Session:
         self,
         config: ClusterConfig,
         client: k8s.ApiClient | None = None,
-        bucket: TokenBucket | None = None,
+        bucket: Limiter | None = None,
     ) -> None:
         self.config = config
         self._client = client

@@ -19,6 +19,7 @@ from gpus.kube.client import ClusterConfig, Session
 from gpus.kube.discovery import ClusterFlavour, discover
 from gpus.kube.errors import ConflictError, ExpiredError, NotFoundError, TransientError
 from gpus.kube.records import (
+    MONITORING_LABEL,
     Condition,
     FleetReading,
     GpuPod,
@@ -27,14 +28,17 @@ from gpus.kube.records import (
     NodeInfo,
     OddObject,
     VmApp,
+    VmEndpoint,
     WorkloadMonitor,
     conditions_of,
+    kubeconfig_from_secret,
     kubernetes_app_from_json,
     kubevirt_vm_from_json,
     node_from_json,
     pod_from_json,
     pod_gpus,
     vm_app_from_json,
+    vm_endpoint_from_json,
     workload_monitor_from_json,
 )
 from gpus.kube.records import opt_int as _opt_int
@@ -63,6 +67,28 @@ class Event:
 
 
 # --- helpers ---------------------------------------------------------------------
+
+
+def event_from_json(e: Mapping[str, Any], namespace: str = "") -> Event:
+    involved = e.get("involvedObject") or {}
+    return Event(
+        namespace=str((e.get("metadata") or {}).get("namespace") or namespace),
+        type=str(e.get("type", "")),
+        reason=str(e.get("reason", "")),
+        message=str(e.get("message", "")),
+        object_kind=str(involved.get("kind", "")),
+        object_name=str(involved.get("name", "")),
+        # events.k8s.io writers (kube-scheduler) use series + eventTime, with count and
+        # lastTimestamp empty.
+        count=_opt_int((e.get("series") or {}).get("count")) or _opt_int(e.get("count")) or 1,
+        last_timestamp=str(
+            e.get("lastTimestamp")
+            or (e.get("series") or {}).get("lastObservedTime")
+            or e.get("eventTime")
+            or ""
+        ),
+    )
+
 
 SUMMARY_CONDITIONS = ("Ready", "Released", "WorkloadsReady")
 
@@ -309,11 +335,12 @@ class ClusterGateway:
         odd = reading.odd
         nodes = self._paged(self.session.core().list_node, page_size)
         reading.nodes = list(self._records(nodes, node_from_json, "Node", odd))
-        reading.tenant_namespaces = sorted(
-            name
-            for ns in self._paged(self.session.core().list_namespace, page_size)
-            if (name := str((ns.get("metadata") or {}).get("name") or "")).startswith("tenant-")
-        )
+        for ns in self._paged(self.session.core().list_namespace, page_size):
+            meta = ns.get("metadata") or {}
+            if (name := str(meta.get("name") or "")).startswith("tenant-"):
+                labels = meta.get("labels") or {}
+                reading.tenant_monitoring[name] = str(labels.get(MONITORING_LABEL) or "")
+        reading.tenant_namespaces = sorted(reading.tenant_monitoring)
         # Only virt-launcher pods hold passthrough GPUs: the label keeps the list small.
         reading.pods = list(
             self.iter_gpu_pods(page_size=page_size, label_selector=LAUNCHER_SELECTOR)
@@ -355,6 +382,55 @@ class ClusterGateway:
         except NotFoundError:
             return None
 
+    # -- connecting to what a tenant rents: read as the person, so the tenant's RBAC decides --
+
+    def vm_endpoint(
+        self,
+        namespace: str,
+        vm_kind: str,
+        name: str,
+        impersonate_user: str | None = None,
+        impersonate_groups: Iterable[str] = (),
+    ) -> VmEndpoint | None:
+        """The VM's Service as its chart renders it (named as the release): its external
+        addresses and ports; None if it does not exist (yet)."""
+        release = manifests.release_name(vm_kind, name)
+        try:
+            svc = self.session.call_json(
+                self.session.core().read_namespaced_service,
+                release,
+                namespace,
+                impersonate_user=impersonate_user,
+                impersonate_groups=impersonate_groups,
+            )
+        except NotFoundError:
+            return None
+        return vm_endpoint_from_json(svc or {})
+
+    def admin_kubeconfig(
+        self,
+        namespace: str,
+        cluster_name: str,
+        impersonate_user: str | None = None,
+        impersonate_groups: Iterable[str] = (),
+    ) -> str | None:
+        """A tenant cluster's admin kubeconfig (Secret ``kubernetes-<name>-admin-kubeconfig``,
+        key ``super-admin.conf``); None while the cluster has not written it."""
+        secret_name = manifests.release_name(manifests.KUBERNETES, cluster_name) + (
+            "-admin-kubeconfig"
+        )
+        try:
+            secret = self.session.call_json(
+                self.session.core().read_namespaced_secret,
+                secret_name,
+                namespace,
+                impersonate_user=impersonate_user,
+                impersonate_groups=impersonate_groups,
+            )
+        except NotFoundError:
+            return None
+        return kubeconfig_from_secret(secret or {})
+
     def list_workload_monitors(
         self, namespace: str, label_selector: str | None = None
     ) -> list[WorkloadMonitor]:
@@ -373,32 +449,19 @@ class ClusterGateway:
             )
             or {}
         )
-        out = []
-        for e in page.get("items") or []:
-            involved = e.get("involvedObject") or {}
-            out.append(
-                Event(
-                    namespace=(e.get("metadata") or {}).get("namespace", namespace),
-                    type=str(e.get("type", "")),
-                    reason=str(e.get("reason", "")),
-                    message=str(e.get("message", "")),
-                    object_kind=str(involved.get("kind", "")),
-                    object_name=str(involved.get("name", "")),
-                    # events.k8s.io writers (kube-scheduler) use series + eventTime, with
-                    # count and lastTimestamp empty.
-                    count=_opt_int((e.get("series") or {}).get("count"))
-                    or _opt_int(e.get("count"))
-                    or 1,
-                    last_timestamp=str(
-                        e.get("lastTimestamp")
-                        or (e.get("series") or {}).get("lastObservedTime")
-                        or e.get("eventTime")
-                        or ""
-                    ),
-                )
-            )
+        out = [event_from_json(e, namespace) for e in page.get("items") or []]
         out.sort(key=lambda ev: ev.last_timestamp)
         return out
+
+    def iter_events(
+        self, field_selector: str | None = None, page_size: int = 500
+    ) -> Iterator[Event]:
+        """Events in every namespace (admin), paged, in the server's order."""
+        core = self.session.core()
+        for item in self._paged(
+            core.list_event_for_all_namespaces, page_size, field_selector=field_selector
+        ):
+            yield event_from_json(item)
 
     # -- writes (optionally impersonating the tenant) --
 

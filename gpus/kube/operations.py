@@ -9,8 +9,9 @@ Plain Python (no Django). What the real cluster does (reference/devcluster-vs-co
   (its lastTransitionTime or message, i.e. the revision) or Ready transitions after the apply;
 - spec errors surface later, as Helm ``InstallFailed`` / ``UpgradeFailed`` with the accepted 201.
 
-Polling is batched: one list per kind and namespace for every operation in flight
-(``observe``), never one GET per operation.
+Polling is batched (``observe``): a list per kind for the whole cluster, by the portal's label
+or by the names of the operations in flight, never one GET per operation nor one list per
+tenant namespace.
 """
 
 from __future__ import annotations
@@ -162,6 +163,17 @@ def delete_target(
 
 # --- batched observation -------------------------------------------------------------
 
+# The portal's own label, on every app it creates: one list per kind finds them cluster-wide.
+PORTAL_SELECTOR = ",".join(f"{k}={v}" for k, v in manifests.PORTAL_LABELS.items())
+# KubeVirt VMs carry their chart's app.kubernetes.io/instance (the Helm release name,
+# packages/apps/vm-instance/templates/_helpers.tpl in Cozystack v1.1); WorkloadMonitors carry
+# the app's name from Cozystack's lineage webhook (internal/lineagecontrollerwebhook).
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+APPLICATION_LABEL = "apps.cozystack.io/application.name"
+# Characters of names in one ``key in (...)`` selector: the URL stays far below the 8 KiB a
+# proxy in front of an apiserver may accept, and one selector covers about 100 operations.
+SELECTOR_BUDGET = 6000
+
 
 @dataclass
 class NamespaceView:
@@ -173,32 +185,104 @@ class NamespaceView:
     events: list[Event] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Target:
+    """An app a poll must see. ``labelled``: it carries the portal's label (the portal made it),
+    so the cluster-wide list by that label finds it; an app made elsewhere is looked for in a
+    list of its namespace, since the label list would take it for absent."""
+
+    namespace: str
+    kind: str
+    name: str
+    labelled: bool = True
+
+
+def has_portal_label(obj: Mapping[str, Any] | None) -> bool:
+    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in manifests.PORTAL_LABELS.items())
+
+
+def in_selectors(key: str, values: Iterable[str], prefix: str = "") -> list[str]:
+    """``prefix key in (a,b,...)`` selectors covering ``values``, each within SELECTOR_BUDGET."""
+    out: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for value in sorted(set(values)):
+        if chunk and size + len(value) + 1 > SELECTOR_BUDGET:
+            out.append(f"{prefix}{key} in ({','.join(chunk)})")
+            chunk, size = [], 0
+        chunk.append(value)
+        size += len(value) + 1
+    if chunk:
+        out.append(f"{prefix}{key} in ({','.join(chunk)})")
+    return out
+
+
+def _where(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
 def observe(
-    gateway: ClusterGateway,
-    wanted: Mapping[str, Iterable[str]],
-    with_events: Iterable[str] = (),
+    gateway: ClusterGateway, targets: Iterable[Target], events_in: Iterable[str] = ()
 ) -> dict[str, NamespaceView]:
-    """One list per (namespace, plural) in ``wanted``, plus KubeVirt VMs, plus events where
-    asked. ``wanted`` maps namespace -> plurals. Admin credential: polling is the portal's."""
-    views: dict[str, NamespaceView] = {}
-    events_for = set(with_events)
-    for namespace, plurals in wanted.items():
-        view = views[namespace] = NamespaceView()
-        for plural in sorted(set(plurals)):
-            for obj in gateway.iter_apps(plural, namespace=namespace):
-                view.apps[(plural, (obj.get("metadata") or {}).get("name", ""))] = obj
-        if {"vminstances", "virtualmachines"} & set(plurals):
-            for obj in gateway.iter_apps(
-                "virtualmachines", namespace=namespace, group="kubevirt.io", version="v1"
-            ):
-                view.kubevirt[(obj.get("metadata") or {}).get("name", "")] = obj
-        if "kuberneteses" in plurals:
-            for obj in gateway.iter_apps(
-                "workloadmonitors", namespace=namespace, group="cozystack.io", version="v1alpha1"
-            ):
-                view.monitors[(obj.get("metadata") or {}).get("name", "")] = obj
-        if namespace in events_for:
-            view.events = gateway.list_events(namespace, field_selector="reason=FailedScheduling")
+    """Everything the progress of ``targets`` needs, in requests that grow with the operations
+    in flight, not with the tenants (admin credential: polling is the portal's):
+
+    - apps of one kind the portal made, in several namespaces: one cluster-wide list by the
+      portal's label; in one namespace only, or made elsewhere: a list of that namespace;
+    - KubeVirt VMs of the VMs, WorkloadMonitors of the Kubernetes apps: cluster-wide lists by
+      their release or app name, about 100 names a request;
+    - FailedScheduling events, when ``events_in`` names namespaces: one cluster-wide list.
+    """
+    targets = list(targets)
+    namespaces = {t.namespace for t in targets}
+    views: dict[str, NamespaceView] = {ns: NamespaceView() for ns in namespaces}
+    by_plural: dict[str, set[str]] = {}
+    for t in targets:
+        if t.labelled:
+            by_plural.setdefault(manifests.PLURALS[t.kind], set()).add(t.namespace)
+    cluster_wide = {plural for plural, spaces in by_plural.items() if len(spaces) > 1}
+    for plural in sorted(cluster_wide):
+        for obj in gateway.iter_apps(plural, label_selector=PORTAL_SELECTOR):
+            ns, name = _where(obj)
+            if ns in views:
+                views[ns].apps[(plural, name)] = obj
+    listed = {
+        (t.namespace, manifests.PLURALS[t.kind])
+        for t in targets
+        if not (t.labelled and manifests.PLURALS[t.kind] in cluster_wide)
+    }
+    for ns, plural in sorted(listed):
+        for obj in gateway.iter_apps(plural, namespace=ns):
+            views[ns].apps[(plural, _where(obj)[1])] = obj
+    vms = {
+        manifests.release_name(t.kind, t.name)
+        for t in targets
+        if t.kind in (manifests.VM_INSTANCE, manifests.VIRTUAL_MACHINE)
+    }
+    for selector in in_selectors(INSTANCE_LABEL, vms):
+        for obj in gateway.iter_apps(
+            "virtualmachines", label_selector=selector, group="kubevirt.io", version="v1"
+        ):
+            ns, name = _where(obj)
+            if ns in views:
+                views[ns].kubevirt[name] = obj
+    clusters = {t.name for t in targets if t.kind == manifests.KUBERNETES}
+    for selector in in_selectors(APPLICATION_LABEL, clusters):
+        for obj in gateway.iter_apps(
+            "workloadmonitors", label_selector=selector, group="cozystack.io", version="v1alpha1"
+        ):
+            ns, name = _where(obj)
+            if ns in views:
+                views[ns].monitors[name] = obj
+    events_in = set(events_in) & namespaces
+    if events_in:
+        for event in gateway.iter_events(field_selector="reason=FailedScheduling"):
+            if event.namespace in events_in:
+                views[event.namespace].events.append(event)
+        for ns in events_in:
+            views[ns].events.sort(key=lambda ev: ev.last_timestamp)  # newest last
     return views
 
 
@@ -216,6 +300,9 @@ class Progress:
     done: bool = False
     failed: bool = False
     unschedulable: bool = False
+    # Helm failed in a way that clears by itself (a disk not there yet, a wait that ran out):
+    # the HelmRelease retries (Retries: -1), so this is not a failure yet.
+    retrying: bool = False
     reason: str = ""
     message: str = ""
     causes: tuple[Cause, ...] = ()
@@ -267,14 +354,46 @@ def _helm_failure(
     return None
 
 
+# Helm failures that no retry can clear: the values break the chart's schema, or the chart's
+# render-time checks refuse them (cozystack v1.1 packages/apps/vm-instance/templates/vm.yaml
+# `fail "Specified instanceType does not exist in the cluster"`, `instanceProfile` likewise; the
+# kubernetes chart's instance type check; a name that cannot be a label value). Anything else
+# (`Specified disk not exists in cluster` while the disk's release catches up, Helm's wait timing
+# out) is retried by helm-controller forever (Retries: -1) and may clear by itself.
+FINAL_HELM_MESSAGES = (
+    "values don't meet the specifications of the schema",
+    "Specified instanceType does not exist in the cluster",
+    "Specified instanceProfile does not exist in the cluster",
+    "Specified instancetype not exists in cluster",
+    "must be no more than 63 characters",
+)
+
+
+def helm_failure_is_final(message: str) -> bool:
+    """A Helm install/upgrade failure that a retry cannot clear (a known message, or schema
+    errors naming fields)."""
+    return any(m in message for m in FINAL_HELM_MESSAGES) or bool(helm_causes(message))
+
+
+def app_ready(app: Mapping[str, Any] | None) -> bool:
+    """The app's Ready condition is True (its Helm release installed and became ready)."""
+    ready = conditions_of(app).get("Ready") if app else None
+    return bool(ready and ready.status == "True")
+
+
 def _helm_failed_progress(
     app: Mapping[str, Any], baseline: Mapping[str, str] | None, observed: dict[str, Any]
 ) -> Progress | None:
-    """A failed Progress carrying Helm's reason, message and causes, or None."""
+    """A failed Progress carrying Helm's reason, message and causes, a retrying one when the
+    failure may clear by itself, or None."""
     failure = _helm_failure(app, baseline)
     if not failure:
         return None
     reason, message = failure
+    if not helm_failure_is_final(message):
+        return Progress(
+            exists=True, retrying=True, reason=reason, message=message, observed=observed
+        )
     return Progress(
         exists=True,
         failed=True,
@@ -283,6 +402,13 @@ def _helm_failed_progress(
         causes=helm_causes(message),
         observed=observed,
     )
+
+
+def helm_progress(app: Mapping[str, Any] | None) -> Progress:
+    """What Helm says about an app alone: failed, retrying, or nothing to report."""
+    if app is None:
+        return Progress()
+    return _helm_failed_progress(app, None, {}) or Progress(exists=True)
 
 
 def _helm_done_since(app: Mapping[str, Any], baseline: Mapping[str, str]) -> bool:
@@ -379,13 +505,28 @@ def scheduling_event(view: NamespaceView, kubevirt_name: str) -> str:
 
 
 def node_group_progress(
-    cluster: str, group: str, view: NamespaceView, min_replicas: int, baseline: Mapping[str, str]
+    cluster: str,
+    group: str,
+    view: NamespaceView,
+    min_replicas: int,
+    baseline: Mapping[str, str],
+    removing: bool = False,
 ) -> Progress:
     """A node group is ready when Helm acted on the change (Released moved: no generation in
-    v1.1) and its WorkloadMonitor reports at least ``minReplicas`` available workers."""
+    v1.1) and its WorkloadMonitor reports at least ``minReplicas`` available workers. One being
+    removed is done when the spec no longer has it and its WorkloadMonitor is gone (its workers
+    with it)."""
     app = view.apps.get(("kuberneteses", cluster))
     if app is None:
         return Progress()
+    if removing:
+        monitor_name = f"{manifests.release_name(manifests.KUBERNETES, cluster)}-{group}"
+        groups = (app.get("spec") or {}).get("nodeGroups") or {}
+        observed_ = {"released": released_marker(app), "in_spec": group in groups}
+        if failed := _helm_failed_progress(app, baseline, observed_):
+            return failed
+        gone = group not in groups and monitor_name not in view.monitors
+        return Progress(exists=True, scheduled=True, running=gone, done=gone, observed=observed_)
     observed: dict[str, Any] = {"released": released_marker(app)}
     if failed := _helm_failed_progress(app, baseline, observed):
         return failed
@@ -402,23 +543,3 @@ def node_group_progress(
         done=helm_done and bool(monitor) and available >= min_replicas,
         observed=observed,
     )
-
-
-def node_group_removed_progress(
-    cluster: str, group: str, view: NamespaceView, baseline: Mapping[str, str]
-) -> Progress:
-    """A node group deleted (merge patch ``nodeGroups.<group>: null``): done when the app no
-    longer lists it and Helm has removed its workers' WorkloadMonitor (the chart ranges over
-    ``.Values.nodeGroups``: cozystack v1.1.0 packages/apps/kubernetes/templates/cluster.yaml),
-    or when the whole cluster is gone."""
-    app = view.apps.get(("kuberneteses", cluster))
-    if app is None:
-        return Progress(done=True)
-    observed: dict[str, Any] = {"released": released_marker(app)}
-    if failed := _helm_failed_progress(app, baseline, observed):
-        return failed
-    listed = group in ((app.get("spec") or {}).get("nodeGroups") or {})
-    monitor_name = f"{manifests.release_name(manifests.KUBERNETES, cluster)}-{group}"
-    monitor = view.monitors.get(monitor_name)
-    observed.update(listed=listed, monitor=monitor is not None)
-    return Progress(exists=True, done=not listed and monitor is None, observed=observed)

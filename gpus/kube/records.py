@@ -9,6 +9,7 @@ reported as an ``OddObject`` by the gateway, never raised.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,19 @@ class GpuPod:
     def kubevirt_vm(self) -> str:
         """The KubeVirt VM a virt-launcher pod runs ("" for other pods)."""
         return self.labels.get("vm.kubevirt.io/name") or self.labels.get("kubevirt.io/domain", "")
+
+    @property
+    def machine_deployment(self) -> tuple[str, str]:
+        """(Cluster API cluster, MachineDeployment) of a worker VM's launcher pod, ("", "") for
+        other pods. Cozystack v1.1 labels the worker VM template with
+        `cluster.x-k8s.io/deployment-name: <release>-<group>` and spreads on
+        `cluster.x-k8s.io/cluster-name: <release>` (packages/apps/kubernetes/templates/
+        cluster.yaml); KubeVirt copies a VMI's labels to its launcher pod. A name prefix cannot
+        tell group `gpu` from `gpu-large`."""
+        return (
+            self.labels.get("cluster.x-k8s.io/cluster-name", ""),
+            self.labels.get("cluster.x-k8s.io/deployment-name", ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -125,7 +139,8 @@ class NodeGroup:
     instance_type: str
     roles: tuple[str, ...]
     monitor_name: str  # WorkloadMonitor kubernetes-<app>-<group>
-    worker_prefix: str  # worker VMs are kubernetes-<app>-<group>-<suffix>
+    worker_prefix: str  # worker VMs are kubernetes-<app>-<group>-<suffix> (display only)
+    disk: str = ""  # ephemeralStorage (v1.1) or diskSize (v1.4+), as the spec says it
 
 
 @dataclass(frozen=True)
@@ -162,7 +177,15 @@ class FleetReading:
     odd: list[OddObject] = field(default_factory=list)
     # Cozystack tenant namespaces (tenant-root, tenant-<name>, ...): who may be a tenant.
     tenant_namespaces: list[str] = field(default_factory=list)
+    # Tenant namespace -> the tenant namespace that runs its monitoring ("" for none).
+    tenant_monitoring: dict[str, str] = field(default_factory=dict)
 
+
+# The label the v1.1 tenant chart puts on each tenant namespace: the tenant whose monitoring
+# (VictoriaMetrics) it uses, its own with `monitoring: true`, else its parent's, "" for none
+# (cozystack packages/apps/tenant/templates/namespace.yaml). Clusters' monitoring agents write
+# there (packages/apps/kubernetes/templates/helmreleases/monitoring-agents.yaml).
+MONITORING_LABEL = "namespace.cozystack.io/monitoring"
 
 # --- parsers ---------------------------------------------------------------------
 
@@ -347,6 +370,7 @@ def kubernetes_app_from_json(obj: Mapping[str, Any]) -> KubernetesApp:
                 else (),
                 monitor_name=f"{prefix}-{group_name}",
                 worker_prefix=f"{prefix}-{group_name}-",
+                disk=_str(group.get("ephemeralStorage") or group.get("diskSize")),
             )
         )
     return KubernetesApp(
@@ -373,3 +397,59 @@ def workload_monitor_from_json(obj: Mapping[str, Any]) -> WorkloadMonitor:
         available_replicas=opt_int(status.get("availableReplicas")),
         observed_replicas=opt_int(status.get("observedReplicas")),
     )
+
+
+# --- connecting: a VM's Service, a tenant cluster's kubeconfig Secret -----------------------
+
+
+@dataclass(frozen=True)
+class VmEndpoint:
+    """How a VM is reached: its Service's external addresses and open ports (none: only from
+    inside the tenant, by the Service's DNS name)."""
+
+    service: str
+    namespace: str
+    external_ips: tuple[str, ...]
+    ports: tuple[int, ...]
+    whole_ip: bool
+
+    @property
+    def dns_name(self) -> str:
+        return f"{self.service}.{self.namespace}.svc"
+
+
+def vm_endpoint_from_json(obj: Mapping[str, Any]) -> VmEndpoint:
+    namespace, name = _key(obj)
+    spec, status = _map(obj.get("spec")), _map(obj.get("status"))
+    ingress = _map(status.get("loadBalancer")).get("ingress")
+    ips = tuple(
+        str(i.get("ip") or i.get("hostname"))
+        for i in (ingress if isinstance(ingress, list) else [])
+        if isinstance(i, Mapping) and (i.get("ip") or i.get("hostname"))
+    )
+    ports = tuple(
+        p
+        for p in (opt_int(_map(x).get("port")) for x in spec.get("ports") or [])
+        if p is not None and p != 65535  # the chart's placeholder port, not one opened
+    )
+    external = spec.get("type") == "LoadBalancer"
+    return VmEndpoint(
+        service=name,
+        namespace=namespace,
+        external_ips=ips if external else (),
+        ports=ports if external else (),
+        whole_ip=external and not ports,
+    )
+
+
+def kubeconfig_from_secret(obj: Mapping[str, Any]) -> str | None:
+    """``super-admin.conf`` (the key the chart's NOTES name), else ``admin.conf``, decoded."""
+    data = _map(obj.get("data"))
+    for key in ("super-admin.conf", "admin.conf"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            try:
+                return base64.b64decode(value).decode()
+            except (ValueError, UnicodeDecodeError):
+                return None
+    return None

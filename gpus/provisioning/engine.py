@@ -4,11 +4,11 @@ until done or failed, and re-send what was lost (DESIGN rules 2 and 9)."""
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -28,10 +28,13 @@ from gpus.kube.gateway import ClusterGateway
 from gpus.kube.operations import (
     Identity,
     NamespaceView,
+    Target,
+    app_ready,
     apply_manifest,
     delete_target,
+    has_portal_label,
+    helm_progress,
     node_group_progress,
-    node_group_removed_progress,
     observe,
     released_marker,
     scheduling_event,
@@ -45,9 +48,13 @@ from gpus.provisioning.choices import (
     OperationState,
 )
 from gpus.provisioning.models import Operation
+from gpus.provisioning.signals import operation_ended
 from gpus.web import queue
 
 log = logging.getLogger(__name__)
+
+# Operations a poll advances per transaction.
+ADVANCE_BATCH = 200
 
 
 # --- applying (the task's side) --------------------------------------------------------
@@ -117,6 +124,12 @@ def fail(op: Operation, reason: str, message: str, causes: Any = (), error: str 
         )
         if cleanup:
             queue.enqueue_on_commit("provisioning.clean_up_operation", op.pk)
+        _announce_end(op)
+
+
+def _announce_end(op: Operation) -> None:
+    """Tell the apps above (capacity's notifications) once the end is committed."""
+    transaction.on_commit(lambda: operation_ended.send_robust(Operation, operation_id=op.pk))
 
 
 def _cleanup_sentence() -> str:
@@ -174,6 +187,7 @@ def succeed(op: Operation, reason: str = "", message: str = "") -> None:
         lease_until=None,
     ):
         audit(op, op.tenant, "portal", "operation.succeeded")
+        _announce_end(op)
 
 
 def identity_for(op: Operation) -> Identity:
@@ -191,6 +205,9 @@ def _record_baseline(op: Operation, gateway: ClusterGateway) -> None:
         return
     current = gateway.get(mf.PLURALS[op.app_kind], op.namespace, op.name)
     op.baseline = {"before": released_marker(current) if current else {}}
+    if current is not None:
+        # Whether the poller's cluster-wide list by the portal's label will find it.
+        op.baseline["labelled"] = has_portal_label(current)
     if _is_create(op):
         # What this create is about to make, so that a failure can remove exactly that; and
         # what is there already and not made by it (nor by the create it retries): a create
@@ -282,9 +299,11 @@ def apply(op: Operation) -> None:
     gateway = gateway_for(op.cluster)
     who = identity_for(op)
     wrote = must_exist = False
+    deferred: dict[str, Any] | None = None
     try:
         if _is_delete(op) and not op.node_group:
-            # Delete the VM first, then its disks: 404 means already gone.
+            # Delete the VM first, then its disks: 404 means already gone. (A node group's
+            # delete is a merge patch of its cluster, below: the cluster stays.)
             for doc in reversed(op.manifests):
                 delete_target(
                     gateway, doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"], who
@@ -305,18 +324,24 @@ def apply(op: Operation) -> None:
             ) or bool(op.node_group and not op.params.get("new_cluster_version"))
             # A create's first attempt creates only: what appears between the read above and
             # the write is someone else's. A later attempt may find its own earlier write.
-            # What a retried create made is the retry's to apply again.
-            create_only = _is_create(op) and not _adds_group(op) and op.attempts <= 1
+            # What a retried create made is the retry's to apply again. A VM held back for its
+            # disk (awaiting_disk) is still this create's to make; its disk is already written.
+            awaiting = bool(op.params.get("awaiting_disk"))
+            create_only = _is_create(op) and not _adds_group(op) and (op.attempts <= 1 or awaiting)
             absent = op.baseline.get("absent") or []
+            deferred = _vm_waiting_for_its_disk(op, gateway)
             for doc in _manifests_to_apply(op):
+                if doc is deferred:
+                    continue
                 item = {"kind": doc["kind"], "name": doc["metadata"]["name"]}
+                written_before = awaiting and doc["kind"] == mf.VM_DISK
                 try:
                     applied = apply_manifest(
                         gateway,
                         doc,
                         who,
                         must_exist=must_exist,
-                        create_only=create_only and item in absent,
+                        create_only=create_only and item in absent and not written_before,
                     )
                 except ConflictError as exc:
                     if not (create_only and exc.already_exists):
@@ -331,6 +356,8 @@ def apply(op: Operation) -> None:
             "lease_until": None,
             "error": "",
         }
+        if not _is_delete(op) and bool(deferred) != bool(op.params.get("awaiting_disk")):
+            changes["params"] = {**op.params, "awaiting_disk": bool(deferred)}
         unchanged = not wrote and _is_power_action(op)
         if unchanged:
             # The app already asks for this: no Helm release will come, so wait for nothing
@@ -339,7 +366,8 @@ def apply(op: Operation) -> None:
         if _transition(op, {OperationState.APPLYING}, **changes):
             audit(op, op.tenant, "portal", "operation.applied", {"attempt": op.attempts})
             if unchanged:
-                view = observe(gateway, {op.namespace: {mf.PLURALS[op.app_kind]}})
+                target = Target(op.namespace, op.app_kind, op.name, labelled=False)
+                view = observe(gateway, [target])
                 advance(op, view.get(op.namespace, NamespaceView()), now)
     except TransientError:
         raise
@@ -348,11 +376,6 @@ def apply(op: Operation) -> None:
     except ForbiddenError as exc:
         fail(op, "Forbidden", exc.detail or exc.message, (), str(exc))
     except NotFoundError as exc:
-        if _is_delete(op):
-            # A group of a cluster that is gone is gone too.
-            if _transition(op, {OperationState.APPLYING}, state=OperationState.PROVISIONING):
-                succeed(op)
-            return
         if not must_exist:
             fail(op, exc.reason or "NotFound", exc.detail or exc.message, (), str(exc))
             return
@@ -371,6 +394,22 @@ def apply(op: Operation) -> None:
         fail(op, exc.reason or type(exc).__name__, exc.detail or exc.message, (), str(exc))
     finally:
         gateway.close()
+
+
+def _vm_waiting_for_its_disk(op: Operation, gateway: ClusterGateway) -> dict[str, Any] | None:
+    """The VMInstance of a create whose VMDisk is not Ready yet, or None.
+
+    The v1.1 vm-instance chart looks the disk's DataVolume up at render time and fails
+    ("Specified disk not exists in cluster") until the disk's release has made it; Cozystack's
+    own e2e test waits for the disk first (hack/e2e-apps/vminstance.bats). So the VM is applied
+    once the disk app is Ready, by a later apply the poller asks for."""
+    disk = _disk_name(op)
+    vm = next((d for d in op.manifests if d["kind"] == mf.VM_INSTANCE), None)
+    if not disk or vm is None or op.kind not in (OperationKind.CREATE, OperationKind.RETRY):
+        return None
+    if app_ready(gateway.get(mf.PLURALS[mf.VM_DISK], op.namespace, disk)):
+        return None
+    return vm
 
 
 def _is_power_action(op: Operation) -> bool:
@@ -426,20 +465,7 @@ def _disk_name(op: Operation) -> str | None:
 def advance(op: Operation, view: NamespaceView, now: Any) -> None:
     """Move one polled operation forward from one observation."""
     plural = mf.PLURALS.get(op.app_kind, "")
-    if _is_delete(op) and op.node_group:
-        gone = node_group_removed_progress(
-            op.name, op.node_group, view, op.baseline.get("before", {})
-        )
-        if gone.observed != op.observed:
-            _transition(op, set(POLLED_OPERATION_STATES), observed=gone.observed)
-        if gone.failed:
-            fail(op, gone.reason, gone.message, gone.causes)
-        elif gone.done:
-            succeed(op)
-        else:
-            _check_ceiling(op, now)
-        return
-    if _is_delete(op):
+    if _is_delete(op) and not op.node_group:
         if (plural, op.name) not in view.apps:
             succeed(op)
         else:
@@ -452,7 +478,11 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
             view,
             int(op.params.get("min_replicas") or 0),
             op.baseline.get("before", {}),
+            removing=(op.params.get("retry_kind") or op.kind) == OperationKind.DELETE,
         )
+    elif op.params.get("awaiting_disk"):
+        _advance_awaiting_disk(op, view, now)
+        return
     else:
         progress = vm_progress(
             op.app_kind,
@@ -469,6 +499,8 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
     )
     if progress.failed:
         fail(op, progress.reason, progress.message, progress.causes)
+        return
+    if _helm_retrying(op, progress, now, changes):
         return
     if progress.disk_ready and not op.disk_ready_at:
         changes["disk_ready_at"] = now
@@ -498,6 +530,53 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
             succeed(op, "AlreadyDone", _already_true(op))
         else:
             succeed(op)
+        return
+    _check_ceiling(op, now)
+
+
+def _helm_retrying(op: Operation, progress: Any, now: Any, changes: dict[str, Any]) -> bool:
+    """Helm failed in a way that may clear (helm-controller retries forever): say what the
+    cluster is retrying, and fail only once the grace period has passed. True when handled."""
+    since_key = "helm_retrying_since"
+    if not progress.retrying:
+        if op.params.get(since_key):
+            params = {k: v for k, v in op.params.items() if k != since_key}
+            changes.update(params=params, reason="", message="")
+        return False
+    since = op.params.get(since_key) or now.isoformat()
+    waited = (now - datetime.fromisoformat(since)).total_seconds()
+    if waited > settings.OPERATION_HELM_RETRY_GRACE_SECONDS:
+        fail(op, progress.reason, progress.message)
+        return True
+    message = _("The cluster is retrying (Helm retries until it works): %(message)s") % {
+        "message": progress.message
+    }
+    changes.update(params={**op.params, since_key: since}, reason=progress.reason, message=message)
+    _transition(op, set(POLLED_OPERATION_STATES), **changes)
+    _check_ceiling(op, now)
+    return True
+
+
+def _advance_awaiting_disk(op: Operation, view: NamespaceView, now: Any) -> None:
+    """A create whose VM waits for its disk: once the disk app is Ready, back to pending so the
+    apply task sends the VM; a disk Helm cannot install fails the operation."""
+    disk = view.apps.get((mf.PLURALS[mf.VM_DISK], _disk_name(op) or ""))
+    progress = helm_progress(disk)
+    changes: dict[str, Any] = {}
+    if progress.failed:
+        fail(op, progress.reason, progress.message, progress.causes)
+        return
+    if disk is not None and app_ready(disk):
+        if _transition(
+            op,
+            set(POLLED_OPERATION_STATES),
+            state=OperationState.PENDING,
+            disk_ready_at=op.disk_ready_at or now,
+            lease_until=None,
+        ):
+            queue.enqueue_on_commit("provisioning.apply_operation", op.pk)
+        return
+    if _helm_retrying(op, progress, now, changes):
         return
     _check_ceiling(op, now)
 
@@ -538,8 +617,26 @@ def _check_ceiling(op: Operation, now: Any) -> None:
         )
 
 
+def targets(op: Operation) -> list[Target]:
+    """What the poller must see for ``op``: its app and the other apps it applies (a disk)."""
+    labelled = op.baseline.get("labelled")
+    out = []
+    for doc in op.manifests:
+        if doc["kind"] not in mf.PLURALS:
+            continue
+        name = doc["metadata"]["name"]
+        own = has_portal_label(doc) or bool(op.params.get("portal_made"))
+        if doc["kind"] == op.app_kind and name == op.name and labelled is not None:
+            own = bool(labelled)  # what the cluster showed before the first write
+        out.append(Target(op.namespace, doc["kind"], name, labelled=own))
+    if not any(t.kind == op.app_kind and t.name == op.name for t in out):
+        out.append(Target(op.namespace, op.app_kind, op.name, labelled=bool(labelled)))
+    return out
+
+
 def poll_cluster(cluster_id: int) -> int:
-    """One batched observation of every applied operation of a cluster. Returns how many."""
+    """One batched observation of every applied operation of a cluster. Returns how many.
+    Its requests grow with the operations in flight, not with the tenants (``observe``)."""
     ops = list(
         Operation.objects.filter(
             cluster_id=cluster_id, state__in=POLLED_OPERATION_STATES
@@ -547,23 +644,24 @@ def poll_cluster(cluster_id: int) -> int:
     )
     if not ops:
         return 0
-    wanted: dict[str, set[str]] = defaultdict(set)
-    events_for = set()
-    for op in ops:
-        wanted[op.namespace].add(mf.PLURALS.get(op.app_kind, ""))
-        wanted[op.namespace].update(
-            mf.PLURALS[d["kind"]] for d in op.manifests if d["kind"] in mf.PLURALS
-        )
-        if op.unschedulable_since or op.observed.get("printableStatus") == "ErrorUnschedulable":
-            events_for.add(op.namespace)
+    wanted = [target for op in ops for target in targets(op)]
+    events_for = {
+        op.namespace
+        for op in ops
+        if op.unschedulable_since or op.observed.get("printableStatus") == "ErrorUnschedulable"
+    }
     gateway = gateway_for(ops[0].cluster)
     try:
         views = observe(gateway, wanted, events_for)
     finally:
         gateway.close()
     now = timezone.now()
-    for op in ops:
-        advance(op, views.get(op.namespace, NamespaceView()), now)
+    # One commit per batch, not one per changed operation: a sweep of 1,000 operations would
+    # otherwise wait for 1,000 WAL flushes.
+    for start in range(0, len(ops), ADVANCE_BATCH):
+        with transaction.atomic():
+            for op in ops[start : start + ADVANCE_BATCH]:
+                advance(op, views.get(op.namespace, NamespaceView()), now)
     return len(ops)
 
 

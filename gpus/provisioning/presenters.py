@@ -10,6 +10,8 @@ from typing import Any
 from django.utils import timezone
 
 from gpus.catalog.models import GpuModel
+from gpus.inventory.choices import ResourceState
+from gpus.inventory.models import GpuWorkload
 from gpus.inventory.reasons import explain_reason
 from gpus.inventory.selectors import free_on_servers
 from gpus.kube import apps as mf
@@ -19,6 +21,7 @@ from gpus.provisioning.choices import (
     OperationState,
     OperationStep,
 )
+from gpus.provisioning.engine import _want_running
 from gpus.provisioning.models import Operation
 
 # --- reading an operation for people ---------------------------------------------------
@@ -53,6 +56,7 @@ class OperationView:
     explanation: str = ""
     percent: int = 0
     eta_seconds: int | None = None
+    after: str = ""  # the state a succeeded operation left its target in
 
 
 def provisioning_median_seconds(model: GpuModel | None, limit: int = 50) -> float | None:
@@ -82,9 +86,14 @@ def describe(op: Operation, now: Any = None) -> OperationView:
     has_disk = any(d["kind"] == mf.VM_DISK for d in op.manifests)
     if creates and (has_disk or op.app_kind == mf.VIRTUAL_MACHINE):
         points.append((OperationStep.DISK_READY, op.disk_ready_at))
-    # A node group being deleted has no server to find nor workers to run.
-    grows = op.node_group and op.kind != OperationKind.DELETE
-    if creates or op.kind in (OperationKind.START, OperationKind.RESTART) or grows:
+    # A VM created stopped (Halted) is never scheduled nor running: its timeline ends earlier.
+    halted_create = creates and not op.node_group and _halted(op)
+    if (
+        (creates and not halted_create)
+        or op.kind in (OperationKind.START, OperationKind.RESTART)
+        # A node group being deleted has no server to find nor workers to run.
+        or (op.node_group and op.kind != OperationKind.DELETE)
+    ):
         points.append((OperationStep.SCHEDULED, op.scheduled_at))
         points.append((OperationStep.RUNNING, op.running_at))
     steps = [Step(str(k), str(k.label), at) for k, at in points]
@@ -94,15 +103,18 @@ def describe(op: Operation, now: Any = None) -> OperationView:
                 step.current = True
                 break
     done = sum(1 for s in steps if s.at)
-    view = OperationView(op, steps)
+    view = OperationView(op, steps, after=state_after(op) or "")
     # Only an operation in flight has an ETA: a finished one costs no query for it.
     median = (
         provisioning_median_seconds(op.gpu_model)
         if op.kind in (OperationKind.CREATE, OperationKind.RETRY) and not op.is_terminal
         else None
     )
-    if op.is_terminal:
+    if op.state == OperationState.SUCCEEDED:
         view.percent = 100
+    elif op.is_terminal:
+        # Failed or cancelled: how far it got, never a full bar.
+        view.percent = min(int(100 * done / len(steps)), 95)
     elif median:
         elapsed = (now - op.created_at).total_seconds()
         view.percent = min(95, max(int(100 * done / len(steps)) - 10, int(100 * elapsed / median)))
@@ -112,3 +124,63 @@ def describe(op: Operation, now: Any = None) -> OperationView:
     if op.reason or op.message:
         view.explanation = plain_reason(op.reason, op.message, op.gpu_count)
     return view
+
+
+# --- My GPUs: a row agrees with its latest operation until a sync confirms it -------------
+
+# What a succeeded operation leaves its target as, by what it did (a retry by what it retried).
+_STATE_AFTER = {
+    OperationKind.CREATE: ResourceState.RUNNING,
+    OperationKind.UPDATE: ResourceState.RUNNING,
+    OperationKind.START: ResourceState.RUNNING,
+    OperationKind.RESTART: ResourceState.RUNNING,
+    OperationKind.RESIZE: ResourceState.RUNNING,
+    OperationKind.STOP: ResourceState.STOPPED,
+    OperationKind.DELETE: ResourceState.DELETING,
+}
+
+
+def state_after(op: Operation) -> str | None:
+    """The state a succeeded operation left its target in, or None when it says nothing."""
+    if op.state != OperationState.SUCCEEDED:
+        return None
+    kind = op.params.get("retry_kind") or op.params.get("action") or op.kind
+    if kind in (OperationKind.CREATE, OperationKind.RETRY) and not op.node_group and _halted(op):
+        return ResourceState.STOPPED
+    found = _STATE_AFTER.get(kind)
+    return str(found) if found else None
+
+
+def _halted(op: Operation) -> bool:
+    """A VM create asked to stay stopped: what the engine waits for (Stopped, not Running)."""
+    return not _want_running(op)
+
+
+def overlay_operations(rows: list[GpuWorkload], ops: list[Operation]) -> list[Operation]:
+    """Give each row its latest operation the snapshot does not show yet (``w.op``) and the state
+    to show (``w.shown_state``): what the operation did, until a sync confirms it, so My GPUs
+    never contradicts the operation page. Returns the operations no row on this page took."""
+    latest: dict[tuple[int, str, str], Operation] = {}
+    whole: dict[tuple[int, str], Operation] = {}  # a whole Kubernetes cluster's (its delete)
+    for op in ops:  # newest first
+        latest.setdefault((op.cluster_id, op.name, op.node_group), op)
+        if op.app_kind == mf.KUBERNETES and not op.node_group:
+            whole.setdefault((op.cluster_id, op.name), op)
+    shown = {(w.cluster_id, w.name, w.node_group) for w in rows}
+    shown |= {(w.cluster_id, w.name, "") for w in rows if w.node_group}
+    for w in rows:
+        found = [latest.get((w.cluster_id, w.name, w.node_group))]
+        if w.node_group:  # a change to its whole cluster is a change to the group too
+            found.append(whole.get((w.cluster_id, w.name)))
+        candidates = [o for o in found if o is not None]
+        op = max(candidates, key=lambda o: (o.created_at, o.pk)) if candidates else None
+        w.op, w.shown_state = op, w.state
+        if op is None:
+            continue
+        after = state_after(op)
+        if after is not None:
+            w.shown_state = after
+            w.shown_state_label = ResourceState(after).label
+        elif op.is_active:
+            w.shown_state = ""  # in flight: the row says the operation, and offers no action
+    return [op for op in ops if (op.cluster_id, op.name, op.node_group) not in shown]

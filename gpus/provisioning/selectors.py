@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from django.db.models import F, Q, QuerySet
+from typing import Any
+
+from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet
 from django.http import Http404
 
-from gpus.provisioning.choices import ACTIVE_OPERATION_STATES
+from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
 from gpus.provisioning.models import AuditEvent, Operation
 from gpus.tenancy.models import Tenant
 from gpus.tenancy.selectors import get_tenant_for_user
@@ -32,14 +34,72 @@ def get_operation_for_user(user: User, namespace: str, pk: int) -> Operation:
     return op
 
 
-def operations_in_flight(user: User, tenant: Tenant) -> QuerySet[Operation]:
-    """Active operations, and those finished after their cluster's last sync: the snapshot does
-    not show their result yet, so the page shows the operation instead (DESIGN rule 8)."""
-    return tenant_operations(user, tenant).filter(
+def target_operations(
+    user: User, tenant: Tenant, cluster_id: int, name: str, node_group: str = ""
+) -> QuerySet[Operation]:
+    """The operations on one VM or node group of the tenant, newest first, each marked
+    ``in_flight`` as ``operations_in_flight`` means it (one query serves both)."""
+    return (
+        tenant_operations(user, tenant)
+        .filter(cluster_id=cluster_id, name=name, node_group=node_group)
+        .annotate(in_flight=ExpressionWrapper(_in_flight(), output_field=BooleanField()))
+    )
+
+
+def active_operation(tenant: Tenant, name: str, node_group: str | None = "") -> Operation | None:
+    """The change in flight on a target, if any (at most one per target and cluster): what
+    "another change is still in progress" points to. ``node_group=None``: on a cluster or any
+    of its groups."""
+    ops = Operation.objects.filter(tenant=tenant, name=name, state__in=ACTIVE_OPERATION_STATES)
+    if node_group is not None:
+        ops = ops.filter(node_group=node_group)
+    return ops.only("pk", "kind", "state", "name", "node_group").first()
+
+
+def last_node_group_params(tenant: Tenant, cluster_name: str, group: str) -> dict[str, Any]:
+    """What the last succeeded create or resize of this group asked for (min, instance type,
+    disk, roles): the snapshot keeps only counts, so a resize prefills the rest from here."""
+    op = (
+        Operation.objects.filter(
+            tenant=tenant,
+            name=cluster_name,
+            node_group=group,
+            state=OperationState.SUCCEEDED,
+            params__has_key="max_replicas",  # a create, resize or their retry
+        )
+        .only("params")
+        .first()
+    )
+    return dict(op.params) if op else {}
+
+
+def vm_image(tenant: Tenant, name: str) -> str:
+    """The image the last succeeded create of this VM asked for ("" if the portal did not
+    make it): it says which user to log in as."""
+    op = (
+        Operation.objects.filter(
+            tenant=tenant, name=name, node_group="", state=OperationState.SUCCEEDED,
+            params__has_key="image",
+        )
+        .only("params")
+        .first()
+    )  # fmt: skip
+    return str(op.params.get("image", "")) if op else ""
+
+
+def _in_flight() -> Q:
+    """Active, or finished after its cluster's last sync (the snapshot does not show it yet)."""
+    return (
         Q(state__in=ACTIVE_OPERATION_STATES)
         | Q(finished_at__gt=F("cluster__last_synced_at"))
         | Q(finished_at__isnull=False, cluster__last_synced_at__isnull=True)
     )
+
+
+def operations_in_flight(user: User, tenant: Tenant) -> QuerySet[Operation]:
+    """Active operations, and those finished after their cluster's last sync: the snapshot does
+    not show their result yet, so the page shows the operation instead (DESIGN rule 8)."""
+    return tenant_operations(user, tenant).filter(_in_flight())
 
 
 def audit_events(user: User) -> QuerySet[AuditEvent]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from gpus.accounts.selectors import cluster_groups, cluster_user
@@ -27,6 +29,7 @@ from gpus.provisioning.choices import (
     OperationState,
 )
 from gpus.provisioning.models import Operation
+from gpus.provisioning.signals import capacity_refused
 from gpus.tenancy.models import Tenant
 from gpus.web import queue, ratelimit
 
@@ -44,6 +47,8 @@ class OperationRefused(Exception):
         self.message = message
         self.field = field
         self.retry_after = retry_after
+        # Set when refused for lack of capacity: what capacity counts as unmet demand.
+        self.for_capacity: dict[str, Any] | None = None
 
 
 def _check_tenant_pace(tenant: Tenant) -> None:
@@ -116,6 +121,50 @@ def record(
     """Check quota and capacity under the counting locks, save the operation and its audit
     event in one transaction, enqueue the apply on commit. ``fit_check`` replaces the VM's
     capacity check (a node group's). Raises OperationRefused."""
+    try:
+        return _record(
+            user=user,
+            tenant=tenant,
+            cluster=cluster,
+            kind=kind,
+            app_kind=app_kind,
+            name=name,
+            docs=docs,
+            gpu_model=gpu_model,
+            gpu_count=gpu_count,
+            node_group=node_group,
+            params=params,
+            queue_until_capacity=queue_until_capacity,
+            check_capacity=check_capacity,
+            quota_field=quota_field,
+            name_field=name_field,
+            fit_check=fit_check,
+        )
+    except OperationRefused as exc:
+        if exc.for_capacity:  # the refusing transaction is rolled back: this is kept
+            capacity_refused.send(Operation, **exc.for_capacity)
+        raise
+
+
+def _record(
+    *,
+    user: Any,
+    tenant: Tenant,
+    cluster: Cluster,
+    kind: str,
+    app_kind: str,
+    name: str,
+    docs: list[dict[str, Any]],
+    gpu_model: GpuModel | None,
+    gpu_count: int,
+    node_group: str,
+    params: dict[str, Any] | None,
+    queue_until_capacity: bool,
+    check_capacity: bool,
+    quota_field: str,
+    name_field: str,
+    fit_check: Callable[[], None] | None,
+) -> Operation:
     actor = user.get_username()
     size = mf.manifests_size(docs)
     if size > mf.MAX_MANIFESTS_BYTES:
@@ -135,12 +184,22 @@ def record(
             elif check_capacity and not queue_until_capacity:
                 fit = fit_for(gpu_model, gpu_count, cluster.pk, (tenant.pk, name, node_group))
                 if not fit.fits:
-                    raise OperationRefused(
+                    refused = OperationRefused(
                         fit.message()
                         + " "
                         + _("Pick fewer GPUs, or tick “queue until capacity frees”."),
                         "gpu_count",
                     )
+                    # Unmet demand is counted by capacity: sent once this transaction is gone.
+                    refused.for_capacity = {
+                        "tenant_id": tenant.pk,
+                        "cluster_id": cluster.pk,
+                        "gpu_model_id": gpu_model.pk,
+                        "gpus": gpu_count,
+                        "actor_name": actor,
+                        "user_id": getattr(user, "pk", None),
+                    }
+                    raise refused
         try:
             with transaction.atomic():
                 op = Operation.objects.create(
@@ -343,6 +402,7 @@ def submit_vm_action(user: Any, workload: GpuWorkload, kind: str) -> Operation:
         "metadata": {"name": name, "namespace": tenant.namespace},
     }
     docs: list[dict[str, Any]]
+    created = None
     if kind == OperationKind.DELETE:
         # The system disk goes too when the portal made it (an outside VM's disks are left alone).
         created = (
@@ -384,13 +444,41 @@ def submit_vm_action(user: Any, workload: GpuWorkload, kind: str) -> Operation:
         # A start waits for capacity rather than failing: the user asked for this VM to run.
         queue_until_capacity=starting,
         check_capacity=False,
-        params={"action": kind, **({"phase": "stop"} if kind == OperationKind.RESTART else {})},
+        params={
+            "action": kind,
+            **({"phase": "stop"} if kind == OperationKind.RESTART else {}),
+            # The portal made it: it carries the portal's label, so the poller's cluster-wide
+            # list by that label sees it go.
+            **({"portal_made": True} if kind == OperationKind.DELETE and created else {}),
+        },
+    )
+
+
+def with_monitoring(
+    request: NodeGroupRequest, tenant: Tenant, cluster: Cluster
+) -> NodeGroupRequest:
+    """A new cluster turns on its monitoring agents and the GPU exporter's ServiceMonitor when the
+    tenant has a monitoring tenant to write to (else vmagent would have nowhere to send)."""
+    if not request.new_cluster_version:
+        return request
+    return replace(request, monitoring=bool(cluster.monitoring_for(tenant.namespace)))
+
+
+def no_monitoring_warning(request: NodeGroupRequest) -> str:
+    """What the form says when a new cluster will export no GPU metrics ("" when it will)."""
+    if not request.new_cluster_version or request.monitoring:
+        return ""
+    return _(
+        "This tenant has no monitoring: the new cluster is created without monitoring agents, so "
+        "the portal will show no utilization, memory or power for its GPUs. A platform admin can "
+        "turn monitoring on for the tenant first."
     )
 
 
 def submit_node_group(
     user: Any, tenant: Tenant, cluster: Cluster, request: NodeGroupRequest, resize: bool
 ) -> Operation:
+    request = with_monitoring(request, tenant, cluster)
     docs = node_group_manifests(request, tenant.namespace, cluster.node_group_disk_field)
     model = GpuModel.objects.get(resource_name=request.gpu_resource)
     if not resize:
@@ -460,44 +548,90 @@ def _check_new_group(cluster: Cluster, tenant: Tenant, request: NodeGroupRequest
         )
 
 
-# --- deleting a node group, or a whole tenant Kubernetes cluster --------------------------
+def cancel(user: Any, op: Operation) -> None:
+    """Cancel an operation nothing has started on (submitted, never claimed by a worker). One
+    conditional update: the worker's claim and the cancel never both win. Raises
+    OperationRefused once the worker has it (the cluster may already have part of it)."""
+    now = timezone.now()
+    done = Operation.objects.filter(pk=op.pk, state=OperationState.PENDING, attempts=0).update(
+        state=OperationState.CANCELLED,
+        finished_at=now,
+        updated_at=now,
+    )
+    if not done:
+        raise OperationRefused(
+            _("It is already being applied, or over: it can no longer be cancelled.")
+        )
+    audit(op, op.tenant, user.get_username(), "operation.cancel", {"operation": op.pk})
 
 
-def _check_cluster_idle(cluster: Cluster, tenant: Tenant, name: str, group: str | None) -> None:
-    """A group delete and a cluster delete (different targets for the one-active constraint)
-    must not overlap: refuse while a change to the cluster (``group`` None: to any of its
-    groups) is still in progress."""
-    active = Operation.objects.filter(
-        cluster=cluster,
+def submit_cluster_delete(user: Any, groups: list[GpuWorkload]) -> Operation:
+    """Delete a whole tenant Kubernetes cluster (every node group with it), as the snapshot shows
+    it. Refused while any change to it or one of its groups is in flight."""
+    first = groups[0]
+    tenant, name = first.tenant, first.name
+    busy = Operation.objects.filter(
+        cluster=first.cluster,
         namespace=tenant.namespace,
         app_kind=mf.KUBERNETES,
         name=name,
-        state__in=sorted(ACTIVE_OPERATION_STATES),
-    )
-    if group is not None:
-        active = active.filter(node_group="")
-    if active.exists():
+        state__in=ACTIVE_OPERATION_STATES,
+    ).exists()
+    if busy:
         raise OperationRefused(
             _("Another change to %(name)s is still in progress; wait for it to finish.")
             % {"name": name}
         )
+    doc = {
+        "apiVersion": mf.API_VERSION,
+        "kind": mf.KUBERNETES,
+        "metadata": {"name": name, "namespace": tenant.namespace},
+    }
+    return record(
+        user=user,
+        tenant=tenant,
+        cluster=first.cluster,
+        kind=OperationKind.DELETE,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        docs=[doc],
+        check_capacity=False,
+        params={"action": OperationKind.DELETE, "node_groups": [g.node_group for g in groups]},
+    )
 
 
 def submit_node_group_delete(user: Any, workload: GpuWorkload) -> Operation:
-    """Remove one worker group of a tenant Kubernetes cluster: a merge patch that drops that
-    group from ``spec.nodeGroups``; its workers and their GPUs go, the other groups stay."""
+    """Remove one node group from its cluster: a JSON merge patch with the group set to null
+    (RFC 7386: null deletes), the other groups and the cluster untouched. The chart's own md0
+    cannot go: Cozystack v1.1 deep-merges values.yaml's md0 into every cluster's groups, so it
+    would come back at once; it can be scaled to 0 instead."""
     tenant, name, group = workload.tenant, workload.name, workload.node_group
-    if group == mf.DEFAULT_NODE_GROUP:
-        # Cozystack v1.1's values.yaml holds md0 and Helm merges it back in: it cannot be
-        # removed by changing the app (packages/apps/kubernetes/values.yaml at v1.1.0).
+    if group == "md0":
         raise OperationRefused(
             _(
-                "%(group)s is the group Cozystack always gives a Kubernetes cluster: it cannot "
-                "be removed on its own. Delete the whole cluster %(name)s instead."
+                "md0 is the chart's default group: the platform puts it back at once if it is "
+                "removed. Resize it to 0 minimum workers instead."
             )
-            % {"group": group, "name": name}
         )
-    _check_cluster_idle(workload.cluster, tenant, name, group)
+    # The whole cluster's delete is another target for the one-active constraint: not both.
+    if Operation.objects.filter(
+        cluster=workload.cluster,
+        namespace=tenant.namespace,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        node_group="",
+        state__in=ACTIVE_OPERATION_STATES,
+    ).exists():
+        raise OperationRefused(
+            _("Another change to %(name)s is still in progress; wait for it to finish.")
+            % {"name": name}
+        )
+    doc = {
+        "apiVersion": mf.API_VERSION,
+        "kind": mf.KUBERNETES,
+        "metadata": {"name": name, "namespace": tenant.namespace},
+        "spec": {"nodeGroups": {group: None}},
+    }
     return record(
         user=user,
         tenant=tenant,
@@ -506,25 +640,7 @@ def submit_node_group_delete(user: Any, workload: GpuWorkload) -> Operation:
         app_kind=mf.KUBERNETES,
         name=name,
         node_group=group,
-        docs=mf.node_group_delete_manifests(name, group, tenant.namespace),
-        check_capacity=False,
-        params={"action": OperationKind.DELETE},
-    )
-
-
-def submit_kubernetes_delete(user: Any, workload: GpuWorkload) -> Operation:
-    """Delete a whole tenant Kubernetes cluster (the app: Helm removes its control plane, every
-    worker group and what runs on them). ``workload`` is any of its node groups."""
-    tenant, name = workload.tenant, workload.name
-    _check_cluster_idle(workload.cluster, tenant, name, None)
-    return record(
-        user=user,
-        tenant=tenant,
-        cluster=workload.cluster,
-        kind=OperationKind.DELETE,
-        app_kind=mf.KUBERNETES,
-        name=name,
-        docs=mf.app_delete_manifests(mf.KUBERNETES, name, tenant.namespace),
+        docs=[doc],
         check_capacity=False,
         params={"action": OperationKind.DELETE},
     )

@@ -10,7 +10,7 @@ from django.conf import settings
 
 from gpus.kube.errors import KubeError, TransientError
 from gpus.kube.retry import Backoff
-from gpus.provisioning import engine
+from gpus.provisioning import connect, engine
 from gpus.provisioning.engine import reconcile
 from gpus.web.logs import logs_operation
 
@@ -78,3 +78,12 @@ def poll_operations() -> int:
 @shared_task(name="provisioning.reconcile_operations")
 def reconcile_operations() -> int:
     return len(reconcile())
+
+
+# --- connecting ------------------------------------------------------------------------
+
+
+@shared_task(name="provisioning.read_connection")
+def read_connection(user_id: int, workload_id: int) -> str:
+    """Read a VM's addresses or a cluster's kubeconfig as the person (see connect.py)."""
+    return connect.read(user_id, workload_id)

@@ -33,13 +33,13 @@ urlpatterns = [
     ),
     path(
         "tenants/<slug:namespace>/kubernetes/<slug:name>/nodegroups/<slug:group>/delete/",
-        views.kubernetes_delete,
+        views.node_group_delete,
         name="node_group_delete",
     ),
     path(
         "tenants/<slug:namespace>/kubernetes/<slug:name>/delete/",
-        views.kubernetes_delete,
-        name="kubernetes_delete",
+        views.cluster_delete,
+        name="cluster_delete",
     ),
     path("tenants/<slug:namespace>/operations/", views.operation_list, name="operations"),
     path("audit/", views.audit_log, name="audit"),
@@ -54,5 +54,20 @@ urlpatterns = [
         views.operation_retry,
         name="operation_retry",
     ),
+    path(
+        "tenants/<slug:namespace>/operations/<int:pk>/cancel/",
+        views.operation_cancel,
+        name="operation_cancel",
+    ),
     path("tenants/<slug:namespace>/gpus/<dbid:pk>/", views.workload_detail, name="workload"),
+    path(
+        "tenants/<slug:namespace>/gpus/<dbid:pk>/connect/",
+        views.workload_connect,
+        name="workload_connect",
+    ),
+    path(
+        "tenants/<slug:namespace>/gpus/<dbid:pk>/kubeconfig/",
+        views.workload_kubeconfig,
+        name="workload_kubeconfig",
+    ),
 ]

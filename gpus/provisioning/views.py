@@ -3,6 +3,8 @@ audit log. Thin: selectors read, services write."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Any
 
 import yaml
@@ -17,6 +19,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from gpus.catalog.models import GpuModel
+from gpus.catalog.sizing import IMAGE_USERS
 from gpus.inventory.choices import ResourceState, WorkloadKind
 from gpus.inventory.models import Cluster
 from gpus.inventory.schemas import served_schema_causes
@@ -30,7 +33,8 @@ from gpus.inventory.selectors import (
     tenant_kubernetes_clusters,
     tenant_workload_page,
 )
-from gpus.kube.apps import DEFAULT_NODE_GROUP, VmRequest, node_group_manifests, vm_manifests
+from gpus.kube.apps import VmRequest, node_group_manifests, vm_manifests
+from gpus.provisioning import connect
 from gpus.provisioning.capacity import (
     explain_workloads,
     fit_for,
@@ -43,22 +47,29 @@ from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.filters import AuditFilter
 from gpus.provisioning.forms import GpuVmForm, NodeGroupForm
 from gpus.provisioning.models import Operation
-from gpus.provisioning.presenters import describe
+from gpus.provisioning.presenters import describe, overlay_operations
 from gpus.provisioning.selectors import (
+    active_operation,
     audit_events,
     get_operation_for_user,
+    last_node_group_params,
     operations_in_flight,
+    target_operations,
     tenant_operations,
+    vm_image,
 )
 from gpus.provisioning.services import (
     OperationRefused,
+    cancel,
+    no_monitoring_warning,
     queue_down_message,
     retry,
-    submit_kubernetes_delete,
+    submit_cluster_delete,
     submit_node_group,
     submit_node_group_delete,
     submit_vm,
     submit_vm_action,
+    with_monitoring,
 )
 from gpus.tenancy.models import Tenant
 from gpus.tenancy.selectors import get_tenant_for_user
@@ -89,14 +100,13 @@ def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
     for workload in page.rows:
         workload.cluster_name = names.get(workload.cluster_id, "")
     explain_workloads(page.rows)
+    in_flight = overlay_operations(page.rows, list(operations_in_flight(request.user, tenant)))
     context.update(
         tenant=tenant,
         workloads=page,
         query=_query_without(request, "page", "after", "before"),
-        in_flight=list(operations_in_flight(request.user, tenant)),
+        in_flight=in_flight,
         can_operate=may_operate(request.user, tenant),
-        # Cozystack v1.1 merges md0 back into every cluster: it is never offered for deletion.
-        default_node_group=DEFAULT_NODE_GROUP,
     )
     return render_page_or_fragment(
         request, "provisioning/my_gpus.html", "provisioning/_my_gpus_table.html", context
@@ -106,19 +116,73 @@ def my_gpus(request: HttpRequest, namespace: str) -> HttpResponse:
 def workload_detail(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
     tenant = get_tenant_for_user(request.user, namespace)
     workload = get_tenant_workload(request.user, tenant, pk)
+    operations = list(
+        target_operations(
+            request.user, tenant, workload.cluster_id, workload.name, workload.node_group
+        )[:10]
+    )
+    # The page agrees with the latest operation until a sync confirms it, as My GPUs does.
+    overlay_operations([workload], [op for op in operations if op.in_flight])
+    can_operate = may_operate(request.user, tenant)
     return render(
         request,
         "provisioning/workload.html",
         {
             "tenant": tenant,
             "workload": workload,
+            "w": workload,
+            "operations": operations,
+            "can_operate": can_operate,
+            "connect_what": connect.what_for(workload),
             # Asked only when there is something to offer (the page's query count stays pinned).
             "offer_restart": workload.kind == WorkloadKind.VM
             and workload.reason == "RestartRequired"
             and workload.state != ResourceState.DELETING
-            and may_operate(request.user, tenant),
+            and can_operate,
         },
     )
+
+
+def workload_connect(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
+    """htmx: how to connect (a VM's addresses and SSH command, a cluster's kubeconfig). POST
+    asks for a read as the person (a task); GET shows the answer, polled until there is one."""
+    tenant = get_tenant_for_user(request.user, namespace)
+    workload = get_tenant_workload(request.user, tenant, pk)
+    if request.method == "POST":
+        found = connect.ask(request.user, workload, again=bool(request.POST.get("again")))
+    else:
+        found = connect.answer(request.user, workload)
+    context: dict[str, Any] = {
+        "tenant": tenant,
+        "workload": workload,
+        "found": found,
+        "what": connect.what_for(workload),
+    }
+    if found and found["state"] == "ready" and context["what"] == "vm":
+        user = IMAGE_USERS.get(vm_image(tenant, workload.name), "")
+        context["login"] = user or _("user")
+        ips, ports = found["ips"], found["ports"]
+        if ips and (found["whole_ip"] or 22 in ports):
+            context["ssh"] = f"ssh {context['login']}@{ips[0]}"
+        context["ssh_inside"] = f"ssh {context['login']}@{found['dns']}"
+    html = render_to_string("provisioning/_connect.html", context, request)
+    if found and found["state"] != "pending":
+        return HttpResponseStopPolling(html)
+    return HttpResponse(html)
+
+
+def workload_kubeconfig(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
+    """The kubeconfig read for this person, as a file, once; 404 when there is none (any
+    more)."""
+    tenant = get_tenant_for_user(request.user, namespace)
+    workload = get_tenant_workload(request.user, tenant, pk)
+    config = connect.take_kubeconfig(request.user, workload)
+    if config is None or connect.what_for(workload) != "kubeconfig":
+        raise Http404("No kubeconfig to download: ask for it again.")
+    response = HttpResponse(config, content_type="application/yaml")
+    response["Content-Disposition"] = f'attachment; filename="{workload.name}.kubeconfig"'
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 # --- GPU VMs and operations -------------------------------------------------------------
@@ -151,9 +215,8 @@ def _vm_checks(form: GpuVmForm, tenant: Tenant, cluster: Cluster | None) -> dict
         docs = vm_manifests(request_, tenant.namespace, form.vm_kind)
         checks["causes"] = served_schema_causes(cluster, docs)
         checks["preview"] = yaml.safe_dump_all(docs, sort_keys=False, width=100)
-        checks["kubectl"] = (
-            f"kubectl --kubeconfig {tenant.namespace}.kubeconfig apply -f {request_.name}.yaml"
-        )
+        # No file the portal never gave: kubectl as the person has it set up for the tenant.
+        checks["kubectl"] = f"kubectl -n {tenant.namespace} apply -f {request_.name}.yaml"
         checks["filename"] = f"{request_.name}.yaml"
     return checks
 
@@ -161,6 +224,7 @@ def _vm_checks(form: GpuVmForm, tenant: Tenant, cluster: Cluster | None) -> dict
 def vm_new(request: HttpRequest, namespace: str) -> HttpResponse:
     tenant = get_tenant_for_user(request.user, namespace)
     allowed = may_operate(request.user, tenant)
+    busy = None
     if request.method == "POST":
         if not allowed:
             raise Http404("No such page.")
@@ -173,6 +237,7 @@ def vm_new(request: HttpRequest, namespace: str) -> HttpResponse:
                     op = submit_vm(request.user, tenant, cluster, _vm_request(form))
                 except OperationRefused as exc:
                     _refused(form, exc)
+                    busy = active_operation(tenant, form.cleaned_data["name"])
                 else:
                     return _recorded(request, op)
     else:
@@ -183,6 +248,7 @@ def vm_new(request: HttpRequest, namespace: str) -> HttpResponse:
         "allowed": allowed,
         "cluster": cluster,
         "checks": _vm_checks(form, tenant, cluster) if form.is_bound else {},
+        "busy": busy,
     }
     return render(request, "provisioning/vm_new.html", context)
 
@@ -230,15 +296,27 @@ def _operation_status_context(request: HttpRequest, namespace: str, pk: int) -> 
         "tenant": op.tenant,
         "op": op,
         "view": describe(op),
-        # Only a failed operation offers "Try again": no membership query for the others.
-        "can_operate": op.state == OperationState.FAILED and may_operate(request.user, op.tenant),
+        # Only a failed operation offers "Try again", and one never started "Cancel": no
+        # membership query for the others.
+        "can_operate": (op.state == OperationState.FAILED or _cancellable(op))
+        and may_operate(request.user, op.tenant),
+        "cancellable": _cancellable(op),
         "poll_seconds": settings.OPERATION_PAGE_POLL_SECONDS,
     }
 
 
+def _cancellable(op: Any) -> bool:
+    """Submitted and not yet taken by a worker: nothing was sent to the cluster."""
+    return op.state == OperationState.PENDING and op.attempts == 0
+
+
 def operation_detail(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
     context = _operation_status_context(request, namespace, pk)
-    context["preview"] = yaml.safe_dump_all(context["op"].manifests, sort_keys=False, width=100)
+    op = context["op"]
+    context["preview"] = yaml.safe_dump_all(op.manifests, sort_keys=False, width=100)
+    # Another change in flight on the same target (e.g. why "Try again" was refused).
+    busy = active_operation(op.tenant, op.name, op.node_group)
+    context["busy"] = busy if busy is not None and busy.pk != op.pk else None
     return render(request, "provisioning/operation.html", context)
 
 
@@ -263,6 +341,17 @@ def operation_retry(request: HttpRequest, namespace: str, pk: int) -> HttpRespon
     return _recorded(request, new)
 
 
+@require_POST
+def operation_cancel(request: HttpRequest, namespace: str, pk: int) -> HttpResponse:
+    op = get_operation_for_user(request.user, namespace, pk)
+    require_may_operate(request.user, op.tenant)
+    try:
+        cancel(request.user, op)
+    except OperationRefused as exc:
+        messages.error(request, exc.message)
+    return redirect("gpus:operation", namespace, op.pk)
+
+
 ACTIONS = {
     "start": OperationKind.START,
     "stop": OperationKind.STOP,
@@ -278,54 +367,119 @@ def vm_action(request: HttpRequest, namespace: str, name: str, action: str) -> H
     if kind is None:
         raise Http404("No such page.")
     require_may_operate(request.user, vm.tenant)
-    error = ""
+    error, busy = "", None
     if request.method == "POST":
         try:
             op = submit_vm_action(request.user, vm, kind)
         except OperationRefused as exc:
-            error = exc.message
+            error, busy = exc.message, active_operation(vm.tenant, vm.name)
         else:
             return _recorded(request, op)
     return render(
         request,
         "provisioning/vm_action.html",
-        {"tenant": vm.tenant, "vm": vm, "action": action, "kind": kind, "error": error},
+        {
+            "tenant": vm.tenant,
+            "vm": vm,
+            "action": action,
+            "kind": kind,
+            "error": error,
+            "busy": busy,
+        },
     )
 
 
-def kubernetes_delete(
-    request: HttpRequest, namespace: str, name: str, group: str | None = None
-) -> HttpResponse:
-    """GET: ask for confirmation; POST: record the delete of one node group (``group``) or of
-    the whole tenant Kubernetes cluster, the way a VM delete is asked."""
-    if group is None:
-        target = get_kubernetes_cluster_for_user(request.user, namespace, name)
-    else:
-        target = get_node_group_for_user(request.user, namespace, name, group)
-    require_may_operate(request.user, target.tenant)
-    error = ""
+def cluster_delete(request: HttpRequest, namespace: str, name: str) -> HttpResponse:
+    """GET: ask to confirm by typing the cluster's name; POST: record the delete."""
+    groups = get_kubernetes_cluster_for_user(request.user, namespace, name)
+    tenant = groups[0].tenant
+    require_may_operate(request.user, tenant)
+    error, busy = "", None
     if request.method == "POST":
-        try:
-            if group is None:
-                op = submit_kubernetes_delete(request.user, target)
-            else:
-                op = submit_node_group_delete(request.user, target)
-        except OperationRefused as exc:
-            error = exc.message
+        if request.POST.get("confirm_name", "").strip() != name:
+            error = _("Type the cluster's name, %(name)s, to confirm.") % {"name": name}
         else:
-            return _recorded(request, op)
+            try:
+                op = submit_cluster_delete(request.user, groups)
+            except OperationRefused as exc:
+                error = exc.message
+                busy = active_operation(tenant, name, node_group=None)
+            else:
+                return redirect("gpus:operation", namespace, op.pk)
     return render(
         request,
-        "provisioning/kubernetes_delete.html",
-        {"tenant": target.tenant, "target": target, "group": group, "error": error},
+        "provisioning/cluster_delete.html",
+        {"tenant": tenant, "name": name, "groups": groups, "error": error, "busy": busy},
+    )
+
+
+def node_group_delete(request: HttpRequest, namespace: str, name: str, group: str) -> HttpResponse:
+    """GET: ask to confirm; POST: record the removal of this one group."""
+    workload = get_node_group_for_user(request.user, namespace, name, group)
+    tenant = workload.tenant
+    require_may_operate(request.user, tenant)
+    error, busy = "", None
+    if request.method == "POST":
+        try:
+            op = submit_node_group_delete(request.user, workload)
+        except OperationRefused as exc:
+            error, busy = exc.message, active_operation(tenant, name, group)
+        else:
+            return redirect("gpus:operation", namespace, op.pk)
+    return render(
+        request,
+        "provisioning/node_group_delete.html",
+        {"tenant": tenant, "w": workload, "error": error, "busy": busy},
     )
 
 
 def _node_group_form(
-    tenant: Tenant, data: Any = None, initial: dict[str, Any] | None = None
+    tenant: Tenant, data: Any = None, initial: dict[str, Any] | None = None, resize: bool = False
 ) -> NodeGroupForm:
     clusters = tenant_kubernetes_clusters(tenant)
-    return NodeGroupForm(data, initial=initial, clusters=clusters, gpu_choices=gpu_model_choices())
+    return NodeGroupForm(
+        data,
+        initial=initial,
+        clusters=clusters,
+        gpu_choices=gpu_model_choices(),
+        resize=resize,
+    )
+
+
+def _gib(quantity: str) -> int | None:
+    """ "100Gi" -> 100, "1Ti" -> 1024; None for what the form cannot say in GiB."""
+    match = re.fullmatch(r"(\d+)(Gi|Ti)", quantity or "")
+    if not match:
+        return None
+    return int(match.group(1)) * (1024 if match.group(2) == "Ti" else 1)
+
+
+def _resize_initial(tenant: Tenant, existing: Any) -> dict[str, Any]:
+    """The group as it is: the snapshot's spec (its real maximum, minimum, instance type, disk
+    and roles), else the last change the portal made to it, so a resize changes only what the
+    person edits."""
+    asked = last_node_group_params(tenant, existing.name, existing.node_group)
+    spec = existing.group_spec or {}
+    high = max(existing.max_instances, 1)
+    low = spec.get("min_replicas", asked.get("min_replicas", existing.instances))
+    initial = {
+        "cluster_name": existing.name,
+        "group": existing.node_group,
+        "min_replicas": min(low, high),
+        "max_replicas": high,
+        "gpu_model": existing.gpu_model.resource_name if existing.gpu_model else "",
+        "gpus_per_node": existing.gpus_per_instance or 1,
+    }
+    instance_type = spec.get("instance_type") or asked.get("instance_type")
+    if instance_type:
+        initial["instance_type"] = instance_type
+    disk = _gib(spec.get("disk", "")) or asked.get("disk_size_gi")
+    if disk:
+        initial["disk_size_gi"] = disk
+    roles = spec["roles"] if "roles" in spec else asked.get("roles")
+    if roles is not None:
+        initial["ingress"] = "ingress-nginx" in roles
+    return initial
 
 
 def _node_group_setup(
@@ -335,21 +489,8 @@ def _node_group_setup(
     tenant = get_tenant_for_user(request.user, namespace)
     require_may_operate(request.user, tenant)
     existing = get_node_group_for_user(request.user, namespace, name, group) if group else None
-    initial = None
-    if existing is not None:
-        initial = {
-            "cluster_name": existing.name,
-            "group": existing.node_group,
-            "min_replicas": existing.instances,
-            "max_replicas": max(existing.instances, 1) * 2,
-            "gpu_model": existing.gpu_model.resource_name if existing.gpu_model else "",
-            "gpus_per_node": existing.gpus_per_instance or 1,
-        }
-    form = _node_group_form(tenant, request.POST or None, initial)
-    if existing is not None:
-        # A resize changes this group only: its cluster and name are not up for editing.
-        form.fields["cluster_name"].disabled = True
-        form.fields["group"].disabled = True
+    initial = _resize_initial(tenant, existing) if existing is not None else None
+    form = _node_group_form(tenant, request.POST or None, initial, resize=existing is not None)
     return tenant, existing, form
 
 
@@ -380,9 +521,16 @@ def node_group_edit(
     """Add a GPU node group to a tenant cluster, or resize one (prefilled from the snapshot)."""
     tenant, existing, form = _node_group_setup(request, namespace, name, group)
     cluster = default_cluster()
-    preview = ""
+    preview, busy = "", None
     if form.is_bound and form.is_valid() and cluster is not None:
-        ng = form.node_group_request()
+        ng = with_monitoring(form.node_group_request(), tenant, cluster)
+        if warning := no_monitoring_warning(ng):
+            form.warnings.append(warning)
+        if existing is not None:
+            # The form asks only about ingress-nginx: a resize keeps the group's other roles.
+            other = [r for r in (existing.group_spec or {}).get("roles", []) if r not in ng.roles]
+            other = [r for r in other if r != "ingress-nginx"]
+            ng = dataclasses.replace(ng, roles=(*ng.roles, *other))
         if request.POST.get("confirm"):
             try:
                 op = submit_node_group(
@@ -390,6 +538,7 @@ def node_group_edit(
                 )
             except OperationRefused as exc:
                 _refused(form, exc)
+                busy = active_operation(tenant, ng.cluster_name, ng.group)
             else:
                 return _recorded(request, op)
         preview = yaml.safe_dump_all(
@@ -405,6 +554,7 @@ def node_group_edit(
             "existing": existing,
             "preview": preview,
             "checks": _node_group_checks(form, tenant, cluster) if form.is_bound else {},
+            "busy": busy,
         },
     )
 

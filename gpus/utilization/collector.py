@@ -16,9 +16,10 @@ from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.models import Cluster, GpuWorkload
 from gpus.tenancy.models import Tenant
 from gpus.utilization.metrics.config import source_for
+from gpus.utilization.metrics.dcgm import NVML_MODELS, model_key
 from gpus.utilization.metrics.errors import MetricsError
 from gpus.utilization.metrics.parse import Reading
-from gpus.utilization.models import GpuDevice, GpuSample, MetricSource
+from gpus.utilization.models import GpuDevice, GpuSample, MetricSource, XidEvent
 
 BATCH = 2000
 UUID_MAX = GpuDevice._meta.get_field("uuid").max_length
@@ -58,21 +59,25 @@ class Owners:
         return tenant, None
 
 
-def _models() -> dict[str, int]:
-    """DCGM modelName -> catalog model, matched on the catalog's display name."""
-    out = {}
-    for pk, name in GpuModel.objects.values_list("pk", "display_name"):
-        out[name.lower()] = pk
-    return out
+def _models() -> tuple[dict[str, int], dict[str, int]]:
+    """Catalog models by resource name and by display name (as compared)."""
+    by_resource, by_display = {}, {}
+    rows = GpuModel.objects.values_list("pk", "resource_name", "display_name")
+    for pk, resource, display in rows:
+        by_resource[resource] = pk
+        by_display[model_key(display)] = pk
+    return by_resource, by_display
 
 
-def _model_id(models: dict[str, int], model_name: str) -> int | None:
-    name = model_name.lower().removeprefix("nvidia ").strip()
-    for display, pk in models.items():
-        d = display.lower().removeprefix("nvidia ").strip()
-        if d and (d == name or name.startswith(d) or d.startswith(name)):
-            return pk
-    return None
+def _model_id(models: tuple[dict[str, int], dict[str, int]], model_name: str) -> int | None:
+    """DCGM modelName -> catalog model: NVML's name for the resource, else the catalog's display
+    name, both whole (a prefix would make an L40 an L40S and an A10 an A100)."""
+    by_resource, by_display = models
+    key = model_key(model_name)
+    for resource in NVML_MODELS.get(key, ()):
+        if resource in by_resource:
+            return by_resource[resource]
+    return by_display.get(key) or by_display.get(f"nvidia {key}")
 
 
 def model_id_for(model_name: str) -> int | None:
@@ -104,6 +109,7 @@ def store(
     new: list[GpuDevice] = []
     seen: dict[dt.datetime, list[int]] = defaultdict(list)  # last_seen_at -> existing pks
     samples: list[GpuSample] = []
+    events: list[XidEvent] = []
     for r in readings:
         ts = dt.datetime.fromtimestamp(r.ts, tz=dt.UTC)
         tenant_id, workload_id = owners.of(r)
@@ -129,6 +135,13 @@ def store(
             d.idle_since = d.idle_since or ts
         else:
             d.idle_since = None
+        if "xid" in r.values:
+            xid = int(r.values["xid"])
+            if xid and xid != d.xid_value:  # the gauge moved to a new value: one incident
+                events.append(
+                    XidEvent(device=d, ts=ts, xid=xid, tenant_id=tenant_id, workload_id=workload_id)
+                )
+            d.xid_value = xid  # 0 after a driver reload: the same XID again is a new incident
         if d.pk is not None:
             seen[ts].append(d.pk)
         if keep_samples:
@@ -166,6 +179,9 @@ def store(
         for s in samples:
             s.device_id = s.device.pk
         GpuSample.objects.bulk_create(samples, batch_size=BATCH)
+        for e in events:
+            e.device_id = e.device.pk
+        XidEvent.objects.bulk_create(events, ignore_conflicts=True)
     return len(readings)
 
 
@@ -183,6 +199,7 @@ TRACKED = [
     "power_limit_w",
     "idle_since",
     "busy_metric",
+    "xid_value",
 ]
 
 

@@ -85,6 +85,9 @@ class GpuDevice(models.Model):
     # Since when the GPU has been allocated and under the idle threshold (None: not idle).
     idle_since = models.DateTimeField(_("idle since"), null=True, blank=True)
     busy_metric = models.CharField(_("busy measured by"), max_length=40, blank=True)
+    # The XID gauge as last read: DCGM_FI_DEV_XID_ERRORS holds the last XID until the driver
+    # reloads (then 0), so an incident is a value that differs from this one.
+    xid_value = models.IntegerField(_("last XID value"), null=True, blank=True)
 
     class Meta:
         ordering = ["hostname", "index"]
@@ -133,6 +136,31 @@ class GpuSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.device_id} at {self.ts}"
+
+
+class XidEvent(models.Model):
+    """An XID as it first appeared on a GPU in one driver boot (the gauge moved to it).
+
+    DCGM_FI_DEV_XID_ERRORS is "the value of the last XID error encountered": it keeps that value
+    until the driver reloads, so counting the buckets that show it would count one error for
+    every 5 minutes until the next reboot."""
+
+    device = models.ForeignKey(GpuDevice, on_delete=models.CASCADE, related_name="xid_events")
+    ts = models.DateTimeField(_("first seen"))
+    xid = models.IntegerField(_("XID"))
+    tenant = models.ForeignKey("tenancy.Tenant", on_delete=models.SET_NULL, null=True, blank=True)
+    workload = models.ForeignKey(
+        "inventory.GpuWorkload", on_delete=models.SET_NULL, null=True, blank=True
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["device", "ts", "xid"], name="unique_xid_event")
+        ]
+        indexes = [models.Index(fields=["ts"], name="xidevent_ts_idx")]
+
+    def __str__(self) -> str:
+        return f"XID {self.xid} on {self.device_id} at {self.ts}"
 
 
 class Bucket(models.TextChoices):

@@ -11,7 +11,8 @@ from urllib.parse import urlencode
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Avg, Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum
+from django.db.models import Avg, Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -37,6 +38,7 @@ from gpus.utilization.models import (
     GroupRollup,
     MetricSource,
     Scope,
+    XidEvent,
 )
 from gpus.web.access import User, is_platform_admin, require_platform_admin
 from gpus.web.paging import KeysetPage, PageRequest, keyset_page
@@ -400,10 +402,10 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
         qs = qs.filter(tenant=tenant)
     limits = list(_power_limits())
     capped = Q()
-    for model_prefix, watts in limits:
+    for model_name, watts in limits:
         capped |= Q(
             device__power_limit_w__isnull=True,
-            device__model_name__istartswith=model_prefix,
+            device__model_name__iexact=model_name,
             power_max__gte=watts * POWER_CAP_SHARE,
         )
     capped |= Q(
@@ -411,14 +413,23 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
         power_max__gte=F("device__power_limit_w") * POWER_CAP_SHARE,
     )
     hot = Q(temp_max__gte=HOT_C)
-    flagged = qs.filter(Q(xid_last__isnull=False) | Q(throttle_any__gt=0) | capped | hot)
+    # XIDs as they first appeared (XidEvent), not the buckets the sticky gauge shows them in.
+    events = XidEvent.objects.filter(ts__gte=tr.start, ts__lte=tr.end)
+    if tenant is not None:
+        events = events.filter(tenant=tenant)
+    flagged = qs.filter(
+        Q(device_id__in=events.values("device_id")) | Q(throttle_any__gt=0) | capped | hot
+    )
+    of_device = events.filter(device_id=OuterRef("device_id"))
     step_minutes = _step(bucket) / 60
     per_device = (
         flagged.values("device_id")
         .annotate(
-            xid_buckets=Count("id", filter=Q(xid_last__isnull=False)),
-            last_xid_at=Max("ts", filter=Q(xid_last__isnull=False)),
-            last_xid=Max("xid_last"),
+            xid_events=Coalesce(
+                Subquery(of_device.values("device_id").annotate(n=Count("id")).values("n")[:1]),
+                0,
+            ),
+            last_xid_at=Subquery(of_device.order_by("-ts").values("ts")[:1]),
             throttle_buckets=Count("id", filter=Q(throttle_any__gt=0)),
             capped_buckets=Count("id", filter=capped),
             hot_buckets=Count("id", filter=hot),
@@ -426,7 +437,7 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
             peak_temp=Max("temp_max"),
         )
         .order_by(
-            "-xid_buckets", "-throttle_buckets", "-capped_buckets", "-hot_buckets", "device_id"
+            "-xid_events", "-throttle_buckets", "-capped_buckets", "-hot_buckets", "device_id"
         )
     )
     top = list(per_device[:limit])
@@ -436,13 +447,13 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
     # The throttle reasons of the shown GPUs: OR of their masks, read for these GPUs only.
     masks: dict[int, int] = defaultdict(int)
     xids: dict[int, set] = defaultdict(set)
-    for device_id, mask, xid in flagged.filter(device_id__in=ids).values_list(
-        "device_id", "throttle_any", "xid_last"
+    for device_id, mask in flagged.filter(device_id__in=ids).values_list(
+        "device_id", "throttle_any"
     ):
         if mask and mask & THROTTLING:
             masks[device_id] |= mask
-        if xid:
-            xids[device_id].add(xid)
+    for device_id, xid in events.filter(device_id__in=ids).values_list("device_id", "xid"):
+        xids[device_id].add(xid)
     out = []
     for r in top:
         d = devices[r["device_id"]]
@@ -450,6 +461,7 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
             {
                 "device": d,
                 "xids": sorted(xids[d.pk]),
+                "xid_count": r["xid_events"],
                 "last_xid_at": r["last_xid_at"],
                 "reasons": decode_throttle(masks[d.pk]),
                 "throttled_minutes": r["throttle_buckets"] * step_minutes if masks[d.pk] else 0,
@@ -464,7 +476,7 @@ def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) 
 
 
 def _power_limits() -> list[tuple[str, float]]:
-    """(model name prefix, board watts) as DCGM names the model ("NVIDIA " first)."""
+    """(model name, board watts) as DCGM names the model ("NVIDIA " first), matched whole."""
     from gpus.utilization.metrics.dcgm import BOARD_POWER_W
 
     return [(f"nvidia {k}", w) for k, w in BOARD_POWER_W.items()] + list(BOARD_POWER_W.items())

@@ -34,6 +34,7 @@ def navigation(request: HttpRequest) -> dict[str, object]:
     elif tenant is not None:
         items.append((reverse("gpus:util_tenant", args=[tenant.namespace]), _("Utilization")))
     if admin:
+        items.append((reverse("gpus:capacity"), _("Capacity")))
         items.append((reverse("gpus:nodes"), _("Nodes")))
         items.append((reverse("gpus:tenants"), _("Tenants")))
         items.append((reverse("gpus:audit"), _("Audit log")))

@@ -8,7 +8,8 @@ from gpus.catalog.models import GpuModel
 pytestmark = pytest.mark.django_db
 
 
-def test_seed_has_the_overviews_three_models_exactly_as_documented():
+def test_seed_has_the_overviews_three_models_checked_against_the_data_sheets():
+    """The overview's figures where they are right; NVIDIA's data sheets (dense) where not."""
     l40s = GpuModel.objects.get(resource_name="nvidia.com/AD102GL_L40S")
     a100 = GpuModel.objects.get(resource_name="nvidia.com/GA100_A100_PCIE_80GB")
     h100 = GpuModel.objects.get(resource_name="nvidia.com/H100_94GB")
@@ -17,8 +18,9 @@ def test_seed_has_the_overviews_three_models_exactly_as_documented():
         Decimal("48"),
         "GDDR6 ECC",
     )
+    # The page's "362 TOPS INT8" is the dense FP16 Tensor figure; the data sheet: 733 INT8.
     assert (l40s.int8_tops, l40s.fp32_tflops, l40s.tensor_tflops) == (
-        Decimal("362"),
+        Decimal("733"),
         Decimal("91.6"),
         None,
     )
@@ -32,12 +34,14 @@ def test_seed_has_the_overviews_three_models_exactly_as_documented():
         Decimal("624"),
         None,
     )
-    assert (h100.architecture, h100.memory_gb, h100.memory_type) == (
+    # nvidia.com/H100_94GB is the H100 NVL: 94 GB, not the H100 SXM's 80 GB and figures.
+    assert (h100.display_name, h100.architecture, h100.memory_gb, h100.memory_type) == (
+        "NVIDIA H100 NVL",
         "Hopper",
-        Decimal("80"),
+        Decimal("94"),
         "HBM3 ECC",
     )
-    assert (h100.int8_tops, h100.tensor_tflops) == (Decimal("1979"), Decimal("989"))
+    assert (h100.int8_tops, h100.tensor_tflops) == (Decimal("1670.5"), Decimal("835.5"))
     assert set(GpuModel.objects.filter(offered=True).values_list("resource_name", flat=True)) == {
         "nvidia.com/AD102GL_L40S",
         "nvidia.com/GA100_A100_PCIE_80GB",
@@ -48,7 +52,21 @@ def test_seed_has_the_overviews_three_models_exactly_as_documented():
 def test_h100_carries_the_94gb_versus_80gb_caveat():
     h100 = GpuModel.objects.get(resource_name="nvidia.com/H100_94GB")
     assert "94 GB" in h100.notes["en"] and "80 GB" in h100.notes["en"]
+    assert "H100 SXM" in h100.notes["en"] and "1979 TOPS" in h100.notes["en"]
     assert "94 Go" in h100.notes["fr"]
+    l40s = GpuModel.objects.get(resource_name="nvidia.com/AD102GL_L40S")
+    assert "362 TOPS INT8" in l40s.notes["en"] and "733 TOPS INT8" in l40s.notes["en"]
+
+
+def test_the_compare_page_and_advisor_say_whole_gpus_and_where_the_page_differs(alice_client):
+    """v1.1 runs the GPU operator without time-slicing or MIG: no "sharing between pods"."""
+    compare = alice_client.get(reverse("gpus:compare")).content.decode()
+    assert "Yes (between pods)" not in compare and "GPU sharing" not in compare
+    assert "No: a pod gets whole GPUs" in compare
+    assert "94 GB H100 NVL, not the 80 GB H100 SXM" in compare.replace("&#x27;", "'")
+    for workload in ("inference", "training", "llm", "rendering", "legacy", "development"):
+        advice = alice_client.get(reverse("gpus:advisor"), {"workload": workload})
+        assert "sharing between" not in advice.content.decode()
 
 
 def test_other_default_passthrough_names_are_known_but_have_no_invented_figures():
@@ -63,7 +81,7 @@ def test_catalog_page_shows_cards_with_specs(alice_client):
     response = alice_client.get(reverse("gpus:catalog"))
     assert response.status_code == 200
     html = response.content.decode()
-    for text in ("NVIDIA L40S", "nvidia.com/GA100_A100_PCIE_80GB", "91.6 TFLOPS", "1979 TOPS"):
+    for text in ("NVIDIA L40S", "nvidia.com/GA100_A100_PCIE_80GB", "91.6 TFLOPS", "1670.5 TOPS"):
         assert text in html
 
 

@@ -15,11 +15,11 @@ def test_best_value_of_each_numeric_row_is_marked():
     l40s, a100, h100 = offered()
     rows = {str(row.label): row for row in compare_rows([l40s, a100, h100])}
     int8 = rows["INT8"]
-    assert [cell.best for cell in int8.cells] == [False, False, True]  # 1979 TOPS wins
+    assert [cell.best for cell in int8.cells] == [False, False, True]  # H100 NVL: 1670.5
     memory = rows["Memory"]
-    assert [cell.best for cell in memory.cells] == [False, True, True]  # 80 = 80 > 48
+    assert [cell.best for cell in memory.cells] == [False, False, True]  # 94 > 80 > 48
     tensor = rows["Tensor"]
-    assert [cell.best for cell in tensor.cells] == [False, False, True]  # None, 624, 989
+    assert [cell.best for cell in tensor.cells] == [False, False, True]  # None, 624, 835.5
 
 
 def test_a_figure_documented_for_one_model_only_is_not_called_best():

@@ -265,3 +265,27 @@ def test_tenant_groups_are_cozystack_roles_one_per_header():
         tenant_groups("tenant-acme", "owner")
     with pytest.raises(ValueError):
         impersonation_headers("bob", ["tenant-acme-admin,tenant-acme-view"])
+
+
+def test_a_kubeconfig_is_parsed_once_while_unchanged(tmp_path, monkeypatch):
+    """Every poll builds a client: a kubeconfig with a context per tenant is parsed once, and
+    again only when the file changes."""
+    import os
+
+    import yaml
+
+    from gpus.kube.tests.fakeapi import write_kubeconfig
+
+    path = write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:1")
+    parsed = []
+    real = yaml.safe_load
+    monkeypatch.setattr(yaml, "safe_load", lambda stream: parsed.append(1) or real(stream))
+    cfg = kc.ClusterConfig(name="parse-once", kubeconfig=str(path))
+    first = kc.build_configuration(cfg)
+    second = kc.build_configuration(cfg)
+    assert len(parsed) == 1 and first.host == second.host == "http://127.0.0.1:1"
+    text = path.read_text().replace("http://127.0.0.1:1", "http://127.0.0.1:2")
+    path.write_text(text)
+    os.utime(path, ns=(1, 1))  # a new mtime whatever the clock's resolution
+    assert kc.build_configuration(cfg).host == "http://127.0.0.1:2"
+    assert len(parsed) == 2

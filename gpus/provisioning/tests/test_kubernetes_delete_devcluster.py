@@ -138,28 +138,25 @@ def test_delete_one_node_group_then_the_whole_cluster(cluster, dc, alice, bob, c
     group.node_group = "md0"
     with pytest.raises(services.OperationRefused) as exc:
         services.submit_node_group_delete(alice, group)
-    assert "Delete the whole cluster gone instead" in exc.value.message
+    assert "md0 is the chart's default group" in exc.value.message
+    assert api(alice).delete(f"{API}/tenants/tenant-acme/node-groups/ml/md0").status_code == 422
 
-    # The page: My GPUs links to a confirmation; the whole cluster goes from there. md0 rows
-    # (a GPU-less group is listed too) offer no delete.
-    listing = page.get(reverse("gpus:my_gpus", args=["tenant-acme"])).content.decode()
-    md0 = GpuWorkload.objects.filter(tenant=acme, node_group="md0").first()
-    assert md0 is not None
-    assert reverse("gpus:node_group_edit", args=["tenant-acme", md0.name, "md0"]) in listing
-    assert reverse("gpus:node_group_delete", args=["tenant-acme", md0.name, "md0"]) not in listing
+    # The page: the group's own page offers both deletes, each with its confirmation.
+    group = GpuWorkload.objects.get(tenant=acme, name="gone", node_group="gpu")
+    detail = page.get(reverse("gpus:workload", args=["tenant-acme", group.pk])).content.decode()
     group_url = reverse("gpus:node_group_delete", args=["tenant-acme", "gone", "gpu"])
-    assert group_url in listing
-    confirm = page.get(group_url).content.decode()
-    whole = reverse("gpus:kubernetes_delete", args=["tenant-acme", "gone"])
-    assert "The cluster and its other node groups stay." in confirm and whole in confirm
+    whole = reverse("gpus:cluster_delete", args=["tenant-acme", "gone"])
+    assert group_url in detail and whole in detail
+    assert "The cluster gone and its other groups stay." in page.get(group_url).content.decode()
     other = Client()
     other.force_login(bob)
     assert other.get(whole).status_code == 404 and other.post(whole).status_code == 404
     assert "This cannot be undone." in page.get(whole).content.decode()
-    resp = page.post(whole)
+    resp = page.post(whole, {"confirm_name": "gone"})
     assert resp.status_code == 302
     op = Operation.objects.get(name="gone", node_group="", kind=OperationKind.DELETE)
     assert resp["Location"] == reverse("gpus:operation", args=["tenant-acme", op.pk])
+    assert AuditEvent.objects.filter(operation=op, action="operation.delete").exists()
     # One change at a time: a group delete while the cluster's delete runs is refused.
     again = page.post(group_url)
     assert again.status_code == 200 and "still in progress" in again.content.decode()
@@ -178,7 +175,7 @@ def test_a_retried_delete_deletes_again(cluster, dc, alice, acme):
     make_group(alice, acme, cluster, "again", "gpu", new=True)
     sync.sync_cluster(cluster.pk)
     group = GpuWorkload.objects.get(tenant=acme, name="again", node_group="gpu")
-    whole = services.submit_kubernetes_delete(alice, group)
+    whole = services.submit_cluster_delete(alice, [group])
     Operation.objects.filter(pk=whole.pk).update(state=OperationState.FAILED)  # as if refused
     assert read_app(dc, "again") is not None
     retried = services.retry(alice, Operation.objects.get(pk=whole.pk))

@@ -110,6 +110,7 @@ def test_start_on_a_running_vm_and_stop_on_a_stopped_one_end_at_once(cluster, al
 
     stop = drive(services.submit_vm_action(alice, row, OperationKind.STOP), ENDED)
     assert stop.state == OperationState.SUCCEEDED, (stop.reason, stop.message)
+    assert stop.baseline["labelled"] is True  # made by the portal: it carries its label
     assert stop.reason == ""  # a real stop is a change
     row = snapshot_row(cluster, acme, "noop", "stopped")
     again = apply_once(services.submit_vm_action(alice, row, OperationKind.STOP))
@@ -136,6 +137,8 @@ def test_retry_of_an_old_start_after_the_vm_was_deleted_is_refused(cluster, alic
     old = failed_start(alice, row)
     deleted = drive(services.submit_vm_action(alice, row, OperationKind.DELETE), ENDED)
     assert deleted.state == OperationState.SUCCEEDED
+    # The portal made it: the poller saw it go in the cluster-wide list of the portal's label.
+    assert deleted.params["portal_made"] is True
 
     with pytest.raises(services.OperationRefused) as exc:
         services.retry(alice, old)

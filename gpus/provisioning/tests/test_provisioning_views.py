@@ -105,7 +105,7 @@ def test_live_check_shows_errors_next_to_fields_and_the_fit(alice_client, acme, 
     page = alice_client.post(url, form_data(instance_type="u1.xlarge"), HTTP_HX_REQUEST="true")
     html = page.content.decode()
     assert "at least 8 vCPU per GPU" in html
-    assert "kubectl --kubeconfig tenant-acme.kubeconfig apply -f gpu-ws-2.yaml" in html
+    assert "kubectl -n tenant-acme apply -f gpu-ws-2.yaml" in html and ".kubeconfig" not in html
 
 
 def test_preview_is_exactly_what_the_task_applies(

@@ -30,14 +30,42 @@ BOARD_POWER_W = {
 }
 
 
+# DCGM's `modelName` is NVML's device name (what `nvidia-smi --query-gpu=name` prints) -> the
+# resource names KubeVirt's permitted host devices and Hikube advertise it under, preferred first.
+# Matched whole, never by prefix: "NVIDIA L40" is not an L40S, "NVIDIA A10" not an A100.
+NVML_MODELS: dict[str, tuple[str, ...]] = {
+    "nvidia l40s": ("nvidia.com/AD102GL_L40S",),
+    "nvidia l40": ("nvidia.com/AD102GL_L40",),
+    "nvidia l4": ("nvidia.com/AD104GL_L4",),
+    "nvidia a100 80gb pcie": ("nvidia.com/GA100_A100_PCIE_80GB",),
+    "nvidia a100-pcie-40gb": ("nvidia.com/GA100_A100_PCIE_40GB",),
+    "nvidia a100-sxm4-80gb": ("nvidia.com/GA100_A100_SXM4_80GB",),
+    "nvidia a100-sxm4-40gb": ("nvidia.com/GA100_A100_SXM4_40GB",),
+    "nvidia a30": ("nvidia.com/GA100GL_A30_PCIE",),
+    "nvidia a40": ("nvidia.com/GA102GL_A40",),
+    "nvidia a10": ("nvidia.com/GA102GL_A10",),
+    # Hikube's H100_94GB and Cozystack's default GH100_H100L_94GB are both the H100 NVL.
+    "nvidia h100 nvl": ("nvidia.com/H100_94GB", "nvidia.com/GH100_H100L_94GB"),
+    "nvidia h100 80gb hbm3": ("nvidia.com/GH100_H100_SXM5_80GB",),
+    "nvidia h100 pcie": ("nvidia.com/GH100_H100_PCIE",),
+    "nvidia h200": ("nvidia.com/GH100_H200_SXM_141GB",),
+    "tesla t4": ("nvidia.com/TU104GL_TESLA_T4",),
+    "tesla v100-sxm2-16gb": ("nvidia.com/GV100GL_TESLA_V100_SXM2_16GB",),
+    "tesla v100-sxm2-32gb": ("nvidia.com/GV100GL_TESLA_V100_SXM2_32GB",),
+    "tesla v100-pcie-16gb": ("nvidia.com/GV100GL_TESLA_V100_PCIE_16GB",),
+    "tesla v100s-pcie-32gb": ("nvidia.com/GV100GL_TESLA_V100S_PCIE_32GB",),
+}
+
+
+def model_key(model_name: str) -> str:
+    """A DCGM model name as compared: lower case, single spaces."""
+    return " ".join(model_name.lower().split())
+
+
 def board_power(model_name: str, reported: float | None = None) -> float | None:
     if reported:
         return reported
-    name = model_name.lower().removeprefix("nvidia ").strip()
-    for key, watts in BOARD_POWER_W.items():
-        if name.startswith(key):
-            return watts
-    return None
+    return BOARD_POWER_W.get(model_key(model_name).removeprefix("nvidia "))
 
 
 # Health flags when the exporter sends no clock-event reasons (the default DCGM set has none).

@@ -4,6 +4,13 @@ Accepts `Hostname` and `hostname` (upstream renamed it), the workload as `namesp
 exporter, or scraped with honorLabels) or `exported_namespace`/`exported_pod` (honorLabels false,
 where `namespace` is then the exporter's own), and treats DCGM's blank sentinels (>= 2^62) as
 missing.
+
+Through Prometheus or VictoriaMetrics every series also carries the scrape target's own
+`namespace`/`pod` (the exporter pod, in the gpu-operator's namespace). dcgm-exporter adds
+`namespace`/`pod` only to GPUs a pod holds (NVIDIA/dcgm-exporter
+`internal/pkg/transformation/kubernetes.go`, `PodMapper.Process`: labels are set only for a device
+found in the kubelet's pod-resources list), so an idle GPU's series carry the exporter's pod
+alone: that is never a workload.
 """
 
 from __future__ import annotations
@@ -43,6 +50,12 @@ FIELDS: dict[str, tuple[str, float]] = {
     "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": ("throttle", 1.0),
 }
 METRIC_NAMES = tuple(FIELDS)
+# Where the gpu-operator runs its exporter: Cozystack v1.1 installs it in `cozy-gpu-operator`
+# (packages/apps/kubernetes/templates/helmreleases/gpu-operator.yaml, targetNamespace), NVIDIA's
+# own install guide in `gpu-operator`. The DaemonSet is `nvidia-dcgm-exporter` (gpu-operator
+# v25.3.0, assets/state-dcgm-exporter).
+EXPORTER_NAMESPACES = frozenset({"cozy-gpu-operator", "gpu-operator"})
+EXPORTER_POD_PREFIX = "nvidia-dcgm-exporter-"
 
 
 MAX_INDEX = 32767  # the column's range; a GPU's index is its slot on the board: 0 to 15 or so
@@ -109,6 +122,26 @@ def _first(labels: Mapping[str, str], *names: str) -> str:
     return ""
 
 
+def is_exporter(namespace: str, pod: str) -> bool:
+    """The exporter's own pod (a scrape target's labels), not a workload holding the GPU."""
+    return namespace in EXPORTER_NAMESPACES and pod.startswith(EXPORTER_POD_PREFIX)
+
+
+def workload_of(labels: Mapping[str, str]) -> tuple[str, str]:
+    """(namespace, pod) of the workload holding the GPU, or ("", "") when none does.
+
+    With honorLabels false the workload's labels are `exported_*` and `namespace`/`pod` are the
+    target's; with honorLabels true (or scraped directly) they are `namespace`/`pod`, and a GPU
+    no pod holds still gets the target's `namespace`/`pod` added by Prometheus."""
+    if labels.get("exported_pod") or labels.get("exported_namespace"):
+        ns, pod = labels.get("exported_namespace", ""), labels.get("exported_pod", "")
+    else:
+        ns, pod = labels.get("namespace", ""), labels.get("pod", "")
+    if is_exporter(ns, pod):
+        return "", ""
+    return ns, pod
+
+
 def add_sample(
     readings: dict[str, Reading],
     metric: str,
@@ -127,18 +160,15 @@ def add_sample(
     r = readings.get(key)
     if r is None:
         merged = {**(extra or {}), **{k: v for k, v in labels.items() if v}}
-        exported = "exported_namespace" in merged or "exported_pod" in merged
+        namespace, pod = workload_of(merged)
         r = Reading(
             uuid=uuid,
             ts=ts,
             model_name=merged.get("modelName", ""),
             hostname=_first(merged, "Hostname", "hostname"),
             index=gpu_index(merged.get("gpu", "")),
-            # With honorLabels false, namespace/pod are the exporter's own: use exported_*.
-            namespace=merged.get("exported_namespace", "")
-            if exported
-            else merged.get("namespace", ""),
-            pod=merged.get("exported_pod", "") if exported else merged.get("pod", ""),
+            namespace=namespace,
+            pod=pod,
             cluster=merged.get("cluster", ""),
             tenant=merged.get("tenant", ""),
             vm=merged.get("vm", ""),

@@ -205,6 +205,12 @@ def test_query_api_rollups_keep_groups_not_per_gpu(device) -> None:
     assert node["share"] == pytest.approx(200 / 350 * 100)  # L40S: 350 W board
     series = workload_series(device.tenant, tr)
     assert list(series) == ["kubernetes-ml"] and series["kubernetes-ml"].lines["util"][0] == 50.0
+    # The collector's pass that read XID 79 recorded the incident (query-API mode too).
+    from gpus.utilization.collector import store
+    from gpus.utilization.metrics.parse import Reading
+
+    at = (hour + dt.timedelta(minutes=15)).timestamp()
+    store([Reading(device.uuid, at, {"xid": 79.0}, tenant="tenant-acme")], None, False)
     (incident,) = health(tr)["rows"]
     assert incident["device"] == device and incident["xids"] == [79]
     # 5-minute node and workload rows go with the raw samples (48 h); the others stay 30 days.

@@ -17,9 +17,9 @@ def test_compare_page_table_reads_right(page, live_server, alice, log_in):
     page.get_by_role("link", name="Compare", exact=True).click()
     table = page.locator("#compare-table")
     headers = table.locator("thead th").all_inner_texts()
-    assert headers == ["Specification", "NVIDIA L40S", "NVIDIA A100", "NVIDIA H100"]
+    assert headers == ["Specification", "NVIDIA L40S", "NVIDIA A100", "NVIDIA H100 NVL"]
     int8_row = table.locator("tbody tr", has_text="INT8")
-    assert int8_row.locator("td.best").inner_text().startswith("1979 TOPS")
+    assert int8_row.locator("td.best").inner_text().startswith("1670.5 TOPS")
     approach = page.locator("#approach-table tbody tr").all_inner_texts()
     assert any("Isolation" in row and "Complete (1 GPU = 1 VM)" in row for row in approach)
 
@@ -128,7 +128,7 @@ def test_back_button_after_htmx_swaps_restores_the_whole_page(page, live_server,
     page.get_by_label("NVIDIA A100", exact=True).uncheck()
     page.get_by_role("button", name="Compare", exact=True).click()
     page.wait_for_function("document.querySelectorAll('#compare-table thead th').length === 3")
-    page.get_by_label("NVIDIA H100", exact=True).uncheck()
+    page.get_by_label("NVIDIA H100 NVL", exact=True).uncheck()
     page.get_by_label("NVIDIA A100", exact=True).check()
     page.get_by_role("button", name="Compare", exact=True).click()
     page.wait_for_function(
@@ -140,7 +140,7 @@ def test_back_button_after_htmx_swaps_restores_the_whole_page(page, live_server,
     assert restore.value.headers["hx-history-restore-request"] == "true"
     page.wait_for_function(
         "[...document.querySelectorAll('#compare-table thead th')].map(e => e.innerText)"
-        ".join() === 'Specification,NVIDIA L40S,NVIDIA H100'"
+        ".join() === 'Specification,NVIDIA L40S,NVIDIA H100 NVL'"
     )
     assert page.locator("header.site-header nav").count() == 1
     assert page.locator("h1").inner_text() == "Compare GPU models"

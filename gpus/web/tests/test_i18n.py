@@ -44,7 +44,7 @@ def test_switcher_works_on_the_login_page(client):
 
 def test_catalog_notes_follow_the_language(alice_client):
     html = alice_client.get(reverse("gpus:catalog"), HTTP_ACCEPT_LANGUAGE="fr").content.decode()
-    assert "la version 94 Go est la H100 NVL" in html
+    assert "nvidia.com/H100_94GB est la H100 NVL (PCI 10DE:2321, 94 Go" in html
 
 
 @pytest.mark.parametrize("language", ["fr", "de"])

@@ -274,7 +274,8 @@ def test_favicon_and_health_need_no_login(db):
         ("alice_client", "/tenants/tenant-acme/", 9),
         # My GPUs also shows the operations in flight and, for operators, the actions (+2).
         ("alice_client", "/tenants/tenant-acme/gpus/", 9),
-        ("alice_client", "WORKLOAD", 6),
+        # A workload's page also lists its operations and, for operators, its actions (+2).
+        ("alice_client", "WORKLOAD", 8),
         ("admin_client_", "/tenants/", 4),
         ("admin_client_", "NODE", 6),
     ],

@@ -1,0 +1,352 @@
+"""Capacity benchmarks (#18): the admin capacity page, its history chart and the exports over
+HTTP through gunicorn (production settings, 2 workers) with a backfilled history; the queries
+of the page; the history's writes per sync; the forecast's error on a simulated trend.
+
+    createdb capbench
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/capbench .venv/bin/python bench/bench_capacity.py
+
+PostgreSQL only (the backfill is one INSERT ... SELECT generate_series per table). Sizes:
+``--models 20 --clusters 10 --tenants 500`` (the issue's) with 90 days of hourly rollups (their
+retention) and 365 days of daily ones; ``--quick`` is a smaller check of the script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from django_env import setup_production_django  # noqa: E402
+from results import figure, record  # noqa: E402
+
+from gpus.testing_ports import free_port  # noqa: E402
+
+RESULTS_MD = ROOT / "bench" / "results" / "capacity.md"
+RUNS = 100
+
+
+def p(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q))
+
+
+def seed(models: int, clusters: int, tenants: int) -> dict[str, int]:
+    """Clusters with their model totals, tenants, and the history the rollup task would have
+    written: hourly for 90 days, daily for 365, and tenants' daily GPU-hours (2 models each)."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.utils import timezone
+
+    from gpus.capacity.models import CapacityRollup, TenantUsage
+    from gpus.catalog.models import GpuModel
+    from gpus.inventory.models import Cluster, ModelInventory
+    from gpus.provisioning.models import GpuQuota
+    from gpus.tenancy.models import Tenant
+
+    CapacityRollup.objects.all().delete()
+    TenantUsage.objects.all().delete()
+    known = list(GpuModel.objects.order_by("pk"))
+    for i in range(len(known), models):
+        known.append(
+            GpuModel.objects.create(
+                resource_name=f"nvidia.com/BENCH_{i:02d}", display_name=f"Bench GPU {i:02d}"
+            )
+        )
+    known = known[:models]
+    cl = [Cluster.objects.get_or_create(name=f"bench-{c:02d}")[0] for c in range(clusters)]
+    Cluster.objects.filter(pk__in=[c.pk for c in cl]).update(last_synced_at=timezone.now())
+    ModelInventory.objects.filter(cluster__in=cl).delete()
+    ModelInventory.objects.bulk_create(
+        ModelInventory(
+            cluster=c, gpu_model=m, installed=800, allocated=500 + 7 * i, free=300 - 7 * i
+        )
+        for c in cl
+        for i, m in enumerate(known)
+    )
+    Tenant.objects.bulk_create(
+        [Tenant(namespace=f"tenant-b{t:03d}", display_name=f"B{t}") for t in range(tenants)],
+        ignore_conflicts=True,
+    )
+    tenant_ids = list(
+        Tenant.objects.filter(namespace__startswith="tenant-b").values_list("pk", flat=True)
+    )
+    GpuQuota.objects.filter(tenant_id__in=tenant_ids).delete()
+    GpuQuota.objects.bulk_create(
+        GpuQuota(tenant_id=t, gpu_model=known[i % models], limit=8)
+        for i, t in enumerate(tenant_ids)
+    )
+    model_ids = [m.pk for m in known]
+    cluster_ids = [c.pk for c in cl]
+    now = timezone.now()
+    with connection.cursor() as cur:
+        for bucket, step, span in (("1h", "1 hour", "90 days"), ("1d", "1 day", "365 days")):
+            cur.execute(
+                """
+                INSERT INTO capacity_capacityrollup
+                  (bucket, ts, cluster_id, gpu_model_id, samples, installed, allocated,
+                   allocated_max, free, free_min, unavailable, queued_max, refused)
+                SELECT %s, ts, c, m, 120, 800, a, a::int, 800 - a, (800 - a)::int, 4,
+                       (a > 700)::int * 8, 0
+                FROM unnest(%s::bigint[]) c, unnest(%s::bigint[]) m,
+                     generate_series(date_trunc('hour', %s::timestamptz) - %s::interval,
+                                     %s::timestamptz, %s::interval) ts,
+                     LATERAL (SELECT 400 + 300 * extract(epoch from ts - (%s::timestamptz
+                              - interval '365 days')) / (365 * 86400) + (random() * 20) a) x
+                """,
+                [bucket, cluster_ids, model_ids, now, span, now, step, now],
+            )
+        cur.execute(
+            """
+            INSERT INTO capacity_tenantusage
+              (bucket, ts, cluster_id, tenant_id, gpu_model_id, gpus_max, gpu_hours)
+            SELECT '1d', ts, (%s::bigint[])[1 + t %% cardinality(%s::bigint[])], t,
+                   (%s::bigint[])[1 + (t + k) %% cardinality(%s::bigint[])], 4, 24 * 4 * random()
+            FROM unnest(%s::bigint[]) t, generate_series(0, 1) k,
+                 generate_series(date_trunc('day', %s::timestamptz) - interval '365 days',
+                                 %s::timestamptz, interval '1 day') ts
+            """,
+            [cluster_ids, cluster_ids, model_ids, model_ids, tenant_ids, now, now],
+        )
+        cur.execute("ANALYZE")
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench-admin", defaults={"is_staff": True, "is_superuser": True}
+    )
+    return {
+        "hourly": CapacityRollup.objects.filter(bucket="1h").count(),
+        "daily": CapacityRollup.objects.filter(bucket="1d").count(),
+        "tenant_days": TenantUsage.objects.count(),
+        "user": user.pk,
+    }
+
+
+def session_cookie(user_id: int) -> str:
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    client = Client()
+    client.force_login(get_user_model().objects.get(pk=user_id))
+    return client.cookies["sessionid"].value
+
+
+def page_queries() -> int:
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client()
+    client.force_login(get_user_model().objects.get(username="bench-admin"))
+    client.get("/capacity/")
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.get("/capacity/").status_code == 200
+    return len(ctx)
+
+
+def history_writes(models: int, nodes: int) -> tuple[int, float]:
+    """One sync's history at a cluster of `nodes` 8-GPU servers: rows written and time."""
+    from django.utils import timezone
+
+    from gpus.capacity import history
+    from gpus.catalog.models import GpuModel
+    from gpus.inventory.models import Cluster, ModelInventory, Node, NodeGpu
+
+    cluster, _ = Cluster.objects.get_or_create(name="bench-writes")
+    Node.objects.filter(cluster=cluster).delete()
+    known = list(GpuModel.objects.order_by("pk")[:models])
+    Node.objects.bulk_create(
+        Node(cluster=cluster, name=f"n{i:05d}", health="ready", gpu_installed=8)
+        for i in range(nodes)
+    )
+    ids = list(Node.objects.filter(cluster=cluster).values_list("pk", flat=True))
+    NodeGpu.objects.bulk_create(
+        NodeGpu(
+            node_id=n, gpu_model=known[i % models], installed=8, allocated=i % 9, free=8 - i % 9
+        )
+        for i, n in enumerate(ids)
+        if i % 9 <= 8
+    )
+    ModelInventory.objects.filter(cluster=cluster).delete()
+    ModelInventory.objects.bulk_create(
+        ModelInventory(cluster=cluster, gpu_model=m, installed=8 * nodes // models) for m in known
+    )
+    times, rows = [], 0
+    for _ in range(5):
+        t0 = time.perf_counter()
+        rows = history.record_samples(cluster.pk, timezone.now())
+        times.append((time.perf_counter() - t0) * 1000)
+    return rows, p(times, 50)
+
+
+def forecast_error() -> tuple[float, float]:
+    """Allocation grows 5 GPUs a day with noise and spikes: |forecast - truth| / truth."""
+    from gpus.capacity.forecast import days_to_exhaustion
+
+    errors = []
+    for s in range(20):
+        rng = np.random.default_rng(s)
+        t = np.arange(0, 14, 1 / 24)
+        y = 200 + 5 * t + rng.normal(0, 4, t.size)
+        y[rng.integers(0, t.size, 10)] += 40
+        truth = (400 - (200 + 5 * t[-1])) / 5
+        got = days_to_exhaustion(list(t), list(y), 400).days
+        errors.append(abs(got - truth) / truth * 100)
+    return float(np.mean(errors)), float(np.max(errors))
+
+
+def http_p95(base: str, cookie: str, path: str, runs: int) -> tuple[float, float]:
+    import requests
+
+    s = requests.Session()
+    s.cookies.set("sessionid", cookie)
+    for _ in range(3):
+        assert s.get(base + path, timeout=30).status_code == 200, path
+    ms = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        r = s.get(base + path, timeout=30)
+        _ = r.content
+        ms.append((time.perf_counter() - t0) * 1000)
+        assert r.status_code == 200
+    return p(ms, 50), p(ms, 95)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--models", type=int, default=20)
+    ap.add_argument("--clusters", type=int, default=10)
+    ap.add_argument("--tenants", type=int, default=500)
+    args = ap.parse_args()
+    if args.quick:
+        args.models, args.clusters, args.tenants = 4, 2, 20
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        print("bench_capacity: set DATABASE_URL to a PostgreSQL database (skipped)")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="hk-bench-cap-") as tmp:
+        var = Path(tmp) / "var"
+        var.mkdir()
+        setup_production_django(var)
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        sizes = seed(args.models, args.clusters, args.tenants)
+        cookie = session_cookie(sizes["user"])
+        port = free_port()
+        env = {**os.environ, "ALLOWED_HOSTS": "127.0.0.1", "GUNICORN_BIND": f"127.0.0.1:{port}"}
+        env["GUNICORN_WORKERS"] = "2"
+        web = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "-c",
+                "python:hikube_portal.gunicorn_conf",
+                "hikube_portal.wsgi:application",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            import requests
+
+            for _ in range(100):
+                try:
+                    if requests.get(base + "/livez", timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    time.sleep(0.3)
+            timings = {
+                name: http_p95(base, cookie, path, RUNS)
+                for name, path in (
+                    ("page", "/capacity/"),
+                    ("chart_30d", "/capacity/chart/?range=30"),
+                    ("chart_365d", "/capacity/chart/?range=365"),
+                    ("export_history_csv", "/capacity/export/history.csv"),
+                    ("export_gpu_hours_csv", "/capacity/export/gpu-hours.csv"),
+                )
+            }
+        finally:
+            os.killpg(web.pid, signal.SIGTERM)
+            web.wait(timeout=30)
+        queries = page_queries()
+        rows, write_ms = history_writes(args.models, 1250)
+        mean_err, max_err = forecast_error()
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    size = (
+        f"{args.models} models, {args.clusters} clusters, {args.tenants} tenants; "
+        f"{sizes['hourly']:,} hourly and {sizes['daily']:,} daily rollups, "
+        f"{sizes['tenant_days']:,} tenant-days"
+    )
+    figs = [
+        figure(
+            f"capacity.{name}_p95_ms",
+            round(p95, 1),
+            "ms",
+            "<= 150 over HTTP (gunicorn, 2 workers)",
+            p95 <= 150,
+            p50=round(p50, 1),
+            size=size,
+        )
+        for name, (p50, p95) in timings.items()
+    ] + [
+        figure("capacity.page_queries", queries, "queries", "fixed", True, size=size),
+        figure(
+            "capacity.history_rows_per_sync",
+            rows,
+            "rows",
+            "one per GPU model per cluster",
+            rows == args.models,
+        ),
+        figure(
+            "capacity.history_write_ms@10000",
+            round(write_ms, 1),
+            "ms",
+            "one sync's samples, a cluster of 1,250 8-GPU servers",
+            write_ms <= 1000,
+        ),
+        figure(
+            "capacity.forecast_error_pct",
+            round(mean_err, 2),
+            "%",
+            "<= 5 % of the true days to exhaustion (5 GPUs/day, noise and spikes, 20 runs)",
+            max_err <= 5,
+            max=round(max_err, 2),
+        ),
+    ]
+    lines = [
+        "# Capacity benchmarks",
+        "",
+        f"Data: {size}. Machine: {os.cpu_count()} cores, load average {' '.join(load)}.",
+        "",
+        "| figure | value | unit | target | ok |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {f['name']} | {f['value']} | {f['unit']} | {f['target']} | "
+            f"{'ok' if f['ok'] else 'MISS'} |"
+            for f in figs
+        ],
+        "",
+    ]
+    print("\n".join(lines))
+    if not args.quick:
+        record(figs)
+        RESULTS_MD.parent.mkdir(exist_ok=True)
+        RESULTS_MD.write_text("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

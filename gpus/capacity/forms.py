@@ -1,0 +1,73 @@
+"""Forms of capacity: parse, never act."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django import forms
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from gpus.capacity.models import Bucket
+from gpus.catalog.models import GpuModel
+
+
+def _models() -> forms.ModelChoiceField:
+    return forms.ModelChoiceField(
+        queryset=GpuModel.objects.order_by("sort_order", "display_name"),
+        label=_("GPU model"),
+        empty_label=None,
+    )
+
+
+class QuotaForm(forms.Form):
+    gpu_model = _models()
+    limit = forms.IntegerField(
+        label=_("GPU limit"),
+        min_value=0,
+        max_value=100_000,
+        required=False,
+        help_text=_("Leave empty to remove the quota (no limit)."),
+    )
+
+
+class WaitlistForm(forms.Form):
+    gpu_model = _models()
+    count = forms.IntegerField(label=_("GPUs"), min_value=1, max_value=64, initial=1)
+    one_server = forms.BooleanField(
+        label=_("All on one server (for a VM)"), required=False, initial=True
+    )
+    days = forms.IntegerField(
+        label=_("Forget it after (days)"), min_value=1, max_value=30, initial=7
+    )
+
+
+class ExportForm(forms.Form):
+    start = forms.DateField(label=_("From"), required=False)
+    end = forms.DateField(label=_("To (excluded)"), required=False)
+    bucket = forms.ChoiceField(
+        label=_("Resolution"), choices=Bucket.choices, required=False, initial=Bucket.DAY
+    )
+
+    def clean_bucket(self) -> str:
+        return self.cleaned_data.get("bucket") or Bucket.DAY
+
+    def clean(self) -> dict:
+        data = super().clean() or {}
+        start, end = data.get("start"), data.get("end")
+        if start and end and end <= start:
+            self.add_error("end", _("The end must come after the start."))
+        if start and end and (end - start).days > 400:
+            self.add_error("end", _("At most 400 days at a time."))
+        return data
+
+    def period(self) -> tuple[dt.datetime, dt.datetime]:
+        """[start, end) as UTC midnights: by default the last 30 days up to tomorrow."""
+        today = timezone.now().date()
+        end = self.cleaned_data.get("end") or today + dt.timedelta(days=1)
+        start = self.cleaned_data.get("start") or end - dt.timedelta(days=30)
+
+        def midnight(d: dt.date) -> dt.datetime:
+            return dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC)
+
+        return midnight(start), midnight(end)

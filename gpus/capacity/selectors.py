@@ -1,0 +1,413 @@
+"""Reads of capacity: the admin page's cards, history, forecast and tables (a fixed number of
+queries whatever the fleet size), a tenant's headroom, its waitlist and notifications."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Avg, Count, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce, Greatest
+from django.http import Http404
+from django.utils import timezone
+
+from gpus.capacity.forecast import WINDOW_DAYS, Exhaustion, days_to_exhaustion
+from gpus.capacity.models import (
+    Bucket,
+    CapacityRollup,
+    Notification,
+    RefusedRequest,
+    TenantUsage,
+    WaitlistEntry,
+)
+from gpus.catalog.models import GpuModel
+from gpus.inventory.choices import WorkloadKind
+from gpus.inventory.models import GpuWorkload, ModelInventory, NodeGpu, TenantAllocation
+from gpus.provisioning.capacity import gpus_counted
+from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
+from gpus.provisioning.models import GpuQuota, Operation
+from gpus.tenancy.models import Tenant
+from gpus.utilization.models import Bucket as UtilBucket
+from gpus.utilization.models import GpuRollup
+from gpus.web.access import User
+
+# The history chart's ranges (days) and the rollup each reads (at most ~2,000 points a line).
+RANGES = {
+    "7": (7, Bucket.HOUR),
+    "30": (30, Bucket.HOUR),
+    "90": (90, Bucket.DAY),
+    "365": (365, Bucket.DAY),
+}
+NEAR_QUOTA = 0.8  # a tenant holding this share of its quota is "near"
+TABLE_ROWS = 20
+
+
+@dataclass
+class ModelCard:
+    model_id: int
+    name: str
+    installed: int = 0
+    allocated: int = 0
+    allocated_vms: int = 0
+    allocated_node_groups: int = 0
+    free: int = 0
+    free_max_one: int = 0
+    unavailable: int = 0
+    queued: int = 0
+    refused_24h: int = 0
+    reporting: int = 0  # allocated GPUs that report telemetry
+    busy_pct: float | None = None  # mean busy % of those
+    forecast: Exhaustion = field(default_factory=lambda: Exhaustion(enough_history=False))
+
+    @property
+    def demand(self) -> int:
+        return self.queued + self.refused_24h
+
+    @property
+    def unmet(self) -> bool:
+        return self.demand > 0
+
+
+def model_cards(now: dt.datetime | None = None) -> list[ModelCard]:
+    """One card per GPU model with GPUs installed or asked for: 8 queries."""
+    now = now or timezone.now()
+    cards: dict[int, ModelCard] = {}
+
+    def card(model_id: int, name: str) -> ModelCard:
+        if model_id not in cards:
+            cards[model_id] = ModelCard(model_id, name)
+        return cards[model_id]
+
+    for r in (
+        ModelInventory.objects.values("gpu_model_id", "gpu_model__display_name")
+        .annotate(i=Sum("installed"), a=Sum("allocated"), f=Sum("free"), u=Sum("unavailable"))
+        .order_by("gpu_model__sort_order", "gpu_model__display_name")
+    ):
+        c = card(r["gpu_model_id"], r["gpu_model__display_name"])
+        c.installed, c.allocated, c.free, c.unavailable = r["i"], r["a"], r["f"], r["u"]
+    for r in (
+        GpuWorkload.objects.filter(gpu_model__isnull=False)
+        .values("gpu_model_id", "gpu_model__display_name", "kind")
+        .annotate(n=Sum("gpus_held"))
+    ):
+        c = card(r["gpu_model_id"], r["gpu_model__display_name"])
+        if r["kind"] == WorkloadKind.VM:
+            c.allocated_vms += r["n"] or 0
+        else:
+            c.allocated_node_groups += r["n"] or 0
+    for r in (
+        NodeGpu.objects.filter(node__ready=True, node__unschedulable=False)
+        .values("gpu_model_id")
+        .annotate(most=Max("free"))
+    ):
+        if r["gpu_model_id"] in cards:
+            cards[r["gpu_model_id"]].free_max_one = r["most"] or 0
+    for r in (
+        waiting_operations()
+        .values("gpu_model_id", "gpu_model__display_name")
+        .annotate(n=Sum("gpu_count"))
+    ):
+        card(r["gpu_model_id"], r["gpu_model__display_name"]).queued = r["n"] or 0
+    for r in (
+        RefusedRequest.objects.filter(at__gte=now - dt.timedelta(days=1))
+        .values("gpu_model_id", "gpu_model__display_name")
+        .annotate(n=Sum("gpus"))
+    ):
+        card(r["gpu_model_id"], r["gpu_model__display_name"]).refused_24h = r["n"] or 0
+    _add_busy(cards)
+    forecasts = forecasts_by_model(now)
+    for model_id, c in cards.items():
+        if model_id in forecasts:
+            c.forecast = forecasts[model_id]
+    return list(cards.values())
+
+
+def _add_busy(cards: dict[int, ModelCard]) -> None:
+    """How busy the allocated GPUs are, from the latest 5-minute utilization rollups, and how
+    many of them report (passthrough VMs have no host telemetry): 2 queries."""
+    latest = (
+        GpuRollup.objects.filter(bucket=UtilBucket.FIVE_MINUTES)
+        .order_by("-ts")
+        .values_list("ts", flat=True)
+        .first()
+    )
+    if latest is None:
+        return
+    for r in (
+        GpuRollup.objects.filter(bucket=UtilBucket.FIVE_MINUTES, ts=latest, allocated=True)
+        .values("device__gpu_model_id")
+        .annotate(n=Count("id"), busy=Avg("busy_avg"))
+    ):
+        c = cards.get(r["device__gpu_model_id"])
+        if c is not None:
+            c.reporting = r["n"]
+            c.busy_pct = r["busy"]
+
+
+def forecasts_by_model(now: dt.datetime) -> dict[int, Exhaustion]:
+    """Days to exhaustion per model, kept in the cache until the next rollup can change them
+    (the fit over 20 models costs more than the rest of the page)."""
+    step = int(settings.CAPACITY_ROLLUP_SECONDS) or 300
+    key = f"capacity:forecasts:{int(now.timestamp()) // step}"
+    cached = cache.get(key)
+    if cached is None:
+        cached = _forecasts(now)
+        cache.set(key, cached, step)
+    return cached
+
+
+def _forecasts(now: dt.datetime) -> dict[int, Exhaustion]:
+    """From the hourly rollups of the last 14 days summed over clusters (1 query), every
+    second hour: 168 points a model are plenty for a robust slope."""
+    start = now - dt.timedelta(days=WINDOW_DAYS)
+    series: dict[int, list[tuple[float, float, float]]] = defaultdict(list)
+    for r in (
+        CapacityRollup.objects.filter(bucket=Bucket.HOUR, ts__gte=start)
+        .values("gpu_model_id", "ts")
+        .annotate(a=Sum("allocated"), i=Sum("installed"))
+        .order_by("gpu_model_id", "ts")
+    ):
+        t = (r["ts"] - now).total_seconds() / 86400
+        series[r["gpu_model_id"]].append((t, r["a"], r["i"]))
+    out = {}
+    for model_id, all_points in series.items():
+        points = all_points[::-2][::-1]  # every second hour, ending with the latest
+        out[model_id] = days_to_exhaustion(
+            [p[0] for p in points], [p[1] for p in points], installed=points[-1][2]
+        )
+    return out
+
+
+def history_points(days: int, bucket: str, model_id: int | None, now: dt.datetime) -> list[dict]:
+    """Allocated, free and demand over time, summed over clusters (and models unless one)."""
+    rows = CapacityRollup.objects.filter(bucket=bucket, ts__gte=now - dt.timedelta(days=days))
+    if model_id is not None:
+        rows = rows.filter(gpu_model_id=model_id)
+    return list(
+        rows.values("ts")
+        .annotate(
+            allocated=Sum("allocated"),
+            free=Sum("free"),
+            installed=Sum("installed"),
+            queued=Sum("queued_max"),
+            refused=Sum("refused"),
+        )
+        .order_by("ts")
+    )
+
+
+def waiting_operations() -> QuerySet[Operation]:
+    """Requests waiting for capacity now: queued, or active and unschedulable."""
+    return Operation.objects.filter(
+        Q(state=OperationState.QUEUED)
+        | Q(state__in=ACTIVE_OPERATION_STATES, unschedulable_since__isnull=False),
+        gpu_model__isnull=False,
+    )
+
+
+def waiting_requests() -> list[Operation]:
+    return list(
+        waiting_operations()
+        .select_related("tenant", "gpu_model", "cluster")
+        .order_by("created_at")[:TABLE_ROWS]
+    )
+
+
+def refused_requests(now: dt.datetime | None = None) -> list[Any]:
+    """Refused at submit, and failed after waiting unschedulable, in the last 7 days."""
+    since = (now or timezone.now()) - dt.timedelta(days=7)
+    at_submit = list(
+        RefusedRequest.objects.filter(at__gte=since).select_related(
+            "tenant", "gpu_model", "cluster"
+        )[:TABLE_ROWS]
+    )
+    failed = list(
+        Operation.objects.filter(
+            state=OperationState.FAILED,
+            unschedulable_since__isnull=False,
+            gpu_model__isnull=False,
+            finished_at__gte=since,
+        )
+        .select_related("tenant", "gpu_model", "cluster")
+        .order_by("-finished_at")[:TABLE_ROWS]
+    )
+    rows = [
+        {
+            "at": r.at,
+            "tenant": r.tenant,
+            "model": r.gpu_model,
+            "gpus": r.gpus,
+            "who": r.actor_name,
+            "how": "submit",
+            "cluster": r.cluster,
+        }
+        for r in at_submit
+    ] + [
+        {
+            "at": o.finished_at,
+            "tenant": o.tenant,
+            "model": o.gpu_model,
+            "gpus": o.gpu_count,
+            "who": o.actor_name,
+            "how": "unschedulable",
+            "cluster": o.cluster,
+        }
+        for o in failed
+    ]
+    return sorted(rows, key=lambda r: r["at"], reverse=True)[:TABLE_ROWS]
+
+
+def top_tenants(days: int = 30, now: dt.datetime | None = None) -> list[dict]:
+    """Top tenants by GPU-hours, from the daily usage rows (kept in the cache until the next
+    rollup can change them)."""
+    now = now or timezone.now()
+    step = int(settings.CAPACITY_ROLLUP_SECONDS) or 300
+    key = f"capacity:top-tenants:{days}:{int(now.timestamp()) // step}"
+    rows = cache.get(key)
+    if rows is None:
+        rows = _top_tenants(days, now)
+        cache.set(key, rows, step)
+    return rows
+
+
+def _top_tenants(days: int, now: dt.datetime) -> list[dict]:
+    since = now - dt.timedelta(days=days)
+    return list(
+        TenantUsage.objects.filter(bucket=Bucket.DAY, ts__gte=since)
+        .values("tenant__namespace", "tenant__display_name")
+        .annotate(gpu_hours=Sum("gpu_hours"), gpus_max=Max("gpus_max"))
+        .order_by("-gpu_hours")[:TABLE_ROWS]
+    )
+
+
+def quota_pressure() -> list[dict]:
+    """Tenants holding at least 80 % of a quota (the snapshot's GPUs held), fullest first:
+    1 query, the sums in the database."""
+    held = (
+        TenantAllocation.objects.filter(tenant=OuterRef("tenant"), gpu_model=OuterRef("gpu_model"))
+        .values("tenant")
+        .annotate(n=Sum("allocated"))
+        .values("n")
+    )
+    rows = (
+        GpuQuota.objects.annotate(held=Coalesce(Subquery(held), 0))
+        .filter(held__gte=F("limit") * NEAR_QUOTA)
+        .annotate(share=F("held") * 1.0 / Greatest(F("limit"), 1))
+        .select_related("tenant", "gpu_model")
+        .order_by("-share", "tenant__namespace")[:TABLE_ROWS]
+    )
+    return [
+        {
+            "tenant": q.tenant,
+            "model": q.gpu_model,
+            "held": q.held,
+            "limit": q.limit,
+            "over": q.held > q.limit,
+        }
+        for q in rows
+    ]
+
+
+# --- a tenant's headroom ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Headroom:
+    model: GpuModel
+    limit: int
+    counted: int
+
+    @property
+    def left(self) -> int:
+        return max(self.limit - self.counted, 0)
+
+
+def headroom(tenant: Tenant) -> list[Headroom]:
+    """Per model with a quota: the limit, what counts against it (held, a node group at what
+    it may grow to, and operations in flight), what is left."""
+    return [
+        Headroom(q.gpu_model, q.limit, gpus_counted(tenant, q.gpu_model))
+        for q in GpuQuota.objects.filter(tenant=tenant)
+        .select_related("gpu_model")
+        .order_by("gpu_model__sort_order", "gpu_model__display_name")
+    ]
+
+
+def quotas_of(tenant: Tenant) -> dict[int, int]:
+    return dict(GpuQuota.objects.filter(tenant=tenant).values_list("gpu_model_id", "limit"))
+
+
+# --- waitlist and notifications -----------------------------------------------------------
+
+
+def waitlist_of(tenant: Tenant) -> list[WaitlistEntry]:
+    return list(
+        WaitlistEntry.objects.filter(tenant=tenant, expires_at__gt=timezone.now()).select_related(
+            "gpu_model", "user"
+        )
+    )
+
+
+def unread_notifications(user: User) -> list[Notification]:
+    if not user.is_authenticated:
+        return []
+    return list(Notification.objects.filter(user=user, read_at__isnull=True)[:5])
+
+
+def notifications_of(user: User) -> list[Notification]:
+    return list(Notification.objects.filter(user=user).select_related("tenant")[:50])
+
+
+def get_tenant_usage_rows(start: dt.datetime, end: dt.datetime) -> QuerySet:
+    """GPU-hours per tenant, cluster and model over [start, end) from the daily rollups."""
+    return (
+        TenantUsage.objects.filter(bucket=Bucket.DAY, ts__gte=start, ts__lt=end)
+        .values("tenant__namespace", "cluster__name", "gpu_model__resource_name")
+        .annotate(gpu_hours=Sum("gpu_hours"), gpus_max=Max("gpus_max"))
+        .order_by("tenant_id", "cluster_id", "gpu_model_id")
+    )
+
+
+def history_rows(start: dt.datetime, end: dt.datetime, bucket: str) -> QuerySet:
+    """The capacity history per cluster and model over [start, end)."""
+    return (
+        CapacityRollup.objects.filter(bucket=bucket, ts__gte=start, ts__lt=end)
+        .values(
+            "ts",
+            "samples",
+            "installed",
+            "allocated",
+            "allocated_max",
+            "free",
+            "free_min",
+            "unavailable",
+            "queued_max",
+            "refused",
+            cluster_name=F("cluster__name"),
+            gpu_model_name=F("gpu_model__resource_name"),
+        )
+        .order_by("ts", "cluster_id", "gpu_model_id")
+    )
+
+
+def get_waitlist_entry(tenant: Tenant, pk: int) -> WaitlistEntry:
+    entry = WaitlistEntry.objects.filter(tenant=tenant, pk=pk).first()
+    if entry is None:
+        raise Http404("No such wish.")
+    return entry
+
+
+def tenant_gpu_hours(tenant: Tenant, now: dt.datetime | None = None) -> list[dict]:
+    """The tenant's GPU-hours per model this month (UTC), from the hourly usage rows."""
+    now = now or timezone.now()
+    month = now.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return list(
+        TenantUsage.objects.filter(tenant=tenant, bucket=Bucket.HOUR, ts__gte=month)
+        .values("gpu_model__display_name")
+        .annotate(gpu_hours=Sum("gpu_hours"), gpus_max=Max("gpus_max"))
+        .order_by("gpu_model__display_name")
+    )

@@ -1,0 +1,2 @@
+# The provisioning forms' fixtures (a synced cluster with its served schemas, a node group).
+from gpus.provisioning.tests.test_provisioning_views import alice_group, cluster  # noqa: F401

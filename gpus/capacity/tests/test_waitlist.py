@@ -1,0 +1,136 @@
+"""Waitlist and notifications (#18 item 4): told once when GPUs free up, then forgotten;
+operations that end tell the person who asked; everything scoped to its tenant and user."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.core import mail
+from django.urls import reverse
+from django.utils import timezone
+
+from gpus.capacity import services
+from gpus.capacity.models import Notification, NotificationKind, WaitlistEntry
+from gpus.capacity.tests.test_history import reading
+from gpus.catalog.models import GpuModel
+from gpus.inventory.sync import store_snapshot
+from gpus.provisioning import engine
+from gpus.provisioning.choices import OperationState
+from gpus.provisioning.models import Operation
+from gpus.testing import L40S
+
+pytestmark = pytest.mark.django_db
+
+
+def sync(cluster, capture, minutes: int, l40s_held: int) -> None:
+    with capture(execute=True):
+        store_snapshot(
+            cluster, reading(l40s_held=l40s_held), timezone.now() + dt.timedelta(minutes=minutes)
+        )
+
+
+def test_the_waitlist_fires_exactly_once(
+    alice, alice_client, acme, snapshot, django_capture_on_commit_callbacks
+):
+    alice.email = "alice@example.com"
+    alice.save()
+    l40s = GpuModel.objects.get(resource_name=L40S)
+    url = reverse("gpus:capacity_waitlist", args=[acme.namespace])
+    response = alice_client.post(
+        url, {"gpu_model": l40s.pk, "count": "2", "one_server": "on", "days": "7"}
+    )
+    assert response.status_code == 302
+    assert "2 \u00d7 NVIDIA L40S" in alice_client.get(url).content.decode()
+    # 3 of 4 held on the one ready server: 1 free there, not enough on one server.
+    sync(snapshot, django_capture_on_commit_callbacks, 1, l40s_held=3)
+    assert not Notification.objects.exists() and WaitlistEntry.objects.count() == 1
+    # 1 held: 3 free on one server. Told once, by page and by email, and forgotten.
+    sync(snapshot, django_capture_on_commit_callbacks, 2, l40s_held=1)
+    sync(snapshot, django_capture_on_commit_callbacks, 3, l40s_held=1)
+    note = Notification.objects.get()
+    assert (note.user, note.kind) == (alice, NotificationKind.GPUS_FREE)
+    assert "2 x NVIDIA L40S are free on one server now" in note.text
+    assert len(mail.outbox) == 1 and mail.outbox[0].to == ["alice@example.com"]
+    assert not WaitlistEntry.objects.exists()
+    # In the page (loaded by htmx after it), until dismissed.
+    banner = alice_client.get(reverse("gpus:notifications_unread")).content.decode()
+    assert "are free on one server now" in banner
+    alice_client.post(reverse("gpus:notifications_read"), {"pk": note.pk})
+    assert "free" not in alice_client.get(reverse("gpus:notifications_unread")).content.decode()
+    assert "free on one server" in alice_client.get(reverse("gpus:notifications")).content.decode()
+
+
+def test_a_wish_expires_unfired(alice, acme, snapshot):
+    l40s = GpuModel.objects.get(resource_name=L40S)
+    wish = services.join_waitlist(alice, acme, l40s, 1, one_server=False, days=1)
+    WaitlistEntry.objects.filter(pk=wish.pk).update(expires_at=timezone.now())
+    assert services.fire_waitlist() == 0  # 3 are free, but the wish has expired
+    assert services.expire_waitlist() == 1
+    assert not Notification.objects.exists()
+
+
+def test_waitlist_urls_are_404_for_other_tenants_and_viewers(
+    alice, bob_client, carol, acme, snapshot
+):
+    from django.test import Client
+
+    l40s = GpuModel.objects.get(resource_name=L40S)
+    wish = services.join_waitlist(alice, acme, l40s, 1, one_server=True, days=1)
+    url = reverse("gpus:capacity_waitlist", args=[acme.namespace])
+    leave = reverse("gpus:capacity_waitlist_leave", args=[acme.namespace, wish.pk])
+    assert bob_client.get(url).status_code == 404
+    assert (
+        bob_client.post(url, {"gpu_model": l40s.pk, "count": "1", "days": "1"}).status_code == 404
+    )
+    assert bob_client.post(leave).status_code == 404
+    # globex's own waitlist URL cannot reach acme's wish either.
+    assert (
+        bob_client.post(
+            reverse("gpus:capacity_waitlist_leave", args=["tenant-globex", wish.pk])
+        ).status_code
+        == 404
+    )
+    viewer = Client()
+    viewer.force_login(carol)
+    assert viewer.get(url).status_code == 200
+    assert viewer.post(leave).status_code == 404
+    assert WaitlistEntry.objects.filter(pk=wish.pk).exists()
+    # Bad input: errors next to the fields.
+    page = viewer.post(url, {"gpu_model": l40s.pk, "count": "0", "days": "99"})
+    assert page.status_code == 404  # a viewer may not ask; an operator gets field errors:
+    operator = Client()
+    operator.force_login(alice)
+    page = operator.post(url, {"gpu_model": l40s.pk, "count": "0", "days": "99"})
+    assert page.status_code == 200 and page.context["form"].errors.keys() == {"count", "days"}
+
+
+def test_an_operation_that_ends_tells_who_asked_once(
+    alice, bob, acme, snapshot, django_capture_on_commit_callbacks
+):
+    op = Operation.objects.create(
+        cluster=snapshot,
+        tenant=acme,
+        actor=alice,
+        actor_name="alice",
+        kind="create",
+        namespace=acme.namespace,
+        app_kind="VMInstance",
+        name="ws2",
+        state=OperationState.PROVISIONING,
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.fail(op, "Unschedulable", "no server has 8 free")
+        engine.fail(op, "Unschedulable", "again")  # already terminal: no second notice
+    note = Notification.objects.get()
+    assert note.user == alice and note.kind == NotificationKind.OPERATION_FAILED
+    assert "no server has 8 free" in note.text
+    assert note.link == reverse("gpus:operation", args=[acme.namespace, op.pk])
+    # Notifications are the person's own.
+    from django.test import Client
+
+    other = Client()
+    other.force_login(bob)
+    assert "no server" not in other.get(reverse("gpus:notifications")).content.decode()
+    assert other.post(reverse("gpus:notifications_read"), {"pk": note.pk}).status_code == 302
+    assert Notification.objects.get().read_at is None

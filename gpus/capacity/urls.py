@@ -1,0 +1,31 @@
+from django.urls import path
+
+from gpus.capacity import views
+
+urlpatterns = [
+    path("capacity/", views.capacity_page, name="capacity"),
+    path("capacity/chart/", views.capacity_chart, name="capacity_chart"),
+    path(
+        "capacity/export/history.csv",
+        views.export_csv,
+        {"what": "history"},
+        name="capacity_export_history",
+    ),
+    path(
+        "capacity/export/gpu-hours.csv",
+        views.export_csv,
+        {"what": "gpu-hours"},
+        name="capacity_export_gpu_hours",
+    ),
+    path("quotas/headroom/", views.headroom_fragment, name="capacity_headroom"),
+    path("tenants/<slug:namespace>/quotas/", views.tenant_quotas, name="capacity_quotas"),
+    path("tenants/<slug:namespace>/waitlist/", views.waitlist, name="capacity_waitlist"),
+    path(
+        "tenants/<slug:namespace>/waitlist/<int:pk>/leave/",
+        views.waitlist_leave,
+        name="capacity_waitlist_leave",
+    ),
+    path("notifications/", views.notifications, name="notifications"),
+    path("notifications/unread/", views.notifications_unread, name="notifications_unread"),
+    path("notifications/read/", views.notifications_read, name="notifications_read"),
+]
