@@ -28,6 +28,7 @@ from gpus.kube.gateway import ClusterGateway
 from gpus.kube.operations import (
     Identity,
     NamespaceView,
+    Progress,
     Target,
     app_ready,
     apply_manifest,
@@ -462,17 +463,10 @@ def _disk_name(op: Operation) -> str | None:
     return disk["metadata"]["name"] if disk else None
 
 
-def advance(op: Operation, view: NamespaceView, now: Any) -> None:
-    """Move one polled operation forward from one observation."""
-    plural = mf.PLURALS.get(op.app_kind, "")
-    if _is_delete(op) and not op.node_group:
-        if (plural, op.name) not in view.apps:
-            succeed(op)
-        else:
-            _check_ceiling(op, now)
-        return
+def _progress(op: Operation, view: NamespaceView) -> Progress:
+    """What one observation says about a (non-delete) operation's target."""
     if op.node_group:
-        progress = node_group_progress(
+        return node_group_progress(
             op.name,
             op.node_group,
             view,
@@ -480,32 +474,79 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
             op.baseline.get("before", {}),
             removing=(op.params.get("retry_kind") or op.kind) == OperationKind.DELETE,
         )
-    elif op.params.get("awaiting_disk"):
-        _advance_awaiting_disk(op, view, now)
-        return
-    else:
-        progress = vm_progress(
-            op.app_kind,
-            op.name,
-            view,
-            _disk_name(op),
-            op.baseline.get("before", {}),
-            _want_running(op),
-            # A restart is done once the change it waited for is applied, not merely Running.
-            restart_applied=op.kind == OperationKind.RESTART,
-        )
-    changes: dict[str, Any] = (
+    return vm_progress(
+        op.app_kind,
+        op.name,
+        view,
+        _disk_name(op),
+        op.baseline.get("before", {}),
+        _want_running(op),
+        # A restart is done once the change it waited for is applied, not merely Running.
+        restart_applied=op.kind == OperationKind.RESTART,
+    )
+
+
+def _facts(op: Operation, progress: Progress, now: Any) -> dict[str, Any]:
+    """What the observation adds to the record without moving its state: what was seen, and
+    when the disk was first ready and the VM first scheduled."""
+    facts: dict[str, Any] = (
         {"observed": progress.observed} if progress.observed != op.observed else {}
     )
+    if progress.disk_ready and not op.disk_ready_at:
+        facts["disk_ready_at"] = now
+    if progress.scheduled and not op.scheduled_at:
+        facts["scheduled_at"] = now
+    return facts
+
+
+FACT_FIELDS = ["observed", "disk_ready_at", "scheduled_at", "updated_at"]
+
+
+def _record_facts(ops: list[Operation], views: dict[str, NamespaceView], now: Any) -> dict:
+    """Every operation's facts in one UPDATE (a batch of a sweep changes many at once: 1,000
+    new operations' first sight), still only while each is polled. Returns their progress."""
+    progresses: dict[int, Progress] = {}
+    changed = []
+    for op in ops:
+        if (_is_delete(op) and not op.node_group) or (
+            not op.node_group and op.params.get("awaiting_disk")
+        ):
+            continue  # a VM delete reads only the app; a VM held for its disk, only the disk
+        progress = progresses[op.pk] = _progress(op, views.get(op.namespace, NamespaceView()))
+        facts = {} if progress.failed else _facts(op, progress, now)
+        if facts:
+            for key, value in {**facts, "updated_at": now}.items():
+                setattr(op, key, value)
+            changed.append(op)
+    if changed:
+        Operation.objects.filter(state__in=POLLED_OPERATION_STATES).bulk_update(
+            changed, FACT_FIELDS
+        )
+    return progresses
+
+
+def advance(op: Operation, view: NamespaceView, now: Any, progress: Progress | None = None) -> None:
+    """Move one polled operation forward from one observation. With ``progress``, its facts
+    are already recorded (``_record_facts``)."""
+    plural = mf.PLURALS.get(op.app_kind, "")
+    if _is_delete(op) and not op.node_group:
+        if (plural, op.name) not in view.apps:
+            succeed(op)
+        else:
+            _check_ceiling(op, now)
+        return
+    if not op.node_group and op.params.get("awaiting_disk"):
+        _advance_awaiting_disk(op, view, now)
+        return
+    changes: dict[str, Any] = {}
+    if progress is None:
+        progress = _progress(op, view)
+        changes = {} if progress.failed else _facts(op, progress, now)
     if progress.failed:
         fail(op, progress.reason, progress.message, progress.causes)
         return
     if _helm_retrying(op, progress, now, changes):
         return
-    if progress.disk_ready and not op.disk_ready_at:
-        changes["disk_ready_at"] = now
-    if progress.scheduled and not op.scheduled_at:
-        changes["scheduled_at"] = now
     if progress.unschedulable:
         message = scheduling_event(view, mf.release_name(op.app_kind, op.name)) or progress.message
         changes.update(reason=progress.reason, message=message)
@@ -656,12 +697,15 @@ def poll_cluster(cluster_id: int) -> int:
     finally:
         gateway.close()
     now = timezone.now()
-    # One commit per batch, not one per changed operation: a sweep of 1,000 operations would
-    # otherwise wait for 1,000 WAL flushes.
+    # One commit and one UPDATE of what was seen per batch, not one per changed operation: a
+    # sweep of 1,000 new operations would otherwise wait for 1,000 writes and WAL flushes.
     for start in range(0, len(ops), ADVANCE_BATCH):
+        batch = ops[start : start + ADVANCE_BATCH]
         with transaction.atomic():
-            for op in ops[start : start + ADVANCE_BATCH]:
-                advance(op, views.get(op.namespace, NamespaceView()), now)
+            progresses = _record_facts(batch, views, now)
+            for op in batch:
+                view = views.get(op.namespace, NamespaceView())
+                advance(op, view, now, progresses.get(op.pk))
     return len(ops)
 
 
