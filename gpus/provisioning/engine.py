@@ -182,7 +182,7 @@ def succeed(op: Operation, reason: str = "", message: str = "") -> None:
         set(ACTIVE_OPERATION_STATES),
         state=OperationState.SUCCEEDED,
         finished_at=now,
-        running_at=op.running_at or (now if _want_running(op) and op.kind != "delete" else None),
+        running_at=op.running_at or (now if _want_running(op) and not _is_delete(op) else None),
         reason=reason,
         message=message,
         lease_until=None,
@@ -243,6 +243,11 @@ def _record_baseline(op: Operation, gateway: ClusterGateway) -> None:
 NODE_GROUP = "NodeGroup"  # a worker group inside a Kubernetes app, in a baseline's lists
 
 
+def _is_delete(op: Operation) -> bool:
+    """A delete, or a retry of one (it deletes again, never applies the old manifests)."""
+    return (op.params.get("retry_kind") or op.kind) == OperationKind.DELETE
+
+
 def _is_create(op: Operation) -> bool:
     return (op.params.get("retry_kind") or op.kind) in (OperationKind.CREATE, OperationKind.RETRY)
 
@@ -295,8 +300,9 @@ def apply(op: Operation) -> None:
     gateway = gateway_for(op.cluster)
     who = identity_for(op)
     wrote = must_exist = False
+    deferred: dict[str, Any] | None = None
     try:
-        if op.kind == OperationKind.DELETE and not op.node_group:
+        if _is_delete(op) and not op.node_group:
             # Delete the VM first, then its disks: 404 means already gone. (A node group's
             # delete is a merge patch of its cluster, below: the cluster stays.)
             for doc in reversed(op.manifests):
@@ -351,9 +357,7 @@ def apply(op: Operation) -> None:
             "lease_until": None,
             "error": "",
         }
-        if op.kind != OperationKind.DELETE and bool(deferred) != bool(
-            op.params.get("awaiting_disk")
-        ):
+        if not _is_delete(op) and bool(deferred) != bool(op.params.get("awaiting_disk")):
             changes["params"] = {**op.params, "awaiting_disk": bool(deferred)}
         unchanged = not wrote and _is_power_action(op)
         if unchanged:
@@ -504,7 +508,7 @@ def _record_facts(ops: list[Operation], views: dict[str, NamespaceView], now: An
     progresses: dict[int, Progress] = {}
     changed = []
     for op in ops:
-        if (op.kind == OperationKind.DELETE and not op.node_group) or (
+        if (_is_delete(op) and not op.node_group) or (
             not op.node_group and op.params.get("awaiting_disk")
         ):
             continue  # a VM delete reads only the app; a VM held for its disk, only the disk
@@ -525,7 +529,7 @@ def advance(op: Operation, view: NamespaceView, now: Any, progress: Progress | N
     """Move one polled operation forward from one observation. With ``progress``, its facts
     are already recorded (``_record_facts``)."""
     plural = mf.PLURALS.get(op.app_kind, "")
-    if op.kind == OperationKind.DELETE and not op.node_group:
+    if _is_delete(op) and not op.node_group:
         if (plural, op.name) not in view.apps:
             succeed(op)
         else:
