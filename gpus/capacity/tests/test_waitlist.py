@@ -14,6 +14,7 @@ from gpus.capacity import services
 from gpus.capacity.models import Notification, NotificationKind, WaitlistEntry
 from gpus.capacity.tests.test_history import reading
 from gpus.catalog.models import GpuModel
+from gpus.inventory.models import GpuWorkload
 from gpus.inventory.sync import store_snapshot
 from gpus.provisioning import engine
 from gpus.provisioning.choices import OperationState
@@ -134,3 +135,23 @@ def test_an_operation_that_ends_tells_who_asked_once(
     assert "no server" not in other.get(reverse("gpus:notifications")).content.decode()
     assert other.post(reverse("gpus:notifications_read"), {"pk": note.pk}).status_code == 302
     assert Notification.objects.get().read_at is None
+
+
+def test_an_operations_end_is_told_in_the_language_it_was_asked_in(
+    alice, acme, snapshot, django_capture_on_commit_callbacks
+):
+    """The worker ends it with no request's language active: the notice (and its email) is
+    in the words of the page the person asked from (#20 tryout: French pages said "done")."""
+    from django.utils import translation
+
+    from gpus.provisioning.choices import OperationKind
+    from gpus.provisioning.services import submit_vm_action
+
+    vm = GpuWorkload.objects.filter(tenant=acme, node_group="", kind="vm").first()
+    assert vm is not None
+    with translation.override("fr"):  # the request's language, as LocaleMiddleware sets it
+        op = submit_vm_action(alice, vm, OperationKind.STOP)
+    assert op.language == "fr"
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.succeed(op, "", "")
+    assert Notification.objects.get().text == f"Arrêter {vm.name}\u00a0: terminé."
