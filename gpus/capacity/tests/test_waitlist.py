@@ -155,3 +155,25 @@ def test_an_operations_end_is_told_in_the_language_it_was_asked_in(
     with django_capture_on_commit_callbacks(execute=True):
         engine.succeed(op, "", "")
     assert Notification.objects.get().text == f"Arrêter {vm.name}\u00a0: terminé."
+
+
+def test_several_unread_notifications_are_dismissed_at_once(alice, acme, client):
+    """Five stacked notices pushed every page down by 250 px (#20 tryout): one button for all."""
+    for n in range(3):
+        services.notify(alice, acme, NotificationKind.OPERATION_DONE, f"Stop ws{n}: done.")
+    client.force_login(alice)
+    banner = client.get(reverse("gpus:notifications_unread"), HTTP_ACCEPT_LANGUAGE="fr")
+    assert banner.content.decode().count('class="message message-info"') == 3
+    assert (
+        "Tout masquer" in banner.content.decode() and 'id="dismiss-all"' in banner.content.decode()
+    )
+    assert (
+        client.post(reverse("gpus:notifications_read"), HTTP_HX_REQUEST="true").status_code == 200
+    )
+    assert not Notification.objects.filter(read_at__isnull=True).exists()
+    assert client.get(reverse("gpus:notifications_unread")).content.decode().strip() == ""
+    # One notice alone has its own button only.
+    services.notify(alice, acme, NotificationKind.OPERATION_DONE, "Stop ws9: done.")
+    assert (
+        'id="dismiss-all"' not in client.get(reverse("gpus:notifications_unread")).content.decode()
+    )
