@@ -614,3 +614,12 @@ def test_node_group_and_new_cluster_names_follow_dns_1035(alice_client, acme, al
     assert [e.code for e in form.errors.as_data()["group"]] == ["dns1035"]
     assert "start with a letter, end with a letter or digit" in response.content.decode()
     assert not Operation.objects.exists()
+
+
+def test_the_cloud_init_field_says_its_limit(alice_client, acme, cluster):
+    """The browser cuts a paste past the textarea's maxlength silently (#20 tryout): the help
+    text says the limit, in the reader's language."""
+    page = alice_client.get(f"/tenants/{acme.namespace}/vms/new/", HTTP_ACCEPT_LANGUAGE="fr")
+    html = page.content.decode()
+    assert 'maxlength="32768"' in html
+    assert "d\u2019au plus 32\u202f768 caractères (le navigateur coupe un collage" in html
