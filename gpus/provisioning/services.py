@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
 from gpus.accounts.selectors import cluster_groups, cluster_user
@@ -217,7 +218,7 @@ def _record(
                     gpu_model=gpu_model,
                     gpu_count=gpu_count,
                     queue_until_capacity=queue_until_capacity,
-                    params=params or {},
+                    params={**(params or {}), "language": get_language() or ""},
                     manifests=docs,
                 )
         except IntegrityError:
