@@ -341,6 +341,16 @@ def test_a_sweep_records_what_it_saw_in_one_update_and_only_while_polled(cluster
         apply_once(services.submit_vm(alice, acme, cluster, vm_request(f"sweep-{i}", gpu=L40S)))
         for i in range(3)
     ]
+    # The disks go first; each VM is sent once its disk is Ready (issue 16 item 1).
+    for _ in range(300):
+        engine.poll_cluster(cluster.pk)
+        states = set(
+            Operation.objects.filter(pk__in=[o.pk for o in ops]).values_list("state", flat=True)
+        )
+        if states == {OperationState.PENDING}:
+            break
+        time.sleep(0.1)
+    ops = [apply_once(op) for op in ops]
     assert all(op.state == OperationState.PROVISIONING for op in ops)
     # One of them ended meanwhile (another worker, say): the sweep must not write into it.
     Operation.objects.filter(pk=ops[2].pk).update(state=OperationState.FAILED, observed={})
