@@ -415,7 +415,13 @@ class Reconciler:
                 chart = f"{res.prefix.rstrip('-')}@{CHART_VERSION}"
                 problem = schemas.helm_schema_error(
                     spec, res.schema, res.prefix.rstrip("-")
-                ) or render_problem(res.plural, f"{res.prefix}{name}", spec)
+                ) or render_problem(
+                    res.plural,
+                    f"{res.prefix}{name}",
+                    spec,
+                    # Helm renders when the action starts; it takes `delay` to finish.
+                    lambda disk: self._data_volume_exists(ns, disk, now - self.delay(action)),
+                )
                 if problem:
                     msg = (
                         f"Helm {action} failed for release {ns}/{res.prefix}{name} with chart "
@@ -992,6 +998,15 @@ class Reconciler:
         pending = unit.pop("pending", None)
         if pending:
             unit.update(pending)
+
+    def _data_volume_exists(self, ns: str, disk: str, rendered_at: float) -> bool:
+        """The VMDisk's DataVolume was there when the VM's chart rendered: the disk's release had
+        finished installing by then (applied back to back, both releases start together and the
+        VM renders before the disk's install is done, as on v1.1)."""
+        rec = self.app_records.get(f"apps.cozystack.io/v1alpha1/vmdisks|{ns}/{disk}") or {}
+        return (
+            rec.get("deployed") is not None and rec.get("deployed_at", rendered_at) <= rendered_at
+        )
 
     def _disk_block(self, unit: dict[str, Any], now: float) -> tuple[str | None, float]:
         """KubeVirt's view of the VM's dataVolume disks: Provisioning while CDI imports,

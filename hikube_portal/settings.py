@@ -43,6 +43,9 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_filters",
     "axes",
+    # The API's docs page (/api/v1/docs) from the portal's own static files, not a CDN: the
+    # Content-Security-Policy allows scripts from 'self' only.
+    "ninja",
     # Each app's migrations stay linear: parallel branches conflict in max_migration.txt.
     "django_linear_migrations",
     "gpus.web",
@@ -173,6 +176,9 @@ LOGIN_REDIRECT_URL_FAILURE = "login"
 LOCAL_LOGIN = env_bool("LOCAL_LOGIN", True)
 if not LOCAL_LOGIN:
     AUTHENTICATION_BACKENDS = []
+    # No passwords here, so nothing for django-axes to throttle: its "backend missing" check
+    # does not apply (a production overlay sets LOCAL_LOGIN=false).
+    SILENCED_SYSTEM_CHECKS = ["axes.W003"]
 if OIDC_ENABLED:
     AUTHENTICATION_BACKENDS.append("gpus.accounts.oidc.PortalOidcBackend")
     # Re-asks the provider (prompt=none) once the ID token is older than the refresh period:
@@ -313,6 +319,9 @@ OPERATION_TIMEOUT_SECONDS = env_int("OPERATION_TIMEOUT_SECONDS", 900)
 OPERATION_NODE_GROUP_TIMEOUT_SECONDS = env_int("OPERATION_NODE_GROUP_TIMEOUT_SECONDS", 1800)
 OPERATION_RETRY_MAX_SECONDS = env_float("OPERATION_RETRY_MAX_SECONDS", 30.0)
 OPERATION_UNSCHEDULABLE_GRACE_SECONDS = env_float("OPERATION_UNSCHEDULABLE_GRACE_SECONDS", 120.0)
+# A Helm install/upgrade failure that may clear by itself (helm-controller retries forever) is
+# "retrying" this long before the operation fails (v1.1 HelmReleases retry every 5 minutes).
+OPERATION_HELM_RETRY_GRACE_SECONDS = env_float("OPERATION_HELM_RETRY_GRACE_SECONDS", 600.0)
 # How often an operation page asks the portal for its status while it is in flight.
 OPERATION_PAGE_POLL_SECONDS = env_float("OPERATION_PAGE_POLL_SECONDS", 2.0)
 # Per tenant: operations submitted per minute, and operations waiting for a worker (pending or

@@ -300,6 +300,9 @@ class Progress:
     done: bool = False
     failed: bool = False
     unschedulable: bool = False
+    # Helm failed in a way that clears by itself (a disk not there yet, a wait that ran out):
+    # the HelmRelease retries (Retries: -1), so this is not a failure yet.
+    retrying: bool = False
     reason: str = ""
     message: str = ""
     causes: tuple[Cause, ...] = ()
@@ -351,14 +354,46 @@ def _helm_failure(
     return None
 
 
+# Helm failures that no retry can clear: the values break the chart's schema, or the chart's
+# render-time checks refuse them (cozystack v1.1 packages/apps/vm-instance/templates/vm.yaml
+# `fail "Specified instanceType does not exist in the cluster"`, `instanceProfile` likewise; the
+# kubernetes chart's instance type check; a name that cannot be a label value). Anything else
+# (`Specified disk not exists in cluster` while the disk's release catches up, Helm's wait timing
+# out) is retried by helm-controller forever (Retries: -1) and may clear by itself.
+FINAL_HELM_MESSAGES = (
+    "values don't meet the specifications of the schema",
+    "Specified instanceType does not exist in the cluster",
+    "Specified instanceProfile does not exist in the cluster",
+    "Specified instancetype not exists in cluster",
+    "must be no more than 63 characters",
+)
+
+
+def helm_failure_is_final(message: str) -> bool:
+    """A Helm install/upgrade failure that a retry cannot clear (a known message, or schema
+    errors naming fields)."""
+    return any(m in message for m in FINAL_HELM_MESSAGES) or bool(helm_causes(message))
+
+
+def app_ready(app: Mapping[str, Any] | None) -> bool:
+    """The app's Ready condition is True (its Helm release installed and became ready)."""
+    ready = conditions_of(app).get("Ready") if app else None
+    return bool(ready and ready.status == "True")
+
+
 def _helm_failed_progress(
     app: Mapping[str, Any], baseline: Mapping[str, str] | None, observed: dict[str, Any]
 ) -> Progress | None:
-    """A failed Progress carrying Helm's reason, message and causes, or None."""
+    """A failed Progress carrying Helm's reason, message and causes, a retrying one when the
+    failure may clear by itself, or None."""
     failure = _helm_failure(app, baseline)
     if not failure:
         return None
     reason, message = failure
+    if not helm_failure_is_final(message):
+        return Progress(
+            exists=True, retrying=True, reason=reason, message=message, observed=observed
+        )
     return Progress(
         exists=True,
         failed=True,
@@ -367,6 +402,13 @@ def _helm_failed_progress(
         causes=helm_causes(message),
         observed=observed,
     )
+
+
+def helm_progress(app: Mapping[str, Any] | None) -> Progress:
+    """What Helm says about an app alone: failed, retrying, or nothing to report."""
+    if app is None:
+        return Progress()
+    return _helm_failed_progress(app, None, {}) or Progress(exists=True)
 
 
 def _helm_done_since(app: Mapping[str, Any], baseline: Mapping[str, str]) -> bool:

@@ -4,7 +4,7 @@ until done or failed, and re-send what was lost (DESIGN rules 2 and 9)."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -28,10 +28,13 @@ from gpus.kube.gateway import ClusterGateway
 from gpus.kube.operations import (
     Identity,
     NamespaceView,
+    Progress,
     Target,
+    app_ready,
     apply_manifest,
     delete_target,
     has_portal_label,
+    helm_progress,
     node_group_progress,
     observe,
     released_marker,
@@ -179,7 +182,7 @@ def succeed(op: Operation, reason: str = "", message: str = "") -> None:
         set(ACTIVE_OPERATION_STATES),
         state=OperationState.SUCCEEDED,
         finished_at=now,
-        running_at=op.running_at or (now if _want_running(op) and op.kind != "delete" else None),
+        running_at=op.running_at or (now if _want_running(op) and not _is_delete(op) else None),
         reason=reason,
         message=message,
         lease_until=None,
@@ -240,6 +243,11 @@ def _record_baseline(op: Operation, gateway: ClusterGateway) -> None:
 NODE_GROUP = "NodeGroup"  # a worker group inside a Kubernetes app, in a baseline's lists
 
 
+def _is_delete(op: Operation) -> bool:
+    """A delete, or a retry of one (it deletes again, never applies the old manifests)."""
+    return (op.params.get("retry_kind") or op.kind) == OperationKind.DELETE
+
+
 def _is_create(op: Operation) -> bool:
     return (op.params.get("retry_kind") or op.kind) in (OperationKind.CREATE, OperationKind.RETRY)
 
@@ -292,8 +300,9 @@ def apply(op: Operation) -> None:
     gateway = gateway_for(op.cluster)
     who = identity_for(op)
     wrote = must_exist = False
+    deferred: dict[str, Any] | None = None
     try:
-        if op.kind == OperationKind.DELETE and not op.node_group:
+        if _is_delete(op) and not op.node_group:
             # Delete the VM first, then its disks: 404 means already gone. (A node group's
             # delete is a merge patch of its cluster, below: the cluster stays.)
             for doc in reversed(op.manifests):
@@ -316,18 +325,24 @@ def apply(op: Operation) -> None:
             ) or bool(op.node_group and not op.params.get("new_cluster_version"))
             # A create's first attempt creates only: what appears between the read above and
             # the write is someone else's. A later attempt may find its own earlier write.
-            # What a retried create made is the retry's to apply again.
-            create_only = _is_create(op) and not _adds_group(op) and op.attempts <= 1
+            # What a retried create made is the retry's to apply again. A VM held back for its
+            # disk (awaiting_disk) is still this create's to make; its disk is already written.
+            awaiting = bool(op.params.get("awaiting_disk"))
+            create_only = _is_create(op) and not _adds_group(op) and (op.attempts <= 1 or awaiting)
             absent = op.baseline.get("absent") or []
+            deferred = _vm_waiting_for_its_disk(op, gateway)
             for doc in _manifests_to_apply(op):
+                if doc is deferred:
+                    continue
                 item = {"kind": doc["kind"], "name": doc["metadata"]["name"]}
+                written_before = awaiting and doc["kind"] == mf.VM_DISK
                 try:
                     applied = apply_manifest(
                         gateway,
                         doc,
                         who,
                         must_exist=must_exist,
-                        create_only=create_only and item in absent,
+                        create_only=create_only and item in absent and not written_before,
                     )
                 except ConflictError as exc:
                     if not (create_only and exc.already_exists):
@@ -342,6 +357,8 @@ def apply(op: Operation) -> None:
             "lease_until": None,
             "error": "",
         }
+        if not _is_delete(op) and bool(deferred) != bool(op.params.get("awaiting_disk")):
+            changes["params"] = {**op.params, "awaiting_disk": bool(deferred)}
         unchanged = not wrote and _is_power_action(op)
         if unchanged:
             # The app already asks for this: no Helm release will come, so wait for nothing
@@ -378,6 +395,22 @@ def apply(op: Operation) -> None:
         fail(op, exc.reason or type(exc).__name__, exc.detail or exc.message, (), str(exc))
     finally:
         gateway.close()
+
+
+def _vm_waiting_for_its_disk(op: Operation, gateway: ClusterGateway) -> dict[str, Any] | None:
+    """The VMInstance of a create whose VMDisk is not Ready yet, or None.
+
+    The v1.1 vm-instance chart looks the disk's DataVolume up at render time and fails
+    ("Specified disk not exists in cluster") until the disk's release has made it; Cozystack's
+    own e2e test waits for the disk first (hack/e2e-apps/vminstance.bats). So the VM is applied
+    once the disk app is Ready, by a later apply the poller asks for."""
+    disk = _disk_name(op)
+    vm = next((d for d in op.manifests if d["kind"] == mf.VM_INSTANCE), None)
+    if not disk or vm is None or op.kind not in (OperationKind.CREATE, OperationKind.RETRY):
+        return None
+    if app_ready(gateway.get(mf.PLURALS[mf.VM_DISK], op.namespace, disk)):
+        return None
+    return vm
 
 
 def _is_power_action(op: Operation) -> bool:
@@ -430,17 +463,10 @@ def _disk_name(op: Operation) -> str | None:
     return disk["metadata"]["name"] if disk else None
 
 
-def advance(op: Operation, view: NamespaceView, now: Any) -> None:
-    """Move one polled operation forward from one observation."""
-    plural = mf.PLURALS.get(op.app_kind, "")
-    if op.kind == OperationKind.DELETE and not op.node_group:
-        if (plural, op.name) not in view.apps:
-            succeed(op)
-        else:
-            _check_ceiling(op, now)
-        return
+def _progress(op: Operation, view: NamespaceView) -> Progress:
+    """What one observation says about a (non-delete) operation's target."""
     if op.node_group:
-        progress = node_group_progress(
+        return node_group_progress(
             op.name,
             op.node_group,
             view,
@@ -448,27 +474,79 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
             op.baseline.get("before", {}),
             removing=(op.params.get("retry_kind") or op.kind) == OperationKind.DELETE,
         )
-    else:
-        progress = vm_progress(
-            op.app_kind,
-            op.name,
-            view,
-            _disk_name(op),
-            op.baseline.get("before", {}),
-            _want_running(op),
-            # A restart is done once the change it waited for is applied, not merely Running.
-            restart_applied=op.kind == OperationKind.RESTART,
-        )
-    changes: dict[str, Any] = (
+    return vm_progress(
+        op.app_kind,
+        op.name,
+        view,
+        _disk_name(op),
+        op.baseline.get("before", {}),
+        _want_running(op),
+        # A restart is done once the change it waited for is applied, not merely Running.
+        restart_applied=op.kind == OperationKind.RESTART,
+    )
+
+
+def _facts(op: Operation, progress: Progress, now: Any) -> dict[str, Any]:
+    """What the observation adds to the record without moving its state: what was seen, and
+    when the disk was first ready and the VM first scheduled."""
+    facts: dict[str, Any] = (
         {"observed": progress.observed} if progress.observed != op.observed else {}
     )
+    if progress.disk_ready and not op.disk_ready_at:
+        facts["disk_ready_at"] = now
+    if progress.scheduled and not op.scheduled_at:
+        facts["scheduled_at"] = now
+    return facts
+
+
+FACT_FIELDS = ["observed", "disk_ready_at", "scheduled_at", "updated_at"]
+
+
+def _record_facts(ops: list[Operation], views: dict[str, NamespaceView], now: Any) -> dict:
+    """Every operation's facts in one UPDATE (a batch of a sweep changes many at once: 1,000
+    new operations' first sight), still only while each is polled. Returns their progress."""
+    progresses: dict[int, Progress] = {}
+    changed = []
+    for op in ops:
+        if (_is_delete(op) and not op.node_group) or (
+            not op.node_group and op.params.get("awaiting_disk")
+        ):
+            continue  # a VM delete reads only the app; a VM held for its disk, only the disk
+        progress = progresses[op.pk] = _progress(op, views.get(op.namespace, NamespaceView()))
+        facts = {} if progress.failed else _facts(op, progress, now)
+        if facts:
+            for key, value in {**facts, "updated_at": now}.items():
+                setattr(op, key, value)
+            changed.append(op)
+    if changed:
+        Operation.objects.filter(state__in=POLLED_OPERATION_STATES).bulk_update(
+            changed, FACT_FIELDS
+        )
+    return progresses
+
+
+def advance(op: Operation, view: NamespaceView, now: Any, progress: Progress | None = None) -> None:
+    """Move one polled operation forward from one observation. With ``progress``, its facts
+    are already recorded (``_record_facts``)."""
+    plural = mf.PLURALS.get(op.app_kind, "")
+    if _is_delete(op) and not op.node_group:
+        if (plural, op.name) not in view.apps:
+            succeed(op)
+        else:
+            _check_ceiling(op, now)
+        return
+    if not op.node_group and op.params.get("awaiting_disk"):
+        _advance_awaiting_disk(op, view, now)
+        return
+    changes: dict[str, Any] = {}
+    if progress is None:
+        progress = _progress(op, view)
+        changes = {} if progress.failed else _facts(op, progress, now)
     if progress.failed:
         fail(op, progress.reason, progress.message, progress.causes)
         return
-    if progress.disk_ready and not op.disk_ready_at:
-        changes["disk_ready_at"] = now
-    if progress.scheduled and not op.scheduled_at:
-        changes["scheduled_at"] = now
+    if _helm_retrying(op, progress, now, changes):
+        return
     if progress.unschedulable:
         message = scheduling_event(view, mf.release_name(op.app_kind, op.name)) or progress.message
         changes.update(reason=progress.reason, message=message)
@@ -493,6 +571,53 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
             succeed(op, "AlreadyDone", _already_true(op))
         else:
             succeed(op)
+        return
+    _check_ceiling(op, now)
+
+
+def _helm_retrying(op: Operation, progress: Any, now: Any, changes: dict[str, Any]) -> bool:
+    """Helm failed in a way that may clear (helm-controller retries forever): say what the
+    cluster is retrying, and fail only once the grace period has passed. True when handled."""
+    since_key = "helm_retrying_since"
+    if not progress.retrying:
+        if op.params.get(since_key):
+            params = {k: v for k, v in op.params.items() if k != since_key}
+            changes.update(params=params, reason="", message="")
+        return False
+    since = op.params.get(since_key) or now.isoformat()
+    waited = (now - datetime.fromisoformat(since)).total_seconds()
+    if waited > settings.OPERATION_HELM_RETRY_GRACE_SECONDS:
+        fail(op, progress.reason, progress.message)
+        return True
+    message = _("The cluster is retrying (Helm retries until it works): %(message)s") % {
+        "message": progress.message
+    }
+    changes.update(params={**op.params, since_key: since}, reason=progress.reason, message=message)
+    _transition(op, set(POLLED_OPERATION_STATES), **changes)
+    _check_ceiling(op, now)
+    return True
+
+
+def _advance_awaiting_disk(op: Operation, view: NamespaceView, now: Any) -> None:
+    """A create whose VM waits for its disk: once the disk app is Ready, back to pending so the
+    apply task sends the VM; a disk Helm cannot install fails the operation."""
+    disk = view.apps.get((mf.PLURALS[mf.VM_DISK], _disk_name(op) or ""))
+    progress = helm_progress(disk)
+    changes: dict[str, Any] = {}
+    if progress.failed:
+        fail(op, progress.reason, progress.message, progress.causes)
+        return
+    if disk is not None and app_ready(disk):
+        if _transition(
+            op,
+            set(POLLED_OPERATION_STATES),
+            state=OperationState.PENDING,
+            disk_ready_at=op.disk_ready_at or now,
+            lease_until=None,
+        ):
+            queue.enqueue_on_commit("provisioning.apply_operation", op.pk)
+        return
+    if _helm_retrying(op, progress, now, changes):
         return
     _check_ceiling(op, now)
 
@@ -572,12 +697,15 @@ def poll_cluster(cluster_id: int) -> int:
     finally:
         gateway.close()
     now = timezone.now()
-    # One commit per batch, not one per changed operation: a sweep of 1,000 operations would
-    # otherwise wait for 1,000 WAL flushes.
+    # One commit and one UPDATE of what was seen per batch, not one per changed operation: a
+    # sweep of 1,000 new operations would otherwise wait for 1,000 writes and WAL flushes.
     for start in range(0, len(ops), ADVANCE_BATCH):
+        batch = ops[start : start + ADVANCE_BATCH]
         with transaction.atomic():
-            for op in ops[start : start + ADVANCE_BATCH]:
-                advance(op, views.get(op.namespace, NamespaceView()), now)
+            progresses = _record_facts(batch, views, now)
+            for op in batch:
+                view = views.get(op.namespace, NamespaceView())
+                advance(op, view, now, progresses.get(op.pk))
     return len(ops)
 
 

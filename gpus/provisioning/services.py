@@ -614,6 +614,19 @@ def submit_node_group_delete(user: Any, workload: GpuWorkload) -> Operation:
                 "removed. Resize it to 0 minimum workers instead."
             )
         )
+    # The whole cluster's delete is another target for the one-active constraint: not both.
+    if Operation.objects.filter(
+        cluster=workload.cluster,
+        namespace=tenant.namespace,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        node_group="",
+        state__in=ACTIVE_OPERATION_STATES,
+    ).exists():
+        raise OperationRefused(
+            _("Another change to %(name)s is still in progress; wait for it to finish.")
+            % {"name": name}
+        )
     doc = {
         "apiVersion": mf.API_VERSION,
         "kind": mf.KUBERNETES,

@@ -167,6 +167,28 @@ def test_a_retry_waits_for_helm_instead_of_failing_on_the_old_failure():
     view = NamespaceView(apps={("vminstances", "gpu-ws"): failed})
     assert not vm_progress("VMInstance", "gpu-ws", view, None, baseline).failed
     view.apps[("vminstances", "gpu-ws")] = _app(
-        "False", "UpgradeFailed", "Helm upgrade failed again", "2026-01-01T00:09:00Z"
+        "False",
+        "UpgradeFailed",
+        "Helm upgrade failed again ... - at '/gpus/0/name': bad",
+        "2026-01-01T00:09:00Z",
     )
     assert vm_progress("VMInstance", "gpu-ws", view, None, baseline).failed
+
+
+def test_a_failure_that_may_clear_is_retrying_not_failed():
+    """helm-controller retries forever: a disk not there yet, or Helm's wait running out, may
+    clear by itself (#16 item 1); an unknown instance type never does."""
+    for message in (
+        "Helm install failed for release t/vm-instance-a with chart vm-instance@1.1.0: "
+        "Specified disk not exists in cluster: a-system",
+        "Helm install failed for release t/kubernetes-k with chart kubernetes@1.1.0: "
+        "context deadline exceeded",
+    ):
+        view = NamespaceView(
+            apps={("vminstances", "gpu-ws"): _app("False", "InstallFailed", message)}
+        )
+        progress = vm_progress("VMInstance", "gpu-ws", view, None, {})
+        assert progress.retrying and not progress.failed and progress.message == message
+    final = "Helm install failed ...: Specified instanceType does not exist in the cluster: u9"
+    view = NamespaceView(apps={("vminstances", "gpu-ws"): _app("False", "InstallFailed", final)})
+    assert vm_progress("VMInstance", "gpu-ws", view, None, {}).failed

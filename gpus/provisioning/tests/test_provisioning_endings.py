@@ -346,3 +346,37 @@ def test_adding_a_group_named_like_an_existing_one_never_overwrites_it(cluster, 
     after = gateway.get("kuberneteses", acme.namespace, "ml")
     assert after["spec"]["nodeGroups"] == before["spec"]["nodeGroups"]
     assert after["spec"]["nodeGroups"]["md0"]["roles"] == ["ingress-nginx"]
+
+
+# --- #17.3: a sweep records what it saw in one UPDATE per batch ---------------------------
+
+
+def test_a_sweep_records_what_it_saw_in_one_update_and_only_while_polled(cluster, alice, acme):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    ops = [
+        apply_once(services.submit_vm(alice, acme, cluster, vm_request(f"sweep-{i}", gpu=L40S)))
+        for i in range(3)
+    ]
+    assert all(op.state == OperationState.PROVISIONING for op in ops)
+    # One of them ended meanwhile (another worker, say): the sweep must not write into it.
+    Operation.objects.filter(pk=ops[2].pk).update(state=OperationState.FAILED, observed={})
+    gateway = gateway_for(cluster)
+    for _ in range(100):  # the cluster's list cache shows the new apps after a moment
+        listed = {
+            a["metadata"]["name"]
+            for a in gateway.iter_apps("vminstances", namespace=acme.namespace)
+        }
+        if {"sweep-0", "sweep-1"} <= listed:
+            break
+        time.sleep(0.1)
+    with CaptureQueriesContext(connection) as queries:
+        engine.poll_cluster(cluster.pk)
+    writes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    facts = [w for w in writes if '"observed"' in w]
+    assert len(facts) == 1, writes  # both operations' first sight in one statement
+    assert Operation.objects.filter(pk__in=[ops[0].pk, ops[1].pk]).exclude(observed={}).count() == 2
+    assert Operation.objects.get(pk=ops[2].pk).observed == {}
+    for op in ops[:2]:
+        drive(op, ENDED)
