@@ -120,6 +120,24 @@ def test_start_on_a_running_vm_and_stop_on_a_stopped_one_end_at_once(cluster, al
     services.submit_vm_action(alice, row, OperationKind.DELETE)
 
 
+def test_the_worker_writes_an_operations_message_in_the_askers_language(cluster, alice, acme):
+    """The worker has no request: it writes in the language the operation was asked in."""
+    from django.utils import translation
+
+    from gpus.provisioning.tasks import apply_operation
+
+    created = drive(services.submit_vm(alice, acme, cluster, vm_request("noop-fr")), ENDED)
+    assert created.state == OperationState.SUCCEEDED, (created.reason, created.message)
+    row = snapshot_row(cluster, acme, "noop-fr", "running")
+    with translation.override("fr"):
+        start = services.submit_vm_action(alice, row, OperationKind.START)
+    assert translation.get_language() != "fr"  # the worker's own language
+    apply_operation.apply(args=[start.pk])
+    start.refresh_from_db()
+    assert start.state == OperationState.SUCCEEDED
+    assert start.message == "Elle était déjà en marche\u00a0: rien n\u2019a été modifié."
+
+
 # --- #20.9: "Try again" re-checks that its target is still what it was -------------------
 
 
