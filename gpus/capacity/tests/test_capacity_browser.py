@@ -139,7 +139,14 @@ def test_quota_headroom_waitlist_and_notification(
     page.goto(live_server.url + reverse("gpus:catalog"))
     banner = page.locator("#unread-notifications li")
     banner.wait_for()
-    assert l40s.display_name in banner.inner_text()
+    # In the language she asked in, though the sync ran in the default one.
+    with translation.override(language):
+        free = gettext("%(n)d x %(model)s are free on one server now (%(free)d free in all).") % {
+            "n": 4,
+            "model": l40s.display_name,
+            "free": 4,
+        }
+    assert note.text == free and free in banner.inner_text()
     assert banner.locator("a").get_attribute("href") == reverse(
         "gpus:vm_new", args=[acme.namespace]
     )
