@@ -120,3 +120,22 @@ def test_fixed_number_of_queries(admin_client_, snapshot, acme, globex, django_a
     with django_assert_num_queries(len(few)):
         response = admin_client_.get(URL, {"gpu_model": h100.pk})
     assert len(names(response)) == selectors.OPERATIONS_PER_PAGE
+
+
+def test_one_tenants_pages_walk_both_ways(admin_client_, snapshot, acme, globex, monkeypatch):
+    """Filtered by tenant the list reads the tenant's index, keyed by (created_at, id): pages
+    forward and back give every operation once, newest first, even submitted in one instant."""
+    monkeypatch.setattr(selectors, "OPERATIONS_PER_PAGE", 2)
+    make_ops(snapshot, acme, 3)
+    mine = make_ops(snapshot, globex, 5)  # one bulk insert: one created_at, ties on the id
+    Operation.objects.filter(pk=mine[0].pk).update(created_at=timezone.now() - dt.timedelta(days=1))
+    expected = [op.name for op in sorted(mine[1:], key=lambda o: -o.pk)] + [mine[0].name]
+    query = {"tenant": globex.namespace}
+    pages = [admin_client_.get(URL, query)]
+    while pages[-1].context["page"].has_next:
+        pages.append(
+            admin_client_.get(URL, {**query, "after": pages[-1].context["page"].next_cursor})
+        )
+    assert [name for p in pages for name in names(p)] == expected
+    back = admin_client_.get(URL, {**query, "before": pages[-1].context["page"].previous_cursor})
+    assert names(back) == names(pages[-2])
