@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from gpus.capacity.models import Bucket
 from gpus.catalog.models import GpuModel
+from gpus.provisioning.choices import OperationKind, OperationState
 
 
 def _models() -> forms.ModelChoiceField:
@@ -71,3 +72,40 @@ class ExportForm(forms.Form):
             return dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC)
 
         return midnight(start), midnight(end)
+
+
+class OperationFilterForm(forms.Form):
+    """The fleet-wide operations list's filters: each one optional, a bad one is ignored (and
+    said next to its field) while the others still apply."""
+
+    tenant = forms.SlugField(label=_("Tenant (namespace)"), max_length=63, required=False)
+    kind = forms.ChoiceField(label=_("Operation"), required=False)
+    state = forms.ChoiceField(label=_("State"), required=False)
+    gpu_model = forms.ModelChoiceField(
+        queryset=GpuModel.objects.order_by("sort_order", "display_name"),
+        label=_("GPU model"),
+        required=False,
+        empty_label=_("All models"),
+    )
+    start = forms.DateField(label=_("Submitted from"), required=False)
+    end = forms.DateField(label=_("Submitted up to (included)"), required=False)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        every = [("", _("All"))]
+        self.fields["kind"].choices = every + list(OperationKind.choices)
+        self.fields["state"].choices = every + list(OperationState.choices)
+
+    def clean(self) -> dict:
+        data = super().clean() or {}
+        start, end = data.get("start"), data.get("end")
+        if start and end and end < start:
+            self.add_error("end", _("The end must not come before the start."))
+        return data
+
+    def filters(self) -> dict[str, object]:
+        """The valid filters only (an unbound or wholly invalid form filters nothing)."""
+        if self.is_bound:
+            self.is_valid()
+        data = getattr(self, "cleaned_data", {})
+        return {k: v for k, v in data.items() if v not in (None, "")}

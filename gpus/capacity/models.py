@@ -131,6 +131,8 @@ class WaitlistEntry(models.Model):
     one_server = models.BooleanField(_("on one server (for a VM)"), default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(_("until"))
+    # The language the wish was made in: the sync that fires it tells the person in it.
+    language = models.CharField(max_length=12, blank=True, default="")
 
     class Meta:
         ordering = ["created_at", "pk"]

@@ -34,6 +34,7 @@ from gpus.tenancy.models import Tenant
 from gpus.utilization.models import Bucket as UtilBucket
 from gpus.utilization.models import GpuRollup
 from gpus.web.access import User
+from gpus.web.paging import KeysetPage, PageRequest, keyset_page
 
 # The history chart's ranges (days) and the rollup each reads (at most ~2,000 points a line).
 RANGES = {
@@ -427,3 +428,37 @@ def tenant_gpu_hours(tenant: Tenant, now: dt.datetime | None = None) -> list[dic
         .annotate(gpu_hours=Sum("gpu_hours"), gpus_max=Max("gpus_max"))
         .order_by("gpu_model__display_name")
     )
+
+
+# The fleet-wide operations list, newest first. Ids grow with submission time, so the primary
+# key's index serves the whole fleet without a sort; one tenant's operations are read from its
+# own index (tenant, -created_at) instead, or a small tenant would walk the whole fleet's key.
+OPERATIONS_KEY = ("id",)
+TENANT_OPERATIONS_KEY = ("created_at", "id")
+OPERATIONS_PER_PAGE = 50
+
+
+def fleet_operations(filters: dict[str, Any], page: PageRequest) -> KeysetPage[Operation]:
+    """One page of every tenant's operations, narrowed by the valid filters; one query."""
+    qs = Operation.objects.select_related("tenant", "cluster", "gpu_model")
+    key = OPERATIONS_KEY
+    if "tenant" in filters:
+        # tenant_id = (subquery): the planner reads it first and then walks the tenant's index.
+        tenant = Tenant.objects.filter(namespace=filters["tenant"]).values("pk")[:1]
+        qs = qs.filter(tenant_id=Subquery(tenant))
+        key = TENANT_OPERATIONS_KEY
+    if "kind" in filters:
+        qs = qs.filter(kind=filters["kind"])
+    if "state" in filters:
+        qs = qs.filter(state=filters["state"])
+    if "gpu_model" in filters:
+        qs = qs.filter(gpu_model=filters["gpu_model"])
+
+    def midnight(d: dt.date) -> dt.datetime:
+        return timezone.make_aware(dt.datetime.combine(d, dt.time.min))
+
+    if "start" in filters:
+        qs = qs.filter(created_at__gte=midnight(filters["start"]))
+    if "end" in filters:
+        qs = qs.filter(created_at__lt=midnight(filters["end"] + dt.timedelta(days=1)))
+    return keyset_page(qs, key, page, OPERATIONS_PER_PAGE, descending=True)

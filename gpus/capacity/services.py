@@ -114,6 +114,7 @@ def join_waitlist(
         count=count,
         one_server=one_server,
         expires_at=timezone.now() + dt.timedelta(days=days),
+        language=translation.get_language() or "",
     )
 
 
@@ -159,11 +160,13 @@ def fire_waitlist(now: dt.datetime | None = None) -> int:
                 "free": total,
                 "one": most,
             }
-            text = (
-                _("%(n)d x %(model)s are free on one server now (%(free)d free in all).")
-                if wish.one_server
-                else _("%(n)d x %(model)s are free now (%(free)d free in all).")
-            ) % values
+            # In the asker's language, not the syncing worker's default.
+            with translation.override(wish.language or settings.LANGUAGE_CODE):
+                text = (
+                    _("%(n)d x %(model)s are free on one server now (%(free)d free in all).")
+                    if wish.one_server
+                    else _("%(n)d x %(model)s are free now (%(free)d free in all).")
+                ) % values
             notify(
                 wish.user,
                 wish.tenant,

@@ -4,6 +4,7 @@ from gpus.capacity import views
 
 urlpatterns = [
     path("capacity/", views.capacity_page, name="capacity"),
+    path("capacity/operations/", views.fleet_operations, name="capacity_operations"),
     path("capacity/chart/", views.capacity_chart, name="capacity_chart"),
     path(
         "capacity/export/history.csv",

@@ -18,9 +18,10 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from gpus.capacity import exports, selectors, services
-from gpus.capacity.forms import ExportForm, QuotaForm, WaitlistForm
+from gpus.capacity.forms import ExportForm, OperationFilterForm, QuotaForm, WaitlistForm
 from gpus.tenancy.selectors import get_tenant_for_user
 from gpus.web.access import require_may_operate, require_platform_admin
+from gpus.web.paging import PageRequest
 
 
 def capacity_page(request: HttpRequest) -> HttpResponse:
@@ -44,6 +45,23 @@ def capacity_page(request: HttpRequest) -> HttpResponse:
         "export_form": ExportForm(),
     }
     return render(request, "capacity/capacity.html", context)
+
+
+def fleet_operations(request: HttpRequest) -> HttpResponse:
+    """Every tenant's operations, newest first, filtered and keyset-paged (admins only)."""
+    require_platform_admin(request.user)
+    form = OperationFilterForm(request.GET or None)
+    filters = form.filters()
+    page = selectors.fleet_operations(filters, PageRequest.from_query(request.GET))
+    # The pager's links keep the filters (and drop the previous cursor).
+    query = request.GET.copy()
+    for key in ("after", "before", "page"):
+        query.pop(key, None)
+    return render(
+        request,
+        "capacity/operations.html",
+        {"form": form, "page": page, "query": query.urlencode(), "filtered": bool(filters)},
+    )
 
 
 def capacity_chart(request: HttpRequest) -> JsonResponse:

@@ -177,3 +177,17 @@ def test_several_unread_notifications_are_dismissed_at_once(alice, acme, client)
     assert (
         'id="dismiss-all"' not in client.get(reverse("gpus:notifications_unread")).content.decode()
     )
+
+
+def test_the_waitlist_tells_in_the_language_it_was_asked_in(
+    alice, alice_client, acme, snapshot, django_capture_on_commit_callbacks
+):
+    l40s = GpuModel.objects.get(resource_name=L40S)
+    alice_client.post(
+        reverse("gpus:capacity_waitlist", args=[acme.namespace]),
+        {"gpu_model": l40s.pk, "count": "2", "one_server": "on", "days": "7"},
+        headers={"accept-language": "fr"},
+    )
+    assert WaitlistEntry.objects.get().language == "fr"
+    sync(snapshot, django_capture_on_commit_callbacks, 2, l40s_held=1)  # the sync speaks English
+    assert "sont libres sur un seul serveur" in Notification.objects.get().text
