@@ -42,6 +42,7 @@ from gpus.provisioning.capacity import (
     group_fit_for,
     quota_left,
     quota_message,
+    resize_plan,
 )
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.filters import AuditFilter
@@ -494,11 +495,21 @@ def _node_group_setup(
     return tenant, existing, form
 
 
+def _resize_request(form: NodeGroupForm, existing: Any) -> Any:
+    """The valid resize form as a request, with the group's roles other than ingress kept
+    (the form asks only about ingress-nginx)."""
+    ng = form.node_group_request()
+    other = [r for r in (existing.group_spec or {}).get("roles", []) if r not in ng.roles]
+    other = [r for r in other if r != "ingress-nginx"]
+    return dataclasses.replace(ng, roles=(*ng.roles, *other))
+
+
 def _node_group_checks(
-    form: NodeGroupForm, tenant: Tenant, cluster: Cluster | None
+    form: NodeGroupForm, tenant: Tenant, cluster: Cluster | None, existing: Any = None
 ) -> dict[str, Any]:
     """The VM form's checks for a group, from the database only: will its workers fit (per
-    worker on one server, all of them among the free GPUs), and the quota at its maximum."""
+    worker on one server, all of them among the free GPUs), and the quota at its maximum. A
+    resize that rolls the workers says so, and counts the new workers beside the old ones."""
     checks: dict[str, Any] = {"warnings": list(form.warnings)}
     data = getattr(form, "cleaned_data", {}) or {}
     model = GpuModel.objects.filter(resource_name=data.get("gpu_model", "")).first()
@@ -506,12 +517,25 @@ def _node_group_checks(
     name = data.get("new_cluster") or data.get("cluster_name") or ""
     if model is None or not per or low is None or cluster is None:
         return checks
-    fit = group_fit_for(model, cluster.pk, tenant, name, data.get("group", ""), low, per)
+    plan = None
+    if existing is not None and form.is_valid():
+        plan = resize_plan(existing, _resize_request(form, existing), cluster.node_group_disk_field)
+        checks["rolls"] = plan.rolls
+        if plan.rolls:
+            checks["roll_warning"] = plan.roll_warning()
+        elif not plan.keys:
+            checks["unchanged"] = True
+    surge = plan.surge_workers if plan is not None and plan.rolls else 0
+    group = data.get("group", "")
+    fit = group_fit_for(model, cluster.pk, tenant, name, group, low, per, surge_workers=surge)
     checks["group_fit"] = fit
-    left = quota_left(tenant, model, (cluster.pk, name, data.get("group", "")))
+    left = quota_left(tenant, model, (cluster.pk, name, group))
     if left is not None and high:
         checks["quota"] = quota_message(model, left)
-        checks["quota_ok"] = per * max(high, fit.workers) <= left
+        counted = per * max(high, fit.workers)
+        if plan is not None and plan.rolls:
+            counted = max(counted, plan.gpu_count)
+        checks["quota_ok"] = counted <= left
     return checks
 
 
@@ -527,10 +551,11 @@ def node_group_edit(
         if warning := no_monitoring_warning(ng):
             form.warnings.append(warning)
         if existing is not None:
-            # The form asks only about ingress-nginx: a resize keeps the group's other roles.
-            other = [r for r in (existing.group_spec or {}).get("roles", []) if r not in ng.roles]
-            other = [r for r in other if r != "ingress-nginx"]
-            ng = dataclasses.replace(ng, roles=(*ng.roles, *other))
+            ng = _resize_request(form, existing)
+            plan = resize_plan(existing, ng, cluster.node_group_disk_field)
+            keys: list[str] | None = list(plan.keys)
+        else:
+            keys = None
         if request.POST.get("confirm"):
             try:
                 op = submit_node_group(
@@ -542,7 +567,7 @@ def node_group_edit(
             else:
                 return _recorded(request, op)
         preview = yaml.safe_dump_all(
-            node_group_manifests(ng, namespace, cluster.node_group_disk_field),
+            node_group_manifests(ng, namespace, cluster.node_group_disk_field, keys=keys),
             sort_keys=False,
         )
     return render(
@@ -553,7 +578,7 @@ def node_group_edit(
             "form": form,
             "existing": existing,
             "preview": preview,
-            "checks": _node_group_checks(form, tenant, cluster) if form.is_bound else {},
+            "checks": _node_group_checks(form, tenant, cluster, existing) if form.is_bound else {},
             "busy": busy,
         },
     )
@@ -565,7 +590,7 @@ def node_group_check(
 ) -> HttpResponse:
     """htmx, as the user types: field errors next to each field, fit and quota. Nothing is
     recorded or sent."""
-    tenant, _existing, form = _node_group_setup(request, namespace, name, group)
+    tenant, existing, form = _node_group_setup(request, namespace, name, group)
     form.is_valid()
     errors = {
         field: [e for e in form.errors.get(field, []) if request.POST.get(field)]
@@ -577,7 +602,7 @@ def node_group_check(
         {
             "form": form,
             "field_errors": errors,
-            "checks": _node_group_checks(form, tenant, default_cluster()),
+            "checks": _node_group_checks(form, tenant, default_cluster(), existing),
         },
     )
 
