@@ -3,7 +3,8 @@ one set of sentences."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db.models import F, Q, QuerySet, Sum
@@ -24,6 +25,7 @@ from gpus.kube.apps import (
 )
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
+from gpus.provisioning.selectors import last_node_group_params
 from gpus.tenancy.models import Tenant
 
 # --- capacity and quota ----------------------------------------------------------------
@@ -268,6 +270,49 @@ def live_group(workload: GpuWorkload, disk_field: str) -> dict[str, Any]:
         gpus = [name] * workload.gpus_per_instance if name else []
     live["gpus"] = [{"name": g} for g in gpus]
     return live
+
+
+def gib(quantity: str) -> int | None:
+    """ "100Gi" -> 100, "1Ti" -> 1024; None for what the form cannot say in GiB."""
+    match = re.fullmatch(r"(\d+)(Gi|Ti)", quantity or "")
+    if not match:
+        return None
+    return int(match.group(1)) * (1024 if match.group(2) == "Ti" else 1)
+
+
+def resize_initial(tenant: Tenant, existing: GpuWorkload) -> dict[str, Any]:
+    """The group as it is: the snapshot's spec (its real maximum, minimum, instance type, disk
+    and roles), else the last change the portal made to it, so a resize changes only what the
+    person edits."""
+    asked = last_node_group_params(tenant, existing.name, existing.node_group)
+    spec = existing.group_spec or {}
+    high = max(spec.get("max_replicas", existing.max_instances), 1)
+    low = spec.get("min_replicas", asked.get("min_replicas", existing.instances))
+    initial = {
+        "cluster_name": existing.name,
+        "group": existing.node_group,
+        "min_replicas": min(low, high),
+        "max_replicas": high,
+        "gpu_model": existing.gpu_model.resource_name if existing.gpu_model else "",
+        "gpus_per_node": existing.gpus_per_instance or 1,
+    }
+    instance_type = spec.get("instance_type") or asked.get("instance_type")
+    if instance_type:
+        initial["instance_type"] = instance_type
+    disk = gib(spec.get("disk", "")) or asked.get("disk_size_gi")
+    if disk:
+        initial["disk_size_gi"] = disk
+    roles = spec["roles"] if "roles" in spec else asked.get("roles")
+    if roles is not None:
+        initial["ingress"] = "ingress-nginx" in roles
+    return initial
+
+
+def with_other_roles(request: NodeGroupRequest, existing: GpuWorkload) -> NodeGroupRequest:
+    """A resize asks only about ingress-nginx: the group's other roles are kept."""
+    other = [r for r in (existing.group_spec or {}).get("roles", []) if r not in request.roles]
+    other = [r for r in other if r != "ingress-nginx"]
+    return replace(request, roles=(*request.roles, *other))
 
 
 def live_node_group(cluster: Any, tenant: Tenant, request: NodeGroupRequest) -> GpuWorkload | None:

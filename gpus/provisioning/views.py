@@ -3,8 +3,6 @@ audit log. Thin: selectors read, services write."""
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from typing import Any
 
 import yaml
@@ -42,7 +40,9 @@ from gpus.provisioning.capacity import (
     group_fit_for,
     quota_left,
     quota_message,
+    resize_initial,
     resize_plan,
+    with_other_roles,
 )
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.filters import AuditFilter
@@ -53,7 +53,6 @@ from gpus.provisioning.selectors import (
     active_operation,
     audit_events,
     get_operation_for_user,
-    last_node_group_params,
     operations_in_flight,
     target_operations,
     tenant_operations,
@@ -447,42 +446,6 @@ def _node_group_form(
     )
 
 
-def _gib(quantity: str) -> int | None:
-    """ "100Gi" -> 100, "1Ti" -> 1024; None for what the form cannot say in GiB."""
-    match = re.fullmatch(r"(\d+)(Gi|Ti)", quantity or "")
-    if not match:
-        return None
-    return int(match.group(1)) * (1024 if match.group(2) == "Ti" else 1)
-
-
-def _resize_initial(tenant: Tenant, existing: Any) -> dict[str, Any]:
-    """The group as it is: the snapshot's spec (its real maximum, minimum, instance type, disk
-    and roles), else the last change the portal made to it, so a resize changes only what the
-    person edits."""
-    asked = last_node_group_params(tenant, existing.name, existing.node_group)
-    spec = existing.group_spec or {}
-    high = max(existing.max_instances, 1)
-    low = spec.get("min_replicas", asked.get("min_replicas", existing.instances))
-    initial = {
-        "cluster_name": existing.name,
-        "group": existing.node_group,
-        "min_replicas": min(low, high),
-        "max_replicas": high,
-        "gpu_model": existing.gpu_model.resource_name if existing.gpu_model else "",
-        "gpus_per_node": existing.gpus_per_instance or 1,
-    }
-    instance_type = spec.get("instance_type") or asked.get("instance_type")
-    if instance_type:
-        initial["instance_type"] = instance_type
-    disk = _gib(spec.get("disk", "")) or asked.get("disk_size_gi")
-    if disk:
-        initial["disk_size_gi"] = disk
-    roles = spec["roles"] if "roles" in spec else asked.get("roles")
-    if roles is not None:
-        initial["ingress"] = "ingress-nginx" in roles
-    return initial
-
-
 def _node_group_setup(
     request: HttpRequest, namespace: str, name: str | None, group: str | None
 ) -> tuple[Tenant, Any, NodeGroupForm]:
@@ -490,18 +453,9 @@ def _node_group_setup(
     tenant = get_tenant_for_user(request.user, namespace)
     require_may_operate(request.user, tenant)
     existing = get_node_group_for_user(request.user, namespace, name, group) if group else None
-    initial = _resize_initial(tenant, existing) if existing is not None else None
+    initial = resize_initial(tenant, existing) if existing is not None else None
     form = _node_group_form(tenant, request.POST or None, initial, resize=existing is not None)
     return tenant, existing, form
-
-
-def _resize_request(form: NodeGroupForm, existing: Any) -> Any:
-    """The valid resize form as a request, with the group's roles other than ingress kept
-    (the form asks only about ingress-nginx)."""
-    ng = form.node_group_request()
-    other = [r for r in (existing.group_spec or {}).get("roles", []) if r not in ng.roles]
-    other = [r for r in other if r != "ingress-nginx"]
-    return dataclasses.replace(ng, roles=(*ng.roles, *other))
 
 
 def _node_group_checks(
@@ -519,7 +473,11 @@ def _node_group_checks(
         return checks
     plan = None
     if existing is not None and form.is_valid():
-        plan = resize_plan(existing, _resize_request(form, existing), cluster.node_group_disk_field)
+        plan = resize_plan(
+            existing,
+            with_other_roles(form.node_group_request(), existing),
+            cluster.node_group_disk_field,
+        )
         checks["rolls"] = plan.rolls
         if plan.rolls:
             checks["roll_warning"] = plan.roll_warning()
@@ -551,7 +509,7 @@ def node_group_edit(
         if warning := no_monitoring_warning(ng):
             form.warnings.append(warning)
         if existing is not None:
-            ng = _resize_request(form, existing)
+            ng = with_other_roles(form.node_group_request(), existing)
             plan = resize_plan(existing, ng, cluster.node_group_disk_field)
             keys: list[str] | None = list(plan.keys)
         else:
