@@ -1155,7 +1155,17 @@ class Reconciler:
         spec: dict[str, Any] = {
             "runStrategy": strategy,
             "template": {
-                "metadata": {"labels": {"kubevirt.io/domain": unit["name"]}},
+                "metadata": {
+                    "labels": {
+                        "kubevirt.io/domain": unit["name"],
+                        # A worker's MachineDeployment is named here, not on the VM (CAPK).
+                        **{
+                            k: v
+                            for k, v in (unit.get("labels") or {}).items()
+                            if k.startswith("cluster.x-k8s.io")
+                        },
+                    }
+                },
                 "spec": {"domain": {"devices": {"gpus": gpus}}},
             },
         }
@@ -1187,7 +1197,14 @@ class Reconciler:
                 "uid": unit["uid"],
                 "generation": 1,
                 "creationTimestamp": now_rfc3339(unit["created"]),
-                "labels": dict(unit.get("labels") or {}),
+                # CAPK (pkg/kubevirt/utils.go): a worker VM carries its cluster, role and
+                # name, but not its MachineDeployment (that is in the template's labels).
+                "labels": {
+                    k: v
+                    for k, v in (unit.get("labels") or {}).items()
+                    if k != "cluster.x-k8s.io/deployment-name"
+                }
+                | ({"cluster.x-k8s.io/role": "worker"} if unit.get("cluster") else {}),
                 "annotations": {"kubevirt.io/latest-observed-api-version": "v1"},
             }
         )

@@ -458,6 +458,16 @@ def _disk_name(op: Operation) -> str | None:
     return disk["metadata"]["name"] if disk else None
 
 
+def _worker_unschedulable(op: Operation, observed: dict[str, Any]) -> str:
+    """A node group's worker VM the scheduler cannot place, in the person's words."""
+    model = op.gpu_model.display_name if op.gpu_model else _("GPU")
+    return _("No %(model)s free for worker %(n)d of %(of)d.") % {
+        "model": model,
+        "n": int(observed.get("unschedulable_worker") or 1),
+        "of": int(observed.get("workers") or 1),
+    }
+
+
 def advance(op: Operation, view: NamespaceView, now: Any) -> None:
     """Move one polled operation forward from one observation."""
     plural = mf.PLURALS.get(op.app_kind, "")
@@ -502,8 +512,11 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
         changes["disk_ready_at"] = now
     if progress.scheduled and not op.scheduled_at:
         changes["scheduled_at"] = now
-    if progress.unschedulable:
+    if progress.unschedulable and op.node_group:
+        message = _worker_unschedulable(op, progress.observed)
+    elif progress.unschedulable:
         message = scheduling_event(view, mf.release_name(op.app_kind, op.name)) or progress.message
+    if progress.unschedulable:
         changes.update(reason=progress.reason, message=message)
         since = op.unschedulable_since or now
         changes["unschedulable_since"] = since

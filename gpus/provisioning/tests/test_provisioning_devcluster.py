@@ -3,6 +3,7 @@ the same functions): apply is idempotent, polling is batched, failures are named
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -421,3 +422,25 @@ def test_create_a_cluster_with_a_gpu_node_group(cluster, alice, acme):
     op = drive(op, {OperationState.SUCCEEDED, OperationState.FAILED}, seconds=90)
     assert op.state == OperationState.SUCCEEDED, (op.reason, op.message)
     assert op.observed["available"] >= 1
+
+
+def test_a_worker_vm_that_cannot_be_placed_is_named_within_the_grace(
+    cluster, dc, alice, acme, settings, monkeypatch
+):
+    """Issue 16 item 5: the poller lists the group's worker VMs (by their Cluster API labels)
+    and a worker in ErrorUnschedulable fails the operation after the VM grace with "No <model>
+    free for worker i of n", not at the 30-minute timeout."""
+    import types
+
+    settings.OPERATION_UNSCHEDULABLE_GRACE_SECONDS = 0
+    # The snapshot's fit check would refuse 8 A100 per worker: let it through, the cluster
+    # is the one that cannot place it.
+    fits = types.SimpleNamespace(worker_fits=True, total_fits=True)
+    monkeypatch.setattr(services, "group_fit_for", lambda *a, **k: fits)
+    request = apps.NodeGroupRequest("ml", "wide", 1, 2, "u1.8xlarge", 100, A100, 8)
+    op = services.submit_node_group(alice, acme, cluster, request, resize=False)
+    op = drive(op, {OperationState.FAILED, OperationState.SUCCEEDED}, seconds=60)
+    assert op.state == OperationState.FAILED, (op.reason, op.message)
+    assert op.reason == "ErrorUnschedulable"
+    # The first worker the poll saw (1 or both of the 2 the chart starts with, by then).
+    assert re.fullmatch(r"No NVIDIA A100 free for worker 1 of [12]\.", op.message), op.message
