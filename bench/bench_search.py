@@ -1,4 +1,5 @@
-"""Node name search over HTTP through gunicorn (issue 17 items 2 and 7), on PostgreSQL.
+"""Node name search over HTTP through gunicorn (issue 17 items 2 and 7): PostgreSQL with
+DATABASE_URL (its trigram index), else SQLite (figures with a ``.sqlite`` suffix; it scans).
 
 For each fleet size, the node table holds that many GPUs' servers (8 GPUs each, named like
 devcluster's scale fleet: gpu-a100-00001..., then gpu-h100-..., then gpu-l40s-..., 30/20/50 %),
@@ -13,6 +14,8 @@ Sizes here stop at 100,000 GPUs (12,500 servers): the shared 2-core machine of t
 is not for a 1,000,000-GPU run; ``--sizes`` takes more where there is room.
 
     DATABASE_URL=postgres://... .venv/bin/python bench/bench_search.py [--sizes 1000,100000]
+
+With SQLite, gunicorn's two workers read the database file the bench writes (VAR_DIR).
 
 Writes bench/results/search.md and the inventory.nodes_search_* figures of bench/results.json.
 """
@@ -83,7 +86,10 @@ def load_fleet(gpus: int) -> list[str]:
         batch_size=5000,
     )  # fmt: skip
     with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE inventory_node")
+        if connection.vendor == "postgresql":
+            cursor.execute("VACUUM ANALYZE inventory_node")
+        else:
+            cursor.execute("ANALYZE inventory_node")
     return names
 
 
@@ -174,8 +180,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=REQUESTS)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        sys.exit("bench_search.py measures PostgreSQL's plans: set DATABASE_URL=postgres://...")
+    postgres = os.environ.get("DATABASE_URL", "").startswith("postgres")
+    suffix = "" if postgres else ".sqlite"  # as bench_inventory.py names SQLite's figures
     results: dict[int, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         var_dir = Path(tmp)
@@ -202,7 +208,7 @@ def main() -> None:
     base = results[min(sizes)]
     for gpus, pages in results.items():
         for label, r in pages.items():
-            name = f"inventory.nodes_search_{label}.http_p95_ms@{gpus}"
+            name = f"inventory.nodes_search_{label}{suffix}.http_p95_ms@{gpus}"
             figures.append(
                 figure(name, round(r["p95"], 1), "ms", f"<= {P95_TARGET_MS:g}",
                        r["p95"] <= P95_TARGET_MS, p50=round(r["p50"], 1), term=r["term"],
@@ -212,7 +218,7 @@ def main() -> None:
             if gpus != min(sizes):
                 ratio = r["p95"] / base[label]["p95"]
                 figures.append(
-                    figure(f"inventory.nodes_search_{label}.http_p95_ratio@{gpus}",
+                    figure(f"inventory.nodes_search_{label}{suffix}.http_p95_ratio@{gpus}",
                            round(ratio, 2), "x",
                            f"<= {RATIO_TARGET:g} (p95 at {gpus:,} / p95 at {min(sizes):,} GPUs)",
                            ratio <= RATIO_TARGET, load_average=r["load"],
@@ -223,7 +229,8 @@ def main() -> None:
     lines = [
         "# Node name search over HTTP",
         "",
-        f"gunicorn (2 workers, production settings) on PostgreSQL; {args.requests} requests per "
+        f"gunicorn (2 workers, production settings) on {'PostgreSQL' if postgres else 'SQLite'}; "
+        f"{args.requests} requests per "
         f"term after {WARMUP} untimed, terms interleaved; sizes {', '.join(f'{s:,}' for s in sizes)}"
         " GPUs (no 1,000,000-GPU run on this shared 2-core machine).",
         "",
@@ -235,7 +242,7 @@ def main() -> None:
             for f in figures
         ],
     ]
-    (RESULTS_DIR / "search.md").write_text("\n".join(lines) + "\n")
+    (RESULTS_DIR / f"search{'' if postgres else '-sqlite'}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

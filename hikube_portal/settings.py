@@ -43,6 +43,9 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_filters",
     "axes",
+    # The API's docs page (/api/v1/docs) from the portal's own static files, not a CDN: the
+    # Content-Security-Policy allows scripts from 'self' only.
+    "ninja",
     # Each app's migrations stay linear: parallel branches conflict in max_migration.txt.
     "django_linear_migrations",
     "gpus.web",
@@ -173,6 +176,9 @@ LOGIN_REDIRECT_URL_FAILURE = "login"
 LOCAL_LOGIN = env_bool("LOCAL_LOGIN", True)
 if not LOCAL_LOGIN:
     AUTHENTICATION_BACKENDS = []
+    # No passwords here, so nothing for django-axes to throttle: its "backend missing" check
+    # does not apply (a production overlay sets LOCAL_LOGIN=false).
+    SILENCED_SYSTEM_CHECKS = ["axes.W003"]
 if OIDC_ENABLED:
     AUTHENTICATION_BACKENDS.append("gpus.accounts.oidc.PortalOidcBackend")
     # Re-asks the provider (prompt=none) once the ID token is older than the refresh period:

@@ -45,6 +45,8 @@ def sign_out(request: HttpRequest) -> HttpResponse:
     """Ends the portal's session, then the provider's (RP-initiated logout) when signed in there."""
     id_token = request.session.get("oidc_id_token")
     logout(request)
+    # Kept in the new, anonymous session: the login page says it when the person is back.
+    messages.success(request, _("You are signed out."))
     back = request.build_absolute_uri(resolve_url(settings.LOGOUT_REDIRECT_URL))
     if settings.OIDC_ENABLED and id_token:
         endpoint = oidc_setting("OIDC_OP_LOGOUT_ENDPOINT", "")

@@ -33,6 +33,7 @@ from gpus.capacity.forms import ExportForm
 from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.selectors import (
     default_cluster,
+    get_kubernetes_cluster_for_user,
     get_node_group_for_user,
     get_vm_for_user,
     served_gpu_models,
@@ -48,7 +49,9 @@ from gpus.provisioning.selectors import get_operation_for_user
 from gpus.provisioning.services import (
     OperationRefused,
     queue_down_message,
+    submit_cluster_delete,
     submit_node_group,
+    submit_node_group_delete,
     submit_vm,
     submit_vm_action,
 )
@@ -307,6 +310,38 @@ def put_node_group(request: HttpRequest, namespace: str, payload: NodeGroupIn) -
         ng = with_other_roles(ng, existing)
     try:
         op = submit_node_group(request.user, tenant, cluster, ng, resize=existing is not None)
+    except OperationRefused as exc:
+        raise _refusal(exc) from None
+    return Status(202, _operation(op))
+
+
+@api.delete(
+    "/tenants/{namespace}/node-groups/{cluster}/{group}",
+    response={202: OperationOut, 404: Problem, 422: Problem},
+    tags=["node groups"],
+)
+def delete_node_group(request: HttpRequest, namespace: str, cluster: str, group: str) -> Status:
+    """Remove one node group from a tenant Kubernetes cluster; the other groups stay."""
+    target = get_node_group_for_user(request.user, namespace, cluster, group)
+    require_may_operate(request.user, target.tenant)
+    try:
+        op = submit_node_group_delete(request.user, target)
+    except OperationRefused as exc:
+        raise _refusal(exc) from None
+    return Status(202, _operation(op))
+
+
+@api.delete(
+    "/tenants/{namespace}/kubernetes/{cluster}",
+    response={202: OperationOut, 404: Problem, 422: Problem},
+    tags=["node groups"],
+)
+def delete_kubernetes(request: HttpRequest, namespace: str, cluster: str) -> Status:
+    """Delete a whole tenant Kubernetes cluster, every node group with it."""
+    groups = get_kubernetes_cluster_for_user(request.user, namespace, cluster)
+    require_may_operate(request.user, groups[0].tenant)
+    try:
+        op = submit_cluster_delete(request.user, groups)
     except OperationRefused as exc:
         raise _refusal(exc) from None
     return Status(202, _operation(op))

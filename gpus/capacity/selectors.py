@@ -26,7 +26,7 @@ from gpus.capacity.models import (
 )
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import WorkloadKind
-from gpus.inventory.models import GpuWorkload, ModelInventory, NodeGpu, TenantAllocation
+from gpus.inventory.models import Cluster, GpuWorkload, ModelInventory, NodeGpu, TenantAllocation
 from gpus.provisioning.capacity import gpus_counted
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
@@ -362,14 +362,30 @@ def notifications_of(user: User) -> list[Notification]:
     return list(Notification.objects.filter(user=user).select_related("tenant")[:50])
 
 
-def get_tenant_usage_rows(start: dt.datetime, end: dt.datetime) -> QuerySet:
-    """GPU-hours per tenant, cluster and model over [start, end) from the daily rollups."""
-    return (
+def get_tenant_usage_rows(start: dt.datetime, end: dt.datetime) -> list[dict]:
+    """GPU-hours per tenant, cluster and model over [start, end) from the daily rollups,
+    summed by ids (an integer GROUP BY) and named after: 4 queries."""
+    rows = list(
         TenantUsage.objects.filter(bucket=Bucket.DAY, ts__gte=start, ts__lt=end)
-        .values("tenant__namespace", "cluster__name", "gpu_model__resource_name")
+        .values("tenant_id", "cluster_id", "gpu_model_id")
         .annotate(gpu_hours=Sum("gpu_hours"), gpus_max=Max("gpus_max"))
         .order_by("tenant_id", "cluster_id", "gpu_model_id")
     )
+    tenants = dict(
+        Tenant.objects.filter(pk__in={r["tenant_id"] for r in rows}).values_list("pk", "namespace")
+    )
+    clusters = dict(Cluster.objects.values_list("pk", "name"))
+    models = dict(GpuModel.objects.values_list("pk", "resource_name"))
+    return [
+        {
+            "tenant": tenants.get(r["tenant_id"], ""),
+            "cluster": clusters.get(r["cluster_id"], ""),
+            "gpu_model": models.get(r["gpu_model_id"], ""),
+            "gpu_hours": r["gpu_hours"],
+            "gpus_max": r["gpus_max"],
+        }
+        for r in rows
+    ]
 
 
 def history_rows(start: dt.datetime, end: dt.datetime, bucket: str) -> QuerySet:

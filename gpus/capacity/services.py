@@ -11,7 +11,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Max, Sum
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from gpus.capacity.models import Notification, NotificationKind, WaitlistEntry
@@ -84,18 +84,19 @@ def notify_operation_end(operation_id: int) -> None:
     op = Operation.objects.select_related("tenant", "actor").filter(pk=operation_id).first()
     if op is None or op.actor is None:
         return
-    target = f"{op.name}/{op.node_group}" if op.node_group else op.name
-    values = {"kind": op.get_kind_display(), "target": target}
-    if op.state == OperationState.SUCCEEDED:
-        kind, text = NotificationKind.OPERATION_DONE, _("%(kind)s %(target)s: done.") % values
-    elif op.state == OperationState.FAILED:
-        kind = NotificationKind.OPERATION_FAILED
-        text = _("%(kind)s %(target)s failed: %(why)s") % {
-            **values,
-            "why": (op.message or op.reason or _("see the operation"))[:300],
-        }
-    else:
+    if op.state not in (OperationState.SUCCEEDED, OperationState.FAILED):
         return
+    target = f"{op.name}/{op.node_group}" if op.node_group else op.name
+    with translation.override(op.language):  # the asker's, not the worker's default
+        values = {"kind": op.get_kind_display(), "target": target}
+        if op.state == OperationState.SUCCEEDED:
+            kind, text = NotificationKind.OPERATION_DONE, _("%(kind)s %(target)s: done.") % values
+        else:
+            kind = NotificationKind.OPERATION_FAILED
+            text = _("%(kind)s %(target)s failed: %(why)s") % {
+                **values,
+                "why": (op.message or op.reason or _("see the operation"))[:300],
+            }
     link = reverse("gpus:operation", args=[op.tenant.namespace, op.pk])
     notify(op.actor, op.tenant, kind, text, link)
 

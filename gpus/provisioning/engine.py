@@ -28,6 +28,7 @@ from gpus.kube.gateway import ClusterGateway
 from gpus.kube.operations import (
     Identity,
     NamespaceView,
+    Progress,
     Target,
     app_ready,
     apply_manifest,
@@ -181,7 +182,7 @@ def succeed(op: Operation, reason: str = "", message: str = "") -> None:
         set(ACTIVE_OPERATION_STATES),
         state=OperationState.SUCCEEDED,
         finished_at=now,
-        running_at=op.running_at or (now if _want_running(op) and op.kind != "delete" else None),
+        running_at=op.running_at or (now if _want_running(op) and not _is_delete(op) else None),
         reason=reason,
         message=message,
         lease_until=None,
@@ -242,6 +243,11 @@ def _record_baseline(op: Operation, gateway: ClusterGateway) -> None:
 NODE_GROUP = "NodeGroup"  # a worker group inside a Kubernetes app, in a baseline's lists
 
 
+def _is_delete(op: Operation) -> bool:
+    """A delete, or a retry of one (it deletes again, never applies the old manifests)."""
+    return (op.params.get("retry_kind") or op.kind) == OperationKind.DELETE
+
+
 def _is_create(op: Operation) -> bool:
     return (op.params.get("retry_kind") or op.kind) in (OperationKind.CREATE, OperationKind.RETRY)
 
@@ -294,8 +300,9 @@ def apply(op: Operation) -> None:
     gateway = gateway_for(op.cluster)
     who = identity_for(op)
     wrote = must_exist = False
+    deferred: dict[str, Any] | None = None
     try:
-        if op.kind == OperationKind.DELETE and not op.node_group:
+        if _is_delete(op) and not op.node_group:
             # Delete the VM first, then its disks: 404 means already gone. (A node group's
             # delete is a merge patch of its cluster, below: the cluster stays.)
             for doc in reversed(op.manifests):
@@ -350,9 +357,7 @@ def apply(op: Operation) -> None:
             "lease_until": None,
             "error": "",
         }
-        if op.kind != OperationKind.DELETE and bool(deferred) != bool(
-            op.params.get("awaiting_disk")
-        ):
+        if not _is_delete(op) and bool(deferred) != bool(op.params.get("awaiting_disk")):
             changes["params"] = {**op.params, "awaiting_disk": bool(deferred)}
         unchanged = not wrote and _is_power_action(op)
         if unchanged:
@@ -468,17 +473,10 @@ def _worker_unschedulable(op: Operation, observed: dict[str, Any]) -> str:
     }
 
 
-def advance(op: Operation, view: NamespaceView, now: Any) -> None:
-    """Move one polled operation forward from one observation."""
-    plural = mf.PLURALS.get(op.app_kind, "")
-    if op.kind == OperationKind.DELETE and not op.node_group:
-        if (plural, op.name) not in view.apps:
-            succeed(op)
-        else:
-            _check_ceiling(op, now)
-        return
+def _progress(op: Operation, view: NamespaceView) -> Progress:
+    """What one observation says about a (non-delete) operation's target."""
     if op.node_group:
-        progress = node_group_progress(
+        return node_group_progress(
             op.name,
             op.node_group,
             view,
@@ -486,37 +484,86 @@ def advance(op: Operation, view: NamespaceView, now: Any) -> None:
             op.baseline.get("before", {}),
             removing=(op.params.get("retry_kind") or op.kind) == OperationKind.DELETE,
         )
-    elif op.params.get("awaiting_disk"):
-        _advance_awaiting_disk(op, view, now)
-        return
-    else:
-        progress = vm_progress(
-            op.app_kind,
-            op.name,
-            view,
-            _disk_name(op),
-            op.baseline.get("before", {}),
-            _want_running(op),
-            # A restart is done once the change it waited for is applied, not merely Running.
-            restart_applied=op.kind == OperationKind.RESTART,
-        )
-    changes: dict[str, Any] = (
+    return vm_progress(
+        op.app_kind,
+        op.name,
+        view,
+        _disk_name(op),
+        op.baseline.get("before", {}),
+        _want_running(op),
+        # A restart is done once the change it waited for is applied, not merely Running.
+        restart_applied=op.kind == OperationKind.RESTART,
+    )
+
+
+def _facts(op: Operation, progress: Progress, now: Any) -> dict[str, Any]:
+    """What the observation adds to the record without moving its state: what was seen, and
+    when the disk was first ready and the VM first scheduled."""
+    facts: dict[str, Any] = (
         {"observed": progress.observed} if progress.observed != op.observed else {}
     )
+    if progress.disk_ready and not op.disk_ready_at:
+        facts["disk_ready_at"] = now
+    if progress.scheduled and not op.scheduled_at:
+        facts["scheduled_at"] = now
+    return facts
+
+
+FACT_FIELDS = ["observed", "disk_ready_at", "scheduled_at", "updated_at"]
+
+
+def _record_facts(ops: list[Operation], views: dict[str, NamespaceView], now: Any) -> dict:
+    """Every operation's facts in one UPDATE (a batch of a sweep changes many at once: 1,000
+    new operations' first sight), still only while each is polled. Returns their progress."""
+    progresses: dict[int, Progress] = {}
+    changed = []
+    for op in ops:
+        if (_is_delete(op) and not op.node_group) or (
+            not op.node_group and op.params.get("awaiting_disk")
+        ):
+            continue  # a VM delete reads only the app; a VM held for its disk, only the disk
+        progress = progresses[op.pk] = _progress(op, views.get(op.namespace, NamespaceView()))
+        facts = {} if progress.failed else _facts(op, progress, now)
+        if facts:
+            for key, value in {**facts, "updated_at": now}.items():
+                setattr(op, key, value)
+            changed.append(op)
+    if changed:
+        Operation.objects.filter(state__in=POLLED_OPERATION_STATES).bulk_update(
+            changed, FACT_FIELDS
+        )
+    return progresses
+
+
+def advance(op: Operation, view: NamespaceView, now: Any, progress: Progress | None = None) -> None:
+    """Move one polled operation forward from one observation. With ``progress``, its facts
+    are already recorded (``_record_facts``)."""
+    plural = mf.PLURALS.get(op.app_kind, "")
+    if _is_delete(op) and not op.node_group:
+        if (plural, op.name) not in view.apps:
+            succeed(op)
+        else:
+            _check_ceiling(op, now)
+        return
+    if not op.node_group and op.params.get("awaiting_disk"):
+        _advance_awaiting_disk(op, view, now)
+        return
+    changes: dict[str, Any] = {}
+    if progress is None:
+        progress = _progress(op, view)
+        changes = {} if progress.failed else _facts(op, progress, now)
     if progress.failed:
         fail(op, progress.reason, progress.message, progress.causes)
         return
     if _helm_retrying(op, progress, now, changes):
         return
-    if progress.disk_ready and not op.disk_ready_at:
-        changes["disk_ready_at"] = now
-    if progress.scheduled and not op.scheduled_at:
-        changes["scheduled_at"] = now
-    if progress.unschedulable and op.node_group:
-        message = _worker_unschedulable(op, progress.observed)
-    elif progress.unschedulable:
-        message = scheduling_event(view, mf.release_name(op.app_kind, op.name)) or progress.message
     if progress.unschedulable:
+        if op.node_group:
+            message = _worker_unschedulable(op, progress.observed)
+        else:
+            message = (
+                scheduling_event(view, mf.release_name(op.app_kind, op.name)) or progress.message
+            )
         changes.update(reason=progress.reason, message=message)
         since = op.unschedulable_since or now
         changes["unschedulable_since"] = since
@@ -665,12 +712,15 @@ def poll_cluster(cluster_id: int) -> int:
     finally:
         gateway.close()
     now = timezone.now()
-    # One commit per batch, not one per changed operation: a sweep of 1,000 operations would
-    # otherwise wait for 1,000 WAL flushes.
+    # One commit and one UPDATE of what was seen per batch, not one per changed operation: a
+    # sweep of 1,000 new operations would otherwise wait for 1,000 writes and WAL flushes.
     for start in range(0, len(ops), ADVANCE_BATCH):
+        batch = ops[start : start + ADVANCE_BATCH]
         with transaction.atomic():
-            for op in ops[start : start + ADVANCE_BATCH]:
-                advance(op, views.get(op.namespace, NamespaceView()), now)
+            progresses = _record_facts(batch, views, now)
+            for op in batch:
+                view = views.get(op.namespace, NamespaceView())
+                advance(op, view, now, progresses.get(op.pk))
     return len(ops)
 
 

@@ -188,7 +188,10 @@ class GpuVmForm(forms.Form):
         required=False,
         max_length=MAX_CLOUD_INIT,
         widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
-        help_text=_("A #cloud-config document. Leave empty to use only the driver snippet."),
+        help_text=_(
+            "A #cloud-config document of at most %(n)s characters (a longer paste is cut by the "
+            "browser). Leave empty to use only the driver snippet."
+        ),
     )
     run_strategy = BoundedChoiceField(
         label=_("Run strategy"), choices=RunStrategy.choices, initial=RunStrategy.ALWAYS
@@ -219,6 +222,10 @@ class GpuVmForm(forms.Form):
         self.fields["name"].help_text = _(
             "Lowercase letters, digits and “-”, starting with a letter; at most %(n)d characters."
         ) % {"n": self.max_name}
+        # The browser cuts a longer paste at the textarea's maxlength without a word: say it.
+        self.fields["cloud_init"].help_text = self.fields["cloud_init"].help_text % {
+            "n": f"{MAX_CLOUD_INIT:,}".replace(",", "\u202f")
+        }
         self.warnings: list[str] = []
 
     def clean_name(self) -> str:

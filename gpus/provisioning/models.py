@@ -104,6 +104,12 @@ class Operation(models.Model):
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_OPERATION_STATES
 
+    @property
+    def language(self) -> str:
+        """The language of the request that asked for it: what the worker writes about it
+        later (its end's notification) is in the asker's words, not the worker's default."""
+        return str(self.params.get("language") or settings.LANGUAGE_CODE)
+
 
 class AuditEvent(models.Model):
     """Append-only: who asked for what, when, and what became of it."""

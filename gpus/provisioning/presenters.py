@@ -91,7 +91,8 @@ def describe(op: Operation, now: Any = None) -> OperationView:
     if (
         (creates and not halted_create)
         or op.kind in (OperationKind.START, OperationKind.RESTART)
-        or op.node_group
+        # A node group being deleted has no server to find nor workers to run.
+        or (op.node_group and op.kind != OperationKind.DELETE)
     ):
         points.append((OperationStep.SCHEDULED, op.scheduled_at))
         points.append((OperationStep.RUNNING, op.running_at))

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
 from gpus.accounts.selectors import cluster_groups, cluster_user
@@ -224,7 +225,7 @@ def _record(
                     gpu_model=gpu_model,
                     gpu_count=gpu_count,
                     queue_until_capacity=queue_until_capacity,
-                    params=params or {},
+                    params={**(params or {}), "language": get_language() or ""},
                     manifests=docs,
                 )
         except IntegrityError:
@@ -645,6 +646,19 @@ def submit_node_group_delete(user: Any, workload: GpuWorkload) -> Operation:
                 "md0 is the chart's default group: the platform puts it back at once if it is "
                 "removed. Resize it to 0 minimum workers instead."
             )
+        )
+    # The whole cluster's delete is another target for the one-active constraint: not both.
+    if Operation.objects.filter(
+        cluster=workload.cluster,
+        namespace=tenant.namespace,
+        app_kind=mf.KUBERNETES,
+        name=name,
+        node_group="",
+        state__in=ACTIVE_OPERATION_STATES,
+    ).exists():
+        raise OperationRefused(
+            _("Another change to %(name)s is still in progress; wait for it to finish.")
+            % {"name": name}
         )
     doc = {
         "apiVersion": mf.API_VERSION,

@@ -7,6 +7,7 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
+from django.utils import translation
 
 from gpus.kube.errors import KubeError, TransientError
 from gpus.kube.retry import Backoff
@@ -33,7 +34,8 @@ def apply_operation(self, operation_id: int) -> str:
     if op is None:
         return "not claimable"
     try:
-        engine.apply(op)
+        with translation.override(op.language):  # its messages in the asker's words
+            engine.apply(op)
     except TransientError as exc:
         # 2 s after the first attempt, doubling up to OPERATION_RETRY_MAX_SECONDS.
         backoff = Backoff(2.0, settings.OPERATION_RETRY_MAX_SECONDS)

@@ -160,7 +160,11 @@ def workload_connect(request: HttpRequest, namespace: str, pk: int) -> HttpRespo
     }
     if found and found["state"] == "ready" and context["what"] == "vm":
         user = IMAGE_USERS.get(vm_image(tenant, workload.name), "")
-        context["login"] = user or _("user")
+        # Not made by the portal: its image (and so its user) is unknown. The command gets a
+        # placeholder in capitals that reads as one in every language ("ssh utilisateur@..."
+        # looked like a real French user name).
+        context["login"] = user or "USER"
+        context["login_known"] = bool(user)
         ips, ports = found["ips"], found["ports"]
         if ips and (found["whole_ip"] or 22 in ports):
             context["ssh"] = f"ssh {context['login']}@{ips[0]}"

@@ -9,6 +9,7 @@ spreadsheets show as text. Numbers are written as they are: they are never formu
 from __future__ import annotations
 
 import csv
+import datetime as dt
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
@@ -23,7 +24,7 @@ def safe_cell(value: object) -> object:
         return ""
     if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
         return value
-    text = str(value)
+    text = value.isoformat() if isinstance(value, dt.datetime) else str(value)
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
@@ -35,11 +36,16 @@ class _Echo:
 
 
 def csv_lines(header: Sequence[str], rows: Iterable[Sequence[object]]) -> Iterable[str]:
-    """The header then each row as CSV lines, every cell made safe."""
+    """The header then each row as CSV lines, every cell made safe, a few hundred rows a chunk
+    (one write per row would be a system call per row in gunicorn)."""
     writer = csv.writer(_Echo())
-    yield writer.writerow([safe_cell(c) for c in header])
+    chunk = [writer.writerow([safe_cell(c) for c in header])]
     for row in rows:
-        yield writer.writerow([safe_cell(c) for c in row])
+        chunk.append(writer.writerow([safe_cell(c) for c in row]))
+        if len(chunk) >= 500:
+            yield "".join(chunk)
+            chunk = []
+    yield "".join(chunk)
 
 
 def csv_response(

@@ -193,6 +193,7 @@ def test_secrets_are_referenced_never_written(objects):
     assert refs["SECRET_KEY"] == ("hikube-portal", "SECRET_KEY", False)
     assert refs["DATABASE_URL"] == ("hikube-portal", "DATABASE_URL", False)
     assert refs["PORTAL_METRICS_TOKEN"] == ("hikube-portal", "PORTAL_METRICS_TOKEN", False)
+    assert refs["OIDC_CLIENT_SECRET"] == ("hikube-portal", "OIDC_CLIENT_SECRET", False)
     for name in ("METRICS_BEARER_TOKEN", "METRICS_USERNAME", "METRICS_PASSWORD"):
         assert refs[name] == ("hikube-portal-metric-source", name, True)
 
@@ -277,6 +278,9 @@ def test_the_rendered_configuration_passes_check_deploy(tmp_path):
     for overlay in OVERLAYS:
         (config,) = of_kind(render(overlay), "ConfigMap")
         assert set(config["data"]) <= known, set(config["data"]) - known
+        # On a platform people sign in with its Keycloak only (no local passwords).
+        assert config["data"]["LOCAL_LOGIN"] == "false"
+        assert config["data"]["OIDC_ISSUER"].endswith("hikube.cloud/realms/cozy")
         dropped = {"DEBUG", "SECRET_KEY", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE"}
         env = {
             k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("TEST_")

@@ -72,9 +72,14 @@ def test_a_vm_is_created_as_the_person_with_their_groups(cluster, dc, settings, 
     op = services.submit_vm(user, acme, cluster, vm_request("dana-vm"))
     assert op.cluster_user == "hikube-portal:dana"
     assert op.cluster_groups == ["tenant-acme-admin"]  # tenant groups only
-    op = drive(op, {OperationState.PROVISIONING, OperationState.SUCCEEDED, OperationState.FAILED})
+    # The disk goes first and the VM once the disk is Ready (issue 16 item 1): drive to the end.
+    op = drive(op, {OperationState.SUCCEEDED, OperationState.FAILED}, seconds=90)
     assert op.state != OperationState.FAILED, (op.reason, op.message)
-    creates = [e for e in dc.audit() if e["verb"] == "create" and e["name"].endswith("dana-vm")]
+    creates = [e for e in dc.audit() if e["verb"] == "create" and "dana-vm" in e["name"]]
+    assert {e["resource"] for e in creates} == {
+        "vmdisks.apps.cozystack.io",
+        "vminstances.apps.cozystack.io",
+    }, creates
     assert creates, dc.audit()[-5:]
     for entry in creates:
         assert entry["user"] == "hikube-portal:dana"

@@ -17,11 +17,17 @@ pytestmark = [
 ]
 
 TEXT = {
-    "en": {"sign_in": "Sign in with your Hikube account", "log_out": "Log out", "login": "Log in"},
+    "en": {
+        "sign_in": "Sign in with your Hikube account",
+        "log_out": "Log out",
+        "login": "Log in",
+        "signed_out": "You are signed out.",
+    },
     "fr": {
         "sign_in": "Se connecter avec votre compte Hikube",
         "log_out": "Se déconnecter",
         "login": "Se connecter",
+        "signed_out": "Vous êtes déconnecté.",
     },
 }
 
@@ -50,3 +56,4 @@ def test_sign_in_and_out_through_the_provider(page, live_server, settings, langu
         page.get_by_role("button").first.click()  # the provider's "end the session" button
         page.wait_for_url(live_server.url + reverse("login") + "**")
         assert page.get_by_role("link", name=TEXT[language]["sign_in"]).is_visible()
+        assert page.locator(".messages").inner_text() == TEXT[language]["signed_out"]

@@ -14,6 +14,7 @@ from gpus.capacity import services
 from gpus.capacity.models import Notification, NotificationKind, WaitlistEntry
 from gpus.capacity.tests.test_history import reading
 from gpus.catalog.models import GpuModel
+from gpus.inventory.models import GpuWorkload
 from gpus.inventory.sync import store_snapshot
 from gpus.provisioning import engine
 from gpus.provisioning.choices import OperationState
@@ -134,3 +135,45 @@ def test_an_operation_that_ends_tells_who_asked_once(
     assert "no server" not in other.get(reverse("gpus:notifications")).content.decode()
     assert other.post(reverse("gpus:notifications_read"), {"pk": note.pk}).status_code == 302
     assert Notification.objects.get().read_at is None
+
+
+def test_an_operations_end_is_told_in_the_language_it_was_asked_in(
+    alice, acme, snapshot, django_capture_on_commit_callbacks
+):
+    """The worker ends it with no request's language active: the notice (and its email) is
+    in the words of the page the person asked from (#20 tryout: French pages said "done")."""
+    from django.utils import translation
+
+    from gpus.provisioning.choices import OperationKind
+    from gpus.provisioning.services import submit_vm_action
+
+    vm = GpuWorkload.objects.filter(tenant=acme, node_group="", kind="vm").first()
+    assert vm is not None
+    with translation.override("fr"):  # the request's language, as LocaleMiddleware sets it
+        op = submit_vm_action(alice, vm, OperationKind.STOP)
+    assert op.language == "fr"
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.succeed(op, "", "")
+    assert Notification.objects.get().text == f"Arrêter {vm.name}\u00a0: terminé."
+
+
+def test_several_unread_notifications_are_dismissed_at_once(alice, acme, client):
+    """Five stacked notices pushed every page down by 250 px (#20 tryout): one button for all."""
+    for n in range(3):
+        services.notify(alice, acme, NotificationKind.OPERATION_DONE, f"Stop ws{n}: done.")
+    client.force_login(alice)
+    banner = client.get(reverse("gpus:notifications_unread"), HTTP_ACCEPT_LANGUAGE="fr")
+    assert banner.content.decode().count('class="message message-info"') == 3
+    assert (
+        "Tout masquer" in banner.content.decode() and 'id="dismiss-all"' in banner.content.decode()
+    )
+    assert (
+        client.post(reverse("gpus:notifications_read"), HTTP_HX_REQUEST="true").status_code == 200
+    )
+    assert not Notification.objects.filter(read_at__isnull=True).exists()
+    assert client.get(reverse("gpus:notifications_unread")).content.decode().strip() == ""
+    # One notice alone has its own button only.
+    services.notify(alice, acme, NotificationKind.OPERATION_DONE, "Stop ws9: done.")
+    assert (
+        'id="dismiss-all"' not in client.get(reverse("gpus:notifications_unread")).content.decode()
+    )

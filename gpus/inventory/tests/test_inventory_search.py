@@ -112,3 +112,11 @@ def test_the_count_matches_and_short_terms_are_refused_next_to_the_field(fleet):
     assert form.name_term == ""
     assert NodeFilter({"q": "a10"}, queryset=Node.objects.all()).name_term == "a10"
     assert SEARCH_WINDOW < A100S
+
+
+def test_the_page_says_a_short_term_is_too_short_next_to_the_field(admin_client_):
+    from django.urls import reverse
+
+    response = admin_client_.get(reverse("gpus:nodes"), {"q": "a1"})
+    assert response.status_code == 200
+    assert "Ensure this value has at least 3 characters (it has 2)." in response.content.decode()

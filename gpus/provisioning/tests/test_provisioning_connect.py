@@ -63,7 +63,11 @@ def test_vm_addresses_ssh_command_and_kubeconfig_read_as_the_person(
     status, html = _connect(alice_client, url)
     assert status == 286 and 'id="connect-vm"' in html, html
     assert "198.51.100." in html and "22, 8888" in html
-    assert 'id="ssh-cmd">ssh ubuntu@198.51.100.' in html or "ssh user@198.51.100." in html
+    # gpu-ws was not made by the portal: its user is a placeholder, said to be one.
+    assert 'id="ssh-cmd">ssh USER@198.51.100.' in html and "replace USER" in html
+    alice_client.post(url, {"again": "1"}, HTTP_ACCEPT_LANGUAGE="fr")
+    html = alice_client.get(url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert 'id="ssh-cmd">ssh USER@198.51.100.' in html and "remplacez USER" in html
     assert "vm-instance-gpu-ws.tenant-acme.svc" in html
 
     group = GpuWorkload.objects.get(tenant__namespace="tenant-acme", name="ml", node_group="gpu")

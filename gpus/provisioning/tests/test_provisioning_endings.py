@@ -120,6 +120,24 @@ def test_start_on_a_running_vm_and_stop_on_a_stopped_one_end_at_once(cluster, al
     services.submit_vm_action(alice, row, OperationKind.DELETE)
 
 
+def test_the_worker_writes_an_operations_message_in_the_askers_language(cluster, alice, acme):
+    """The worker has no request: it writes in the language the operation was asked in."""
+    from django.utils import translation
+
+    from gpus.provisioning.tasks import apply_operation
+
+    created = drive(services.submit_vm(alice, acme, cluster, vm_request("noop-fr")), ENDED)
+    assert created.state == OperationState.SUCCEEDED, (created.reason, created.message)
+    row = snapshot_row(cluster, acme, "noop-fr", "running")
+    with translation.override("fr"):
+        start = services.submit_vm_action(alice, row, OperationKind.START)
+    assert translation.get_language() != "fr"  # the worker's own language
+    apply_operation.apply(args=[start.pk])
+    start.refresh_from_db()
+    assert start.state == OperationState.SUCCEEDED
+    assert start.message == "Elle était déjà en marche\u00a0: rien n\u2019a été modifié."
+
+
 # --- #20.9: "Try again" re-checks that its target is still what it was -------------------
 
 
@@ -328,3 +346,47 @@ def test_adding_a_group_named_like_an_existing_one_never_overwrites_it(cluster, 
     after = gateway.get("kuberneteses", acme.namespace, "ml")
     assert after["spec"]["nodeGroups"] == before["spec"]["nodeGroups"]
     assert after["spec"]["nodeGroups"]["md0"]["roles"] == ["ingress-nginx"]
+
+
+# --- #17.3: a sweep records what it saw in one UPDATE per batch ---------------------------
+
+
+def test_a_sweep_records_what_it_saw_in_one_update_and_only_while_polled(cluster, alice, acme):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    ops = [
+        apply_once(services.submit_vm(alice, acme, cluster, vm_request(f"sweep-{i}", gpu=L40S)))
+        for i in range(3)
+    ]
+    # The disks go first; each VM is sent once its disk is Ready (issue 16 item 1).
+    for _ in range(300):
+        engine.poll_cluster(cluster.pk)
+        states = set(
+            Operation.objects.filter(pk__in=[o.pk for o in ops]).values_list("state", flat=True)
+        )
+        if states == {OperationState.PENDING}:
+            break
+        time.sleep(0.1)
+    ops = [apply_once(op) for op in ops]
+    assert all(op.state == OperationState.PROVISIONING for op in ops)
+    # One of them ended meanwhile (another worker, say): the sweep must not write into it.
+    Operation.objects.filter(pk=ops[2].pk).update(state=OperationState.FAILED, observed={})
+    gateway = gateway_for(cluster)
+    for _ in range(100):  # the cluster's list cache shows the new apps after a moment
+        listed = {
+            a["metadata"]["name"]
+            for a in gateway.iter_apps("vminstances", namespace=acme.namespace)
+        }
+        if {"sweep-0", "sweep-1"} <= listed:
+            break
+        time.sleep(0.1)
+    with CaptureQueriesContext(connection) as queries:
+        engine.poll_cluster(cluster.pk)
+    writes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    facts = [w for w in writes if '"observed"' in w]
+    assert len(facts) == 1, writes  # both operations' first sight in one statement
+    assert Operation.objects.filter(pk__in=[ops[0].pk, ops[1].pk]).exclude(observed={}).count() == 2
+    assert Operation.objects.get(pk=ops[2].pk).observed == {}
+    for op in ops[:2]:
+        drive(op, ENDED)

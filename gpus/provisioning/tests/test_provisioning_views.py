@@ -250,6 +250,29 @@ def test_status_fragment_stops_polling_when_terminal(alice_client, alice_op, acm
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("start", "Elle était déjà en marche\u00a0: rien n\u2019a été modifié."),
+        ("stop", "Elle était déjà arrêtée\u00a0: rien n\u2019a été modifié."),
+    ],
+)
+def test_an_action_already_true_says_so_in_the_readers_language(
+    alice_client, alice_op, acme, kind, words
+):
+    """The worker wrote its message in English; the Done line is the reader's language."""
+    Operation.objects.filter(pk=alice_op.pk).update(
+        kind=kind,
+        state=OperationState.SUCCEEDED,
+        reason="AlreadyDone",
+        message="It was already running: nothing was changed.",
+    )
+    url = f"/tenants/{acme.namespace}/operations/{alice_op.pk}/"
+    page = alice_client.get(url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    done = re.search(r'id="op-done">(.*?)</p>', page, re.S)
+    assert done is not None and done.group(1) == words
+
+
 def test_status_poll_does_fragment_sized_work(
     alice_client, alice_op, acme, monkeypatch, django_assert_num_queries
 ):
@@ -591,3 +614,12 @@ def test_node_group_and_new_cluster_names_follow_dns_1035(alice_client, acme, al
     assert [e.code for e in form.errors.as_data()["group"]] == ["dns1035"]
     assert "start with a letter, end with a letter or digit" in response.content.decode()
     assert not Operation.objects.exists()
+
+
+def test_the_cloud_init_field_says_its_limit(alice_client, acme, cluster):
+    """The browser cuts a paste past the textarea's maxlength silently (#20 tryout): the help
+    text says the limit, in the reader's language."""
+    page = alice_client.get(f"/tenants/{acme.namespace}/vms/new/", HTTP_ACCEPT_LANGUAGE="fr")
+    html = page.content.decode()
+    assert 'maxlength="32768"' in html
+    assert "d\u2019au plus 32\u202f768 caractères (le navigateur coupe un collage" in html

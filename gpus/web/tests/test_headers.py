@@ -99,5 +99,9 @@ def test_pages_work_under_the_policy(browser, live_server, platform_admin, alice
     page.goto(live_server.url + reverse("gpus:vm_new", args=["tenant-acme"]))
     page.get_by_label("Name").fill("Bad_Name")
     page.wait_for_selector("#err-name:has-text('lowercase')", timeout=10_000)
+    # The API's docs: Swagger UI from the portal's static files draws every route.
+    page.goto(live_server.url + "/api/v1/docs")
+    page.wait_for_selector(".opblock", timeout=20_000)
+    assert page.locator(".opblock").count() >= 12
     assert violations == []
     context.close()
