@@ -374,6 +374,9 @@ class Api:
                     "user": req.identity.user,
                     "groups": list(req.identity.groups),
                     "allowed": allowed,
+                    # A patch's body as sent (the audit policy's Request level, for patches):
+                    # a test can see which keys a merge patch carried.
+                    **({"body": _json_or_none(req.body)} if verb == "patch" else {}),
                 }
             )
         if not allowed:
@@ -1046,6 +1049,13 @@ class Api:
 
 def random_token(rng: random.Random, n: int = 40) -> str:
     return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(n))
+
+
+def _json_or_none(body: bytes | None) -> Any:
+    try:
+        return json.loads(body or b"null")
+    except ValueError:
+        return None
 
 
 def _body_name(body: bytes) -> str:

@@ -77,6 +77,25 @@ def _cond(
     return c
 
 
+def worker_template(group: dict[str, Any]) -> str:
+    """What v1.1's KubevirtMachineTemplate name hashes (packages/apps/kubernetes/templates/
+    cluster.yaml: the rendered template `| sha256sum | trunc 6`): instanceType, the role labels
+    in order, resources.cpu/memory, the GPUs and ephemeralStorage (default 20Gi) -- not
+    min/maxReplicas. Any change to these rolls every worker."""
+    res = group.get("resources") or {}
+    disk = group.get("ephemeralStorage") or group.get("diskSize") or "20Gi"
+    return json.dumps(
+        [
+            group.get("instanceType") or "",
+            list(group.get("roles") or []),
+            str(res.get("cpu") or "") if isinstance(res, dict) else "",
+            str(res.get("memory") or "") if isinstance(res, dict) else "",
+            [x.get("name", "") for x in group.get("gpus") or [] if isinstance(x, dict)],
+            str(disk),
+        ]
+    )
+
+
 class Reconciler:
     def __init__(
         self,
@@ -756,8 +775,7 @@ class Reconciler:
             mn = max(0, int(g.get("minReplicas", 0) or 0))
             mx = max(mn, int(g.get("maxReplicas", 0) or 0))
             gpus = [x.get("name", "") for x in g.get("gpus") or [] if isinstance(x, dict)]
-            tmpl = stable_hex(self.seed, ns, name, gname, json.dumps(gpus),
-                              g.get("instanceType"), n=5)  # fmt: skip
+            tmpl = stable_hex(self.seed, ns, name, gname, worker_template(g), n=5)
             st = states.get(gname)
             if st is None:
                 # v1.1 creates every MachineDeployment with 2; HEAD lets CAPI seed min-size.
@@ -1137,7 +1155,17 @@ class Reconciler:
         spec: dict[str, Any] = {
             "runStrategy": strategy,
             "template": {
-                "metadata": {"labels": {"kubevirt.io/domain": unit["name"]}},
+                "metadata": {
+                    "labels": {
+                        "kubevirt.io/domain": unit["name"],
+                        # A worker's MachineDeployment is named here, not on the VM (CAPK).
+                        **{
+                            k: v
+                            for k, v in (unit.get("labels") or {}).items()
+                            if k.startswith("cluster.x-k8s.io")
+                        },
+                    }
+                },
                 "spec": {"domain": {"devices": {"gpus": gpus}}},
             },
         }
@@ -1169,7 +1197,14 @@ class Reconciler:
                 "uid": unit["uid"],
                 "generation": 1,
                 "creationTimestamp": now_rfc3339(unit["created"]),
-                "labels": dict(unit.get("labels") or {}),
+                # CAPK (pkg/kubevirt/utils.go): a worker VM carries its cluster, role and
+                # name, but not its MachineDeployment (that is in the template's labels).
+                "labels": {
+                    k: v
+                    for k, v in (unit.get("labels") or {}).items()
+                    if k != "cluster.x-k8s.io/deployment-name"
+                }
+                | ({"cluster.x-k8s.io/role": "worker"} if unit.get("cluster") else {}),
                 "annotations": {"kubevirt.io/latest-observed-api-version": "v1"},
             }
         )

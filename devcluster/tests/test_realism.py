@@ -610,3 +610,69 @@ def test_kubectl_can_follow_a_v11_app_watch(dc: DevCluster) -> None:
         "get", "vminstances", "-n", "tenant-acme", "--watch", "--request-timeout=2s", check=False
     )
     assert "gpu-ws" in res.stdout
+
+
+def test_the_worker_template_hash_covers_the_whole_template() -> None:
+    """v1.1 cluster.yaml names the KubevirtMachineTemplate by a hash of the whole rendered
+    template: instanceType, roles, resources.cpu/memory, gpus, ephemeralStorage (default 20Gi);
+    minReplicas/maxReplicas are MachineDeployment annotations and roll nothing."""
+    from devcluster.reconciler import worker_template
+
+    base = {
+        "minReplicas": 1, "maxReplicas": 2, "instanceType": "u1.large", "roles": [],
+        "resources": {}, "gpus": [{"name": L40S}],
+    }  # fmt: skip
+    same = [
+        {**base, "minReplicas": 2, "maxReplicas": 5},
+        {**base, "ephemeralStorage": "20Gi"},  # the chart's default
+        {**base, "resources": {"cpu": None}},
+    ]
+    changed = [
+        {**base, "instanceType": "u1.xlarge"},
+        {**base, "roles": ["ingress-nginx"]},
+        {**base, "resources": {"cpu": 8}},
+        {**base, "resources": {"memory": "32Gi"}},
+        {**base, "gpus": [{"name": L40S}, {"name": L40S}]},
+        {**base, "ephemeralStorage": "100Gi"},
+    ]
+    assert all(worker_template(g) == worker_template(base) for g in same)
+    assert len({worker_template(g) for g in changed} | {worker_template(base)}) == 7
+    # The later charts' diskSize is the same disk.
+    assert worker_template({**base, "diskSize": "100Gi"}) == worker_template(changed[-1])
+
+
+def test_changing_a_groups_roles_rolls_its_workers(
+    dc: DevCluster, custom: client.CustomObjectsApi, knobs: Any
+) -> None:
+    """A roles change alone is a new worker template: new workers (new hash in their names)
+    replace the old ones. A group without GPUs, so the surge always fits."""
+    knobs(scale_down_unneeded=100000.0)
+    group = {
+        "minReplicas": 2, "maxReplicas": 3, "instanceType": "u1.large",
+        "ephemeralStorage": "20Gi", "resources": {}, "roles": [], "gpus": [],
+    }  # fmt: skip
+    body = {
+        "apiVersion": f"{G}/{V}",
+        "kind": "Kubernetes",
+        "metadata": {"name": "roles"},
+        "spec": {"nodeGroups": {"md0": {**group, "minReplicas": 0}, "w": group}},
+    }
+    custom.create_namespaced_custom_object(G, V, "tenant-globex", "kuberneteses", body)
+    prefix = "kubernetes-roles-w-"
+
+    def templates() -> set[str]:
+        vms = custom.list_namespaced_custom_object(
+            "kubevirt.io", "v1", "tenant-globex", "virtualmachines"
+        )["items"]
+        names = [v["metadata"]["name"] for v in vms]
+        return {n[len(prefix) :].split("-")[0] for n in names if n.startswith(prefix)}
+
+    old = wait_for(lambda: (t := templates(), len(t) == 1 and t)[1], what="workers")
+    custom.patch_namespaced_custom_object(
+        G, V, "tenant-globex", "kuberneteses", "roles",
+        {"spec": {"nodeGroups": {"w": {"roles": ["ingress-nginx"]}}}},
+    )  # fmt: skip
+    new = wait_for(lambda: (t := templates(), bool(t - old) and t - old)[1], what="a roll")
+    assert len(new) == 1
+    wait_for(lambda: templates() == new, what="the old workers gone")
+    _delete(custom, "tenant-globex", "kuberneteses", "roles")

@@ -40,7 +40,7 @@ from gpus.inventory.selectors import (
     tenant_kubernetes_clusters,
     tenant_workloads,
 )
-from gpus.provisioning.capacity import gpu_model_choices
+from gpus.provisioning.capacity import gpu_model_choices, resize_initial, with_other_roles
 from gpus.provisioning.choices import OperationKind
 from gpus.provisioning.forms import GpuVmForm, NodeGroupForm
 from gpus.provisioning.models import Operation
@@ -286,20 +286,28 @@ def put_node_group(request: HttpRequest, namespace: str, payload: NodeGroupIn) -
     cluster = _cluster()
     clusters = tenant_kubernetes_clusters(tenant)
     blank = NodeGroupForm(clusters=clusters, gpu_choices=gpu_model_choices())
+    data = payload.dict(exclude_none=True)
+    existing = None
+    if payload.cluster_name and not payload.new_cluster:
+        try:
+            existing = get_node_group_for_user(
+                request.user, namespace, payload.cluster_name, payload.group
+            )
+        except Http404:  # a new group in an existing cluster
+            existing = None
+    if existing is not None:
+        # A resize: a field left out keeps the live group's value, never the form's default
+        # (a default instance type, disk or roles would roll every worker).
+        live = resize_initial(tenant, existing)
+        data = {**{k: v for k, v in live.items() if k not in ("cluster_name", "group")}, **data}
     form = NodeGroupForm(
-        _form_data(blank, payload.dict(exclude_none=True)),
-        clusters=clusters,
-        gpu_choices=gpu_model_choices(),
+        _form_data(blank, data), clusters=clusters, gpu_choices=gpu_model_choices()
     )
     if not form.is_valid():
         raise _form_errors(form)
     ng = form.node_group_request()
-    existing = None
-    if not ng.new_cluster_version:
-        try:
-            existing = get_node_group_for_user(request.user, namespace, ng.cluster_name, ng.group)
-        except Http404:  # a new group in an existing cluster
-            existing = None
+    if existing is not None:
+        ng = with_other_roles(ng, existing)
     try:
         op = submit_node_group(request.user, tenant, cluster, ng, resize=existing is not None)
     except OperationRefused as exc:

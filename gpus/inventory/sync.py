@@ -698,6 +698,8 @@ def _store_workloads(
                 max_instances=max(group.max_replicas, group.min_replicas, state.available),
                 group_spec={
                     "min_replicas": group.min_replicas,
+                    "max_replicas": group.max_replicas,
+                    "gpus": list(group.gpus),
                     "instance_type": group.instance_type,
                     "disk": group.disk,
                     "roles": list(group.roles),

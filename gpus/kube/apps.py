@@ -42,6 +42,7 @@ PREFIXES: dict[str, str] = {
 HELM_RELEASE_MAX = 53
 
 NODE_GROUP_DISK_FIELDS = ("ephemeralStorage", "diskSize")
+DEFAULT_NODE_GROUP_DISK = "ephemeralStorage"  # v1.1
 
 # DNS-1035 labels (app and node-group names): the one pattern; the forms validate with it too.
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -537,11 +538,40 @@ def has_node_group(app: Mapping[str, Any] | None, group: str) -> bool:
     return group in groups or group == DEFAULT_NODE_GROUP
 
 
+# A node group's keys that are in its worker template. Cozystack v1.1
+# packages/apps/kubernetes/templates/cluster.yaml renders the KubevirtMachineTemplate from the
+# whole group (instanceType, ephemeralStorage, roles, gpus, resources.cpu/memory) and names it
+# by `sha256sum | trunc 6` of that text: a change to any of them is a new template, and the
+# MachineDeployment (rollingUpdate maxSurge: maxReplicas, maxUnavailable: 1) replaces every
+# worker. minReplicas/maxReplicas are only annotations: no roll.
+ROLLING_KEYS = frozenset(
+    {"instanceType", "ephemeralStorage", "diskSize", "roles", "gpus", "resources"}
+)
+
+
+def _same(key: str, wanted: Any, live: Any) -> bool:
+    if key == "roles":  # one label per role: the order changes the text, not the meaning
+        return sorted(wanted or []) == sorted(live or [])
+    if key in NODE_GROUP_DISK_FIELDS:
+        return str(wanted).strip() == str(live).strip()
+    return bool(wanted == live)
+
+
+def changed_group_keys(wanted: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
+    """The keys of a ``node_group()`` entry whose value differs from the live group's (a key
+    the live group does not say is changed: sending the same value again changes nothing)."""
+    return [k for k, v in wanted.items() if k not in live or not _same(k, v, live[k])]
+
+
 def node_group_manifests(
-    request: NodeGroupRequest, namespace: str, disk_field: str
+    request: NodeGroupRequest,
+    namespace: str,
+    disk_field: str,
+    keys: Iterable[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One partial Kubernetes manifest whose spec holds only this group: applied as a JSON
-    merge patch it changes that group alone (never the whole spec, never a null)."""
+    merge patch it changes that group alone (never the whole spec, never a null). ``keys``
+    (a resize): only these keys of the group, the ones the person changed."""
     group = node_group(
         request.min_replicas,
         request.max_replicas,
@@ -566,6 +596,9 @@ def node_group_manifests(
             )
         ]
     validate_name(KUBERNETES, request.cluster_name)
+    if keys is not None:
+        only = set(keys)
+        group = {k: v for k, v in group.items() if k in only}
     return [
         {
             "apiVersion": API_VERSION,

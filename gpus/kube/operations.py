@@ -170,6 +170,12 @@ PORTAL_SELECTOR = ",".join(f"{k}={v}" for k, v in manifests.PORTAL_LABELS.items(
 # the app's name from Cozystack's lineage webhook (internal/lineagecontrollerwebhook).
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 APPLICATION_LABEL = "apps.cozystack.io/application.name"
+# cluster-api-provider-kubevirt labels each worker VirtualMachine with its Cluster API cluster
+# (kubernetes-<app>); its MachineDeployment is named only in the VMI template's labels (v1.1
+# cluster.yaml `template.metadata.labels`; CAPK pkg/kubevirt/utils.go
+# newVirtualMachineFromKubevirtMachine).
+CAPI_CLUSTER_LABEL = "cluster.x-k8s.io/cluster-name"
+CAPI_DEPLOYMENT_LABEL = "cluster.x-k8s.io/deployment-name"
 # Characters of names in one ``key in (...)`` selector: the URL stays far below the 8 KiB a
 # proxy in front of an apiserver may accept, and one selector covers about 100 operations.
 SELECTOR_BUDGET = 6000
@@ -269,6 +275,15 @@ def observe(
             if ns in views:
                 views[ns].kubevirt[name] = obj
     clusters = {t.name for t in targets if t.kind == manifests.KUBERNETES}
+    # Their worker VMs too: one that cannot be placed says so long before the monitor does.
+    releases = {manifests.release_name(manifests.KUBERNETES, c) for c in clusters}
+    for selector in in_selectors(CAPI_CLUSTER_LABEL, releases):
+        for obj in gateway.iter_apps(
+            "virtualmachines", label_selector=selector, group="kubevirt.io", version="v1"
+        ):
+            ns, name = _where(obj)
+            if ns in views:
+                views[ns].kubevirt[name] = obj
     for selector in in_selectors(APPLICATION_LABEL, clusters):
         for obj in gateway.iter_apps(
             "workloadmonitors", label_selector=selector, group="cozystack.io", version="v1alpha1"
@@ -536,10 +551,40 @@ def node_group_progress(
     status = monitor.get("status") or {}
     available = int(status.get("availableReplicas") or 0)
     observed.update(available=available, observed=int(status.get("observedReplicas") or 0))
+    done = helm_done and bool(monitor) and available >= min_replicas
+    workers = worker_vms(view, monitor_name)
+    stuck = [i for i, vm in enumerate(workers, 1) if _printable(vm) == "ErrorUnschedulable"]
+    if stuck and not done:
+        # "no <model> free for worker 2 of 3": the engine words it (it knows the model).
+        observed.update(unschedulable_worker=stuck[0], workers=len(workers))
     return Progress(
         exists=True,
         scheduled=available > 0,
         running=helm_done and available >= min_replicas,
-        done=helm_done and bool(monitor) and available >= min_replicas,
+        done=done,
+        unschedulable=bool(stuck) and not done,
+        reason="ErrorUnschedulable" if stuck and not done else "",
         observed=observed,
+    )
+
+
+def _printable(vm: Mapping[str, Any]) -> str:
+    return str((vm.get("status") or {}).get("printableStatus") or "")
+
+
+def worker_vms(view: NamespaceView, deployment: str) -> list[dict[str, Any]]:
+    """A node group's worker VMs (its MachineDeployment ``kubernetes-<app>-<group>``, from the
+    VMI template's labels: never a name prefix, gpu vs gpu-large), oldest first."""
+    found = [
+        vm
+        for vm in view.kubevirt.values()
+        if ((((vm.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels")
+            or {}).get(CAPI_DEPLOYMENT_LABEL) == deployment
+    ]  # fmt: skip
+    return sorted(
+        found,
+        key=lambda vm: (
+            str((vm.get("metadata") or {}).get("creationTimestamp") or ""),
+            str((vm.get("metadata") or {}).get("name") or ""),
+        ),
     )

@@ -3,7 +3,8 @@ one set of sentences."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db.models import F, Q, QuerySet, Sum
@@ -11,12 +12,20 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from gpus.catalog.models import GpuModel
-from gpus.inventory.choices import ResourceState
+from gpus.inventory.choices import ResourceState, WorkloadKind
 from gpus.inventory.models import GpuWorkload
 from gpus.inventory.selectors import free_on_servers, served_gpu_models
-from gpus.kube.apps import V11_CHART_WORKERS
+from gpus.kube.apps import (
+    DEFAULT_NODE_GROUP_DISK,
+    ROLLING_KEYS,
+    V11_CHART_WORKERS,
+    NodeGroupRequest,
+    changed_group_keys,
+    node_group,
+)
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
+from gpus.provisioning.selectors import last_node_group_params
 from gpus.tenancy.models import Tenant
 
 # --- capacity and quota ----------------------------------------------------------------
@@ -81,6 +90,8 @@ def _gpus_at_start(node_group: str, count: int, params: dict[str, Any]) -> int:
     it starts with times GPUs per worker (the autoscaler's later growth is not taken yet)."""
     if not node_group:
         return count
+    if params.get("rolling_gpus"):  # a roll: the old workers stay until the new ones run
+        return int(params["rolling_gpus"])
     workers = max(int(params.get("min_replicas") or 0), V11_CHART_WORKERS)
     return int(params.get("gpus_per_node") or 0) * workers
 
@@ -195,7 +206,10 @@ def group_fit_for(
     group: str,
     min_replicas: int,
     gpus_per_node: int,
+    surge_workers: int = 0,
 ) -> GroupFit:
+    """``surge_workers`` (a resize that rolls the workers): that many new workers come up
+    beside the old ones, which hold their GPUs until then, so none of those count as free."""
     target = (tenant.pk, cluster_name, group)
     fit = fit_for(model, 0, cluster_id, target)
     held = GpuWorkload.objects.filter(
@@ -203,11 +217,148 @@ def group_fit_for(
     ).aggregate(held=Sum("gpus_held"))["held"]
     return GroupFit(
         model,
-        workers=max(min_replicas, V11_CHART_WORKERS),
+        workers=surge_workers or max(min_replicas, V11_CHART_WORKERS),
         per_worker=gpus_per_node,
-        held=int(held or 0),
+        held=0 if surge_workers else int(held or 0),
         free_total=fit.free_total,
         free_max_one=fit.free_max_one,
+    )
+
+
+@dataclass(frozen=True)
+class ResizePlan:
+    """What a resize sends and what it costs: only the keys that differ from the live group;
+    when one of them is in the worker template, every worker is replaced."""
+
+    keys: tuple[str, ...]
+    rolls: bool
+    surge_workers: int  # new workers beside the old ones at most (v1.1: maxSurge = maxReplicas)
+    surge_gpus: int
+    held: int  # GPUs the old workers hold until the new ones run
+    model_name: str
+
+    @property
+    def gpu_count(self) -> int:
+        """What the group may hold at once while the resize runs (quota and reservations)."""
+        return self.held + self.surge_gpus if self.rolls else 0
+
+    def roll_warning(self) -> str:
+        if not self.rolls:
+            return ""
+        return _(
+            "Every worker is replaced (a new worker template); needs up to %(n)d spare "
+            "%(model)s while it runs, and the pods on this group are evicted as their workers go."
+        ) % {"n": self.surge_gpus, "model": self.model_name}
+
+
+def live_group(workload: GpuWorkload, disk_field: str) -> dict[str, Any]:
+    """The group as the snapshot read it, in the chart's keys (those the snapshot says)."""
+    spec = workload.group_spec or {}
+    live: dict[str, Any] = {"maxReplicas": spec.get("max_replicas", workload.max_instances)}
+    if "min_replicas" in spec:
+        live["minReplicas"] = spec["min_replicas"]
+    if "instance_type" in spec:
+        live["instanceType"] = spec["instance_type"]
+    if spec.get("disk"):
+        live[disk_field] = spec["disk"]
+    if "roles" in spec:
+        live["roles"] = list(spec["roles"])
+    if "gpus" in spec:
+        gpus = list(spec["gpus"])
+    else:
+        name = workload.gpu_model.resource_name if workload.gpu_model else ""
+        gpus = [name] * workload.gpus_per_instance if name else []
+    live["gpus"] = [{"name": g} for g in gpus]
+    return live
+
+
+def gib(quantity: str) -> int | None:
+    """ "100Gi" -> 100, "1Ti" -> 1024; None for what the form cannot say in GiB."""
+    match = re.fullmatch(r"(\d+)(Gi|Ti)", quantity or "")
+    if not match:
+        return None
+    return int(match.group(1)) * (1024 if match.group(2) == "Ti" else 1)
+
+
+def resize_initial(tenant: Tenant, existing: GpuWorkload) -> dict[str, Any]:
+    """The group as it is: the snapshot's spec (its real maximum, minimum, instance type, disk
+    and roles), else the last change the portal made to it, so a resize changes only what the
+    person edits."""
+    asked = last_node_group_params(tenant, existing.name, existing.node_group)
+    spec = existing.group_spec or {}
+    high = max(spec.get("max_replicas", existing.max_instances), 1)
+    low = spec.get("min_replicas", asked.get("min_replicas", existing.instances))
+    initial = {
+        "cluster_name": existing.name,
+        "group": existing.node_group,
+        "min_replicas": min(low, high),
+        "max_replicas": high,
+        "gpu_model": existing.gpu_model.resource_name if existing.gpu_model else "",
+        "gpus_per_node": existing.gpus_per_instance or 1,
+    }
+    instance_type = spec.get("instance_type") or asked.get("instance_type")
+    if instance_type:
+        initial["instance_type"] = instance_type
+    disk = gib(spec.get("disk", "")) or asked.get("disk_size_gi")
+    if disk:
+        initial["disk_size_gi"] = disk
+    roles = spec["roles"] if "roles" in spec else asked.get("roles")
+    if roles is not None:
+        initial["ingress"] = "ingress-nginx" in roles
+    return initial
+
+
+def with_other_roles(request: NodeGroupRequest, existing: GpuWorkload) -> NodeGroupRequest:
+    """A resize asks only about ingress-nginx: the group's other roles are kept."""
+    other = [r for r in (existing.group_spec or {}).get("roles", []) if r not in request.roles]
+    other = [r for r in other if r != "ingress-nginx"]
+    return replace(request, roles=(*request.roles, *other))
+
+
+def live_node_group(cluster: Any, tenant: Tenant, request: NodeGroupRequest) -> GpuWorkload | None:
+    """The snapshot's row of the group a resize changes (None before the snapshot has it)."""
+    return (
+        GpuWorkload.objects.filter(
+            cluster=cluster,
+            tenant=tenant,
+            kind=WorkloadKind.NODE_GROUP,
+            name=request.cluster_name,
+            node_group=request.group,
+        )
+        .select_related("gpu_model")
+        .first()
+    )
+
+
+def resize_plan(
+    workload: GpuWorkload | None, request: NodeGroupRequest, disk_field: str
+) -> ResizePlan:
+    """Compare the form's group with the live one. The form never edits ``resources``: it is
+    never sent. A group the snapshot does not have yet: every key, counted as a roll."""
+    disk_field = disk_field or DEFAULT_NODE_GROUP_DISK
+    wanted = node_group(
+        request.min_replicas,
+        request.max_replicas,
+        request.instance_type,
+        f"{request.disk_size_gi}Gi",
+        gpus=[request.gpu_resource] * request.gpus_per_node,
+        roles=request.roles,
+        disk_field=disk_field,
+    )
+    wanted.pop("resources")
+    live = live_group(workload, disk_field) if workload is not None else {}
+    keys = tuple(changed_group_keys(wanted, live))
+    rolls = bool(ROLLING_KEYS & set(keys))
+    model = GpuModel.objects.filter(resource_name=request.gpu_resource).first()
+    same_model = workload is not None and workload.gpu_model_id == (model.pk if model else None)
+    return ResizePlan(
+        keys=keys,
+        rolls=rolls,
+        surge_workers=request.workers_at_most,
+        surge_gpus=request.gpus_per_node * request.workers_at_most,
+        # Quotas and free GPUs are per model: the old workers' count only if it is the same.
+        held=int(workload.gpus_held or 0) if same_model else 0,
+        model_name=model.display_name if model else request.gpu_resource,
     )
 
 

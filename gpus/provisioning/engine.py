@@ -463,6 +463,16 @@ def _disk_name(op: Operation) -> str | None:
     return disk["metadata"]["name"] if disk else None
 
 
+def _worker_unschedulable(op: Operation, observed: dict[str, Any]) -> str:
+    """A node group's worker VM the scheduler cannot place, in the person's words."""
+    model = op.gpu_model.display_name if op.gpu_model else _("GPU")
+    return _("No %(model)s free for worker %(n)d of %(of)d.") % {
+        "model": model,
+        "n": int(observed.get("unschedulable_worker") or 1),
+        "of": int(observed.get("workers") or 1),
+    }
+
+
 def _progress(op: Operation, view: NamespaceView) -> Progress:
     """What one observation says about a (non-delete) operation's target."""
     if op.node_group:
@@ -548,7 +558,12 @@ def advance(op: Operation, view: NamespaceView, now: Any, progress: Progress | N
     if _helm_retrying(op, progress, now, changes):
         return
     if progress.unschedulable:
-        message = scheduling_event(view, mf.release_name(op.app_kind, op.name)) or progress.message
+        if op.node_group:
+            message = _worker_unschedulable(op, progress.observed)
+        else:
+            message = (
+                scheduling_event(view, mf.release_name(op.app_kind, op.name)) or progress.message
+            )
         changes.update(reason=progress.reason, message=message)
         since = op.unschedulable_since or now
         changes["unschedulable_since"] = since

@@ -23,7 +23,14 @@ from gpus.inventory.schemas import served_schema_causes
 from gpus.kube import apps as mf
 from gpus.kube.apps import NodeGroupRequest, VmRequest, node_group_manifests, vm_manifests
 from gpus.provisioning.audit import audit
-from gpus.provisioning.capacity import fit_for, group_fit_for, quota_left, quota_message
+from gpus.provisioning.capacity import (
+    fit_for,
+    group_fit_for,
+    live_node_group,
+    quota_left,
+    quota_message,
+    resize_plan,
+)
 from gpus.provisioning.choices import (
     ACTIVE_OPERATION_STATES,
     OperationKind,
@@ -480,10 +487,32 @@ def submit_node_group(
     user: Any, tenant: Tenant, cluster: Cluster, request: NodeGroupRequest, resize: bool
 ) -> Operation:
     request = with_monitoring(request, tenant, cluster)
-    docs = node_group_manifests(request, tenant.namespace, cluster.node_group_disk_field)
     model = GpuModel.objects.get(resource_name=request.gpu_resource)
-    if not resize:
+    plan = None
+    if resize:
+        # A merge patch of only what differs from the live group: a key sent from the form's
+        # defaults (instance type, disk, roles) would roll every worker for nothing.
+        plan = resize_plan(
+            live_node_group(cluster, tenant, request), request, cluster.node_group_disk_field
+        )
+        if not plan.keys:
+            raise OperationRefused(
+                _("Nothing to change: this is the group as it is. Change a value first."),
+                "max_replicas",
+            )
+    else:
         _check_new_group(cluster, tenant, request)
+    docs = node_group_manifests(
+        request,
+        tenant.namespace,
+        cluster.node_group_disk_field,
+        keys=plan.keys if plan is not None else None,
+    )
+    params = request.as_params()
+    if plan is not None:
+        params.update(changed=list(plan.keys), rolls=plan.rolls)
+        if plan.rolls:
+            params["rolling_gpus"] = plan.gpu_count
 
     def fit_check() -> None:
         fit = group_fit_for(
@@ -494,6 +523,7 @@ def submit_node_group(
             request.group,
             request.min_replicas,
             request.gpus_per_node,
+            surge_workers=plan.surge_workers if plan is not None and plan.rolls else 0,
         )
         if not fit.worker_fits:
             raise OperationRefused(fit.worker_message(), "gpus_per_node")
@@ -510,9 +540,12 @@ def submit_node_group(
         node_group=request.group,
         docs=docs,
         gpu_model=model,
-        # Counted at what the autoscaler may grow it to, not what it starts with.
-        gpu_count=request.gpus_per_node * request.workers_at_most,
-        params=request.as_params(),
+        # Counted at what the autoscaler may grow it to, not what it starts with; during a
+        # roll, the old workers' GPUs too.
+        gpu_count=max(
+            request.gpus_per_node * request.workers_at_most, plan.gpu_count if plan else 0
+        ),
+        params=params,
         # Over the quota: said next to the maximum, since the group counts at what it may grow to.
         quota_field="max_replicas",
         name_field="group",

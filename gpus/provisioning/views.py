@@ -3,8 +3,6 @@ audit log. Thin: selectors read, services write."""
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from typing import Any
 
 import yaml
@@ -42,6 +40,9 @@ from gpus.provisioning.capacity import (
     group_fit_for,
     quota_left,
     quota_message,
+    resize_initial,
+    resize_plan,
+    with_other_roles,
 )
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.filters import AuditFilter
@@ -52,7 +53,6 @@ from gpus.provisioning.selectors import (
     active_operation,
     audit_events,
     get_operation_for_user,
-    last_node_group_params,
     operations_in_flight,
     target_operations,
     tenant_operations,
@@ -450,42 +450,6 @@ def _node_group_form(
     )
 
 
-def _gib(quantity: str) -> int | None:
-    """ "100Gi" -> 100, "1Ti" -> 1024; None for what the form cannot say in GiB."""
-    match = re.fullmatch(r"(\d+)(Gi|Ti)", quantity or "")
-    if not match:
-        return None
-    return int(match.group(1)) * (1024 if match.group(2) == "Ti" else 1)
-
-
-def _resize_initial(tenant: Tenant, existing: Any) -> dict[str, Any]:
-    """The group as it is: the snapshot's spec (its real maximum, minimum, instance type, disk
-    and roles), else the last change the portal made to it, so a resize changes only what the
-    person edits."""
-    asked = last_node_group_params(tenant, existing.name, existing.node_group)
-    spec = existing.group_spec or {}
-    high = max(existing.max_instances, 1)
-    low = spec.get("min_replicas", asked.get("min_replicas", existing.instances))
-    initial = {
-        "cluster_name": existing.name,
-        "group": existing.node_group,
-        "min_replicas": min(low, high),
-        "max_replicas": high,
-        "gpu_model": existing.gpu_model.resource_name if existing.gpu_model else "",
-        "gpus_per_node": existing.gpus_per_instance or 1,
-    }
-    instance_type = spec.get("instance_type") or asked.get("instance_type")
-    if instance_type:
-        initial["instance_type"] = instance_type
-    disk = _gib(spec.get("disk", "")) or asked.get("disk_size_gi")
-    if disk:
-        initial["disk_size_gi"] = disk
-    roles = spec["roles"] if "roles" in spec else asked.get("roles")
-    if roles is not None:
-        initial["ingress"] = "ingress-nginx" in roles
-    return initial
-
-
 def _node_group_setup(
     request: HttpRequest, namespace: str, name: str | None, group: str | None
 ) -> tuple[Tenant, Any, NodeGroupForm]:
@@ -493,16 +457,17 @@ def _node_group_setup(
     tenant = get_tenant_for_user(request.user, namespace)
     require_may_operate(request.user, tenant)
     existing = get_node_group_for_user(request.user, namespace, name, group) if group else None
-    initial = _resize_initial(tenant, existing) if existing is not None else None
+    initial = resize_initial(tenant, existing) if existing is not None else None
     form = _node_group_form(tenant, request.POST or None, initial, resize=existing is not None)
     return tenant, existing, form
 
 
 def _node_group_checks(
-    form: NodeGroupForm, tenant: Tenant, cluster: Cluster | None
+    form: NodeGroupForm, tenant: Tenant, cluster: Cluster | None, existing: Any = None
 ) -> dict[str, Any]:
     """The VM form's checks for a group, from the database only: will its workers fit (per
-    worker on one server, all of them among the free GPUs), and the quota at its maximum."""
+    worker on one server, all of them among the free GPUs), and the quota at its maximum. A
+    resize that rolls the workers says so, and counts the new workers beside the old ones."""
     checks: dict[str, Any] = {"warnings": list(form.warnings)}
     data = getattr(form, "cleaned_data", {}) or {}
     model = GpuModel.objects.filter(resource_name=data.get("gpu_model", "")).first()
@@ -510,12 +475,29 @@ def _node_group_checks(
     name = data.get("new_cluster") or data.get("cluster_name") or ""
     if model is None or not per or low is None or cluster is None:
         return checks
-    fit = group_fit_for(model, cluster.pk, tenant, name, data.get("group", ""), low, per)
+    plan = None
+    if existing is not None and form.is_valid():
+        plan = resize_plan(
+            existing,
+            with_other_roles(form.node_group_request(), existing),
+            cluster.node_group_disk_field,
+        )
+        checks["rolls"] = plan.rolls
+        if plan.rolls:
+            checks["roll_warning"] = plan.roll_warning()
+        elif not plan.keys:
+            checks["unchanged"] = True
+    surge = plan.surge_workers if plan is not None and plan.rolls else 0
+    group = data.get("group", "")
+    fit = group_fit_for(model, cluster.pk, tenant, name, group, low, per, surge_workers=surge)
     checks["group_fit"] = fit
-    left = quota_left(tenant, model, (cluster.pk, name, data.get("group", "")))
+    left = quota_left(tenant, model, (cluster.pk, name, group))
     if left is not None and high:
         checks["quota"] = quota_message(model, left)
-        checks["quota_ok"] = per * max(high, fit.workers) <= left
+        counted = per * max(high, fit.workers)
+        if plan is not None and plan.rolls:
+            counted = max(counted, plan.gpu_count)
+        checks["quota_ok"] = counted <= left
     return checks
 
 
@@ -531,10 +513,11 @@ def node_group_edit(
         if warning := no_monitoring_warning(ng):
             form.warnings.append(warning)
         if existing is not None:
-            # The form asks only about ingress-nginx: a resize keeps the group's other roles.
-            other = [r for r in (existing.group_spec or {}).get("roles", []) if r not in ng.roles]
-            other = [r for r in other if r != "ingress-nginx"]
-            ng = dataclasses.replace(ng, roles=(*ng.roles, *other))
+            ng = with_other_roles(form.node_group_request(), existing)
+            plan = resize_plan(existing, ng, cluster.node_group_disk_field)
+            keys: list[str] | None = list(plan.keys)
+        else:
+            keys = None
         if request.POST.get("confirm"):
             try:
                 op = submit_node_group(
@@ -546,7 +529,7 @@ def node_group_edit(
             else:
                 return _recorded(request, op)
         preview = yaml.safe_dump_all(
-            node_group_manifests(ng, namespace, cluster.node_group_disk_field),
+            node_group_manifests(ng, namespace, cluster.node_group_disk_field, keys=keys),
             sort_keys=False,
         )
     return render(
@@ -557,7 +540,7 @@ def node_group_edit(
             "form": form,
             "existing": existing,
             "preview": preview,
-            "checks": _node_group_checks(form, tenant, cluster) if form.is_bound else {},
+            "checks": _node_group_checks(form, tenant, cluster, existing) if form.is_bound else {},
             "busy": busy,
         },
     )
@@ -569,7 +552,7 @@ def node_group_check(
 ) -> HttpResponse:
     """htmx, as the user types: field errors next to each field, fit and quota. Nothing is
     recorded or sent."""
-    tenant, _existing, form = _node_group_setup(request, namespace, name, group)
+    tenant, existing, form = _node_group_setup(request, namespace, name, group)
     form.is_valid()
     errors = {
         field: [e for e in form.errors.get(field, []) if request.POST.get(field)]
@@ -581,7 +564,7 @@ def node_group_check(
         {
             "form": form,
             "field_errors": errors,
-            "checks": _node_group_checks(form, tenant, default_cluster()),
+            "checks": _node_group_checks(form, tenant, default_cluster(), existing),
         },
     )
 

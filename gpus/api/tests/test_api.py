@@ -222,6 +222,28 @@ def test_node_group_on_a_new_cluster(alice_api, snapshot):
     assert {"cluster_name", "max_replicas"} <= set(missing.json()["errors"])
 
 
+def test_a_node_group_resize_keeps_what_it_leaves_out(alice_api, snapshot):
+    """Issue 16 item 2: a field the script leaves out keeps the live group's value, not the
+    form's default, and the patch carries only what changed."""
+    from gpus.inventory.models import GpuWorkload
+
+    GpuWorkload.objects.filter(name="k8s", node_group="gpu").update(
+        max_instances=2,
+        group_spec={"min_replicas": 1, "max_replicas": 2, "instance_type": "u1.8xlarge",
+                    "disk": "200Gi", "roles": ["ingress-nginx"], "gpus": [L40S, L40S]},
+    )  # fmt: skip
+    resp = alice_api.call(
+        "put",
+        "/tenants/tenant-acme/node-groups",
+        {"cluster_name": "k8s", "group": "gpu", "min_replicas": 1, "max_replicas": 3,
+         "gpu_model": L40S},
+    )  # fmt: skip
+    assert resp.status_code == 202, resp.content
+    op = Operation.objects.get(pk=resp.json()["id"])
+    assert op.kind == OperationKind.RESIZE
+    assert op.manifests[0]["spec"] == {"nodeGroups": {"gpu": {"maxReplicas": 3}}}
+
+
 def test_utilization_of_the_tenant(alice_api, snapshot):
     resp = alice_api.call("get", "/tenants/tenant-acme/utilization?range=7d")
     assert resp.status_code == 200

@@ -192,3 +192,35 @@ def test_a_failure_that_may_clear_is_retrying_not_failed():
     final = "Helm install failed ...: Specified instanceType does not exist in the cluster: u9"
     view = NamespaceView(apps={("vminstances", "gpu-ws"): _app("False", "InstallFailed", final)})
     assert vm_progress("VMInstance", "gpu-ws", view, None, {}).failed
+
+
+def test_worker_vms_match_the_deployment_label_exactly_not_a_name_prefix():
+    """Issue 16 item 5: gpu's workers, never gpu-large's, oldest first; a stuck one is named."""
+    from gpus.kube.operations import node_group_progress, worker_vms
+
+    def worker(name: str, deployment: str, printable: str, created: str) -> dict:
+        return {
+            "metadata": {"name": name, "creationTimestamp": created,
+                         "labels": {"cluster.x-k8s.io/cluster-name": "kubernetes-ml"}},
+            "spec": {"template": {"metadata": {"labels": {
+                "cluster.x-k8s.io/deployment-name": deployment}}}},
+            "status": {"printableStatus": printable},
+        }  # fmt: skip
+
+    view = NamespaceView(
+        apps={("kuberneteses", "ml"): _app("True", "UpgradeSucceeded")},
+        kubevirt={
+            "a": worker("kubernetes-ml-gpu-abc-1", "kubernetes-ml-gpu", "Running", "T1"),
+            "b": worker("kubernetes-ml-gpu-abc-2", "kubernetes-ml-gpu", "ErrorUnschedulable", "T2"),
+            "c": worker("kubernetes-ml-gpu-large-x-1", "kubernetes-ml-gpu-large", "Running", "T0"),
+        },
+    )
+    assert [w["metadata"]["name"] for w in worker_vms(view, "kubernetes-ml-gpu")] == [
+        "kubernetes-ml-gpu-abc-1",
+        "kubernetes-ml-gpu-abc-2",
+    ]
+    progress = node_group_progress("ml", "gpu", view, 2, {})
+    assert progress.unschedulable and progress.reason == "ErrorUnschedulable"
+    assert progress.observed["unschedulable_worker"] == 2 and progress.observed["workers"] == 2
+    large = node_group_progress("ml", "gpu-large", view, 1, {})
+    assert not large.unschedulable

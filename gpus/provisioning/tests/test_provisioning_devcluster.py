@@ -3,6 +3,7 @@ the same functions): apply is idempotent, polling is batched, failures are named
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -264,7 +265,7 @@ def test_resize_a_node_group_while_someone_else_changes_another(cluster, dc, ali
         group="gpu",
         min_replicas=3,
         max_replicas=4,
-        instance_type="u1.2xlarge",
+        instance_type="u1.8xlarge",  # as it is: no roll
         disk_size_gi=100,
         gpu_resource=A100,
         gpus_per_node=1,
@@ -272,6 +273,7 @@ def test_resize_a_node_group_while_someone_else_changes_another(cluster, dc, ali
     op = services.submit_node_group(alice, acme, cluster, request, resize=True)
     # The quota counts what the group may grow to: maxReplicas x GPUs per worker (issue 20, 2a).
     assert op.kind == "resize" and op.gpu_count == 4
+    assert op.params["changed"] == ["minReplicas"] and op.params["rolls"] is False
     claimed = engine.claim(op.pk)
     engine.apply(claimed)
     # Someone else edits md0 meanwhile (kubectl, another portal tab...).
@@ -293,6 +295,94 @@ def test_resize_a_node_group_while_someone_else_changes_another(cluster, dc, ali
     assert spec["nodeGroups"]["md0"]["maxReplicas"] == 7
     assert spec["nodeGroups"]["gpu"]["minReplicas"] == 3
     assert op.observed["available"] >= 3
+
+
+def _group_patches(dc, namespace: str, name: str) -> list[dict]:
+    """The bodies of the merge patches devcluster received for one Kubernetes app."""
+    return [
+        e["body"]
+        for e in dc.audit()
+        if e["verb"] == "patch" and e["resource"].startswith("kuberneteses")
+        and e["namespace"] == namespace and e["name"] == name and e["allowed"]
+    ]  # fmt: skip
+
+
+def _worker_templates(dc, namespace: str, cluster: str, group: str) -> set[str]:
+    """The worker template hashes of a group's worker VMs (kubernetes-<c>-<g>-<tmpl>-<sfx>)."""
+    path = f"/apis/kubevirt.io/v1/namespaces/{namespace}/virtualmachines"
+    import json
+
+    prefix = f"kubernetes-{cluster}-{group}-"
+    names = [i["metadata"]["name"] for i in json.loads(dc.request("GET", path)[2])["items"]]
+    return {n[len(prefix) :].split("-")[0] for n in names if n.startswith(prefix)}
+
+
+def test_a_resize_patches_only_the_changed_key_and_does_not_roll(cluster, dc, alice, acme):
+    """Issue 16 item 2: the form's defaults (instance type, disk, roles) are never sent; only
+    maxReplicas changes, so the worker template and its workers stay."""
+    from gpus.inventory.models import GpuWorkload
+
+    spec = GpuWorkload.objects.get(tenant=acme, name="ml", node_group="gpu").group_spec
+    assert spec["instance_type"] == "u1.8xlarge" and spec["gpus"] == [A100]
+    assert spec["disk"] == "100Gi" and spec["roles"] == []
+    before = _worker_templates(dc, acme.namespace, "ml", "gpu")
+    assert len(before) == 1
+    sent = len(_group_patches(dc, acme.namespace, "ml"))
+    high = spec["max_replicas"] + 2
+    request = apps.NodeGroupRequest(
+        "ml", "gpu", spec["min_replicas"], high, "u1.8xlarge", 100, A100, 1
+    )
+    op = services.submit_node_group(alice, acme, cluster, request, resize=True)
+    assert op.params["changed"] == ["maxReplicas"] and not op.params["rolls"]
+    assert op.gpu_count == high  # maxReplicas x 1, no surge
+    op = drive(op, {OperationState.SUCCEEDED, OperationState.FAILED}, seconds=90)
+    assert op.state == OperationState.SUCCEEDED, (op.reason, op.message)
+    patches = _group_patches(dc, acme.namespace, "ml")[sent:]
+    assert patches == [{"spec": {"nodeGroups": {"gpu": {"maxReplicas": high}}}}]
+    assert _worker_templates(dc, acme.namespace, "ml", "gpu") == before
+    # Nothing changed at all: refused, nothing recorded.
+    sync.sync_cluster(cluster.pk)
+    with pytest.raises(services.OperationRefused, match="Nothing to change"):
+        services.submit_node_group(alice, acme, cluster, request, resize=True)
+
+
+def test_an_instance_type_change_rolls_and_counts_the_surge(cluster, dc, alice, acme):
+    """A new instance type is a new KubevirtMachineTemplate in v1.1: the patch carries that key
+    alone, the quota counts the old workers' GPUs plus maxReplicas new ones, and devcluster
+    replaces the workers (new template hash)."""
+    from gpus.inventory.models import GpuWorkload
+
+    live = GpuWorkload.objects.get(tenant=acme, name="ml", node_group="gpu")
+    spec, held = live.group_spec, live.gpus_held
+    assert held > 0
+    before = _worker_templates(dc, acme.namespace, "ml", "gpu")
+    sent = len(_group_patches(dc, acme.namespace, "ml"))
+    model = GpuModel.objects.get(resource_name=A100)
+    # At most 3 workers (earlier tests grew it): the surge must fit among the free A100s.
+    low, high = min(spec["min_replicas"], 2), 3
+    request = apps.NodeGroupRequest("ml", "gpu", low, high, "u1.2xlarge", 100, A100, 1)
+    peak = held + high  # the old workers' GPUs + up to maxReplicas new ones beside them
+    GpuQuota.objects.create(tenant=acme, gpu_model=model, limit=peak - 1)
+    with pytest.raises(services.OperationRefused) as refused:
+        services.submit_node_group(alice, acme, cluster, request, resize=True)
+    assert refused.value.field == "max_replicas"
+    GpuQuota.objects.filter(tenant=acme).update(limit=peak)
+    op = services.submit_node_group(alice, acme, cluster, request, resize=True)
+    changed = op.params["changed"]
+    assert set(changed) - {"minReplicas", "maxReplicas"} == {"instanceType"}
+    assert op.params["rolls"] is True and op.gpu_count == peak
+    engine.apply(engine.claim(op.pk))
+    patches = _group_patches(dc, acme.namespace, "ml")[sent:]
+    assert len(patches) == 1
+    sent_group = patches[0]["spec"]["nodeGroups"]["gpu"]
+    assert set(sent_group) == set(changed) and sent_group["instanceType"] == "u1.2xlarge"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        after = _worker_templates(dc, acme.namespace, "ml", "gpu")
+        if after - before:
+            break
+        time.sleep(0.2)
+    assert after - before, "a new instance type makes a new worker template"
 
 
 def test_add_a_gpu_node_group(cluster, alice, acme):
@@ -332,3 +422,25 @@ def test_create_a_cluster_with_a_gpu_node_group(cluster, alice, acme):
     op = drive(op, {OperationState.SUCCEEDED, OperationState.FAILED}, seconds=90)
     assert op.state == OperationState.SUCCEEDED, (op.reason, op.message)
     assert op.observed["available"] >= 1
+
+
+def test_a_worker_vm_that_cannot_be_placed_is_named_within_the_grace(
+    cluster, dc, alice, acme, settings, monkeypatch
+):
+    """Issue 16 item 5: the poller lists the group's worker VMs (by their Cluster API labels)
+    and a worker in ErrorUnschedulable fails the operation after the VM grace with "No <model>
+    free for worker i of n", not at the 30-minute timeout."""
+    import types
+
+    settings.OPERATION_UNSCHEDULABLE_GRACE_SECONDS = 0
+    # The snapshot's fit check would refuse 8 A100 per worker: let it through, the cluster
+    # is the one that cannot place it.
+    fits = types.SimpleNamespace(worker_fits=True, total_fits=True)
+    monkeypatch.setattr(services, "group_fit_for", lambda *a, **k: fits)
+    request = apps.NodeGroupRequest("ml", "wide", 1, 2, "u1.8xlarge", 100, A100, 8)
+    op = services.submit_node_group(alice, acme, cluster, request, resize=False)
+    op = drive(op, {OperationState.FAILED, OperationState.SUCCEEDED}, seconds=60)
+    assert op.state == OperationState.FAILED, (op.reason, op.message)
+    assert op.reason == "ErrorUnschedulable"
+    # The first worker the poll saw (1 or both of the 2 the chart starts with, by then).
+    assert re.fullmatch(r"No NVIDIA A100 free for worker 1 of [12]\.", op.message), op.message

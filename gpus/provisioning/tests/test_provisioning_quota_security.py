@@ -218,6 +218,9 @@ def tenant_cluster(acme) -> Cluster:
         name="ml", node_group="gpu", gpu_model=GpuModel.objects.get(resource_name=L40S),
         gpus_per_instance=1, instances=2, max_instances=2, gpus_held=2,
         state=ResourceState.RUNNING,
+        # As the sync reads it: a resize compares with it and sends only what differs.
+        group_spec={"min_replicas": 2, "max_replicas": 2, "instance_type": "u1.2xlarge",
+                    "disk": "100Gi", "roles": [], "gpus": [L40S]},
     )  # fmt: skip
     return cluster
 
@@ -421,3 +424,38 @@ def test_with_redis_down_the_admin_node_list_still_answers(
     page = response.content.decode()
     assert Node.objects.count() == 2
     assert all(node.name in page for node in Node.objects.all())
+
+
+def test_a_resize_that_rolls_the_workers_says_so_and_counts_the_surge(
+    alice_client, acme, tenant_cluster
+):
+    """Issue 16 item 2: a new instance type replaces every worker (v1.1 cluster.yaml hashes the
+    whole worker template; maxSurge = maxReplicas): the page says so before it is sent, and the
+    new workers come up beside the old ones, so the 2 GPUs the group holds are not free."""
+    resize = f"/tenants/{acme.namespace}/kubernetes/ml/nodegroups/gpu/"
+    same = {"group": "gpu", "max_replicas": "2", "confirm": ""}
+    # Only the maximum: no warning, a patch of maxReplicas alone.
+    response = alice_client.post(resize, group_form(**{**same, "max_replicas": "3"}))
+    page = response.content.decode()
+    assert "Every worker is replaced" not in page
+    assert "maxReplicas: 3" in page and "instanceType" not in page and "roles" not in page
+    # A new instance type: the warning, with what the surge needs.
+    response = alice_client.post(resize, group_form(**same, instance_type="u1.8xlarge"))
+    page = response.content.decode()
+    assert "Every worker is replaced" in page
+    assert "needs up to 2 spare NVIDIA L40S while it runs" in page
+    assert "instanceType: u1.8xlarge" in page and "maxReplicas" not in page
+    # 6 new workers beside the old: 6 needed of the 5 free (the held 2 do not count as free).
+    response = alice_client.post(
+        resize,
+        group_form(group="gpu", max_replicas="6", instance_type="u1.8xlarge"),
+    )
+    assert response.context["form"].errors["min_replicas"] == [
+        "6 workers x 1 NVIDIA L40S need 6 GPUs: only 5 free right now."
+    ]
+    # Without the roll the same maximum fits (the group's own 2 count as its own).
+    assert alice_client.post(resize, group_form(group="gpu", max_replicas="6")).status_code == 302
+    op = Operation.objects.get()
+    assert op.params["changed"] == ["maxReplicas"] and op.manifests[0]["spec"] == {
+        "nodeGroups": {"gpu": {"maxReplicas": 6}}
+    }
