@@ -623,3 +623,17 @@ def test_the_cloud_init_field_says_its_limit(alice_client, acme, cluster):
     html = page.content.decode()
     assert 'maxlength="32768"' in html
     assert "d\u2019au plus 32\u202f768 caractères (le navigateur coupe un collage" in html
+
+
+def test_a_refused_node_group_shows_no_preview_nor_button(alice_client, acme, alice_group):
+    """After a capacity error the form shows the error, not the patch and "Add the group"
+    (#20 tryout item 3)."""
+    url = f"/tenants/{acme.namespace}/kubernetes/nodegroups/new/"
+    page = alice_client.post(url, group_data(group="big", gpus_per_node="5", confirm="1"))
+    html = page.content.decode()
+    assert page.context["form"].errors and "at most 4 on one server" in html
+    assert 'id="node-group-submit"' not in html and 'id="preview-yaml"' not in html
+    assert "Check and preview" in html
+    ok = alice_client.post(url, group_data(group="big")).content.decode()
+    assert 'id="node-group-submit"' in ok and 'id="preview-yaml"' in ok
+    assert not Operation.objects.exists()
