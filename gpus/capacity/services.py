@@ -160,9 +160,9 @@ def fire_waitlist(now: dt.datetime | None = None) -> int:
                 "one": most,
             }
             text = (
-                _("%(n)d x %(model)s are free on one server now (%(free)d free in all).")
+                _("%(n)d × %(model)s are free on one server now (%(free)d free in all).")
                 if wish.one_server
-                else _("%(n)d x %(model)s are free now (%(free)d free in all).")
+                else _("%(n)d × %(model)s are free now (%(free)d free in all).")
             ) % values
             notify(
                 wish.user,
