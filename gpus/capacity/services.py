@@ -86,6 +86,8 @@ def notify_operation_end(operation_id: int) -> None:
         return
     if op.state not in (OperationState.SUCCEEDED, OperationState.FAILED):
         return
+    if op.was_already_true:  # nothing happened; the operation page says so (#20 tryout item 4)
+        return
     target = f"{op.name}/{op.node_group}" if op.node_group else op.name
     with translation.override(op.language):  # the asker's, not the worker's default
         values = {"kind": op.get_kind_display(), "target": target}

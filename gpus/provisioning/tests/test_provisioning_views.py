@@ -271,6 +271,22 @@ def test_an_action_already_true_says_so_in_the_readers_language(
     page = alice_client.get(url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
     done = re.search(r'id="op-done">(.*?)</p>', page, re.S)
     assert done is not None and done.group(1) == words
+    # Nothing ran: no "GPU server found" nor "Running" step with a time (#20 tryout item 4).
+    assert 'id="op-steps"' not in page and "data-step=" not in page
+
+
+def test_an_action_already_true_is_not_notified(alice_op):
+    """Nothing happened: the operation page says so; no second "Start …: done." (#20 tryout)."""
+    from gpus.capacity.models import Notification
+    from gpus.capacity.services import notify_operation_end
+
+    done = {"kind": "start", "state": OperationState.SUCCEEDED}
+    Operation.objects.filter(pk=alice_op.pk).update(**done, reason="AlreadyDone")
+    notify_operation_end(alice_op.pk)
+    assert not Notification.objects.exists()
+    Operation.objects.filter(pk=alice_op.pk).update(**done, reason="")
+    notify_operation_end(alice_op.pk)
+    assert Notification.objects.get().text.endswith(": done.")
 
 
 def test_status_poll_does_fragment_sized_work(
