@@ -86,6 +86,8 @@ def notify_operation_end(operation_id: int) -> None:
         return
     if op.state not in (OperationState.SUCCEEDED, OperationState.FAILED):
         return
+    if op.was_already_true:  # nothing happened; the operation page says so (#20 tryout item 4)
+        return
     target = f"{op.name}/{op.node_group}" if op.node_group else op.name
     with translation.override(op.language):  # the asker's, not the worker's default
         values = {"kind": op.get_kind_display(), "target": target}
@@ -163,9 +165,9 @@ def fire_waitlist(now: dt.datetime | None = None) -> int:
             # In the asker's language, not the syncing worker's default.
             with translation.override(wish.language or settings.LANGUAGE_CODE):
                 text = (
-                    _("%(n)d x %(model)s are free on one server now (%(free)d free in all).")
+                    _("%(n)d × %(model)s are free on one server now (%(free)d free in all).")
                     if wish.one_server
-                    else _("%(n)d x %(model)s are free now (%(free)d free in all).")
+                    else _("%(n)d × %(model)s are free now (%(free)d free in all).")
                 ) % values
             notify(
                 wish.user,

@@ -54,18 +54,18 @@ def capacity_sentence(model: str, requested: int, free_total: int, free_max_one:
     values = {"n": requested, "model": model, "free": free_total, "one": free_max_one}
     if requested <= free_max_one:
         return (
-            _("%(n)d x %(model)s requested: %(free)d free in all, up to %(one)d on one server.")
+            _("%(n)d × %(model)s requested: %(free)d free in all, up to %(one)d on one server.")
             % values
         )
     if requested <= free_total:
         return (
             _(
-                "%(n)d x %(model)s requested: %(free)d free in all, but at most %(one)d on one "
+                "%(n)d × %(model)s requested: %(free)d free in all, but at most %(one)d on one "
                 "server."
             )
             % values
         )
-    return _("%(n)d x %(model)s requested: only %(free)d free right now.") % values
+    return _("%(n)d × %(model)s requested: only %(free)d free right now.") % values
 
 
 # (tenant, name, node group): one target on one cluster.
@@ -169,7 +169,7 @@ class GroupFit:
     def worker_message(self) -> str:
         return (
             _(
-                "%(per)d x %(model)s per worker, but at most %(one)d free on one server (a "
+                "%(per)d × %(model)s per worker, but at most %(one)d free on one server (a "
                 "worker's GPUs are all on one server)."
             )
             % self._values()
@@ -178,7 +178,7 @@ class GroupFit:
     def total_message(self) -> str:
         return (
             _(
-                "%(workers)d workers x %(per)d %(model)s need %(need)d GPUs: only %(free)d free "
+                "%(workers)d workers × %(per)d %(model)s need %(need)d GPUs: only %(free)d free "
                 "right now."
             )
             % self._values()
@@ -191,7 +191,7 @@ class GroupFit:
             return self.total_message()
         return (
             _(
-                "%(workers)d workers x %(per)d %(model)s: %(need)d more GPUs needed, %(free)d "
+                "%(workers)d workers × %(per)d %(model)s: %(need)d more GPUs needed, %(free)d "
                 "free in all, up to %(one)d on one server."
             )
             % self._values()

@@ -65,6 +65,10 @@ class RunStrategy(models.TextChoices):
     HALTED = "Halted", _("Created stopped")
 
 
+# The reason of a start or stop that was already true: nothing was written, nothing ran.
+ALREADY_DONE = "AlreadyDone"
+
+
 class ExternalAccess(models.TextChoices):
     NONE = "none", _("No external access")
     PORTS = "PortList", _("Some ports")

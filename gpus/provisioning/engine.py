@@ -44,6 +44,7 @@ from gpus.kube.operations import (
 from gpus.provisioning.audit import audit
 from gpus.provisioning.choices import (
     ACTIVE_OPERATION_STATES,
+    ALREADY_DONE,
     POLLED_OPERATION_STATES,
     OperationKind,
     OperationState,
@@ -583,7 +584,7 @@ def advance(op: Operation, view: NamespaceView, now: Any, progress: Progress | N
         return
     if progress.done:
         if op.baseline.get("unchanged"):
-            succeed(op, "AlreadyDone", _already_true(op))
+            succeed(op, ALREADY_DONE, _already_true(op))
         else:
             succeed(op)
         return

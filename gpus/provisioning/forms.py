@@ -139,6 +139,13 @@ def _is_command_list(value: object) -> bool:
     )
 
 
+# A VM's GPUs are passed through from one server, and a Hikube GPU server holds 8.
+GPUS_PER_SERVER = 8
+GPUS_PER_VM_MESSAGE = _(
+    "At most %(limit_value)s GPUs of this model fit one VM (one server holds 8)."
+)
+
+
 class GpuVmForm(forms.Form):
     name = forms.CharField(
         label=_("Name"),
@@ -147,7 +154,13 @@ class GpuVmForm(forms.Form):
         help_text=_("Lowercase letters, digits and “-”, starting with a letter."),
     )
     gpu_model = BoundedChoiceField(label=_("GPU model"))
-    gpu_count = forms.IntegerField(label=_("Number of GPUs"), min_value=1, max_value=8, initial=1)
+    gpu_count = forms.IntegerField(
+        label=_("Number of GPUs"),
+        min_value=1,
+        max_value=GPUS_PER_SERVER,
+        initial=1,
+        error_messages={"max_value": GPUS_PER_VM_MESSAGE},
+    )
     instance_type = BoundedChoiceField(
         label=_("Instance type"),
         initial="u1.2xlarge",
@@ -227,6 +240,9 @@ class GpuVmForm(forms.Form):
             "n": f"{MAX_CLOUD_INIT:,}".replace(",", "\u202f")
         }
         self.warnings: list[str] = []
+        if self.is_bound and self.data.get(self.add_prefix("external")) != ExternalAccess.PORTS:
+            # Ports mean something only with "Some ports" (#20): otherwise not checked, not sent.
+            self.fields["external_ports"].validators = []
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]
@@ -260,6 +276,8 @@ class GpuVmForm(forms.Form):
         return keys
 
     def clean_external_ports(self) -> list[int]:
+        if self.cleaned_data.get("external") != ExternalAccess.PORTS:
+            return []
         text = self.cleaned_data["external_ports"].strip()
         ports: dict[int, None] = {}  # in the order given, each once (a dict: linear)
         for part in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
@@ -442,7 +460,11 @@ class NodeGroupForm(forms.Form):
     )
     gpu_model = BoundedChoiceField(label=_("GPU model"))
     gpus_per_node = forms.IntegerField(
-        label=_("GPUs per worker"), min_value=1, max_value=8, initial=1
+        label=_("GPUs per worker"),
+        min_value=1,
+        max_value=GPUS_PER_SERVER,
+        initial=1,
+        error_messages={"max_value": GPUS_PER_VM_MESSAGE},
     )
     ingress = forms.BooleanField(
         label=_("Workers also host the ingress (role ingress-nginx)"), required=False

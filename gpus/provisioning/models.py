@@ -10,6 +10,7 @@ from gpus.catalog.models import GpuModel
 from gpus.inventory.models import Cluster
 from gpus.provisioning.choices import (
     ACTIVE_OPERATION_STATES,
+    ALREADY_DONE,
     TERMINAL_OPERATION_STATES,
     OperationKind,
     OperationState,
@@ -103,6 +104,11 @@ class Operation(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_OPERATION_STATES
+
+    @property
+    def was_already_true(self) -> bool:
+        """A start or stop that found the VM as asked: it changed nothing."""
+        return self.state == OperationState.SUCCEEDED and self.reason == ALREADY_DONE
 
     @property
     def language(self) -> str:

@@ -96,7 +96,8 @@ def describe(op: Operation, now: Any = None) -> OperationView:
     ):
         points.append((OperationStep.SCHEDULED, op.scheduled_at))
         points.append((OperationStep.RUNNING, op.running_at))
-    steps = [Step(str(k), str(k.label), at) for k, at in points]
+    # An action that was already true ran nothing: no steps to show (#20 tryout item 4).
+    steps = [] if op.was_already_true else [Step(str(k), str(k.label), at) for k, at in points]
     if op.is_active:
         for step in steps:
             if step.at is None:

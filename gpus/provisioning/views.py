@@ -528,10 +528,11 @@ def node_group_edit(
                 busy = active_operation(tenant, ng.cluster_name, ng.group)
             else:
                 return _recorded(request, op)
-        preview = yaml.safe_dump_all(
-            node_group_manifests(ng, namespace, cluster.node_group_disk_field, keys=keys),
-            sort_keys=False,
-        )
+        if not form.errors:  # a refused group (capacity, quota): no preview, no button
+            preview = yaml.safe_dump_all(
+                node_group_manifests(ng, namespace, cluster.node_group_disk_field, keys=keys),
+                sort_keys=False,
+            )
     return render(
         request,
         "provisioning/node_group.html",

@@ -88,6 +88,8 @@ def test_cards_busy_demand_and_forecast(
     assert (cards[h100.pk].installed, cards[h100.pk].allocated) == (8, 2)
     assert (cards[h100.pk].queued, cards[h100.pk].refused_24h) == (8, 3)
     assert "62 % busy on the 1 of 2 that report" in body
+    french = admin_client_.get(reverse("gpus:capacity"), HTTP_ACCEPT_LANGUAGE="fr")
+    assert "62\u00a0% d’occupation, mesurée sur 1 des 2 GPU" in french.content.decode()
     # 0.5 + 0.2/day: 3.3 held after 14 days, (8 - 3.3) / 0.2 = 23.5 days.
     forecast = cards[h100.pk].forecast
     assert forecast.running_out and forecast.days == pytest.approx(23.5, rel=0.05)

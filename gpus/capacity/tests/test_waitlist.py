@@ -51,7 +51,7 @@ def test_the_waitlist_fires_exactly_once(
     sync(snapshot, django_capture_on_commit_callbacks, 3, l40s_held=1)
     note = Notification.objects.get()
     assert (note.user, note.kind) == (alice, NotificationKind.GPUS_FREE)
-    assert "2 x NVIDIA L40S are free on one server now" in note.text
+    assert "2 × NVIDIA L40S are free on one server now" in note.text
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["alice@example.com"]
     assert not WaitlistEntry.objects.exists()
     # In the page (loaded by htmx after it), until dismissed.

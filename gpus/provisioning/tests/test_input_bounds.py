@@ -170,3 +170,33 @@ def test_a_valid_runcmd_is_merged_with_the_driver_install(
     runcmd = yaml.safe_load(vm["spec"]["cloudInit"])["runcmd"]
     assert runcmd[:3] == ["echo hello", ["touch", "/tmp/x"], None]
     assert len(runcmd) > 3 and all(len(c) > 1 for c in runcmd[3:] if isinstance(c, str))
+
+
+def test_too_many_gpus_is_said_in_the_portals_words(alice_client, acme, alice_group):  # noqa: F811
+    url = f"/tenants/{acme.namespace}/vms/new/"
+    page = alice_client.post(url, form_data(gpu_count="9"))
+    said = "At most 8 GPUs of this model fit one VM (one server holds 8)."
+    assert _errors(page, "gpu_count") == [said]
+    page = alice_client.post(url, form_data(gpu_count="9"), HTTP_ACCEPT_LANGUAGE="fr")
+    assert _errors(page, "gpu_count") == [
+        "Au plus 8 GPU de ce modèle tiennent dans une VM (un serveur en a 8)."
+    ]
+    groups = f"/tenants/{acme.namespace}/kubernetes/nodegroups/new/"
+    page = alice_client.post(groups, group_data(gpus_per_node="9"))
+    assert _errors(page, "gpus_per_node") == [said]
+    assert not Operation.objects.exists()
+
+
+def test_ports_are_ignored_without_some_ports(alice_client, acme, cluster):  # noqa: F811
+    url = f"/tenants/{acme.namespace}/vms/new/"
+    for external in ("none", "WholeIP"):
+        bad = form_data(external=external, external_ports="99999, x" + "1" * 500)
+        live = alice_client.post(url + "check/", bad)
+        assert not _errors(live, "external_ports"), external
+        assert _errors(
+            alice_client.post(url + "check/", form_data(external_ports="99999")), "external_ports"
+        )
+    alice_client.post(url, form_data(external="none", external_ports="8888, 9999"))
+    op = Operation.objects.get()
+    assert op.params["external"] == "none"
+    assert 8888 not in op.params["external_ports"]

@@ -60,7 +60,7 @@ def test_create_a_gpu_vm_and_watch_it_run(
         assert "kind: VMInstance" in text and "kind: VMDisk" in text
         assert text.count("name: nvidia.com/H100_94GB") == 2
         assert "apply -f browser-vm.yaml" in page.locator("#kubectl-cmd").inner_text()
-        assert "2 x NVIDIA H100 NVL requested" in page.locator("#fit").inner_text()
+        assert "2 × NVIDIA H100 NVL requested" in page.locator("#fit").inner_text()
         page.get_by_role("button", name="Create").click()
         page.wait_for_url(re.compile(r".*/operations/\d+/$"))
         page.locator("#op-state[data-state='succeeded']").wait_for(timeout=90_000)

@@ -86,7 +86,7 @@ def test_twenty_creates_at_once_with_two_gpus_free_accept_exactly_two(alice, acm
     refused = [r for r in results if isinstance(r, services.OperationRefused)]
     assert (len(accepted), len(refused)) == (2, 18), results
     assert {r.field for r in refused} == {"gpu_count"}
-    assert refused[0].message.startswith("1 x NVIDIA H100 NVL requested: only 0 free right now.")
+    assert refused[0].message.startswith("1 × NVIDIA H100 NVL requested: only 0 free right now.")
     assert Operation.objects.count() == 2
 
 

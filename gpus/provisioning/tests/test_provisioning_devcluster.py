@@ -148,7 +148,7 @@ def test_over_capacity_refused_unless_queued_then_runs_when_capacity_frees(
     sync.sync_cluster(cluster.pk)
     with pytest.raises(services.OperationRefused) as exc:
         services.submit_vm(alice, acme, cluster, vm_request("big", count=4, **image_for(cluster)))
-    assert "4 x NVIDIA H100 NVL requested: 6 free in all, but at most 3 on one server" in str(
+    assert "4 × NVIDIA H100 NVL requested: 6 free in all, but at most 3 on one server" in str(
         exc.value.message
     )
     queued = services.submit_vm(

@@ -28,7 +28,7 @@ WORDS = {
         "check": "Check and preview",
         "add": "Add the group",
         "quota": "Your quota allows 2 more NVIDIA L40S.",
-        "fit": "2 workers x 1 NVIDIA L40S: 2 more GPUs needed, 5 free in all",
+        "fit": "2 workers × 1 NVIDIA L40S: 2 more GPUs needed, 5 free in all",
     },
     "fr": {
         "min": "Workers au minimum",
@@ -37,7 +37,7 @@ WORDS = {
         "check": "Vérifier et prévisualiser",
         "add": "Ajouter le groupe",
         "quota": "Votre quota permet encore 2 NVIDIA L40S.",
-        "fit": "2 workers x 1 NVIDIA L40S\u00a0: 2 GPU de plus nécessaires, 5 libres en tout",
+        "fit": "2 workers × 1 NVIDIA L40S\u00a0: 2 GPU de plus nécessaires, 5 libres en tout",
     },
 }
 
@@ -67,7 +67,7 @@ def test_an_over_quota_node_group_is_refused_in_plain_words(
     page.locator("#id_cluster_name").select_option("ml")
     page.get_by_label(words["group"]).fill("train")
     page.get_by_label(words["min"]).fill("2")
-    page.get_by_label(words["max"]).fill("3")  # 3 x 1 L40S, with 2 of the quota of 4 held
+    page.get_by_label(words["max"]).fill("3")  # 3 × 1 L40S, with 2 of the quota of 4 held
     quota_line = page.locator("#quota.alert-bad")
     quota_line.wait_for()
     assert words["quota"] in quota_line.inner_text()

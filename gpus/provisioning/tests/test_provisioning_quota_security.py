@@ -245,12 +245,12 @@ def test_a_node_group_must_fit_the_free_gpus_per_worker_and_in_all(
     # 20 workers of 1 L40S with 5 free.
     response = alice_client.post(url, group_form(min_replicas="20", max_replicas="20"))
     assert response.context["form"].errors["min_replicas"] == [
-        "20 workers x 1 NVIDIA L40S need 20 GPUs: only 5 free right now."
+        "20 workers × 1 NVIDIA L40S need 20 GPUs: only 5 free right now."
     ]
     # 6 L40S per worker when a server holds at most 4 free.
     response = alice_client.post(url, group_form(gpus_per_node="6"))
     assert response.context["form"].errors["gpus_per_node"] == [
-        "6 x NVIDIA L40S per worker, but at most 4 free on one server (a worker's GPUs are all "
+        "6 × NVIDIA L40S per worker, but at most 4 free on one server (a worker's GPUs are all "
         "on one server)."
     ]
     assert not Operation.objects.exists()
@@ -261,7 +261,7 @@ def test_a_node_group_must_fit_the_free_gpus_per_worker_and_in_all(
     # The new group "train" (2 workers, in flight) takes 2 of the 5 free: 3 left, + 2 held.
     response = alice_client.post(resize, group_form(min_replicas="6", max_replicas="6"))
     assert response.context["form"].errors["min_replicas"] == [
-        "6 workers x 1 NVIDIA L40S need 4 GPUs: only 3 free right now."
+        "6 workers × 1 NVIDIA L40S need 4 GPUs: only 3 free right now."
     ]
     assert (
         alice_client.post(resize, group_form(min_replicas="5", max_replicas="5")).status_code == 302
@@ -288,10 +288,10 @@ def test_the_node_group_form_checks_fit_and_quota_as_the_user_types(
     quota(acme, L40S, 10)
     url = f"/tenants/{acme.namespace}/kubernetes/nodegroups/new/check/"
     html = alice_client.post(url, group_form(gpus_per_node="6")).content.decode()
-    assert "6 x NVIDIA L40S per worker, but at most 4 free on one server" in html
+    assert "6 × NVIDIA L40S per worker, but at most 4 free on one server" in html
     assert 'id="fit" class="alert alert-bad"' in html
     html = alice_client.post(url, group_form(max_replicas="9")).content.decode()
-    assert "2 workers x 1 NVIDIA L40S: 2 more GPUs needed, 5 free in all" in html
+    assert "2 workers × 1 NVIDIA L40S: 2 more GPUs needed, 5 free in all" in html
     assert 'id="quota" class="alert alert-bad"' in html  # 9 > 8 left
     assert "A group counts at its maximum workers" in html
     html = alice_client.post(url, group_form(min_replicas="5", max_replicas="2")).content.decode()

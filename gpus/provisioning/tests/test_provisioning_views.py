@@ -101,7 +101,7 @@ def test_live_check_shows_errors_next_to_fields_and_the_fit(alice_client, acme, 
     html = page.content.decode()
     assert page.status_code == 200
     assert 'id="err-name" hx-swap-oob="true"' in html and "lowercase" in html
-    assert "5 x NVIDIA L40S requested: 7 free in all, but at most 4 on one server" in html
+    assert "5 × NVIDIA L40S requested: 7 free in all, but at most 4 on one server" in html
     page = alice_client.post(url, form_data(instance_type="u1.xlarge"), HTTP_HX_REQUEST="true")
     html = page.content.decode()
     assert "at least 8 vCPU per GPU" in html
@@ -271,6 +271,22 @@ def test_an_action_already_true_says_so_in_the_readers_language(
     page = alice_client.get(url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
     done = re.search(r'id="op-done">(.*?)</p>', page, re.S)
     assert done is not None and done.group(1) == words
+    # Nothing ran: no "GPU server found" nor "Running" step with a time (#20 tryout item 4).
+    assert 'id="op-steps"' not in page and "data-step=" not in page
+
+
+def test_an_action_already_true_is_not_notified(alice_op):
+    """Nothing happened: the operation page says so; no second "Start …: done." (#20 tryout)."""
+    from gpus.capacity.models import Notification
+    from gpus.capacity.services import notify_operation_end
+
+    done = {"kind": "start", "state": OperationState.SUCCEEDED}
+    Operation.objects.filter(pk=alice_op.pk).update(**done, reason="AlreadyDone")
+    notify_operation_end(alice_op.pk)
+    assert not Notification.objects.exists()
+    Operation.objects.filter(pk=alice_op.pk).update(**done, reason="")
+    notify_operation_end(alice_op.pk)
+    assert Notification.objects.get().text.endswith(": done.")
 
 
 def test_status_poll_does_fragment_sized_work(
@@ -319,16 +335,16 @@ def test_plain_words_for_insufficient_gpus(alice_op, cluster):
     alice_op.refresh_from_db()
     text = presenters.describe(alice_op).explanation
     # The one capacity sentence, as the form and My GPUs say it.
-    assert text == "5 x NVIDIA L40S requested: 7 free in all, but at most 4 on one server."
+    assert text == "5 × NVIDIA L40S requested: 7 free in all, but at most 4 on one server."
 
 
 def test_one_capacity_sentence_for_fit_refusal_and_waiting():
     sentence = capacity.capacity_sentence
-    assert sentence("L40S", 2, 7, 4) == "2 x L40S requested: 7 free in all, up to 4 on one server."
+    assert sentence("L40S", 2, 7, 4) == "2 × L40S requested: 7 free in all, up to 4 on one server."
     assert sentence("L40S", 5, 7, 4) == (
-        "5 x L40S requested: 7 free in all, but at most 4 on one server."
+        "5 × L40S requested: 7 free in all, but at most 4 on one server."
     )
-    assert sentence("L40S", 9, 7, 4) == "9 x L40S requested: only 7 free right now."
+    assert sentence("L40S", 9, 7, 4) == "9 × L40S requested: only 7 free right now."
 
 
 def test_operations_and_workloads_read_the_one_table_of_reasons():
@@ -623,3 +639,32 @@ def test_the_cloud_init_field_says_its_limit(alice_client, acme, cluster):
     html = page.content.decode()
     assert 'maxlength="32768"' in html
     assert "d\u2019au plus 32\u202f768 caractères (le navigateur coupe un collage" in html
+
+
+def test_a_refused_node_group_shows_no_preview_nor_button(alice_client, acme, alice_group):
+    """After a capacity error the form shows the error, not the patch and "Add the group"
+    (#20 tryout item 3)."""
+    url = f"/tenants/{acme.namespace}/kubernetes/nodegroups/new/"
+    page = alice_client.post(url, group_data(group="big", gpus_per_node="5", confirm="1"))
+    html = page.content.decode()
+    assert page.context["form"].errors and "at most 4 on one server" in html
+    assert 'id="node-group-submit"' not in html and 'id="preview-yaml"' not in html
+    assert "Check and preview" in html
+    ok = alice_client.post(url, group_data(group="big")).content.decode()
+    assert 'id="node-group-submit"' in ok and 'id="preview-yaml"' in ok
+    assert not Operation.objects.exists()
+
+
+def test_wording_of_the_tryout(alice_client, acme, alice_group):
+    """#20 tryout item 5: a back link, not a breadcrumb with nothing after "›"; a stopped VM
+    is "Arrêtée" (une VM) in French."""
+    url = f"/tenants/{acme.namespace}/gpus/{alice_group.pk}/"
+    html = alice_client.get(url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "← Mes GPU</a>" in html and "›" not in html
+    vm = GpuWorkload.objects.create(
+        cluster=alice_group.cluster, tenant=acme, kind=WorkloadKind.VM, app_kind="VMInstance",
+        name="ws", gpu_model=alice_group.gpu_model, gpus_per_instance=1, instances=1,
+        state=ResourceState.STOPPED,
+    )  # fmt: skip
+    html = alice_client.get(f"/tenants/{acme.namespace}/gpus/{vm.pk}/", HTTP_ACCEPT_LANGUAGE="fr")
+    assert "Arrêtée" in html.content.decode()
