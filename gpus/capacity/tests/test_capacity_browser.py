@@ -141,7 +141,7 @@ def test_quota_headroom_waitlist_and_notification(
     banner.wait_for()
     # In the language she asked in, though the sync ran in the default one.
     with translation.override(language):
-        free = gettext("%(n)d x %(model)s are free on one server now (%(free)d free in all).") % {
+        free = gettext("%(n)d × %(model)s are free on one server now (%(free)d free in all).") % {
             "n": 4,
             "model": l40s.display_name,
             "free": 4,
