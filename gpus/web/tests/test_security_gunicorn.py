@@ -4,7 +4,11 @@ real sessions, cookies and CSRF tokens (the other tests of these items use Djang
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,12 +23,19 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
 from django.urls import reverse
+from django.utils import timezone
 
+from gpus.inventory.choices import WorkloadKind
+from gpus.inventory.models import Cluster, GpuWorkload
+from gpus.provisioning.models import Operation
+from gpus.provisioning.tests.test_input_bounds import EVERY_PORT
+from gpus.provisioning.tests.test_provisioning_views import cluster, form_data  # noqa: F401
 from gpus.testing import PASSWORD
 from gpus.testing_ports import free_port
 from gpus.utilization.agent import issue_token
 from gpus.utilization.models import GpuDevice
 from gpus.utilization.tests.test_agent_security import BOB_UUID, line, vms  # noqa: F401
+from gpus.web.tests.test_exports import HYPERLINK
 from hikube_portal.tests.test_production import ROOT, SECRET, VENV_BIN, compose_environment
 
 pytestmark = [pytest.mark.once, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -188,3 +199,48 @@ def test_headers_and_agent_takeover_refused(portal, vms, alice, bob) -> None:  #
     bobs = Browser(portal).log_in("bob")
     page = bobs.get(reverse("gpus:util_tenant_gpu", args=["tenant-globex", BOB_UUID]))
     assert page.status_code == 200 and BOB_UUID in page.text
+
+
+@pytest.mark.parametrize("portal", [{"OPERATION_RATE_PER_MINUTE": "2"}], indirect=True)
+def test_every_port_is_a_form_error_and_the_tenant_rate_is_plain(portal, alice, cluster) -> None:  # noqa: F811
+    browser = Browser(portal).log_in("alice")
+    url = "/tenants/tenant-acme/vms/new/"
+    # Item 3: the 382 KB ports string is an error next to its field, on the live check and the
+    # submit, from a worker that answers (the fixture fails on a WORKER TIMEOUT in gunicorn's log).
+    for path in (url + "check/", url):
+        page = browser.post(path, data=form_data(external_ports=EVERY_PORT))
+        assert page.status_code == 200, (path, page.text[-2000:])
+        assert 'id="err-external_ports"' in page.text and "at most 400 characters" in page.text
+    assert not Operation.objects.exists()
+
+    # Item 6: past OPERATION_RATE_PER_MINUTE submits, the tenant is told in plain words.
+    for name in ("rate-a", "rate-b"):
+        assert browser.post(url, data=form_data(name=name)).status_code == 302
+    page = browser.post(url, data=form_data(name="rate-c"))
+    assert page.status_code == 200
+    found = re.search(r"Too many requests for this tenant: try again in (\d+) s\.", page.text)
+    assert found and 1 <= int(found[1]) <= 60, page.text[-3000:]
+    assert sorted(Operation.objects.values_list("name", flat=True)) == ["rate-a", "rate-b"]
+
+
+def test_a_formula_reaches_the_admins_csv_as_text(portal, acme, platform_admin) -> None:
+    # Item 7: an agent-posted model name that a spreadsheet would run is written as text.
+    vm = GpuWorkload.objects.create(
+        cluster=Cluster.objects.create(name="prod"), tenant=acme, kind=WorkloadKind.VM,
+        app_kind="VMInstance", name="ws", gpus_per_instance=1, gpus_held=1,
+    )  # fmt: skip
+    GpuDevice.objects.create(
+        uuid="GPU-1",
+        model_name=HYPERLINK,
+        hostname="@host",
+        tenant=acme,
+        workload=vm,
+        idle_since=timezone.now() - dt.timedelta(days=2),
+        busy_metric="-x",
+    )
+    response = Browser(portal).log_in("admin").get(reverse("gpus:util_idle") + "?format=csv")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(response.text)))
+    assert rows[0][:2] == ["uuid", "model"]
+    assert rows[1][1] == "'" + HYPERLINK and rows[1][2] == "'@host" and rows[1][7] == "'-x"
