@@ -13,6 +13,7 @@ from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
 from gpus.capacity.models import (
+    ROLLUP_FIELDS,
     Bucket,
     CapacityRollup,
     CapacitySample,
@@ -145,19 +146,6 @@ def _add_tenant_usage(cluster_id: int, at: dt.datetime, previous: dt.datetime | 
         unique_fields=["bucket", "cluster", "tenant", "gpu_model", "ts"],
         update_fields=["gpus_max", "gpu_hours"],
     )
-
-
-ROLLUP_FIELDS = [
-    "samples",
-    "installed",
-    "allocated",
-    "allocated_max",
-    "free",
-    "free_min",
-    "unavailable",
-    "queued_max",
-    "refused",
-]
 
 
 def rollup(now: dt.datetime | None = None) -> dict[str, int]:

@@ -170,3 +170,17 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return self.text[:60]
+
+
+# The counts a rollup keeps: written by history, read by the page and the exports.
+ROLLUP_FIELDS = [
+    "samples",
+    "installed",
+    "allocated",
+    "allocated_max",
+    "free",
+    "free_min",
+    "unavailable",
+    "queued_max",
+    "refused",
+]

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from gpus.capacity.forecast import WINDOW_DAYS, Exhaustion, days_to_exhaustion
 from gpus.capacity.models import (
+    ROLLUP_FIELDS,
     Bucket,
     CapacityRollup,
     Notification,
@@ -395,15 +396,7 @@ def history_rows(start: dt.datetime, end: dt.datetime, bucket: str) -> QuerySet:
         CapacityRollup.objects.filter(bucket=bucket, ts__gte=start, ts__lt=end)
         .values(
             "ts",
-            "samples",
-            "installed",
-            "allocated",
-            "allocated_max",
-            "free",
-            "free_min",
-            "unavailable",
-            "queued_max",
-            "refused",
+            *ROLLUP_FIELDS,
             cluster_name=F("cluster__name"),
             gpu_model_name=F("gpu_model__resource_name"),
         )

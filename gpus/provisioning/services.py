@@ -107,6 +107,13 @@ def lock_counts(tenant: Tenant, cluster: Cluster, model: GpuModel | None) -> Non
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
+def in_progress_message(name: str) -> str:
+    """The one sentence for a change refused because another one to the same target runs."""
+    return _("Another change to %(name)s is still in progress; wait for it to finish.") % {
+        "name": name
+    }
+
+
 def record(
     *,
     user: Any,
@@ -230,8 +237,7 @@ def _record(
                 )
         except IntegrityError:
             raise OperationRefused(
-                _("Another change to %(name)s is still in progress; wait for it to finish.")
-                % {"name": name},
+                in_progress_message(name),
                 name_field,
             ) from None
         audit(op, tenant, actor, f"operation.{kind}", {"operation": op.pk, "gpus": gpu_count})
@@ -612,10 +618,7 @@ def submit_cluster_delete(user: Any, groups: list[GpuWorkload]) -> Operation:
         state__in=ACTIVE_OPERATION_STATES,
     ).exists()
     if busy:
-        raise OperationRefused(
-            _("Another change to %(name)s is still in progress; wait for it to finish.")
-            % {"name": name}
-        )
+        raise OperationRefused(in_progress_message(name))
     doc = {
         "apiVersion": mf.API_VERSION,
         "kind": mf.KUBERNETES,
@@ -656,10 +659,7 @@ def submit_node_group_delete(user: Any, workload: GpuWorkload) -> Operation:
         node_group="",
         state__in=ACTIVE_OPERATION_STATES,
     ).exists():
-        raise OperationRefused(
-            _("Another change to %(name)s is still in progress; wait for it to finish.")
-            % {"name": name}
-        )
+        raise OperationRefused(in_progress_message(name))
     doc = {
         "apiVersion": mf.API_VERSION,
         "kind": mf.KUBERNETES,
