@@ -15,6 +15,7 @@ from gpus.kube import apps
 from gpus.provisioning import engine, services
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.models import Operation
+from gpus.provisioning.tests.test_provisioning_devcluster import drive
 from gpus.testing import seed_catalog
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db, pytest.mark.usefixtures("catalog")]
@@ -58,23 +59,6 @@ def vm_request(name: str, gpu: str = H100, count: int = 1, **extra) -> apps.VmRe
         storage_class="replicated",
         **extra,
     )
-
-
-def drive(op: Operation, until: set[str], seconds: float = 60) -> Operation:
-    """What the worker does: claim+apply, then batched polls until a state in ``until``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        op.refresh_from_db()
-        if op.state in until:
-            return op
-        if op.state == OperationState.PENDING:
-            claimed = engine.claim(op.pk)
-            if claimed:
-                engine.apply(claimed)
-        else:
-            engine.poll_cluster(op.cluster_id)
-        time.sleep(0.1)
-    raise AssertionError(f"operation stayed {op.state}: {op.reason} {op.message} {op.error}")
 
 
 def apply_once(op: Operation) -> Operation:
