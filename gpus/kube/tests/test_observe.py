@@ -174,7 +174,8 @@ def test_workload_monitors_by_app_name(devcluster):
     view = views["tenant-acme"]
     assert ("kuberneteses", "ml") in view.apps
     assert any(name.startswith("kubernetes-ml-") for name in view.monitors)
-    assert counter.count == 2  # the namespace's Kubernetes apps, the monitors by app name
+    # the namespace's Kubernetes apps, the monitors by app name, the worker VMs by cluster name
+    assert counter.count == 3
 
 
 def test_selectors_stay_within_budget_and_cover_every_name():

@@ -451,7 +451,7 @@ def test_a_resize_that_rolls_the_workers_says_so_and_counts_the_surge(
         group_form(group="gpu", max_replicas="6", instance_type="u1.8xlarge"),
     )
     assert response.context["form"].errors["min_replicas"] == [
-        "6 workers x 1 NVIDIA L40S need 6 GPUs: only 5 free right now."
+        "6 workers × 1 NVIDIA L40S need 6 GPUs: only 5 free right now."
     ]
     # Without the roll the same maximum fits (the group's own 2 count as its own).
     assert alice_client.post(resize, group_form(group="gpu", max_replicas="6")).status_code == 302

@@ -153,8 +153,9 @@ def test_resize_with_real_values_connect_to_a_vm_and_download_a_kubeconfig(
         page.locator("#id_max_replicas").fill("5")
         page.locator("#node-group-form button[type=submit]").click()
         preview = page.locator("#preview-yaml").inner_text()
-        assert "maxReplicas: 5" in preview and "instanceType: u1.8xlarge" in preview
-        assert "ephemeralStorage: 100Gi" in preview
+        # Only the changed key is sent (issue 16 item 2): the prefilled values stay as they are.
+        assert "maxReplicas: 5" in preview
+        assert "instanceType" not in preview and "ephemeralStorage" not in preview
         page.locator("#node-group-submit").click()
         page.wait_for_url(re.compile(r".*/operations/\d+/$"))
         op = Operation.objects.get(name="ml", node_group="gpu", kind="resize")
