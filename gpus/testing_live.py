@@ -152,10 +152,11 @@ def worker(transactional_db, tmp_path) -> Iterator[Worker]:
 
 @pytest.fixture
 def register(db) -> Callable[..., Cluster]:
-    """register(dc, name="dc"): a devcluster as a cluster record, synced, its schemas read."""
+    """register(dc, name="dc", context="admin"): a devcluster as a cluster record, synced, its
+    schemas read; context ``portal`` is the portal's own least-privilege account."""
 
-    def register(dc: DevCluster, name: str = "dc") -> Cluster:
-        cluster = Cluster.objects.create(name=name, kubeconfig=str(dc.kubeconfig), context="admin")
+    def register(dc: DevCluster, name: str = "dc", context: str = "admin") -> Cluster:
+        cluster = Cluster.objects.create(name=name, kubeconfig=str(dc.kubeconfig), context=context)
         sync.sync_cluster(cluster.pk)
         schemas.refresh_served_schemas(cluster.pk)
         cluster.refresh_from_db()

@@ -12,7 +12,6 @@ from django.urls import reverse
 
 from devcluster.testing import run_devcluster
 from gpus.accounts.tests.provider import configure, oidc_provider, sign_in
-from gpus.inventory import schemas, sync
 from gpus.inventory.models import Cluster
 from gpus.provisioning import services
 from gpus.provisioning.choices import OperationState
@@ -36,16 +35,11 @@ def provider():
 
 
 @pytest.fixture
-def cluster(dc, db) -> Cluster:
+def cluster(dc, db, register) -> Cluster:
     """The portal as deployed: its own service account (kubeconfig context ``portal``), never
     the admin. The sync under it also picks up the cluster's tenant namespaces."""
     seed_catalog()
-    row = Cluster.objects.create(
-        name=f"dc{dc.port}", kubeconfig=str(dc.kubeconfig), context="portal"
-    )
-    sync.sync_cluster(row.pk)
-    schemas.refresh_served_schemas(row.pk)
-    row.refresh_from_db()
+    row = register(dc, f"dc{dc.port}", context="portal")
     assert row.last_error == ""
     return row
 

@@ -12,7 +12,6 @@ import yaml
 from django.urls import reverse
 
 from devcluster.testing import run_devcluster
-from gpus.inventory import schemas, sync
 from gpus.inventory.models import Cluster
 from gpus.provisioning import engine
 from gpus.provisioning.choices import OperationState
@@ -49,12 +48,8 @@ def dc(tmp_path):
 
 
 @pytest.fixture
-def cluster(dc, acme, globex) -> Cluster:
-    row = Cluster.objects.create(name="dc", kubeconfig=str(dc.kubeconfig), context="admin")
-    sync.sync_cluster(row.pk)
-    schemas.refresh_served_schemas(row.pk)
-    row.refresh_from_db()
-    return row
+def cluster(dc, acme, globex, register) -> Cluster:
+    return register(dc, "dc")
 
 
 def _targets(dc) -> set[str]:

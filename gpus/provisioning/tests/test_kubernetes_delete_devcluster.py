@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from devcluster.testing import run_devcluster
 from gpus.accounts.services import create_token
-from gpus.inventory import schemas, sync
+from gpus.inventory import sync
 from gpus.inventory.models import Cluster, GpuWorkload
 from gpus.kube import apps
 from gpus.provisioning import services
@@ -36,15 +36,10 @@ def dc(tmp_path_factory):
 
 
 @pytest.fixture
-def cluster(dc, acme, globex) -> Cluster:
+def cluster(dc, acme, globex, register) -> Cluster:
     """The portal as deployed: its own least-privilege account (context ``portal``)."""
     seed_catalog()
-    row = Cluster.objects.create(
-        name=f"dc{dc.port}", kubeconfig=str(dc.kubeconfig), context="portal"
-    )
-    sync.sync_cluster(row.pk)
-    schemas.refresh_served_schemas(row.pk)
-    row.refresh_from_db()
+    row = register(dc, f"dc{dc.port}", context="portal")
     assert row.last_error == ""
     return row
 

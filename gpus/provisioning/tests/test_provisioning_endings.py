@@ -8,7 +8,7 @@ import time
 import pytest
 
 from devcluster.testing import run_devcluster
-from gpus.inventory import schemas, sync
+from gpus.inventory import sync
 from gpus.inventory.clusters import gateway_for
 from gpus.inventory.models import Cluster, GpuWorkload
 from gpus.kube import apps
@@ -37,14 +37,8 @@ def dc(tmp_path_factory):
 
 
 @pytest.fixture
-def cluster(dc, acme) -> Cluster:
-    row = Cluster.objects.create(
-        name=f"dc{dc.port}", kubeconfig=str(dc.kubeconfig), context="admin"
-    )
-    sync.sync_cluster(row.pk)
-    schemas.refresh_served_schemas(row.pk)
-    row.refresh_from_db()
-    return row
+def cluster(dc, acme, register) -> Cluster:
+    return register(dc, f"dc{dc.port}")
 
 
 def vm_request(name: str, gpu: str = H100, count: int = 1, **extra) -> apps.VmRequest:

@@ -16,7 +16,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from devcluster.testing import run_devcluster
-from gpus.inventory import schemas, sync
 from gpus.inventory.clusters import gateway_for
 from gpus.inventory.models import Cluster
 from gpus.kube import apps
@@ -51,15 +50,9 @@ def dc(tmp_path_factory):
 
 
 @pytest.fixture
-def cluster(dc, acme) -> Cluster:
+def cluster(dc, acme, register) -> Cluster:
     seed_catalog()
-    row = Cluster.objects.create(
-        name=f"dc{dc.port}", kubeconfig=str(dc.kubeconfig), context="admin"
-    )
-    sync.sync_cluster(row.pk)
-    schemas.refresh_served_schemas(row.pk)
-    row.refresh_from_db()
-    return row
+    return register(dc, f"dc{dc.port}")
 
 
 def _ready(dc, plural: str, name: str) -> dict:
