@@ -9,22 +9,10 @@ from collections.abc import Iterable, Iterator
 from django.http import StreamingHttpResponse
 
 from gpus.capacity import selectors
+from gpus.capacity.models import ROLLUP_FIELDS
 from gpus.web.exports import csv_response
 
-HISTORY_COLUMNS = [
-    "ts",
-    "cluster_name",
-    "gpu_model_name",
-    "samples",
-    "installed",
-    "allocated",
-    "allocated_max",
-    "free",
-    "free_min",
-    "unavailable",
-    "queued_max",
-    "refused",
-]
+HISTORY_COLUMNS = ["ts", "cluster_name", "gpu_model_name", *ROLLUP_FIELDS]
 USAGE_COLUMNS = ["tenant", "cluster", "gpu_model", "gpu_hours", "gpus_max"]
 
 

@@ -563,6 +563,19 @@ def changed_group_keys(wanted: Mapping[str, Any], live: Mapping[str, Any]) -> li
     return [k for k, v in wanted.items() if k not in live or not _same(k, v, live[k])]
 
 
+def requested_group(request: NodeGroupRequest, disk_field: str | None) -> dict[str, Any]:
+    """The ``node_group()`` entry a request asks for (the cluster's disk key, v1.1's default)."""
+    return node_group(
+        request.min_replicas,
+        request.max_replicas,
+        request.instance_type,
+        f"{request.disk_size_gi}Gi",
+        gpus=[request.gpu_resource] * request.gpus_per_node,
+        roles=request.roles,
+        disk_field=disk_field or DEFAULT_NODE_GROUP_DISK,
+    )
+
+
 def node_group_manifests(
     request: NodeGroupRequest,
     namespace: str,
@@ -572,15 +585,7 @@ def node_group_manifests(
     """One partial Kubernetes manifest whose spec holds only this group: applied as a JSON
     merge patch it changes that group alone (never the whole spec, never a null). ``keys``
     (a resize): only these keys of the group, the ones the person changed."""
-    group = node_group(
-        request.min_replicas,
-        request.max_replicas,
-        request.instance_type,
-        f"{request.disk_size_gi}Gi",
-        gpus=[request.gpu_resource] * request.gpus_per_node,
-        roles=request.roles,
-        disk_field=disk_field or "ephemeralStorage",
-    )
+    group = requested_group(request, disk_field)
     if request.new_cluster_version:
         # A new cluster: supplying nodeGroups replaces the chart's default md0 in the values
         # (v1.1 still deep-merges md0 in); the GPU operator installs the drivers.

@@ -21,7 +21,7 @@ from gpus.kube.apps import (
     V11_CHART_WORKERS,
     NodeGroupRequest,
     changed_group_keys,
-    node_group,
+    requested_group,
 )
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
@@ -336,15 +336,7 @@ def resize_plan(
     """Compare the form's group with the live one. The form never edits ``resources``: it is
     never sent. A group the snapshot does not have yet: every key, counted as a roll."""
     disk_field = disk_field or DEFAULT_NODE_GROUP_DISK
-    wanted = node_group(
-        request.min_replicas,
-        request.max_replicas,
-        request.instance_type,
-        f"{request.disk_size_gi}Gi",
-        gpus=[request.gpu_resource] * request.gpus_per_node,
-        roles=request.roles,
-        disk_field=disk_field,
-    )
+    wanted = requested_group(request, disk_field)
     wanted.pop("resources")
     live = live_group(workload, disk_field) if workload is not None else {}
     keys = tuple(changed_group_keys(wanted, live))

@@ -3,11 +3,12 @@ operation and its audit event in one transaction, send the apply on commit."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, ParamSpec
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -42,6 +43,7 @@ from gpus.tenancy.models import Tenant
 from gpus.web import queue, ratelimit
 
 log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
 
 
 class OperationRefused(Exception):
@@ -114,6 +116,25 @@ def in_progress_message(name: str) -> str:
     }
 
 
+def _counting_capacity_refusals(
+    submit: Callable[_P, Operation],
+) -> Callable[_P, Operation]:
+    """A refusal for lack of capacity is unmet demand that capacity counts: sent once the
+    refusing transaction is rolled back, so it is kept."""
+
+    @functools.wraps(submit)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Operation:
+        try:
+            return submit(*args, **kwargs)
+        except OperationRefused as exc:
+            if exc.for_capacity:
+                capacity_refused.send(Operation, **exc.for_capacity)
+            raise
+
+    return wrapper
+
+
+@_counting_capacity_refusals
 def record(
     *,
     user: Any,
@@ -136,50 +157,6 @@ def record(
     """Check quota and capacity under the counting locks, save the operation and its audit
     event in one transaction, enqueue the apply on commit. ``fit_check`` replaces the VM's
     capacity check (a node group's). Raises OperationRefused."""
-    try:
-        return _record(
-            user=user,
-            tenant=tenant,
-            cluster=cluster,
-            kind=kind,
-            app_kind=app_kind,
-            name=name,
-            docs=docs,
-            gpu_model=gpu_model,
-            gpu_count=gpu_count,
-            node_group=node_group,
-            params=params,
-            queue_until_capacity=queue_until_capacity,
-            check_capacity=check_capacity,
-            quota_field=quota_field,
-            name_field=name_field,
-            fit_check=fit_check,
-        )
-    except OperationRefused as exc:
-        if exc.for_capacity:  # the refusing transaction is rolled back: this is kept
-            capacity_refused.send(Operation, **exc.for_capacity)
-        raise
-
-
-def _record(
-    *,
-    user: Any,
-    tenant: Tenant,
-    cluster: Cluster,
-    kind: str,
-    app_kind: str,
-    name: str,
-    docs: list[dict[str, Any]],
-    gpu_model: GpuModel | None,
-    gpu_count: int,
-    node_group: str,
-    params: dict[str, Any] | None,
-    queue_until_capacity: bool,
-    check_capacity: bool,
-    quota_field: str,
-    name_field: str,
-    fit_check: Callable[[], None] | None,
-) -> Operation:
     actor = user.get_username()
     size = mf.manifests_size(docs)
     if size > mf.MAX_MANIFESTS_BYTES:
