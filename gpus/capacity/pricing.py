@@ -470,7 +470,9 @@ def tenant_spend(tenant: Tenant, now: dt.datetime | None = None, months: int = 1
         first = (first - dt.timedelta(days=1)).replace(day=1)
     lists = price_lists()
     monthly = spend_by(
-        usage_between(first, next_month(this_month), tenant).annotate(month=TruncMonth("ts")),
+        usage_between(first, next_month(this_month), tenant).annotate(
+            month=TruncMonth("ts", tzinfo=UTC)
+        ),
         ("month",),
         lists,
     )

@@ -505,15 +505,19 @@ def _node_group_checks(
             counted = max(counted, plan.gpu_count)
         checks["quota_ok"] = counted <= left
     if high and data.get("instance_type") and data.get("disk_size_gi"):
-        sizing = Sizing(
-            model,
-            per,
-            data["instance_type"],
-            data["disk_size_gi"],
-            low,
-            high,
-            surge_instances=surge,
-        )
+        old = None
+        if surge and existing is not None:
+            # The workers it has run at their old size until the new ones replace them.
+            was = form.initial
+            old = Sizing(
+                existing.gpu_model,
+                was.get("gpus_per_node", per),
+                was.get("instance_type", ""),
+                was.get("disk_size_gi", 0),
+                existing.instances,
+            )
+        itype, disk = data["instance_type"], data["disk_size_gi"]
+        sizing = Sizing(model, per, itype, disk, low, high, surge, rolling_from=old)
         checks["extras"] = checked_extras(NodeGroupForm, tenant, sizing)
     return checks
 
