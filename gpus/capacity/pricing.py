@@ -462,30 +462,35 @@ class TenantSpend:
 
 def tenant_spend(tenant: Tenant, now: dt.datetime | None = None, months: int = 12) -> TenantSpend:
     """This month so far, its forecast, per model this month and per month over a year: a
-    fixed number of queries (2 for the lists, 2 for the usage, 3 for what is held now)."""
+    fixed number of queries (2 for the lists, 1 for the usage, 1 for the models' names, 3 for
+    what is held now)."""
     now = now or timezone.now()
     this_month = month_start(now)
     first = this_month
     for _ in range(months - 1):
         first = (first - dt.timedelta(days=1)).replace(day=1)
     lists = price_lists()
-    monthly = spend_by(
+    priced = spend_by(
         usage_between(first, next_month(this_month), tenant).annotate(
             month=TruncMonth("ts", tzinfo=UTC)
         ),
-        ("month",),
+        ("month", "gpu_model_id"),
         lists,
     )
-    by_month = sorted(((k[0], s) for k, s in monthly.items()), key=lambda x: x[0], reverse=True)
+    months_: dict[tuple[dt.datetime, str], Spend] = defaultdict(Spend)
+    models_: dict[tuple[int, str], Spend] = defaultdict(Spend)
     month = Spend()
-    for key, s in monthly.items():
-        if key[0] == this_month:
-            month.add(s)
-    names = dict(GpuModel.objects.values_list("pk", "display_name"))
-    per_model = spend_by(
-        usage_between(this_month, next_month(this_month), tenant), ("gpu_model_id",), lists
+    for (at, model_id, currency), s in priced.items():
+        months_[(at, currency)].add(s)
+        if at == this_month:
+            models_[(model_id, currency)].add(s)
+            if month.currency in ("", currency):  # a list in another currency: its own rows
+                month.add(s)
+    by_month = sorted(((k[0], s) for k, s in months_.items()), key=lambda x: x[0], reverse=True)
+    names = dict(
+        GpuModel.objects.filter(pk__in={k[0] for k in models_}).values_list("pk", "display_name")
     )
-    by_model = sorted(((names.get(k[0], "?"), s) for k, s in per_model.items()), key=lambda x: x[0])
+    by_model = sorted(((names.get(k[0], "?"), s) for k, s in models_.items()), key=lambda x: x[0])
     rates = next((r for r in lists if r.valid_from <= now.astimezone(UTC).date()), None)
     hourly = forecast = None
     if rates is not None:
@@ -553,14 +558,16 @@ def fleet_spend(now: dt.datetime | None = None) -> list[TenantLine]:
     lists = price_lists()
     month = spend_by(usage_between(this_month, next_month(this_month)), ("tenant_id",), lists)
     rates = next((r for r in lists if r.valid_from <= now.astimezone(UTC).date()), None)
+    rates_currency = rates.currency if rates is not None else ""
     hourly: dict[int, Decimal] = defaultdict(Decimal)
     if rates is not None:
         for (tenant_id, model_id), h in held_resources().items():
             hourly[tenant_id] += rates.hourly(model_id, h.gpus, h.vcpus, h.memory_gib, h.disk_gib)
     hours_left = Decimal(str((next_month(this_month) - now).total_seconds() / 3600))
     spent: dict[int, Spend] = defaultdict(Spend)
-    for (tenant_id, _currency), s in month.items():
-        spent[tenant_id].add(s)
+    for (tenant_id, currency), s in sorted(month.items(), key=lambda x: x[0][1] != rates_currency):
+        if spent[tenant_id].currency in ("", currency):
+            spent[tenant_id].add(s)
     ids = set(spent) | set(hourly)
     tenants = {t.pk: t for t in Tenant.objects.filter(pk__in=ids)}
     lines = []

@@ -317,3 +317,25 @@ def test_spend_urls_are_404_for_other_tenants_and_admin_only_where_said(
         f"/api/v1/tenants/{acme.namespace}/spend", bad, HTTP_AUTHORIZATION=f"Bearer {alice_token}"
     )
     assert response.status_code == 422 and "end" in response.json()["errors"]
+
+
+def test_a_change_of_currency_splits_the_spend_and_never_fails(alice_client, admin_client_, acme):
+    cluster = Cluster.objects.create(name="c1")
+    t = today()
+    price_list(t - dt.timedelta(days=3), {L40S: "1"})
+    eur = price_list(t, {L40S: "2"})
+    PriceList.objects.filter(pk=eur.pk).update(currency="EUR")
+    _usage(cluster, acme, t - dt.timedelta(days=1), 10)
+    _usage(cluster, acme, t, 10)
+    params = {"start": str(t - dt.timedelta(days=2)), "end": str(t + dt.timedelta(days=1))}
+    rows = read_csv(admin_client_.get(reverse("gpus:capacity_export_spend"), params))
+    assert sorted((r["currency"], r["amount"]) for r in rows) == [
+        ("CHF", "10.00"),
+        ("EUR", "20.00"),
+    ]
+    for client in (alice_client, admin_client_):
+        assert (
+            client.get(reverse("gpus:capacity_tenant_spend", args=[acme.namespace])).status_code
+            == 200
+        )
+    assert admin_client_.get(reverse("gpus:capacity_spend")).status_code == 200
