@@ -27,8 +27,15 @@ from gpus.capacity.models import (
 )
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import WorkloadKind
-from gpus.inventory.models import Cluster, GpuWorkload, ModelInventory, NodeGpu, TenantAllocation
-from gpus.provisioning.capacity import gpus_counted
+from gpus.inventory.models import (
+    Cluster,
+    ClusterQuota,
+    GpuWorkload,
+    ModelInventory,
+    NodeGpu,
+    TenantAllocation,
+)
+from gpus.provisioning.capacity import QuotaRoom, quota_rooms
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
 from gpus.tenancy.models import Tenant
@@ -319,24 +326,55 @@ def quota_pressure() -> list[dict]:
 
 @dataclass(frozen=True)
 class Headroom:
+    """A tenant's room on one model: the portal's quota and the cluster's own ResourceQuota
+    (where one exists) side by side; the lower one wins."""
+
     model: GpuModel
-    limit: int
-    counted: int
+    rooms: tuple[QuotaRoom, ...]
+
+    @property
+    def portal(self) -> QuotaRoom | None:
+        return next((r for r in self.rooms if not r.cluster_quota), None)
+
+    @property
+    def cluster(self) -> QuotaRoom | None:
+        """The cluster quota with the least left (several clusters, several quotas)."""
+        found = [r for r in self.rooms if r.cluster_quota]
+        return min(found, key=lambda r: r.left) if found else None
+
+    @property
+    def binding(self) -> QuotaRoom:
+        return min(self.rooms, key=lambda r: (r.left, bool(r.cluster_quota)))
+
+    @property
+    def limit(self) -> int:
+        return self.binding.limit
+
+    @property
+    def counted(self) -> int:
+        return self.binding.counted
 
     @property
     def left(self) -> int:
-        return max(self.limit - self.counted, 0)
+        return self.binding.left
+
+    @property
+    def by_cluster(self) -> bool:
+        return bool(self.binding.cluster_quota)
 
 
 def headroom(tenant: Tenant) -> list[Headroom]:
-    """Per model with a quota: the limit, what counts against it (held, a node group at what
-    it may grow to, and operations in flight), what is left."""
-    return [
-        Headroom(q.gpu_model, q.limit, gpus_counted(tenant, q.gpu_model))
-        for q in GpuQuota.objects.filter(tenant=tenant)
-        .select_related("gpu_model")
-        .order_by("gpu_model__sort_order", "gpu_model__display_name")
-    ]
+    """Per model with a quota (the portal's, the cluster's, or both): each limit, what counts
+    against it (held, a node group at what it may grow to, and operations in flight), what is
+    left under the lower one."""
+    ids = set(GpuQuota.objects.filter(tenant=tenant).values_list("gpu_model_id", flat=True))
+    ids |= set(ClusterQuota.objects.filter(tenant=tenant).values_list("gpu_model_id", flat=True))
+    out = []
+    for model in GpuModel.objects.filter(pk__in=ids).order_by("sort_order", "display_name"):
+        rooms = quota_rooms(tenant, model)
+        if rooms:
+            out.append(Headroom(model, tuple(rooms)))
+    return out
 
 
 def quotas_of(tenant: Tenant) -> dict[int, int]:

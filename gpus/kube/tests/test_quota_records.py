@@ -1,0 +1,55 @@
+"""Reading a tenant's ResourceQuota and the apiserver's quota refusal (pure parsers)."""
+
+from __future__ import annotations
+
+from gpus.kube.operations import quota_refusal
+from gpus.kube.records import GpuQuotaLimit, gpu_quota_limits, quota_denial
+
+REFUSAL = (
+    'failed to create virtual machine pod: pods "virt-launcher-vm-instance-a-x2b4c" is '
+    "forbidden: exceeded quota: tenant-quota, requested: requests.nvidia.com/GA100=2, "
+    "used: requests.nvidia.com/GA100=3, limited: requests.nvidia.com/GA100=4"
+)
+
+
+def test_only_the_requests_form_of_a_gpu_is_a_limit() -> None:
+    quota = {
+        "metadata": {"name": "tenant-quota", "namespace": "tenant-a"},
+        "spec": {
+            "hard": {
+                "requests.nvidia.com/GA100": "4",
+                "limits.nvidia.com/GA100": "4",
+                "nvidia.com/AD102GL_L40S": "2",
+                "requests.cpu": "8",
+            }
+        },
+        "status": {"used": {"requests.nvidia.com/GA100": "3"}},
+    }
+    assert gpu_quota_limits(quota) == [
+        GpuQuotaLimit("tenant-a", "tenant-quota", "nvidia.com/GA100", 4, 3)
+    ]
+    quota.pop("status")  # before the quota controller wrote it
+    assert gpu_quota_limits(quota)[0].used == 0
+
+
+def test_the_refusal_is_read_with_its_numbers() -> None:
+    denial = quota_denial(REFUSAL)
+    assert denial is not None
+    assert denial.quota == "tenant-quota"
+    assert (denial.requested, denial.used, denial.limited) == (
+        {"nvidia.com/GA100": 2},
+        {"nvidia.com/GA100": 3},
+        {"nvidia.com/GA100": 4},
+    )
+    assert quota_denial("0/9 nodes are available: 7 Insufficient nvidia.com/GA100.") is None
+
+
+def test_kubevirt_reports_the_refusal_on_the_synchronized_condition() -> None:
+    def vm(reason: str, message: str) -> dict:
+        cond = {"type": "Synchronized", "status": "False", "reason": reason, "message": message}
+        return {"status": {"printableStatus": "Starting", "conditions": [cond]}}
+
+    assert quota_refusal(vm("FailedCreate", REFUSAL)) == REFUSAL
+    assert quota_refusal(vm("FailedCreate", "pods is forbidden: violates PodSecurity")) == ""
+    assert quota_refusal(vm("Other", REFUSAL)) == ""
+    assert quota_refusal(None) == ""
