@@ -488,6 +488,14 @@ def fleet_operations(filters: dict[str, Any], page: PageRequest) -> KeysetPage[O
     def midnight(d: dt.date) -> dt.datetime:
         return timezone.make_aware(dt.datetime.combine(d, dt.time.min))
 
+    if ("start" in filters or "end" in filters) and not filters.keys() & {
+        "kind",
+        "state",
+        "gpu_model",
+    }:
+        # Dates alone: the (created_at, id) index walks from the range's end; ids in id order
+        # would walk every operation newer than an "until" day first.
+        key = TENANT_OPERATIONS_KEY
     if "start" in filters:
         qs = qs.filter(created_at__gte=midnight(filters["start"]))
     if "end" in filters:
