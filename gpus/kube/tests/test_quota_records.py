@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpus.kube.operations import quota_refusal
+from gpus.kube.operations import NamespaceView, node_group_progress, quota_refusal
 from gpus.kube.records import GpuQuotaLimit, gpu_quota_limits, quota_denial
 
 REFUSAL = (
@@ -53,3 +53,34 @@ def test_kubevirt_reports_the_refusal_on_the_synchronized_condition() -> None:
     assert quota_refusal(vm("FailedCreate", "pods is forbidden: violates PodSecurity")) == ""
     assert quota_refusal(vm("Other", REFUSAL)) == ""
     assert quota_refusal(None) == ""
+
+
+def test_a_node_group_whose_worker_the_quota_refuses_fails() -> None:
+    ready = {"type": "Ready", "status": "True", "reason": "InstallSucceeded", "message": "ok"}
+    worker = {
+        "metadata": {"name": "kubernetes-ml-gpu-abc123-x1", "creationTimestamp": "2026-12-06"},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"cluster.x-k8s.io/deployment-name": "kubernetes-ml-gpu"}}
+            }
+        },
+        "status": {
+            "printableStatus": "Starting",
+            "conditions": [
+                {
+                    "type": "Synchronized",
+                    "status": "False",
+                    "reason": "FailedCreate",
+                    "message": REFUSAL,
+                }
+            ],
+        },
+    }
+    view = NamespaceView(
+        apps={("kuberneteses", "ml"): {"status": {"conditions": [ready]}}},
+        kubevirt={"kubernetes-ml-gpu-abc123-x1": worker},
+        monitors={"kubernetes-ml-gpu": {"status": {"availableReplicas": 0}}},
+    )
+    progress = node_group_progress("ml", "gpu", view, 1, {})
+    assert progress.failed and progress.reason == "FailedCreate"
+    assert progress.message == REFUSAL
