@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from gpus.kube.operations import NamespaceView, node_group_progress, quota_refusal
-from gpus.kube.records import GpuQuotaLimit, gpu_quota_limits, quota_denial
+from gpus.kube.records import (
+    Condition,
+    GpuQuotaLimit,
+    KubevirtVm,
+    VmApp,
+    gpu_quota_limits,
+    quota_denial,
+)
+from gpus.kube.states import WorkloadState, vm_state
 
 REFUSAL = (
     'failed to create virtual machine pod: pods "virt-launcher-vm-instance-a-x2b4c" is '
@@ -84,3 +92,27 @@ def test_a_node_group_whose_worker_the_quota_refuses_fails() -> None:
     progress = node_group_progress("ml", "gpu", view, 1, {})
     assert progress.failed and progress.reason == "FailedCreate"
     assert progress.message == REFUSAL
+
+
+def test_the_snapshot_says_why_the_vm_does_not_start() -> None:
+    app = VmApp(
+        namespace="tenant-a", name="a", kind="VMInstance", gpus=("nvidia.com/GA100",),
+        run_strategy="Always", running=None, instance_type="u1.2xlarge", deleting=False,
+        conditions={},
+    )  # fmt: skip
+    vm = KubevirtVm(
+        namespace="tenant-a",
+        name="vm-instance-a",
+        printable_status="Starting",
+        ready=False,
+        conditions={
+            "Ready": Condition("Ready", "False", "PodNotExists", "virt-launcher pod has not yet"),
+            "Synchronized": Condition("Synchronized", "False", "FailedCreate", REFUSAL),
+        },
+    )
+    reading = vm_state(app, vm)
+    assert (reading.state, reading.reason, reading.message) == (
+        WorkloadState.STARTING,
+        "FailedCreate",
+        REFUSAL,
+    )
