@@ -30,8 +30,10 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Avg, Count, Max, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -226,26 +228,41 @@ def decide(usage: Usage, models: list[GpuModel], prices: GpuPrices | None) -> Su
     return Suggestion(usage, Verdict.MOSTLY_IDLE, currency=currency)
 
 
-def _usage_rows(workloads: QuerySet[GpuWorkload], now: dt.datetime) -> list[Usage]:
-    """One aggregate over the window's hourly rollups, per workload (1 query + the rows)."""
-    since = now - dt.timedelta(days=WINDOW_DAYS)
-    rows = (
-        GpuRollup.objects.filter(
-            bucket=Bucket.HOUR,
-            ts__gte=since,
-            ts__lt=now,
-            allocated=True,
-            workload__in=workloads.values("pk"),
-        )
-        .filter(Q(busy_avg__isnull=False) | Q(util_avg__isnull=False))
-        .values("workload_id")
-        .annotate(
+def _stats(tenant: Tenant | None, now: dt.datetime) -> dict[int, dict[str, Any]]:
+    """One aggregate over the window's hourly rollups, per workload: hours with readings, mean
+    busy %, memory peak. Fleet-wide it is kept in the cache until the next hour's rollups (a
+    week of a large fleet's hourly rows is millions); one tenant's reads its own index."""
+    end = now.replace(minute=0, second=0, microsecond=0)
+    key = f"capacity:rightsizing:{int(end.timestamp())}"
+    if tenant is None and (cached := cache.get(key)) is not None:
+        return cached
+    rows = GpuRollup.objects.filter(
+        bucket=Bucket.HOUR,
+        ts__gte=end - dt.timedelta(days=WINDOW_DAYS),
+        ts__lt=end,
+        allocated=True,
+        workload__isnull=False,
+    ).filter(Q(busy_avg__isnull=False) | Q(util_avg__isnull=False))
+    if tenant is not None:
+        rows = rows.filter(tenant=tenant)
+    stats = {
+        r["workload_id"]: r
+        for r in rows.values("workload_id").annotate(
             hours=Count("ts", distinct=True),
             busy=Avg(Coalesce("busy_avg", "util_avg")),
             mem=Max(Coalesce("mem_used_max", "mem_used_avg")),
         )
-    )
-    stats = {r["workload_id"]: r for r in rows}
+    }
+    if tenant is None:
+        cache.set(key, stats, 3600)
+    return stats
+
+
+def _usage_rows(
+    workloads: QuerySet[GpuWorkload], tenant: Tenant | None, now: dt.datetime
+) -> list[Usage]:
+    """The workloads (still holding GPUs) with readings in the window: 2 queries."""
+    stats = _stats(tenant, now)
     if not stats:
         return []
     out = []
@@ -264,7 +281,7 @@ def suggestions(
     workloads = GpuWorkload.objects.filter(gpus_held__gt=0, gpu_model__isnull=False)
     if tenant is not None:
         workloads = workloads.filter(tenant=tenant)
-    usages = _usage_rows(workloads, now)
+    usages = _usage_rows(workloads, tenant, now)
     if not usages:
         return []
     models = list(GpuModel.objects.filter(offered=True, memory_gb__isnull=False))
