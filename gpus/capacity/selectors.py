@@ -294,8 +294,8 @@ def _top_tenants(days: int, now: dt.datetime) -> list[dict]:
 
 
 def quota_pressure() -> list[dict]:
-    """Tenants holding at least 80 % of a quota (the snapshot's GPUs held), fullest first:
-    1 query, the sums in the database."""
+    """Tenants holding at least 80 % of a quota, fullest first: the portal's (the snapshot's
+    GPUs held; 1 query, the sums in the database) and the cluster's own (1 query)."""
     held = (
         TenantAllocation.objects.filter(tenant=OuterRef("tenant"), gpu_model=OuterRef("gpu_model"))
         .values("tenant")
@@ -309,16 +309,35 @@ def quota_pressure() -> list[dict]:
         .select_related("tenant", "gpu_model")
         .order_by("-share", "tenant__namespace")[:TABLE_ROWS]
     )
-    return [
+    portal = [
         {
             "tenant": q.tenant,
             "model": q.gpu_model,
             "held": q.held,
             "limit": q.limit,
             "over": q.held > q.limit,
+            "cluster_quota": "",
         }
         for q in rows
     ]
+    # The tenants' own ResourceQuotas, with what the cluster's quota controller counts: 1 query.
+    cluster = [
+        {
+            "tenant": q.tenant,
+            "model": q.gpu_model,
+            "held": q.used,
+            "limit": q.hard,
+            "over": q.used > q.hard,
+            "cluster_quota": q.name,
+        }
+        for q in ClusterQuota.objects.filter(used__gte=F("hard") * NEAR_QUOTA)
+        .annotate(share=F("used") * 1.0 / Greatest(F("hard"), 1))
+        .select_related("tenant", "gpu_model")
+        .order_by("-share", "tenant__namespace")[:TABLE_ROWS]
+    ]
+    both = portal + cluster
+    both.sort(key=lambda r: (-r["held"] / max(r["limit"], 1), r["tenant"].namespace))
+    return both[:TABLE_ROWS]
 
 
 # --- a tenant's headroom ------------------------------------------------------------------

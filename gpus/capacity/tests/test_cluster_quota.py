@@ -123,3 +123,8 @@ def test_the_lower_quota_wins_and_the_clusters_refusal_is_told(
     sync.sync_cluster(cluster.pk)
     (room,) = [h for h in selectors.headroom(acme) if h.model == h100]
     assert (room.cluster.limit, room.left) == (0, 0)
+    # ... and among the tenants at their quota on the capacity page.
+    page = admin_client_.get(reverse("gpus:capacity"))
+    pressure = [(q["tenant"], q["cluster_quota"]) for q in page.context["quota_pressure"]]
+    assert (acme, "tenant-quota") in pressure
+    assert "(cluster quota tenant-quota)" in page.content.decode()
