@@ -123,9 +123,7 @@ def test_quota_enforced_on_launcher_pods_and_reported_by_kubevirt(
         json.dumps({"spec": {"hard": {f"requests.{H100}": "2"}}}),
     )
     wait_for(lambda: kubevirt_status(custom, NS, "vm-instance-q2") == "Running", what="q2 runs")
-    wait_for(
-        lambda: _quota(qdc)["status"]["used"] == {f"requests.{H100}": "2"}, what="used is 2"
-    )
+    wait_for(lambda: _quota(qdc)["status"]["used"] == {f"requests.{H100}": "2"}, what="used is 2")
 
 
 def test_quota_rejects_a_value_that_is_not_a_quantity(qdc: DevCluster, tmp_path: Path) -> None:
