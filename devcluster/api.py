@@ -18,13 +18,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from . import openapi, schemas, tables
+from . import openapi, quota, schemas, tables
 from .clock import Clock
 from .faults import Faults
 from .fleet import stable_uuid
 from .patch import PatchError, json_patch, merge_patch
 from .rbac import Authorizer, Forbidden, Identity
-from .resources import NAMESPACES, NODES, Resource
+from .resources import NAMESPACES, NODES, PODS, RESOURCEQUOTAS, Resource
 from .selectors import SelectorError, parse_field_selector, parse_label_selector
 from .store import Store, dumps, now_rfc3339
 
@@ -703,6 +703,26 @@ class Api:
                 )
         return schemas.default_spec(spec, res.schema)
 
+    def _admit_quota(self, res: Resource, obj: dict[str, Any], name: str) -> dict[str, Any]:
+        """``ValidateResourceQuota``: the hard limits must be quantities (names with a domain,
+        ``requests.nvidia.com/X`` or ``nvidia.com/X``, are all accepted; only the former is
+        enforced, see quota.py)."""
+        spec = obj.get("spec") or {}
+        if not isinstance(spec, dict):
+            spec = {"hard": spec}
+        causes = quota.validate_hard(spec.get("hard"))
+        if causes:
+            raise self._invalid(res, name, causes)
+        return copy.deepcopy(spec)
+
+    def quota_status(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """What the quota controller writes (caller holds the lock): done at once here, so the
+        admission never sees a quota without status (the real one answers ``status unknown for
+        quota`` for a moment)."""
+        ns = obj["metadata"]["namespace"]
+        used = quota.usage(pod for _, pod in self.store.iter_objects(PODS.key, ns))
+        return quota.status(obj, used)
+
     def _check_type(self, res: Resource, obj: Any) -> dict[str, Any]:
         if not isinstance(obj, dict):
             raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
@@ -750,7 +770,9 @@ class Api:
                     }
                 ],
             )
-        spec = self._admit(res, obj, name)
+        spec = self._admit_quota(res, obj, name) if res is RESOURCEQUOTAS else None
+        if spec is None:
+            spec = self._admit(res, obj, name)
         with self.store.lock:
             if ns and self.store.get(NAMESPACES.key, "", ns) is None:
                 raise ApiError(
@@ -781,6 +803,15 @@ class Api:
                 # generation (ConvertHelmReleaseToApplication does not copy it).
                 "status": {},
             }
+            if res is RESOURCEQUOTAS:
+                if self.store.get(res.key, ns or "", name) is not None:
+                    raise ApiError(
+                        409,
+                        "AlreadyExists",
+                        f'resourcequotas "{name}" already exists',
+                        _details(res, name),
+                    )
+                new["status"] = self.quota_status(new)
             if req.query.get("dryRun") == "All":
                 new_md["resourceVersion"] = ""
                 return self._with_warnings(Response(201, dumps(new)), warnings)
@@ -851,6 +882,9 @@ class Api:
         out = dict(cur, metadata=out_md)
         if res.is_app:
             out["spec"] = self._admit(res, new, name, create=False)
+        elif res is RESOURCEQUOTAS:
+            out["spec"] = self._admit_quota(res, new, name)
+            out["status"] = self.quota_status(out)
         elif res.key == NODES.key:
             out["spec"] = spec = copy.deepcopy(new.get("spec") or {})
             # The node lifecycle controller mirrors cordoning into a NoSchedule taint.

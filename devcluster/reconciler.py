@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from . import schemas
+from . import quota, schemas
 from .clock import Clock
 from .faults import Faults
 from .fleet import stable_hex, stable_uuid
@@ -27,6 +27,7 @@ from .resources import (
     KUBEVIRT_VMS,
     NODES,
     PODS,
+    RESOURCEQUOTAS,
     SECRETS,
     SERVICES,
     WORKLOAD_MONITORS,
@@ -118,6 +119,7 @@ class Reconciler:
         self.apps = [r for r in resources if r.is_app]
         self.app_records: dict[str, dict[str, Any]] = {}
         self.units: dict[str, dict[str, Any]] = {}
+        self.quota_changed = False
         self.seq = 0
         self.wake = threading.Event()
         self.stop_flag = threading.Event()
@@ -144,6 +146,11 @@ class Reconciler:
             self._index_dirty = True
             self.wake.set()
         elif res in self._app_keys:
+            self.wake.set()
+        elif res == RESOURCEQUOTAS.key:
+            # KubeVirt re-enqueues the VMIs whose pod creation failed when a quota changes
+            # (pkg/virt-controller/watch/vmi: updateResourceQuota / deleteResourceQuota).
+            self.quota_changed = True
             self.wake.set()
 
     def start(self) -> None:
@@ -380,7 +387,45 @@ class Reconciler:
             if not changed:
                 break
         deadlines += unit_deadlines
+        self.quota_changed = False
+        self._refresh_quotas()
         return min(deadlines) if deadlines else 0.0
+
+    # --- quotas (the quota controller) -------------------------------------------------
+    def _refresh_quotas(self) -> None:
+        """``status.used`` of every ResourceQuota from the pods now in its namespace."""
+        if not self.store.count(RESOURCEQUOTAS.key):
+            return
+        used_in: dict[str, dict[str, int]] = {}
+        for (ns, _), q in list(self.store.iter_objects(RESOURCEQUOTAS.key)):
+            if ns not in used_in:
+                used_in[ns] = self._quota_used(ns)
+            status = quota.status(q, used_in[ns])
+            if q.get("status") != status:
+                self.store.put(RESOURCEQUOTAS.key, dict(q, status=status))
+
+    def _quota_used(self, ns: str) -> dict[str, int]:
+        return quota.usage(pod for _, pod in self.store.iter_objects(PODS.key, ns))
+
+    def _quota_denial(self, unit: dict[str, Any]) -> str:
+        """The apiserver's answer to creating the unit's launcher pod ("" if admitted)."""
+        quotas = [q for _, q in self.store.iter_objects(RESOURCEQUOTAS.key, unit["ns"])]
+        if not quotas:
+            return ""
+        pod = {
+            "metadata": {"name": unit["pod"]},
+            "spec": {
+                "containers": [
+                    {
+                        "resources": {
+                            "requests": {m: str(n) for m, n in Counter(unit["gpus"]).items()}
+                        }
+                    }
+                ]
+            },
+            "status": {"phase": "Pending"},
+        }
+        return quota.denial(quotas, self._quota_used(unit["ns"]), pod)
 
     def _hr_ref(self, res: Resource, obj: dict[str, Any]) -> dict[str, Any]:
         md = obj["metadata"]
@@ -1002,6 +1047,12 @@ class Reconciler:
             return self._try_schedule(unit, now)
         if phase == "ErrorUnschedulable":
             return self._try_schedule(unit, now)
+        if phase == "FailedCreate":
+            # KubeVirt retries the pod creation with backoff, and at once when a quota changes.
+            due = unit.get("event_at", 0) + self.delay("sched_retry")
+            if now < due and not self.quota_changed:
+                return due
+            return self._try_schedule(unit, now)
         if phase == "Starting":
             ready_at = unit["since"] + self.delay("vm_start")
             if now < ready_at:
@@ -1048,9 +1099,14 @@ class Reconciler:
 
     def _try_schedule(self, unit: dict[str, Any], now: float) -> float:
         need = Counter(unit["gpus"])
-        node = self._find_node(need, unit["name"])
         if unit.get("pod") is None:
             unit["pod"] = f"virt-launcher-{unit['name']}-{stable_hex(self.seed, unit['uid'], n=5)}"
+        if self.store.get(PODS.key, unit["ns"], unit["pod"]) is None:
+            # The pod is created before it is scheduled: the quota admission sees it first.
+            if denied := self._quota_denial(unit):
+                return self._failed_create(unit, now, denied)
+            unit.pop("create_error", None)
+        node = self._find_node(need, unit["name"])
         if node is not None:
             self._take(node, need, +1)
             unit.update(phase="Starting", since=now, node=node)
@@ -1093,6 +1149,31 @@ class Reconciler:
             unit["event_at"] = now
         return unit["event_at"] + self.delay("sched_retry")
 
+    def _failed_create(self, unit: dict[str, Any], now: float, error: str) -> float:
+        """virt-controller could not create the launcher pod (kubevirt pkg/virt-controller/
+        watch/vmi/lifecycle.go): a Warning ``FailedCreate`` event on the VMI ("Error creating
+        pod: ..."), the VMI's ``Synchronized`` condition False with reason ``FailedCreate`` and
+        "failed to create virtual machine pod: ..." (copied onto the VM, whose printableStatus
+        stays ``Starting``: the VMI is still Pending); retried, holding nothing."""
+        unit["phase"] = "FailedCreate"
+        unit["create_error"] = error
+        self.emit(
+            unit["ns"],
+            {
+                "apiVersion": "kubevirt.io/v1",
+                "kind": "VirtualMachineInstance",
+                "name": unit["name"],
+                "namespace": unit["ns"],
+                "uid": unit["uid"],
+            },
+            "Warning",
+            "FailedCreate",
+            f"Error creating pod: {error}",
+            "virtualmachine-controller",
+        )
+        unit["event_at"] = now
+        return now + self.delay("sched_retry")
+
     # --- derived objects ---------------------------------------------------------------
     def _vm_ref(self, unit: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -1110,6 +1191,9 @@ class Reconciler:
         ready = phase == "Running"
         if ready:
             reason, message = "", ""
+        elif phase == "FailedCreate":
+            # The VMI exists, its pod does not (syncReadyConditionFromPod with no pod).
+            reason, message = "PodNotExists", "virt-launcher pod has not yet been scheduled"
         elif phase in HOLDING_PHASES[2:]:
             reason, message = "PodTerminating", "virt-launcher pod is terminating"
         elif phase in ("Starting", "ErrorUnschedulable"):
@@ -1135,6 +1219,18 @@ class Reconciler:
                     "lastTransitionTime": ts,
                     "reason": "Unschedulable",
                     "message": unit.get("message", ""),
+                }
+            )
+        if phase == "FailedCreate":
+            conds.append(
+                {
+                    "type": "Synchronized",
+                    "status": "False",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": ts,
+                    "reason": "FailedCreate",
+                    "message": "failed to create virtual machine pod: "
+                    + unit.get("create_error", ""),
                 }
             )
         if unit.get("pending") and phase != "Terminating":
@@ -1174,9 +1270,10 @@ class Reconciler:
                 "kind": "VirtualMachineClusterInstancetype",
                 "name": tmpl["instance_type"],
             }
+        printable = "Starting" if phase == "FailedCreate" else phase
         status = {
-            "printableStatus": phase,
-            "created": phase in HOLDING_PHASES,
+            "printableStatus": printable,
+            "created": phase in HOLDING_PHASES or phase == "FailedCreate",
             "ready": ready,
             "conditions": conds,
             "runStrategy": spec["runStrategy"],
@@ -1184,7 +1281,9 @@ class Reconciler:
         if (
             old
             and old["spec"] == spec
-            and old["status"]["printableStatus"] == phase
+            and old["status"]["printableStatus"] == printable
+            and [c.get("message") for c in old["status"]["conditions"]]
+            == [c.get("message") for c in conds]
             and [c["type"] for c in old["status"]["conditions"]] == [c["type"] for c in conds]
         ):
             return

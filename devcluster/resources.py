@@ -52,6 +52,11 @@ EVENTS = Resource("", "v1", "events", "event", "Event", True, READ, ("ev",))
 # cluster's admin kubeconfig Secret; tenants read them by name (see rbac.py).
 SERVICES = Resource("", "v1", "services", "service", "Service", True, READ, ("svc",))
 SECRETS = Resource("", "v1", "secrets", "secret", "Secret", True, READ)
+# A tenant's quota (the v1.1 tenant chart's `tenant-quota`, or one an admin makes): enforced on
+# the virt-launcher pods' requests (devcluster/quota.py).
+RESOURCEQUOTAS = Resource(
+    "", "v1", "resourcequotas", "resourcequota", "ResourceQuota", True, WRITE, ("quota",)
+)
 KUBEVIRT_VMS = Resource(
     "kubevirt.io",
     "v1",
@@ -119,7 +124,17 @@ FLAVOURS = ("current", "legacy", "head")
 
 def resources_for(flavour: str) -> list[Resource]:
     """Served resources; `head` = Cozystack v1.4+ Kubernetes schema (nodeGroups[].diskSize)."""
-    base = [NAMESPACES, NODES, PODS, EVENTS, SERVICES, SECRETS, KUBEVIRT_VMS, WORKLOAD_MONITORS]
+    base = [
+        NAMESPACES,
+        NODES,
+        PODS,
+        EVENTS,
+        SERVICES,
+        SECRETS,
+        RESOURCEQUOTAS,
+        KUBEVIRT_VMS,
+        WORKLOAD_MONITORS,
+    ]
     if flavour == "current":
         return [*base, VMINSTANCES, VMDISKS, KUBERNETESES]
     if flavour == "head":

@@ -10,6 +10,7 @@ reported as an ``OddObject`` by the gateway, never raised.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,6 +163,83 @@ class OddObject:
     problem: str
 
 
+@dataclass(frozen=True)
+class GpuQuotaLimit:
+    """One GPU limit of a tenant namespace's ResourceQuota, as the apiserver enforces it: only
+    ``requests.nvidia.com/<MODEL>`` counts for an extended resource (kubernetes
+    ``pkg/quota/v1/evaluator/core/pods.go`` ``isExtendedResourceNameForQuota``); the v1.1 tenant
+    chart writes its ``resourceQuotas`` as ``tenant-quota`` with ``requests.X`` and ``limits.X``."""
+
+    namespace: str
+    name: str  # the ResourceQuota's name
+    resource: str  # nvidia.com/<MODEL>
+    hard: int
+    used: int
+
+
+QUOTA_PREFIX = "requests."
+
+
+def gpu_quota_limits(obj: Mapping[str, Any]) -> list[GpuQuotaLimit]:
+    """The enforced GPU limits of one ResourceQuota (``spec.hard``; ``status.used`` as the
+    quota controller last wrote it, 0 before it has)."""
+    namespace, name = _key(obj)
+    hard = _map(_map(obj.get("spec")).get("hard"))
+    used = _map(_map(obj.get("status")).get("used"))
+    out = []
+    for key, value in hard.items():
+        if not (isinstance(key, str) and key.startswith(QUOTA_PREFIX + GPU_PREFIX)):
+            continue
+        out.append(
+            GpuQuotaLimit(
+                namespace, name, key[len(QUOTA_PREFIX) :], _count(value), _count(used.get(key))
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class QuotaDenial:
+    """The apiserver's quota refusal (``exceeded quota: <name>, requested: ..., used: ...,
+    limited: ...``; kubernetes plugin/pkg/admission/resourcequota/controller.go), per resource
+    name without the ``requests.`` prefix."""
+
+    quota: str
+    requested: dict[str, int]
+    used: dict[str, int]
+    limited: dict[str, int]
+
+
+_DENIAL = re.compile(
+    r"exceeded quota: (?P<quota>[^,]+), requested: (?P<requested>\S*), used: (?P<used>\S*), "
+    r"limited: (?P<limited>\S*)"
+)
+
+
+def _pairs(text: str) -> dict[str, int]:
+    out = {}
+    for pair in text.strip().rstrip(",").split(","):
+        key, _, value = pair.partition("=")
+        if key:
+            name = key[len(QUOTA_PREFIX) :] if key.startswith(QUOTA_PREFIX) else key
+            out[name] = _count(value)
+    return out
+
+
+def quota_denial(message: str) -> QuotaDenial | None:
+    """Read a quota refusal out of any message that carries one (KubeVirt wraps it in
+    ``failed to create virtual machine pod: pods "..." is forbidden: ...``)."""
+    match = _DENIAL.search(message or "")
+    if not match:
+        return None
+    return QuotaDenial(
+        match.group("quota").strip(),
+        _pairs(match.group("requested")),
+        _pairs(match.group("used")),
+        _pairs(match.group("limited")),
+    )
+
+
 @dataclass
 class FleetReading:
     """Everything one inventory sync read from the cluster, as records."""
@@ -179,6 +257,8 @@ class FleetReading:
     tenant_namespaces: list[str] = field(default_factory=list)
     # Tenant namespace -> the tenant namespace that runs its monitoring ("" for none).
     tenant_monitoring: dict[str, str] = field(default_factory=dict)
+    # The GPU limits of the tenant namespaces' ResourceQuotas.
+    quotas: list[GpuQuotaLimit] = field(default_factory=list)
 
 
 # The label the v1.1 tenant chart puts on each tenant namespace: the tenant whose monitoring

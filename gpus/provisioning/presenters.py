@@ -12,7 +12,7 @@ from django.utils import timezone
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import ResourceState
 from gpus.inventory.models import GpuWorkload
-from gpus.inventory.reasons import explain_reason
+from gpus.inventory.reasons import explain
 from gpus.inventory.selectors import free_on_servers
 from gpus.kube import apps as mf
 from gpus.provisioning.capacity import capacity_sentence
@@ -38,7 +38,7 @@ def plain_reason(reason: str, message: str, wanted: int = 0) -> str:
         label = model.display_name if model else match.group(1).split("/", 1)[-1]
         total, most = free_on_servers(model) if model else (0, 0)
         return capacity_sentence(label, wanted or 1, total, most)
-    return explain_reason(reason) or message
+    return explain(reason, message) or message
 
 
 @dataclass
