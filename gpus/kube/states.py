@@ -139,7 +139,9 @@ def node_group_state(
         )
     available = max(monitor.available_replicas or 0, 0)
     wanted = group.min_replicas
-    if available >= wanted and (available or monitor.operational is not False):
+    # Not `status.operational`: v1.1's controller computes it on a copy it never writes
+    # (internal/controller/workloadmonitor_controller.go), so a real monitor does not carry it.
+    if available >= wanted:
         return StateReading(WorkloadState.RUNNING, available=available)
     return StateReading(
         WorkloadState.SCALING if available else WorkloadState.PROVISIONING,
