@@ -118,7 +118,9 @@ def helm_release_error(res: Resource, name: str, op: str, wrapped: bool) -> ApiE
     """A HelmRelease create/update failure as cozystack-api returns it.
 
     v1.1 wraps it with fmt.Errorf (rest.go Create/Update), so the apiserver answers 500 with
-    no reason (ErrorToAPIStatus); `head` keeps the HelmRelease's own 409.
+    no reason (ErrorToAPIStatus); so does v1.6.2 (`head`: rest.go still `fmt.Errorf("failed to
+    create HelmRelease: %v", err)`). `wrapped=False` (a 409 keeping the HelmRelease's reason)
+    is what a cozystack-api using registry.WrapPreservingStatus would answer: none does yet.
     """
     release = f"{res.prefix}{name}"
     if op == "create":
@@ -184,6 +186,10 @@ class Api:
             (r.api_version, r.plural): r for r in resources
         }
         self.openapi_docs = openapi.build_docs(resources)
+        for r in resources:
+            if r.is_app:
+                # Stored as the HelmRelease's values (raw); shown with the schema's defaults.
+                store.views[r.key] = _defaulted_view(r.schema)
         self.rng = random.Random(seed)  # noqa: S311 - deterministic names/uids, not secrets
         self.rng_lock = threading.Lock()
         self.host = "127.0.0.1"
@@ -425,7 +431,7 @@ class Api:
             if obj is None:
                 raise not_found(res, name)
             if stale:
-                return Response(200, dumps(obj))
+                return Response(200, self.store.shown(res.key, obj))
             if "as=Table" in req.headers.get("accept", ""):
                 include = req.query.get("includeObject", "Metadata")
                 meta = {"resourceVersion": obj["metadata"]["resourceVersion"]}
@@ -504,7 +510,7 @@ class Api:
                         if shown is None:
                             continue  # created a moment ago: not in the cache yet
                         obj = shown
-                        stale_raw[k] = dumps(shown)
+                        stale_raw[k] = self.store.shown(res.key, shown)
                 if (lsel and not lsel(obj)) or (fsel and not fsel(obj)):
                     continue
                 if limit and len(picked) >= limit:
@@ -683,8 +689,9 @@ class Api:
         self, res: Resource, obj: dict[str, Any], name: str, create: bool = True
     ) -> dict[str, Any]:
         """What cozystack-api checks (rest.go Create/Update): the name on create and reserved
-        `_` keys; the spec itself goes into the HelmRelease values unchecked (Helm's schema check
-        fails later, see the reconciler). Defaults are shown on reads, as the conversion does."""
+        `_` keys; the spec itself goes into the HelmRelease values unchecked and undefaulted
+        (Helm's schema check fails later, see the reconciler). Defaults are only shown on reads,
+        as the conversion does (rest_defaulting.go `applySpecDefaults`)."""
         spec = obj.get("spec")
         if spec is None:
             spec = {}
@@ -701,7 +708,7 @@ class Api:
                     f"values key {json.dumps(key)} is reserved (keys starting with '_' are "
                     "not allowed)",
                 )
-        return schemas.default_spec(spec, res.schema)
+        return copy.deepcopy(spec)
 
     def _admit_quota(self, res: Resource, obj: dict[str, Any], name: str) -> dict[str, Any]:
         """``ValidateResourceQuota``: the hard limits must be quantities (names with a domain,
@@ -783,7 +790,7 @@ class Api:
                 )
             if self.store.get(res.key, ns or "", name) is not None:
                 # Also while it is Terminating: the HelmRelease still exists.
-                raise helm_release_error(res, name, "create", self.v11)
+                raise helm_release_error(res, name, "create", True)
             now = self.clock.now()
             new_md: dict[str, Any] = {
                 "name": name,
@@ -814,7 +821,7 @@ class Api:
                 new["status"] = self.quota_status(new)
             if req.query.get("dryRun") == "All":
                 new_md["resourceVersion"] = ""
-                return self._with_warnings(Response(201, dumps(new)), warnings)
+                return self._with_warnings(Response(201, self.store.shown(res.key, new)), warnings)
             stored = self.store.put(res.key, new)
             if res.is_app:
                 self._remember(res, ns or "", name, None)
@@ -864,7 +871,7 @@ class Api:
             )
         if rv and rv != cur["metadata"]["resourceVersion"]:
             if res.is_app:
-                raise helm_release_error(res, name, "update", self.v11)
+                raise helm_release_error(res, name, "update", True)
             raise ApiError(
                 409,
                 "Conflict",
@@ -906,7 +913,7 @@ class Api:
                 Response(200, self.store.raw(res.key, (ns or "", name))), warnings
             )
         if req.query.get("dryRun") == "All":
-            return self._with_warnings(Response(200, dumps(out)), warnings)
+            return self._with_warnings(Response(200, self.store.shown(res.key, out)), warnings)
         self.store.put(res.key, out)
         if res.is_app:
             self._remember(res, ns or "", name, cur)
@@ -965,12 +972,16 @@ class Api:
                 if cached is None:
                     if ctype == "application/apply-patch+yaml":
                         # Update found nothing, so server-side apply creates: AlreadyExists.
-                        raise helm_release_error(res, name, "create", self.v11)
+                        raise helm_release_error(res, name, "create", True)
                     cur = None
             if cur is None:
                 raise not_found(res, name)
             if stale:
-                raise helm_release_error(res, name, "update", self.v11)
+                raise helm_release_error(res, name, "update", True)
+            if res.is_app:
+                # rest.go Update patches what r.Get returns: the defaulted spec. What it then
+                # stores is that, plus the patch (a group the patch adds stays as sent).
+                cur = self.store.views[res.key](cur)
             try:
                 if ctype == "application/json-patch+json":
                     new = json_patch(cur, patch)
@@ -1079,6 +1090,14 @@ class Api:
                 "items": items,
             }
         )
+
+
+def _defaulted_view(schema: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def view(obj: dict[str, Any]) -> dict[str, Any]:
+        spec = obj.get("spec")
+        return dict(obj, spec=schemas.default_spec(spec if isinstance(spec, dict) else {}, schema))
+
+    return view
 
 
 def random_token(rng: random.Random, n: int = 40) -> str:

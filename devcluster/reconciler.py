@@ -61,6 +61,10 @@ MD0_DEFAULT = {
 }
 CHART_REPLICAS = 2  # v1.1 kubernetes/templates/cluster.yaml: MachineDeployment `replicas: 2`
 RESTART_REQUIRED_MSG = "a non-live-updatable field was changed in the template spec"
+# KubeVirt v1.6.2 pkg/virt-controller/services/renderresources.go (validatePermittedHostDevices)
+# wrapped by template.go's FailedToRenderLaunchManifestErrFormat.
+NOT_PERMITTED_MSG = "GPU {} is not permitted in permittedHostDevices configuration"
+RENDER_FAILED_MSG = "failed to render launch manifest: {}"
 
 
 def _cond(
@@ -130,6 +134,7 @@ class Reconciler:
         self.order: dict[str, list[str]] = {}  # model -> schedulable node names, sorted
         self.schedulable: list[str] = []
         self.node_counts = {"total": 0, "not_ready": 0, "cordoned": 0}
+        self.fleet_models: set[str] = set()  # every nvidia.com/* resource a node reports
         self.thread: threading.Thread | None = None
         store.listeners.append(self._on_change)
         self._app_keys = {r.key for r in self.apps}
@@ -205,8 +210,12 @@ class Reconciler:
                             used.setdefault(node, Counter())[k] += int(v)
         self.free, self.order, self.schedulable = {}, {}, []
         counts = {"total": 0, "not_ready": 0, "cordoned": 0}
+        models: set[str] = set()
         for (_, name), node in self.store.iter_objects(NODES.key):
             counts["total"] += 1
+            models.update(
+                k for k in node["status"].get("capacity", {}) if k.startswith("nvidia.com/")
+            )
             if not _node_ready(node):
                 counts["not_ready"] += 1
                 continue
@@ -219,7 +228,18 @@ class Reconciler:
                     self.free.setdefault(k, {})[name] = int(v) - used.get(name, Counter())[k]
                     self.order.setdefault(k, []).append(name)
         self.node_counts = counts
+        self.fleet_models = models
         self._index_dirty = False
+
+    def _launch_manifest_error(self, unit: dict[str, Any]) -> str:
+        """virt-controller cannot render the launcher pod: a GPU whose resource name the KubeVirt
+        CR does not permit (kubevirt v1.6.2 renderresources.go validatePermittedHostDevices,
+        called from RenderLaunchManifest; lifecycle.go returns it as a FailedCreate sync error).
+        "" when it can."""
+        permitted = self.faults.knob("permitted_host_devices")
+        allowed = self.fleet_models if permitted is None else set(permitted)
+        denied = [NOT_PERMITTED_MSG.format(g) for g in unit["gpus"] if g not in allowed]
+        return RENDER_FAILED_MSG.format(" ".join(denied)) if denied else ""
 
     def _find_node(self, need: Counter[str], unit_name: str) -> str | None:
         if not need:
@@ -477,12 +497,14 @@ class Reconciler:
             if now >= due:
                 verb = action.capitalize()
                 chart = f"{res.prefix.rstrip('-')}@{CHART_VERSION}"
+                # Helm gets the HelmRelease's values (the spec as sent) over values.yaml.
+                values = schemas.helm_values(spec, res.schema)
                 problem = schemas.helm_schema_error(
-                    spec, res.schema, res.prefix.rstrip("-")
+                    values, res.schema, res.prefix.rstrip("-")
                 ) or render_problem(
                     res.plural,
                     f"{res.prefix}{name}",
-                    spec,
+                    values,
                     # Helm renders when the action starts; it takes `delay` to finish.
                     lambda disk: self._data_volume_exists(ns, disk, now - self.delay(action)),
                 )
@@ -499,7 +521,7 @@ class Reconciler:
                 else:
                     rec["revision"] += 1
                     rec.update(installed=True, ready=True, failed=False, ready_at=now)
-                    rec["deployed"] = copy.deepcopy(spec)
+                    rec["deployed"] = values
                     rec["deployed_at"] = now
                     release = f"{ns}/{res.prefix}{name}.v{rec['revision']}"
                     msg = f"Helm {action} succeeded for release {release} with chart {chart}"
@@ -802,7 +824,12 @@ class Reconciler:
         owner = f"{res.key}|{ns}/{name}"
         cluster = f"{res.prefix}{name}"
         cp = int((spec.get("controlPlane") or {}).get("replicas", 2))
-        self._ensure_monitor(ns, cluster, name, "kubernetes", "control-plane", cp, cp, available=cp)
+        # cluster.yaml hard-codes the control plane's monitor: replicas 2, minReplicas 1.
+        self._ensure_monitor(
+            ns, cluster, name, "kubernetes", "control-plane", 1, 2, available=cp,
+            selector={"kamaji.clastix.io/component": "deployment",
+                      "kamaji.clastix.io/name": cluster},
+        )  # fmt: skip
         first_ready = rec.get("first_ready_at", rec.get("ready_at", now))
         rec.setdefault("first_ready_at", first_ready)
         if now < first_ready + self.delay("control_plane"):
@@ -859,6 +886,9 @@ class Reconciler:
                         "cluster.x-k8s.io/cluster-name": cluster,
                         "cluster.x-k8s.io/deployment-name": f"{cluster}-{gname}",
                         "kubevirt.io/vm": "true",
+                        # CAPK buildVirtualMachineInstanceTemplate: the VMI (so its launcher
+                        # pod) carries the node role, which the worker monitor selects on.
+                        "cluster.x-k8s.io/role": "worker",
                     },
                 )
                 current.append(u)
@@ -867,7 +897,10 @@ class Reconciler:
             for u in old[keep_old:]:
                 self._remove_unit(f"{u['ns']}/{u['name']}")
             members = current + old[:keep_old]
-            running = sum(1 for u in members if u["phase"] == "Running")
+            # The monitor counts the launcher pods its selector matches (observed) and the
+            # Ready ones (available): a booted VM, not a joined node with its GPUs allocatable
+            # (internal/controller/workloadmonitor_controller.go Reconcile).
+            pods = [u for u in members if u.get("pod")]
             self._ensure_monitor(
                 ns,
                 f"{cluster}-{gname}",
@@ -876,8 +909,13 @@ class Reconciler:
                 "worker",
                 mn,
                 None,  # v1.1 worker WorkloadMonitor: minReplicas only (cluster.yaml)
-                available=running,
-                observed=len(members),
+                available=sum(1 for u in pods if u["phase"] == "Running"),
+                observed=len(pods),
+                selector={
+                    "cluster.x-k8s.io/cluster-name": cluster,
+                    "cluster.x-k8s.io/deployment-name": f"{cluster}-{gname}",
+                    "cluster.x-k8s.io/role": "worker",
+                },
             )
         for _, mon in list(self.store.iter_objects(WORKLOAD_MONITORS.key, ns)):
             mname = mon["metadata"]["name"]
@@ -922,6 +960,7 @@ class Reconciler:
         replicas: int | None,
         available: int | None = None,
         observed: int | None = None,
+        selector: dict[str, str] | None = None,
     ) -> None:
         spec: dict[str, Any]
         if available is None:
@@ -930,7 +969,7 @@ class Reconciler:
             observed = 0 if u is None or u["halted"] else 1
         observed = available if observed is None else observed
         spec = {
-            "selector": {"app.kubernetes.io/instance": mname},
+            "selector": selector or {"app.kubernetes.io/instance": mname},
             "kind": kind,
             "type": mtype,
             "version": CHART_VERSION,
@@ -938,8 +977,9 @@ class Reconciler:
         }
         if replicas is not None:
             spec["replicas"] = replicas
+        # No `operational`: the v1.1 controller sets it on `monitor`, then writes `fresh`
+        # (workloadmonitor_controller.go Reconcile), so it is never stored.
         status = {
-            "operational": available >= min_replicas,
             "availableReplicas": available,
             "observedReplicas": observed,
         }
@@ -1036,7 +1076,7 @@ class Reconciler:
             self._apply_pending(unit)
             unit.update(phase="Provisioning", since=now - self.delay("vm_provision"))
             phase = "Provisioning"
-        if phase in ("Provisioning", "ErrorDataVolumeNotFound", "DataVolumeError"):
+        if phase in ("Provisioning", "ErrorDataVolumeNotFound", "DataVolumeError", "FailedCreate"):
             ready_at = unit["since"] + self.delay("vm_provision")
             if now < ready_at:
                 return ready_at
@@ -1044,6 +1084,16 @@ class Reconciler:
             if blocked:
                 unit["phase"] = blocked
                 return wait
+            render_error = self._launch_manifest_error(unit)
+            if render_error:
+                # The VMI stays Pending with no pod (the VM reads Starting) and virt-controller
+                # requeues it; it starts once the KubeVirt CR permits the device.
+                if phase != "FailedCreate" or unit.get("sync_error") != render_error:
+                    unit.update(phase="FailedCreate", sync_error=render_error)
+                    self._write_vm(unit, now)
+                return now + self.delay("sched_retry")
+            if unit.pop("sync_error", None) is not None:
+                unit["phase"] = "Provisioning"
             return self._try_schedule(unit, now)
         if phase == "ErrorUnschedulable":
             return self._try_schedule(unit, now)
@@ -1192,7 +1242,7 @@ class Reconciler:
         if ready:
             reason, message = "", ""
         elif phase == "FailedCreate":
-            # The VMI exists, its pod does not (syncReadyConditionFromPod with no pod).
+            # The VMI exists, its pod does not (lifecycle.go syncReadyConditionFromPod with no pod).
             reason, message = "PodNotExists", "virt-launcher pod has not yet been scheduled"
         elif phase in HOLDING_PHASES[2:]:
             reason, message = "PodTerminating", "virt-launcher pod is terminating"
@@ -1222,6 +1272,8 @@ class Reconciler:
                 }
             )
         if phase == "FailedCreate":
+            # The VMI's Synchronized condition (conditions.go CheckFailure), copied onto the VM
+            # (vm.go syncConditions); the VMI is unprocessed, so the VM prints Starting.
             conds.append(
                 {
                     "type": "Synchronized",
@@ -1229,8 +1281,10 @@ class Reconciler:
                     "lastProbeTime": None,
                     "lastTransitionTime": ts,
                     "reason": "FailedCreate",
-                    "message": "failed to create virtual machine pod: "
-                    + unit.get("create_error", ""),
+                    # A render refusal (sync_error) is the whole message; a pod the API server
+                    # refused (create_error, e.g. the quota admission) is wrapped (lifecycle.go).
+                    "message": unit.get("sync_error")
+                    or "failed to create virtual machine pod: " + unit.get("create_error", ""),
                 }
             )
         if unit.get("pending") and phase != "Terminating":
@@ -1284,6 +1338,7 @@ class Reconciler:
             and old["status"]["printableStatus"] == printable
             and [c.get("message") for c in old["status"]["conditions"]]
             == [c.get("message") for c in conds]
+            and old["status"]["conditions"][0].get("reason") == reason
             and [c["type"] for c in old["status"]["conditions"]] == [c["type"] for c in conds]
         ):
             return

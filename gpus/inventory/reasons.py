@@ -22,6 +22,11 @@ REASONS: dict[str, Promise] = {
     "ErrorPvcNotFound": _("Its disk is missing."),
     "ErrorDataVolumeNotFound": _("Its disk is missing."),
     "DataVolumeError": _("The disk image could not be imported."),
+    # KubeVirt's permittedHostDevices does not list the GPU: its pod is never created.
+    "GpuNotPermitted": _(
+        "This GPU model is not enabled for virtual machines on this platform; it cannot start "
+        "until the platform team permits it. Choose another model or contact support."
+    ),
     "WaitingForVolumeBinding": _("Waiting for its disk."),
     "CrashLoopBackOff": _("The virtual machine keeps stopping; it is restarted each time."),
     "Progressing": _("The platform is setting it up."),

@@ -26,6 +26,7 @@ from gpus.kube.client import tenant_groups
 from gpus.kube.errors import Cause, ConflictError, KubeError, NotFoundError, TransientError
 from gpus.kube.gateway import ClusterGateway, Event
 from gpus.kube.records import conditions_of, quota_denial
+from gpus.kube.states import launch_refusal
 
 _ALREADY_EXISTS = re.compile(r"already exists", re.I)
 _MODIFIED = re.compile(r"has been modified|the object has been modified", re.I)
@@ -474,6 +475,16 @@ def vm_progress(
     running = printable == "Running" and bool(status.get("ready", True))
     scheduled = running or printable in ("Starting", "Running", "Migrating")
     reason, message = "", ""
+    if (refused := launch_refusal(kv_conds)) is not None:
+        # KubeVirt will never create its launcher pod (a GPU it does not permit): no retry.
+        return Progress(
+            exists=True,
+            disk_ready=disk_ready,
+            failed=True,
+            reason=refused.reason,
+            message=refused.message,
+            observed=observed,
+        )
     if unschedulable:
         reason, message = "ErrorUnschedulable", (sched.message if sched else "")
     elif printable in (
@@ -575,6 +586,16 @@ def node_group_progress(
     observed.update(available=available, observed=int(status.get("observedReplicas") or 0))
     done = helm_done and bool(monitor) and available >= min_replicas
     workers = worker_vms(view, monitor_name)
+    for vm in workers:
+        if not done and (refused := launch_refusal(conditions_of(vm))) is not None:
+            # No worker of this group can ever start (a GPU KubeVirt does not permit).
+            return Progress(
+                exists=True,
+                failed=True,
+                reason=refused.reason,
+                message=refused.message,
+                observed=observed,
+            )
     refused = next((m for vm in workers if (m := quota_refusal(vm))), "")
     if refused and not done:
         return Progress(

@@ -97,7 +97,6 @@ class WorkloadMonitor:
     type: str
     min_replicas: int | None
     replicas: int | None  # absent on v1.1 worker monitors
-    operational: bool | None
     available_replicas: int | None
     observed_replicas: int | None
 
@@ -465,7 +464,6 @@ def kubernetes_app_from_json(obj: Mapping[str, Any]) -> KubernetesApp:
 def workload_monitor_from_json(obj: Mapping[str, Any]) -> WorkloadMonitor:
     namespace, name = _key(obj)
     spec, status = _map(obj.get("spec")), _map(obj.get("status"))
-    operational = status.get("operational")
     return WorkloadMonitor(
         namespace=namespace,
         name=name,
@@ -473,7 +471,6 @@ def workload_monitor_from_json(obj: Mapping[str, Any]) -> WorkloadMonitor:
         type=_str(spec.get("type")),
         min_replicas=opt_int(spec.get("minReplicas")),
         replicas=opt_int(spec.get("replicas")),
-        operational=operational if isinstance(operational, bool) else None,
         available_replicas=opt_int(status.get("availableReplicas")),
         observed_replicas=opt_int(status.get("observedReplicas")),
     )
