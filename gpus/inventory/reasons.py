@@ -23,6 +23,7 @@ REASONS: dict[str, Promise] = {
     "ErrorDataVolumeNotFound": _("Its disk is missing."),
     "DataVolumeError": _("The disk image could not be imported."),
     "WaitingForVolumeBinding": _("Waiting for its disk."),
+    "CloneWithoutSource": _("The image of its disk does not exist in the cluster."),
     "CrashLoopBackOff": _("The virtual machine keeps stopping; it is restarted each time."),
     "Progressing": _("The platform is setting it up."),
     "Provisioning": _("The platform is setting it up."),
