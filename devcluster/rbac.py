@@ -45,6 +45,12 @@ PORTAL_READS = {
     ("", "resourcequotas"),
     ("kubevirt.io", "virtualmachines"),
     ("cozystack.io", "workloadmonitors"),
+    # The catalogues the forms offer (inventory sync): instance types, preferences, golden
+    # images (DataVolumes in cozy-public), storage classes.
+    ("instancetype.kubevirt.io", "virtualmachineclusterinstancetypes"),
+    ("instancetype.kubevirt.io", "virtualmachineclusterpreferences"),
+    ("cdi.kubevirt.io", "datavolumes"),
+    ("storage.k8s.io", "storageclasses"),
 }
 
 

@@ -18,15 +18,19 @@ from typing import Any
 import yaml
 
 from . import quota, schemas
+from .catalogue import IMAGE_NAMESPACE, IMAGE_PREFIX
 from .clock import Clock
 from .faults import Faults
 from .fleet import stable_hex, stable_uuid
-from .render import render_problem
+from .render import INSTANCETYPE, render_problem
 from .resources import (
+    DATAVOLUMES,
     EVENTS,
+    INSTANCETYPES,
     KUBEVIRT_VMS,
     NODES,
     PODS,
+    PREFERENCES,
     RESOURCEQUOTAS,
     SECRETS,
     SERVICES,
@@ -507,6 +511,7 @@ class Reconciler:
                     values,
                     # Helm renders when the action starts; it takes `delay` to finish.
                     lambda disk: self._data_volume_exists(ns, disk, now - self.delay(action)),
+                    self._catalogue_has,
                 )
                 if problem:
                     msg = (
@@ -1118,6 +1123,21 @@ class Reconciler:
         if pending:
             unit.update(pending)
 
+    def _dv_ref(self, ns: str, disk: str) -> dict[str, Any]:
+        """The VMDisk's DataVolume `vm-disk-<name>` as an event's involvedObject."""
+        return {
+            "apiVersion": DATAVOLUMES.api_version,
+            "kind": DATAVOLUMES.kind,
+            "name": f"vm-disk-{disk}",
+            "namespace": ns,
+            "uid": stable_uuid(self.seed, "datavolume", ns, disk),
+        }
+
+    def _catalogue_has(self, kind: str, name: str) -> bool:
+        """The chart's cluster-scoped `lookup` of an instance type or a preference."""
+        res = INSTANCETYPES if kind == INSTANCETYPE else PREFERENCES
+        return self.store.get(res.key, "", name) is not None
+
     def _data_volume_exists(self, ns: str, disk: str, rendered_at: float) -> bool:
         """The VMDisk's DataVolume was there when the VM's chart rendered: the disk's release had
         finished installing by then (applied back to back, both releases start together and the
@@ -1142,7 +1162,27 @@ class Reconciler:
             rec = self.app_records.get(f"{disk_res}|{unit['ns']}/{disk}") or {}
             if rec.get("deployed_at") is None:
                 return "Provisioning", 0.0
-            done = rec["deployed_at"] + self.delay("disk")
+            source = (rec.get("deployed") or {}).get("source") or {}
+            image = (source.get("image") or {}).get("name") if isinstance(source, dict) else None
+            if image and not self.store.get(
+                DATAVOLUMES.key, IMAGE_NAMESPACE, f"{IMAGE_PREFIX}{image}"
+            ):
+                # The chart renders a clone of cozy-public/vm-image-<name> whether it exists or
+                # not (vm-disk templates/dv.yaml); CDI waits for the source, with a Warning event
+                # on every pass (pvc-clone-controller.go validateCloneAndSourcePVC).
+                rec["clone_waiting"] = True
+                self.emit(
+                    unit["ns"],
+                    self._dv_ref(unit["ns"], disk),
+                    "Warning",
+                    "CloneWithoutSource",
+                    f"The source pvc {IMAGE_PREFIX}{image} doesn't exist",
+                    "datavolume-controller",
+                )
+                return "Provisioning", now + self.delay("disk")
+            if rec.pop("clone_waiting", False):  # the source appeared: the clone starts now
+                rec["clone_started"] = now
+            done = max(rec["deployed_at"], rec.get("clone_started", 0.0)) + self.delay("disk")
             if now < done:
                 wait = max(wait, done)
         return ("Provisioning", wait) if wait else (None, 0.0)

@@ -337,6 +337,40 @@ class ServedSchema(models.Model):
         return f"{self.cluster} {self.app_kind}"
 
 
+class CatalogueEntry(models.Model):
+    """Something the cluster offers the forms, as the last sync read it: an instance type, an
+    OS profile (preference), a golden image or a storage class. Forms offer only these."""
+
+    class Kind(models.TextChoices):
+        INSTANCE_TYPE = "instancetype", _("instance type")
+        PREFERENCE = "preference", _("operating system profile")
+        IMAGE = "image", _("image")
+        STORAGE_CLASS = "storageclass", _("storage class")
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="catalogue")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    name = models.CharField(max_length=253)
+    label = models.CharField(max_length=200, blank=True)
+    vcpu = models.PositiveIntegerField(default=0)
+    memory_mib = models.PositiveBigIntegerField(default=0)
+    # An image's operating system family (ubuntu, debian, rocky, ...), from its name: what the
+    # forms check the profile, the driver snippet and the login user against.
+    os_family = models.CharField(max_length=40, blank=True)
+    windows = models.BooleanField(default=False)
+    is_default = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["cluster", "kind", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cluster", "kind", "name"], name="unique_catalogue_entry"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cluster} {self.kind} {self.name}"
+
+
 class SyncIssue(models.Model):
     """An object of the cluster the last sync skipped (e.g. a value too long for a column)."""
 

@@ -28,6 +28,7 @@ REASONS: dict[str, Promise] = {
         "until the platform team permits it. Choose another model or contact support."
     ),
     "WaitingForVolumeBinding": _("Waiting for its disk."),
+    "CloneWithoutSource": _("The image of its disk does not exist in the cluster."),
     "CrashLoopBackOff": _("The virtual machine keeps stopping; it is restarted each time."),
     "Progressing": _("The platform is setting it up."),
     "Provisioning": _("The platform is setting it up."),

@@ -231,7 +231,10 @@ def _where(obj: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def observe(
-    gateway: ClusterGateway, targets: Iterable[Target], events_in: Iterable[str] = ()
+    gateway: ClusterGateway,
+    targets: Iterable[Target],
+    events_in: Iterable[str] = (),
+    clone_events_in: Iterable[str] = (),
 ) -> dict[str, NamespaceView]:
     """Everything the progress of ``targets`` needs, in requests that grow with the operations
     in flight, not with the tenants (admin credential: polling is the portal's):
@@ -240,7 +243,9 @@ def observe(
       portal's label; in one namespace only, or made elsewhere: a list of that namespace;
     - KubeVirt VMs of the VMs, WorkloadMonitors of the Kubernetes apps: cluster-wide lists by
       their release or app name, about 100 names a request;
-    - FailedScheduling events, when ``events_in`` names namespaces: one cluster-wide list.
+    - FailedScheduling events, when ``events_in`` names namespaces: one cluster-wide list;
+    - CDI's CloneWithoutSource events (a disk's golden image is missing), when
+      ``clone_events_in`` names namespaces: one cluster-wide list.
     """
     targets = list(targets)
     namespaces = {t.namespace for t in targets}
@@ -297,8 +302,13 @@ def observe(
         for event in gateway.iter_events(field_selector="reason=FailedScheduling"):
             if event.namespace in events_in:
                 views[event.namespace].events.append(event)
-        for ns in events_in:
-            views[ns].events.sort(key=lambda ev: ev.last_timestamp)  # newest last
+    clone_events_in = set(clone_events_in) & namespaces
+    if clone_events_in:
+        for event in gateway.iter_events(field_selector=f"reason={CLONE_WITHOUT_SOURCE}"):
+            if event.namespace in clone_events_in:
+                views[event.namespace].events.append(event)
+    for ns in events_in | clone_events_in:
+        views[ns].events.sort(key=lambda ev: ev.last_timestamp)  # newest last
     return views
 
 
@@ -381,8 +391,42 @@ FINAL_HELM_MESSAGES = (
     "Specified instanceType does not exist in the cluster",
     "Specified instanceProfile does not exist in the cluster",
     "Specified instancetype not exists in cluster",
+    "Specified profile not exists in cluster",  # the legacy virtual-machine chart
     "must be no more than 63 characters",
 )
+
+# CDI waits for a clone's missing source with this Warning on the DataVolume, forever
+# (containerized-data-importer pkg/controller/datavolume/pvc-clone-controller.go); a disk from a
+# golden image the cluster does not have would wait until the operation's timeout.
+CLONE_WITHOUT_SOURCE = "CloneWithoutSource"
+
+# What the cluster does not have, from the charts' and CDI's own words: (what, name).
+_MISSING = (
+    (
+        "instance_type",
+        re.compile(
+            r"Specified instance[tT]ype (?:does not exist in the cluster|not exists in cluster): "
+            r"(\S+)"
+        ),
+    ),
+    (
+        "profile",
+        re.compile(
+            r"Specified (?:instanceProfile does not exist in the cluster|profile not exists in "
+            r"cluster): (\S+)"
+        ),
+    ),
+    ("image", re.compile(r"The source pvc vm-image-(\S+) doesn't exist")),
+)
+
+
+def missing_from_cluster(message: str) -> tuple[str, str] | None:
+    """("instance_type" | "profile" | "image", name) when the message says the cluster has no
+    such thing, else None."""
+    for what, pattern in _MISSING:
+        if match := pattern.search(message or ""):
+            return what, match.group(1)
+    return None
 
 
 def helm_failure_is_final(message: str) -> bool:
@@ -462,6 +506,18 @@ def vm_progress(
         disk_ready = bool(dready and dready.status == "True")
         if disk and (failed := _helm_failed_progress(disk, None, observed)):
             return failed
+    if disk_name:  # CDI waits forever for a golden image the cluster does not have
+        for ev in reversed(view.events):
+            if ev.reason == CLONE_WITHOUT_SOURCE and ev.object_name == (
+                manifests.release_name(manifests.VM_DISK, disk_name)
+            ):
+                return Progress(
+                    exists=True,
+                    failed=True,
+                    reason=CLONE_WITHOUT_SOURCE,
+                    message=ev.message,
+                    observed={**observed, "printableStatus": "Provisioning"},
+                )
     helm_done = _helm_done_since(app, baseline)
     kv = view.kubevirt.get(manifests.release_name(vm_kind, name))
     status = (kv or {}).get("status") or {}
@@ -541,6 +597,12 @@ def quota_refusal(vm: Mapping[str, Any] | None) -> str:
     synced = conditions_of(vm).get("Synchronized") if vm else None
     refused = synced and synced.status == "False" and synced.reason == "FailedCreate"
     return synced.message if refused and synced and quota_denial(synced.message) else ""
+
+
+def printable_of(view: NamespaceView, vm_kind: str, name: str) -> str:
+    """The KubeVirt VM's printableStatus as this poll saw it ("" when not seen)."""
+    kv = view.kubevirt.get(manifests.release_name(vm_kind, name)) or {}
+    return str((kv.get("status") or {}).get("printableStatus") or "")
 
 
 def scheduling_event(view: NamespaceView, kubevirt_name: str) -> str:

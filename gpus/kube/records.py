@@ -239,6 +239,46 @@ def quota_denial(message: str) -> QuotaDenial | None:
     )
 
 
+# What the cluster offers the forms: KubeVirt cluster instance types and preferences, golden
+# images (CDI DataVolumes `vm-image-<name>` in `cozy-public`, which the vm-disk chart clones) and
+# storage classes (cozystack v1.1 packages/system/kubevirt-instancetypes,
+# packages/apps/vm-disk/templates/dv.yaml, hack/cdi_golden_image_create.sh).
+INSTANCE_TYPE = "instancetype"
+PREFERENCE = "preference"
+IMAGE = "image"
+STORAGE_CLASS = "storageclass"
+IMAGE_NAMESPACE = "cozy-public"
+IMAGE_PREFIX = "vm-image-"
+CATALOGUE_SOURCES = (
+    # (kind, group, version, plural, namespace)
+    (
+        INSTANCE_TYPE,
+        "instancetype.kubevirt.io",
+        "v1beta1",
+        "virtualmachineclusterinstancetypes",
+        "",
+    ),
+    (PREFERENCE, "instancetype.kubevirt.io", "v1beta1", "virtualmachineclusterpreferences", ""),
+    (IMAGE, "cdi.kubevirt.io", "v1beta1", "datavolumes", IMAGE_NAMESPACE),
+    (STORAGE_CLASS, "storage.k8s.io", "v1", "storageclasses", ""),
+)
+
+
+@dataclass(frozen=True)
+class CatalogueItem:
+    """One thing the cluster offers: its name as the chart takes it, and what the forms show."""
+
+    kind: str
+    name: str
+    label: str = ""  # display name (instance type, preference)
+    vcpu: int = 0
+    memory_mib: int = 0
+    windows: bool = False  # preference's os-type label
+    default: bool = False  # the default storage class
+    deprecated: bool = False  # instancetype.kubevirt.io/deprecated (gn1)
+    gpus: bool = False  # an instance type that brings its own GPUs (gn1)
+
+
 @dataclass
 class FleetReading:
     """Everything one inventory sync read from the cluster, as records."""
@@ -258,6 +298,8 @@ class FleetReading:
     tenant_monitoring: dict[str, str] = field(default_factory=dict)
     # The GPU limits of the tenant namespaces' ResourceQuotas.
     quotas: list[GpuQuotaLimit] = field(default_factory=list)
+    # What the forms may offer; kinds the portal could not read are absent (kept as they were).
+    catalogue: dict[str, list[CatalogueItem]] = field(default_factory=dict)
 
 
 # The label the v1.1 tenant chart puts on each tenant namespace: the tenant whose monitoring
@@ -530,3 +572,45 @@ def kubeconfig_from_secret(obj: Mapping[str, Any]) -> str | None:
             except (ValueError, UnicodeDecodeError):
                 return None
     return None
+
+
+def _memory_mib(value: Any) -> int:
+    try:
+        return int(parse_quantity(str(value)) // (1024 * 1024))
+    except (ValueError, TypeError, ArithmeticError):
+        return 0
+
+
+def catalogue_item_from_json(kind: str, obj: Mapping[str, Any]) -> CatalogueItem | None:
+    """A catalogue entry, or None for an object the forms never offer (a DataVolume that is not
+    a golden image)."""
+    meta = _map(obj.get("metadata"))
+    name, labels, notes = (
+        _str(meta.get("name")),
+        _map(meta.get("labels")),
+        _map(meta.get("annotations")),
+    )
+    spec = _map(obj.get("spec"))
+    if kind == INSTANCE_TYPE:
+        return CatalogueItem(
+            kind,
+            name,
+            label=_str(notes.get("instancetype.kubevirt.io/displayName")),
+            vcpu=_count(_map(spec.get("cpu")).get("guest")),
+            memory_mib=_memory_mib(_map(spec.get("memory")).get("guest")),
+            deprecated=_str(labels.get("instancetype.kubevirt.io/deprecated")) == "true",
+            gpus=bool(spec.get("gpus")),
+        )
+    if kind == PREFERENCE:
+        return CatalogueItem(
+            kind,
+            name,
+            label=_str(notes.get("openshift.io/display-name")),
+            windows=_str(labels.get("instancetype.kubevirt.io/os-type")) == "windows",
+        )
+    if kind == IMAGE:
+        if not name.startswith(IMAGE_PREFIX) or len(name) == len(IMAGE_PREFIX):
+            return None
+        return CatalogueItem(kind, name[len(IMAGE_PREFIX) :])
+    default = _str(notes.get("storageclass.kubernetes.io/is-default-class")) == "true"
+    return CatalogueItem(kind, name, default=default)

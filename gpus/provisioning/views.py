@@ -17,12 +17,13 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from gpus.catalog.models import GpuModel
-from gpus.catalog.sizing import IMAGE_USERS
+from gpus.catalog.sizing import FAMILY_USERS, os_family
 from gpus.inventory.choices import ResourceState, WorkloadKind
 from gpus.inventory.models import Cluster
 from gpus.inventory.schemas import served_schema_causes
 from gpus.inventory.selectors import (
     _live_context,
+    catalogue_for,
     default_cluster,
     get_kubernetes_cluster_for_user,
     get_node_group_for_user,
@@ -159,7 +160,7 @@ def workload_connect(request: HttpRequest, namespace: str, pk: int) -> HttpRespo
         "what": connect.what_for(workload),
     }
     if found and found["state"] == "ready" and context["what"] == "vm":
-        user = IMAGE_USERS.get(vm_image(tenant, workload.name), "")
+        user = FAMILY_USERS.get(os_family(vm_image(tenant, workload.name)), "")
         # Not made by the portal: its image (and so its user) is unknown. The command gets a
         # placeholder in capitals that reads as one in every language ("ssh utilisateur@..."
         # looked like a real French user name).
@@ -195,7 +196,10 @@ def workload_kubeconfig(request: HttpRequest, namespace: str, pk: int) -> HttpRe
 def _vm_form(request: HttpRequest, data: Any = None) -> tuple[GpuVmForm, Cluster | None]:
     cluster = default_cluster()
     vm_kind = (cluster.vm_kind if cluster else "") or "VMInstance"
-    return GpuVmForm(data, vm_kind=vm_kind, gpu_choices=gpu_model_choices()), cluster
+    form = GpuVmForm(
+        data, vm_kind=vm_kind, gpu_choices=gpu_model_choices(), catalogue=catalogue_for(cluster)
+    )
+    return form, cluster
 
 
 def _vm_request(form: GpuVmForm) -> VmRequest:
@@ -245,8 +249,9 @@ def vm_new(request: HttpRequest, namespace: str) -> HttpResponse:
                 try:
                     op = submit_vm(request.user, tenant, cluster, _vm_request(form))
                 except OperationRefused as exc:
+                    name = form.cleaned_data["name"]  # a refusal of the name takes it out
                     _refused(form, exc)
-                    busy = active_operation(tenant, form.cleaned_data["name"])
+                    busy = active_operation(tenant, name)
                 else:
                     return _recorded(request, op)
     else:
@@ -452,6 +457,7 @@ def _node_group_form(
         clusters=clusters,
         gpu_choices=gpu_model_choices(),
         resize=resize,
+        catalogue=catalogue_for(default_cluster()),
     )
 
 
