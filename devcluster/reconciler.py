@@ -128,6 +128,7 @@ class Reconciler:
         self.app_records: dict[str, dict[str, Any]] = {}
         self.units: dict[str, dict[str, Any]] = {}
         self.quota_changed = False
+        self._owned: dict[str, dict[str, None]] = {}  # owner -> its unit keys (_index_owners)
         self.seq = 0
         self.wake = threading.Event()
         self.stop_flag = threading.Event()
@@ -184,13 +185,18 @@ class Reconciler:
                 next_at = self.reconcile()
 
     def fast_forward(self, start: float, end: float, step: float = 30.0) -> None:
-        """Run passes on a simulated clock (bootstrap: the demo's workloads are already running)."""
+        """Run passes on a simulated clock (bootstrap: the demo's workloads are already running).
+        A pass changes nothing before the next timer it returns (the background loop sleeps
+        until then too): the clock jumps to that timer when it is more than `step` away, and
+        stops when none is left."""
         t = start
         while t < end:
             self.clock.fixed = t
             with self.store.lock:
-                self.reconcile()
-            t += step
+                next_at = self.reconcile()
+            if not next_at:
+                break
+            t = max(t + step, next_at)
         self.clock.fixed = None
 
     def state(self) -> dict[str, Any]:
@@ -394,6 +400,7 @@ class Reconciler:
         now = self.clock.now() if now is None else now
         if self._index_dirty:
             self._rebuild_index()
+        self._index_owners()
         self._prune_events(now)
         deadlines: list[float] = []
         live_apps: set[str] = set()
@@ -555,7 +562,7 @@ class Reconciler:
     ) -> float:
         """HelmRelease finalizer: Helm uninstall waits for the resources to go (uninstall
         disableWait false by default); then the app disappears."""
-        units = [u for u in self.units.values() if u["owner"] == key]
+        units = self._owned_units(key)
         for u in units:
             u["deleting"] = True
         if units:
@@ -706,7 +713,7 @@ class Reconciler:
 
     def _forget_app(self, key: str) -> None:
         self.app_records.pop(key, None)
-        for ukey in [k for k, u in self.units.items() if u["owner"] == key]:
+        for ukey in [f"{u['ns']}/{u['name']}" for u in self._owned_units(key)]:
             self._remove_unit(ukey)
         res_key, nsname = key.split("|", 1)
         ns, name = nsname.split("/", 1)
@@ -720,6 +727,17 @@ class Reconciler:
                 self.store.delete(WORKLOAD_MONITORS.key, ns, mon["metadata"]["name"])
 
     # --- units -------------------------------------------------------------------------
+    def _index_owners(self) -> None:
+        """Unit keys by owning app, rebuilt each pass and kept by _new_unit: a pass over
+        thousands of clusters must not scan every unit once per cluster."""
+        self._owned = {}
+        for ukey, u in self.units.items():
+            self._owned.setdefault(u["owner"], {})[ukey] = None
+
+    def _owned_units(self, owner: str) -> list[dict[str, Any]]:
+        keys = self._owned.get(owner, {})
+        return [self.units[k] for k in keys if k in self.units]
+
     def _new_unit(
         self, owner: str, ns: str, name: str, gpus: list[str], now: float, **extra: Any
     ) -> dict[str, Any]:
@@ -741,6 +759,7 @@ class Reconciler:
         }
         unit.update(extra)
         self.units[f"{ns}/{name}"] = unit
+        self._owned.setdefault(owner, {})[f"{ns}/{name}"] = None
         self._write_vm(unit, now)
         return unit
 
@@ -842,7 +861,7 @@ class Reconciler:
         groups = self._node_groups(spec)
         states = rec.setdefault("groups", {})
         deadlines: list[float] = []
-        mine = {k: u for k, u in self.units.items() if u["owner"] == owner}
+        mine = {f"{u['ns']}/{u['name']}": u for u in self._owned_units(owner)}
         for ukey, u in mine.items():
             if u.get("group") not in groups:
                 self._remove_unit(ukey)
@@ -865,7 +884,7 @@ class Reconciler:
                 deadlines.append(d)
             want = st["replicas"]
             members = sorted(
-                (u for u in self.units.values() if u["owner"] == owner and u.get("group") == gname),
+                (u for u in self._owned_units(owner) if u.get("group") == gname),
                 key=lambda u: u["seq"],
             )
             current = [u for u in members if u.get("tmpl", tmpl) == tmpl]
