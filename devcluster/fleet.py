@@ -25,7 +25,7 @@ H100 = "nvidia.com/H100_94GB"
 class GpuModel:
     resource: str
     short: str
-    product: str  # GFD nvidia.com/gpu.product label
+    product: str  # what GFD would label nvidia.com/gpu.product (not on passthrough hosts)
     model_name: str  # DCGM modelName
     memory_mib: int
     family: str
@@ -136,18 +136,24 @@ def make_node(spec: NodeSpec, seed: int, created: float) -> dict[str, Any]:
         **{"ephemeral-storage": "1727729574400"},
     )
     if spec.model and spec.gpus:
-        m = model_for(spec.model)
+        model_for(spec.model)  # an unknown model fails here
         labels.update(
             {
+                # NFD's PCI vendor label, then the GPU operator's (NVIDIA/gpu-operator v25.3.0
+                # controllers/state_manager.go: `nvidia.com/gpu.present`, and gpuStateLabels
+                # for the vm-passthrough workload config). No gpu-feature-discovery labels
+                # (gpu.product, gpu.count, gpu.memory, gpu.family): GFD is a `container`
+                # workload operand and does not run on passthrough hosts (cozystack v1.1.0
+                # packages/system/gpu-operator/values-talos.yaml: sandboxWorkloads on, no
+                # driver, no device plugin). The model is the resource name, nothing else.
                 "feature.node.kubernetes.io/pci-10de.present": "true",
                 "nvidia.com/gpu.present": "true",
                 "nvidia.com/gpu.workload.config": "vm-passthrough",
                 "nvidia.com/gpu.deploy.sandbox-device-plugin": "true",
+                "nvidia.com/gpu.deploy.sandbox-validator": "true",
                 "nvidia.com/gpu.deploy.vfio-manager": "true",
-                "nvidia.com/gpu.product": m.product,
-                "nvidia.com/gpu.count": str(spec.gpus),
-                "nvidia.com/gpu.memory": str(m.memory_mib),
-                "nvidia.com/gpu.family": m.family,
+                "nvidia.com/gpu.deploy.kata-manager": "true",
+                "nvidia.com/gpu.deploy.cc-manager": "true",
             }
         )
         capacity[spec.model] = str(spec.gpus)

@@ -68,18 +68,33 @@ class Store:
         self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
         self.closed = False
         self.dirty = threading.Event()  # set on every write, for the state saver
+        # res -> how a stored object is shown to clients (apps: cozystack-api applies the
+        # schema's defaults when it converts a HelmRelease on read; what is stored stays raw).
+        self.views: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
     # --- reads -------------------------------------------------------------------------
     def get(self, res: str, ns: str, name: str) -> dict[str, Any] | None:
         return self.objects.get(res, {}).get((ns, name))
 
+    def shown(self, res: str, obj: dict[str, Any]) -> bytes:
+        """`obj` serialized as clients see it (through the resource's view, if any)."""
+        view = self.views.get(res)
+        return dumps(view(obj) if view else obj)
+
     def raw(self, res: str, key: Key) -> bytes:
+        """The stored object as clients see it (cached)."""
         cache = self._json.setdefault(res, {})
         b = cache.get(key)
         if b is None:
-            b = dumps(self.objects[res][key])
+            b = self.shown(res, self.objects[res][key])
             cache[key] = b
         return b
+
+    def stored_raw(self, res: str, key: Key) -> bytes:
+        """The stored object itself (state files keep what was stored, not the view)."""
+        if res in self.views:
+            return dumps(self.objects[res][key])
+        return self.raw(res, key)
 
     def sorted_keys(self, res: str) -> list[Key]:
         keys = self._sorted.get(res)
@@ -137,7 +152,7 @@ class Store:
             bucket[key] = obj
             if not existed:
                 self._sorted_add(res, key)
-            raw = dumps(obj)
+            raw = self.shown(res, obj)
             self._json.setdefault(res, {})[key] = raw
             self._record(
                 WatchEvent(
@@ -156,7 +171,7 @@ class Store:
             self._json.get(res, {}).pop((ns, name), None)
             gone = copy.copy(old)
             gone["metadata"] = dict(old["metadata"], resourceVersion=str(self._bump()))
-            self._record(WatchEvent(self.rv, res, ns, "DELETED", gone, dumps(gone)))
+            self._record(WatchEvent(self.rv, res, ns, "DELETED", gone, self.shown(res, gone)))
             return gone
 
     def load_raw(self, res: str, obj: dict[str, Any]) -> None:
