@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('utilization', '0003_xid_events'),
+        ('utilization', '0004_rollup_mem_used_max'),
     ]
 
     operations = [
