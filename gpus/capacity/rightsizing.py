@@ -40,6 +40,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from gpus.capacity import pricing
 from gpus.catalog.models import GpuModel
 from gpus.inventory.models import GpuWorkload
 from gpus.tenancy.models import Tenant
@@ -50,7 +51,7 @@ MIN_HOURS = 72  # three days of readings in the week
 IDLE_BUSY_PCT = float(getattr(settings, "METRICS_IDLE_THRESHOLD", 5.0))
 SMALLER_BUSY_PCT = 30.0
 MEMORY_MARGIN = Decimal("0.8")  # the peak must fit in 80 % of the smaller model's memory
-HOURS_PER_MONTH = Decimal(730)
+HOURS_PER_MONTH = pricing.HOURS_PER_MONTH
 MIB = Decimal(1048576)
 GB = Decimal(1000000000)
 
@@ -75,16 +76,8 @@ class GpuPrices:
 
 def gpu_prices(at: dt.datetime | None = None) -> GpuPrices | None:
     """The GPU prices of the list in force (None without one)."""
-    from gpus.capacity import pricing
-
     rates = pricing.rates_at(at)
     return GpuPrices(rates.currency, dict(rates.gpu_hour)) if rates is not None else None
-
-
-def money(amount: Decimal, currency: str) -> str:
-    from gpus.capacity import pricing
-
-    return pricing.money(amount, currency)
 
 
 @dataclass(frozen=True)
@@ -121,7 +114,7 @@ class Suggestion:
 
     @property
     def saving_text(self) -> str:
-        return money(self.saving, self.currency) if self.saving is not None else ""
+        return pricing.money(self.saving, self.currency) if self.saving is not None else ""
 
     def text(self) -> str:
         """The suggestion in plain words, in the active language."""
