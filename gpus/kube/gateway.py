@@ -14,10 +14,20 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
 from gpus.kube import apps as manifests
-from gpus.kube.client import ClusterConfig, Session
+from gpus.kube.client import USER_AGENT, ClusterConfig, PortalApiClient, Session
 from gpus.kube.discovery import ClusterFlavour, discover
-from gpus.kube.errors import ConflictError, ExpiredError, NotFoundError, TransientError
+from gpus.kube.errors import (
+    ConflictError,
+    ExpiredError,
+    KubeError,
+    NotFoundError,
+    TransientError,
+)
 from gpus.kube.records import (
     MONITORING_LABEL,
     Condition,
@@ -430,6 +440,43 @@ class ClusterGateway:
         except NotFoundError:
             return None
         return kubeconfig_from_secret(secret or {})
+
+    def tenant_cluster_nodes(
+        self,
+        namespace: str,
+        cluster_name: str,
+        impersonate_user: str | None = None,
+        impersonate_groups: Iterable[str] = (),
+        timeout: float = 5.0,
+    ) -> list[NodeInfo] | None:
+        """The nodes of a tenant Kubernetes cluster, through its admin kubeconfig (the Secret
+        ``kubernetes-<name>-admin-kubeconfig``, readable from the tenant's ``-use`` level up:
+        v1.1 ``packages/apps/kubernetes/templates/dashboard-resourcemap.yaml``). None while the
+        cluster has not written it. One list, within ``timeout`` seconds: a tenant's API that
+        hangs must not hold the poll."""
+        config_text = self.admin_kubeconfig(
+            namespace, cluster_name, impersonate_user, impersonate_groups
+        )
+        if config_text is None:
+            return None
+        name = f"{self.config.name}/{namespace}/{cluster_name}"
+        try:
+            parsed = yaml.safe_load(config_text) or {}
+            cfg = k8s.Configuration()
+            k8s_config.load_kube_config_from_dict(
+                parsed, client_configuration=cfg, persist_config=False
+            )
+        except Exception as exc:  # an unreadable kubeconfig is the cluster's, permanent
+            raise KubeError(f"Cannot read the admin kubeconfig of {name}: {exc}") from exc
+        cfg.retries = False
+        client = PortalApiClient(cfg)
+        client.user_agent = USER_AGENT
+        session = Session(ClusterConfig(name=f"tenant:{name}", timeout=timeout), client=client)
+        try:
+            data = session.call_json(session.core().list_node) or {}
+        finally:
+            session.close()
+        return [node_from_json(item) for item in data.get("items") or []]
 
     def list_workload_monitors(
         self, namespace: str, label_selector: str | None = None

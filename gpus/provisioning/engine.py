@@ -709,7 +709,7 @@ def poll_cluster(cluster_id: int) -> int:
     }
     gateway = gateway_for(ops[0].cluster)
     try:
-        views = observe(gateway, wanted, events_for)
+        views = observe(gateway, wanted, events_for, _awaiting_gpus(ops))
     finally:
         gateway.close()
     now = timezone.now()
@@ -723,6 +723,18 @@ def poll_cluster(cluster_id: int) -> int:
                 view = views.get(op.namespace, NamespaceView())
                 advance(op, view, now, progresses.get(op.pk))
     return len(ops)
+
+
+def _awaiting_gpus(ops: list[Operation]) -> dict[tuple[str, str], Identity]:
+    """Tenant clusters whose nodes this poll reads: node groups with GPUs whose workers booted
+    (the "GPUs ready" step), read with the asker's rights (the admin kubeconfig Secret is
+    readable from the tenant's -use level up). Only node groups in flight, so a sweep costs
+    two requests per group waiting for its GPUs and nothing for the rest of the fleet."""
+    out: dict[tuple[str, str], Identity] = {}
+    for op in ops:
+        if op.node_group and op.gpu_count and op.scheduled_at and not _is_delete(op):
+            out.setdefault((op.namespace, op.name), identity_for(op))
+    return out
 
 
 def clusters_with_polled_operations() -> list[int]:
