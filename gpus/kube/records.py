@@ -47,6 +47,21 @@ class NodeInfo:
     # status.conditions as plain dicts (type, status, reason, message), for the node page.
     conditions: tuple[dict[str, str], ...] = ()
 
+    @property
+    def gpu_installed(self) -> dict[str, int]:
+        """GPUs installed per resource: ``status.capacity`` counts every device the device
+        plugin registered, allocatable only the healthy ones (kubelet devicemanager
+        ``GetCapacity``), so an unhealthy GPU stays installed and is shown unavailable."""
+        capacity = gpu_counts(self.capacity)
+        return {
+            r: max(capacity.get(r, 0), self.gpu_resources.get(r, 0))
+            for r in sorted({*capacity, *self.gpu_resources})
+        }
+
+    def gpu_unhealthy(self, resource: str) -> int:
+        """Installed GPUs of ``resource`` the node does not offer (capacity - allocatable)."""
+        return max(self.gpu_installed.get(resource, 0) - self.gpu_resources.get(resource, 0), 0)
+
 
 @dataclass(frozen=True)
 class GpuPod:
