@@ -8,6 +8,7 @@ objects come back as dicts already.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -317,9 +318,17 @@ class ClusterGateway:
     def iter_kubernetes_apps(
         self, page_size: int = 500, namespace: str | None = None, odd: list[OddObject] | None = None
     ) -> Iterator[KubernetesApp]:
-        """Tenant Kubernetes clusters with all their node groups (GPU or not)."""
+        """Tenant Kubernetes clusters with all their node groups (GPU or not), v1.1's md0 too
+        (its chart merges md0 into every cluster; the v1.4+ schema, diskSize, has no default
+        group)."""
         items = self.iter_apps("kuberneteses", page_size=page_size, namespace=namespace)
-        yield from self._records(items, kubernetes_app_from_json, "Kubernetes", odd)
+        chart_md0 = self.flavour.node_group_disk_field == "ephemeralStorage"
+        yield from self._records(
+            items,
+            functools.partial(kubernetes_app_from_json, chart_md0=chart_md0),
+            "Kubernetes",
+            odd,
+        )
 
     def iter_workload_monitors(
         self,

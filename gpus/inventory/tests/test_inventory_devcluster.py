@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -236,6 +237,28 @@ def test_an_unhealthy_gpu_stays_installed_and_shows_unavailable(tmp_path, acme, 
     page = client.get(reverse("gpus:node", args=[node.pk])).content.decode()
     cells = re.findall(r'<td class="num"[^>]*>(\d+)</td>', page.split('id="node-gpus"')[1])
     assert cells[:4] == ["4", "0", "3", "1"]
+
+
+def test_the_charts_md0_is_shown_as_non_gpu_workers(dc, cluster, acme, globex, bob_client):
+    """Issue 16 item 8: v1.1 merges values.yaml's md0 into every cluster's groups, so globex's
+    `serve` (whose spec names only `gpu`) runs md0 workers too: the portal shows the group and
+    counts its workers as workers without GPUs, never as GPUs."""
+    spec = dc.kubectl(
+        "--context", "tenant-globex", "get", "kuberneteses", "serve", "-o", "json"
+    ).stdout
+    assert "md0" not in json.loads(spec)["spec"]["nodeGroups"]
+    monitor = json.loads(
+        dc.kubectl("-n", "tenant-globex", "get", "workloadmonitors", "kubernetes-serve-md0",
+                   "-o", "json").stdout
+    )  # fmt: skip
+    sync_cluster(cluster.pk)
+    md0 = GpuWorkload.objects.get(tenant=globex, name="serve", node_group="md0")
+    assert (md0.gpus_per_instance, md0.gpu_model, md0.gpus_held) == (0, None, 0)
+    assert md0.instances == int(monitor["status"].get("availableReplicas") or 0)
+    gpu = GpuWorkload.objects.get(tenant=globex, name="serve", node_group="gpu")
+    assert gpu.gpus_per_instance == 2
+    page = bob_client.get(reverse("gpus:my_gpus", args=["tenant-globex"])).content.decode()
+    assert "md0" in page and "No GPUs (" in page
 
 
 def test_legacy_flavour_syncs_virtual_machines(tmp_path, acme, globex):
