@@ -20,9 +20,9 @@ from gpus.catalog.sizing import (
     INSTANCE_TYPES,
     LEGACY_IMAGES,
     MIN_VCPU_PER_GPU,
-    NVIDIA_DRIVER_CLOUD_INIT,
     STORAGE_CLASSES,
     WINDOWS_PROFILES,
+    driver_cloud_init,
     instance_type_choices,
     recommended_instance_type,
 )
@@ -195,6 +195,19 @@ class GpuVmForm(forms.Form):
         label=_("Install the NVIDIA driver at first boot (Hikube FAQ snippet)"),
         required=False,
         initial=True,
+        help_text=_(
+            "The snippet for the image's family: Ubuntu's packages, Debian's non-free ones, "
+            "NVIDIA's repository on Rocky Linux and AlmaLinux."
+        ),
+    )
+    # Cloud-init runs once, at first boot: the agent is offered here, not only later.
+    guest_agent = forms.BooleanField(
+        label=_("Install the portal's GPU agent at first boot"),
+        required=False,
+        help_text=_(
+            "Passed-through GPUs have no host telemetry: the agent posts nvidia-smi readings "
+            "every minute, so this VM's utilization shows in the portal. It needs the driver."
+        ),
     )
     cloud_init = forms.CharField(
         label=_("Cloud-init (optional)"),
@@ -374,12 +387,12 @@ class GpuVmForm(forms.Form):
                 },
             )
         packager = IMAGE_PACKAGER.get(image, "")
-        if data.get("install_driver") and packager != "apt":
+        if data.get("install_driver") and not driver_cloud_init(image):
             self.add_error(
                 "install_driver",
                 _(
-                    "The driver snippet uses apt-get, which %(image)s does not have: untick it "
-                    "and install the NVIDIA driver in your own cloud-init."
+                    "The portal has no driver snippet for %(image)s: untick it and install the "
+                    "NVIDIA driver in your own cloud-init."
                 )
                 % {"image": image_name},
             )
@@ -395,12 +408,13 @@ class GpuVmForm(forms.Form):
     def cloud_init_text(self) -> str:
         """The user's cloud-init, with the driver snippet's commands merged in when asked."""
         text = self.cleaned_data.get("cloud_init", "")
-        if not self.cleaned_data.get("install_driver"):
+        snippet = driver_cloud_init(self.cleaned_data.get("image", ""))
+        if not self.cleaned_data.get("install_driver") or not snippet:
             return text
         if not text:
-            return NVIDIA_DRIVER_CLOUD_INIT
+            return snippet
         data = yaml.safe_load(text) or {}
-        driver = yaml.safe_load(NVIDIA_DRIVER_CLOUD_INIT)
+        driver = yaml.safe_load(snippet)
         data["runcmd"] = list(data.get("runcmd") or []) + driver["runcmd"]
         return "#cloud-config\n" + yaml.safe_dump(data, sort_keys=False)
 
@@ -422,6 +436,7 @@ class GpuVmForm(forms.Form):
             cloud_init=self.cloud_init_text(),
             run_strategy=d["run_strategy"],
             queue_until_capacity=d["queue_until_capacity"],
+            guest_agent=bool(d.get("guest_agent")),
         )
 
 
