@@ -726,13 +726,14 @@ def poll_cluster(cluster_id: int) -> int:
 
 
 def _awaiting_gpus(ops: list[Operation]) -> dict[tuple[str, str], Identity]:
-    """Tenant clusters whose nodes this poll reads: node groups with GPUs whose workers booted
-    (the "GPUs ready" step), read with the asker's rights (the admin kubeconfig Secret is
-    readable from the tenant's -use level up). Only node groups in flight, so a sweep costs
-    two requests per group waiting for its GPUs and nothing for the rest of the fleet."""
+    """Tenant clusters whose nodes this poll reads: node groups whose workers booted (the "GPUs
+    ready" step; a retried resize records no GPU count, so every such group is read), with the
+    asker's rights (the admin kubeconfig Secret is readable from the tenant's -use level up).
+    Only node groups in flight, so a sweep costs two requests per group waiting for its GPUs
+    and nothing for the rest of the fleet."""
     out: dict[tuple[str, str], Identity] = {}
     for op in ops:
-        if op.node_group and op.gpu_count and op.scheduled_at and not _is_delete(op):
+        if op.node_group and op.scheduled_at and not _is_delete(op):
             out.setdefault((op.namespace, op.name), identity_for(op))
     return out
 

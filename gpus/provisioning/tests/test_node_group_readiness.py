@@ -124,11 +124,11 @@ def test_an_unreadable_admin_kubeconfig_is_said_and_the_booted_step_is_the_last(
 
 
 def test_only_node_groups_waiting_for_their_gpus_are_read(cluster, alice, acme):
-    """The sweep stays constant-cost: no tenant-cluster read for VMs, deletes, groups without
-    GPUs or whose workers have not booted yet."""
+    """The sweep stays constant-cost: no tenant-cluster read for VMs, deletes, or groups whose
+    workers have not booted yet; one per cluster however many of its groups wait."""
     op = add_group(alice, acme, cluster, "later", H100)
     assert engine._awaiting_gpus([op]) == {}
     op.scheduled_at = op.created_at
-    assert list(engine._awaiting_gpus([op])) == [("tenant-acme", "ml")]
-    op.gpu_count = 0
+    assert list(engine._awaiting_gpus([op, op])) == [("tenant-acme", "ml")]
+    op.params = {**op.params, "retry_kind": "delete"}
     assert engine._awaiting_gpus([op]) == {}
