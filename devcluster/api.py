@@ -7,6 +7,7 @@ import binascii
 import copy
 import json
 import random
+import re
 import string
 import threading
 import time
@@ -18,17 +19,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from . import openapi, schemas, tables
+from . import openapi, quota, schemas, tables
 from .clock import Clock
 from .faults import Faults
 from .fleet import stable_uuid
 from .patch import PatchError, json_patch, merge_patch
 from .rbac import Authorizer, Forbidden, Identity
-from .resources import NAMESPACES, NODES, Resource
+from .resources import DATAVOLUMES, NAMESPACES, NODES, PODS, RESOURCEQUOTAS, Resource
 from .selectors import SelectorError, parse_field_selector, parse_label_selector
 from .store import Store, dumps, now_rfc3339
 
 JSON = "application/json"
+DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 ALLOWED_TOP = {"apiVersion", "kind", "metadata", "spec", "status"}
 ALLOWED_META = {
     "name",
@@ -667,8 +669,11 @@ class Api:
         except (ValueError, yaml.YAMLError) as e:
             raise ApiError(400, "BadRequest", f"error decoding request body: {e}") from e
 
-    def _strict_check(self, req: Request, obj: dict[str, Any]) -> list[str]:
-        unknown = [f'unknown field "{k}"' for k in obj if k not in ALLOWED_TOP]
+    def _strict_check(
+        self, req: Request, obj: dict[str, Any], res: Resource | None = None
+    ) -> list[str]:
+        allowed = ALLOWED_TOP | set(res.top_fields if res else ())
+        unknown = [f'unknown field "{k}"' for k in obj if k not in allowed]
         md = obj.get("metadata")
         if isinstance(md, dict):
             unknown += [f'unknown field "metadata.{k}"' for k in md if k not in ALLOWED_META]
@@ -710,6 +715,44 @@ class Api:
                 )
         return copy.deepcopy(spec)
 
+    def _admit_quota(self, res: Resource, obj: dict[str, Any], name: str) -> dict[str, Any]:
+        """``ValidateResourceQuota``: the hard limits must be quantities (names with a domain,
+        ``requests.nvidia.com/X`` or ``nvidia.com/X``, are all accepted; only the former is
+        enforced, see quota.py)."""
+        spec = obj.get("spec") or {}
+        if not isinstance(spec, dict):
+            spec = {"hard": spec}
+        causes = quota.validate_hard(spec.get("hard"))
+        if causes:
+            raise self._invalid(res, name, causes)
+        return copy.deepcopy(spec)
+
+    def quota_status(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """What the quota controller writes (caller holds the lock): done at once here, so the
+        admission never sees a quota without status (the real one answers ``status unknown for
+        quota`` for a moment)."""
+        ns = obj["metadata"]["namespace"]
+        used = quota.usage(pod for _, pod in self.store.iter_objects(PODS.key, ns))
+        return quota.status(obj, used)
+
+    def _admit_object(self, res: Resource, name: str) -> Any:
+        """A plain Kubernetes object's name: a DNS-1123 subdomain (instance types have dots)."""
+        if len(name) > 253 or not DNS1123_SUBDOMAIN.fullmatch(name):
+            raise self._invalid(
+                res,
+                name,
+                [
+                    {
+                        "reason": "FieldValueInvalid",
+                        "field": "metadata.name",
+                        "message": f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must '
+                        "consist of lower case alphanumeric characters, '-' or '.', and must "
+                        "start and end with an alphanumeric character",
+                    }
+                ],
+            )
+        return None
+
     def _check_type(self, res: Resource, obj: Any) -> dict[str, Any]:
         if not isinstance(obj, dict):
             raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
@@ -733,7 +776,7 @@ class Api:
 
     def _create(self, req: Request, res: Resource, ns: str | None, obj: Any = None) -> Response:
         obj = self._check_type(res, self._body(req) if obj is None else obj)
-        warnings = self._strict_check(req, obj)
+        warnings = self._strict_check(req, obj, res)
         md = obj.get("metadata") or {}
         if md.get("namespace") and ns and md["namespace"] != ns:
             raise ApiError(
@@ -757,7 +800,11 @@ class Api:
                     }
                 ],
             )
-        spec = self._admit(res, obj, name)
+        if res.is_app:
+            spec = self._admit(res, obj, name)
+        else:
+            self._admit_object(res, name)
+            spec = self._admit_quota(res, obj, name) if res is RESOURCEQUOTAS else None
         with self.store.lock:
             if ns and self.store.get(NAMESPACES.key, "", ns) is None:
                 raise ApiError(
@@ -767,6 +814,13 @@ class Api:
                     {"name": ns, "kind": "namespaces"},
                 )
             if self.store.get(res.key, ns or "", name) is not None:
+                if not res.is_app:
+                    raise ApiError(
+                        409,
+                        "AlreadyExists",
+                        f'{res.group_resource} "{name}" already exists',
+                        _details(res, name),
+                    )
                 # Also while it is Terminating: the HelmRelease still exists.
                 raise helm_release_error(res, name, "create", True)
             now = self.clock.now()
@@ -788,6 +842,17 @@ class Api:
                 # generation (ConvertHelmReleaseToApplication does not copy it).
                 "status": {},
             }
+            if res is RESOURCEQUOTAS:
+                new["status"] = self.quota_status(new)
+            elif not res.is_app:  # a catalogue object (admins): kept as sent
+                new = {
+                    **{k: copy.deepcopy(v) for k, v in obj.items() if k not in ("status",)},
+                    "apiVersion": res.api_version,
+                    "kind": res.kind,
+                    "metadata": new_md,
+                }
+                if res.key == DATAVOLUMES.key:  # CDI's import is not modelled: done at once
+                    new["status"] = {"phase": "Succeeded", "progress": "100.0%", "claimName": name}
             if req.query.get("dryRun") == "All":
                 new_md["resourceVersion"] = ""
                 return self._with_warnings(Response(201, self.store.shown(res.key, new)), warnings)
@@ -858,6 +923,9 @@ class Api:
         out = dict(cur, metadata=out_md)
         if res.is_app:
             out["spec"] = self._admit(res, new, name, create=False)
+        elif res is RESOURCEQUOTAS:
+            out["spec"] = self._admit_quota(res, new, name)
+            out["status"] = self.quota_status(out)
         elif res.key == NODES.key:
             out["spec"] = spec = copy.deepcopy(new.get("spec") or {})
             # The node lifecycle controller mirrors cordoning into a NoSchedule taint.

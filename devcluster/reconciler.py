@@ -17,16 +17,21 @@ from typing import Any
 
 import yaml
 
-from . import schemas
+from . import quota, schemas
+from .catalogue import IMAGE_NAMESPACE, IMAGE_PREFIX
 from .clock import Clock
 from .faults import Faults
 from .fleet import stable_hex, stable_uuid
-from .render import render_problem
+from .render import INSTANCETYPE, render_problem
 from .resources import (
+    DATAVOLUMES,
     EVENTS,
+    INSTANCETYPES,
     KUBEVIRT_VMS,
     NODES,
     PODS,
+    PREFERENCES,
+    RESOURCEQUOTAS,
     SECRETS,
     SERVICES,
     WORKLOAD_MONITORS,
@@ -122,6 +127,8 @@ class Reconciler:
         self.apps = [r for r in resources if r.is_app]
         self.app_records: dict[str, dict[str, Any]] = {}
         self.units: dict[str, dict[str, Any]] = {}
+        self.quota_changed = False
+        self._owned: dict[str, dict[str, None]] = {}  # owner -> its unit keys (_index_owners)
         self.seq = 0
         self.wake = threading.Event()
         self.stop_flag = threading.Event()
@@ -150,6 +157,11 @@ class Reconciler:
             self.wake.set()
         elif res in self._app_keys:
             self.wake.set()
+        elif res == RESOURCEQUOTAS.key:
+            # KubeVirt re-enqueues the VMIs whose pod creation failed when a quota changes
+            # (pkg/virt-controller/watch/vmi: updateResourceQuota / deleteResourceQuota).
+            self.quota_changed = True
+            self.wake.set()
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
@@ -173,13 +185,18 @@ class Reconciler:
                 next_at = self.reconcile()
 
     def fast_forward(self, start: float, end: float, step: float = 30.0) -> None:
-        """Run passes on a simulated clock (bootstrap: the demo's workloads are already running)."""
+        """Run passes on a simulated clock (bootstrap: the demo's workloads are already running).
+        A pass changes nothing before the next timer it returns (the background loop sleeps
+        until then too): the clock jumps to that timer when it is more than `step` away, and
+        stops when none is left."""
         t = start
         while t < end:
             self.clock.fixed = t
             with self.store.lock:
-                self.reconcile()
-            t += step
+                next_at = self.reconcile()
+            if not next_at:
+                break
+            t = max(t + step, next_at)
         self.clock.fixed = None
 
     def state(self) -> dict[str, Any]:
@@ -383,6 +400,7 @@ class Reconciler:
         now = self.clock.now() if now is None else now
         if self._index_dirty:
             self._rebuild_index()
+        self._index_owners()
         self._prune_events(now)
         deadlines: list[float] = []
         live_apps: set[str] = set()
@@ -400,7 +418,45 @@ class Reconciler:
             if not changed:
                 break
         deadlines += unit_deadlines
+        self.quota_changed = False
+        self._refresh_quotas()
         return min(deadlines) if deadlines else 0.0
+
+    # --- quotas (the quota controller) -------------------------------------------------
+    def _refresh_quotas(self) -> None:
+        """``status.used`` of every ResourceQuota from the pods now in its namespace."""
+        if not self.store.count(RESOURCEQUOTAS.key):
+            return
+        used_in: dict[str, dict[str, int]] = {}
+        for (ns, _), q in list(self.store.iter_objects(RESOURCEQUOTAS.key)):
+            if ns not in used_in:
+                used_in[ns] = self._quota_used(ns)
+            status = quota.status(q, used_in[ns])
+            if q.get("status") != status:
+                self.store.put(RESOURCEQUOTAS.key, dict(q, status=status))
+
+    def _quota_used(self, ns: str) -> dict[str, int]:
+        return quota.usage(pod for _, pod in self.store.iter_objects(PODS.key, ns))
+
+    def _quota_denial(self, unit: dict[str, Any]) -> str:
+        """The apiserver's answer to creating the unit's launcher pod ("" if admitted)."""
+        quotas = [q for _, q in self.store.iter_objects(RESOURCEQUOTAS.key, unit["ns"])]
+        if not quotas:
+            return ""
+        pod = {
+            "metadata": {"name": unit["pod"]},
+            "spec": {
+                "containers": [
+                    {
+                        "resources": {
+                            "requests": {m: str(n) for m, n in Counter(unit["gpus"]).items()}
+                        }
+                    }
+                ]
+            },
+            "status": {"phase": "Pending"},
+        }
+        return quota.denial(quotas, self._quota_used(unit["ns"]), pod)
 
     def _hr_ref(self, res: Resource, obj: dict[str, Any]) -> dict[str, Any]:
         md = obj["metadata"]
@@ -462,6 +518,7 @@ class Reconciler:
                     values,
                     # Helm renders when the action starts; it takes `delay` to finish.
                     lambda disk: self._data_volume_exists(ns, disk, now - self.delay(action)),
+                    self._catalogue_has,
                 )
                 if problem:
                     msg = (
@@ -505,7 +562,7 @@ class Reconciler:
     ) -> float:
         """HelmRelease finalizer: Helm uninstall waits for the resources to go (uninstall
         disableWait false by default); then the app disappears."""
-        units = [u for u in self.units.values() if u["owner"] == key]
+        units = self._owned_units(key)
         for u in units:
             u["deleting"] = True
         if units:
@@ -656,7 +713,7 @@ class Reconciler:
 
     def _forget_app(self, key: str) -> None:
         self.app_records.pop(key, None)
-        for ukey in [k for k, u in self.units.items() if u["owner"] == key]:
+        for ukey in [f"{u['ns']}/{u['name']}" for u in self._owned_units(key)]:
             self._remove_unit(ukey)
         res_key, nsname = key.split("|", 1)
         ns, name = nsname.split("/", 1)
@@ -670,6 +727,17 @@ class Reconciler:
                 self.store.delete(WORKLOAD_MONITORS.key, ns, mon["metadata"]["name"])
 
     # --- units -------------------------------------------------------------------------
+    def _index_owners(self) -> None:
+        """Unit keys by owning app, rebuilt each pass and kept by _new_unit: a pass over
+        thousands of clusters must not scan every unit once per cluster."""
+        self._owned = {}
+        for ukey, u in self.units.items():
+            self._owned.setdefault(u["owner"], {})[ukey] = None
+
+    def _owned_units(self, owner: str) -> list[dict[str, Any]]:
+        keys = self._owned.get(owner, {})
+        return [self.units[k] for k in keys if k in self.units]
+
     def _new_unit(
         self, owner: str, ns: str, name: str, gpus: list[str], now: float, **extra: Any
     ) -> dict[str, Any]:
@@ -691,6 +759,7 @@ class Reconciler:
         }
         unit.update(extra)
         self.units[f"{ns}/{name}"] = unit
+        self._owned.setdefault(owner, {})[f"{ns}/{name}"] = None
         self._write_vm(unit, now)
         return unit
 
@@ -792,7 +861,7 @@ class Reconciler:
         groups = self._node_groups(spec)
         states = rec.setdefault("groups", {})
         deadlines: list[float] = []
-        mine = {k: u for k, u in self.units.items() if u["owner"] == owner}
+        mine = {f"{u['ns']}/{u['name']}": u for u in self._owned_units(owner)}
         for ukey, u in mine.items():
             if u.get("group") not in groups:
                 self._remove_unit(ukey)
@@ -815,7 +884,7 @@ class Reconciler:
                 deadlines.append(d)
             want = st["replicas"]
             members = sorted(
-                (u for u in self.units.values() if u["owner"] == owner and u.get("group") == gname),
+                (u for u in self._owned_units(owner) if u.get("group") == gname),
                 key=lambda u: u["seq"],
             )
             current = [u for u in members if u.get("tmpl", tmpl) == tmpl]
@@ -1031,7 +1100,15 @@ class Reconciler:
             self._apply_pending(unit)
             unit.update(phase="Provisioning", since=now - self.delay("vm_provision"))
             phase = "Provisioning"
+        if phase == "FailedCreate" and unit.get("create_error"):
+            # The API server refused the pod (the quota admission): KubeVirt retries the pod
+            # creation with backoff, and at once when a quota changes.
+            due = unit.get("event_at", 0) + self.delay("sched_retry")
+            if now < due and not self.quota_changed:
+                return due
+            return self._try_schedule(unit, now)
         if phase in ("Provisioning", "ErrorDataVolumeNotFound", "DataVolumeError", "FailedCreate"):
+            # FailedCreate here: the launch manifest could not be rendered (sync_error).
             ready_at = unit["since"] + self.delay("vm_provision")
             if now < ready_at:
                 return ready_at
@@ -1044,6 +1121,7 @@ class Reconciler:
                 # The VMI stays Pending with no pod (the VM reads Starting) and virt-controller
                 # requeues it; it starts once the KubeVirt CR permits the device.
                 if phase != "FailedCreate" or unit.get("sync_error") != render_error:
+                    unit.pop("create_error", None)
                     unit.update(phase="FailedCreate", sync_error=render_error)
                     self._write_vm(unit, now)
                 return now + self.delay("sched_retry")
@@ -1066,6 +1144,21 @@ class Reconciler:
         pending = unit.pop("pending", None)
         if pending:
             unit.update(pending)
+
+    def _dv_ref(self, ns: str, disk: str) -> dict[str, Any]:
+        """The VMDisk's DataVolume `vm-disk-<name>` as an event's involvedObject."""
+        return {
+            "apiVersion": DATAVOLUMES.api_version,
+            "kind": DATAVOLUMES.kind,
+            "name": f"vm-disk-{disk}",
+            "namespace": ns,
+            "uid": stable_uuid(self.seed, "datavolume", ns, disk),
+        }
+
+    def _catalogue_has(self, kind: str, name: str) -> bool:
+        """The chart's cluster-scoped `lookup` of an instance type or a preference."""
+        res = INSTANCETYPES if kind == INSTANCETYPE else PREFERENCES
+        return self.store.get(res.key, "", name) is not None
 
     def _data_volume_exists(self, ns: str, disk: str, rendered_at: float) -> bool:
         """The VMDisk's DataVolume was there when the VM's chart rendered: the disk's release had
@@ -1091,16 +1184,41 @@ class Reconciler:
             rec = self.app_records.get(f"{disk_res}|{unit['ns']}/{disk}") or {}
             if rec.get("deployed_at") is None:
                 return "Provisioning", 0.0
-            done = rec["deployed_at"] + self.delay("disk")
+            source = (rec.get("deployed") or {}).get("source") or {}
+            image = (source.get("image") or {}).get("name") if isinstance(source, dict) else None
+            if image and not self.store.get(
+                DATAVOLUMES.key, IMAGE_NAMESPACE, f"{IMAGE_PREFIX}{image}"
+            ):
+                # The chart renders a clone of cozy-public/vm-image-<name> whether it exists or
+                # not (vm-disk templates/dv.yaml); CDI waits for the source, with a Warning event
+                # on every pass (pvc-clone-controller.go validateCloneAndSourcePVC).
+                rec["clone_waiting"] = True
+                self.emit(
+                    unit["ns"],
+                    self._dv_ref(unit["ns"], disk),
+                    "Warning",
+                    "CloneWithoutSource",
+                    f"The source pvc {IMAGE_PREFIX}{image} doesn't exist",
+                    "datavolume-controller",
+                )
+                return "Provisioning", now + self.delay("disk")
+            if rec.pop("clone_waiting", False):  # the source appeared: the clone starts now
+                rec["clone_started"] = now
+            done = max(rec["deployed_at"], rec.get("clone_started", 0.0)) + self.delay("disk")
             if now < done:
                 wait = max(wait, done)
         return ("Provisioning", wait) if wait else (None, 0.0)
 
     def _try_schedule(self, unit: dict[str, Any], now: float) -> float:
         need = Counter(unit["gpus"])
-        node = self._find_node(need, unit["name"])
         if unit.get("pod") is None:
             unit["pod"] = f"virt-launcher-{unit['name']}-{stable_hex(self.seed, unit['uid'], n=5)}"
+        if self.store.get(PODS.key, unit["ns"], unit["pod"]) is None:
+            # The pod is created before it is scheduled: the quota admission sees it first.
+            if denied := self._quota_denial(unit):
+                return self._failed_create(unit, now, denied)
+            unit.pop("create_error", None)
+        node = self._find_node(need, unit["name"])
         if node is not None:
             self._take(node, need, +1)
             unit.update(phase="Starting", since=now, node=node)
@@ -1143,6 +1261,31 @@ class Reconciler:
             unit["event_at"] = now
         return unit["event_at"] + self.delay("sched_retry")
 
+    def _failed_create(self, unit: dict[str, Any], now: float, error: str) -> float:
+        """virt-controller could not create the launcher pod (kubevirt pkg/virt-controller/
+        watch/vmi/lifecycle.go): a Warning ``FailedCreate`` event on the VMI ("Error creating
+        pod: ..."), the VMI's ``Synchronized`` condition False with reason ``FailedCreate`` and
+        "failed to create virtual machine pod: ..." (copied onto the VM, whose printableStatus
+        stays ``Starting``: the VMI is still Pending); retried, holding nothing."""
+        unit["phase"] = "FailedCreate"
+        unit["create_error"] = error
+        self.emit(
+            unit["ns"],
+            {
+                "apiVersion": "kubevirt.io/v1",
+                "kind": "VirtualMachineInstance",
+                "name": unit["name"],
+                "namespace": unit["ns"],
+                "uid": unit["uid"],
+            },
+            "Warning",
+            "FailedCreate",
+            f"Error creating pod: {error}",
+            "virtualmachine-controller",
+        )
+        unit["event_at"] = now
+        return now + self.delay("sched_retry")
+
     # --- derived objects ---------------------------------------------------------------
     def _vm_ref(self, unit: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -1161,7 +1304,7 @@ class Reconciler:
         if ready:
             reason, message = "", ""
         elif phase == "FailedCreate":
-            # lifecycle.go syncReadyConditionFromPod with no pod.
+            # The VMI exists, its pod does not (lifecycle.go syncReadyConditionFromPod with no pod).
             reason, message = "PodNotExists", "virt-launcher pod has not yet been scheduled"
         elif phase in HOLDING_PHASES[2:]:
             reason, message = "PodTerminating", "virt-launcher pod is terminating"
@@ -1200,7 +1343,10 @@ class Reconciler:
                     "lastProbeTime": None,
                     "lastTransitionTime": ts,
                     "reason": "FailedCreate",
-                    "message": unit.get("sync_error", ""),
+                    # A render refusal (sync_error) is the whole message; a pod the API server
+                    # refused (create_error, e.g. the quota admission) is wrapped (lifecycle.go).
+                    "message": unit.get("sync_error")
+                    or "failed to create virtual machine pod: " + unit.get("create_error", ""),
                 }
             )
         if unit.get("pending") and phase != "Terminating":
@@ -1252,6 +1398,8 @@ class Reconciler:
             old
             and old["spec"] == spec
             and old["status"]["printableStatus"] == printable
+            and [c.get("message") for c in old["status"]["conditions"]]
+            == [c.get("message") for c in conds]
             and old["status"]["conditions"][0].get("reason") == reason
             and [c["type"] for c in old["status"]["conditions"]] == [c["type"] for c in conds]
         ):

@@ -131,6 +131,11 @@ def vm_state(app: VmApp, vm: KubevirtVm | None) -> StateReading:
     if restart is not None and restart.is_true:
         # A change (gpus, instanceType) waits for a restart; the VM runs as it was.
         return StateReading(state, "RestartRequired", restart.message)
+    synced = vm.conditions.get("Synchronized")
+    if synced is not None and synced.status == "False" and synced.reason == "FailedCreate":
+        # virt-controller could not create the launcher pod (a quota refused it): that, not
+        # the pod-less Ready condition, is why it does not start.
+        return StateReading(state, synced.reason, synced.message)
     if state not in (WorkloadState.RUNNING, WorkloadState.STOPPED):
         # The KubeVirt condition that explains a waiting VM (Unschedulable, DataVolumeError...).
         for condition in vm.conditions.values():
