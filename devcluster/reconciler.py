@@ -1100,7 +1100,15 @@ class Reconciler:
             self._apply_pending(unit)
             unit.update(phase="Provisioning", since=now - self.delay("vm_provision"))
             phase = "Provisioning"
+        if phase == "FailedCreate" and unit.get("create_error"):
+            # The API server refused the pod (the quota admission): KubeVirt retries the pod
+            # creation with backoff, and at once when a quota changes.
+            due = unit.get("event_at", 0) + self.delay("sched_retry")
+            if now < due and not self.quota_changed:
+                return due
+            return self._try_schedule(unit, now)
         if phase in ("Provisioning", "ErrorDataVolumeNotFound", "DataVolumeError", "FailedCreate"):
+            # FailedCreate here: the launch manifest could not be rendered (sync_error).
             ready_at = unit["since"] + self.delay("vm_provision")
             if now < ready_at:
                 return ready_at
@@ -1113,6 +1121,7 @@ class Reconciler:
                 # The VMI stays Pending with no pod (the VM reads Starting) and virt-controller
                 # requeues it; it starts once the KubeVirt CR permits the device.
                 if phase != "FailedCreate" or unit.get("sync_error") != render_error:
+                    unit.pop("create_error", None)
                     unit.update(phase="FailedCreate", sync_error=render_error)
                     self._write_vm(unit, now)
                 return now + self.delay("sched_retry")
@@ -1120,12 +1129,6 @@ class Reconciler:
                 unit["phase"] = "Provisioning"
             return self._try_schedule(unit, now)
         if phase == "ErrorUnschedulable":
-            return self._try_schedule(unit, now)
-        if phase == "FailedCreate":
-            # KubeVirt retries the pod creation with backoff, and at once when a quota changes.
-            due = unit.get("event_at", 0) + self.delay("sched_retry")
-            if now < due and not self.quota_changed:
-                return due
             return self._try_schedule(unit, now)
         if phase == "Starting":
             ready_at = unit["since"] + self.delay("vm_start")
