@@ -23,15 +23,17 @@ from gpus.api.schemas import (
     NodeGroupIn,
     OperationOut,
     Problem,
+    SpendOut,
     TenantOut,
     UtilizationOut,
     VmIn,
     WorkloadOut,
 )
-from gpus.capacity import exports
+from gpus.capacity import exports, pricing
 from gpus.capacity.forms import ExportForm
 from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.selectors import (
+    catalogue_for,
     default_cluster,
     get_kubernetes_cluster_for_user,
     get_node_group_for_user,
@@ -209,11 +211,17 @@ def create_vm(request: HttpRequest, namespace: str, payload: VmIn) -> Status:
         data["ssh_keys"] = "\n".join(data["ssh_keys"])
     if "external_ports" in data:
         data["external_ports"] = ",".join(str(p) for p in data["external_ports"])
-    blank = GpuVmForm(vm_kind=cluster.vm_kind or "VMInstance", gpu_choices=gpu_model_choices())
+    catalogue = catalogue_for(cluster)
+    blank = GpuVmForm(
+        vm_kind=cluster.vm_kind or "VMInstance",
+        gpu_choices=gpu_model_choices(),
+        catalogue=catalogue,
+    )
     form = GpuVmForm(
         _form_data(blank, data),
         vm_kind=cluster.vm_kind or "VMInstance",
         gpu_choices=gpu_model_choices(),
+        catalogue=catalogue,
     )
     if not form.is_valid():
         raise _form_errors(form)
@@ -285,7 +293,8 @@ def put_node_group(request: HttpRequest, namespace: str, payload: NodeGroupIn) -
     tenant = _operable_tenant(request, namespace)
     cluster = _cluster()
     clusters = tenant_kubernetes_clusters(tenant)
-    blank = NodeGroupForm(clusters=clusters, gpu_choices=gpu_model_choices())
+    catalogue = catalogue_for(cluster)
+    blank = NodeGroupForm(clusters=clusters, gpu_choices=gpu_model_choices(), catalogue=catalogue)
     data = payload.dict(exclude_none=True)
     existing = None
     if payload.cluster_name and not payload.new_cluster:
@@ -301,7 +310,10 @@ def put_node_group(request: HttpRequest, namespace: str, payload: NodeGroupIn) -
         live = resize_initial(tenant, existing)
         data = {**{k: v for k, v in live.items() if k not in ("cluster_name", "group")}, **data}
     form = NodeGroupForm(
-        _form_data(blank, data), clusters=clusters, gpu_choices=gpu_model_choices()
+        _form_data(blank, data),
+        clusters=clusters,
+        gpu_choices=gpu_model_choices(),
+        catalogue=catalogue,
     )
     if not form.is_valid():
         raise _form_errors(form)
@@ -468,3 +480,31 @@ def capacity_gpu_hours(request: HttpRequest, start: str = "", end: str = "") -> 
     """GPU-hours per tenant, cluster and GPU model over [start, end) (for billing)."""
     first, last, _step = _export_period(request, start=start, end=end)
     return list(exports.usage_dicts(first, last))
+
+
+@api.get(
+    "/capacity/spend",
+    response={200: list[SpendOut], 404: Problem, 422: Problem},
+    tags=["capacity"],
+)
+def capacity_spend(request: HttpRequest, start: str = "", end: str = "") -> list[dict]:
+    """Spend per tenant, cluster and GPU model over [start, end) (for billing): the rows of the
+    spend CSV export. Platform admins only."""
+    first, last, _step = _export_period(request, start=start, end=end)
+    return pricing.spend_rows(first, last)
+
+
+@api.get(
+    "/tenants/{namespace}/spend",
+    response={200: list[SpendOut], 404: Problem, 422: Problem},
+    tags=["capacity"],
+)
+def tenant_spend(request: HttpRequest, namespace: str, start: str = "", end: str = "") -> list:
+    """One tenant's spend per cluster and GPU model over [start, end): its members and admins
+    (a 404 for anyone else)."""
+    tenant = get_tenant_for_user(request.user, namespace)
+    form = ExportForm({k: v for k, v in {"start": start, "end": end}.items() if v})
+    if not form.is_valid():
+        raise _form_errors(form)
+    first, last = form.period()
+    return pricing.spend_rows(first, last, tenant)
