@@ -7,6 +7,7 @@ import binascii
 import copy
 import json
 import random
+import re
 import string
 import threading
 import time
@@ -18,17 +19,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from . import openapi, schemas, tables
+from . import openapi, quota, schemas, tables
 from .clock import Clock
 from .faults import Faults
 from .fleet import stable_uuid
 from .patch import PatchError, json_patch, merge_patch
 from .rbac import Authorizer, Forbidden, Identity
-from .resources import NAMESPACES, NODES, Resource
+from .resources import DATAVOLUMES, NAMESPACES, NODES, PODS, RESOURCEQUOTAS, Resource
 from .selectors import SelectorError, parse_field_selector, parse_label_selector
 from .store import Store, dumps, now_rfc3339
 
 JSON = "application/json"
+DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 ALLOWED_TOP = {"apiVersion", "kind", "metadata", "spec", "status"}
 ALLOWED_META = {
     "name",
@@ -118,7 +120,9 @@ def helm_release_error(res: Resource, name: str, op: str, wrapped: bool) -> ApiE
     """A HelmRelease create/update failure as cozystack-api returns it.
 
     v1.1 wraps it with fmt.Errorf (rest.go Create/Update), so the apiserver answers 500 with
-    no reason (ErrorToAPIStatus); `head` keeps the HelmRelease's own 409.
+    no reason (ErrorToAPIStatus); so does v1.6.2 (`head`: rest.go still `fmt.Errorf("failed to
+    create HelmRelease: %v", err)`). `wrapped=False` (a 409 keeping the HelmRelease's reason)
+    is what a cozystack-api using registry.WrapPreservingStatus would answer: none does yet.
     """
     release = f"{res.prefix}{name}"
     if op == "create":
@@ -184,6 +188,10 @@ class Api:
             (r.api_version, r.plural): r for r in resources
         }
         self.openapi_docs = openapi.build_docs(resources)
+        for r in resources:
+            if r.is_app:
+                # Stored as the HelmRelease's values (raw); shown with the schema's defaults.
+                store.views[r.key] = _defaulted_view(r.schema)
         self.rng = random.Random(seed)  # noqa: S311 - deterministic names/uids, not secrets
         self.rng_lock = threading.Lock()
         self.host = "127.0.0.1"
@@ -425,7 +433,7 @@ class Api:
             if obj is None:
                 raise not_found(res, name)
             if stale:
-                return Response(200, dumps(obj))
+                return Response(200, self.store.shown(res.key, obj))
             if "as=Table" in req.headers.get("accept", ""):
                 include = req.query.get("includeObject", "Metadata")
                 meta = {"resourceVersion": obj["metadata"]["resourceVersion"]}
@@ -504,7 +512,7 @@ class Api:
                         if shown is None:
                             continue  # created a moment ago: not in the cache yet
                         obj = shown
-                        stale_raw[k] = dumps(shown)
+                        stale_raw[k] = self.store.shown(res.key, shown)
                 if (lsel and not lsel(obj)) or (fsel and not fsel(obj)):
                     continue
                 if limit and len(picked) >= limit:
@@ -661,8 +669,11 @@ class Api:
         except (ValueError, yaml.YAMLError) as e:
             raise ApiError(400, "BadRequest", f"error decoding request body: {e}") from e
 
-    def _strict_check(self, req: Request, obj: dict[str, Any]) -> list[str]:
-        unknown = [f'unknown field "{k}"' for k in obj if k not in ALLOWED_TOP]
+    def _strict_check(
+        self, req: Request, obj: dict[str, Any], res: Resource | None = None
+    ) -> list[str]:
+        allowed = ALLOWED_TOP | set(res.top_fields if res else ())
+        unknown = [f'unknown field "{k}"' for k in obj if k not in allowed]
         md = obj.get("metadata")
         if isinstance(md, dict):
             unknown += [f'unknown field "metadata.{k}"' for k in md if k not in ALLOWED_META]
@@ -683,8 +694,9 @@ class Api:
         self, res: Resource, obj: dict[str, Any], name: str, create: bool = True
     ) -> dict[str, Any]:
         """What cozystack-api checks (rest.go Create/Update): the name on create and reserved
-        `_` keys; the spec itself goes into the HelmRelease values unchecked (Helm's schema check
-        fails later, see the reconciler). Defaults are shown on reads, as the conversion does."""
+        `_` keys; the spec itself goes into the HelmRelease values unchecked and undefaulted
+        (Helm's schema check fails later, see the reconciler). Defaults are only shown on reads,
+        as the conversion does (rest_defaulting.go `applySpecDefaults`)."""
         spec = obj.get("spec")
         if spec is None:
             spec = {}
@@ -701,7 +713,45 @@ class Api:
                     f"values key {json.dumps(key)} is reserved (keys starting with '_' are "
                     "not allowed)",
                 )
-        return schemas.default_spec(spec, res.schema)
+        return copy.deepcopy(spec)
+
+    def _admit_quota(self, res: Resource, obj: dict[str, Any], name: str) -> dict[str, Any]:
+        """``ValidateResourceQuota``: the hard limits must be quantities (names with a domain,
+        ``requests.nvidia.com/X`` or ``nvidia.com/X``, are all accepted; only the former is
+        enforced, see quota.py)."""
+        spec = obj.get("spec") or {}
+        if not isinstance(spec, dict):
+            spec = {"hard": spec}
+        causes = quota.validate_hard(spec.get("hard"))
+        if causes:
+            raise self._invalid(res, name, causes)
+        return copy.deepcopy(spec)
+
+    def quota_status(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """What the quota controller writes (caller holds the lock): done at once here, so the
+        admission never sees a quota without status (the real one answers ``status unknown for
+        quota`` for a moment)."""
+        ns = obj["metadata"]["namespace"]
+        used = quota.usage(pod for _, pod in self.store.iter_objects(PODS.key, ns))
+        return quota.status(obj, used)
+
+    def _admit_object(self, res: Resource, name: str) -> Any:
+        """A plain Kubernetes object's name: a DNS-1123 subdomain (instance types have dots)."""
+        if len(name) > 253 or not DNS1123_SUBDOMAIN.fullmatch(name):
+            raise self._invalid(
+                res,
+                name,
+                [
+                    {
+                        "reason": "FieldValueInvalid",
+                        "field": "metadata.name",
+                        "message": f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must '
+                        "consist of lower case alphanumeric characters, '-' or '.', and must "
+                        "start and end with an alphanumeric character",
+                    }
+                ],
+            )
+        return None
 
     def _check_type(self, res: Resource, obj: Any) -> dict[str, Any]:
         if not isinstance(obj, dict):
@@ -726,7 +776,7 @@ class Api:
 
     def _create(self, req: Request, res: Resource, ns: str | None, obj: Any = None) -> Response:
         obj = self._check_type(res, self._body(req) if obj is None else obj)
-        warnings = self._strict_check(req, obj)
+        warnings = self._strict_check(req, obj, res)
         md = obj.get("metadata") or {}
         if md.get("namespace") and ns and md["namespace"] != ns:
             raise ApiError(
@@ -750,7 +800,11 @@ class Api:
                     }
                 ],
             )
-        spec = self._admit(res, obj, name)
+        if res.is_app:
+            spec = self._admit(res, obj, name)
+        else:
+            self._admit_object(res, name)
+            spec = self._admit_quota(res, obj, name) if res is RESOURCEQUOTAS else None
         with self.store.lock:
             if ns and self.store.get(NAMESPACES.key, "", ns) is None:
                 raise ApiError(
@@ -760,8 +814,15 @@ class Api:
                     {"name": ns, "kind": "namespaces"},
                 )
             if self.store.get(res.key, ns or "", name) is not None:
+                if not res.is_app:
+                    raise ApiError(
+                        409,
+                        "AlreadyExists",
+                        f'{res.group_resource} "{name}" already exists',
+                        _details(res, name),
+                    )
                 # Also while it is Terminating: the HelmRelease still exists.
-                raise helm_release_error(res, name, "create", self.v11)
+                raise helm_release_error(res, name, "create", True)
             now = self.clock.now()
             new_md: dict[str, Any] = {
                 "name": name,
@@ -781,9 +842,20 @@ class Api:
                 # generation (ConvertHelmReleaseToApplication does not copy it).
                 "status": {},
             }
+            if res is RESOURCEQUOTAS:
+                new["status"] = self.quota_status(new)
+            elif not res.is_app:  # a catalogue object (admins): kept as sent
+                new = {
+                    **{k: copy.deepcopy(v) for k, v in obj.items() if k not in ("status",)},
+                    "apiVersion": res.api_version,
+                    "kind": res.kind,
+                    "metadata": new_md,
+                }
+                if res.key == DATAVOLUMES.key:  # CDI's import is not modelled: done at once
+                    new["status"] = {"phase": "Succeeded", "progress": "100.0%", "claimName": name}
             if req.query.get("dryRun") == "All":
                 new_md["resourceVersion"] = ""
-                return self._with_warnings(Response(201, dumps(new)), warnings)
+                return self._with_warnings(Response(201, self.store.shown(res.key, new)), warnings)
             stored = self.store.put(res.key, new)
             if res.is_app:
                 self._remember(res, ns or "", name, None)
@@ -833,7 +905,7 @@ class Api:
             )
         if rv and rv != cur["metadata"]["resourceVersion"]:
             if res.is_app:
-                raise helm_release_error(res, name, "update", self.v11)
+                raise helm_release_error(res, name, "update", True)
             raise ApiError(
                 409,
                 "Conflict",
@@ -851,6 +923,9 @@ class Api:
         out = dict(cur, metadata=out_md)
         if res.is_app:
             out["spec"] = self._admit(res, new, name, create=False)
+        elif res is RESOURCEQUOTAS:
+            out["spec"] = self._admit_quota(res, new, name)
+            out["status"] = self.quota_status(out)
         elif res.key == NODES.key:
             out["spec"] = spec = copy.deepcopy(new.get("spec") or {})
             # The node lifecycle controller mirrors cordoning into a NoSchedule taint.
@@ -872,7 +947,7 @@ class Api:
                 Response(200, self.store.raw(res.key, (ns or "", name))), warnings
             )
         if req.query.get("dryRun") == "All":
-            return self._with_warnings(Response(200, dumps(out)), warnings)
+            return self._with_warnings(Response(200, self.store.shown(res.key, out)), warnings)
         self.store.put(res.key, out)
         if res.is_app:
             self._remember(res, ns or "", name, cur)
@@ -931,15 +1006,19 @@ class Api:
                 if cached is None:
                     if ctype == "application/apply-patch+yaml":
                         # Update found nothing, so server-side apply creates: AlreadyExists.
-                        raise helm_release_error(res, name, "create", self.v11)
+                        raise helm_release_error(res, name, "create", True)
                     cur = None
             if cur is None:
                 raise not_found(res, name)
             if stale:
-                raise helm_release_error(res, name, "update", self.v11)
+                raise helm_release_error(res, name, "update", True)
+            # rest.go Update patches what r.Get returns: the defaulted spec. What it then
+            # stores is that, plus the patch (a group the patch adds stays as sent); so even a
+            # patch that changes nothing a GET shows writes the defaults into the values.
+            base = self.store.views[res.key](cur) if res.is_app else cur
             try:
                 if ctype == "application/json-patch+json":
-                    new = json_patch(cur, patch)
+                    new = json_patch(base, patch)
                 elif ctype in (
                     "application/merge-patch+json",
                     "application/strategic-merge-patch+json",
@@ -951,7 +1030,7 @@ class Api:
                     if ctype == "application/apply-patch+yaml":
                         patch = {k: v for k, v in patch.items() if k not in ("apiVersion", "kind")}
                         patch.get("metadata", {}).pop("resourceVersion", None)
-                    new = merge_patch(cur, patch)
+                    new = merge_patch(base, patch)
                 else:
                     raise ApiError(
                         415,
@@ -1045,6 +1124,14 @@ class Api:
                 "items": items,
             }
         )
+
+
+def _defaulted_view(schema: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def view(obj: dict[str, Any]) -> dict[str, Any]:
+        spec = obj.get("spec")
+        return dict(obj, spec=schemas.default_spec(spec if isinstance(spec, dict) else {}, schema))
+
+    return view
 
 
 def random_token(rng: random.Random, n: int = 40) -> str:

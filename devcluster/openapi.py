@@ -143,6 +143,7 @@ def _kind_schema(r: Resource) -> dict[str, Any]:
             "metadata": {"allOf": [{"$ref": META_REF}], "default": {}},
             "spec": spec,
             "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            **{f: {"x-kubernetes-preserve-unknown-fields": True} for f in r.top_fields},
         },
         "x-kubernetes-group-version-kind": gvk,
     }

@@ -23,6 +23,7 @@ class Resource:
     prefix: str = ""  # HelmRelease prefix of a Cozystack application ("" = not an application)
     schema: str = ""  # file name under devcluster/schemas/
     categories: tuple[str, ...] = ()
+    top_fields: tuple[str, ...] = ()  # top-level fields besides apiVersion/kind/metadata/spec
 
     @property
     def key(self) -> str:
@@ -52,6 +53,11 @@ EVENTS = Resource("", "v1", "events", "event", "Event", True, READ, ("ev",))
 # cluster's admin kubeconfig Secret; tenants read them by name (see rbac.py).
 SERVICES = Resource("", "v1", "services", "service", "Service", True, READ, ("svc",))
 SECRETS = Resource("", "v1", "secrets", "secret", "Secret", True, READ)
+# A tenant's quota (the v1.1 tenant chart's `tenant-quota`, or one an admin makes): enforced on
+# the virt-launcher pods' requests (devcluster/quota.py).
+RESOURCEQUOTAS = Resource(
+    "", "v1", "resourcequotas", "resourcequota", "ResourceQuota", True, WRITE, ("quota",)
+)
 KUBEVIRT_VMS = Resource(
     "kubevirt.io",
     "v1",
@@ -65,6 +71,61 @@ KUBEVIRT_VMS = Resource(
 )
 WORKLOAD_MONITORS = Resource(
     "cozystack.io", "v1alpha1", "workloadmonitors", "workloadmonitor", "WorkloadMonitor", True, READ
+)
+
+# What the charts look up at render time and the portal offers in its forms: cluster-scoped
+# KubeVirt instance types and preferences (cozystack v1.1 packages/system/kubevirt-instancetypes),
+# CDI DataVolumes (golden images `vm-image-*` in `cozy-public`), StorageClasses. Admins write them.
+CATALOGUE = ("create", "delete", "get", "list", "patch", "update", "watch")
+INSTANCETYPES = Resource(
+    "instancetype.kubevirt.io",
+    "v1beta1",
+    "virtualmachineclusterinstancetypes",
+    "virtualmachineclusterinstancetype",
+    "VirtualMachineClusterInstancetype",
+    False,
+    CATALOGUE,
+    ("vmclusterinstancetype", "vmcit", "vmcits"),
+)
+PREFERENCES = Resource(
+    "instancetype.kubevirt.io",
+    "v1beta1",
+    "virtualmachineclusterpreferences",
+    "virtualmachineclusterpreference",
+    "VirtualMachineClusterPreference",
+    False,
+    CATALOGUE,
+    ("vmclusterpref", "vmcps", "vmcp"),
+)
+DATAVOLUMES = Resource(
+    "cdi.kubevirt.io",
+    "v1beta1",
+    "datavolumes",
+    "datavolume",
+    "DataVolume",
+    True,
+    CATALOGUE,
+    ("dv", "dvs"),
+    categories=("all",),
+)
+STORAGECLASSES = Resource(
+    "storage.k8s.io",
+    "v1",
+    "storageclasses",
+    "storageclass",
+    "StorageClass",
+    False,
+    CATALOGUE,
+    ("sc",),
+    top_fields=(
+        "provisioner",
+        "parameters",
+        "reclaimPolicy",
+        "volumeBindingMode",
+        "allowVolumeExpansion",
+        "mountOptions",
+        "allowedTopologies",
+    ),
 )
 
 VMINSTANCES = Resource(
@@ -119,7 +180,21 @@ FLAVOURS = ("current", "legacy", "head")
 
 def resources_for(flavour: str) -> list[Resource]:
     """Served resources; `head` = Cozystack v1.4+ Kubernetes schema (nodeGroups[].diskSize)."""
-    base = [NAMESPACES, NODES, PODS, EVENTS, SERVICES, SECRETS, KUBEVIRT_VMS, WORKLOAD_MONITORS]
+    base = [
+        NAMESPACES,
+        NODES,
+        PODS,
+        EVENTS,
+        SERVICES,
+        SECRETS,
+        RESOURCEQUOTAS,
+        KUBEVIRT_VMS,
+        WORKLOAD_MONITORS,
+        INSTANCETYPES,
+        PREFERENCES,
+        DATAVOLUMES,
+        STORAGECLASSES,
+    ]
     if flavour == "current":
         return [*base, VMINSTANCES, VMDISKS, KUBERNETESES]
     if flavour == "head":

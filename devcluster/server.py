@@ -17,6 +17,7 @@ from typing import Any
 
 from . import metrics
 from .api import Api, ApiError, Request, Response
+from .catalogue import IMAGE_NAMESPACE, catalogue_objects
 from .clock import Clock
 from .faults import Faults
 from .fleet import Fleet, load_fleet, make_namespace, make_node
@@ -79,12 +80,14 @@ class DevCluster:
     def _bootstrap(self) -> None:
         now = time.time()
         created = now - 30 * 86400
-        for ns in [*self.fleet.tenants, "default", "kube-system", "cozy-system"]:
+        for ns in [*self.fleet.tenants, "default", "kube-system", "cozy-system", IMAGE_NAMESPACE]:
             if self.store.get(NAMESPACES.key, "", ns) is None:
                 monitoring = self.fleet.monitoring.get(ns, "") if ns.startswith("tenant-") else None
                 self.store.load_raw(NAMESPACES.key, make_namespace(ns, created, monitoring))
         for spec in self.fleet.nodes:
             self.store.load_raw(NODES.key, make_node(spec, self.seed, created))
+        for key, obj in catalogue_objects(created):
+            self.store.load_raw(key, obj)
         self.store.rv = 1
         if not self.fleet.workloads:
             return
@@ -127,7 +130,7 @@ class DevCluster:
             # Assemble from the cached per-object JSON: cheap even with 12,500 nodes.
             parts = []
             for res in list(self.store.objects):
-                raws = [self.store.raw(res, k) for k in self.store.sorted_keys(res)]
+                raws = [self.store.stored_raw(res, k) for k in self.store.sorted_keys(res)]
                 parts.append(dumps(res) + b":[" + b",".join(raws) + b"]")
             store_json = (
                 b'{"rv":' + str(self.store.rv).encode() + b',"objects":{' + b",".join(parts) + b"}}"

@@ -17,8 +17,9 @@ from django.utils import timezone
 
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import NodeHealth, ResourceState, WorkloadKind
-from gpus.inventory.models import Cluster, GpuWorkload, Node, NodeGpu
-from gpus.inventory.sync import store_snapshot
+from gpus.inventory.models import Cluster, GpuWorkload, Node, NodeGpu, ServedSchema
+from gpus.inventory.sync import Written, store_catalogue, store_snapshot
+from gpus.kube import records
 from gpus.kube.records import FleetReading, GpuPod, NodeInfo
 from gpus.tenancy.choices import MembershipRole
 from gpus.tenancy.models import Membership, Tenant
@@ -253,6 +254,7 @@ def snapshot(acme, globex) -> Cluster:
         disk_field="ephemeralStorage",
     )
     store_snapshot(cluster, reading, timezone.now())
+    offer_catalogue(cluster)
     l40s = GpuModel.objects.get(resource_name=L40S)
     GpuWorkload.objects.create(
         cluster=cluster,
@@ -318,3 +320,40 @@ def make_nodes(db) -> Callable[..., list[Node]]:
         return nodes
 
     return make_nodes
+
+
+# --- what a v1.1 cluster offers the forms, without a devcluster ------------------------------
+
+
+def offer_catalogue(cluster: Cluster) -> Cluster:
+    """Store what devcluster serves (the v1.1 instance types, preferences, golden images,
+    storage classes and chart schemas) as the sync and the schema task would: for tests that
+    post the forms against a cluster made by hand."""
+    from devcluster.catalogue import catalogue_objects
+    from devcluster.resources import DATAVOLUMES, INSTANCETYPES, PREFERENCES, STORAGECLASSES
+    from devcluster.schemas import load_schema
+
+    kinds = {
+        INSTANCETYPES.key: records.INSTANCE_TYPE,
+        PREFERENCES.key: records.PREFERENCE,
+        DATAVOLUMES.key: records.IMAGE,
+        STORAGECLASSES.key: records.STORAGE_CLASS,
+    }
+    catalogue: dict[str, list[records.CatalogueItem]] = {}
+    for key, obj in catalogue_objects(0.0):
+        item = records.catalogue_item_from_json(kinds[key], obj)
+        if item is not None:
+            catalogue.setdefault(item.kind, []).append(item)
+    store_catalogue(Written(), cluster, catalogue)
+    for kind, file in (
+        ("VMInstance", "vminstance.v1.1.0.json"),
+        ("VMDisk", "vmdisk.v1.1.0.json"),
+        ("Kubernetes", "kubernetes.v1.1.0.json"),
+        ("VirtualMachine", "virtualmachine.legacy.json"),
+    ):
+        ServedSchema.objects.update_or_create(
+            cluster=cluster,
+            app_kind=kind,
+            defaults={"schema": load_schema(file), "fetched_at": timezone.now()},
+        )
+    return cluster

@@ -33,6 +33,7 @@ from gpus.capacity import exports, pricing
 from gpus.capacity.forms import ExportForm
 from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.selectors import (
+    catalogue_for,
     default_cluster,
     get_kubernetes_cluster_for_user,
     get_node_group_for_user,
@@ -210,11 +211,17 @@ def create_vm(request: HttpRequest, namespace: str, payload: VmIn) -> Status:
         data["ssh_keys"] = "\n".join(data["ssh_keys"])
     if "external_ports" in data:
         data["external_ports"] = ",".join(str(p) for p in data["external_ports"])
-    blank = GpuVmForm(vm_kind=cluster.vm_kind or "VMInstance", gpu_choices=gpu_model_choices())
+    catalogue = catalogue_for(cluster)
+    blank = GpuVmForm(
+        vm_kind=cluster.vm_kind or "VMInstance",
+        gpu_choices=gpu_model_choices(),
+        catalogue=catalogue,
+    )
     form = GpuVmForm(
         _form_data(blank, data),
         vm_kind=cluster.vm_kind or "VMInstance",
         gpu_choices=gpu_model_choices(),
+        catalogue=catalogue,
     )
     if not form.is_valid():
         raise _form_errors(form)
@@ -286,7 +293,8 @@ def put_node_group(request: HttpRequest, namespace: str, payload: NodeGroupIn) -
     tenant = _operable_tenant(request, namespace)
     cluster = _cluster()
     clusters = tenant_kubernetes_clusters(tenant)
-    blank = NodeGroupForm(clusters=clusters, gpu_choices=gpu_model_choices())
+    catalogue = catalogue_for(cluster)
+    blank = NodeGroupForm(clusters=clusters, gpu_choices=gpu_model_choices(), catalogue=catalogue)
     data = payload.dict(exclude_none=True)
     existing = None
     if payload.cluster_name and not payload.new_cluster:
@@ -302,7 +310,10 @@ def put_node_group(request: HttpRequest, namespace: str, payload: NodeGroupIn) -
         live = resize_initial(tenant, existing)
         data = {**{k: v for k, v in live.items() if k not in ("cluster_name", "group")}, **data}
     form = NodeGroupForm(
-        _form_data(blank, data), clusters=clusters, gpu_choices=gpu_model_choices()
+        _form_data(blank, data),
+        clusters=clusters,
+        gpu_choices=gpu_model_choices(),
+        catalogue=catalogue,
     )
     if not form.is_valid():
         raise _form_errors(form)

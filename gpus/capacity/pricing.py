@@ -32,9 +32,8 @@ from django.utils import formats, timezone
 
 from gpus.capacity.models import Bucket, GpuPrice, PriceList, TenantUsage
 from gpus.catalog.models import GpuModel
-from gpus.catalog.sizing import INSTANCE_TYPES
 from gpus.inventory.choices import WorkloadKind
-from gpus.inventory.models import Cluster, GpuWorkload, TenantAllocation
+from gpus.inventory.models import CatalogueEntry, Cluster, GpuWorkload, TenantAllocation
 from gpus.provisioning.capacity import gib
 from gpus.provisioning.choices import OperationState
 from gpus.provisioning.models import Operation
@@ -220,9 +219,24 @@ class Estimate:
         return money(amount, self.currency) if amount is not None else ""
 
 
-def _sized(instance_type: str) -> tuple[int, int]:
-    itype = INSTANCE_TYPES.get(instance_type)
-    return (itype.vcpu, itype.memory_gb) if itype else (0, 0)
+def instance_sizes(*names: str) -> dict[str, tuple[int, float]]:
+    """vCPUs and GiB of memory per instance type, as the clusters serve them (the inventory's
+    catalogue; an instance type no cluster serves is not priced)."""
+    rows = CatalogueEntry.objects.filter(kind=CatalogueEntry.Kind.INSTANCE_TYPE)
+    if names:
+        rows = rows.filter(name__in=names)
+    return {
+        name: (vcpu, memory_mib / 1024)
+        for name, vcpu, memory_mib in rows.values_list("name", "vcpu", "memory_mib")
+    }
+
+
+def _sized(
+    instance_type: str, sizes: dict[str, tuple[int, float]] | None = None
+) -> tuple[int, float]:
+    if sizes is None:
+        sizes = instance_sizes(instance_type)
+    return sizes.get(instance_type, (0, 0))
 
 
 def vm_estimate(
@@ -295,7 +309,7 @@ def held_resources(
     """Per (tenant id, GPU model id): the GPUs held (the pods, as the nodes report) and the
     vCPU, memory and disk of the workloads holding GPUs (instances running = GPUs held /
     GPUs per instance). A node group's size is in its spec; a VM's is what the portal's
-    succeeded create asked for (a VM made outside the portal: its GPUs only). 3 queries."""
+    succeeded create asked for (a VM made outside the portal: its GPUs only). 4 queries."""
     scope = {}
     if cluster_id is not None:
         scope["cluster_id"] = cluster_id
@@ -325,6 +339,7 @@ def held_resources(
             .values_list("tenant_id", "name", "params__instance_type", "params__disk_size_gi")
         ):
             vm_sizes[(tenant_id, name)] = (str(itype or ""), disk)
+    sizes = instance_sizes() if workloads else {}
     for tenant_id, model_id, kind, name, held, per, spec in workloads:
         running = held // per if per else 0
         if kind == WorkloadKind.VM:
@@ -333,7 +348,7 @@ def held_resources(
         else:
             itype = str((spec or {}).get("instance_type", ""))
             disk = float(gib(str((spec or {}).get("disk", ""))) or 0)
-        vcpus, memory = _sized(itype)
+        vcpus, memory = _sized(itype, sizes)
         h = out[(tenant_id, model_id)]
         h.vcpus += vcpus * running
         h.memory_gib += memory * running

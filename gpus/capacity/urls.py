@@ -6,6 +6,8 @@ urlpatterns = [
     path("capacity/", views.capacity_page, name="capacity"),
     path("capacity/operations/", views.fleet_operations, name="capacity_operations"),
     path("capacity/chart/", views.capacity_chart, name="capacity_chart"),
+    path("capacity/rightsizing/", views.rightsizing_page, name="capacity_rightsizing"),
+    path("rightsizing/", views.rightsizing_fragment, name="capacity_rightsizing_fragment"),
     path(
         "capacity/export/history.csv",
         views.export_csv,

@@ -17,7 +17,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from gpus.capacity import exports, pricing, selectors, services
+from gpus.capacity import exports, pricing, rightsizing, selectors, services
 from gpus.capacity.forms import (
     ExportForm,
     OperationFilterForm,
@@ -388,3 +388,43 @@ def headroom_fragment(request: HttpRequest) -> HttpResponse:
         "capacity/_headroom_fragment.html",
         {"boxes": [(t, selectors.headroom(t)) for t in tenants]},
     )
+
+
+# --- right-sizing -------------------------------------------------------------------------
+
+RIGHTSIZING_ROWS = 50
+
+
+def rightsizing_page(request: HttpRequest) -> HttpResponse:
+    """Fleet-wide right-sizing (admins): GPUs held but idle, VMs and groups that would fit a
+    cheaper model, the biggest saving first."""
+    require_platform_admin(request.user)
+    found = rightsizing.suggestions(limit=RIGHTSIZING_ROWS)
+    return render(
+        request,
+        "capacity/rightsizing.html",
+        {"suggestions": found, "rules": rightsizing_rules()},
+    )
+
+
+def rightsizing_fragment(request: HttpRequest) -> HttpResponse:
+    """One tenant's right-sizing box on My GPUs (404 when not the user's tenant)."""
+    tenant = get_tenant_for_user(request.user, request.GET.get("tenant", ""))
+    return render(
+        request,
+        "capacity/_rightsizing_fragment.html",
+        {
+            "tenant": tenant,
+            "suggestions": rightsizing.suggestions(tenant),
+            "rules": rightsizing_rules(),
+        },
+    )
+
+
+def rightsizing_rules() -> dict[str, Any]:
+    return {
+        "days": rightsizing.WINDOW_DAYS,
+        "idle": int(rightsizing.IDLE_BUSY_PCT),
+        "smaller": int(rightsizing.SMALLER_BUSY_PCT),
+        "margin": int(rightsizing.MEMORY_MARGIN * 100),
+    }

@@ -1,58 +1,22 @@
-"""Hikube's instance types and the choices of the GPU VM form (domain reference §2, §3)."""
+"""What the portal knows about instance types and OS images (domain reference §2, §3); which
+ones exist is the cluster's catalogue (inventory's CatalogueEntry)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
 
 from django.utils.translation import gettext_lazy as _
 
-
-@dataclass(frozen=True)
-class InstanceType:
-    name: str
-    vcpu: int
-    memory_gb: int
-    series: str
-
-
-# Hikube's table (s1 is Hikube's own; gn1 is deprecated and never offered).
-_TABLE = {
-    "s1": [
-        ("small", 1, 2),
-        ("medium", 2, 4),
-        ("large", 4, 8),
-        ("xlarge", 8, 16),
-        ("3large", 12, 24),
-        ("2xlarge", 16, 32),
-        ("3xlarge", 24, 48),
-        ("4xlarge", 32, 64),
-        ("8xlarge", 64, 128),
-    ],
-    "u1": [
-        ("medium", 1, 4),
-        ("large", 2, 8),
-        ("xlarge", 4, 16),
-        ("2xlarge", 8, 32),
-        ("4xlarge", 16, 64),
-        ("8xlarge", 32, 128),
-    ],
-    "m1": [
-        ("large", 2, 16),
-        ("xlarge", 4, 32),
-        ("2xlarge", 8, 64),
-        ("4xlarge", 16, 128),
-        ("8xlarge", 32, 256),
-    ],
-}
-INSTANCE_TYPES: dict[str, InstanceType] = {
-    f"{series}.{size}": InstanceType(f"{series}.{size}", vcpu, mem, series)
-    for series, sizes in _TABLE.items()
-    for size, vcpu, mem in sizes
-}
+# Instance types, profiles, images and storage classes are what the cluster serves (inventory's
+# CatalogueEntry); only knowledge about them lives here. The series' meaning (KubeVirt
+# common-instancetypes, cozystack v1.1 packages/system/kubevirt-instancetypes):
 SERIES_LABELS = {
-    "s1": _("Standard (shared, 1:2)"),
     "u1": _("Universal (1:4, recommended for GPUs)"),
     "m1": _("Memory (1:8)"),
+    "cx1": _("Compute exclusive (1:2)"),
+    "n1": _("Network (DPDK)"),
+    "o1": _("Overcommitted"),
+    "rt1": _("Realtime"),
 }
 MIN_VCPU_PER_GPU = 8
 
@@ -66,83 +30,80 @@ def recommended_instance_type(gpus: int) -> str:
     return "u1.8xlarge"
 
 
-def instance_type_choices() -> list[tuple[str, list[tuple[str, str]]]]:
-    groups = []
-    for series, label in SERIES_LABELS.items():
-        items = [
-            (t.name, f"{t.name} — {t.vcpu} vCPU / {t.memory_gb} GB")
-            for t in INSTANCE_TYPES.values()
-            if t.series == series
-        ]
-        groups.append((str(label), items))
-    return groups
+def instance_series(name: str) -> str:
+    """``u1.2xlarge`` -> ``u1``."""
+    return name.split(".", 1)[0]
 
 
-INSTANCE_PROFILES = [
-    ("ubuntu", "Ubuntu"),
-    ("fedora", "Fedora"),
-    ("centos.stream9", "CentOS Stream 9"),
-    ("rhel.9", "RHEL 9"),
-    ("opensuse.leap", "openSUSE Leap"),
-    ("alpine", "Alpine"),
-    ("windows.2k22.virtio", "Windows Server 2022"),
-]
-# Hikube golden images ({os}-{version}) for a VMDisk (current/head flavours).
-DISK_IMAGES = [
-    ("ubuntu-2404", "Ubuntu 24.04"),
-    ("ubuntu-2204", "Ubuntu 22.04"),
-    ("debian-12", "Debian 12"),
-    ("rocky-9", "Rocky Linux 9"),
-    ("almalinux-9", "AlmaLinux 9"),
-]
-# The legacy VirtualMachine's systemDisk.image enum.
-LEGACY_IMAGES = [
-    ("ubuntu", "Ubuntu"),
-    ("fedora", "Fedora"),
-    ("alpine", "Alpine"),
-    ("cirros", "CirrOS"),
-    ("talos", "Talos"),
-]
-# What each image is, for the form's cross-checks: the OS profiles that fit it (empty: any Linux
-# profile) and its package manager (the Hikube driver snippet needs apt-get).
-IMAGE_PROFILES: dict[str, tuple[str, ...]] = {
-    "ubuntu-2404": ("ubuntu",),
-    "ubuntu-2204": ("ubuntu",),
-    "debian-12": ("ubuntu",),  # no Debian profile is served: Ubuntu's fits it
-    "rocky-9": ("centos.stream9", "rhel.9"),
-    "almalinux-9": ("centos.stream9", "rhel.9"),
+def os_family(image: str) -> str:
+    """An image's operating system family from its name: ``ubuntu-2404`` -> ``ubuntu``,
+    ``almalinux-9`` -> ``almalinux`` ("" when the name starts with no letter)."""
+    match = re.match(r"[a-z]+", image)
+    return match.group(0) if match else ""
+
+
+FAMILY_LABELS = {
+    "ubuntu": "Ubuntu",
+    "debian": "Debian",
+    "rocky": "Rocky Linux",
+    "almalinux": "AlmaLinux",
+    "centos": "CentOS",
+    "rhel": "RHEL",
+    "fedora": "Fedora",
+    "alpine": "Alpine",
+    "cirros": "CirrOS",
+    "talos": "Talos",
+    "windows": "Windows",
+}
+
+
+def image_label(image: str) -> str:
+    """``ubuntu-2404`` -> ``Ubuntu 24.04``, ``rocky-9`` -> ``Rocky Linux 9``; a name of an
+    unknown family is shown as it is."""
+    family = os_family(image)
+    if family not in FAMILY_LABELS:
+        return image
+    version = image[len(family) :].strip("-_.")
+    if family == "ubuntu" and re.fullmatch(r"\d{4}", version):
+        version = f"{version[:2]}.{version[2:]}"  # Ubuntu's YY.MM
+    return f"{FAMILY_LABELS[family]} {version}".strip()
+
+
+# What each OS family is, for the form's cross-checks: the OS profiles (preferences) that fit it
+# (absent: any Linux profile), its package manager (the Hikube driver snippet needs apt-get), and
+# the user its cloud image creates for the SSH keys cloud-init installs.
+FAMILY_PROFILES: dict[str, tuple[str, ...]] = {
     "ubuntu": ("ubuntu",),
+    "debian": ("ubuntu",),  # no Debian preference is served: Ubuntu's fits it
+    "rocky": ("centos.stream9", "rhel.9"),
+    "almalinux": ("centos.stream9", "rhel.9"),
+    "centos": ("centos.stream9", "centos.stream10"),
+    "rhel": ("rhel.9", "rhel.10"),
     "fedora": ("fedora",),
     "alpine": ("alpine",),
+    "cirros": ("cirros",),
 }
-IMAGE_PACKAGER: dict[str, str] = {
-    "ubuntu-2404": "apt",
-    "ubuntu-2204": "apt",
-    "debian-12": "apt",
-    "rocky-9": "dnf",
-    "almalinux-9": "dnf",
+FAMILY_PACKAGER: dict[str, str] = {
     "ubuntu": "apt",
+    "debian": "apt",
+    "rocky": "dnf",
+    "almalinux": "dnf",
+    "centos": "dnf",
+    "rhel": "dnf",
     "fedora": "dnf",
     "alpine": "apk",
 }
-# The user each cloud image creates for the SSH keys cloud-init installs (its distribution's own).
-IMAGE_USERS: dict[str, str] = {
-    "ubuntu-2404": "ubuntu",
-    "ubuntu-2204": "ubuntu",
-    "debian-12": "debian",
-    "rocky-9": "rocky",
-    "almalinux-9": "almalinux",
+FAMILY_USERS: dict[str, str] = {
     "ubuntu": "ubuntu",
+    "debian": "debian",
+    "rocky": "rocky",
+    "almalinux": "almalinux",
+    "centos": "cloud-user",
+    "rhel": "cloud-user",
     "fedora": "fedora",
     "alpine": "alpine",
     "cirros": "cirros",
 }
-WINDOWS_PROFILES = frozenset({"windows.2k22.virtio"})
-STORAGE_CLASSES = [
-    ("replicated", _("replicated (survives a server failure)")),
-    ("replicated-async", _("replicated-async")),
-    ("local", _("local (fastest, lost with the server)")),
-]
 # The Hikube FAQ's NVIDIA driver snippet for a VM's cloud-init.
 NVIDIA_DRIVER_CLOUD_INIT = """#cloud-config
 runcmd:

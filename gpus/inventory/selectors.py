@@ -28,13 +28,16 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from gpus.catalog.models import GpuModel
+from gpus.catalog.sizing import instance_series, os_family
 from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.models import (
+    CatalogueEntry,
     Cluster,
     GpuWorkload,
     ModelInventory,
     Node,
     NodeGpu,
+    ServedSchema,
     SyncIssue,
     TenantAllocation,
 )
@@ -594,3 +597,84 @@ def _live_context(request: HttpRequest) -> dict[str, object]:
         "sync": sync_summary(clusters, narrowed),
         "refresh_seconds": settings.PAGE_REFRESH_SECONDS,
     }
+
+
+# --- what the forms may offer: the cluster's catalogues as the last sync read them -----------
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Instance types, OS profiles, images, storage classes and Kubernetes versions the cluster
+    serves (no cluster call: the sync's CatalogueEntry rows and the served schemas)."""
+
+    instance_types: list[CatalogueEntry] = field(default_factory=list)
+    profiles: list[CatalogueEntry] = field(default_factory=list)
+    images: list[CatalogueEntry] = field(default_factory=list)
+    storage_classes: list[CatalogueEntry] = field(default_factory=list)
+    kubernetes_versions: list[str] = field(default_factory=list)
+    kubernetes_default: str = ""
+
+    def instance_type(self, name: str) -> CatalogueEntry | None:
+        return next((t for t in self.instance_types if t.name == name), None)
+
+    def image(self, name: str) -> CatalogueEntry | None:
+        return next((i for i in self.images if i.name == name), None)
+
+    def profile(self, name: str) -> CatalogueEntry | None:
+        return next((p for p in self.profiles if p.name == name), None)
+
+    @property
+    def default_storage_class(self) -> str:
+        chosen = next((c for c in self.storage_classes if c.is_default), None)
+        return chosen.name if chosen else ""
+
+
+def _schema_at(schema: Mapping[str, object], *path: str) -> Mapping[str, object]:
+    for key in path:
+        props = schema.get("properties") if isinstance(schema, Mapping) else None
+        schema = (props or {}).get(key) if isinstance(props, Mapping) else None  # type: ignore[assignment]
+        if not isinstance(schema, Mapping):
+            return {}
+    return schema
+
+
+def catalogue_for(cluster: Cluster | None) -> Catalogue:
+    """What the cluster offers the forms, read from the last sync (empty before the first)."""
+    if cluster is None:
+        return Catalogue()
+    rows: dict[str, list[CatalogueEntry]] = {}
+    for row in CatalogueEntry.objects.filter(cluster=cluster).order_by("kind", "name"):
+        rows.setdefault(row.kind, []).append(row)
+    schemas = dict(ServedSchema.objects.filter(cluster=cluster).values_list("app_kind", "schema"))
+    vm_kind = cluster.vm_kind or "VMInstance"
+    vm_schema = schemas.get(vm_kind) or {}
+    profiles = rows.get(CatalogueEntry.Kind.PREFERENCE, [])
+    # A profile the served schema's enum leaves out would fail Helm's schema check.
+    allowed = _schema_at(vm_schema, "instanceProfile").get("enum")
+    if isinstance(allowed, list):
+        profiles = [p for p in profiles if p.name in allowed]
+    images = rows.get(CatalogueEntry.Kind.IMAGE, [])
+    if vm_kind == "VirtualMachine":
+        # The legacy chart takes an image name from its schema's enum (it downloads the ones
+        # that have no golden image).
+        enum = _schema_at(vm_schema, "systemDisk", "image").get("enum")
+        images = [
+            CatalogueEntry(
+                kind=CatalogueEntry.Kind.IMAGE, name=str(name), os_family=os_family(str(name))
+            )
+            for name in (enum if isinstance(enum, list) else [])
+            if name
+        ]
+    version = _schema_at(schemas.get("Kubernetes") or {}, "version")
+    versions = version.get("enum")
+    return Catalogue(
+        instance_types=sorted(
+            rows.get(CatalogueEntry.Kind.INSTANCE_TYPE, []),
+            key=lambda t: (instance_series(t.name), t.vcpu, t.memory_mib, t.name),
+        ),
+        profiles=profiles,
+        images=images,
+        storage_classes=rows.get(CatalogueEntry.Kind.STORAGE_CLASS, []),
+        kubernetes_versions=[str(v) for v in versions] if isinstance(versions, list) else [],
+        kubernetes_default=str(version.get("default") or ""),
+    )

@@ -21,10 +21,13 @@ from django.utils import timezone
 
 from gpus.accounts.services import refresh_new_tenants
 from gpus.catalog.models import GpuModel
+from gpus.catalog.sizing import os_family
 from gpus.inventory.choices import NodeHealth, WorkloadKind
 from gpus.inventory.clusters import gateway_for
 from gpus.inventory.models import (
+    CatalogueEntry,
     Cluster,
+    ClusterQuota,
     GpuWorkload,
     ModelInventory,
     Node,
@@ -36,7 +39,7 @@ from gpus.inventory.signals import snapshot_stored
 from gpus.kube.apps import KUBERNETES, release_name
 from gpus.kube.budget import RetryBudget, RetryBudgetSpent
 from gpus.kube.errors import KubeError, TransientError, failure_kind
-from gpus.kube.records import FleetReading, NodeInfo, OddObject
+from gpus.kube.records import CatalogueItem, FleetReading, NodeInfo, OddObject
 from gpus.kube.retry import Backoff
 from gpus.kube.states import node_group_state, vm_state
 from gpus.tenancy.models import Tenant, tenant_namespace_validator
@@ -392,7 +395,9 @@ def store_snapshot(
         new_tenants = _store_tenants(written, reading.tenant_namespaces)
         _store_tenant_allocations(written, cluster, tenant_held, catalog)
         _store_workloads(written, cluster, reading, catalog, vm_held, group_held, now, odd)
+        _store_quotas(written, cluster, reading, catalog)
         _store_issues(written, cluster, odd, now)
+        store_catalogue(written, cluster, reading.catalogue)
         locked.update(
             vm_kind=reading.vm_kind,
             node_group_disk_field=reading.disk_field,
@@ -412,6 +417,36 @@ def store_snapshot(
     refresh_new_tenants(new_tenants)
     _announce(cluster, now)
     return written
+
+
+def store_catalogue(
+    written: Written, cluster: Cluster, catalogue: Mapping[str, list[CatalogueItem]]
+) -> None:
+    """What the forms may offer. Instance types that are deprecated or bring their own GPUs
+    (gn1) are never offered; a kind the cluster did not let us read keeps its rows."""
+    fields = ("label", "vcpu", "memory_mib", "os_family", "windows", "is_default")
+    for kind, items in catalogue.items():
+        wanted = {
+            (item.name,): {
+                "label": item.label[:200],
+                "vcpu": item.vcpu,
+                "memory_mib": item.memory_mib,
+                "os_family": os_family(item.name) if kind == CatalogueEntry.Kind.IMAGE else "",
+                "windows": item.windows,
+                "is_default": item.default,
+            }
+            for item in items
+            if len(item.name) <= 253 and not item.deprecated and not item.gpus
+        }
+        sync_rows(
+            written,
+            "catalogue",
+            CatalogueEntry.objects.filter(cluster=cluster, kind=kind),
+            ("name",),
+            fields,
+            wanted,
+            fixed={"cluster": cluster, "kind": kind},
+        )
 
 
 def _announce(cluster: Cluster, now: datetime) -> None:
@@ -730,6 +765,30 @@ def _store_workloads(
         wanted,
         # Written when the sync first sees the object, not at every sync.
         fixed={"cluster": cluster, "last_seen_at": now},
+    )
+
+
+def _store_quotas(
+    written: Written, cluster: Cluster, reading: FleetReading, served: Mapping[str, GpuModel]
+) -> None:
+    """The tenants' own ResourceQuotas on GPUs (a model the catalog or the fleet knows; a quota
+    on a name nothing serves limits nothing the portal can ask for)."""
+    tenants = dict(Tenant.objects.values_list("namespace", "id"))
+    catalog = _catalog_models({q.resource for q in reading.quotas}, served)
+    wanted: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for q in reading.quotas:
+        model = catalog.get(q.resource)
+        if model is None or q.namespace not in tenants or too_long(ClusterQuota, name=q.name):
+            continue
+        wanted[(tenants[q.namespace], q.name, model.pk)] = {"hard": q.hard, "used": q.used}
+    sync_rows(
+        written,
+        "clusterquota",
+        ClusterQuota.objects.filter(cluster=cluster),
+        ("tenant_id", "name", "gpu_model_id"),
+        ("hard", "used"),
+        wanted,
+        fixed={"cluster": cluster},
     )
 
 

@@ -8,6 +8,7 @@ objects come back as dicts already.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -17,9 +18,17 @@ from typing import Any, TypeVar
 from gpus.kube import apps as manifests
 from gpus.kube.client import ClusterConfig, Session
 from gpus.kube.discovery import ClusterFlavour, discover
-from gpus.kube.errors import ConflictError, ExpiredError, NotFoundError, TransientError
+from gpus.kube.errors import (
+    ConflictError,
+    ExpiredError,
+    ForbiddenError,
+    NotFoundError,
+    TransientError,
+)
 from gpus.kube.records import (
+    CATALOGUE_SOURCES,
     MONITORING_LABEL,
+    CatalogueItem,
     Condition,
     FleetReading,
     GpuPod,
@@ -30,7 +39,9 @@ from gpus.kube.records import (
     VmApp,
     VmEndpoint,
     WorkloadMonitor,
+    catalogue_item_from_json,
     conditions_of,
+    gpu_quota_limits,
     kubeconfig_from_secret,
     kubernetes_app_from_json,
     kubevirt_vm_from_json,
@@ -45,6 +56,7 @@ from gpus.kube.records import opt_int as _opt_int
 from gpus.kube.retry import Backoff
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "hikube-portal"
 MERGE_PATCH = "application/merge-patch+json"
@@ -341,6 +353,9 @@ class ClusterGateway:
                 labels = meta.get("labels") or {}
                 reading.tenant_monitoring[name] = str(labels.get(MONITORING_LABEL) or "")
         reading.tenant_namespaces = sorted(reading.tenant_monitoring)
+        quotas = self._paged(self.session.core().list_resource_quota_for_all_namespaces, page_size)
+        for q in self._records(quotas, gpu_quota_limits, "ResourceQuota", odd):
+            reading.quotas += [limit for limit in q if limit.namespace in reading.tenant_monitoring]
         # Only virt-launcher pods hold passthrough GPUs: the label keeps the list small.
         reading.pods = list(
             self.iter_gpu_pods(page_size=page_size, label_selector=LAUNCHER_SELECTOR)
@@ -349,12 +364,35 @@ class ClusterGateway:
         reading.kubevirt_vms = {
             (vm.namespace, vm.name): vm for vm in self.iter_kubevirt_vms(page_size, odd=odd)
         }
+        reading.catalogue = self.read_catalogue(page_size)
         if flavour.serves("kuberneteses"):
             reading.kubernetes_apps = list(self.iter_kubernetes_apps(page_size, odd=odd))
             reading.monitors = {
                 (m.namespace, m.name): m for m in self.iter_workload_monitors(page_size, odd=odd)
             }
         return reading
+
+    def read_catalogue(self, page_size: int = 500) -> dict[str, list[CatalogueItem]]:
+        """Instance types, preferences, golden images and storage classes; a kind the cluster
+        does not serve or lets the portal read is left out (the sync keeps what it had)."""
+        out: dict[str, list[CatalogueItem]] = {}
+        for kind, group, version, plural, namespace in CATALOGUE_SOURCES:
+            try:
+                items = list(
+                    self.iter_apps(
+                        plural,
+                        page_size=page_size,
+                        namespace=namespace or None,
+                        group=group,
+                        version=version,
+                    )
+                )
+            except (NotFoundError, ForbiddenError) as exc:
+                log.warning("The cluster's %s cannot be read: %s", plural, exc)
+                continue
+            found = (catalogue_item_from_json(kind, obj) for obj in items)
+            out[kind] = sorted((i for i in found if i is not None), key=lambda i: i.name)
+        return out
 
     # -- reads --
 

@@ -25,7 +25,8 @@ from gpus.kube import apps as manifests
 from gpus.kube.client import tenant_groups
 from gpus.kube.errors import Cause, ConflictError, KubeError, NotFoundError, TransientError
 from gpus.kube.gateway import ClusterGateway, Event
-from gpus.kube.records import conditions_of
+from gpus.kube.records import conditions_of, quota_denial
+from gpus.kube.states import launch_refusal
 
 _ALREADY_EXISTS = re.compile(r"already exists", re.I)
 _MODIFIED = re.compile(r"has been modified|the object has been modified", re.I)
@@ -230,7 +231,10 @@ def _where(obj: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def observe(
-    gateway: ClusterGateway, targets: Iterable[Target], events_in: Iterable[str] = ()
+    gateway: ClusterGateway,
+    targets: Iterable[Target],
+    events_in: Iterable[str] = (),
+    clone_events_in: Iterable[str] = (),
 ) -> dict[str, NamespaceView]:
     """Everything the progress of ``targets`` needs, in requests that grow with the operations
     in flight, not with the tenants (admin credential: polling is the portal's):
@@ -239,7 +243,9 @@ def observe(
       portal's label; in one namespace only, or made elsewhere: a list of that namespace;
     - KubeVirt VMs of the VMs, WorkloadMonitors of the Kubernetes apps: cluster-wide lists by
       their release or app name, about 100 names a request;
-    - FailedScheduling events, when ``events_in`` names namespaces: one cluster-wide list.
+    - FailedScheduling events, when ``events_in`` names namespaces: one cluster-wide list;
+    - CDI's CloneWithoutSource events (a disk's golden image is missing), when
+      ``clone_events_in`` names namespaces: one cluster-wide list.
     """
     targets = list(targets)
     namespaces = {t.namespace for t in targets}
@@ -296,8 +302,13 @@ def observe(
         for event in gateway.iter_events(field_selector="reason=FailedScheduling"):
             if event.namespace in events_in:
                 views[event.namespace].events.append(event)
-        for ns in events_in:
-            views[ns].events.sort(key=lambda ev: ev.last_timestamp)  # newest last
+    clone_events_in = set(clone_events_in) & namespaces
+    if clone_events_in:
+        for event in gateway.iter_events(field_selector=f"reason={CLONE_WITHOUT_SOURCE}"):
+            if event.namespace in clone_events_in:
+                views[event.namespace].events.append(event)
+    for ns in events_in | clone_events_in:
+        views[ns].events.sort(key=lambda ev: ev.last_timestamp)  # newest last
     return views
 
 
@@ -380,8 +391,42 @@ FINAL_HELM_MESSAGES = (
     "Specified instanceType does not exist in the cluster",
     "Specified instanceProfile does not exist in the cluster",
     "Specified instancetype not exists in cluster",
+    "Specified profile not exists in cluster",  # the legacy virtual-machine chart
     "must be no more than 63 characters",
 )
+
+# CDI waits for a clone's missing source with this Warning on the DataVolume, forever
+# (containerized-data-importer pkg/controller/datavolume/pvc-clone-controller.go); a disk from a
+# golden image the cluster does not have would wait until the operation's timeout.
+CLONE_WITHOUT_SOURCE = "CloneWithoutSource"
+
+# What the cluster does not have, from the charts' and CDI's own words: (what, name).
+_MISSING = (
+    (
+        "instance_type",
+        re.compile(
+            r"Specified instance[tT]ype (?:does not exist in the cluster|not exists in cluster): "
+            r"(\S+)"
+        ),
+    ),
+    (
+        "profile",
+        re.compile(
+            r"Specified (?:instanceProfile does not exist in the cluster|profile not exists in "
+            r"cluster): (\S+)"
+        ),
+    ),
+    ("image", re.compile(r"The source pvc vm-image-(\S+) doesn't exist")),
+)
+
+
+def missing_from_cluster(message: str) -> tuple[str, str] | None:
+    """("instance_type" | "profile" | "image", name) when the message says the cluster has no
+    such thing, else None."""
+    for what, pattern in _MISSING:
+        if match := pattern.search(message or ""):
+            return what, match.group(1)
+    return None
 
 
 def helm_failure_is_final(message: str) -> bool:
@@ -461,6 +506,18 @@ def vm_progress(
         disk_ready = bool(dready and dready.status == "True")
         if disk and (failed := _helm_failed_progress(disk, None, observed)):
             return failed
+    if disk_name:  # CDI waits forever for a golden image the cluster does not have
+        for ev in reversed(view.events):
+            if ev.reason == CLONE_WITHOUT_SOURCE and ev.object_name == (
+                manifests.release_name(manifests.VM_DISK, disk_name)
+            ):
+                return Progress(
+                    exists=True,
+                    failed=True,
+                    reason=CLONE_WITHOUT_SOURCE,
+                    message=ev.message,
+                    observed={**observed, "printableStatus": "Provisioning"},
+                )
     helm_done = _helm_done_since(app, baseline)
     kv = view.kubevirt.get(manifests.release_name(vm_kind, name))
     status = (kv or {}).get("status") or {}
@@ -474,6 +531,16 @@ def vm_progress(
     running = printable == "Running" and bool(status.get("ready", True))
     scheduled = running or printable in ("Starting", "Running", "Migrating")
     reason, message = "", ""
+    if (refused := launch_refusal(kv_conds)) is not None:
+        # KubeVirt will never create its launcher pod (a GPU it does not permit): no retry.
+        return Progress(
+            exists=True,
+            disk_ready=disk_ready,
+            failed=True,
+            reason=refused.reason,
+            message=refused.message,
+            observed=observed,
+        )
     if unschedulable:
         reason, message = "ErrorUnschedulable", (sched.message if sched else "")
     elif printable in (
@@ -492,6 +559,18 @@ def vm_progress(
             message=next((c.message for c in kv_conds.values() if c.message), ""),
             observed=observed,
         )
+    if refused := quota_refusal(kv):
+        # The tenant's ResourceQuota refused the launcher pod: KubeVirt retries, but nothing
+        # changes until a GPU of the tenant frees or the quota grows; say so now rather than
+        # time out.
+        return Progress(
+            exists=True,
+            disk_ready=disk_ready,
+            failed=True,
+            reason="FailedCreate",
+            message=refused,
+            observed=observed,
+        )
     # A start waits for Running; a stop (or a VM created halted) for Stopped.
     done = helm_done and (running if want_running else printable in ("Stopped", ""))
     if restart_applied and want_running:
@@ -508,6 +587,22 @@ def vm_progress(
         message=message,
         observed=observed,
     )
+
+
+def quota_refusal(vm: Mapping[str, Any] | None) -> str:
+    """KubeVirt's message when the quota admission refused the VM's launcher pod: the VMI's
+    (and so the VM's) ``Synchronized`` condition False, reason ``FailedCreate``, "failed to
+    create virtual machine pod: ... exceeded quota: ..." (kubevirt pkg/virt-controller/watch/
+    vmi/lifecycle.go; vm.go syncConditions); "" otherwise."""
+    synced = conditions_of(vm).get("Synchronized") if vm else None
+    refused = synced and synced.status == "False" and synced.reason == "FailedCreate"
+    return synced.message if refused and synced and quota_denial(synced.message) else ""
+
+
+def printable_of(view: NamespaceView, vm_kind: str, name: str) -> str:
+    """The KubeVirt VM's printableStatus as this poll saw it ("" when not seen)."""
+    kv = view.kubevirt.get(manifests.release_name(vm_kind, name)) or {}
+    return str((kv.get("status") or {}).get("printableStatus") or "")
 
 
 def scheduling_event(view: NamespaceView, kubevirt_name: str) -> str:
@@ -553,6 +648,21 @@ def node_group_progress(
     observed.update(available=available, observed=int(status.get("observedReplicas") or 0))
     done = helm_done and bool(monitor) and available >= min_replicas
     workers = worker_vms(view, monitor_name)
+    for vm in workers:
+        if not done and (refused := launch_refusal(conditions_of(vm))) is not None:
+            # No worker of this group can ever start (a GPU KubeVirt does not permit).
+            return Progress(
+                exists=True,
+                failed=True,
+                reason=refused.reason,
+                message=refused.message,
+                observed=observed,
+            )
+    refused = next((m for vm in workers if (m := quota_refusal(vm))), "")
+    if refused and not done:
+        return Progress(
+            exists=True, failed=True, reason="FailedCreate", message=refused, observed=observed
+        )
     stuck = [i for i, vm in enumerate(workers, 1) if _printable(vm) == "ErrorUnschedulable"]
     if stuck and not done:
         # "no <model> free for worker 2 of 3": the engine words it (it knows the model).

@@ -709,7 +709,11 @@ def poll_cluster(cluster_id: int) -> int:
     }
     gateway = gateway_for(ops[0].cluster)
     try:
-        views = observe(gateway, wanted, events_for)
+        # A VM still provisioning may wait on a golden image the cluster does not have.
+        clone_events_for = {
+            op.namespace for op in ops if op.observed.get("printableStatus") == "Provisioning"
+        }
+        views = observe(gateway, wanted, events_for, clone_events_for)
     finally:
         gateway.close()
     now = timezone.now()

@@ -13,19 +13,16 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from gpus.catalog.sizing import (
-    DISK_IMAGES,
-    IMAGE_PACKAGER,
-    IMAGE_PROFILES,
-    INSTANCE_PROFILES,
-    INSTANCE_TYPES,
-    LEGACY_IMAGES,
+    FAMILY_PACKAGER,
+    FAMILY_PROFILES,
     MIN_VCPU_PER_GPU,
     NVIDIA_DRIVER_CLOUD_INIT,
-    STORAGE_CLASSES,
-    WINDOWS_PROFILES,
-    instance_type_choices,
+    SERIES_LABELS,
+    image_label,
+    instance_series,
     recommended_instance_type,
 )
+from gpus.inventory.selectors import Catalogue
 from gpus.kube.apps import DNS1035, NodeGroupRequest, VmRequest
 from gpus.kube.apps import max_vm_name_length as max_name_length
 from gpus.provisioning.choices import ExternalAccess, RunStrategy
@@ -62,6 +59,32 @@ class BoundedChoiceField(forms.ChoiceField):
                 _("Pick one of the choices offered."), code="invalid_choice"
             )
         return value
+
+
+class CatalogueChoiceField(BoundedChoiceField):
+    """A choice among what the cluster serves: a value it no longer has says so."""
+
+    default_error_messages = {
+        "invalid_choice": _(
+            "The cluster does not offer “%(value)s” (any more): pick one of the choices it has."
+        ),
+    }
+
+
+def instance_type_choices(catalogue: Catalogue) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The cluster's instance types, grouped by series (u1 first: Hikube's advice for GPUs)."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for t in catalogue.instance_types:
+        memory = f"{t.memory_mib / 1024:g} GiB"
+        groups.setdefault(instance_series(t.name), []).append(
+            (t.name, f"{t.name} — {t.vcpu} vCPU / {memory}")
+        )
+    order = sorted(groups, key=lambda s: (s != "u1", s))
+    return [(str(SERIES_LABELS.get(s, s)), groups[s]) for s in order]
+
+
+def _initial(choices: list[str], *preferred: str) -> str:
+    return next((p for p in preferred if p in choices), choices[0] if choices else "")
 
 
 # --- GPU VM ---------------------------------------------------------------------------
@@ -161,17 +184,16 @@ class GpuVmForm(forms.Form):
         initial=1,
         error_messages={"max_value": GPUS_PER_VM_MESSAGE},
     )
-    instance_type = BoundedChoiceField(
+    instance_type = CatalogueChoiceField(
         label=_("Instance type"),
-        initial="u1.2xlarge",
         help_text=_("Hikube recommends 8 to 16 vCPU per GPU: u1.2xlarge for one GPU."),
     )
-    instance_profile = BoundedChoiceField(label=_("Operating system profile"), initial="ubuntu")
-    image = BoundedChoiceField(label=_("System disk image"))
+    instance_profile = CatalogueChoiceField(label=_("Operating system profile"))
+    image = CatalogueChoiceField(label=_("System disk image"))
     disk_size_gi = forms.IntegerField(
         label=_("System disk size (GiB)"), min_value=10, max_value=4096, initial=50
     )
-    storage_class = BoundedChoiceField(label=_("Storage class"), initial="replicated")
+    storage_class = CatalogueChoiceField(label=_("Storage class"))
     ssh_keys = forms.CharField(
         label=_("SSH public keys"),
         required=False,
@@ -220,17 +242,29 @@ class GpuVmForm(forms.Form):
         *args: Any,
         vm_kind: str = "VMInstance",
         gpu_choices: list[tuple[str, str]] | None = None,
+        catalogue: Catalogue | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.vm_kind = vm_kind
         self.fields["gpu_model"].choices = gpu_choices or []
-        self.fields["instance_type"].choices = instance_type_choices()
-        self.fields["instance_profile"].choices = INSTANCE_PROFILES
-        legacy = vm_kind == "VirtualMachine"
-        self.fields["image"].choices = LEGACY_IMAGES if legacy else DISK_IMAGES
-        self.fields["image"].initial = "ubuntu" if legacy else "ubuntu-2404"
-        self.fields["storage_class"].choices = STORAGE_CLASSES
+        self.catalogue = catalogue = catalogue or Catalogue()
+        self.fields["instance_type"].choices = instance_type_choices(catalogue)
+        types = [t.name for t in catalogue.instance_types]
+        self.fields["instance_type"].initial = _initial(types, recommended_instance_type(1))
+        self.fields["instance_profile"].choices = [
+            (p.name, f"{p.label} ({p.name})" if p.label else p.name) for p in catalogue.profiles
+        ]
+        profiles = [p.name for p in catalogue.profiles]
+        self.fields["instance_profile"].initial = _initial(profiles, "ubuntu")
+        self.fields["image"].choices = [(i.name, image_label(i.name)) for i in catalogue.images]
+        images = [i.name for i in catalogue.images]
+        self.fields["image"].initial = _initial(images, "ubuntu-2404", "ubuntu")
+        self.fields["storage_class"].choices = [(c.name, c.name) for c in catalogue.storage_classes]
+        classes = [c.name for c in catalogue.storage_classes]
+        self.fields["storage_class"].initial = _initial(
+            classes, catalogue.default_storage_class, "replicated"
+        )
         self.max_name = max_name_length(vm_kind)
         self.fields["name"].help_text = _(
             "Lowercase letters, digits and “-”, starting with a letter; at most %(n)d characters."
@@ -347,7 +381,7 @@ class GpuVmForm(forms.Form):
                     "public key, or close the port."
                 )
             )
-        itype = INSTANCE_TYPES.get(data.get("instance_type", ""))
+        itype = self.catalogue.instance_type(data.get("instance_type", ""))
         count = data.get("gpu_count") or 0
         if itype and count and itype.vcpu < MIN_VCPU_PER_GPU * count:
             self.warnings.append(few_vcpu_warning(itype.name, itype.vcpu, count))
@@ -359,11 +393,13 @@ class GpuVmForm(forms.Form):
         image, profile = data.get("image"), data.get("instance_profile")
         if not image or not profile:
             return
-        names = dict(self.fields["image"].choices)
-        image_name = names.get(image, image)
-        fitting = IMAGE_PROFILES.get(image, ())
-        if profile in WINDOWS_PROFILES or (fitting and profile not in fitting):
-            labels = dict(INSTANCE_PROFILES)
+        image_name = image_label(image)
+        entry = self.catalogue.image(image)
+        family = entry.os_family if entry else ""
+        labels = {p.name: p.label or p.name for p in self.catalogue.profiles}
+        fitting = tuple(p for p in FAMILY_PROFILES.get(family, ()) if p in labels)
+        chosen = self.catalogue.profile(profile)
+        if (chosen and chosen.windows) or (fitting and profile not in fitting):
             self.add_error(
                 "instance_profile",
                 _("%(profile)s does not fit the %(image)s image; profiles that fit: %(fits)s.")
@@ -373,7 +409,7 @@ class GpuVmForm(forms.Form):
                     "fits": ", ".join(labels[p] for p in fitting) if fitting else _("Linux ones"),
                 },
             )
-        packager = IMAGE_PACKAGER.get(image, "")
+        packager = FAMILY_PACKAGER.get(family, "")
         if data.get("install_driver") and packager != "apt":
             self.add_error(
                 "install_driver",
@@ -428,7 +464,6 @@ class GpuVmForm(forms.Form):
 # `kubernetes-<cluster>-<group>` is the MachineDeployment's name and a label value (<= 63):
 # cozystack v1.1 packages/apps/kubernetes/templates/cluster.yaml.
 MAX_CLUSTER_AND_GROUP = 63 - len("kubernetes-") - len("-")
-KUBERNETES_VERSIONS = ["v1.35", "v1.34", "v1.33", "v1.32", "v1.31", "v1.30"]
 
 
 class NodeGroupForm(forms.Form):
@@ -440,12 +475,7 @@ class NodeGroupForm(forms.Form):
         validators=[dns1035_name],
         help_text=_("Created with this group and the GPU operator addon on."),
     )
-    version = BoundedChoiceField(
-        label=_("Kubernetes version (new cluster)"),
-        choices=[(v, v) for v in KUBERNETES_VERSIONS],
-        initial="v1.33",
-        required=False,
-    )
+    version = CatalogueChoiceField(label=_("Kubernetes version (new cluster)"), required=False)
     group = forms.CharField(
         label=_("Node group name"),
         max_length=40,
@@ -454,7 +484,7 @@ class NodeGroupForm(forms.Form):
     )
     min_replicas = forms.IntegerField(label=_("Minimum workers"), min_value=0, max_value=100)
     max_replicas = forms.IntegerField(label=_("Maximum workers"), min_value=1, max_value=100)
-    instance_type = BoundedChoiceField(label=_("Instance type"), initial="u1.2xlarge")
+    instance_type = CatalogueChoiceField(label=_("Instance type"))
     disk_size_gi = forms.IntegerField(
         label=_("Worker disk size (GiB)"), min_value=10, max_value=4096, initial=100
     )
@@ -476,12 +506,19 @@ class NodeGroupForm(forms.Form):
         clusters: list[str] | None = None,
         gpu_choices: list[tuple[str, str]] | None = None,
         resize: bool = False,
+        catalogue: Catalogue | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.fields["cluster_name"].choices = [("", "—"), *((c, c) for c in clusters or [])]
         self.fields["gpu_model"].choices = gpu_choices or []
-        self.fields["instance_type"].choices = instance_type_choices()
+        self.catalogue = catalogue = catalogue or Catalogue()
+        self.fields["instance_type"].choices = instance_type_choices(catalogue)
+        types = [t.name for t in catalogue.instance_types]
+        self.fields["instance_type"].initial = _initial(types, recommended_instance_type(1))
+        versions = catalogue.kubernetes_versions
+        self.fields["version"].choices = [(v, v) for v in versions]
+        self.fields["version"].initial = _initial(versions, catalogue.kubernetes_default)
         self.resize = resize
         if resize:
             # A resize changes one existing group: its cluster and name are fixed, and no posted
@@ -519,7 +556,7 @@ class NodeGroupForm(forms.Form):
                     "left": max(1, MAX_CLUSTER_AND_GROUP - len(cluster)),
                 },
             )
-        itype = INSTANCE_TYPES.get(data.get("instance_type", ""))
+        itype = self.catalogue.instance_type(data.get("instance_type", ""))
         per = data.get("gpus_per_node") or 0
         if itype and per and itype.vcpu < MIN_VCPU_PER_GPU * per:
             self.warnings.append(few_vcpu_warning(itype.name, itype.vcpu, per))
@@ -538,7 +575,9 @@ class NodeGroupForm(forms.Form):
         new_cluster = d.get("new_cluster", "")
         return NodeGroupRequest(
             cluster_name=new_cluster or d["cluster_name"],
-            new_cluster_version=(d.get("version") or "v1.33") if new_cluster else "",
+            new_cluster_version=(d.get("version") or self.catalogue.kubernetes_default)
+            if new_cluster
+            else "",
             group=d["group"],
             min_replicas=d["min_replicas"],
             max_replicas=d["max_replicas"],

@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import ResourceState
 from gpus.inventory.models import GpuWorkload
-from gpus.inventory.reasons import explain_reason
+from gpus.inventory.reasons import explain
 from gpus.inventory.selectors import free_on_servers
 from gpus.kube import apps as mf
+from gpus.kube.operations import missing_from_cluster
 from gpus.provisioning.capacity import capacity_sentence
 from gpus.provisioning.choices import (
     OperationKind,
@@ -38,7 +40,27 @@ def plain_reason(reason: str, message: str, wanted: int = 0) -> str:
         label = model.display_name if model else match.group(1).split("/", 1)[-1]
         total, most = free_on_servers(model) if model else (0, 0)
         return capacity_sentence(label, wanted or 1, total, most)
-    return explain_reason(reason) or message
+    missing = missing_from_cluster(message)
+    if missing:
+        what, name = missing
+        return str(MISSING_SENTENCES[what]) % {"name": name}
+    return explain(reason, message) or message
+
+
+# A Helm render failure or a CDI wait naming something the cluster does not have (any more).
+MISSING_SENTENCES = {
+    "instance_type": _(
+        "The cluster has no instance type “%(name)s” (any more): pick one it offers and retry."
+    ),
+    "profile": _(
+        "The cluster has no operating system profile “%(name)s” (any more): pick one it offers "
+        "and retry."
+    ),
+    "image": _(
+        "The cluster has no image “%(name)s” (any more), so the disk can never be made: pick "
+        "an image it offers and create the VM again."
+    ),
+}
 
 
 @dataclass

@@ -28,8 +28,7 @@ from gpus.provisioning.capacity import (
     fit_for,
     group_fit_for,
     live_node_group,
-    quota_left,
-    quota_message,
+    quota_room,
     resize_plan,
 )
 from gpus.provisioning.choices import (
@@ -168,9 +167,9 @@ def record(
     with transaction.atomic():
         lock_counts(tenant, cluster, gpu_model if gpu_count else None)
         if gpu_model is not None and gpu_count:
-            left = quota_left(tenant, gpu_model, (cluster.pk, name, node_group))
-            if left is not None and gpu_count > left:
-                raise OperationRefused(quota_message(gpu_model, left), quota_field)
+            room = quota_room(tenant, gpu_model, (cluster.pk, name, node_group), cluster.pk)
+            if room is not None and gpu_count > room.left:
+                raise OperationRefused(room.message(), quota_field)
             if fit_check is not None:
                 fit_check()
             elif check_capacity and not queue_until_capacity:
@@ -263,15 +262,27 @@ def target_exists(
     return workloads.filter(node_group="").exists()
 
 
-def submit_vm(user: Any, tenant: Tenant, cluster: Cluster, request: VmRequest) -> Operation:
-    vm_kind = cluster.vm_kind or mf.VM_INSTANCE
-    docs = vm_manifests(request, tenant.namespace, vm_kind)
-    causes = served_schema_causes(cluster, docs)
+def check_served_schema(
+    cluster: Cluster, docs: list[dict[str, Any]], partial: bool = False
+) -> None:
+    """Refuse, in the cluster's words, what its served schema refuses. ``partial``: a merge
+    patch of changed keys, whose absent keys are the live object's, not missing."""
+    causes = [
+        c
+        for c in served_schema_causes(cluster, docs)
+        if not partial or "is a required property" not in c.message
+    ]
     if causes:
         raise OperationRefused(
             _("The cluster's schema refuses: %(causes)s")
             % {"causes": "; ".join(f"{c.field}: {c.message}" for c in causes)}
         )
+
+
+def submit_vm(user: Any, tenant: Tenant, cluster: Cluster, request: VmRequest) -> Operation:
+    vm_kind = cluster.vm_kind or mf.VM_INSTANCE
+    docs = vm_manifests(request, tenant.namespace, vm_kind)
+    check_served_schema(cluster, docs)
     if target_exists(cluster, tenant, vm_kind, request.name):
         raise OperationRefused(_("A VM with this name already exists."), "name")
     model = GpuModel.objects.get(resource_name=request.gpu_resource)
@@ -491,6 +502,9 @@ def submit_node_group(
         cluster.node_group_disk_field,
         keys=plan.keys if plan is not None else None,
     )
+    # The served schema, as for a VM: a new cluster's version, the group's keys. A resize sends
+    # only the changed keys (a merge patch): what it leaves out is the live group's, not missing.
+    check_served_schema(cluster, docs, partial=plan is not None)
     params = request.as_params()
     if plan is not None:
         params.update(changed=list(plan.keys), rolls=plan.rolls)

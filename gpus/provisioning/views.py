@@ -17,12 +17,13 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from gpus.catalog.models import GpuModel
-from gpus.catalog.sizing import IMAGE_USERS
+from gpus.catalog.sizing import FAMILY_USERS, os_family
 from gpus.inventory.choices import ResourceState, WorkloadKind
 from gpus.inventory.models import Cluster
 from gpus.inventory.schemas import served_schema_causes
 from gpus.inventory.selectors import (
     _live_context,
+    catalogue_for,
     default_cluster,
     get_kubernetes_cluster_for_user,
     get_node_group_for_user,
@@ -38,8 +39,7 @@ from gpus.provisioning.capacity import (
     fit_for,
     gpu_model_choices,
     group_fit_for,
-    quota_left,
-    quota_message,
+    quota_room,
     resize_initial,
     resize_plan,
     with_other_roles,
@@ -160,7 +160,7 @@ def workload_connect(request: HttpRequest, namespace: str, pk: int) -> HttpRespo
         "what": connect.what_for(workload),
     }
     if found and found["state"] == "ready" and context["what"] == "vm":
-        user = IMAGE_USERS.get(vm_image(tenant, workload.name), "")
+        user = FAMILY_USERS.get(os_family(vm_image(tenant, workload.name)), "")
         # Not made by the portal: its image (and so its user) is unknown. The command gets a
         # placeholder in capitals that reads as one in every language ("ssh utilisateur@..."
         # looked like a real French user name).
@@ -196,7 +196,10 @@ def workload_kubeconfig(request: HttpRequest, namespace: str, pk: int) -> HttpRe
 def _vm_form(request: HttpRequest, data: Any = None) -> tuple[GpuVmForm, Cluster | None]:
     cluster = default_cluster()
     vm_kind = (cluster.vm_kind if cluster else "") or "VMInstance"
-    return GpuVmForm(data, vm_kind=vm_kind, gpu_choices=gpu_model_choices()), cluster
+    form = GpuVmForm(
+        data, vm_kind=vm_kind, gpu_choices=gpu_model_choices(), catalogue=catalogue_for(cluster)
+    )
+    return form, cluster
 
 
 def _vm_request(form: GpuVmForm) -> VmRequest:
@@ -211,10 +214,10 @@ def _vm_checks(form: GpuVmForm, tenant: Tenant, cluster: Cluster | None) -> dict
     if model and data.get("gpu_count"):
         fit = fit_for(model, data["gpu_count"], cluster.pk if cluster else None)
         checks["fit"] = fit
-        left = quota_left(tenant, model)
-        if left is not None:
-            checks["quota"] = quota_message(model, left)
-            checks["quota_ok"] = data["gpu_count"] <= left
+        room = quota_room(tenant, model, cluster_id=cluster.pk if cluster else None)
+        if room is not None:
+            checks["quota"] = room.message()
+            checks["quota_ok"] = data["gpu_count"] <= room.left
         if data.get("instance_type") and data.get("disk_size_gi"):
             sizing = Sizing(
                 model, data["gpu_count"], data["instance_type"], data["disk_size_gi"], 1
@@ -246,8 +249,9 @@ def vm_new(request: HttpRequest, namespace: str) -> HttpResponse:
                 try:
                     op = submit_vm(request.user, tenant, cluster, _vm_request(form))
                 except OperationRefused as exc:
+                    name = form.cleaned_data["name"]  # a refusal of the name takes it out
                     _refused(form, exc)
-                    busy = active_operation(tenant, form.cleaned_data["name"])
+                    busy = active_operation(tenant, name)
                 else:
                     return _recorded(request, op)
     else:
@@ -453,6 +457,7 @@ def _node_group_form(
         clusters=clusters,
         gpu_choices=gpu_model_choices(),
         resize=resize,
+        catalogue=catalogue_for(default_cluster()),
     )
 
 
@@ -497,13 +502,13 @@ def _node_group_checks(
     group = data.get("group", "")
     fit = group_fit_for(model, cluster.pk, tenant, name, group, low, per, surge_workers=surge)
     checks["group_fit"] = fit
-    left = quota_left(tenant, model, (cluster.pk, name, group))
-    if left is not None and high:
-        checks["quota"] = quota_message(model, left)
+    room = quota_room(tenant, model, (cluster.pk, name, group), cluster.pk)
+    if room is not None and high:
+        checks["quota"] = room.message()
         counted = per * max(high, fit.workers)
         if plan is not None and plan.rolls:
             counted = max(counted, plan.gpu_count)
-        checks["quota_ok"] = counted <= left
+        checks["quota_ok"] = counted <= room.left
     if high and data.get("instance_type") and data.get("disk_size_gi"):
         old = None
         if surge and existing is not None:

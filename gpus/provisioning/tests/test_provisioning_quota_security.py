@@ -22,7 +22,7 @@ from gpus.provisioning import services
 from gpus.provisioning.capacity import fit_for, gpus_counted
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
-from gpus.testing import node_info
+from gpus.testing import node_info, offer_catalogue
 from gpus.testing_ports import free_port
 
 L40S = "nvidia.com/AD102GL_L40S"
@@ -42,7 +42,7 @@ def make_cluster(free: dict[str, list[int]], name: str = "dc") -> Cluster:
                 gpu_free=n,
             )  # fmt: skip
             NodeGpu.objects.create(node=node, gpu_model=model, installed=8, allocated=8 - n, free=n)
-    return cluster
+    return offer_catalogue(cluster)
 
 
 def vm_request(name: str, resource: str = H100, count: int = 1) -> apps.VmRequest:

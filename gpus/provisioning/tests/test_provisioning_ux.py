@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gpus.inventory.models import GpuWorkload
+from gpus.inventory.selectors import catalogue_for
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.models import Operation
 from gpus.provisioning.tests import test_provisioning_views as base
@@ -208,11 +209,13 @@ def test_image_profile_and_driver_snippet_must_agree(alice_client, acme, cluster
     assert fine.context["form"].is_valid(), fine.context["form"].errors
     windows = alice_client.post(url, form_data(instance_profile="windows.2k22.virtio"))
     assert _field_errors(windows, "instance_profile") == [
-        "Windows Server 2022 does not fit the Ubuntu 24.04 image; profiles that fit: Ubuntu."
+        "Microsoft Windows Server 2022 (virtio) does not fit the Ubuntu 24.04 image; profiles "
+        "that fit: Ubuntu."
     ]
     rocky = alice_client.post(url, form_data(image="rocky-9"))
     assert (
-        "profiles that fit: CentOS Stream 9, RHEL 9" in _field_errors(rocky, "instance_profile")[0]
+        "profiles that fit: CentOS Stream 9, Red Hat Enterprise Linux 9 (amd64)"
+        in _field_errors(rocky, "instance_profile")[0]
     )
     assert "apt-get, which Rocky Linux 9 does not have" in _field_errors(rocky, "install_driver")[0]
     html = rocky.content.decode()
@@ -272,7 +275,7 @@ def test_nothing_is_open_to_the_outside_by_default(alice_client, acme, cluster):
     # A VM made with the defaults (the API fills what is not given from them) opens no port.
     from gpus.provisioning.forms import GpuVmForm
 
-    form = GpuVmForm(gpu_choices=[(L40S, "L40S")])
+    form = GpuVmForm(gpu_choices=[(L40S, "L40S")], catalogue=catalogue_for(cluster))
     assert form.fields["external"].initial == "none"
     data = {k: v for k, v in form_data().items() if k not in ("external", "external_ports")}
     check = alice_client.post(

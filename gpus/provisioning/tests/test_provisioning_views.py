@@ -4,10 +4,8 @@ and fuzzed input never causes a 500 nor an enqueued operation unless valid."""
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import yaml
@@ -18,14 +16,15 @@ from hypothesis import strategies as st
 
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import ResourceState, WorkloadKind
-from gpus.inventory.models import Cluster, GpuWorkload, Node, NodeGpu, ServedSchema
+from gpus.inventory.models import Cluster, GpuWorkload, Node, NodeGpu
 from gpus.inventory.reasons import REASONS, explain_reason
+from gpus.inventory.selectors import catalogue_for
 from gpus.provisioning import capacity, presenters
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
+from gpus.testing import offer_catalogue
 
 pytestmark = pytest.mark.django_db
-SCHEMAS = Path(__file__).resolve().parents[3] / "devcluster" / "schemas"
 L40S = "nvidia.com/AD102GL_L40S"
 ED25519 = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx4yH1uQeQ5K3m3sQm7nYyq7bYp1pZ7rj2qj6w8x1y2 alice@laptop"
@@ -49,17 +48,7 @@ def cluster(db) -> Cluster:
         NodeGpu.objects.create(
             node=node, gpu_model=l40s, installed=4, allocated=4 - free, free=free
         )
-    for kind, filename in (
-        ("VMInstance", "vminstance.v1.1.0.json"),
-        ("VMDisk", "vmdisk.v1.1.0.json"),
-    ):
-        ServedSchema.objects.create(
-            cluster=cluster,
-            app_kind=kind,
-            schema=json.loads((SCHEMAS / filename).read_text()),
-            fetched_at=now,
-        )
-    return cluster
+    return offer_catalogue(cluster)  # the v1.1 catalogues and chart schemas
 
 
 def form_data(**extra) -> dict:
@@ -452,7 +441,12 @@ def test_fuzzed_form_never_500_and_invalid_never_enqueued(alice_client, acme, cl
         # What was recorded passes the same validation again.
         from gpus.provisioning.forms import GpuVmForm
 
-        form = GpuVmForm(payload, vm_kind="VMInstance", gpu_choices=[(L40S, "L40S")])
+        form = GpuVmForm(
+            payload,
+            vm_kind="VMInstance",
+            gpu_choices=[(L40S, "L40S")],
+            catalogue=catalogue_for(cluster),
+        )
         assert form.is_valid(), form.errors
         assert op.params["name"] == form.cleaned_data["name"]
 
