@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from . import quota, schemas
+from . import quota, schemas, tenant_api
 from .catalogue import IMAGE_NAMESPACE, IMAGE_PREFIX
 from .clock import Clock
 from .faults import Faults
@@ -38,6 +38,9 @@ from .resources import (
     Resource,
 )
 from .store import Store, now_rfc3339, parse_ts, time_micro
+
+# The address a tenant cluster's admin kubeconfig was last written with.
+SERVER_ANNOTATION = "devcluster.hikube.io/server"
 
 # Base delays in seconds at --speed 1 (real Cozystack takes minutes; these keep demos lively).
 DELAYS = {
@@ -128,6 +131,7 @@ class Reconciler:
         self.app_records: dict[str, dict[str, Any]] = {}
         self.units: dict[str, dict[str, Any]] = {}
         self.quota_changed = False
+        self._owned: dict[str, dict[str, None]] = {}  # owner -> its unit keys (_index_owners)
         self.seq = 0
         self.wake = threading.Event()
         self.stop_flag = threading.Event()
@@ -142,6 +146,10 @@ class Reconciler:
         self.thread: threading.Thread | None = None
         store.listeners.append(self._on_change)
         self._app_keys = {r.key for r in self.apps}
+        # Where the tenant clusters' API servers answer (devcluster/tenant_api.py), once the
+        # server knows its address: "" keeps the in-cluster Service address Kamaji writes.
+        self.tenant_api_base = ""
+        self.tenant_api_ca: str | None = None
 
     # --- plumbing ----------------------------------------------------------------------
     def delay(self, name: str) -> float:
@@ -184,13 +192,18 @@ class Reconciler:
                 next_at = self.reconcile()
 
     def fast_forward(self, start: float, end: float, step: float = 30.0) -> None:
-        """Run passes on a simulated clock (bootstrap: the demo's workloads are already running)."""
+        """Run passes on a simulated clock (bootstrap: the demo's workloads are already running).
+        A pass changes nothing before the next timer it returns (the background loop sleeps
+        until then too): the clock jumps to that timer when it is more than `step` away, and
+        stops when none is left."""
         t = start
         while t < end:
             self.clock.fixed = t
             with self.store.lock:
-                self.reconcile()
-            t += step
+                next_at = self.reconcile()
+            if not next_at:
+                break
+            t = max(t + step, next_at)
         self.clock.fixed = None
 
     def state(self) -> dict[str, Any]:
@@ -394,6 +407,7 @@ class Reconciler:
         now = self.clock.now() if now is None else now
         if self._index_dirty:
             self._rebuild_index()
+        self._index_owners()
         self._prune_events(now)
         deadlines: list[float] = []
         live_apps: set[str] = set()
@@ -555,7 +569,7 @@ class Reconciler:
     ) -> float:
         """HelmRelease finalizer: Helm uninstall waits for the resources to go (uninstall
         disableWait false by default); then the app disappears."""
-        units = [u for u in self.units.values() if u["owner"] == key]
+        units = self._owned_units(key)
         for u in units:
             u["deleting"] = True
         if units:
@@ -661,21 +675,36 @@ class Reconciler:
     def _ensure_kubeconfig(self, res: Resource, obj: dict[str, Any]) -> None:
         """Kamaji's admin kubeconfig of a tenant cluster, `kubernetes-<name>-admin-kubeconfig`
         with key `super-admin.conf` (cozystack v1.1 packages/apps/kubernetes/templates/NOTES.txt),
-        written once the release is installed."""
+        written once the release is installed. Its server is the tenant cluster's API
+        (devcluster/tenant_api.py) once devcluster knows its own address."""
         md = obj["metadata"]
         ns, release = md["namespace"], f"{res.prefix}{md['name']}"
         name = f"{release}-admin-kubeconfig"
-        if self.store.get(SECRETS.key, ns, name) is not None:
+        server = (
+            tenant_api.server_for(self.tenant_api_base, ns, release)
+            if self.tenant_api_base
+            else f"https://{release}.{ns}.svc:6443"
+        )
+        old = self.store.get(SECRETS.key, ns, name)
+        if (
+            old is not None
+            and (old["metadata"].get("annotations") or {}).get(SERVER_ANNOTATION) == server
+        ):
             return
-        token = stable_hex(self.seed, "kubeconfig", ns, release, n=32)
+        cluster: dict[str, Any] = {"server": server}
+        if self.tenant_api_base and self.tenant_api_ca:
+            cluster["certificate-authority-data"] = self.tenant_api_ca
         config = yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [
-                    {"name": release, "cluster": {"server": f"https://{release}.{ns}.svc:6443"}}
+                "clusters": [{"name": release, "cluster": cluster}],
+                "users": [
+                    {
+                        "name": f"{release}-admin",
+                        "user": {"token": tenant_api.token_for(self.seed, ns, release)},
+                    }
                 ],
-                "users": [{"name": f"{release}-admin", "user": {"token": token}}],
                 "contexts": [
                     {
                         "name": f"{release}-admin@{release}",
@@ -697,16 +726,30 @@ class Reconciler:
                     "name": name,
                     "namespace": ns,
                     "uid": stable_uuid(self.seed, "secret", ns, name),
-                    "creationTimestamp": now_rfc3339(),
+                    "creationTimestamp": (old or {}).get("metadata", {}).get("creationTimestamp")
+                    or now_rfc3339(),
                     "labels": {"app.kubernetes.io/instance": release},
+                    "annotations": {SERVER_ANNOTATION: server},
                 },
                 "data": {"super-admin.conf": encoded, "admin.conf": encoded},
             },
         )
 
+    def serve_tenant_apis(self, base: str, ca_data: str | None) -> None:
+        """Point every tenant cluster's admin kubeconfig at devcluster's tenant API (``base``
+        is the address clients reach devcluster at)."""
+        with self.store.lock:
+            self.tenant_api_base, self.tenant_api_ca = base, ca_data
+            for res in self.apps:
+                if res.plural != "kuberneteses":
+                    continue
+                for (ns, name), obj in list(self.store.iter_objects(res.key)):
+                    if self.store.get(SECRETS.key, ns, f"{res.prefix}{name}-admin-kubeconfig"):
+                        self._ensure_kubeconfig(res, obj)
+
     def _forget_app(self, key: str) -> None:
         self.app_records.pop(key, None)
-        for ukey in [k for k, u in self.units.items() if u["owner"] == key]:
+        for ukey in [f"{u['ns']}/{u['name']}" for u in self._owned_units(key)]:
             self._remove_unit(ukey)
         res_key, nsname = key.split("|", 1)
         ns, name = nsname.split("/", 1)
@@ -720,6 +763,17 @@ class Reconciler:
                 self.store.delete(WORKLOAD_MONITORS.key, ns, mon["metadata"]["name"])
 
     # --- units -------------------------------------------------------------------------
+    def _index_owners(self) -> None:
+        """Unit keys by owning app, rebuilt each pass and kept by _new_unit: a pass over
+        thousands of clusters must not scan every unit once per cluster."""
+        self._owned = {}
+        for ukey, u in self.units.items():
+            self._owned.setdefault(u["owner"], {})[ukey] = None
+
+    def _owned_units(self, owner: str) -> list[dict[str, Any]]:
+        keys = self._owned.get(owner, {})
+        return [self.units[k] for k in keys if k in self.units]
+
     def _new_unit(
         self, owner: str, ns: str, name: str, gpus: list[str], now: float, **extra: Any
     ) -> dict[str, Any]:
@@ -741,6 +795,7 @@ class Reconciler:
         }
         unit.update(extra)
         self.units[f"{ns}/{name}"] = unit
+        self._owned.setdefault(owner, {})[f"{ns}/{name}"] = None
         self._write_vm(unit, now)
         return unit
 
@@ -842,7 +897,7 @@ class Reconciler:
         groups = self._node_groups(spec)
         states = rec.setdefault("groups", {})
         deadlines: list[float] = []
-        mine = {k: u for k, u in self.units.items() if u["owner"] == owner}
+        mine = {f"{u['ns']}/{u['name']}": u for u in self._owned_units(owner)}
         for ukey, u in mine.items():
             if u.get("group") not in groups:
                 self._remove_unit(ukey)
@@ -865,7 +920,7 @@ class Reconciler:
                 deadlines.append(d)
             want = st["replicas"]
             members = sorted(
-                (u for u in self.units.values() if u["owner"] == owner and u.get("group") == gname),
+                (u for u in self._owned_units(owner) if u.get("group") == gname),
                 key=lambda u: u["seq"],
             )
             current = [u for u in members if u.get("tmpl", tmpl) == tmpl]
@@ -1081,7 +1136,15 @@ class Reconciler:
             self._apply_pending(unit)
             unit.update(phase="Provisioning", since=now - self.delay("vm_provision"))
             phase = "Provisioning"
+        if phase == "FailedCreate" and unit.get("create_error"):
+            # The API server refused the pod (the quota admission): KubeVirt retries the pod
+            # creation with backoff, and at once when a quota changes.
+            due = unit.get("event_at", 0) + self.delay("sched_retry")
+            if now < due and not self.quota_changed:
+                return due
+            return self._try_schedule(unit, now)
         if phase in ("Provisioning", "ErrorDataVolumeNotFound", "DataVolumeError", "FailedCreate"):
+            # FailedCreate here: the launch manifest could not be rendered (sync_error).
             ready_at = unit["since"] + self.delay("vm_provision")
             if now < ready_at:
                 return ready_at
@@ -1094,6 +1157,7 @@ class Reconciler:
                 # The VMI stays Pending with no pod (the VM reads Starting) and virt-controller
                 # requeues it; it starts once the KubeVirt CR permits the device.
                 if phase != "FailedCreate" or unit.get("sync_error") != render_error:
+                    unit.pop("create_error", None)
                     unit.update(phase="FailedCreate", sync_error=render_error)
                     self._write_vm(unit, now)
                 return now + self.delay("sched_retry")

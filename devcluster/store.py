@@ -105,14 +105,38 @@ class Store:
 
     def iter_objects(self, res: str, ns: str | None = None) -> Iterator[tuple[Key, dict[str, Any]]]:
         objs = self.objects.get(res, {})
-        for key in self.sorted_keys(res):
-            if ns is None or key[0] == ns:
+        keys = self.sorted_keys(res)
+        if ns is None:
+            for key in keys:
                 yield key, objs[key]
+            return
+        # Keys are sorted (namespace, name): the namespace's run starts where bisect says.
+        for key in keys[bisect.bisect_left(keys, (ns,)) :]:
+            if key[0] != ns:
+                return
+            yield key, objs[key]
 
     def count(self, res: str) -> int:
         return len(self.objects.get(res, {}))
 
     # --- writes ------------------------------------------------------------------------
+    # The sorted key list is replaced, never changed in place (a reader may be iterating the
+    # old one): a copy per added or deleted key, instead of a sort per read after each write.
+    def _sorted_add(self, res: str, key: Key) -> None:
+        keys = self._sorted.get(res)
+        if keys is not None:
+            i = bisect.bisect_left(keys, key)
+            self._sorted[res] = [*keys[:i], key, *keys[i:]]
+
+    def _sorted_remove(self, res: str, key: Key) -> None:
+        keys = self._sorted.get(res)
+        if keys is not None:
+            i = bisect.bisect_left(keys, key)
+            if i < len(keys) and keys[i] == key:
+                self._sorted[res] = keys[:i] + keys[i + 1 :]
+            else:
+                self._sorted[res] = None
+
     def _bump(self) -> int:
         self.rv += 1
         return self.rv
@@ -127,7 +151,7 @@ class Store:
             md["resourceVersion"] = str(self._bump())
             bucket[key] = obj
             if not existed:
-                self._sorted[res] = None
+                self._sorted_add(res, key)
             raw = self.shown(res, obj)
             self._json.setdefault(res, {})[key] = raw
             self._record(
@@ -143,7 +167,7 @@ class Store:
             old = bucket.pop((ns, name), None)
             if old is None:
                 return None
-            self._sorted[res] = None
+            self._sorted_remove(res, (ns, name))
             self._json.get(res, {}).pop((ns, name), None)
             gone = copy.copy(old)
             gone["metadata"] = dict(old["metadata"], resourceVersion=str(self._bump()))
