@@ -1163,6 +1163,12 @@ class Reconciler:
                 return now + self.delay("sched_retry")
             if unit.pop("sync_error", None) is not None:
                 unit["phase"] = "Provisioning"
+            elif phase == "FailedCreate":
+                # A pod the quota refused: KubeVirt retries the creation with backoff, and at
+                # once when a quota changes (the VMI controller's ResourceQuota handlers).
+                due = unit.get("event_at", 0) + self.delay("sched_retry")
+                if now < due and not self.quota_changed:
+                    return due
             return self._try_schedule(unit, now)
         if phase == "ErrorUnschedulable":
             return self._try_schedule(unit, now)

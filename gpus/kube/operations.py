@@ -32,8 +32,8 @@ from gpus.kube.errors import (
     TransientError,
 )
 from gpus.kube.gateway import ClusterGateway, Event
-from gpus.kube.records import NodeInfo, conditions_of, quota_denial
-from gpus.kube.states import launch_refusal
+from gpus.kube.records import NodeInfo, conditions_of
+from gpus.kube.states import launch_refusal, quota_refusal
 
 _ALREADY_EXISTS = re.compile(r"already exists", re.I)
 _MODIFIED = re.compile(r"has been modified|the object has been modified", re.I)
@@ -613,7 +613,7 @@ def vm_progress(
             message=next((c.message for c in kv_conds.values() if c.message), ""),
             observed=observed,
         )
-    if refused := quota_refusal(kv):
+    if (quota := quota_refusal(kv_conds)) is not None:
         # The tenant's ResourceQuota refused the launcher pod: KubeVirt retries, but nothing
         # changes until a GPU of the tenant frees or the quota grows; say so now rather than
         # time out.
@@ -621,8 +621,8 @@ def vm_progress(
             exists=True,
             disk_ready=disk_ready,
             failed=True,
-            reason="FailedCreate",
-            message=refused,
+            reason=quota.reason,
+            message=quota.message,
             observed=observed,
         )
     # A start waits for Running; a stop (or a VM created halted) for Stopped.
@@ -641,16 +641,6 @@ def vm_progress(
         message=message,
         observed=observed,
     )
-
-
-def quota_refusal(vm: Mapping[str, Any] | None) -> str:
-    """KubeVirt's message when the quota admission refused the VM's launcher pod: the VMI's
-    (and so the VM's) ``Synchronized`` condition False, reason ``FailedCreate``, "failed to
-    create virtual machine pod: ... exceeded quota: ..." (kubevirt pkg/virt-controller/watch/
-    vmi/lifecycle.go; vm.go syncConditions); "" otherwise."""
-    synced = conditions_of(vm).get("Synchronized") if vm else None
-    refused = synced and synced.status == "False" and synced.reason == "FailedCreate"
-    return synced.message if refused and synced and quota_denial(synced.message) else ""
 
 
 def printable_of(view: NamespaceView, vm_kind: str, name: str) -> str:
@@ -737,10 +727,14 @@ def node_group_progress(
                 message=refused.message,
                 observed=observed,
             )
-    refused = next((m for vm in workers if (m := quota_refusal(vm))), "")
-    if refused and not done:
+    quota = next((q for vm in workers if (q := quota_refusal(conditions_of(vm)))), None)
+    if quota is not None and not done:
         return Progress(
-            exists=True, failed=True, reason="FailedCreate", message=refused, observed=observed
+            exists=True,
+            failed=True,
+            reason=quota.reason,
+            message=quota.message,
+            observed=observed,
         )
     stuck = [i for i, vm in enumerate(workers, 1) if _printable(vm) == "ErrorUnschedulable"]
     if stuck and not done:
