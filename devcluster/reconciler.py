@@ -915,18 +915,27 @@ class Reconciler:
                     "replicas": CHART_REPLICAS if self.v11 else mn,
                     "changed_at": now,
                 }
-            d = self._autoscale(st, f"{ns}/{name}/{gname}", mn, mx, now)
-            if d:
-                deadlines.append(d)
-            want = st["replicas"]
             members = sorted(
                 (u for u in self._owned_units(owner) if u.get("group") == gname),
                 key=lambda u: u["seq"],
             )
             current = [u for u in members if u.get("tmpl", tmpl) == tmpl]
             old = [u for u in members if u.get("tmpl", tmpl) != tmpl]
+            registered = sum(1 for u in current if u["phase"] == "Running")
+            d = self._autoscale(st, f"{ns}/{name}/{gname}", mn, mx, now, registered)
+            if d:
+                deadlines.append(d)
+            want = st["replicas"]
+            if len(current) > want and st.get("scaled_down") == now:
+                # The autoscaler deletes the unneeded nodes: registered ones (newest first),
+                # never a worker whose VM has not booted.
+                drop = sorted(current, key=lambda u: (u["phase"] != "Running", -u["seq"]))
+                gone = {id(u) for u in drop[: len(current) - want]}
+                for u in drop[: len(current) - want]:
+                    self._remove_unit(f"{u['ns']}/{u['name']}")
+                current = [u for u in current if id(u) not in gone]
             for u in current[want:]:
-                self._remove_unit(f"{u['ns']}/{u['name']}")  # scale down: newest first
+                self._remove_unit(f"{u['ns']}/{u['name']}")  # chart/CAPI: newest first
             current = current[:want]
             # Rolling update (maxSurge = maxReplicas, maxUnavailable 1): the new workers come
             # up beside the old ones, which go only as new ones run.
@@ -989,22 +998,30 @@ class Reconciler:
                 self.store.delete(WORKLOAD_MONITORS.key, ns, mname)
         return min(deadlines) if deadlines else 0.0
 
-    def _autoscale(self, st: dict[str, Any], key: str, mn: int, mx: int, now: float) -> float:
+    def _autoscale(
+        self, st: dict[str, Any], key: str, mn: int, mx: int, now: float, registered: int
+    ) -> float:
         """cluster-autoscaler stand-in (--enforce-node-group-min-size=true,
         --scale-down-unneeded-time=30s): keep min..max, add workers for pending demand,
-        remove unneeded ones once they have been unneeded long enough."""
+        remove unneeded ones once they have been unneeded long enough. Only registered nodes
+        (booted workers) can be unneeded: a worker whose VM cannot be placed never becomes a
+        node, so scale-down never removes it (CA scale-down considers the cluster's nodes;
+        unregistered ones go only after --max-node-provision-time, 15 min, not modelled)."""
         demand = int((self.faults.knob("pending_demand") or {}).get(key, 0))
         needed = min(mx, mn + demand)
         r = max(mn, min(mx, int(st["replicas"])))
         if r < needed:
             r = needed
-        elif r > needed:
+        elif r > needed and registered:
             at = float(st["changed_at"]) + self.knob_s("scale_down_unneeded")
             if now < at:
                 if r != st["replicas"]:
                     st["replicas"] = r
                 return at
-            r = needed
+            r = max(needed, r - registered)
+            st["scaled_down"] = now
+        elif r > needed:
+            st["changed_at"] = now  # no node to be unneeded yet: the clock starts when one is
         if r != st["replicas"]:
             st.update(replicas=r, changed_at=now)
         return 0.0
