@@ -57,6 +57,11 @@ def test_kubectl_lists_the_v11_catalogues(dc: DevCluster) -> None:
     assert "u1.2xlarge" in dc.kubectl("--context", "portal", "get", "vmcit").stdout
     denied = dc.kubectl("--context", "tenant-acme", "get", "vmcit", check=False)
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+    # Golden images in cozy-public only (a Role there), never a tenant's disks.
+    portal_dvs = dc.kubectl("--context", "portal", "-n", "cozy-public", "get", "dv", "-o", "name")
+    assert "datavolume.cdi.kubevirt.io/vm-image-ubuntu-2404" in portal_dvs.stdout.split()
+    elsewhere = dc.kubectl("--context", "portal", "get", "dv", "-A", check=False)
+    assert elsewhere.returncode != 0 and "forbidden" in elsewhere.stderr.lower()
 
 
 def test_unknown_instance_type_fails_the_install_until_it_exists(
