@@ -72,6 +72,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("django_db") or BACKEND_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.backends)
+        # A browser test checks what a person sees, not the database or broker flavour under it:
+        # the first pass (PostgreSQL + Redis) runs it, the embedded pass does not repeat it.
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.once)
     # After pytest-django's sort (tryfirst): keep its order of kinds; within a kind, the modules
     # with long tests first, each module whole (its module-scoped fixtures set up once), in its
     # own order but for a `once` test, which goes first. Every xdist worker then runs its

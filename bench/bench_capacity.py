@@ -1,24 +1,28 @@
 """Capacity benchmarks (#18): the admin capacity page, its history chart and the exports over
-HTTP through gunicorn (production settings, 2 workers) with a backfilled history; the queries
-of the page; the history's writes per sync; the forecast's error on a simulated trend.
+HTTP through gunicorn (production settings, 2 workers) with a backfilled history; a tenant's
+spend page, its energy chart and the spend exports (two price lists over the year); the queries
+of the pages; the history's writes per sync; the forecast's error on a simulated trend.
 
     createdb capbench
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/capbench .venv/bin/python bench/bench_capacity.py
 
 PostgreSQL only (the backfill is one INSERT ... SELECT generate_series per table). Sizes:
 ``--models 20 --clusters 10 --tenants 500`` (the issue's) with 90 days of hourly rollups (their
-retention) and 365 days of daily ones; ``--quick`` is a smaller check of the script.
+retention) and 365 days of daily ones, tenants' daily usage for 365 days and hourly energy for
+30; ``--quick`` is a smaller check of the script.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -47,14 +51,16 @@ def seed(models: int, clusters: int, tenants: int) -> dict[str, int]:
     from django.db import connection
     from django.utils import timezone
 
-    from gpus.capacity.models import CapacityRollup, TenantUsage
+    from gpus.capacity.models import CapacityRollup, GpuPrice, PriceList, TenantUsage
     from gpus.catalog.models import GpuModel
-    from gpus.inventory.models import Cluster, ModelInventory
+    from gpus.inventory.models import Cluster, GpuWorkload, ModelInventory, TenantAllocation
     from gpus.provisioning.models import GpuQuota
-    from gpus.tenancy.models import Tenant
+    from gpus.tenancy.models import Membership, Tenant
+    from gpus.utilization.models import GroupRollup
 
     CapacityRollup.objects.all().delete()
     TenantUsage.objects.all().delete()
+    GroupRollup.objects.filter(scope="tenant").delete()
     known = list(GpuModel.objects.order_by("pk"))
     for i in range(len(known), models):
         known.append(
@@ -77,9 +83,13 @@ def seed(models: int, clusters: int, tenants: int) -> dict[str, int]:
         [Tenant(namespace=f"tenant-b{t:03d}", display_name=f"B{t}") for t in range(tenants)],
         ignore_conflicts=True,
     )
-    tenant_ids = list(
-        Tenant.objects.filter(namespace__startswith="tenant-b").values_list("pk", flat=True)
+    bench_tenants = list(
+        Tenant.objects.filter(namespace__startswith="tenant-b")
+        .order_by("pk")
+        .values_list("pk", "namespace")
     )
+    tenant_ids = [pk for pk, _ns in bench_tenants]
+    namespaces = [ns for _pk, ns in bench_tenants]
     GpuQuota.objects.filter(tenant_id__in=tenant_ids).delete()
     GpuQuota.objects.bulk_create(
         GpuQuota(tenant_id=t, gpu_model=known[i % models], limit=8)
@@ -108,24 +118,82 @@ def seed(models: int, clusters: int, tenants: int) -> dict[str, int]:
         cur.execute(
             """
             INSERT INTO capacity_tenantusage
-              (bucket, ts, cluster_id, tenant_id, gpu_model_id, gpus_max, gpu_hours)
+              (bucket, ts, cluster_id, tenant_id, gpu_model_id, gpus_max, gpu_hours,
+               vcpu_hours, memory_gib_hours, disk_gib_hours)
             SELECT '1d', ts, (%s::bigint[])[1 + t %% cardinality(%s::bigint[])], t,
-                   (%s::bigint[])[1 + (t + k) %% cardinality(%s::bigint[])], 4, 24 * 4 * random()
+                   (%s::bigint[])[1 + (t + k) %% cardinality(%s::bigint[])], 4, g, 8 * g,
+                   32 * g, 100 * g
             FROM unnest(%s::bigint[]) t, generate_series(0, 1) k,
                  generate_series(date_trunc('day', %s::timestamptz) - interval '365 days',
-                                 %s::timestamptz, interval '1 day') ts
+                                 %s::timestamptz, interval '1 day') ts,
+                 LATERAL (SELECT 24 * 4 * random() + 0 * k g) x
             """,
             [cluster_ids, cluster_ids, model_ids, model_ids, tenant_ids, now, now],
         )
+        # Each tenant's hourly energy for 30 days (the tenant scope of the utilization rollups).
+        cur.execute(
+            """
+            INSERT INTO utilization_grouprollup
+              (bucket, scope, key, ts, epoch, gpus, allocated, busy, energy_wh, gpu_hours)
+            SELECT '1h', 'tenant', n, ts, extract(epoch from ts)::bigint, 8, 8, 4,
+                   8 * 300 * random(), 8
+            FROM unnest(%s::text[]) n,
+                 generate_series(date_trunc('hour', %s::timestamptz) - interval '30 days',
+                                 %s::timestamptz, interval '1 hour') ts
+            ON CONFLICT DO NOTHING
+            """,
+            [namespaces, now, now],
+        )
         cur.execute("ANALYZE")
+    # Two price lists over the year (spend prices each day with the one in force), and what
+    # each tenant holds now (a node group of 2 workers: the month's forecast).
+    GpuPrice.objects.all().delete()
+    PriceList.objects.all().delete()
+    today = now.date()
+    for days_ago, factor in ((400, 1), (100, 2)):
+        pl = PriceList.objects.create(
+            valid_from=today - dt.timedelta(days=days_ago),
+            currency="CHF",
+            vcpu_hour=Decimal("0.01") * factor,
+            memory_gib_hour=Decimal("0.004") * factor,
+            disk_gib_month=Decimal("0.1") * factor,
+            set_by="bench",
+        )
+        GpuPrice.objects.bulk_create(
+            GpuPrice(price_list=pl, gpu_model=m, hour=Decimal("1.5") * factor) for m in known
+        )
+    GpuWorkload.objects.filter(cluster__in=cl).delete()
+    TenantAllocation.objects.filter(cluster__in=cl).delete()
+    TenantAllocation.objects.bulk_create(
+        TenantAllocation(
+            cluster=cl[i % clusters], namespace=ns, tenant_id=t, gpu_model=known[i % models],
+            allocated=2,
+        )
+        for i, (t, ns) in enumerate(zip(tenant_ids, namespaces, strict=True))
+    )  # fmt: skip
+    GpuWorkload.objects.bulk_create(
+        GpuWorkload(
+            cluster=cl[i % clusters], tenant_id=t, kind="node_group", app_kind="Kubernetes",
+            name="ml", node_group="gpu", gpu_model=known[i % models], gpus_per_instance=1,
+            instances=2, max_instances=2, gpus_held=2, state="running",
+            group_spec={"instance_type": "u1.2xlarge", "disk": "100Gi"},
+        )
+        for i, t in enumerate(tenant_ids)
+    )  # fmt: skip
     user, _ = get_user_model().objects.get_or_create(
         username="bench-admin", defaults={"is_staff": True, "is_superuser": True}
+    )
+    member, _ = get_user_model().objects.get_or_create(username="bench-tenant")
+    Membership.objects.get_or_create(
+        user=member, tenant=Tenant.objects.get(namespace="tenant-b000")
     )
     return {
         "hourly": CapacityRollup.objects.filter(bucket="1h").count(),
         "daily": CapacityRollup.objects.filter(bucket="1d").count(),
         "tenant_days": TenantUsage.objects.count(),
+        "energy_hours": GroupRollup.objects.filter(scope="tenant").count(),
         "user": user.pk,
+        "member": member.pk,
     }
 
 
@@ -150,6 +218,24 @@ def page_queries() -> int:
     with CaptureQueriesContext(connection) as ctx:
         assert client.get("/capacity/").status_code == 200
     return len(ctx)
+
+
+def spend_page_queries() -> tuple[int, int]:
+    """The tenant spend page's queries for two tenants (the same: a fixed number)."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client()
+    client.force_login(get_user_model().objects.get(username="bench-admin"))
+    counts = []
+    for ns in ("tenant-b000", "tenant-b001"):
+        client.get(f"/tenants/{ns}/spend/")
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get(f"/tenants/{ns}/spend/").status_code == 200
+        counts.append(len(ctx))
+    return counts[0], counts[1]
 
 
 def history_writes(models: int, nodes: int) -> tuple[int, float]:
@@ -242,6 +328,7 @@ def main() -> int:
         call_command("collectstatic", interactive=False, verbosity=0)
         sizes = seed(args.models, args.clusters, args.tenants)
         cookie = session_cookie(sizes["user"])
+        tenant_cookie = session_cookie(sizes["member"])
         port = free_port()
         env = {**os.environ, "ALLOWED_HOSTS": "127.0.0.1", "GUNICORN_BIND": f"127.0.0.1:{port}"}
         env["GUNICORN_WORKERS"] = "2"
@@ -269,26 +356,33 @@ def main() -> int:
                 except requests.RequestException:
                     time.sleep(0.3)
             timings = {
-                name: http_p95(base, cookie, path, RUNS)
-                for name, path in (
-                    ("page", "/capacity/"),
-                    ("chart_30d", "/capacity/chart/?range=30"),
-                    ("chart_365d", "/capacity/chart/?range=365"),
-                    ("export_history_csv", "/capacity/export/history.csv"),
-                    ("export_gpu_hours_csv", "/capacity/export/gpu-hours.csv"),
+                name: http_p95(base, who, path, RUNS)
+                for name, who, path in (
+                    ("page", cookie, "/capacity/"),
+                    ("chart_30d", cookie, "/capacity/chart/?range=30"),
+                    ("chart_365d", cookie, "/capacity/chart/?range=365"),
+                    ("export_history_csv", cookie, "/capacity/export/history.csv"),
+                    ("export_gpu_hours_csv", cookie, "/capacity/export/gpu-hours.csv"),
+                    # A tenant member: its spend page (a year of daily usage priced by two
+                    # lists), its energy chart, its own spend CSV; the admins' spend export.
+                    ("tenant_spend_page", tenant_cookie, "/tenants/tenant-b000/spend/"),
+                    ("tenant_energy_chart", tenant_cookie, "/tenants/tenant-b000/spend/energy/"),
+                    ("tenant_export_spend_csv", tenant_cookie, "/tenants/tenant-b000/spend.csv"),
+                    ("export_spend_csv", cookie, "/capacity/export/spend.csv"),
                 )
             }
         finally:
             os.killpg(web.pid, signal.SIGTERM)
             web.wait(timeout=30)
         queries = page_queries()
+        spend_queries = spend_page_queries()
         rows, write_ms = history_writes(args.models, 1250)
         mean_err, max_err = forecast_error()
     load = Path("/proc/loadavg").read_text().split()[:3]
     size = (
         f"{args.models} models, {args.clusters} clusters, {args.tenants} tenants; "
         f"{sizes['hourly']:,} hourly and {sizes['daily']:,} daily rollups, "
-        f"{sizes['tenant_days']:,} tenant-days"
+        f"{sizes['tenant_days']:,} tenant-days, {sizes['energy_hours']:,} tenant energy-hours"
     )
     figs = [
         figure(
@@ -303,6 +397,14 @@ def main() -> int:
         for name, (p50, p95) in timings.items()
     ] + [
         figure("capacity.page_queries", queries, "queries", "fixed", True, size=size),
+        figure(
+            "capacity.tenant_spend_page_queries",
+            spend_queries[0],
+            "queries",
+            "fixed (the same for two tenants)",
+            spend_queries[0] == spend_queries[1],
+            size=size,
+        ),
         figure(
             "capacity.history_rows_per_sync",
             rows,
@@ -326,6 +428,8 @@ def main() -> int:
             max=round(max_err, 2),
         ),
     ]
+    for f in figs:
+        f["load"] = " ".join(load)
     lines = [
         "# Capacity benchmarks",
         "",

@@ -132,7 +132,7 @@ def main() -> int:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        dc = DevCluster(tmp, fleet="scale", speed=args.speed, ready_timeout=120).start()
+        dc = DevCluster(tmp, fleet="scale", speed=args.speed, ready_timeout=900).start()
         try:
             rows.append(
                 ("devcluster start to ready (scale fleet)", f"{time.perf_counter() - t0:.2f} s")

@@ -413,7 +413,9 @@ def bench(
             anchors[gpus] = {"ms": ms, "nodes": nodes}
     large = [s for s in sizes if s >= 100_000]
     if large:
-        with run_devcluster(workdir / "dc-scale", fleet=scale_fleet, speed=50.0) as dc:
+        with run_devcluster(
+            workdir / "dc-scale", fleet=scale_fleet, speed=50.0, ready_timeout=900
+        ) as dc:
             for gpus in large:
                 create_database(gpus, var_dir)
                 cluster = fresh_cluster("bench-c00", dc)

@@ -3,11 +3,13 @@
     DATABASE_URL=postgres://... .venv/bin/python bench/bench_sync.py     # PostgreSQL (the record)
     .venv/bin/python bench/bench_sync.py                                 # SQLite: 1,000 and 100,000
 
-For each size one devcluster serves the fleet (125 nodes for 1,000 GPUs, the 12,500-node "scale"
-fleet for 100,000); 1,000,000 GPUs are that devcluster's 100,000 under ten cluster records (one
-devcluster's nodes copied under ten clusters: every sync is still a live paged LIST over HTTP and
-a full diff against its own 12,500 stored nodes). Each sync runs in its own process (its peak RSS
-is its own), two at a time (two cores: syncs of different clusters side by side).
+For each size devcluster serves the fleet (125 nodes for 1,000 GPUs, the 12,500-node "scale"
+fleet for 100,000, with the demo fleet's workloads in its proportions: 9,088 GPU VMs and
+Kubernetes clusters over 2,272 tenants, so a sync diffs workloads and allocations too);
+1,000,000 GPUs are ten devcluster processes, each its own 100,000-GPU scale fleet with its own
+seed (node UIDs, addresses, tokens, VM and worker names differ), one cluster record each. Each
+sync runs in its own process (its peak RSS is its own), two at a time (two cores: syncs of
+different clusters side by side).
 
 Measured: a first pass (empty database), a pass over the unchanged fleet (rows written and the
 dead tuples left, from pg_stat_user_tables on PostgreSQL), a sync after N nodes were cordoned,
@@ -36,20 +38,17 @@ from bench.results import figure, record  # noqa: E402
 RESULTS_DIR = ROOT / "bench" / "results"
 SIDE_BY_SIDE = 2
 ANCHOR_RUNS = 3
-TABLES = ("inventory_node", "inventory_nodegpu")
+TABLES = (
+    "inventory_node",
+    "inventory_nodegpu",
+    "inventory_gpuworkload",
+    "inventory_tenantallocation",
+)
 
 
 def fleet_file(directory: Path, gpus: int) -> str:
-    if gpus >= 100_000:
-        return "scale"
-    models = ["nvidia.com/AD102GL_L40S"] * 5 + ["nvidia.com/H100_94GB"] * 5
-    lines = ["nodes:"]
-    for i in range(gpus // 8):
-        lines.append(f"  - {{name: gpu-node-{i:05d}, model: {models[i % 10]}, gpus: 8}}")
-    lines.append("tenants: [tenant-root, tenant-acme, tenant-globex]")
-    path = directory / f"fleet-{gpus}.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
+    """devcluster's scale fleet of gpus / 8 nodes, with its workloads (the demo's proportions)."""
+    return "scale" if gpus >= 100_000 else f"scale:{gpus // 8}"
 
 
 # --- one sync, in its own process ---------------------------------------------------------
@@ -153,26 +152,50 @@ def cordon(cluster, names: list[str]) -> None:
 # --- one size -----------------------------------------------------------------------------
 
 
+def start_devclusters(workdir: Path, fleet: str, count: int) -> list:
+    """`count` devcluster processes of `fleet`, seeds 1..count, started side by side."""
+    from devcluster.testing import DevCluster
+
+    dcs = [
+        DevCluster(workdir / f"dc-{i}", fleet=fleet, speed=1.0, seed=i + 1, ready_timeout=3600)
+        for i in range(count)
+    ]
+    try:
+        with ThreadPoolExecutor(count) as pool:
+            list(pool.map(lambda dc: dc.start(), dcs))
+    except BaseException:
+        stop_devclusters(dcs)
+        raise
+    return dcs
+
+
+def stop_devclusters(dcs: list) -> None:
+    for dc in dcs:
+        if dc.proc is not None:
+            dc.stop()
+
+
 def bench_size(gpus: int, workdir: Path, var_dir: Path) -> dict[str, object]:
-    from devcluster.testing import run_devcluster
-    from gpus.inventory.models import Cluster, Node, NodeGpu
+    from gpus.inventory.models import Cluster, GpuWorkload, Node, NodeGpu, TenantAllocation
 
     copies = 10 if gpus >= 1_000_000 else 1
     per_cluster = gpus // copies
-    with run_devcluster(
-        workdir / f"dc-{gpus}", fleet=fleet_file(workdir, per_cluster), speed=1.0
-    ) as dc:
+    started = time.perf_counter()
+    dcs = start_devclusters(workdir / f"dc-{gpus}", fleet_file(workdir, per_cluster), copies)
+    devclusters_s = time.perf_counter() - started
+    try:
         Cluster.objects.all().delete()
         clusters = [
             Cluster.objects.create(
                 name=f"bench-sync-{i}", kubeconfig=str(dc.kubeconfig), context="admin"
             )
-            for i in range(copies)
+            for i, dc in enumerate(dcs)
         ]
         ids = [c.pk for c in clusters]
         first_s, first = full_pass(ids, var_dir)
         node_rows = Node.objects.count()
         gpu_rows = NodeGpu.objects.count()
+        workload_rows = GpuWorkload.objects.count() + TenantAllocation.objects.count()
 
         before = pg_counts()
         again_s, again = full_pass(ids, var_dir)
@@ -190,11 +213,16 @@ def bench_size(gpus: int, workdir: Path, var_dir: Path) -> dict[str, object]:
         after_change = run_sync(clusters[0].pk, var_dir)
         changed = delta(before, pg_counts())
         anchor = anchor_list_s(clusters[0])
+    finally:
+        stop_devclusters(dcs)
     return {
         "gpus": gpus,
         "clusters": copies,
         "node_rows": node_rows,
         "gpu_rows": gpu_rows,
+        "workload_rows": workload_rows,
+        "devclusters": len(dcs),
+        "devclusters_start_s": devclusters_s,
         "first_s": first_s,
         "first": first,
         "again_s": again_s,
@@ -210,7 +238,7 @@ def bench_size(gpus: int, workdir: Path, var_dir: Path) -> dict[str, object]:
 def figures(r: dict, engine: str) -> list[dict]:
     # PostgreSQL's figures are the record; SQLite's carry its name so neither replaces the other.
     at = f"@{r['gpus']}" if engine == "postgresql" else f".{engine}@{r['gpus']}"
-    rows = r["node_rows"] + r["gpu_rows"]
+    rows = r["node_rows"] + r["gpu_rows"] + r["workload_rows"]
     written = sum(s["node_rows"] + s["gpu_rows"] for s in r["again"])
     if r["unchanged_pg"] is not None:  # PostgreSQL's count: what really hit the tables
         pg = r["unchanged_pg"]
@@ -249,7 +277,7 @@ def figures(r: dict, engine: str) -> list[dict]:
         figure(
             f"inventory.sync_unchanged_rows_written_pct{at}",
             round(pct, 3),
-            "% of node+GPU rows",
+            "% of node, GPU, workload and allocation rows",
             "< 1",
             pct < 1,
             rows_written=written,
@@ -307,8 +335,10 @@ def report(results: list[dict], engine: str) -> str:
         "# Inventory sync benchmarks",
         "",
         f"Command: `bench/bench_sync.py`. Database: {engine}. Machine: {os.cpu_count()} cores, shared.",
-        "One devcluster per size; 1,000,000 GPUs = its 100,000 under ten cluster records. Each sync",
-        f"in its own process, {SIDE_BY_SIDE} side by side. Rows: node + GPU rows.",
+        "devcluster's scale fleet (the demo fleet's workloads in its proportions) per size;",
+        "1,000,000 GPUs = ten devcluster processes of 100,000 GPUs, each with its own seed. Each",
+        f"sync in its own process, {SIDE_BY_SIDE} side by side. Rows: node, GPU, workload and",
+        "allocation rows (written rows: PostgreSQL's count on those four tables).",
         "",
         "| GPUs | clusters | rows | first pass (s) | unchanged pass (s) | rows written unchanged"
         " | dead tuples unchanged | N cordoned | node rows / GPU rows written | peak RSS (MB)"
@@ -325,7 +355,8 @@ def report(results: list[dict], engine: str) -> str:
         dead = pg["upd"] + pg["del"] if pg else "n/a"
         peak = max(s["peak_rss_mb"] for s in r["first"] + r["again"])
         lines.append(
-            f"| {r['gpus']:,} | {r['clusters']} | {r['node_rows'] + r['gpu_rows']:,} "
+            f"| {r['gpus']:,} | {r['clusters']} "
+            f"| {r['node_rows'] + r['gpu_rows'] + r['workload_rows']:,} "
             f"| {r['first_s']:.1f} | {r['again_s']:.1f} | {written} | {dead} | {r['changed_n']} "
             f"| {r['after_change']['node_rows']} / {r['after_change']['gpu_rows']} | {peak:.0f} "
             f"| {r['anchor_s']:.2f} |"
@@ -333,7 +364,10 @@ def report(results: list[dict], engine: str) -> str:
     lines += [
         "",
         "Targets: a full pass over ten clusters of 100,000 GPUs <= 120 s, < 500 MB per sync; an",
-        "unchanged fleet writes < 1 % of node and GPU rows; N changed nodes write about N rows.",
+        "unchanged fleet writes < 1 % of its rows; N changed nodes write about N node rows.",
+        "Devcluster start (all of a size's, side by side): "
+        + ", ".join(f"{r['gpus']:,} GPUs {r['devclusters_start_s']:.0f} s" for r in results)
+        + ".",
         "",
     ]
     return "\n".join(lines)

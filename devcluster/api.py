@@ -19,13 +19,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from . import openapi, schemas, tables
+from . import openapi, quota, schemas, tables
 from .clock import Clock
 from .faults import Faults
 from .fleet import stable_uuid
 from .patch import PatchError, json_patch, merge_patch
 from .rbac import Authorizer, Forbidden, Identity
-from .resources import DATAVOLUMES, NAMESPACES, NODES, Resource
+from .resources import DATAVOLUMES, NAMESPACES, NODES, PODS, RESOURCEQUOTAS, Resource
 from .selectors import SelectorError, parse_field_selector, parse_label_selector
 from .store import Store, dumps, now_rfc3339
 
@@ -120,7 +120,9 @@ def helm_release_error(res: Resource, name: str, op: str, wrapped: bool) -> ApiE
     """A HelmRelease create/update failure as cozystack-api returns it.
 
     v1.1 wraps it with fmt.Errorf (rest.go Create/Update), so the apiserver answers 500 with
-    no reason (ErrorToAPIStatus); `head` keeps the HelmRelease's own 409.
+    no reason (ErrorToAPIStatus); so does v1.6.2 (`head`: rest.go still `fmt.Errorf("failed to
+    create HelmRelease: %v", err)`). `wrapped=False` (a 409 keeping the HelmRelease's reason)
+    is what a cozystack-api using registry.WrapPreservingStatus would answer: none does yet.
     """
     release = f"{res.prefix}{name}"
     if op == "create":
@@ -186,6 +188,10 @@ class Api:
             (r.api_version, r.plural): r for r in resources
         }
         self.openapi_docs = openapi.build_docs(resources)
+        for r in resources:
+            if r.is_app:
+                # Stored as the HelmRelease's values (raw); shown with the schema's defaults.
+                store.views[r.key] = _defaulted_view(r.schema)
         self.rng = random.Random(seed)  # noqa: S311 - deterministic names/uids, not secrets
         self.rng_lock = threading.Lock()
         self.host = "127.0.0.1"
@@ -427,7 +433,7 @@ class Api:
             if obj is None:
                 raise not_found(res, name)
             if stale:
-                return Response(200, dumps(obj))
+                return Response(200, self.store.shown(res.key, obj))
             if "as=Table" in req.headers.get("accept", ""):
                 include = req.query.get("includeObject", "Metadata")
                 meta = {"resourceVersion": obj["metadata"]["resourceVersion"]}
@@ -506,7 +512,7 @@ class Api:
                         if shown is None:
                             continue  # created a moment ago: not in the cache yet
                         obj = shown
-                        stale_raw[k] = dumps(shown)
+                        stale_raw[k] = self.store.shown(res.key, shown)
                 if (lsel and not lsel(obj)) or (fsel and not fsel(obj)):
                     continue
                 if limit and len(picked) >= limit:
@@ -688,8 +694,9 @@ class Api:
         self, res: Resource, obj: dict[str, Any], name: str, create: bool = True
     ) -> dict[str, Any]:
         """What cozystack-api checks (rest.go Create/Update): the name on create and reserved
-        `_` keys; the spec itself goes into the HelmRelease values unchecked (Helm's schema check
-        fails later, see the reconciler). Defaults are shown on reads, as the conversion does."""
+        `_` keys; the spec itself goes into the HelmRelease values unchecked and undefaulted
+        (Helm's schema check fails later, see the reconciler). Defaults are only shown on reads,
+        as the conversion does (rest_defaulting.go `applySpecDefaults`)."""
         spec = obj.get("spec")
         if spec is None:
             spec = {}
@@ -706,7 +713,27 @@ class Api:
                     f"values key {json.dumps(key)} is reserved (keys starting with '_' are "
                     "not allowed)",
                 )
-        return schemas.default_spec(spec, res.schema)
+        return copy.deepcopy(spec)
+
+    def _admit_quota(self, res: Resource, obj: dict[str, Any], name: str) -> dict[str, Any]:
+        """``ValidateResourceQuota``: the hard limits must be quantities (names with a domain,
+        ``requests.nvidia.com/X`` or ``nvidia.com/X``, are all accepted; only the former is
+        enforced, see quota.py)."""
+        spec = obj.get("spec") or {}
+        if not isinstance(spec, dict):
+            spec = {"hard": spec}
+        causes = quota.validate_hard(spec.get("hard"))
+        if causes:
+            raise self._invalid(res, name, causes)
+        return copy.deepcopy(spec)
+
+    def quota_status(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """What the quota controller writes (caller holds the lock): done at once here, so the
+        admission never sees a quota without status (the real one answers ``status unknown for
+        quota`` for a moment)."""
+        ns = obj["metadata"]["namespace"]
+        used = quota.usage(pod for _, pod in self.store.iter_objects(PODS.key, ns))
+        return quota.status(obj, used)
 
     def _admit_object(self, res: Resource, name: str) -> Any:
         """A plain Kubernetes object's name: a DNS-1123 subdomain (instance types have dots)."""
@@ -773,7 +800,11 @@ class Api:
                     }
                 ],
             )
-        spec = self._admit(res, obj, name) if res.is_app else self._admit_object(res, name)
+        if res.is_app:
+            spec = self._admit(res, obj, name)
+        else:
+            self._admit_object(res, name)
+            spec = self._admit_quota(res, obj, name) if res is RESOURCEQUOTAS else None
         with self.store.lock:
             if ns and self.store.get(NAMESPACES.key, "", ns) is None:
                 raise ApiError(
@@ -791,7 +822,7 @@ class Api:
                         _details(res, name),
                     )
                 # Also while it is Terminating: the HelmRelease still exists.
-                raise helm_release_error(res, name, "create", self.v11)
+                raise helm_release_error(res, name, "create", True)
             now = self.clock.now()
             new_md: dict[str, Any] = {
                 "name": name,
@@ -811,7 +842,9 @@ class Api:
                 # generation (ConvertHelmReleaseToApplication does not copy it).
                 "status": {},
             }
-            if not res.is_app:  # a catalogue object (admins): kept as sent
+            if res is RESOURCEQUOTAS:
+                new["status"] = self.quota_status(new)
+            elif not res.is_app:  # a catalogue object (admins): kept as sent
                 new = {
                     **{k: copy.deepcopy(v) for k, v in obj.items() if k not in ("status",)},
                     "apiVersion": res.api_version,
@@ -822,7 +855,7 @@ class Api:
                     new["status"] = {"phase": "Succeeded", "progress": "100.0%", "claimName": name}
             if req.query.get("dryRun") == "All":
                 new_md["resourceVersion"] = ""
-                return self._with_warnings(Response(201, dumps(new)), warnings)
+                return self._with_warnings(Response(201, self.store.shown(res.key, new)), warnings)
             stored = self.store.put(res.key, new)
             if res.is_app:
                 self._remember(res, ns or "", name, None)
@@ -872,7 +905,7 @@ class Api:
             )
         if rv and rv != cur["metadata"]["resourceVersion"]:
             if res.is_app:
-                raise helm_release_error(res, name, "update", self.v11)
+                raise helm_release_error(res, name, "update", True)
             raise ApiError(
                 409,
                 "Conflict",
@@ -890,6 +923,9 @@ class Api:
         out = dict(cur, metadata=out_md)
         if res.is_app:
             out["spec"] = self._admit(res, new, name, create=False)
+        elif res is RESOURCEQUOTAS:
+            out["spec"] = self._admit_quota(res, new, name)
+            out["status"] = self.quota_status(out)
         elif res.key == NODES.key:
             out["spec"] = spec = copy.deepcopy(new.get("spec") or {})
             # The node lifecycle controller mirrors cordoning into a NoSchedule taint.
@@ -911,7 +947,7 @@ class Api:
                 Response(200, self.store.raw(res.key, (ns or "", name))), warnings
             )
         if req.query.get("dryRun") == "All":
-            return self._with_warnings(Response(200, dumps(out)), warnings)
+            return self._with_warnings(Response(200, self.store.shown(res.key, out)), warnings)
         self.store.put(res.key, out)
         if res.is_app:
             self._remember(res, ns or "", name, cur)
@@ -970,15 +1006,19 @@ class Api:
                 if cached is None:
                     if ctype == "application/apply-patch+yaml":
                         # Update found nothing, so server-side apply creates: AlreadyExists.
-                        raise helm_release_error(res, name, "create", self.v11)
+                        raise helm_release_error(res, name, "create", True)
                     cur = None
             if cur is None:
                 raise not_found(res, name)
             if stale:
-                raise helm_release_error(res, name, "update", self.v11)
+                raise helm_release_error(res, name, "update", True)
+            # rest.go Update patches what r.Get returns: the defaulted spec. What it then
+            # stores is that, plus the patch (a group the patch adds stays as sent); so even a
+            # patch that changes nothing a GET shows writes the defaults into the values.
+            base = self.store.views[res.key](cur) if res.is_app else cur
             try:
                 if ctype == "application/json-patch+json":
-                    new = json_patch(cur, patch)
+                    new = json_patch(base, patch)
                 elif ctype in (
                     "application/merge-patch+json",
                     "application/strategic-merge-patch+json",
@@ -990,7 +1030,7 @@ class Api:
                     if ctype == "application/apply-patch+yaml":
                         patch = {k: v for k, v in patch.items() if k not in ("apiVersion", "kind")}
                         patch.get("metadata", {}).pop("resourceVersion", None)
-                    new = merge_patch(cur, patch)
+                    new = merge_patch(base, patch)
                 else:
                     raise ApiError(
                         415,
@@ -1084,6 +1124,14 @@ class Api:
                 "items": items,
             }
         )
+
+
+def _defaulted_view(schema: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def view(obj: dict[str, Any]) -> dict[str, Any]:
+        spec = obj.get("spec")
+        return dict(obj, spec=schemas.default_spec(spec if isinstance(spec, dict) else {}, schema))
+
+    return view
 
 
 def random_token(rng: random.Random, n: int = 40) -> str:

@@ -37,6 +37,9 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "helm_retry": 30.0,  # helm-controller retries a failed install/upgrade (Retries: -1)
     "import_fail": [],  # "ns/vmdisk-name" whose CDI import fails (DataVolumeError)
     "pending_demand": {},  # "ns/cluster/group" -> pods waiting for workers (autoscaler stand-in)
+    # KubeVirt CR spec.configuration.permittedHostDevices.pciHostDevices[].resourceName; None =
+    # every GPU model of the fleet (what Hikube's KubeVirt permits).
+    "permitted_host_devices": None,
 }
 TIME_KNOBS = tuple(k for k, v in DEFAULT_KNOBS.items() if isinstance(v, float))
 
@@ -55,6 +58,14 @@ def check_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"faults: knob {k} must be a number of seconds >= 0")
             out[k] = float(v)
+        elif k == "permitted_host_devices":
+            if v is not None and (
+                not isinstance(v, list) or not all(isinstance(x, str) for x in v)
+            ):
+                raise ValueError(
+                    "faults: knob permitted_host_devices must be null or a list of resource names"
+                )
+            out[k] = None if v is None else list(v)
         elif k == "import_fail":
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise ValueError('faults: knob import_fail must be a list of "ns/name"')

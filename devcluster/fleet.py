@@ -25,7 +25,7 @@ H100 = "nvidia.com/H100_94GB"
 class GpuModel:
     resource: str
     short: str
-    product: str  # GFD nvidia.com/gpu.product label
+    product: str  # what GFD would label nvidia.com/gpu.product (not on passthrough hosts)
     model_name: str  # DCGM modelName
     memory_mib: int
     family: str
@@ -136,18 +136,24 @@ def make_node(spec: NodeSpec, seed: int, created: float) -> dict[str, Any]:
         **{"ephemeral-storage": "1727729574400"},
     )
     if spec.model and spec.gpus:
-        m = model_for(spec.model)
+        model_for(spec.model)  # an unknown model fails here
         labels.update(
             {
+                # NFD's PCI vendor label, then the GPU operator's (NVIDIA/gpu-operator v25.3.0
+                # controllers/state_manager.go: `nvidia.com/gpu.present`, and gpuStateLabels
+                # for the vm-passthrough workload config). No gpu-feature-discovery labels
+                # (gpu.product, gpu.count, gpu.memory, gpu.family): GFD is a `container`
+                # workload operand and does not run on passthrough hosts (cozystack v1.1.0
+                # packages/system/gpu-operator/values-talos.yaml: sandboxWorkloads on, no
+                # driver, no device plugin). The model is the resource name, nothing else.
                 "feature.node.kubernetes.io/pci-10de.present": "true",
                 "nvidia.com/gpu.present": "true",
                 "nvidia.com/gpu.workload.config": "vm-passthrough",
                 "nvidia.com/gpu.deploy.sandbox-device-plugin": "true",
+                "nvidia.com/gpu.deploy.sandbox-validator": "true",
                 "nvidia.com/gpu.deploy.vfio-manager": "true",
-                "nvidia.com/gpu.product": m.product,
-                "nvidia.com/gpu.count": str(spec.gpus),
-                "nvidia.com/gpu.memory": str(m.memory_mib),
-                "nvidia.com/gpu.family": m.family,
+                "nvidia.com/gpu.deploy.kata-manager": "true",
+                "nvidia.com/gpu.deploy.cc-manager": "true",
             }
         )
         capacity[spec.model] = str(spec.gpus)
@@ -438,12 +444,83 @@ def demo_fleet(flavour: str = "current") -> Fleet:
 
 
 SCALE_MIX = ((L40S, 0.5), (A100, 0.3), (H100, 0.2))
+# The demo fleet's workloads per 44 GPUs: 2 VMs of 1 L40S, a cluster with 2 workers of 1 A100
+# (and a CPU-only group), a cluster with 1 worker of 2 L40S, 2 tenants: 6 GPUs of 44 held
+# (13.6 %), half the workloads VMs. The scale fleet repeats it every SCALE_BLOCK_NODES nodes.
+SCALE_BLOCK_NODES = 11  # 88 GPUs: two demo fleets' worth, 12 GPUs held by 8 workloads
 
 
-def scale_fleet(n_nodes: int = 12500, gpus_per_node: int = 8) -> Fleet:
+def _scale_workloads(block: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """Block `block`'s two tenants, each with what acme or globex runs in the demo fleet."""
+    out: list[dict[str, Any]] = []
+    tenants = [f"tenant-s{block:05d}a", f"tenant-s{block:05d}b"]
+    for ns, like in zip(tenants, ("acme", "globex"), strict=True):
+        for k in range(2):  # two demo fleets' worth per block: each tenant runs its pair twice
+            vm = f"vm-{k}"
+            out.append(
+                _app(
+                    "VMDisk",
+                    ns,
+                    f"{vm}-system",
+                    {"source": {"image": {"name": "ubuntu-2404"}}, "storage": "100Gi"},
+                )
+            )
+            out.append(
+                _app(
+                    "VMInstance",
+                    ns,
+                    vm,
+                    {
+                        "runStrategy": "Always",
+                        "instanceType": "u1.2xlarge",
+                        "disks": [{"name": f"{vm}-system"}],
+                        "gpus": [{"name": L40S}],
+                    },
+                    "idle" if like == "acme" else "inference",
+                )
+            )
+            groups: dict[str, Any]
+            if like == "acme":
+                groups = {
+                    "md0": _group(1, 3, "u1.large", "50Gi", [], ["ingress-nginx"]),
+                    "gpu": _group(2, 4, "u1.8xlarge", "100Gi", [A100]),
+                }
+            else:
+                groups = {"gpu": _group(1, 2, "u1.8xlarge", "100Gi", [L40S, L40S])}
+            out.append(
+                _app(
+                    "Kubernetes",
+                    ns,
+                    f"k8s-{k}",
+                    {"version": "v1.33", "nodeGroups": groups},
+                    "hot,training" if like == "acme" else "inference,idle",
+                )
+            )
+    return tenants, out
+
+
+def _group(
+    mn: int, mx: int, it: str, disk: str, gpus: list[str], roles: list[str] | None = None
+) -> dict[str, Any]:
+    g: dict[str, Any] = {
+        "minReplicas": mn,
+        "maxReplicas": mx,
+        "instanceType": it,
+        "ephemeralStorage": disk,
+        "resources": {},
+        "gpus": [{"name": x} for x in gpus],
+    }
+    if roles:
+        g["roles"] = roles
+    return g
+
+
+def scale_fleet(n_nodes: int = 12500, gpus_per_node: int = 8, workloads: bool = True) -> Fleet:
     """12,500 nodes x 8 GPUs: 50% L40S, 30% A100, 20% H100.
 
-    Every 500th node is cordoned and every 700th NotReady.
+    Every 500th node is cordoned and every 700th NotReady. With `workloads`, the demo fleet's
+    workloads and tenants in its proportions: per SCALE_BLOCK_NODES nodes, two tenants with
+    four GPU VMs and four Kubernetes clusters holding 12 GPUs (13.6 %, as the demo's 6 of 44).
     """
     nodes = []
     bounds = []
@@ -467,7 +544,13 @@ def scale_fleet(n_nodes: int = 12500, gpus_per_node: int = 8) -> Fleet:
             )
         start = end
     tenants = ["tenant-root", "tenant-acme", "tenant-globex"]
-    return Fleet("scale", nodes, tenants, [], {t: "tenant-root" for t in tenants})
+    apps: list[dict[str, Any]] = []
+    if workloads:
+        for block in range(n_nodes // SCALE_BLOCK_NODES):
+            names, found = _scale_workloads(block)
+            tenants += names
+            apps += found
+    return Fleet("scale", nodes, tenants, apps, {t: "tenant-root" for t in tenants})
 
 
 def file_fleet(path: str) -> Fleet:

@@ -42,6 +42,7 @@ PORTAL_READS = {
     ("", "namespaces"),
     ("", "pods"),
     ("", "events"),
+    ("", "resourcequotas"),
     ("kubevirt.io", "virtualmachines"),
     ("cozystack.io", "workloadmonitors"),
     # The catalogues the forms offer (inventory sync): instance types, preferences, storage
@@ -195,7 +196,9 @@ class Authorizer:
             if level >= ADMIN:
                 return verb in (*READ, "create", "update", "patch", "delete")
             return verb in READ
-        if res.plural in ("pods", "events", "workloadmonitors"):
+        if res.plural in ("pods", "events", "workloadmonitors", "resourcequotas"):
+            # cozy:tenant:base (aggregated into every level): get/list/watch pods, events,
+            # resourcequotas; never a write on a quota (the tenant chart owns it).
             return verb in READ
         if res.group == "" and res.plural in ("services", "secrets"):
             # The apps' `<release>-dashboard-resources` Roles (cozystack v1.1 vm-instance and

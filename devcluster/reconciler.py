@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from . import schemas
+from . import quota, schemas
 from .catalogue import IMAGE_NAMESPACE, IMAGE_PREFIX
 from .clock import Clock
 from .faults import Faults
@@ -31,6 +31,7 @@ from .resources import (
     NODES,
     PODS,
     PREFERENCES,
+    RESOURCEQUOTAS,
     SECRETS,
     SERVICES,
     WORKLOAD_MONITORS,
@@ -64,6 +65,10 @@ MD0_DEFAULT = {
 }
 CHART_REPLICAS = 2  # v1.1 kubernetes/templates/cluster.yaml: MachineDeployment `replicas: 2`
 RESTART_REQUIRED_MSG = "a non-live-updatable field was changed in the template spec"
+# KubeVirt v1.6.2 pkg/virt-controller/services/renderresources.go (validatePermittedHostDevices)
+# wrapped by template.go's FailedToRenderLaunchManifestErrFormat.
+NOT_PERMITTED_MSG = "GPU {} is not permitted in permittedHostDevices configuration"
+RENDER_FAILED_MSG = "failed to render launch manifest: {}"
 
 
 def _cond(
@@ -122,6 +127,8 @@ class Reconciler:
         self.apps = [r for r in resources if r.is_app]
         self.app_records: dict[str, dict[str, Any]] = {}
         self.units: dict[str, dict[str, Any]] = {}
+        self.quota_changed = False
+        self._owned: dict[str, dict[str, None]] = {}  # owner -> its unit keys (_index_owners)
         self.seq = 0
         self.wake = threading.Event()
         self.stop_flag = threading.Event()
@@ -132,6 +139,7 @@ class Reconciler:
         self.order: dict[str, list[str]] = {}  # model -> schedulable node names, sorted
         self.schedulable: list[str] = []
         self.node_counts = {"total": 0, "not_ready": 0, "cordoned": 0}
+        self.fleet_models: set[str] = set()  # every nvidia.com/* resource a node reports
         self.thread: threading.Thread | None = None
         store.listeners.append(self._on_change)
         self._app_keys = {r.key for r in self.apps}
@@ -148,6 +156,11 @@ class Reconciler:
             self._index_dirty = True
             self.wake.set()
         elif res in self._app_keys:
+            self.wake.set()
+        elif res == RESOURCEQUOTAS.key:
+            # KubeVirt re-enqueues the VMIs whose pod creation failed when a quota changes
+            # (pkg/virt-controller/watch/vmi: updateResourceQuota / deleteResourceQuota).
+            self.quota_changed = True
             self.wake.set()
 
     def start(self) -> None:
@@ -172,13 +185,18 @@ class Reconciler:
                 next_at = self.reconcile()
 
     def fast_forward(self, start: float, end: float, step: float = 30.0) -> None:
-        """Run passes on a simulated clock (bootstrap: the demo's workloads are already running)."""
+        """Run passes on a simulated clock (bootstrap: the demo's workloads are already running).
+        A pass changes nothing before the next timer it returns (the background loop sleeps
+        until then too): the clock jumps to that timer when it is more than `step` away, and
+        stops when none is left."""
         t = start
         while t < end:
             self.clock.fixed = t
             with self.store.lock:
-                self.reconcile()
-            t += step
+                next_at = self.reconcile()
+            if not next_at:
+                break
+            t = max(t + step, next_at)
         self.clock.fixed = None
 
     def state(self) -> dict[str, Any]:
@@ -202,8 +220,12 @@ class Reconciler:
                             used.setdefault(node, Counter())[k] += int(v)
         self.free, self.order, self.schedulable = {}, {}, []
         counts = {"total": 0, "not_ready": 0, "cordoned": 0}
+        models: set[str] = set()
         for (_, name), node in self.store.iter_objects(NODES.key):
             counts["total"] += 1
+            models.update(
+                k for k in node["status"].get("capacity", {}) if k.startswith("nvidia.com/")
+            )
             if not _node_ready(node):
                 counts["not_ready"] += 1
                 continue
@@ -216,7 +238,18 @@ class Reconciler:
                     self.free.setdefault(k, {})[name] = int(v) - used.get(name, Counter())[k]
                     self.order.setdefault(k, []).append(name)
         self.node_counts = counts
+        self.fleet_models = models
         self._index_dirty = False
+
+    def _launch_manifest_error(self, unit: dict[str, Any]) -> str:
+        """virt-controller cannot render the launcher pod: a GPU whose resource name the KubeVirt
+        CR does not permit (kubevirt v1.6.2 renderresources.go validatePermittedHostDevices,
+        called from RenderLaunchManifest; lifecycle.go returns it as a FailedCreate sync error).
+        "" when it can."""
+        permitted = self.faults.knob("permitted_host_devices")
+        allowed = self.fleet_models if permitted is None else set(permitted)
+        denied = [NOT_PERMITTED_MSG.format(g) for g in unit["gpus"] if g not in allowed]
+        return RENDER_FAILED_MSG.format(" ".join(denied)) if denied else ""
 
     def _find_node(self, need: Counter[str], unit_name: str) -> str | None:
         if not need:
@@ -367,6 +400,7 @@ class Reconciler:
         now = self.clock.now() if now is None else now
         if self._index_dirty:
             self._rebuild_index()
+        self._index_owners()
         self._prune_events(now)
         deadlines: list[float] = []
         live_apps: set[str] = set()
@@ -384,7 +418,45 @@ class Reconciler:
             if not changed:
                 break
         deadlines += unit_deadlines
+        self.quota_changed = False
+        self._refresh_quotas()
         return min(deadlines) if deadlines else 0.0
+
+    # --- quotas (the quota controller) -------------------------------------------------
+    def _refresh_quotas(self) -> None:
+        """``status.used`` of every ResourceQuota from the pods now in its namespace."""
+        if not self.store.count(RESOURCEQUOTAS.key):
+            return
+        used_in: dict[str, dict[str, int]] = {}
+        for (ns, _), q in list(self.store.iter_objects(RESOURCEQUOTAS.key)):
+            if ns not in used_in:
+                used_in[ns] = self._quota_used(ns)
+            status = quota.status(q, used_in[ns])
+            if q.get("status") != status:
+                self.store.put(RESOURCEQUOTAS.key, dict(q, status=status))
+
+    def _quota_used(self, ns: str) -> dict[str, int]:
+        return quota.usage(pod for _, pod in self.store.iter_objects(PODS.key, ns))
+
+    def _quota_denial(self, unit: dict[str, Any]) -> str:
+        """The apiserver's answer to creating the unit's launcher pod ("" if admitted)."""
+        quotas = [q for _, q in self.store.iter_objects(RESOURCEQUOTAS.key, unit["ns"])]
+        if not quotas:
+            return ""
+        pod = {
+            "metadata": {"name": unit["pod"]},
+            "spec": {
+                "containers": [
+                    {
+                        "resources": {
+                            "requests": {m: str(n) for m, n in Counter(unit["gpus"]).items()}
+                        }
+                    }
+                ]
+            },
+            "status": {"phase": "Pending"},
+        }
+        return quota.denial(quotas, self._quota_used(unit["ns"]), pod)
 
     def _hr_ref(self, res: Resource, obj: dict[str, Any]) -> dict[str, Any]:
         md = obj["metadata"]
@@ -436,12 +508,14 @@ class Reconciler:
             if now >= due:
                 verb = action.capitalize()
                 chart = f"{res.prefix.rstrip('-')}@{CHART_VERSION}"
+                # Helm gets the HelmRelease's values (the spec as sent) over values.yaml.
+                values = schemas.helm_values(spec, res.schema)
                 problem = schemas.helm_schema_error(
-                    spec, res.schema, res.prefix.rstrip("-")
+                    values, res.schema, res.prefix.rstrip("-")
                 ) or render_problem(
                     res.plural,
                     f"{res.prefix}{name}",
-                    spec,
+                    values,
                     # Helm renders when the action starts; it takes `delay` to finish.
                     lambda disk: self._data_volume_exists(ns, disk, now - self.delay(action)),
                     self._catalogue_has,
@@ -459,7 +533,7 @@ class Reconciler:
                 else:
                     rec["revision"] += 1
                     rec.update(installed=True, ready=True, failed=False, ready_at=now)
-                    rec["deployed"] = copy.deepcopy(spec)
+                    rec["deployed"] = values
                     rec["deployed_at"] = now
                     release = f"{ns}/{res.prefix}{name}.v{rec['revision']}"
                     msg = f"Helm {action} succeeded for release {release} with chart {chart}"
@@ -488,7 +562,7 @@ class Reconciler:
     ) -> float:
         """HelmRelease finalizer: Helm uninstall waits for the resources to go (uninstall
         disableWait false by default); then the app disappears."""
-        units = [u for u in self.units.values() if u["owner"] == key]
+        units = self._owned_units(key)
         for u in units:
             u["deleting"] = True
         if units:
@@ -639,7 +713,7 @@ class Reconciler:
 
     def _forget_app(self, key: str) -> None:
         self.app_records.pop(key, None)
-        for ukey in [k for k, u in self.units.items() if u["owner"] == key]:
+        for ukey in [f"{u['ns']}/{u['name']}" for u in self._owned_units(key)]:
             self._remove_unit(ukey)
         res_key, nsname = key.split("|", 1)
         ns, name = nsname.split("/", 1)
@@ -653,6 +727,17 @@ class Reconciler:
                 self.store.delete(WORKLOAD_MONITORS.key, ns, mon["metadata"]["name"])
 
     # --- units -------------------------------------------------------------------------
+    def _index_owners(self) -> None:
+        """Unit keys by owning app, rebuilt each pass and kept by _new_unit: a pass over
+        thousands of clusters must not scan every unit once per cluster."""
+        self._owned = {}
+        for ukey, u in self.units.items():
+            self._owned.setdefault(u["owner"], {})[ukey] = None
+
+    def _owned_units(self, owner: str) -> list[dict[str, Any]]:
+        keys = self._owned.get(owner, {})
+        return [self.units[k] for k in keys if k in self.units]
+
     def _new_unit(
         self, owner: str, ns: str, name: str, gpus: list[str], now: float, **extra: Any
     ) -> dict[str, Any]:
@@ -674,6 +759,7 @@ class Reconciler:
         }
         unit.update(extra)
         self.units[f"{ns}/{name}"] = unit
+        self._owned.setdefault(owner, {})[f"{ns}/{name}"] = None
         self._write_vm(unit, now)
         return unit
 
@@ -762,7 +848,12 @@ class Reconciler:
         owner = f"{res.key}|{ns}/{name}"
         cluster = f"{res.prefix}{name}"
         cp = int((spec.get("controlPlane") or {}).get("replicas", 2))
-        self._ensure_monitor(ns, cluster, name, "kubernetes", "control-plane", cp, cp, available=cp)
+        # cluster.yaml hard-codes the control plane's monitor: replicas 2, minReplicas 1.
+        self._ensure_monitor(
+            ns, cluster, name, "kubernetes", "control-plane", 1, 2, available=cp,
+            selector={"kamaji.clastix.io/component": "deployment",
+                      "kamaji.clastix.io/name": cluster},
+        )  # fmt: skip
         first_ready = rec.get("first_ready_at", rec.get("ready_at", now))
         rec.setdefault("first_ready_at", first_ready)
         if now < first_ready + self.delay("control_plane"):
@@ -770,7 +861,7 @@ class Reconciler:
         groups = self._node_groups(spec)
         states = rec.setdefault("groups", {})
         deadlines: list[float] = []
-        mine = {k: u for k, u in self.units.items() if u["owner"] == owner}
+        mine = {f"{u['ns']}/{u['name']}": u for u in self._owned_units(owner)}
         for ukey, u in mine.items():
             if u.get("group") not in groups:
                 self._remove_unit(ukey)
@@ -793,7 +884,7 @@ class Reconciler:
                 deadlines.append(d)
             want = st["replicas"]
             members = sorted(
-                (u for u in self.units.values() if u["owner"] == owner and u.get("group") == gname),
+                (u for u in self._owned_units(owner) if u.get("group") == gname),
                 key=lambda u: u["seq"],
             )
             current = [u for u in members if u.get("tmpl", tmpl) == tmpl]
@@ -819,6 +910,9 @@ class Reconciler:
                         "cluster.x-k8s.io/cluster-name": cluster,
                         "cluster.x-k8s.io/deployment-name": f"{cluster}-{gname}",
                         "kubevirt.io/vm": "true",
+                        # CAPK buildVirtualMachineInstanceTemplate: the VMI (so its launcher
+                        # pod) carries the node role, which the worker monitor selects on.
+                        "cluster.x-k8s.io/role": "worker",
                     },
                 )
                 current.append(u)
@@ -827,7 +921,10 @@ class Reconciler:
             for u in old[keep_old:]:
                 self._remove_unit(f"{u['ns']}/{u['name']}")
             members = current + old[:keep_old]
-            running = sum(1 for u in members if u["phase"] == "Running")
+            # The monitor counts the launcher pods its selector matches (observed) and the
+            # Ready ones (available): a booted VM, not a joined node with its GPUs allocatable
+            # (internal/controller/workloadmonitor_controller.go Reconcile).
+            pods = [u for u in members if u.get("pod")]
             self._ensure_monitor(
                 ns,
                 f"{cluster}-{gname}",
@@ -836,8 +933,13 @@ class Reconciler:
                 "worker",
                 mn,
                 None,  # v1.1 worker WorkloadMonitor: minReplicas only (cluster.yaml)
-                available=running,
-                observed=len(members),
+                available=sum(1 for u in pods if u["phase"] == "Running"),
+                observed=len(pods),
+                selector={
+                    "cluster.x-k8s.io/cluster-name": cluster,
+                    "cluster.x-k8s.io/deployment-name": f"{cluster}-{gname}",
+                    "cluster.x-k8s.io/role": "worker",
+                },
             )
         for _, mon in list(self.store.iter_objects(WORKLOAD_MONITORS.key, ns)):
             mname = mon["metadata"]["name"]
@@ -882,6 +984,7 @@ class Reconciler:
         replicas: int | None,
         available: int | None = None,
         observed: int | None = None,
+        selector: dict[str, str] | None = None,
     ) -> None:
         spec: dict[str, Any]
         if available is None:
@@ -890,7 +993,7 @@ class Reconciler:
             observed = 0 if u is None or u["halted"] else 1
         observed = available if observed is None else observed
         spec = {
-            "selector": {"app.kubernetes.io/instance": mname},
+            "selector": selector or {"app.kubernetes.io/instance": mname},
             "kind": kind,
             "type": mtype,
             "version": CHART_VERSION,
@@ -898,8 +1001,9 @@ class Reconciler:
         }
         if replicas is not None:
             spec["replicas"] = replicas
+        # No `operational`: the v1.1 controller sets it on `monitor`, then writes `fresh`
+        # (workloadmonitor_controller.go Reconcile), so it is never stored.
         status = {
-            "operational": available >= min_replicas,
             "availableReplicas": available,
             "observedReplicas": observed,
         }
@@ -996,7 +1100,15 @@ class Reconciler:
             self._apply_pending(unit)
             unit.update(phase="Provisioning", since=now - self.delay("vm_provision"))
             phase = "Provisioning"
-        if phase in ("Provisioning", "ErrorDataVolumeNotFound", "DataVolumeError"):
+        if phase == "FailedCreate" and unit.get("create_error"):
+            # The API server refused the pod (the quota admission): KubeVirt retries the pod
+            # creation with backoff, and at once when a quota changes.
+            due = unit.get("event_at", 0) + self.delay("sched_retry")
+            if now < due and not self.quota_changed:
+                return due
+            return self._try_schedule(unit, now)
+        if phase in ("Provisioning", "ErrorDataVolumeNotFound", "DataVolumeError", "FailedCreate"):
+            # FailedCreate here: the launch manifest could not be rendered (sync_error).
             ready_at = unit["since"] + self.delay("vm_provision")
             if now < ready_at:
                 return ready_at
@@ -1004,6 +1116,17 @@ class Reconciler:
             if blocked:
                 unit["phase"] = blocked
                 return wait
+            render_error = self._launch_manifest_error(unit)
+            if render_error:
+                # The VMI stays Pending with no pod (the VM reads Starting) and virt-controller
+                # requeues it; it starts once the KubeVirt CR permits the device.
+                if phase != "FailedCreate" or unit.get("sync_error") != render_error:
+                    unit.pop("create_error", None)
+                    unit.update(phase="FailedCreate", sync_error=render_error)
+                    self._write_vm(unit, now)
+                return now + self.delay("sched_retry")
+            if unit.pop("sync_error", None) is not None:
+                unit["phase"] = "Provisioning"
             return self._try_schedule(unit, now)
         if phase == "ErrorUnschedulable":
             return self._try_schedule(unit, now)
@@ -1088,9 +1211,14 @@ class Reconciler:
 
     def _try_schedule(self, unit: dict[str, Any], now: float) -> float:
         need = Counter(unit["gpus"])
-        node = self._find_node(need, unit["name"])
         if unit.get("pod") is None:
             unit["pod"] = f"virt-launcher-{unit['name']}-{stable_hex(self.seed, unit['uid'], n=5)}"
+        if self.store.get(PODS.key, unit["ns"], unit["pod"]) is None:
+            # The pod is created before it is scheduled: the quota admission sees it first.
+            if denied := self._quota_denial(unit):
+                return self._failed_create(unit, now, denied)
+            unit.pop("create_error", None)
+        node = self._find_node(need, unit["name"])
         if node is not None:
             self._take(node, need, +1)
             unit.update(phase="Starting", since=now, node=node)
@@ -1133,6 +1261,31 @@ class Reconciler:
             unit["event_at"] = now
         return unit["event_at"] + self.delay("sched_retry")
 
+    def _failed_create(self, unit: dict[str, Any], now: float, error: str) -> float:
+        """virt-controller could not create the launcher pod (kubevirt pkg/virt-controller/
+        watch/vmi/lifecycle.go): a Warning ``FailedCreate`` event on the VMI ("Error creating
+        pod: ..."), the VMI's ``Synchronized`` condition False with reason ``FailedCreate`` and
+        "failed to create virtual machine pod: ..." (copied onto the VM, whose printableStatus
+        stays ``Starting``: the VMI is still Pending); retried, holding nothing."""
+        unit["phase"] = "FailedCreate"
+        unit["create_error"] = error
+        self.emit(
+            unit["ns"],
+            {
+                "apiVersion": "kubevirt.io/v1",
+                "kind": "VirtualMachineInstance",
+                "name": unit["name"],
+                "namespace": unit["ns"],
+                "uid": unit["uid"],
+            },
+            "Warning",
+            "FailedCreate",
+            f"Error creating pod: {error}",
+            "virtualmachine-controller",
+        )
+        unit["event_at"] = now
+        return now + self.delay("sched_retry")
+
     # --- derived objects ---------------------------------------------------------------
     def _vm_ref(self, unit: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -1150,6 +1303,9 @@ class Reconciler:
         ready = phase == "Running"
         if ready:
             reason, message = "", ""
+        elif phase == "FailedCreate":
+            # The VMI exists, its pod does not (lifecycle.go syncReadyConditionFromPod with no pod).
+            reason, message = "PodNotExists", "virt-launcher pod has not yet been scheduled"
         elif phase in HOLDING_PHASES[2:]:
             reason, message = "PodTerminating", "virt-launcher pod is terminating"
         elif phase in ("Starting", "ErrorUnschedulable"):
@@ -1175,6 +1331,22 @@ class Reconciler:
                     "lastTransitionTime": ts,
                     "reason": "Unschedulable",
                     "message": unit.get("message", ""),
+                }
+            )
+        if phase == "FailedCreate":
+            # The VMI's Synchronized condition (conditions.go CheckFailure), copied onto the VM
+            # (vm.go syncConditions); the VMI is unprocessed, so the VM prints Starting.
+            conds.append(
+                {
+                    "type": "Synchronized",
+                    "status": "False",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": ts,
+                    "reason": "FailedCreate",
+                    # A render refusal (sync_error) is the whole message; a pod the API server
+                    # refused (create_error, e.g. the quota admission) is wrapped (lifecycle.go).
+                    "message": unit.get("sync_error")
+                    or "failed to create virtual machine pod: " + unit.get("create_error", ""),
                 }
             )
         if unit.get("pending") and phase != "Terminating":
@@ -1214,9 +1386,10 @@ class Reconciler:
                 "kind": "VirtualMachineClusterInstancetype",
                 "name": tmpl["instance_type"],
             }
+        printable = "Starting" if phase == "FailedCreate" else phase
         status = {
-            "printableStatus": phase,
-            "created": phase in HOLDING_PHASES,
+            "printableStatus": printable,
+            "created": phase in HOLDING_PHASES or phase == "FailedCreate",
             "ready": ready,
             "conditions": conds,
             "runStrategy": spec["runStrategy"],
@@ -1224,7 +1397,10 @@ class Reconciler:
         if (
             old
             and old["spec"] == spec
-            and old["status"]["printableStatus"] == phase
+            and old["status"]["printableStatus"] == printable
+            and [c.get("message") for c in old["status"]["conditions"]]
+            == [c.get("message") for c in conds]
+            and old["status"]["conditions"][0].get("reason") == reason
             and [c["type"] for c in old["status"]["conditions"]] == [c["type"] for c in conds]
         ):
             return

@@ -53,6 +53,11 @@ EVENTS = Resource("", "v1", "events", "event", "Event", True, READ, ("ev",))
 # cluster's admin kubeconfig Secret; tenants read them by name (see rbac.py).
 SERVICES = Resource("", "v1", "services", "service", "Service", True, READ, ("svc",))
 SECRETS = Resource("", "v1", "secrets", "secret", "Secret", True, READ)
+# A tenant's quota (the v1.1 tenant chart's `tenant-quota`, or one an admin makes): enforced on
+# the virt-launcher pods' requests (devcluster/quota.py).
+RESOURCEQUOTAS = Resource(
+    "", "v1", "resourcequotas", "resourcequota", "ResourceQuota", True, WRITE, ("quota",)
+)
 KUBEVIRT_VMS = Resource(
     "kubevirt.io",
     "v1",
@@ -182,6 +187,7 @@ def resources_for(flavour: str) -> list[Resource]:
         EVENTS,
         SERVICES,
         SECRETS,
+        RESOURCEQUOTAS,
         KUBEVIRT_VMS,
         WORKLOAD_MONITORS,
         INSTANCETYPES,

@@ -131,6 +131,37 @@ def default_spec(spec: dict[str, Any], schema_name: str) -> dict[str, Any]:
     return apply_defaults(spec, load_schema(schema_name))
 
 
+def chart_values(schema_name: str) -> dict[str, Any]:
+    """The chart's values.yaml. Cozystack generates each app's values.schema.json from its
+    values.yaml (cozyvalues-gen), so the schema's defaults applied to nothing give it back
+    (checked equal for kubernetes, vm-instance and vm-disk at v1.1.0)."""
+    return apply_defaults({}, load_schema(schema_name))
+
+
+def coalesce(defaults: Any, values: Any) -> Any:
+    """Helm's coalescing of the chart's values.yaml with the release's values (pkg/chartutil
+    coalesce.go): maps merge key by key, anything else from `values` wins, null deletes."""
+    if not isinstance(defaults, dict) or not isinstance(values, dict):
+        return copy.deepcopy(values)
+    out = copy.deepcopy(defaults)
+    for key, value in values.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = coalesce(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def helm_values(spec: dict[str, Any], schema_name: str) -> dict[str, Any]:
+    """What Helm renders and checks: values.yaml coalesced with the HelmRelease's values, which
+    are the app's spec as sent (cozystack-api defaults on read only). A node group the user
+    adds gets nothing from values.yaml (it only holds md0): its missing required keys stay
+    missing."""
+    return coalesce(chart_values(schema_name), spec)
+
+
 def validate_name(name: str, prefix: str) -> list[dict[str, str]]:
     """cozystack-api's validateNameFormat / validateNameLength."""
     causes = []
@@ -203,7 +234,21 @@ def helm_schema_error(spec: Any, schema_name: str, chart: str) -> str | None:
     )
     if not errors:
         return None
-    lines = "\n".join(dict.fromkeys(_helm_line(e) for e in errors))
+    # santhosh-tekuri/jsonschema v6 reports one `required` error per object, naming every
+    # missing key ("missing properties 'a', 'b'"); Python's jsonschema yields one per key.
+    missing: dict[str, list[str]] = {}
+    others = []
+    for e in errors:
+        if e.validator == "required":
+            found = re.findall(r"'([^']+)' is a required property", e.message)
+            missing.setdefault(_pointer(e.absolute_path), []).extend(found)
+        else:
+            others.append(_helm_line(e))
+    for at, keys in missing.items():
+        keys = list(dict.fromkeys(keys))
+        word = "property" if len(keys) == 1 else "properties"
+        others.append(f"- at '{at}': missing {word} " + ", ".join(f"'{k}'" for k in keys))
+    lines = "\n".join(dict.fromkeys(sorted(others)))
     return (
         "values don't meet the specifications of the schema(s) in the following chart(s):\n"
         f"{chart}:\n{lines}"

@@ -130,7 +130,7 @@ class DevCluster:
             # Assemble from the cached per-object JSON: cheap even with 12,500 nodes.
             parts = []
             for res in list(self.store.objects):
-                raws = [self.store.raw(res, k) for k in self.store.sorted_keys(res)]
+                raws = [self.store.stored_raw(res, k) for k in self.store.sorted_keys(res)]
                 parts.append(dumps(res) + b":[" + b",".join(raws) + b"]")
             store_json = (
                 b'{"rv":' + str(self.store.rv).encode() + b',"objects":{' + b",".join(parts) + b"}}"

@@ -68,18 +68,33 @@ class Store:
         self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
         self.closed = False
         self.dirty = threading.Event()  # set on every write, for the state saver
+        # res -> how a stored object is shown to clients (apps: cozystack-api applies the
+        # schema's defaults when it converts a HelmRelease on read; what is stored stays raw).
+        self.views: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
     # --- reads -------------------------------------------------------------------------
     def get(self, res: str, ns: str, name: str) -> dict[str, Any] | None:
         return self.objects.get(res, {}).get((ns, name))
 
+    def shown(self, res: str, obj: dict[str, Any]) -> bytes:
+        """`obj` serialized as clients see it (through the resource's view, if any)."""
+        view = self.views.get(res)
+        return dumps(view(obj) if view else obj)
+
     def raw(self, res: str, key: Key) -> bytes:
+        """The stored object as clients see it (cached)."""
         cache = self._json.setdefault(res, {})
         b = cache.get(key)
         if b is None:
-            b = dumps(self.objects[res][key])
+            b = self.shown(res, self.objects[res][key])
             cache[key] = b
         return b
+
+    def stored_raw(self, res: str, key: Key) -> bytes:
+        """The stored object itself (state files keep what was stored, not the view)."""
+        if res in self.views:
+            return dumps(self.objects[res][key])
+        return self.raw(res, key)
 
     def sorted_keys(self, res: str) -> list[Key]:
         keys = self._sorted.get(res)
@@ -90,14 +105,38 @@ class Store:
 
     def iter_objects(self, res: str, ns: str | None = None) -> Iterator[tuple[Key, dict[str, Any]]]:
         objs = self.objects.get(res, {})
-        for key in self.sorted_keys(res):
-            if ns is None or key[0] == ns:
+        keys = self.sorted_keys(res)
+        if ns is None:
+            for key in keys:
                 yield key, objs[key]
+            return
+        # Keys are sorted (namespace, name): the namespace's run starts where bisect says.
+        for key in keys[bisect.bisect_left(keys, (ns,)) :]:
+            if key[0] != ns:
+                return
+            yield key, objs[key]
 
     def count(self, res: str) -> int:
         return len(self.objects.get(res, {}))
 
     # --- writes ------------------------------------------------------------------------
+    # The sorted key list is replaced, never changed in place (a reader may be iterating the
+    # old one): a copy per added or deleted key, instead of a sort per read after each write.
+    def _sorted_add(self, res: str, key: Key) -> None:
+        keys = self._sorted.get(res)
+        if keys is not None:
+            i = bisect.bisect_left(keys, key)
+            self._sorted[res] = [*keys[:i], key, *keys[i:]]
+
+    def _sorted_remove(self, res: str, key: Key) -> None:
+        keys = self._sorted.get(res)
+        if keys is not None:
+            i = bisect.bisect_left(keys, key)
+            if i < len(keys) and keys[i] == key:
+                self._sorted[res] = keys[:i] + keys[i + 1 :]
+            else:
+                self._sorted[res] = None
+
     def _bump(self) -> int:
         self.rv += 1
         return self.rv
@@ -112,8 +151,8 @@ class Store:
             md["resourceVersion"] = str(self._bump())
             bucket[key] = obj
             if not existed:
-                self._sorted[res] = None
-            raw = dumps(obj)
+                self._sorted_add(res, key)
+            raw = self.shown(res, obj)
             self._json.setdefault(res, {})[key] = raw
             self._record(
                 WatchEvent(
@@ -128,11 +167,11 @@ class Store:
             old = bucket.pop((ns, name), None)
             if old is None:
                 return None
-            self._sorted[res] = None
+            self._sorted_remove(res, (ns, name))
             self._json.get(res, {}).pop((ns, name), None)
             gone = copy.copy(old)
             gone["metadata"] = dict(old["metadata"], resourceVersion=str(self._bump()))
-            self._record(WatchEvent(self.rv, res, ns, "DELETED", gone, dumps(gone)))
+            self._record(WatchEvent(self.rv, res, ns, "DELETED", gone, self.shown(res, gone)))
             return gone
 
     def load_raw(self, res: str, obj: dict[str, Any]) -> None:

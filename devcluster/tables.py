@@ -194,10 +194,15 @@ COLUMNS: dict[str, list[Column]] = {
         ("KIND", "string", "", 0, lambda o: o["spec"].get("kind", "")),
         ("TYPE", "string", "", 0, lambda o: o["spec"].get("type", "")),
         ("VERSION", "string", "", 0, lambda o: o["spec"].get("version", "")),
-        ("REPLICAS", "integer", "", 0, lambda o: o["spec"].get("replicas", 0)),
-        ("MINREPLICAS", "integer", "", 0, lambda o: o["spec"].get("minReplicas", 0)),
-        ("AVAILABLE", "integer", "", 0, lambda o: o.get("status", {}).get("availableReplicas", 0)),
-        ("OPERATIONAL", "boolean", "", 0, lambda o: o.get("status", {}).get("operational", False)),
+        # The CRD's printer columns (cozystack v1.1.0 api/v1alpha1/workloadmonitor_types.go); a
+        # missing value is a null cell (kubectl prints <none>): worker monitors have no
+        # replicas and no monitor has `operational` stored.
+        ("REPLICAS", "integer", "", 0, lambda o: o["spec"].get("replicas")),
+        ("MINREPLICAS", "integer", "", 0, lambda o: o["spec"].get("minReplicas")),
+        ("AVAILABLE", "integer", "", 0, lambda o: o.get("status", {}).get("availableReplicas")),
+        ("OBSERVED", "integer", "", 0, lambda o: o.get("status", {}).get("observedReplicas")),
+        ("OPERATIONAL", "boolean", "", 0, lambda o: o.get("status", {}).get("operational")),
+        ("AGE", "string", "", 0, lambda o: age(o["metadata"].get("creationTimestamp"))),
     ],
 }
 

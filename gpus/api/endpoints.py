@@ -23,12 +23,13 @@ from gpus.api.schemas import (
     NodeGroupIn,
     OperationOut,
     Problem,
+    SpendOut,
     TenantOut,
     UtilizationOut,
     VmIn,
     WorkloadOut,
 )
-from gpus.capacity import exports
+from gpus.capacity import exports, pricing
 from gpus.capacity.forms import ExportForm
 from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.selectors import (
@@ -479,3 +480,31 @@ def capacity_gpu_hours(request: HttpRequest, start: str = "", end: str = "") -> 
     """GPU-hours per tenant, cluster and GPU model over [start, end) (for billing)."""
     first, last, _step = _export_period(request, start=start, end=end)
     return list(exports.usage_dicts(first, last))
+
+
+@api.get(
+    "/capacity/spend",
+    response={200: list[SpendOut], 404: Problem, 422: Problem},
+    tags=["capacity"],
+)
+def capacity_spend(request: HttpRequest, start: str = "", end: str = "") -> list[dict]:
+    """Spend per tenant, cluster and GPU model over [start, end) (for billing): the rows of the
+    spend CSV export. Platform admins only."""
+    first, last, _step = _export_period(request, start=start, end=end)
+    return pricing.spend_rows(first, last)
+
+
+@api.get(
+    "/tenants/{namespace}/spend",
+    response={200: list[SpendOut], 404: Problem, 422: Problem},
+    tags=["capacity"],
+)
+def tenant_spend(request: HttpRequest, namespace: str, start: str = "", end: str = "") -> list:
+    """One tenant's spend per cluster and GPU model over [start, end): its members and admins
+    (a 404 for anyone else)."""
+    tenant = get_tenant_for_user(request.user, namespace)
+    form = ExportForm({k: v for k, v in {"start": start, "end": end}.items() if v})
+    if not form.is_valid():
+        raise _form_errors(form)
+    first, last = form.period()
+    return pricing.spend_rows(first, last, tenant)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from ninja import Field, Schema
 
@@ -135,6 +136,18 @@ class CapacityHistoryOut(Schema):
     unavailable: float
     queued_max: int = Field(description="most GPUs waiting for capacity at one sync")
     refused: int = Field(description="GPUs refused for lack of capacity in the bucket")
+
+
+class SpendOut(Schema):
+    tenant: str
+    cluster: str
+    gpu_model: str
+    currency: str = Field(description="CHF or EUR; empty for usage before any price list")
+    gpu_hours: float
+    vcpu_hours: float
+    memory_gib_hours: float
+    disk_gib_hours: float
+    amount: Decimal = Field(description="at the price list in force each day, 2 decimals")
 
 
 class GpuHoursOut(Schema):

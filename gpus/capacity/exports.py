@@ -1,5 +1,5 @@
-"""CSV exports of the capacity history and of GPU-hours per tenant (for billing); the API
-serves the same rows as JSON."""
+"""CSV exports of the capacity history, of GPU-hours and of spend per tenant (for billing); the
+API serves the same rows as JSON."""
 
 from __future__ import annotations
 
@@ -8,12 +8,24 @@ from collections.abc import Iterable, Iterator
 
 from django.http import StreamingHttpResponse
 
-from gpus.capacity import selectors
+from gpus.capacity import pricing, selectors
 from gpus.capacity.models import ROLLUP_FIELDS
+from gpus.tenancy.models import Tenant
 from gpus.web.exports import csv_response
 
 HISTORY_COLUMNS = ["ts", "cluster_name", "gpu_model_name", *ROLLUP_FIELDS]
 USAGE_COLUMNS = ["tenant", "cluster", "gpu_model", "gpu_hours", "gpus_max"]
+SPEND_COLUMNS = [
+    "tenant",
+    "cluster",
+    "gpu_model",
+    "currency",
+    "gpu_hours",
+    "vcpu_hours",
+    "memory_gib_hours",
+    "disk_gib_hours",
+    "amount",
+]
 
 
 def _stream(
@@ -51,3 +63,12 @@ def history_csv(start: dt.datetime, end: dt.datetime, bucket: str) -> StreamingH
 def gpu_hours_csv(start: dt.datetime, end: dt.datetime) -> StreamingHttpResponse:
     rows = ([r[c] for c in USAGE_COLUMNS] for r in usage_dicts(start, end))
     return _stream(USAGE_COLUMNS, rows, f"gpu-hours-{start:%Y%m%d}-{end:%Y%m%d}.csv")
+
+
+def spend_csv(
+    start: dt.datetime, end: dt.datetime, tenant: Tenant | None = None
+) -> StreamingHttpResponse:
+    """Spend per tenant, cluster and model (pricing.spend_rows): one tenant's, or everyone's."""
+    rows = ([r[c] for c in SPEND_COLUMNS] for r in pricing.spend_rows(start, end, tenant))
+    who = tenant.namespace if tenant is not None else "tenants"
+    return _stream(SPEND_COLUMNS, rows, f"spend-{who}-{start:%Y%m%d}-{end:%Y%m%d}.csv")

@@ -8,7 +8,7 @@ from django import forms
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from gpus.capacity.models import Bucket
+from gpus.capacity.models import Bucket, Currency
 from gpus.catalog.models import GpuModel
 from gpus.provisioning.choices import OperationKind, OperationState
 
@@ -72,6 +72,64 @@ class ExportForm(forms.Form):
             return dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC)
 
         return midnight(start), midnight(end)
+
+
+def _amount(label: str, help_text: str = "", required: bool = True) -> forms.DecimalField:
+    return forms.DecimalField(
+        label=label,
+        min_value=0,
+        max_value=1_000_000,
+        max_digits=12,
+        decimal_places=4,
+        required=required,
+        help_text=help_text,
+    )
+
+
+class PriceListForm(forms.Form):
+    """A new price list: the general prices, then one field per GPU model (`gpu_<id>`; empty:
+    the model has no price)."""
+
+    valid_from = forms.DateField(
+        label=_("Valid from"),
+        help_text=_("A UTC day, today or later: spend already counted keeps its prices."),
+    )
+    currency = forms.ChoiceField(label=_("Currency"), choices=Currency.choices)
+    vcpu_hour = _amount(_("Per vCPU-hour"))
+    memory_gib_hour = _amount(_("Per GiB of memory-hour"))
+    disk_gib_month = _amount(_("Per GiB of disk-month"), _("A month is 730 hours (365 × 24 / 12)."))
+
+    def __init__(self, *args: object, models: list[GpuModel], today: dt.date, **kwargs: object):
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.today = today
+        self.models = models
+        for model in models:
+            self.fields[f"gpu_{model.pk}"] = _amount(
+                _("%(model)s per GPU-hour") % {"model": model.display_name}, required=False
+            )
+
+    def gpu_fields(self) -> list[forms.BoundField]:
+        return [self[f"gpu_{m.pk}"] for m in self.models]
+
+    def clean_valid_from(self) -> dt.date:
+        day = self.cleaned_data["valid_from"]
+        if day < self.today:
+            raise forms.ValidationError(
+                _(
+                    "A price list applies from today (%(today)s, UTC) or later: spend already "
+                    "counted keeps its prices."
+                )
+                % {"today": self.today.isoformat()},
+                code="past",
+            )
+        return day
+
+    def gpu_prices(self) -> dict[GpuModel, object]:
+        return {
+            m: self.cleaned_data[f"gpu_{m.pk}"]
+            for m in self.models
+            if self.cleaned_data.get(f"gpu_{m.pk}") is not None
+        }
 
 
 class OperationFilterForm(forms.Form):

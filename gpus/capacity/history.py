@@ -20,12 +20,15 @@ from gpus.capacity.models import (
     RefusedRequest,
     TenantUsage,
 )
+from gpus.capacity.pricing import held_resources
 from gpus.inventory.choices import WorkloadKind
-from gpus.inventory.models import GpuWorkload, ModelInventory, NodeGpu, TenantAllocation
+from gpus.inventory.models import GpuWorkload, ModelInventory, NodeGpu
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
 from gpus.provisioning.models import Operation
 
 UTC = dt.UTC
+# A tenant's usage row: the most GPUs held, and GPU-, vCPU-, memory- and disk-GiB-hours.
+USAGE_FIELDS = ["gpus_max", "gpu_hours", "vcpu_hours", "memory_gib_hours", "disk_gib_hours"]
 
 
 def hour_of(t: dt.datetime) -> dt.datetime:
@@ -108,26 +111,26 @@ def record_samples(cluster_id: int, at: dt.datetime) -> int:
 
 def _add_tenant_usage(cluster_id: int, at: dt.datetime, previous: dt.datetime | None) -> None:
     """GPU-hours since the previous sample, credited to what each tenant holds now (capped, so
-    a cluster unreachable for a day is not billed a day of what it held before)."""
+    a cluster unreachable for a day is not billed a day of what it held before), and the vCPU-,
+    memory- and disk-GiB-hours of the workloads holding those GPUs (what spend prices)."""
     cap = settings.CAPACITY_USAGE_GAP_SECONDS
     seconds = min((at - previous).total_seconds(), cap) if previous else 0.0
-    held = list(
-        TenantAllocation.objects.filter(
-            cluster_id=cluster_id, tenant__isnull=False, allocated__gt=0
-        ).values_list("tenant_id", "gpu_model_id", "allocated")
-    )
+    held = held_resources(cluster_id=cluster_id)
     if not held:
         return
     hour = hour_of(at)
     existing = {
-        (t, m): (n, h)
-        for t, m, n, h in TenantUsage.objects.filter(
+        (r[0], r[1]): r[2:]
+        for r in TenantUsage.objects.filter(
             bucket=Bucket.HOUR, cluster_id=cluster_id, ts=hour
-        ).values_list("tenant_id", "gpu_model_id", "gpus_max", "gpu_hours")
+        ).values_list("tenant_id", "gpu_model_id", *USAGE_FIELDS)
     }
+    hours = seconds / 3600
     rows = []
-    for tenant_id, model_id, n in held:
-        old_max, old_hours = existing.get((tenant_id, model_id), (0, 0.0))
+    for (tenant_id, model_id), h in held.items():
+        old_max, old_gpu, old_vcpu, old_memory, old_disk = existing.get(
+            (tenant_id, model_id), (0, 0.0, 0.0, 0.0, 0.0)
+        )
         rows.append(
             TenantUsage(
                 bucket=Bucket.HOUR,
@@ -135,8 +138,11 @@ def _add_tenant_usage(cluster_id: int, at: dt.datetime, previous: dt.datetime | 
                 cluster_id=cluster_id,
                 tenant_id=tenant_id,
                 gpu_model_id=model_id,
-                gpus_max=max(old_max, n),
-                gpu_hours=old_hours + n * seconds / 3600,
+                gpus_max=max(old_max, h.gpus),
+                gpu_hours=old_gpu + h.gpus * hours,
+                vcpu_hours=old_vcpu + h.vcpus * hours,
+                memory_gib_hours=old_memory + h.memory_gib * hours,
+                disk_gib_hours=old_disk + h.disk_gib * hours,
             )
         )
     # One writer per cluster (the sync's lease), so read-then-upsert is safe.
@@ -144,7 +150,7 @@ def _add_tenant_usage(cluster_id: int, at: dt.datetime, previous: dt.datetime | 
         rows,
         update_conflicts=True,
         unique_fields=["bucket", "cluster", "tenant", "gpu_model", "ts"],
-        update_fields=["gpus_max", "gpu_hours"],
+        update_fields=USAGE_FIELDS,
     )
 
 
@@ -222,7 +228,13 @@ def _tenant_days(now: dt.datetime) -> int:
         TenantUsage.objects.filter(bucket=Bucket.HOUR, ts__gte=start)
         .annotate(day=TruncDay("ts", tzinfo=UTC))
         .values("day", "cluster_id", "tenant_id", "gpu_model_id")
-        .annotate(top=Max("gpus_max"), hours=Sum("gpu_hours"))
+        .annotate(
+            top=Max("gpus_max"),
+            hours=Sum("gpu_hours"),
+            vcpu=Sum("vcpu_hours"),
+            memory=Sum("memory_gib_hours"),
+            disk=Sum("disk_gib_hours"),
+        )
     )
     rows = [
         TenantUsage(
@@ -233,6 +245,9 @@ def _tenant_days(now: dt.datetime) -> int:
             gpu_model_id=g["gpu_model_id"],
             gpus_max=g["top"] or 0,
             gpu_hours=g["hours"] or 0.0,
+            vcpu_hours=g["vcpu"] or 0.0,
+            memory_gib_hours=g["memory"] or 0.0,
+            disk_gib_hours=g["disk"] or 0.0,
         )
         for g in groups
     ]
@@ -240,7 +255,7 @@ def _tenant_days(now: dt.datetime) -> int:
         rows,
         update_conflicts=True,
         unique_fields=["bucket", "cluster", "tenant", "gpu_model", "ts"],
-        update_fields=["gpus_max", "gpu_hours"],
+        update_fields=USAGE_FIELDS,
     )
     return len(rows)
 

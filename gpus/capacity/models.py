@@ -83,6 +83,11 @@ class TenantUsage(models.Model):
     gpu_model = models.ForeignKey(GpuModel, on_delete=models.CASCADE, related_name="+")
     gpus_max = models.PositiveIntegerField(default=0)
     gpu_hours = models.FloatField(default=0)
+    # What the workloads holding those GPUs hold besides (instance type and disk), x time: what
+    # spend prices besides the GPUs (capacity.pricing).
+    vcpu_hours = models.FloatField(default=0)
+    memory_gib_hours = models.FloatField(default=0)
+    disk_gib_hours = models.FloatField(default=0)
 
     class Meta:
         constraints = [
@@ -170,6 +175,58 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return self.text[:60]
+
+
+class Currency(models.TextChoices):
+    CHF = "CHF", "CHF"
+    EUR = "EUR", "EUR"
+
+
+class PriceList(models.Model):
+    """The prices in force from `valid_from` (a UTC day) until a later list's. Never changed
+    once saved: a change is a new list (who set it, when), so spend already counted keeps its
+    prices and the lists are their own audit trail. Read through capacity.pricing only."""
+
+    valid_from = models.DateField(_("valid from"))
+    currency = models.CharField(_("currency"), max_length=3, choices=Currency.choices)
+    vcpu_hour = models.DecimalField(_("per vCPU-hour"), max_digits=12, decimal_places=6)
+    memory_gib_hour = models.DecimalField(
+        _("per GiB of memory-hour"), max_digits=12, decimal_places=6
+    )
+    disk_gib_month = models.DecimalField(
+        _("per GiB of disk-month"), max_digits=12, decimal_places=6
+    )
+    set_by = models.CharField(_("set by"), max_length=150)
+    created_at = models.DateTimeField(_("saved"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["-valid_from", "-pk"]
+        verbose_name = _("price list")
+        verbose_name_plural = _("price lists")
+
+    def __str__(self) -> str:
+        return f"{self.currency} from {self.valid_from}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            raise ValueError("Price lists are append-only: save a new one.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class GpuPrice(models.Model):
+    """One GPU model's price per GPU-hour in one list (a model without a row has no price)."""
+
+    price_list = models.ForeignKey(PriceList, on_delete=models.CASCADE, related_name="gpu_prices")
+    gpu_model = models.ForeignKey(GpuModel, on_delete=models.PROTECT, related_name="+")
+    hour = models.DecimalField(_("per GPU-hour"), max_digits=12, decimal_places=4)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["price_list", "gpu_model"], name="unique_gpu_price")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gpu_model_id}: {self.hour}"
 
 
 # The counts a rollup keeps: written by history, read by the page and the exports.

@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Avg, Count, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models.functions import Coalesce, Greatest, TruncDay
 from django.http import Http404
 from django.utils import timezone
 
@@ -27,13 +27,21 @@ from gpus.capacity.models import (
 )
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import WorkloadKind
-from gpus.inventory.models import Cluster, GpuWorkload, ModelInventory, NodeGpu, TenantAllocation
-from gpus.provisioning.capacity import gpus_counted
+from gpus.inventory.models import (
+    Cluster,
+    ClusterQuota,
+    GpuWorkload,
+    ModelInventory,
+    NodeGpu,
+    TenantAllocation,
+)
+from gpus.provisioning.capacity import QuotaRoom, quota_rooms
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
 from gpus.tenancy.models import Tenant
 from gpus.utilization.models import Bucket as UtilBucket
-from gpus.utilization.models import GpuRollup
+from gpus.utilization.models import GpuRollup, GroupRollup, Scope
+from gpus.utilization.selectors import finer_if_empty
 from gpus.web.access import User
 from gpus.web.paging import KeysetPage, PageRequest, keyset_page
 
@@ -287,8 +295,8 @@ def _top_tenants(days: int, now: dt.datetime) -> list[dict]:
 
 
 def quota_pressure() -> list[dict]:
-    """Tenants holding at least 80 % of a quota (the snapshot's GPUs held), fullest first:
-    1 query, the sums in the database."""
+    """Tenants holding at least 80 % of a quota, fullest first: the portal's (the snapshot's
+    GPUs held; 1 query, the sums in the database) and the cluster's own (1 query)."""
     held = (
         TenantAllocation.objects.filter(tenant=OuterRef("tenant"), gpu_model=OuterRef("gpu_model"))
         .values("tenant")
@@ -302,16 +310,35 @@ def quota_pressure() -> list[dict]:
         .select_related("tenant", "gpu_model")
         .order_by("-share", "tenant__namespace")[:TABLE_ROWS]
     )
-    return [
+    portal = [
         {
             "tenant": q.tenant,
             "model": q.gpu_model,
             "held": q.held,
             "limit": q.limit,
             "over": q.held > q.limit,
+            "cluster_quota": "",
         }
         for q in rows
     ]
+    # The tenants' own ResourceQuotas, with what the cluster's quota controller counts: 1 query.
+    cluster = [
+        {
+            "tenant": q.tenant,
+            "model": q.gpu_model,
+            "held": q.used,
+            "limit": q.hard,
+            "over": q.used > q.hard,
+            "cluster_quota": q.name,
+        }
+        for q in ClusterQuota.objects.filter(used__gte=F("hard") * NEAR_QUOTA)
+        .annotate(share=F("used") * 1.0 / Greatest(F("hard"), 1))
+        .select_related("tenant", "gpu_model")
+        .order_by("-share", "tenant__namespace")[:TABLE_ROWS]
+    ]
+    both = portal + cluster
+    both.sort(key=lambda r: (-r["held"] / max(r["limit"], 1), r["tenant"].namespace))
+    return both[:TABLE_ROWS]
 
 
 # --- a tenant's headroom ------------------------------------------------------------------
@@ -319,24 +346,55 @@ def quota_pressure() -> list[dict]:
 
 @dataclass(frozen=True)
 class Headroom:
+    """A tenant's room on one model: the portal's quota and the cluster's own ResourceQuota
+    (where one exists) side by side; the lower one wins."""
+
     model: GpuModel
-    limit: int
-    counted: int
+    rooms: tuple[QuotaRoom, ...]
+
+    @property
+    def portal(self) -> QuotaRoom | None:
+        return next((r for r in self.rooms if not r.cluster_quota), None)
+
+    @property
+    def cluster(self) -> QuotaRoom | None:
+        """The cluster quota with the least left (several clusters, several quotas)."""
+        found = [r for r in self.rooms if r.cluster_quota]
+        return min(found, key=lambda r: r.left) if found else None
+
+    @property
+    def binding(self) -> QuotaRoom:
+        return min(self.rooms, key=lambda r: (r.left, bool(r.cluster_quota)))
+
+    @property
+    def limit(self) -> int:
+        return self.binding.limit
+
+    @property
+    def counted(self) -> int:
+        return self.binding.counted
 
     @property
     def left(self) -> int:
-        return max(self.limit - self.counted, 0)
+        return self.binding.left
+
+    @property
+    def by_cluster(self) -> bool:
+        return bool(self.binding.cluster_quota)
 
 
 def headroom(tenant: Tenant) -> list[Headroom]:
-    """Per model with a quota: the limit, what counts against it (held, a node group at what
-    it may grow to, and operations in flight), what is left."""
-    return [
-        Headroom(q.gpu_model, q.limit, gpus_counted(tenant, q.gpu_model))
-        for q in GpuQuota.objects.filter(tenant=tenant)
-        .select_related("gpu_model")
-        .order_by("gpu_model__sort_order", "gpu_model__display_name")
-    ]
+    """Per model with a quota (the portal's, the cluster's, or both): each limit, what counts
+    against it (held, a node group at what it may grow to, and operations in flight), what is
+    left under the lower one."""
+    ids = set(GpuQuota.objects.filter(tenant=tenant).values_list("gpu_model_id", flat=True))
+    ids |= set(ClusterQuota.objects.filter(tenant=tenant).values_list("gpu_model_id", flat=True))
+    out = []
+    for model in GpuModel.objects.filter(pk__in=ids).order_by("sort_order", "display_name"):
+        rooms = quota_rooms(tenant, model)
+        if rooms:
+            out.append(Headroom(model, tuple(rooms)))
+    return out
 
 
 def quotas_of(tenant: Tenant) -> dict[int, int]:
@@ -450,8 +508,41 @@ def fleet_operations(filters: dict[str, Any], page: PageRequest) -> KeysetPage[O
     def midnight(d: dt.date) -> dt.datetime:
         return timezone.make_aware(dt.datetime.combine(d, dt.time.min))
 
+    if ("start" in filters or "end" in filters) and not filters.keys() & {
+        "kind",
+        "state",
+        "gpu_model",
+    }:
+        # Dates alone: the (created_at, id) index walks from the range's end; ids in id order
+        # would walk every operation newer than an "until" day first.
+        key = TENANT_OPERATIONS_KEY
     if "start" in filters:
         qs = qs.filter(created_at__gte=midnight(filters["start"]))
     if "end" in filters:
         qs = qs.filter(created_at__lt=midnight(filters["end"] + dt.timedelta(days=1)))
     return keyset_page(qs, key, page, OPERATIONS_PER_PAGE, descending=True)
+
+
+# --- a tenant's energy ------------------------------------------------------------------
+
+
+def tenant_energy(
+    tenant: Tenant, since: dt.datetime, until: dt.datetime | None = None
+) -> list[dict[str, Any]]:
+    """kWh per UTC day of the tenant's GPUs that report telemetry, from the tenant's hourly
+    utilization rollups (the 5-minute ones while no hour has closed): 1 or 2 queries."""
+
+    def rows_of(bucket: str) -> QuerySet:
+        qs = GroupRollup.objects.filter(
+            bucket=bucket, scope=Scope.TENANT, key=tenant.namespace, ts__gte=since
+        )
+        return qs.filter(ts__lt=until) if until is not None else qs
+
+    rows = rows_of(finer_if_empty(UtilBucket.HOUR, rows_of))
+    return [
+        {"day": r["day"], "kwh": (r["wh"] or 0) / 1000, "gpu_hours": r["gpu_hours"] or 0}
+        for r in rows.annotate(day=TruncDay("ts", tzinfo=dt.UTC))
+        .values("day")
+        .annotate(wh=Sum("energy_wh"), gpu_hours=Sum("gpu_hours"))
+        .order_by("day")
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -14,7 +15,8 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from gpus.capacity.models import Notification, NotificationKind, WaitlistEntry
+from gpus.capacity import pricing
+from gpus.capacity.models import GpuPrice, Notification, NotificationKind, PriceList, WaitlistEntry
 from gpus.catalog.models import GpuModel
 from gpus.inventory.models import NodeGpu
 from gpus.provisioning.audit import audit
@@ -51,6 +53,58 @@ def set_quota(actor: Any, tenant: Tenant, model: GpuModel, limit: int | None) ->
             {"model": model.resource_name, "old": old, "new": limit},
         )
     return True
+
+
+# --- prices -----------------------------------------------------------------------------
+
+
+def set_price_list(
+    actor: Any,
+    valid_from: dt.date,
+    currency: str,
+    vcpu_hour: Decimal,
+    memory_gib_hour: Decimal,
+    disk_gib_month: Decimal,
+    gpu_prices: dict[GpuModel, Decimal],
+    today: dt.date | None = None,
+) -> PriceList | None:
+    """Save a new price list, in force from `valid_from` (today or later, so spend already
+    counted keeps its prices). Lists are append-only and record who saved them and when: the
+    audit trail of prices. None when it would change nothing (the same prices as the list in
+    force on that day)."""
+    today = today or timezone.now().astimezone(dt.UTC).date()
+    if valid_from < today:
+        raise ValueError("A price list applies from today or later.")
+    gpu = {m.pk: Decimal(v) for m, v in gpu_prices.items()}
+    with transaction.atomic():
+        current = pricing.rates_at(valid_from)
+        if (
+            current is not None
+            and current.currency == currency
+            and (current.vcpu_hour, current.memory_gib_hour, current.disk_gib_month)
+            == (Decimal(vcpu_hour), Decimal(memory_gib_hour), Decimal(disk_gib_month))
+            and current.gpu_hour == gpu
+        ):
+            return None
+        price_list = PriceList.objects.create(
+            valid_from=valid_from,
+            currency=currency,
+            vcpu_hour=vcpu_hour,
+            memory_gib_hour=memory_gib_hour,
+            disk_gib_month=disk_gib_month,
+            set_by=actor.get_username(),
+        )
+        GpuPrice.objects.bulk_create(
+            GpuPrice(price_list=price_list, gpu_model_id=pk, hour=hour) for pk, hour in gpu.items()
+        )
+        log.info(
+            "Price list %s (%s from %s) saved by %s",
+            price_list.pk,
+            currency,
+            valid_from,
+            price_list.set_by,
+        )
+    return price_list
 
 
 # --- notifications ----------------------------------------------------------------------

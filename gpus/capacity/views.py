@@ -17,8 +17,15 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from gpus.capacity import exports, selectors, services
-from gpus.capacity.forms import ExportForm, OperationFilterForm, QuotaForm, WaitlistForm
+from gpus.capacity import exports, pricing, rightsizing, selectors, services
+from gpus.capacity.forms import (
+    ExportForm,
+    OperationFilterForm,
+    PriceListForm,
+    QuotaForm,
+    WaitlistForm,
+)
+from gpus.catalog.models import GpuModel
 from gpus.tenancy.selectors import get_tenant_for_user
 from gpus.web.access import require_may_operate, require_platform_admin
 from gpus.web.paging import PageRequest
@@ -138,7 +145,140 @@ def export_csv(request: HttpRequest, what: str) -> HttpResponse:
     start, end = form.period()
     if what == "history":
         return exports.history_csv(start, end, form.cleaned_data["bucket"])
+    if what == "spend":
+        return exports.spend_csv(start, end)
     return exports.gpu_hours_csv(start, end)
+
+
+# --- prices and spend -------------------------------------------------------------------
+
+
+def prices(request: HttpRequest) -> HttpResponse:
+    """Admins keep the price list: a new list from a day on (today or later); the lists in
+    force and before, with who saved them."""
+    require_platform_admin(request.user)
+    today = timezone.now().astimezone(dt.UTC).date()
+    models = list(GpuModel.objects.order_by("sort_order", "display_name"))
+    current = pricing.rates_at(today)
+    initial: dict[str, Any] = {"valid_from": today}
+    if current is not None:
+        initial.update(
+            currency=current.currency,
+            vcpu_hour=current.vcpu_hour,
+            memory_gib_hour=current.memory_gib_hour,
+            disk_gib_month=current.disk_gib_month,
+            **{f"gpu_{pk}": hour for pk, hour in current.gpu_hour.items()},
+        )
+    form = PriceListForm(request.POST or None, models=models, today=today, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        saved = services.set_price_list(
+            request.user,
+            d["valid_from"],
+            d["currency"],
+            d["vcpu_hour"],
+            d["memory_gib_hour"],
+            d["disk_gib_month"],
+            form.gpu_prices(),
+            today=today,
+        )
+        if saved is None:
+            messages.info(request, _("Nothing changed: these are the prices in force that day."))
+        else:
+            messages.success(request, _("Price list saved."))
+        return redirect("gpus:capacity_prices")
+    names = {m.pk: m.display_name for m in models}
+    lists = pricing.price_lists()
+    in_force = next((r.pk for r in lists if r.valid_from <= today), None)
+    return render(
+        request,
+        "capacity/prices.html",
+        {
+            "form": form,
+            "lists": [
+                {
+                    "rates": r,
+                    "gpus": sorted((names.get(pk, "?"), hour) for pk, hour in r.gpu_hour.items()),
+                    "in_force": r.pk == in_force,
+                    "scheduled": r.valid_from > today,
+                }
+                for r in lists
+            ],
+            "today": today,
+        },
+    )
+
+
+def fleet_spend(request: HttpRequest) -> HttpResponse:
+    """Admins: every tenant's spend this month and its forecast."""
+    require_platform_admin(request.user)
+    return render(
+        request,
+        "capacity/fleet_spend.html",
+        {"lines": pricing.fleet_spend(), "export_form": ExportForm()},
+    )
+
+
+def tenant_spend(request: HttpRequest, namespace: str) -> HttpResponse:
+    """A tenant's spend this month, its forecast, per model and per month; its energy (the
+    chart loads after the page). Members and admins; a 404 for anyone else."""
+    tenant = get_tenant_for_user(request.user, namespace)
+    now = timezone.now()
+    month = pricing.month_start(now)
+    energy = selectors.tenant_energy(tenant, month)
+    return render(
+        request,
+        "capacity/spend.html",
+        {
+            "tenant": tenant,
+            "spend": pricing.tenant_spend(tenant, now),
+            "month_kwh": sum(e["kwh"] for e in energy),
+            "export_form": ExportForm(),
+            "hours_per_month": pricing.HOURS_PER_MONTH,
+        },
+    )
+
+
+def tenant_energy_chart(request: HttpRequest, namespace: str) -> JsonResponse:
+    """The tenant's kWh per day over 30 days as a Plotly figure."""
+    tenant = get_tenant_for_user(request.user, namespace)
+    now = timezone.now()
+    start = (now - dt.timedelta(days=29)).astimezone(dt.UTC)
+    days = selectors.tenant_energy(tenant, start.replace(hour=0, minute=0, second=0, microsecond=0))
+    if not days:
+        return JsonResponse(
+            {"empty": _("No energy reported yet: only GPUs with telemetry report it.")}
+        )
+    figure = {
+        "data": [
+            {
+                "type": "bar",
+                "name": _("kWh"),
+                "x": [d["day"].strftime("%Y-%m-%d") for d in days],
+                "y": [round(d["kwh"], 3) for d in days],
+                "marker": {"color": "#f0ad4e"},
+            }
+        ],
+        "layout": {
+            "title": {"text": _("Energy of your GPUs per day (kWh)")},
+            "xaxis": {"type": "date"},
+            "yaxis": {"title": {"text": _("kWh")}, "rangemode": "tozero"},
+            "margin": {"l": 50, "r": 10, "t": 40, "b": 40},
+        },
+    }
+    return JsonResponse({"figure": figure, "points": len(days)})
+
+
+def tenant_spend_csv(request: HttpRequest, namespace: str) -> HttpResponse:
+    """The tenant's own spend per cluster and model for a period (a 404 for other tenants)."""
+    tenant = get_tenant_for_user(request.user, namespace)
+    form = ExportForm(request.GET)
+    if not form.is_valid():
+        return HttpResponse(
+            json.dumps(form.errors.get_json_data()), status=400, content_type="application/json"
+        )
+    start, end = form.period()
+    return exports.spend_csv(start, end, tenant)
 
 
 # --- quotas, set by admins on the tenant ------------------------------------------------
@@ -248,3 +388,43 @@ def headroom_fragment(request: HttpRequest) -> HttpResponse:
         "capacity/_headroom_fragment.html",
         {"boxes": [(t, selectors.headroom(t)) for t in tenants]},
     )
+
+
+# --- right-sizing -------------------------------------------------------------------------
+
+RIGHTSIZING_ROWS = 50
+
+
+def rightsizing_page(request: HttpRequest) -> HttpResponse:
+    """Fleet-wide right-sizing (admins): GPUs held but idle, VMs and groups that would fit a
+    cheaper model, the biggest saving first."""
+    require_platform_admin(request.user)
+    found = rightsizing.suggestions(limit=RIGHTSIZING_ROWS)
+    return render(
+        request,
+        "capacity/rightsizing.html",
+        {"suggestions": found, "rules": rightsizing_rules()},
+    )
+
+
+def rightsizing_fragment(request: HttpRequest) -> HttpResponse:
+    """One tenant's right-sizing box on My GPUs (404 when not the user's tenant)."""
+    tenant = get_tenant_for_user(request.user, request.GET.get("tenant", ""))
+    return render(
+        request,
+        "capacity/_rightsizing_fragment.html",
+        {
+            "tenant": tenant,
+            "suggestions": rightsizing.suggestions(tenant),
+            "rules": rightsizing_rules(),
+        },
+    )
+
+
+def rightsizing_rules() -> dict[str, Any]:
+    return {
+        "days": rightsizing.WINDOW_DAYS,
+        "idle": int(rightsizing.IDLE_BUSY_PCT),
+        "smaller": int(rightsizing.SMALLER_BUSY_PCT),
+        "margin": int(rightsizing.MEMORY_MARGIN * 100),
+    }

@@ -14,7 +14,7 @@ from gpus.inventory.choices import (
     SyncErrorKind,
     WorkloadKind,
 )
-from gpus.inventory.reasons import explain_reason
+from gpus.inventory.reasons import explain
 from gpus.tenancy.models import Tenant
 
 
@@ -223,6 +223,31 @@ class TenantAllocation(models.Model):
         return f"{self.namespace}: {self.allocated} x {self.gpu_model}"
 
 
+class ClusterQuota(models.Model):
+    """A GPU limit of a tenant namespace's own ResourceQuota on one cluster, as the inventory
+    sync last read it (``requests.nvidia.com/<MODEL>``: the only form the apiserver enforces for
+    an extended resource). The portal's quota and this one both apply: the lower one wins."""
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="quotas")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="cluster_quotas")
+    name = models.CharField(_("ResourceQuota"), max_length=253)
+    gpu_model = models.ForeignKey(GpuModel, on_delete=models.CASCADE, related_name="cluster_quotas")
+    hard = models.PositiveIntegerField(_("limit"))
+    used = models.PositiveIntegerField(_("used"), default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cluster", "tenant", "name", "gpu_model"], name="unique_cluster_quota"
+            )
+        ]
+        verbose_name = _("cluster GPU quota")
+        verbose_name_plural = _("cluster GPU quotas")
+
+    def __str__(self) -> str:
+        return f"{self.tenant}/{self.name}: {self.hard} x {self.gpu_model}"
+
+
 class GpuWorkload(models.Model):
     """A tenant's GPU VM or Kubernetes node group, as the cluster reports it.
 
@@ -291,7 +316,7 @@ class GpuWorkload(models.Model):
     @property
     def reason_text(self) -> str:
         """The cluster's reason in plain words (translated), "" when the reason is not known."""
-        return explain_reason(self.reason)
+        return explain(self.reason, self.message)
 
 
 class ServedSchema(models.Model):

@@ -22,6 +22,11 @@ REASONS: dict[str, Promise] = {
     "ErrorPvcNotFound": _("Its disk is missing."),
     "ErrorDataVolumeNotFound": _("Its disk is missing."),
     "DataVolumeError": _("The disk image could not be imported."),
+    # KubeVirt's permittedHostDevices does not list the GPU: its pod is never created.
+    "GpuNotPermitted": _(
+        "This GPU model is not enabled for virtual machines on this platform; it cannot start "
+        "until the platform team permits it. Choose another model or contact support."
+    ),
     "WaitingForVolumeBinding": _("Waiting for its disk."),
     "CloneWithoutSource": _("The image of its disk does not exist in the cluster."),
     "CrashLoopBackOff": _("The virtual machine keeps stopping; it is restarted each time."),
@@ -36,6 +41,8 @@ REASONS: dict[str, Promise] = {
     "UpgradeFailed": _("The platform could not apply the last change."),
     "InstallSucceeded": _("Installed."),
     "UpgradeSucceeded": _("Up to date."),
+    # KubeVirt could not create the launcher pod (a quota's refusal is told with numbers).
+    "FailedCreate": _("The cluster could not create the virtual machine's pod."),
     # The API's refusals, recorded on operations.
     "Forbidden": _("The cluster refused this action for your account."),
     "Invalid": _("The cluster refused the settings."),
@@ -47,3 +54,31 @@ def explain_reason(reason: str) -> str:
     """The reason in plain words in the active language, or "" for a reason we do not know."""
     text = REASONS.get(reason.strip())
     return str(text) if text is not None else ""
+
+
+def quota_sentence(message: str) -> str:
+    """A refusal by the tenant's own ResourceQuota on the cluster, in plain words with its
+    numbers ("" when the message is not one)."""
+    from gpus.catalog.models import GpuModel
+    from gpus.kube.records import quota_denial
+
+    denial = quota_denial(message)
+    if denial is None or not denial.limited:
+        return ""
+    resource = next(iter(sorted(denial.limited)))
+    model = GpuModel.objects.filter(resource_name=resource).first()
+    return _(
+        "The tenant's quota on the cluster (%(quota)s) allows %(limit)d × %(model)s; %(used)d "
+        "are in use, so %(requested)d more cannot start. Free one, or ask for a higher quota."
+    ) % {
+        "quota": denial.quota,
+        "limit": denial.limited[resource],
+        "model": model.display_name if model else resource.split("/", 1)[-1],
+        "used": denial.used.get(resource, 0),
+        "requested": denial.requested.get(resource, 0),
+    }
+
+
+def explain(reason: str, message: str) -> str:
+    """The reason in plain words, a quota's refusal with its numbers; "" if unknown."""
+    return quota_sentence(message) or explain_reason(reason)

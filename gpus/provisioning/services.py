@@ -28,8 +28,7 @@ from gpus.provisioning.capacity import (
     fit_for,
     group_fit_for,
     live_node_group,
-    quota_left,
-    quota_message,
+    quota_room,
     resize_plan,
 )
 from gpus.provisioning.choices import (
@@ -168,9 +167,9 @@ def record(
     with transaction.atomic():
         lock_counts(tenant, cluster, gpu_model if gpu_count else None)
         if gpu_model is not None and gpu_count:
-            left = quota_left(tenant, gpu_model, (cluster.pk, name, node_group))
-            if left is not None and gpu_count > left:
-                raise OperationRefused(quota_message(gpu_model, left), quota_field)
+            room = quota_room(tenant, gpu_model, (cluster.pk, name, node_group), cluster.pk)
+            if room is not None and gpu_count > room.left:
+                raise OperationRefused(room.message(), quota_field)
             if fit_check is not None:
                 fit_check()
             elif check_capacity and not queue_until_capacity:

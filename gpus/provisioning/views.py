@@ -39,8 +39,7 @@ from gpus.provisioning.capacity import (
     fit_for,
     gpu_model_choices,
     group_fit_for,
-    quota_left,
-    quota_message,
+    quota_room,
     resize_initial,
     resize_plan,
     with_other_roles,
@@ -73,6 +72,7 @@ from gpus.provisioning.services import (
     submit_vm_action,
     with_monitoring,
 )
+from gpus.provisioning.signals import Sizing, checked_extras
 from gpus.tenancy.models import Tenant
 from gpus.tenancy.selectors import get_tenant_for_user
 from gpus.web.access import may_operate, require_may_operate
@@ -215,10 +215,15 @@ def _vm_checks(form: GpuVmForm, tenant: Tenant, cluster: Cluster | None) -> dict
     if model and data.get("gpu_count"):
         fit = fit_for(model, data["gpu_count"], cluster.pk if cluster else None)
         checks["fit"] = fit
-        left = quota_left(tenant, model)
-        if left is not None:
-            checks["quota"] = quota_message(model, left)
-            checks["quota_ok"] = data["gpu_count"] <= left
+        room = quota_room(tenant, model, cluster_id=cluster.pk if cluster else None)
+        if room is not None:
+            checks["quota"] = room.message()
+            checks["quota_ok"] = data["gpu_count"] <= room.left
+        if data.get("instance_type") and data.get("disk_size_gi"):
+            sizing = Sizing(
+                model, data["gpu_count"], data["instance_type"], data["disk_size_gi"], 1
+            )
+            checks["extras"] = checked_extras(GpuVmForm, tenant, sizing)
     if form.is_valid() and cluster is not None:
         request_ = _vm_request(form)
         docs = vm_manifests(request_, tenant.namespace, form.vm_kind)
@@ -498,13 +503,28 @@ def _node_group_checks(
     group = data.get("group", "")
     fit = group_fit_for(model, cluster.pk, tenant, name, group, low, per, surge_workers=surge)
     checks["group_fit"] = fit
-    left = quota_left(tenant, model, (cluster.pk, name, group))
-    if left is not None and high:
-        checks["quota"] = quota_message(model, left)
+    room = quota_room(tenant, model, (cluster.pk, name, group), cluster.pk)
+    if room is not None and high:
+        checks["quota"] = room.message()
         counted = per * max(high, fit.workers)
         if plan is not None and plan.rolls:
             counted = max(counted, plan.gpu_count)
-        checks["quota_ok"] = counted <= left
+        checks["quota_ok"] = counted <= room.left
+    if high and data.get("instance_type") and data.get("disk_size_gi"):
+        old = None
+        if surge and existing is not None:
+            # The workers it has run at their old size until the new ones replace them.
+            was = form.initial
+            old = Sizing(
+                existing.gpu_model,
+                was.get("gpus_per_node", per),
+                was.get("instance_type", ""),
+                was.get("disk_size_gi", 0),
+                existing.instances,
+            )
+        itype, disk = data["instance_type"], data["disk_size_gi"]
+        sizing = Sizing(model, per, itype, disk, low, high, surge, rolling_from=old)
+        checks["extras"] = checked_extras(NodeGroupForm, tenant, sizing)
     return checks
 
 

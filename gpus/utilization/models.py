@@ -186,6 +186,8 @@ class GpuRollup(models.Model):
     busy_avg = models.FloatField(null=True)
     tensor_avg = models.FloatField(null=True)
     mem_used_avg = models.FloatField(null=True)
+    # The most memory used in the bucket (MiB): what right-sizing asks a smaller GPU to hold.
+    mem_used_max = models.FloatField(null=True)
     mem_total = models.FloatField(null=True)
     power_avg = models.FloatField(null=True)
     power_max = models.FloatField(null=True)

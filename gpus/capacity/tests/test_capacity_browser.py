@@ -1,10 +1,12 @@
 """#18 item 8's browser test, in headless Chromium, English and French: an admin sets a quota on
-the tenant's quota page, the tenant sees its headroom on the VM form, joins the waitlist, and
-after a sync that frees GPUs sees the notification in the page (and gets one email)."""
+the tenant's quota page and a price on the price list, the tenant sees its headroom and the cost
+on the VM form, joins the waitlist, and after a sync that frees GPUs sees the notification in the
+page (and gets one email)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 from django.core import mail
@@ -13,7 +15,8 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext
 
 from gpus.capacity import selectors
-from gpus.capacity.models import Notification, WaitlistEntry
+from gpus.capacity.models import Notification, PriceList, WaitlistEntry
+from gpus.capacity.pricing import money
 from gpus.catalog.models import GpuModel
 from gpus.inventory.models import Cluster
 from gpus.inventory.sync import store_snapshot
@@ -98,6 +101,20 @@ def test_quota_headroom_waitlist_and_notification(
     admin.wait_for_load_state()
     assert saved in admin.locator("main").inner_text()
     assert GpuQuota.objects.get(tenant=acme, gpu_model=l40s).limit == 4
+
+    # And a price list from today on, on the portal's price page.
+    with translation.override(language):
+        price_saved = gettext("Price list saved.")
+    admin.goto(live_server.url + reverse("gpus:capacity_prices"))
+    admin.locator("#id_currency").select_option("CHF")
+    admin.locator("#id_vcpu_hour").fill("0.02")
+    admin.locator("#id_memory_gib_hour").fill("0.005")
+    admin.locator("#id_disk_gib_month").fill("0.1")
+    admin.locator(f"#id_gpu_{l40s.pk}").fill("1.2")
+    admin.locator("#price-form button[type=submit]").click()
+    admin.wait_for_load_state()
+    assert price_saved in admin.locator("main").inner_text()
+    assert PriceList.objects.get().set_by == "admin"
     admin_context.close()
 
     # Alice sees her headroom on the VM form before sending anything (what she holds and has
@@ -115,6 +132,19 @@ def test_quota_headroom_waitlist_and_notification(
     line = page.locator(f"#headroom-{acme.namespace}")
     line.wait_for()
     assert left in line.inner_text()
+    # ...and, as she picks the model, what it costs (1 L40S, u1.2xlarge: 8 vCPU and 32 GiB, a
+    # 50 GiB disk priced per GiB-month of 730 hours), before anything is sent.
+    hour = Decimal("1.2") + 8 * Decimal("0.02") + 32 * Decimal("0.005") + 50 * Decimal("0.1") / 730
+    with translation.override(language):
+        cost = gettext("%(hour)s an hour, %(month)s a month") % {
+            "hour": money(hour, "CHF"),
+            "month": money(hour * 730, "CHF"),
+        }
+    page.locator("#id_gpu_model").select_option(L40S)
+    page.locator("#id_gpu_count").fill("1")
+    estimate = page.locator("#cost-estimate")
+    estimate.wait_for()
+    assert cost in estimate.inner_text()
 
     # The L40S server has 3 free: she asks to be told when all 4 are, on one server.
     line.locator(f"a[href='{reverse('gpus:capacity_waitlist', args=[acme.namespace])}']").click()

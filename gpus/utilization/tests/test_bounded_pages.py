@@ -157,6 +157,21 @@ def test_tenant_pages_cost_the_same_at_two_fleet_sizes(alice_client, acme) -> No
     assert 'rel="next"' in tenant_page  # the other workloads are a page away
 
 
+def test_tenant_page_costs_the_same_with_few_and_many_workloads(alice_client, acme) -> None:
+    """The GPUs of the page's workloads are read in one query, not one per workload: 2
+    workloads or a full page of 20 cost the same queries (issue 17.1)."""
+    url = reverse("gpus:util_tenant", args=["tenant-acme"])
+    make_fleet(8, acme)  # 2 workloads of 4 GPUs
+    few, _ = _queries(alice_client, url)
+    make_fleet(160, acme)  # 40 more
+    many, body = _queries(alice_client, url)
+    assert many == few, (few, many)
+    page = body.decode()
+    assert page.count('class="card workload-card"') == 20
+    # The first workload (name order, then id) with its four GPUs.
+    assert all(f"GPU-8-000000{i}" in page for i in range(4))
+
+
 def test_fleet_says_allocated_with_telemetry_and_in_the_inventory(admin_client_, acme) -> None:
     make_fleet(40, acme)
     body = admin_client_.get(reverse("gpus:util_fleet")).content.decode()

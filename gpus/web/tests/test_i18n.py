@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-pytestmark = pytest.mark.django_db
+# Translations do not depend on the database or broker flavour: the first CI pass runs these.
+pytestmark = [pytest.mark.django_db, pytest.mark.once]
 ROOT = Path(__file__).resolve().parents[3]
 
 

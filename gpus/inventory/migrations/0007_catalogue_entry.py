@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inventory', '0005_cluster_tenant_monitoring'),
+        ('inventory', '0006_clusterquota'),
     ]
 
     operations = [
