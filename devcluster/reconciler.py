@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from . import quota, schemas
+from . import quota, schemas, tenant_api
 from .catalogue import IMAGE_NAMESPACE, IMAGE_PREFIX
 from .clock import Clock
 from .faults import Faults
@@ -38,6 +38,9 @@ from .resources import (
     Resource,
 )
 from .store import Store, now_rfc3339, parse_ts, time_micro
+
+# The address a tenant cluster's admin kubeconfig was last written with.
+SERVER_ANNOTATION = "devcluster.hikube.io/server"
 
 # Base delays in seconds at --speed 1 (real Cozystack takes minutes; these keep demos lively).
 DELAYS = {
@@ -143,6 +146,10 @@ class Reconciler:
         self.thread: threading.Thread | None = None
         store.listeners.append(self._on_change)
         self._app_keys = {r.key for r in self.apps}
+        # Where the tenant clusters' API servers answer (devcluster/tenant_api.py), once the
+        # server knows its address: "" keeps the in-cluster Service address Kamaji writes.
+        self.tenant_api_base = ""
+        self.tenant_api_ca: str | None = None
 
     # --- plumbing ----------------------------------------------------------------------
     def delay(self, name: str) -> float:
@@ -668,21 +675,36 @@ class Reconciler:
     def _ensure_kubeconfig(self, res: Resource, obj: dict[str, Any]) -> None:
         """Kamaji's admin kubeconfig of a tenant cluster, `kubernetes-<name>-admin-kubeconfig`
         with key `super-admin.conf` (cozystack v1.1 packages/apps/kubernetes/templates/NOTES.txt),
-        written once the release is installed."""
+        written once the release is installed. Its server is the tenant cluster's API
+        (devcluster/tenant_api.py) once devcluster knows its own address."""
         md = obj["metadata"]
         ns, release = md["namespace"], f"{res.prefix}{md['name']}"
         name = f"{release}-admin-kubeconfig"
-        if self.store.get(SECRETS.key, ns, name) is not None:
+        server = (
+            tenant_api.server_for(self.tenant_api_base, ns, release)
+            if self.tenant_api_base
+            else f"https://{release}.{ns}.svc:6443"
+        )
+        old = self.store.get(SECRETS.key, ns, name)
+        if (
+            old is not None
+            and (old["metadata"].get("annotations") or {}).get(SERVER_ANNOTATION) == server
+        ):
             return
-        token = stable_hex(self.seed, "kubeconfig", ns, release, n=32)
+        cluster: dict[str, Any] = {"server": server}
+        if self.tenant_api_base and self.tenant_api_ca:
+            cluster["certificate-authority-data"] = self.tenant_api_ca
         config = yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [
-                    {"name": release, "cluster": {"server": f"https://{release}.{ns}.svc:6443"}}
+                "clusters": [{"name": release, "cluster": cluster}],
+                "users": [
+                    {
+                        "name": f"{release}-admin",
+                        "user": {"token": tenant_api.token_for(self.seed, ns, release)},
+                    }
                 ],
-                "users": [{"name": f"{release}-admin", "user": {"token": token}}],
                 "contexts": [
                     {
                         "name": f"{release}-admin@{release}",
@@ -704,12 +726,26 @@ class Reconciler:
                     "name": name,
                     "namespace": ns,
                     "uid": stable_uuid(self.seed, "secret", ns, name),
-                    "creationTimestamp": now_rfc3339(),
+                    "creationTimestamp": (old or {}).get("metadata", {}).get("creationTimestamp")
+                    or now_rfc3339(),
                     "labels": {"app.kubernetes.io/instance": release},
+                    "annotations": {SERVER_ANNOTATION: server},
                 },
                 "data": {"super-admin.conf": encoded, "admin.conf": encoded},
             },
         )
+
+    def serve_tenant_apis(self, base: str, ca_data: str | None) -> None:
+        """Point every tenant cluster's admin kubeconfig at devcluster's tenant API (``base``
+        is the address clients reach devcluster at)."""
+        with self.store.lock:
+            self.tenant_api_base, self.tenant_api_ca = base, ca_data
+            for res in self.apps:
+                if res.plural != "kuberneteses":
+                    continue
+                for (ns, name), obj in list(self.store.iter_objects(res.key)):
+                    if self.store.get(SECRETS.key, ns, f"{res.prefix}{name}-admin-kubeconfig"):
+                        self._ensure_kubeconfig(res, obj)
 
     def _forget_app(self, key: str) -> None:
         self.app_records.pop(key, None)

@@ -713,7 +713,7 @@ def poll_cluster(cluster_id: int) -> int:
         clone_events_for = {
             op.namespace for op in ops if op.observed.get("printableStatus") == "Provisioning"
         }
-        views = observe(gateway, wanted, events_for, clone_events_for)
+        views = observe(gateway, wanted, events_for, clone_events_for, _awaiting_gpus(ops))
     finally:
         gateway.close()
     now = timezone.now()
@@ -727,6 +727,19 @@ def poll_cluster(cluster_id: int) -> int:
                 view = views.get(op.namespace, NamespaceView())
                 advance(op, view, now, progresses.get(op.pk))
     return len(ops)
+
+
+def _awaiting_gpus(ops: list[Operation]) -> dict[tuple[str, str], Identity]:
+    """Tenant clusters whose nodes this poll reads: node groups whose workers booted (the "GPUs
+    ready" step; a retried resize records no GPU count, so every such group is read), with the
+    asker's rights (the admin kubeconfig Secret is readable from the tenant's -use level up).
+    Only node groups in flight, so a sweep costs two requests per group waiting for its GPUs
+    and nothing for the rest of the fleet."""
+    out: dict[tuple[str, str], Identity] = {}
+    for op in ops:
+        if op.node_group and op.scheduled_at and not _is_delete(op):
+            out.setdefault((op.namespace, op.name), identity_for(op))
+    return out
 
 
 def clusters_with_polled_operations() -> list[int]:

@@ -345,3 +345,17 @@ def test_a_change_of_currency_splits_the_spend_and_never_fails(alice_client, adm
             == 200
         )
     assert admin_client_.get(reverse("gpus:capacity_spend")).status_code == 200
+
+
+def test_energy_reads_the_hourly_rollups_or_the_5_minute_ones_before_an_hour_closed(acme):
+    from gpus.capacity.selectors import tenant_energy
+
+    now = timezone.now().replace(second=0, microsecond=0)
+    since = now - dt.timedelta(days=1)
+    row = {"scope": Scope.TENANT, "key": acme.namespace}
+    GroupRollup.objects.create(bucket=UtilBucket.FIVE_MINUTES, ts=now, energy_wh=100, **row)
+    assert [d["kwh"] for d in tenant_energy(acme, since)] == [pytest.approx(0.1)]
+    GroupRollup.objects.create(
+        bucket=UtilBucket.HOUR, ts=now - dt.timedelta(hours=2), energy_wh=1000, **row
+    )
+    assert sum(d["kwh"] for d in tenant_energy(acme, since)) == pytest.approx(1.0)
