@@ -630,12 +630,12 @@ class Catalogue:
 
 
 def _schema_at(schema: Mapping[str, object], *path: str) -> Mapping[str, object]:
+    """The schema of ``spec.<path>`` ({} when the served schema does not describe it)."""
+    node: object = schema
     for key in path:
-        props = schema.get("properties") if isinstance(schema, Mapping) else None
-        schema = (props or {}).get(key) if isinstance(props, Mapping) else None  # type: ignore[assignment]
-        if not isinstance(schema, Mapping):
-            return {}
-    return schema
+        props = node.get("properties") if isinstance(node, Mapping) else None
+        node = props.get(key) if isinstance(props, Mapping) else None
+    return node if isinstance(node, Mapping) else {}
 
 
 def catalogue_for(cluster: Cluster | None) -> Catalogue:

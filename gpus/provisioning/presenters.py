@@ -56,11 +56,12 @@ def plain_reason(reason: str, message: str, wanted: int = 0) -> str:
 # A Helm render failure or a CDI wait naming something the cluster does not have (any more).
 MISSING_SENTENCES = {
     "instance_type": _(
-        "The cluster has no instance type “%(name)s” (any more): pick one it offers and retry."
+        "The cluster has no instance type “%(name)s” (any more): send the request again "
+        "with one it offers (a retry would send the same one)."
     ),
     "profile": _(
-        "The cluster has no operating system profile “%(name)s” (any more): pick one it offers "
-        "and retry."
+        "The cluster has no operating system profile “%(name)s” (any more): send the request "
+        "again with one it offers (a retry would send the same one)."
     ),
     "image": _(
         "The cluster has no image “%(name)s” (any more), so the disk can never be made: pick "
