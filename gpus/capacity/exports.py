@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator
 
+from django.db import models
 from django.http import StreamingHttpResponse
 
 from gpus.capacity import selectors
-from gpus.capacity.models import ROLLUP_FIELDS
+from gpus.capacity.models import ROLLUP_FIELDS, CapacityRollup
 from gpus.web.exports import csv_response
 
 HISTORY_COLUMNS = ["ts", "cluster_name", "gpu_model_name", *ROLLUP_FIELDS]
@@ -38,12 +39,27 @@ def usage_dicts(start: dt.datetime, end: dt.datetime) -> Iterator[dict]:
         yield {**r, "gpu_hours": round(r["gpu_hours"], 3)}
 
 
+# The history's columns that are means (floats), rounded to 3 places as the API rounds them.
+HISTORY_MEANS = [
+    i
+    for i, name in enumerate(HISTORY_COLUMNS)
+    if name in ROLLUP_FIELDS and isinstance(CapacityRollup._meta.get_field(name), models.FloatField)
+]
+
+
+def _rounded(row: tuple) -> list:
+    cells = list(row)
+    for i in HISTORY_MEANS:
+        cells[i] = round(cells[i], 3)
+    return cells
+
+
 def history_csv(start: dt.datetime, end: dt.datetime, bucket: str) -> StreamingHttpResponse:
-    rows = (
-        [round(v, 3) if isinstance(v, float) else v for v in r]
-        for r in selectors.history_rows(start, end, bucket)
+    rows = map(
+        _rounded,
+        selectors.history_rows(start, end, bucket)
         .values_list(*HISTORY_COLUMNS)
-        .iterator(chunk_size=2000)
+        .iterator(chunk_size=5000),
     )
     return _stream(HISTORY_COLUMNS, rows, f"capacity-{start:%Y%m%d}-{end:%Y%m%d}.csv")
 
