@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Iterable, Iterator
 
 from django.db import models
+from django.db.models.functions import Cast
 from django.http import StreamingHttpResponse
 
 from gpus.capacity import selectors
@@ -47,18 +48,34 @@ HISTORY_MEANS = [
 ]
 
 
-def _rounded(row: tuple) -> list:
-    cells = list(row)
-    for i in HISTORY_MEANS:
-        cells[i] = round(cells[i], 3)
-    return cells
+def _when(text: str, seen: dict[str, dt.datetime]) -> dt.datetime:
+    """A bucket's time from its text (UTC): parsed once per bucket, not once per row."""
+    when = seen.get(text)
+    if when is None:
+        when = dt.datetime.fromisoformat(text)
+        seen[text] = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+        when = seen[text]
+    return when
 
 
 def history_csv(start: dt.datetime, end: dt.datetime, bucket: str) -> StreamingHttpResponse:
+    """The history's rows as the page and the API read them. The time comes as text and is
+    parsed once per bucket (a row per cluster and model shares it): the database driver's
+    time zone-aware parse of every row was a third of the export's time."""
+    seen: dict[str, dt.datetime] = {}
+
+    def row(values: tuple) -> list:
+        cells = list(values)
+        cells[0] = _when(cells[0], seen)
+        for i in HISTORY_MEANS:
+            cells[i] = round(cells[i], 3)
+        return cells
+
     rows = map(
-        _rounded,
+        row,
         selectors.history_rows(start, end, bucket)
-        .values_list(*HISTORY_COLUMNS)
+        .annotate(ts_text=Cast("ts", models.CharField()))
+        .values_list("ts_text", *HISTORY_COLUMNS[1:])
         .iterator(chunk_size=5000),
     )
     return _stream(HISTORY_COLUMNS, rows, f"capacity-{start:%Y%m%d}-{end:%Y%m%d}.csv")
