@@ -12,6 +12,7 @@ import base64
 import copy
 import json
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -108,6 +109,12 @@ def worker_template(group: dict[str, Any]) -> str:
     )
 
 
+# With no timer pending, the loop rests this many times as long as its last pass took (at
+# least a second): a small fleet's pass every second, the scale fleet's (seconds, holding the
+# store's lock that requests wait on) far apart, so the API is served between them.
+IDLE_WAIT_FACTOR = 10.0
+
+
 class Reconciler:
     def __init__(
         self,
@@ -182,14 +189,18 @@ class Reconciler:
 
     def _loop(self) -> None:
         next_at = 0.0
+        pass_s = 0.0
         while not self.stop_flag.is_set():
-            timeout = max(0.0, min(1.0, next_at - self.clock.now())) if next_at else 1.0
+            idle = max(1.0, IDLE_WAIT_FACTOR * pass_s)  # see IDLE_WAIT_FACTOR
+            timeout = max(0.0, min(1.0, next_at - self.clock.now())) if next_at else idle
             self.wake.wait(timeout)
             self.wake.clear()
             if self.stop_flag.is_set():
                 return
+            started = time.monotonic()
             with self.store.lock:
                 next_at = self.reconcile()
+            pass_s = time.monotonic() - started
 
     def fast_forward(self, start: float, end: float, step: float = 30.0) -> None:
         """Run passes on a simulated clock (bootstrap: the demo's workloads are already running).

@@ -258,6 +258,10 @@ class GroupRollup(models.Model):
             models.Index(
                 fields=["bucket", "scope", "epoch", "util_avg"], name="grouprollup_rank_idx"
             ),
+            # The energy page ranks the groups of one bucket by energy the same way.
+            models.Index(
+                fields=["bucket", "scope", "epoch", "energy_wh"], name="grouprollup_energy_rank_idx"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -172,6 +172,31 @@ def test_tenant_page_costs_the_same_with_few_and_many_workloads(alice_client, ac
     assert all(f"GPU-8-000000{i}" in page for i in range(4))
 
 
+def test_energy_by_node_ranks_the_latest_bucket_and_sums_the_range() -> None:
+    """Per node: the 50 largest consumers of the range's latest bucket, each with its energy
+    over the whole range, and how many nodes that bucket holds (issue 17.1)."""
+    from gpus.utilization.selectors import energy
+
+    now = timezone.now()
+    end = rollup.floor_ts(now, 300)
+    rows = []
+    # The latest bucket ranks node-59 first; the one before would rank node-00 first.
+    for minutes, wh_of in ((5, lambda i: i), (10, lambda i: 1000 - 10 * i)):
+        ts = end - dt.timedelta(minutes=minutes)
+        rows += [
+            GroupRollup(bucket=Bucket.FIVE_MINUTES, scope=Scope.NODE, key=f"node-{i:02d}", ts=ts,
+                        epoch=int(ts.timestamp()), gpus=1, energy_wh=wh_of(i), power_sum=200,
+                        power_limit_sum=300)
+            for i in range(60)
+        ]  # fmt: skip
+    GroupRollup.objects.bulk_create(rows)
+    found = energy(TimeRange(now - dt.timedelta(hours=1), now, "1h"), "node")
+    # node-10..59 (the latest bucket's 50 largest), in order of their energy over the range.
+    assert {r["key"] for r in found["rows"]} == {f"node-{i:02d}" for i in range(10, 60)}
+    assert found["rows"][0]["key"] == "node-10" and found["count"] == 60
+    assert found["rows"][0]["kwh"] == pytest.approx((10 + 1000 - 100) / 1000)
+
+
 def test_fleet_says_allocated_with_telemetry_and_in_the_inventory(admin_client_, acme) -> None:
     make_fleet(40, acme)
     body = admin_client_.get(reverse("gpus:util_fleet")).content.decode()
