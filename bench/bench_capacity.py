@@ -393,6 +393,7 @@ def main() -> int:
             p95 <= 150,
             p50=round(p50, 1),
             size=size,
+            load_average="load " + " ".join(load),
         )
         for name, (p50, p95) in timings.items()
     ] + [

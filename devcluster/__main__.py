@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--uninstall-time", "uninstall", "Helm uninstall after the pods are gone"),
         ("--scale-down-unneeded", "scale_down_unneeded", "autoscaler removes unneeded workers"),
         ("--helm-retry", "helm_retry", "a failed Helm install/upgrade is retried"),
+        ("--gpu-ready", "gpu_ready", "a tenant cluster's worker gets nvidia.com/gpu allocatable"),
     ):
         s.add_argument(flag, dest=f"knob_{knob}", type=float, default=None, help=what)
     b = sub.add_parser("backfill", help="write N days of DCGM series as OpenMetrics text")

@@ -1012,13 +1012,13 @@ class Api:
                 raise not_found(res, name)
             if stale:
                 raise helm_release_error(res, name, "update", True)
-            if res.is_app:
-                # rest.go Update patches what r.Get returns: the defaulted spec. What it then
-                # stores is that, plus the patch (a group the patch adds stays as sent).
-                cur = self.store.views[res.key](cur)
+            # rest.go Update patches what r.Get returns: the defaulted spec. What it then
+            # stores is that, plus the patch (a group the patch adds stays as sent); so even a
+            # patch that changes nothing a GET shows writes the defaults into the values.
+            base = self.store.views[res.key](cur) if res.is_app else cur
             try:
                 if ctype == "application/json-patch+json":
-                    new = json_patch(cur, patch)
+                    new = json_patch(base, patch)
                 elif ctype in (
                     "application/merge-patch+json",
                     "application/strategic-merge-patch+json",
@@ -1030,7 +1030,7 @@ class Api:
                     if ctype == "application/apply-patch+yaml":
                         patch = {k: v for k, v in patch.items() if k not in ("apiVersion", "kind")}
                         patch.get("metadata", {}).pop("resourceVersion", None)
-                    new = merge_patch(cur, patch)
+                    new = merge_patch(base, patch)
                 else:
                     raise ApiError(
                         415,

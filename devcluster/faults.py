@@ -35,6 +35,7 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "uninstall": 3.0,  # helm uninstall after the release's resources are gone
     "scale_down_unneeded": 30.0,  # cluster-autoscaler --scale-down-unneeded-time=30s
     "helm_retry": 30.0,  # helm-controller retries a failed install/upgrade (Retries: -1)
+    "gpu_ready": 180.0,  # tenant cluster: worker VM Running -> nvidia.com/gpu allocatable
     "import_fail": [],  # "ns/vmdisk-name" whose CDI import fails (DataVolumeError)
     "pending_demand": {},  # "ns/cluster/group" -> pods waiting for workers (autoscaler stand-in)
     # KubeVirt CR spec.configuration.permittedHostDevices.pciHostDevices[].resourceName; None =

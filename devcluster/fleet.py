@@ -93,6 +93,9 @@ class NodeSpec:
     cordoned: bool = False
     cpu: int = 128
     memory_gib: int = 1024
+    # GPUs the device plugin reports Unhealthy: in capacity, not in allocatable (kubelet
+    # devicemanager: capacity counts every device, allocatable the healthy ones).
+    unhealthy: int = 0
 
 
 @dataclass
@@ -157,7 +160,7 @@ def make_node(spec: NodeSpec, seed: int, created: float) -> dict[str, Any]:
             }
         )
         capacity[spec.model] = str(spec.gpus)
-        allocatable[spec.model] = str(spec.gpus)
+        allocatable[spec.model] = str(max(spec.gpus - spec.unhealthy, 0))
     ts = now_rfc3339(created)
     hb = now_rfc3339()
     if spec.ready:
@@ -573,6 +576,9 @@ def file_fleet(path: str) -> Fleet:
         count = int(entry.get("count", 1))
         cordoned = set(entry.get("cordoned") or [])
         not_ready = set(entry.get("notReady") or [])
+        # `unhealthy: {1: 1}`: node 1 of the entry has one GPU its device plugin reports
+        # Unhealthy (capacity 4, allocatable 3).
+        unhealthy = {int(k): int(v) for k, v in (entry.get("unhealthy") or {}).items()}
         for i in range(1, count + 1):
             name = (
                 entry["name"]
@@ -588,6 +594,7 @@ def file_fleet(path: str) -> Fleet:
                     cordoned=bool(entry.get("cordoned_all", False)) or i in cordoned,
                     cpu=int(entry.get("cpu", 128)),
                     memory_gib=int(entry.get("memoryGiB", 1024)),
+                    unhealthy=unhealthy.get(i, 0),
                 )
             )
     tenants = list(data.get("tenants") or ["tenant-root"])

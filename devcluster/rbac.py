@@ -45,13 +45,13 @@ PORTAL_READS = {
     ("", "resourcequotas"),
     ("kubevirt.io", "virtualmachines"),
     ("cozystack.io", "workloadmonitors"),
-    # The catalogues the forms offer (inventory sync): instance types, preferences, golden
-    # images (DataVolumes in cozy-public), storage classes.
+    # The catalogues the forms offer (inventory sync): instance types, preferences, storage
+    # classes; golden images only in cozy-public (deploy's Role hikube-portal-golden-images).
     ("instancetype.kubevirt.io", "virtualmachineclusterinstancetypes"),
     ("instancetype.kubevirt.io", "virtualmachineclusterpreferences"),
-    ("cdi.kubevirt.io", "datavolumes"),
     ("storage.k8s.io", "storageclasses"),
 }
+GOLDEN_IMAGES = ("cdi.kubevirt.io", "datavolumes", "cozy-public")
 
 
 @dataclass(frozen=True)
@@ -183,6 +183,7 @@ class Authorizer:
         if who.portal:
             # The portal's ClusterRole: read what the sync and the poller read, write nothing.
             readable = res.group == APPS_GROUP or (res.group, res.plural) in PORTAL_READS
+            readable = readable or (res.group, res.plural, ns) == GOLDEN_IMAGES
             return readable and verb in READ
         if ns is None or not res.namespaced:
             return False  # tenants never get cluster-scope rights (nodes, namespaces, -A lists)

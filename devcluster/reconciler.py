@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from . import quota, schemas
+from . import quota, schemas, tenant_api
 from .catalogue import IMAGE_NAMESPACE, IMAGE_PREFIX
 from .clock import Clock
 from .faults import Faults
@@ -39,6 +39,9 @@ from .resources import (
     Resource,
 )
 from .store import Store, now_rfc3339, parse_ts, time_micro
+
+# The address a tenant cluster's admin kubeconfig was last written with.
+SERVER_ANNOTATION = "devcluster.hikube.io/server"
 
 # Base delays in seconds at --speed 1 (real Cozystack takes minutes; these keep demos lively).
 DELAYS = {
@@ -150,6 +153,10 @@ class Reconciler:
         self.thread: threading.Thread | None = None
         store.listeners.append(self._on_change)
         self._app_keys = {r.key for r in self.apps}
+        # Where the tenant clusters' API servers answer (devcluster/tenant_api.py), once the
+        # server knows its address: "" keeps the in-cluster Service address Kamaji writes.
+        self.tenant_api_base = ""
+        self.tenant_api_ca: str | None = None
 
     # --- plumbing ----------------------------------------------------------------------
     def delay(self, name: str) -> float:
@@ -679,21 +686,36 @@ class Reconciler:
     def _ensure_kubeconfig(self, res: Resource, obj: dict[str, Any]) -> None:
         """Kamaji's admin kubeconfig of a tenant cluster, `kubernetes-<name>-admin-kubeconfig`
         with key `super-admin.conf` (cozystack v1.1 packages/apps/kubernetes/templates/NOTES.txt),
-        written once the release is installed."""
+        written once the release is installed. Its server is the tenant cluster's API
+        (devcluster/tenant_api.py) once devcluster knows its own address."""
         md = obj["metadata"]
         ns, release = md["namespace"], f"{res.prefix}{md['name']}"
         name = f"{release}-admin-kubeconfig"
-        if self.store.get(SECRETS.key, ns, name) is not None:
+        server = (
+            tenant_api.server_for(self.tenant_api_base, ns, release)
+            if self.tenant_api_base
+            else f"https://{release}.{ns}.svc:6443"
+        )
+        old = self.store.get(SECRETS.key, ns, name)
+        if (
+            old is not None
+            and (old["metadata"].get("annotations") or {}).get(SERVER_ANNOTATION) == server
+        ):
             return
-        token = stable_hex(self.seed, "kubeconfig", ns, release, n=32)
+        cluster: dict[str, Any] = {"server": server}
+        if self.tenant_api_base and self.tenant_api_ca:
+            cluster["certificate-authority-data"] = self.tenant_api_ca
         config = yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [
-                    {"name": release, "cluster": {"server": f"https://{release}.{ns}.svc:6443"}}
+                "clusters": [{"name": release, "cluster": cluster}],
+                "users": [
+                    {
+                        "name": f"{release}-admin",
+                        "user": {"token": tenant_api.token_for(self.seed, ns, release)},
+                    }
                 ],
-                "users": [{"name": f"{release}-admin", "user": {"token": token}}],
                 "contexts": [
                     {
                         "name": f"{release}-admin@{release}",
@@ -715,12 +737,26 @@ class Reconciler:
                     "name": name,
                     "namespace": ns,
                     "uid": stable_uuid(self.seed, "secret", ns, name),
-                    "creationTimestamp": now_rfc3339(),
+                    "creationTimestamp": (old or {}).get("metadata", {}).get("creationTimestamp")
+                    or now_rfc3339(),
                     "labels": {"app.kubernetes.io/instance": release},
+                    "annotations": {SERVER_ANNOTATION: server},
                 },
                 "data": {"super-admin.conf": encoded, "admin.conf": encoded},
             },
         )
+
+    def serve_tenant_apis(self, base: str, ca_data: str | None) -> None:
+        """Point every tenant cluster's admin kubeconfig at devcluster's tenant API (``base``
+        is the address clients reach devcluster at)."""
+        with self.store.lock:
+            self.tenant_api_base, self.tenant_api_ca = base, ca_data
+            for res in self.apps:
+                if res.plural != "kuberneteses":
+                    continue
+                for (ns, name), obj in list(self.store.iter_objects(res.key)):
+                    if self.store.get(SECRETS.key, ns, f"{res.prefix}{name}-admin-kubeconfig"):
+                        self._ensure_kubeconfig(res, obj)
 
     def _forget_app(self, key: str) -> None:
         self.app_records.pop(key, None)
@@ -890,18 +926,27 @@ class Reconciler:
                     "replicas": CHART_REPLICAS if self.v11 else mn,
                     "changed_at": now,
                 }
-            d = self._autoscale(st, f"{ns}/{name}/{gname}", mn, mx, now)
-            if d:
-                deadlines.append(d)
-            want = st["replicas"]
             members = sorted(
                 (u for u in self._owned_units(owner) if u.get("group") == gname),
                 key=lambda u: u["seq"],
             )
             current = [u for u in members if u.get("tmpl", tmpl) == tmpl]
             old = [u for u in members if u.get("tmpl", tmpl) != tmpl]
+            registered = sum(1 for u in current if u["phase"] == "Running")
+            d = self._autoscale(st, f"{ns}/{name}/{gname}", mn, mx, now, registered)
+            if d:
+                deadlines.append(d)
+            want = st["replicas"]
+            if len(current) > want and st.get("scaled_down") == now:
+                # The autoscaler deletes the unneeded nodes: registered ones (newest first),
+                # never a worker whose VM has not booted.
+                drop = sorted(current, key=lambda u: (u["phase"] != "Running", -u["seq"]))
+                gone = {id(u) for u in drop[: len(current) - want]}
+                for u in drop[: len(current) - want]:
+                    self._remove_unit(f"{u['ns']}/{u['name']}")
+                current = [u for u in current if id(u) not in gone]
             for u in current[want:]:
-                self._remove_unit(f"{u['ns']}/{u['name']}")  # scale down: newest first
+                self._remove_unit(f"{u['ns']}/{u['name']}")  # chart/CAPI: newest first
             current = current[:want]
             # Rolling update (maxSurge = maxReplicas, maxUnavailable 1): the new workers come
             # up beside the old ones, which go only as new ones run.
@@ -964,22 +1009,30 @@ class Reconciler:
                 self.store.delete(WORKLOAD_MONITORS.key, ns, mname)
         return min(deadlines) if deadlines else 0.0
 
-    def _autoscale(self, st: dict[str, Any], key: str, mn: int, mx: int, now: float) -> float:
+    def _autoscale(
+        self, st: dict[str, Any], key: str, mn: int, mx: int, now: float, registered: int
+    ) -> float:
         """cluster-autoscaler stand-in (--enforce-node-group-min-size=true,
         --scale-down-unneeded-time=30s): keep min..max, add workers for pending demand,
-        remove unneeded ones once they have been unneeded long enough."""
+        remove unneeded ones once they have been unneeded long enough. Only registered nodes
+        (booted workers) can be unneeded: a worker whose VM cannot be placed never becomes a
+        node, so scale-down never removes it (CA scale-down considers the cluster's nodes;
+        unregistered ones go only after --max-node-provision-time, 15 min, not modelled)."""
         demand = int((self.faults.knob("pending_demand") or {}).get(key, 0))
         needed = min(mx, mn + demand)
         r = max(mn, min(mx, int(st["replicas"])))
         if r < needed:
             r = needed
-        elif r > needed:
+        elif r > needed and registered:
             at = float(st["changed_at"]) + self.knob_s("scale_down_unneeded")
             if now < at:
                 if r != st["replicas"]:
                     st["replicas"] = r
                 return at
-            r = needed
+            r = max(needed, r - registered)
+            st["scaled_down"] = now
+        elif r > needed:
+            st["changed_at"] = now  # no node to be unneeded yet: the clock starts when one is
         if r != st["replicas"]:
             st.update(replicas=r, changed_at=now)
         return 0.0
@@ -1111,7 +1164,15 @@ class Reconciler:
             self._apply_pending(unit)
             unit.update(phase="Provisioning", since=now - self.delay("vm_provision"))
             phase = "Provisioning"
+        if phase == "FailedCreate" and unit.get("create_error"):
+            # The API server refused the pod (the quota admission): KubeVirt retries the pod
+            # creation with backoff, and at once when a quota changes.
+            due = unit.get("event_at", 0) + self.delay("sched_retry")
+            if now < due and not self.quota_changed:
+                return due
+            return self._try_schedule(unit, now)
         if phase in ("Provisioning", "ErrorDataVolumeNotFound", "DataVolumeError", "FailedCreate"):
+            # FailedCreate here: the launch manifest could not be rendered (sync_error).
             ready_at = unit["since"] + self.delay("vm_provision")
             if now < ready_at:
                 return ready_at
@@ -1124,19 +1185,20 @@ class Reconciler:
                 # The VMI stays Pending with no pod (the VM reads Starting) and virt-controller
                 # requeues it; it starts once the KubeVirt CR permits the device.
                 if phase != "FailedCreate" or unit.get("sync_error") != render_error:
+                    unit.pop("create_error", None)
                     unit.update(phase="FailedCreate", sync_error=render_error)
                     self._write_vm(unit, now)
                 return now + self.delay("sched_retry")
             if unit.pop("sync_error", None) is not None:
                 unit["phase"] = "Provisioning"
+            elif phase == "FailedCreate":
+                # A pod the quota refused: KubeVirt retries the creation with backoff, and at
+                # once when a quota changes (the VMI controller's ResourceQuota handlers).
+                due = unit.get("event_at", 0) + self.delay("sched_retry")
+                if now < due and not self.quota_changed:
+                    return due
             return self._try_schedule(unit, now)
         if phase == "ErrorUnschedulable":
-            return self._try_schedule(unit, now)
-        if phase == "FailedCreate":
-            # KubeVirt retries the pod creation with backoff, and at once when a quota changes.
-            due = unit.get("event_at", 0) + self.delay("sched_retry")
-            if now < due and not self.quota_changed:
-                return due
             return self._try_schedule(unit, now)
         if phase == "Starting":
             ready_at = unit["since"] + self.delay("vm_start")

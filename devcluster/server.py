@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -26,6 +27,8 @@ from .rbac import Authorizer
 from .reconciler import Reconciler
 from .resources import NAMESPACES, NODES, resources_for
 from .store import Store, dumps
+from .tenant_api import PATH_PREFIX as TENANT_PATH_PREFIX
+from .tenant_api import TenantApi
 
 STATE_VERSION = 1
 
@@ -66,8 +69,13 @@ class DevCluster:
         self.api = Api(
             self.store, self.resources, self.auth, self.faults, self.clock, seed, speed, flavour
         )
-        self.api.extra_routes = [("/devcluster/", self._admin_route), ("/dcgm/", self._dcgm_route)]
         self.dcgm = metrics.Dcgm(self)
+        self.tenant_api = TenantApi(self)
+        self.api.extra_routes = [
+            ("/devcluster/", self._admin_route),
+            ("/dcgm/", self._dcgm_route),
+            (TENANT_PATH_PREFIX, self.tenant_api.route),
+        ]
         self.state_file = Path(state_file) if state_file else None
         self.port = 0
         self._saver: threading.Thread | None = None
@@ -394,6 +402,9 @@ def run(args: Any) -> int:
         portal_token=dc.portal_token,
         ca_file=tls_dir / "devcluster.crt",
     )
+    # Tenant clusters' admin kubeconfigs point at devcluster's tenant API (tenant_api.py).
+    ca = base64.b64encode((tls_dir / "devcluster.crt").read_bytes()).decode()
+    dc.reconciler.serve_tenant_apis(args.kubeconfig_server or f"https://127.0.0.1:{dc.port}", ca)
     dc.start_background()
     stop = threading.Event()
 

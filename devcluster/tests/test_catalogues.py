@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from devcluster.testing import DevCluster
+from devcluster.testing import DevCluster, run_devcluster
 
 from .conftest import APPS, kubevirt_status, vm_instance, wait_for
 
@@ -57,6 +57,11 @@ def test_kubectl_lists_the_v11_catalogues(dc: DevCluster) -> None:
     assert "u1.2xlarge" in dc.kubectl("--context", "portal", "get", "vmcit").stdout
     denied = dc.kubectl("--context", "tenant-acme", "get", "vmcit", check=False)
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+    # Golden images in cozy-public only (a Role there), never a tenant's disks.
+    portal_dvs = dc.kubectl("--context", "portal", "-n", "cozy-public", "get", "dv", "-o", "name")
+    assert "datavolume.cdi.kubevirt.io/vm-image-ubuntu-2404" in portal_dvs.stdout.split()
+    elsewhere = dc.kubectl("--context", "portal", "get", "dv", "-A", check=False)
+    assert elsewhere.returncode != 0 and "forbidden" in elsewhere.stderr.lower()
 
 
 def test_unknown_instance_type_fails_the_install_until_it_exists(
@@ -217,3 +222,31 @@ def test_a_disk_from_a_missing_image_waits_with_clone_without_source(
     dc.kubectl("-n", "cozy-public", "delete", "dv", "vm-image-beos-5")
     custom.delete_namespaced_custom_object(G, V, ns, "vminstances", "cat-img")
     custom.delete_namespaced_custom_object(G, V, ns, "vmdisks", "cat-img-system")
+
+
+def test_the_legacy_chart_words_a_missing_instance_type_its_own_way(tmp_path: Any) -> None:
+    with run_devcluster(tmp_path, flavour="legacy", speed=50.0) as legacy:
+        legacy.set_faults({"rules": [], "knobs": {"helm_retry": 5.0}})
+        custom = client.CustomObjectsApi(legacy.api_client())
+        ns = "tenant-root"
+        body = {
+            "apiVersion": f"{G}/{V}",
+            "kind": "VirtualMachine",
+            "metadata": {"name": "cat-legacy"},
+            "spec": {
+                "running": True,
+                "instanceType": "zz9.none",
+                "systemDisk": {"image": "ubuntu", "storage": "5Gi"},
+            },
+        }
+        custom.create_namespaced_custom_object(G, V, ns, "virtualmachines", body)
+        cond = wait_for(
+            lambda: (
+                (c := _ready(custom, ns, "virtualmachines", "cat-legacy")).get("reason")
+                == "InstallFailed"
+                and c
+            ),
+            what="InstallFailed",
+        )
+        # packages/apps/virtual-machine/templates/vm.yaml, its last version (08a5f9890^).
+        assert cond["message"].endswith("Specified instancetype not exists in cluster: zz9.none")

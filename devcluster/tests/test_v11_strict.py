@@ -132,6 +132,46 @@ def test_any_update_writes_the_defaulted_spec_back(dc: DevCluster, tmp_path) -> 
     dc.kubectl("delete", "-f", str(manifest), "--wait=false")
 
 
+def test_a_label_patch_writes_the_defaults_into_the_values_and_helm_upgrades(
+    dc: DevCluster,
+) -> None:
+    """Even a patch a GET cannot tell apart (a label) goes through rest.go Update, which writes
+    the defaulted spec as the HelmRelease's values: they changed, so Helm upgrades (.v2)."""
+    custom = client.CustomObjectsApi(dc.api_client())
+    body = {
+        "apiVersion": f"{G}/{V}",
+        "kind": "VMInstance",
+        "metadata": {"name": "rawvm"},
+        "spec": {"runStrategy": "Halted"},
+    }
+    custom.create_namespaced_custom_object(G, V, "tenant-root", "vminstances", body)
+
+    def released() -> str:
+        try:
+            obj = custom.get_namespaced_custom_object(G, V, "tenant-root", "vminstances", "rawvm")
+        except client.ApiException:
+            return ""  # the read cache has not seen the create yet
+        return _cond(obj, "Released").get("message", "")
+
+    try:
+        wait_for(lambda: ".v1 " in released(), what="installed")
+        before = custom.get_namespaced_custom_object(G, V, "tenant-root", "vminstances", "rawvm")
+        wait_for(
+            lambda: (
+                dc.kubectl(
+                    "label", "vminstance", "rawvm", "-n", "tenant-root", "team=ml", check=False
+                ).returncode
+                == 0
+            ),
+            what="label accepted once the read cache has caught up",
+        )
+        wait_for(lambda: ".v2 " in released(), what="a Helm upgrade for a label")
+        after = custom.get_namespaced_custom_object(G, V, "tenant-root", "vminstances", "rawvm")
+        assert after["spec"] == before["spec"]  # a GET shows no difference
+    finally:
+        custom.delete_namespaced_custom_object(G, V, "tenant-root", "vminstances", "rawvm")
+
+
 def test_a_group_added_by_patch_is_stored_as_sent(dc: DevCluster, tmp_path) -> None:
     """A merge patch adding a group to a working cluster: the old groups come back defaulted,
     the new one as sent, so Helm's upgrade fails naming the keys the new group lacks."""

@@ -70,6 +70,7 @@ class VmIn(Schema):
     external: str | None = Field(None, description="none, PortList or WholeIP")
     external_ports: list[int] | None = None
     install_driver: bool | None = None
+    guest_agent: bool | None = None
     cloud_init: str | None = None
     run_strategy: str | None = None
     queue_until_capacity: bool | None = None

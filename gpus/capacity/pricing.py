@@ -477,8 +477,7 @@ class TenantSpend:
 
 def tenant_spend(tenant: Tenant, now: dt.datetime | None = None, months: int = 12) -> TenantSpend:
     """This month so far, its forecast, per model this month and per month over a year: a
-    fixed number of queries (2 for the lists, 1 for the usage, 1 for the models' names, 3 for
-    what is held now)."""
+    fixed number of queries (2 for the lists, 1 for the usage, 2 or 3 for what is held now)."""
     now = now or timezone.now()
     this_month = month_start(now)
     first = this_month
@@ -489,23 +488,20 @@ def tenant_spend(tenant: Tenant, now: dt.datetime | None = None, months: int = 1
         usage_between(first, next_month(this_month), tenant).annotate(
             month=TruncMonth("ts", tzinfo=UTC)
         ),
-        ("month", "gpu_model_id"),
+        ("month", "gpu_model__display_name"),
         lists,
     )
     months_: dict[tuple[dt.datetime, str], Spend] = defaultdict(Spend)
-    models_: dict[tuple[int, str], Spend] = defaultdict(Spend)
+    models_: dict[tuple[str, str], Spend] = defaultdict(Spend)
     month = Spend()
-    for (at, model_id, currency), s in priced.items():
+    for (at, name, currency), s in priced.items():
         months_[(at, currency)].add(s)
         if at == this_month:
-            models_[(model_id, currency)].add(s)
+            models_[(name, currency)].add(s)
             if month.currency in ("", currency):  # a list in another currency: its own rows
                 month.add(s)
     by_month = sorted(((k[0], s) for k, s in months_.items()), key=lambda x: x[0], reverse=True)
-    names = dict(
-        GpuModel.objects.filter(pk__in={k[0] for k in models_}).values_list("pk", "display_name")
-    )
-    by_model = sorted(((names.get(k[0], "?"), s) for k, s in models_.items()), key=lambda x: x[0])
+    by_model = sorted(((k[0], s) for k, s in models_.items()), key=lambda x: x[0])
     rates = next((r for r in lists if r.valid_from <= now.astimezone(UTC).date()), None)
     hourly = forecast = None
     if rates is not None:

@@ -34,12 +34,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Avg, Count, Max, Q, QuerySet
+from django.db.models import Avg, Count, Max, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from gpus.capacity import pricing
 from gpus.catalog.models import GpuModel
 from gpus.inventory.models import GpuWorkload
 from gpus.tenancy.models import Tenant
@@ -50,7 +51,7 @@ MIN_HOURS = 72  # three days of readings in the week
 IDLE_BUSY_PCT = float(getattr(settings, "METRICS_IDLE_THRESHOLD", 5.0))
 SMALLER_BUSY_PCT = 30.0
 MEMORY_MARGIN = Decimal("0.8")  # the peak must fit in 80 % of the smaller model's memory
-HOURS_PER_MONTH = Decimal(730)
+HOURS_PER_MONTH = pricing.HOURS_PER_MONTH
 MIB = Decimal(1048576)
 GB = Decimal(1000000000)
 
@@ -75,30 +76,21 @@ class GpuPrices:
 
 def gpu_prices(at: dt.datetime | None = None) -> GpuPrices | None:
     """The GPU prices of the list in force (None without one)."""
-    from gpus.capacity import pricing
-
     rates = pricing.rates_at(at)
     return GpuPrices(rates.currency, dict(rates.gpu_hour)) if rates is not None else None
 
 
-def money(amount: Decimal, currency: str) -> str:
-    from gpus.capacity import pricing
-
-    return pricing.money(amount, currency)
-
-
-@dataclass(frozen=True)
+@dataclass
 class Usage:
-    """One workload over the window."""
+    """One workload over the window (its row is loaded only for what is shown)."""
 
-    workload: GpuWorkload
+    workload_id: int
+    model: GpuModel
+    gpus: int
     hours: int
     busy_pct: float
     mem_peak_mib: float | None
-
-    @property
-    def gpus(self) -> int:
-        return self.workload.gpus_held
+    workload: GpuWorkload | None = None
 
     @property
     def mem_peak_gb(self) -> Decimal | None:
@@ -117,16 +109,17 @@ class Suggestion:
 
     @property
     def workload(self) -> GpuWorkload:
+        assert self.usage.workload is not None
         return self.usage.workload
 
     @property
     def saving_text(self) -> str:
-        return money(self.saving, self.currency) if self.saving is not None else ""
+        return pricing.money(self.saving, self.currency) if self.saving is not None else ""
 
     def text(self) -> str:
         """The suggestion in plain words, in the active language."""
-        w = self.usage.workload
-        model = w.gpu_model.display_name if w.gpu_model else w.gpu_resource
+        w = self.workload
+        model = self.usage.model.display_name
         values = {
             "name": _target(w),
             "n": self.usage.gpus,
@@ -160,7 +153,7 @@ class Suggestion:
         peak = self.usage.mem_peak_gb
         values |= {
             "used": int(peak.to_integral_value()) if peak is not None else 0,
-            "size": int(w.gpu_model.memory_gb) if w.gpu_model and w.gpu_model.memory_gb else 0,
+            "size": int(self.usage.model.memory_gb or 0),
         }
         if self.verdict == Verdict.SMALLER:
             assert self.target is not None
@@ -195,21 +188,21 @@ def _target(w: GpuWorkload) -> str:
 
 def decide(usage: Usage, models: list[GpuModel], prices: GpuPrices | None) -> Suggestion | None:
     """The rules above, for one workload (None: nothing to suggest)."""
-    w = usage.workload
-    if usage.hours < MIN_HOURS or w.gpu_model is None or usage.gpus <= 0:
+    held = usage.model
+    if usage.hours < MIN_HOURS or usage.gpus <= 0:
         return None
     currency = prices.currency if prices else ""
-    current = prices.month(w.gpu_model.pk) if prices else None
+    current = prices.month(held.pk) if prices else None
     if usage.busy_pct < IDLE_BUSY_PCT:
         saving = current * usage.gpus if current is not None else None
         return Suggestion(usage, Verdict.IDLE, saving=saving, currency=currency)
     if usage.busy_pct >= SMALLER_BUSY_PCT:
         return None
     peak = usage.mem_peak_gb
-    if peak is not None and w.gpu_model.memory_gb:
+    if peak is not None and held.memory_gb:
         fitting = []
         for m in models:
-            if m.pk == w.gpu_model.pk or not m.memory_gb or m.memory_gb >= w.gpu_model.memory_gb:
+            if m.pk == held.pk or not m.memory_gb or m.memory_gb >= held.memory_gb:
                 continue
             if peak > MEMORY_MARGIN * m.memory_gb:
                 continue
@@ -228,12 +221,13 @@ def decide(usage: Usage, models: list[GpuModel], prices: GpuPrices | None) -> Su
     return Suggestion(usage, Verdict.MOSTLY_IDLE, currency=currency)
 
 
-def _stats(tenant: Tenant | None, now: dt.datetime) -> dict[int, dict[str, Any]]:
-    """One aggregate over the window's hourly rollups, per workload: hours with readings, mean
-    busy %, memory peak. Fleet-wide it is kept in the cache until the next hour's rollups (a
-    week of a large fleet's hourly rows is millions); one tenant's reads its own index."""
+def _stats(tenant: Tenant | None, now: dt.datetime) -> list[tuple[int, int, int, int, float, Any]]:
+    """One aggregate over the window's hourly rollups, per workload still holding GPUs:
+    (workload, its model, GPUs held, hours with readings, mean busy %, memory peak). Fleet-wide
+    it is kept in the cache until the next hour's rollups (a week of a large fleet's hourly rows
+    is millions); one tenant's reads its own index."""
     end = now.replace(minute=0, second=0, microsecond=0)
-    key = f"capacity:rightsizing:{int(end.timestamp())}"
+    key = f"capacity:rightsizing:2:{int(end.timestamp())}"  # :2: the rows' shape
     if tenant is None and (cached := cache.get(key)) is not None:
         return cached
     rows = GpuRollup.objects.filter(
@@ -241,58 +235,60 @@ def _stats(tenant: Tenant | None, now: dt.datetime) -> dict[int, dict[str, Any]]
         ts__gte=end - dt.timedelta(days=WINDOW_DAYS),
         ts__lt=end,
         allocated=True,
-        workload__isnull=False,
+        workload__gpus_held__gt=0,
+        workload__gpu_model__isnull=False,
     ).filter(Q(busy_avg__isnull=False) | Q(util_avg__isnull=False))
     if tenant is not None:
-        rows = rows.filter(tenant=tenant)
-    stats = {
-        r["workload_id"]: r
-        for r in rows.values("workload_id").annotate(
+        rows = rows.filter(tenant=tenant, workload__tenant=tenant)
+    stats = [
+        (
+            r["workload_id"],
+            r["workload__gpu_model_id"],
+            r["workload__gpus_held"],
+            r["hours"],
+            float(r["busy"] or 0.0),
+            r["mem"],
+        )
+        for r in rows.values("workload_id", "workload__gpu_model_id", "workload__gpus_held")
+        .annotate(
             hours=Count("ts", distinct=True),
             busy=Avg(Coalesce("busy_avg", "util_avg")),
             mem=Max(Coalesce("mem_used_max", "mem_used_avg")),
         )
-    }
+        .order_by()
+    ]
     if tenant is None:
         cache.set(key, stats, 3600)
     return stats
-
-
-def _usage_rows(
-    workloads: QuerySet[GpuWorkload], tenant: Tenant | None, now: dt.datetime
-) -> list[Usage]:
-    """The workloads (still holding GPUs) with readings in the window: 2 queries."""
-    stats = _stats(tenant, now)
-    if not stats:
-        return []
-    out = []
-    for w in workloads.filter(pk__in=stats).select_related("gpu_model", "tenant", "cluster"):
-        r = stats[w.pk]
-        out.append(Usage(w, r["hours"], float(r["busy"] or 0.0), r["mem"]))
-    return out
 
 
 def suggestions(
     tenant: Tenant | None = None, now: dt.datetime | None = None, limit: int | None = None
 ) -> list[Suggestion]:
     """Right-sizing for one tenant (My GPUs) or the whole fleet (admins), the biggest saving
-    first, then the idlest."""
+    first, then the idlest: decided on the aggregate, and only the rows shown are loaded."""
     now = now or timezone.now()
-    workloads = GpuWorkload.objects.filter(gpus_held__gt=0, gpu_model__isnull=False)
-    if tenant is not None:
-        workloads = workloads.filter(tenant=tenant)
-    usages = _usage_rows(workloads, tenant, now)
-    if not usages:
+    stats = _stats(tenant, now)
+    if not stats:
         return []
-    models = list(GpuModel.objects.filter(offered=True, memory_gb__isnull=False))
-    prices = gpu_prices(now)
-    found = [s for u in usages if (s := decide(u, models, prices)) is not None]
-    found.sort(
-        key=lambda s: (
-            -(s.saving or Decimal(0)),
-            s.usage.busy_pct,
-            s.workload.tenant.namespace,
-            _target(s.workload),
+    models = {
+        m.pk: m
+        for m in GpuModel.objects.filter(
+            Q(offered=True, memory_gb__isnull=False) | Q(pk__in={r[1] for r in stats})
         )
-    )
-    return found[:limit] if limit else found
+    }
+    offered = [m for m in models.values() if m.offered and m.memory_gb is not None]
+    prices = gpu_prices(now)
+    found = []
+    for workload_id, model_id, gpus, hours, busy, mem in stats:
+        usage = Usage(workload_id, models[model_id], gpus, hours, busy, mem)
+        if (s := decide(usage, offered, prices)) is not None:
+            found.append(s)
+    found.sort(key=lambda s: (-(s.saving or Decimal(0)), s.usage.busy_pct, s.usage.workload_id))
+    if limit:
+        found = found[:limit]
+    shown = GpuWorkload.objects.filter(pk__in=[s.usage.workload_id for s in found])
+    rows = {w.pk: w for w in shown.select_related("tenant", "cluster")}
+    for s in found:
+        s.usage.workload = rows.get(s.usage.workload_id)
+    return [s for s in found if s.usage.workload is not None]

@@ -41,7 +41,6 @@ from gpus.provisioning.models import GpuQuota, Operation
 from gpus.tenancy.models import Tenant
 from gpus.utilization.models import Bucket as UtilBucket
 from gpus.utilization.models import GpuRollup, GroupRollup, Scope
-from gpus.utilization.selectors import finer_if_empty
 from gpus.web.access import User
 from gpus.web.paging import KeysetPage, PageRequest, keyset_page
 
@@ -530,19 +529,28 @@ def tenant_energy(
     tenant: Tenant, since: dt.datetime, until: dt.datetime | None = None
 ) -> list[dict[str, Any]]:
     """kWh per UTC day of the tenant's GPUs that report telemetry, from the tenant's hourly
-    utilization rollups (the 5-minute ones while no hour has closed): 1 or 2 queries."""
-
-    def rows_of(bucket: str) -> QuerySet:
-        qs = GroupRollup.objects.filter(
-            bucket=bucket, scope=Scope.TENANT, key=tenant.namespace, ts__gte=since
-        )
-        return qs.filter(ts__lt=until) if until is not None else qs
-
-    rows = rows_of(finer_if_empty(UtilBucket.HOUR, rows_of))
-    return [
-        {"day": r["day"], "kwh": (r["wh"] or 0) / 1000, "gpu_hours": r["gpu_hours"] or 0}
-        for r in rows.annotate(day=TruncDay("ts", tzinfo=dt.UTC))
-        .values("day")
+    utilization rollups (the 5-minute ones while no hour has closed): 1 query for both."""
+    qs = GroupRollup.objects.filter(
+        bucket__in=[UtilBucket.HOUR, UtilBucket.FIVE_MINUTES],
+        scope=Scope.TENANT,
+        key=tenant.namespace,
+        ts__gte=since,
+    )
+    if until is not None:
+        qs = qs.filter(ts__lt=until)
+    rows = list(
+        qs.annotate(day=TruncDay("ts", tzinfo=dt.UTC))
+        .values("bucket", "day")
         .annotate(wh=Sum("energy_wh"), gpu_hours=Sum("gpu_hours"))
         .order_by("day")
+    )
+    bucket = (
+        UtilBucket.HOUR
+        if any(r["bucket"] == UtilBucket.HOUR for r in rows)
+        else UtilBucket.FIVE_MINUTES
+    )
+    return [
+        {"day": r["day"], "kwh": (r["wh"] or 0) / 1000, "gpu_hours": r["gpu_hours"] or 0}
+        for r in rows
+        if r["bucket"] == bucket
     ]

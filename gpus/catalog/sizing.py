@@ -104,10 +104,46 @@ FAMILY_USERS: dict[str, str] = {
     "alpine": "alpine",
     "cirros": "cirros",
 }
-# The Hikube FAQ's NVIDIA driver snippet for a VM's cloud-init.
+# The Hikube FAQ's NVIDIA driver snippet for a VM's cloud-init (Ubuntu's packages).
 NVIDIA_DRIVER_CLOUD_INIT = """#cloud-config
 runcmd:
   - apt-get update
   - apt-get install -y linux-headers-$(uname -r)
   - apt-get install -y nvidia-driver-550 nvidia-utils-550
 """
+# The same driver for the other families the golden images come in, each with its own package
+# manager and repositories: Debian 12 ships it in non-free (nvidia-driver, nvidia-smi apart);
+# the RHEL family (Rocky, AlmaLinux, RHEL 9) takes NVIDIA's CUDA repository and its DKMS module
+# stream (NVIDIA driver installation guide, "Red Hat Enterprise Linux 9").
+DEBIAN_DRIVER_CLOUD_INIT = """#cloud-config
+runcmd:
+  - >-
+    sed -i 's/^Components: main$/Components: main contrib non-free non-free-firmware/'
+    /etc/apt/sources.list.d/debian.sources
+  - apt-get update
+  - >-
+    DEBIAN_FRONTEND=noninteractive
+    apt-get install -y linux-headers-$(uname -r) nvidia-driver nvidia-smi
+"""
+RHEL_DRIVER_CLOUD_INIT = """#cloud-config
+runcmd:
+  - dnf install -y epel-release dnf-plugins-core
+  - >-
+    dnf config-manager --add-repo
+    https://developer.download.nvidia.com/compute/cuda/repos/rhel9/x86_64/cuda-rhel9.repo
+  - dnf install -y kernel-devel-$(uname -r) kernel-headers-$(uname -r)
+  - dnf module install -y nvidia-driver:550-dkms
+"""
+# OS family -> its driver snippet (no entry: the person's own cloud-init installs it).
+FAMILY_DRIVER_CLOUD_INIT: dict[str, str] = {
+    "ubuntu": NVIDIA_DRIVER_CLOUD_INIT,
+    "debian": DEBIAN_DRIVER_CLOUD_INIT,
+    "rocky": RHEL_DRIVER_CLOUD_INIT,
+    "almalinux": RHEL_DRIVER_CLOUD_INIT,
+    "rhel": RHEL_DRIVER_CLOUD_INIT,
+}
+
+
+def driver_cloud_init(family: str) -> str:
+    """The driver snippet for an OS family, "" when the portal has none for it."""
+    return FAMILY_DRIVER_CLOUD_INIT.get(family, "")

@@ -9,6 +9,7 @@ from django.utils.translation import gettext_lazy as _
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import NodeHealth
 from gpus.inventory.models import Cluster, Node, NodeGpu
+from gpus.web.choices import ListedModelChoiceFilter
 
 # The sorts the keyset pager serves (see selectors.NODE_SORT_KEYS); "-x" is x descending.
 NODE_SORTS = (
@@ -33,7 +34,7 @@ class NodeFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(
         method="keep", label=_("Name contains"), min_length=3, max_length=253
     )
-    gpu_model = django_filters.ModelChoiceFilter(
+    gpu_model = ListedModelChoiceFilter(
         method="filter_gpu_model",
         # Models in the snapshot totals (a few rows), not a DISTINCT over every node GPU row;
         # with how many nodes serve each beside another model (usually none).
@@ -43,7 +44,7 @@ class NodeFilter(django_filters.FilterSet):
         label=_("GPU model"),
         empty_label=_("Any model"),
     )
-    cluster = django_filters.ModelChoiceFilter(
+    cluster = ListedModelChoiceFilter(
         queryset=Cluster.objects.all(),
         to_field_name="name",
         label=_("Cluster"),

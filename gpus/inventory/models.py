@@ -167,6 +167,12 @@ class NodeGpu(models.Model):
     def __str__(self) -> str:
         return f"{self.gpu_model} x{self.installed} on {self.node}"
 
+    @property
+    def unavailable(self) -> int:
+        """Installed but neither held nor offered: an unhealthy GPU (capacity, not allocatable)
+        or an idle one on a cordoned or NotReady node."""
+        return max(self.installed - self.allocated - self.free, 0)
+
 
 class ModelInventory(models.Model):
     """Per cluster and GPU model: the totals the overview shows, computed at each sync."""

@@ -43,6 +43,7 @@ REASONS: dict[str, Promise] = {
     "UpgradeSucceeded": _("Up to date."),
     # KubeVirt could not create the launcher pod (a quota's refusal is told with numbers).
     "FailedCreate": _("The cluster could not create the virtual machine's pod."),
+    "QuotaExceeded": _("The tenant's quota on the cluster does not allow it."),
     # The API's refusals, recorded on operations.
     "Forbidden": _("The cluster refused this action for your account."),
     "Invalid": _("The cluster refused the settings."),

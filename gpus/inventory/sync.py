@@ -200,10 +200,13 @@ def _health(node: NodeInfo) -> str:
     return NodeHealth.READY
 
 
-def _free_and_unavailable(installed: int, allocated: int, ready: bool) -> tuple[int, int]:
-    """GPUs not held by pods are free on a ready node, unavailable on a cordoned or NotReady one."""
-    idle = max(installed - allocated, 0)
-    return (idle, 0) if ready else (0, idle)
+def _free_and_unavailable(
+    installed: int, allocated: int, ready: bool, unhealthy: int = 0
+) -> tuple[int, int]:
+    """GPUs not held by pods are free on a ready node, unavailable on a cordoned or NotReady one;
+    an unhealthy GPU (in capacity, not in allocatable) is unavailable wherever it is."""
+    idle = max(installed - unhealthy - allocated, 0)
+    return (idle, unhealthy) if ready else (0, idle + unhealthy)
 
 
 def too_long(model: type[models.Model], **values: str) -> str:
@@ -367,7 +370,7 @@ def store_snapshot(
         problem = too_long(Node, name=node.name) or next(
             (
                 f"GPU resource {r[:80]}...: " + too_long(GpuModel, resource_name=r)
-                for r in node.gpu_resources
+                for r in node.gpu_installed
                 if too_long(GpuModel, resource_name=r)
             ),
             "",
@@ -387,7 +390,7 @@ def store_snapshot(
         if last is not None and last >= now:
             log.warning("Sync of cluster %s finished after a newer one: dropped", cluster.name)
             return written
-        served = {r for n in nodes for r in n.gpu_resources} | {r for _, r in tenant_held}
+        served = {r for n in nodes for r in n.gpu_installed} | {r for _, r in tenant_held}
         catalog = gpu_models_for(served)
         node_ids = _store_nodes(written, cluster, nodes, allocated_on, holders, catalog)
         _store_node_gpus(written, cluster, node_ids, nodes, allocated_on, catalog)
@@ -510,10 +513,16 @@ def _store_nodes(
 ) -> dict[str, int]:
     wanted: dict[tuple[Any, ...], dict[str, Any]] = {}
     for node in nodes:
-        installed = sum(node.gpu_resources.values())
-        allocated = sum(allocated_on.get((node.name, r), 0) for r in node.gpu_resources)
+        gpus = node.gpu_installed
+        installed = sum(gpus.values())
+        allocated = sum(allocated_on.get((node.name, r), 0) for r in gpus)
         health = _health(node)
-        free, _ = _free_and_unavailable(installed, allocated, health == NodeHealth.READY)
+        free, _ = _free_and_unavailable(
+            installed,
+            allocated,
+            health == NodeHealth.READY,
+            sum(node.gpu_unhealthy(r) for r in gpus),
+        )
         wanted[(node.name,)] = {
             "health": health,
             "ready": node.ready,
@@ -529,9 +538,7 @@ def _store_nodes(
             "gpu_allocated": allocated,
             "gpu_free": free,
             # The one model it serves (the filtered list's index); none for 0 or several.
-            "gpu_model_id": (
-                catalog[next(iter(node.gpu_resources))].pk if len(node.gpu_resources) == 1 else None
-            ),
+            "gpu_model_id": (catalog[next(iter(gpus))].pk if len(gpus) == 1 else None),
         }
     sync_rows(
         written,
@@ -561,12 +568,13 @@ def _store_node_gpus(
     wanted = {}
     for node in nodes:
         ready = _health(node) == NodeHealth.READY
-        for resource, installed in node.gpu_resources.items():
+        for resource, installed in node.gpu_installed.items():
             allocated = allocated_on.get((node.name, resource), 0)
+            unhealthy = node.gpu_unhealthy(resource)
             wanted[(node_ids[node.name], catalog[resource].pk)] = {
                 "installed": installed,
                 "allocated": allocated,
-                "free": _free_and_unavailable(installed, allocated, ready)[0],
+                "free": _free_and_unavailable(installed, allocated, ready, unhealthy)[0],
             }
     sync_rows(
         written,
@@ -590,15 +598,18 @@ def _store_model_totals(
     )
     for node in nodes:
         ready = _health(node) == NodeHealth.READY
-        for resource, installed in node.gpu_resources.items():
+        gpus = node.gpu_installed
+        for resource, installed in gpus.items():
             allocated = min(allocated_on.get((node.name, resource), 0), installed)
             row = totals[(catalog[resource].pk,)]
             row["installed"] += installed
             row["allocated"] += allocated
-            free, unavailable = _free_and_unavailable(installed, allocated, ready)
+            free, unavailable = _free_and_unavailable(
+                installed, allocated, ready, node.gpu_unhealthy(resource)
+            )
             row["free"] += free
             row["unavailable"] += unavailable
-            row["mixed_nodes"] += len(node.gpu_resources) > 1
+            row["mixed_nodes"] += len(gpus) > 1
     sync_rows(
         written,
         "modelinventory",

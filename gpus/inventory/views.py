@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from gpus.catalog.selectors import catalog_models
 from gpus.inventory.filters import NodeFilter
 from gpus.inventory.selectors import (
+    SEARCH_COUNT_CAP,
     _live_context,
     allocations_by_tenant,
     cached_count,
@@ -124,12 +125,15 @@ def node_list(request: HttpRequest) -> HttpResponse:
     page = node_page(nodes, node_filter.sort_key, PageRequest.from_query(request.GET), term=term)
     for node in page.rows:
         node.cluster_name = names.get(node.cluster_id, "")
+    cap = SEARCH_COUNT_CAP if term else None
+    count = cached_count(
+        name_matches(nodes, term) if term else nodes, sync.version, filters, "nodes", cap
+    )
     context = {
         "filter": node_filter,
         "page": page,
-        "count": cached_count(
-            name_matches(nodes, term) if term else nodes, sync.version, filters, "nodes"
-        ),
+        "count": min(count, cap) if cap else count,
+        "count_more": bool(cap and count > cap),
         "query": _query_without(request, "page", "after", "before"),
         "clusters": clusters,
         "narrowed": narrowed,

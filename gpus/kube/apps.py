@@ -387,6 +387,8 @@ class VmRequest:
     cloud_init: str = ""
     run_strategy: str = "Always"
     queue_until_capacity: bool = False
+    # The portal's guest agent in the cloud-init (added at submit, with the VM's own token).
+    guest_agent: bool = False
 
     def as_params(self) -> dict[str, Any]:
         return {
@@ -404,6 +406,7 @@ class VmRequest:
             "cloud_init": self.cloud_init,
             "run_strategy": self.run_strategy,
             "queue_until_capacity": self.queue_until_capacity,
+            "guest_agent": self.guest_agent,
         }
 
 

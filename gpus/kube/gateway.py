@@ -8,6 +8,7 @@ objects come back as dicts already.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -15,13 +16,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
 from gpus.kube import apps as manifests
-from gpus.kube.client import ClusterConfig, Session
+from gpus.kube.client import USER_AGENT, ClusterConfig, PortalApiClient, Session
 from gpus.kube.discovery import ClusterFlavour, discover
 from gpus.kube.errors import (
     ConflictError,
     ExpiredError,
     ForbiddenError,
+    KubeError,
     NotFoundError,
     TransientError,
 )
@@ -319,9 +325,17 @@ class ClusterGateway:
     def iter_kubernetes_apps(
         self, page_size: int = 500, namespace: str | None = None, odd: list[OddObject] | None = None
     ) -> Iterator[KubernetesApp]:
-        """Tenant Kubernetes clusters with all their node groups (GPU or not)."""
+        """Tenant Kubernetes clusters with all their node groups (GPU or not), v1.1's md0 too
+        (its chart merges md0 into every cluster; the v1.4+ schema, diskSize, has no default
+        group)."""
         items = self.iter_apps("kuberneteses", page_size=page_size, namespace=namespace)
-        yield from self._records(items, kubernetes_app_from_json, "Kubernetes", odd)
+        chart_md0 = self.flavour.node_group_disk_field == "ephemeralStorage"
+        yield from self._records(
+            items,
+            functools.partial(kubernetes_app_from_json, chart_md0=chart_md0),
+            "Kubernetes",
+            odd,
+        )
 
     def iter_workload_monitors(
         self,
@@ -468,6 +482,43 @@ class ClusterGateway:
         except NotFoundError:
             return None
         return kubeconfig_from_secret(secret or {})
+
+    def tenant_cluster_nodes(
+        self,
+        namespace: str,
+        cluster_name: str,
+        impersonate_user: str | None = None,
+        impersonate_groups: Iterable[str] = (),
+        timeout: float = 5.0,
+    ) -> list[NodeInfo] | None:
+        """The nodes of a tenant Kubernetes cluster, through its admin kubeconfig (the Secret
+        ``kubernetes-<name>-admin-kubeconfig``, readable from the tenant's ``-use`` level up:
+        v1.1 ``packages/apps/kubernetes/templates/dashboard-resourcemap.yaml``). None while the
+        cluster has not written it. One list, within ``timeout`` seconds: a tenant's API that
+        hangs must not hold the poll."""
+        config_text = self.admin_kubeconfig(
+            namespace, cluster_name, impersonate_user, impersonate_groups
+        )
+        if config_text is None:
+            return None
+        name = f"{self.config.name}/{namespace}/{cluster_name}"
+        try:
+            parsed = yaml.safe_load(config_text) or {}
+            cfg = k8s.Configuration()
+            k8s_config.load_kube_config_from_dict(
+                parsed, client_configuration=cfg, persist_config=False
+            )
+        except Exception as exc:  # an unreadable kubeconfig is the cluster's, permanent
+            raise KubeError(f"Cannot read the admin kubeconfig of {name}: {exc}") from exc
+        cfg.retries = False
+        client = PortalApiClient(cfg)
+        client.user_agent = USER_AGENT
+        session = Session(ClusterConfig(name=f"tenant:{name}", timeout=timeout), client=client)
+        try:
+            data = session.call_json(session.core().list_node) or {}
+        finally:
+            session.close()
+        return [node_from_json(item) for item in data.get("items") or []]
 
     def list_workload_monitors(
         self, namespace: str, label_selector: str | None = None

@@ -23,10 +23,17 @@ from typing import Any
 
 from gpus.kube import apps as manifests
 from gpus.kube.client import tenant_groups
-from gpus.kube.errors import Cause, ConflictError, KubeError, NotFoundError, TransientError
+from gpus.kube.errors import (
+    Cause,
+    ConflictError,
+    ForbiddenError,
+    KubeError,
+    NotFoundError,
+    TransientError,
+)
 from gpus.kube.gateway import ClusterGateway, Event
-from gpus.kube.records import conditions_of, quota_denial
-from gpus.kube.states import launch_refusal
+from gpus.kube.records import NodeInfo, conditions_of
+from gpus.kube.states import launch_refusal, quota_refusal
 
 _ALREADY_EXISTS = re.compile(r"already exists", re.I)
 _MODIFIED = re.compile(r"has been modified|the object has been modified", re.I)
@@ -190,6 +197,46 @@ class NamespaceView:
     kubevirt: dict[str, dict[str, Any]] = field(default_factory=dict)
     monitors: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    # Tenant Kubernetes clusters whose own nodes were read (by app name).
+    tenant_nodes: dict[str, TenantNodes] = field(default_factory=dict)
+
+
+# Why a tenant cluster's GPUs could not be seen (the engine words them for people).
+GPUS_UNSEEN_MISSING = "missing"  # no admin kubeconfig Secret yet
+GPUS_UNSEEN_FORBIDDEN = "forbidden"  # the Secret is not readable with the person's rights
+GPUS_UNSEEN_UNREACHABLE = "unreachable"  # the Secret or the tenant's API did not answer
+GPUS_UNSEEN_OPERATOR_OFF = "operator_off"  # no GPU operator: nothing advertises nvidia.com/gpu
+
+
+@dataclass(frozen=True)
+class TenantNodes:
+    """One read of a tenant cluster's own nodes: the nodes, or why they could not be read."""
+
+    nodes: tuple[NodeInfo, ...] = ()
+    problem: str = ""  # one of GPUS_UNSEEN_*; "" when read
+    detail: str = ""  # the cluster's words, for "what the cluster said"
+
+
+def read_tenant_nodes(
+    gateway: ClusterGateway, namespace: str, cluster: str, who: Identity, timeout: float = 5.0
+) -> TenantNodes:
+    """The tenant cluster's nodes through its admin kubeconfig, or why not (never raises a
+    cluster error: GPU readiness is a step the portal shows when it can see it)."""
+    try:
+        nodes = gateway.tenant_cluster_nodes(
+            namespace,
+            cluster,
+            impersonate_user=who.user,
+            impersonate_groups=who.groups,
+            timeout=timeout,
+        )
+    except ForbiddenError as exc:
+        return TenantNodes(problem=GPUS_UNSEEN_FORBIDDEN, detail=exc.detail or exc.message)
+    except KubeError as exc:
+        return TenantNodes(problem=GPUS_UNSEEN_UNREACHABLE, detail=exc.detail or exc.message)
+    if nodes is None:
+        return TenantNodes(problem=GPUS_UNSEEN_MISSING)
+    return TenantNodes(nodes=tuple(nodes))
 
 
 @dataclass(frozen=True)
@@ -235,6 +282,7 @@ def observe(
     targets: Iterable[Target],
     events_in: Iterable[str] = (),
     clone_events_in: Iterable[str] = (),
+    tenant_clusters: Mapping[tuple[str, str], Identity] | None = None,
 ) -> dict[str, NamespaceView]:
     """Everything the progress of ``targets`` needs, in requests that grow with the operations
     in flight, not with the tenants (admin credential: polling is the portal's):
@@ -245,7 +293,10 @@ def observe(
       their release or app name, about 100 names a request;
     - FailedScheduling events, when ``events_in`` names namespaces: one cluster-wide list;
     - CDI's CloneWithoutSource events (a disk's golden image is missing), when
-      ``clone_events_in`` names namespaces: one cluster-wide list.
+      ``clone_events_in`` names namespaces: one cluster-wide list;
+    - the nodes of the tenant clusters in ``tenant_clusters`` ((namespace, app) -> who reads
+      its admin kubeconfig): a Secret GET and one node list each, only for node groups whose
+      workers booted and whose GPUs are awaited.
     """
     targets = list(targets)
     namespaces = {t.namespace for t in targets}
@@ -309,6 +360,9 @@ def observe(
                 views[event.namespace].events.append(event)
     for ns in events_in | clone_events_in:
         views[ns].events.sort(key=lambda ev: ev.last_timestamp)  # newest last
+    for (ns, cluster), who in sorted((tenant_clusters or {}).items()):
+        if ns in views:
+            views[ns].tenant_nodes[cluster] = read_tenant_nodes(gateway, ns, cluster, who)
     return views
 
 
@@ -559,7 +613,7 @@ def vm_progress(
             message=next((c.message for c in kv_conds.values() if c.message), ""),
             observed=observed,
         )
-    if refused := quota_refusal(kv):
+    if (quota := quota_refusal(kv_conds)) is not None:
         # The tenant's ResourceQuota refused the launcher pod: KubeVirt retries, but nothing
         # changes until a GPU of the tenant frees or the quota grows; say so now rather than
         # time out.
@@ -567,8 +621,8 @@ def vm_progress(
             exists=True,
             disk_ready=disk_ready,
             failed=True,
-            reason="FailedCreate",
-            message=refused,
+            reason=quota.reason,
+            message=quota.message,
             observed=observed,
         )
     # A start waits for Running; a stop (or a VM created halted) for Stopped.
@@ -587,16 +641,6 @@ def vm_progress(
         message=message,
         observed=observed,
     )
-
-
-def quota_refusal(vm: Mapping[str, Any] | None) -> str:
-    """KubeVirt's message when the quota admission refused the VM's launcher pod: the VMI's
-    (and so the VM's) ``Synchronized`` condition False, reason ``FailedCreate``, "failed to
-    create virtual machine pod: ... exceeded quota: ..." (kubevirt pkg/virt-controller/watch/
-    vmi/lifecycle.go; vm.go syncConditions); "" otherwise."""
-    synced = conditions_of(vm).get("Synchronized") if vm else None
-    refused = synced and synced.status == "False" and synced.reason == "FailedCreate"
-    return synced.message if refused and synced and quota_denial(synced.message) else ""
 
 
 def printable_of(view: NamespaceView, vm_kind: str, name: str) -> str:
@@ -646,8 +690,33 @@ def node_group_progress(
     status = monitor.get("status") or {}
     available = int(status.get("availableReplicas") or 0)
     observed.update(available=available, observed=int(status.get("observedReplicas") or 0))
-    done = helm_done and bool(monitor) and available >= min_replicas
     workers = worker_vms(view, monitor_name)
+    booted = [vm for vm in workers if _printable(vm) == "Running"]
+    # Step one, "workers booted": Helm acted and the monitor counts enough booted VMs (v1.1's
+    # WorkloadMonitor counts Ready launcher pods, not joined nodes).
+    booted_all = helm_done and bool(monitor) and available >= min_replicas
+    observed.update(booted=len(booted), workers=max(len(workers), min_replicas))
+    done = booted_all
+    per_worker = _gpus_per_worker(app, group)
+    if per_worker:
+        # Step two, "GPUs ready": every booted worker's node advertises its GPUs in the tenant
+        # cluster (the GPU operator loads the driver after the VM boots), where the portal can
+        # read that cluster; else the booted step is the last one it can see.
+        ready = _gpus_ready(view.tenant_nodes.get(cluster), booted)
+        observed.update(
+            gpus_per_worker=per_worker,
+            gpus_wanted=per_worker * max(len(workers), min_replicas),
+            gpus_ready=ready if ready is not None else 0,
+        )
+        reading = view.tenant_nodes.get(cluster)
+        if not _gpu_operator_on(app):
+            observed["gpus_unseen"] = GPUS_UNSEEN_OPERATOR_OFF
+        elif reading is not None and reading.problem:
+            observed.update(gpus_unseen=reading.problem, gpus_unseen_detail=reading.detail[:300])
+        elif reading is None:
+            done = False  # not read yet: the next poll reads it once the workers booted
+        else:
+            done = booted_all and ready is not None and ready >= per_worker * len(booted)
     for vm in workers:
         if not done and (refused := launch_refusal(conditions_of(vm))) is not None:
             # No worker of this group can ever start (a GPU KubeVirt does not permit).
@@ -658,10 +727,14 @@ def node_group_progress(
                 message=refused.message,
                 observed=observed,
             )
-    refused = next((m for vm in workers if (m := quota_refusal(vm))), "")
-    if refused and not done:
+    quota = next((q for vm in workers if (q := quota_refusal(conditions_of(vm)))), None)
+    if quota is not None and not done:
         return Progress(
-            exists=True, failed=True, reason="FailedCreate", message=refused, observed=observed
+            exists=True,
+            failed=True,
+            reason=quota.reason,
+            message=quota.message,
+            observed=observed,
         )
     stuck = [i for i, vm in enumerate(workers, 1) if _printable(vm) == "ErrorUnschedulable"]
     if stuck and not done:
@@ -669,13 +742,32 @@ def node_group_progress(
         observed.update(unschedulable_worker=stuck[0], workers=len(workers))
     return Progress(
         exists=True,
-        scheduled=available > 0,
-        running=helm_done and available >= min_replicas,
+        scheduled=booted_all,
+        running=booted_all,
         done=done,
         unschedulable=bool(stuck) and not done,
         reason="ErrorUnschedulable" if stuck and not done else "",
         observed=observed,
     )
+
+
+def _gpus_per_worker(app: Mapping[str, Any], group: str) -> int:
+    spec = ((app.get("spec") or {}).get("nodeGroups") or {}).get(group) or {}
+    return len([g for g in spec.get("gpus") or [] if isinstance(g, Mapping)])
+
+
+def _gpu_operator_on(app: Mapping[str, Any]) -> bool:
+    addons = (app.get("spec") or {}).get("addons") or {}
+    return bool((addons.get("gpuOperator") or {}).get("enabled"))
+
+
+def _gpus_ready(reading: TenantNodes | None, booted: list[dict[str, Any]]) -> int | None:
+    """GPUs allocatable on the tenant-cluster nodes of the booted workers (CAPK names each node
+    like its VM); None when the tenant cluster was not read."""
+    if reading is None or reading.problem:
+        return None
+    names = {str((vm.get("metadata") or {}).get("name") or "") for vm in booted}
+    return sum(sum(n.gpu_resources.values()) for n in reading.nodes if n.name in names)
 
 
 def _printable(vm: Mapping[str, Any]) -> str:

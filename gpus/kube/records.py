@@ -48,6 +48,21 @@ class NodeInfo:
     # status.conditions as plain dicts (type, status, reason, message), for the node page.
     conditions: tuple[dict[str, str], ...] = ()
 
+    @property
+    def gpu_installed(self) -> dict[str, int]:
+        """GPUs installed per resource: ``status.capacity`` counts every device the device
+        plugin registered, allocatable only the healthy ones (kubelet devicemanager
+        ``GetCapacity``), so an unhealthy GPU stays installed and is shown unavailable."""
+        capacity = gpu_counts(self.capacity)
+        return {
+            r: max(capacity.get(r, 0), self.gpu_resources.get(r, 0))
+            for r in sorted({*capacity, *self.gpu_resources})
+        }
+
+    def gpu_unhealthy(self, resource: str) -> int:
+        """Installed GPUs of ``resource`` the node does not offer (capacity - allocatable)."""
+        return max(self.gpu_installed.get(resource, 0) - self.gpu_resources.get(resource, 0), 0)
+
 
 @dataclass(frozen=True)
 class GpuPod:
@@ -472,11 +487,31 @@ def kubevirt_vm_from_json(obj: Mapping[str, Any]) -> KubevirtVm:
     )
 
 
-def kubernetes_app_from_json(obj: Mapping[str, Any]) -> KubernetesApp:
+# Cozystack v1.1 packages/apps/kubernetes/values.yaml: the md0 group every cluster has. Helm
+# deep-merges the user's nodeGroups into it, so it runs (its WorkloadMonitor
+# kubernetes-<name>-md0 counts its workers) even when the app's spec, as cozystack-api shows it,
+# does not name it (the portal's own clusters send only their GPU group).
+CHART_MD0 = {
+    "minReplicas": 0,
+    "maxReplicas": 10,
+    "instanceType": "u1.medium",
+    "ephemeralStorage": "20Gi",
+    "roles": ["ingress-nginx"],
+    "resources": {},
+    "gpus": [],
+}
+
+
+def kubernetes_app_from_json(obj: Mapping[str, Any], chart_md0: bool = False) -> KubernetesApp:
+    """A tenant cluster and its node groups. ``chart_md0`` (v1.1): the chart's md0 is one of
+    them, its spec's keys (if any) over the chart's values."""
     namespace, name = _key(obj)
     groups = []
     prefix = release_name(KUBERNETES, name)
-    for group_name, group in _map(_map(obj.get("spec")).get("nodeGroups")).items():
+    spec_groups = dict(_map(_map(obj.get("spec")).get("nodeGroups")))
+    if chart_md0:
+        spec_groups["md0"] = {**CHART_MD0, **_map(spec_groups.get("md0"))}
+    for group_name, group in spec_groups.items():
         group = _map(group)
         roles = group.get("roles")
         groups.append(

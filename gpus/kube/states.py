@@ -86,6 +86,23 @@ def launch_refusal(conditions: Mapping[str, Condition]) -> StateReading | None:
     return None
 
 
+# The tenant's own ResourceQuota refused the launcher pod (kube-apiserver's quota admission:
+# "exceeded quota: <name>, requested: ..., used: ..., limited: ...", wrapped by virt-controller
+# in the same Synchronized/FailedCreate condition). KubeVirt retries, and the pod is created once
+# a GPU of the tenant frees or the quota grows: the VM stays Starting, holding nothing.
+QUOTA_EXCEEDED = "QuotaExceeded"
+
+
+def quota_refusal(conditions: Mapping[str, Condition]) -> StateReading | None:
+    """A reading naming the quota's refusal (the cluster's message), else None."""
+    sync = conditions.get("Synchronized")
+    if sync is None or sync.status != "False" or sync.reason != "FailedCreate":
+        return None
+    if "exceeded quota: " not in sync.message:
+        return None
+    return StateReading(WorkloadState.STARTING, QUOTA_EXCEEDED, sync.message)
+
+
 @dataclass(frozen=True)
 class StateReading:
     state: WorkloadState
@@ -131,11 +148,10 @@ def vm_state(app: VmApp, vm: KubevirtVm | None) -> StateReading:
     if restart is not None and restart.is_true:
         # A change (gpus, instanceType) waits for a restart; the VM runs as it was.
         return StateReading(state, "RestartRequired", restart.message)
-    synced = vm.conditions.get("Synchronized")
-    if synced is not None and synced.status == "False" and synced.reason == "FailedCreate":
-        # virt-controller could not create the launcher pod (a quota refused it): that, not
-        # the pod-less Ready condition, is why it does not start.
-        return StateReading(state, synced.reason, synced.message)
+    quota = quota_refusal(vm.conditions)
+    if quota is not None:
+        # That, not the pod-less Ready condition, is why it does not start.
+        return StateReading(state, quota.reason, quota.message)
     if state not in (WorkloadState.RUNNING, WorkloadState.STOPPED):
         # The KubeVirt condition that explains a waiting VM (Unschedulable, DataVolumeError...).
         for condition in vm.conditions.values():

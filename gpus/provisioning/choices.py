@@ -56,6 +56,10 @@ class OperationStep(models.TextChoices):
     DISK_READY = "disk_ready", _("Disk ready")
     SCHEDULED = "scheduled", _("GPU server found")
     RUNNING = "running", _("Running")
+    # A node group's: its worker VMs booted, then their GPUs are allocatable in the tenant
+    # cluster (the GPU operator loads the driver after the boot).
+    WORKERS_BOOTED = "workers_booted", _("Workers booted")
+    GPUS_READY = "gpus_ready", _("GPUs ready")
 
 
 class RunStrategy(models.TextChoices):

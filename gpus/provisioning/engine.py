@@ -4,6 +4,7 @@ until done or failed, and re-send what was lost (DESIGN rules 2 and 9)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,6 +53,7 @@ from gpus.provisioning.choices import (
 from gpus.provisioning.models import Operation
 from gpus.provisioning.signals import operation_ended
 from gpus.web import queue
+from gpus.web.bulk import update_rows
 
 log = logging.getLogger(__name__)
 
@@ -510,54 +512,35 @@ def _facts(op: Operation, progress: Progress, now: Any) -> dict[str, Any]:
     return facts
 
 
-FACT_FIELDS = ["observed", "disk_ready_at", "scheduled_at", "updated_at"]
+# What a step leaves to do once its changes are written: succeed, fail, back to pending, or
+# check the ceiling. None when nothing is left.
+End = Callable[[], None] | None
 
 
-def _record_facts(ops: list[Operation], views: dict[str, NamespaceView], now: Any) -> dict:
-    """Every operation's facts in one UPDATE (a batch of a sweep changes many at once: 1,000
-    new operations' first sight), still only while each is polled. Returns their progress."""
-    progresses: dict[int, Progress] = {}
-    changed = []
-    for op in ops:
-        if (_is_delete(op) and not op.node_group) or (
-            not op.node_group and op.params.get("awaiting_disk")
-        ):
-            continue  # a VM delete reads only the app; a VM held for its disk, only the disk
-        progress = progresses[op.pk] = _progress(op, views.get(op.namespace, NamespaceView()))
-        facts = {} if progress.failed else _facts(op, progress, now)
-        if facts:
-            for key, value in {**facts, "updated_at": now}.items():
-                setattr(op, key, value)
-            changed.append(op)
-    if changed:
-        Operation.objects.filter(state__in=POLLED_OPERATION_STATES).bulk_update(
-            changed, FACT_FIELDS
-        )
-    return progresses
+def _changed(op: Operation, changes: dict[str, Any]) -> dict[str, Any]:
+    """Only the fields whose values differ from the operation's: a sweep that sees nothing new
+    writes nothing."""
+    return {key: value for key, value in changes.items() if getattr(op, key) != value}
 
 
-def advance(op: Operation, view: NamespaceView, now: Any, progress: Progress | None = None) -> None:
-    """Move one polled operation forward from one observation. With ``progress``, its facts
-    are already recorded (``_record_facts``)."""
+def _step(op: Operation, view: NamespaceView, now: Any) -> tuple[dict[str, Any], End]:
+    """What one observation means for a polled operation, without writing anything: the changes
+    that end nothing (only the fields that differ: what was seen, the reason and message shown,
+    queued or not), and what is left to do once they are written."""
     plural = mf.PLURALS.get(op.app_kind, "")
     if _is_delete(op) and not op.node_group:
         if (plural, op.name) not in view.apps:
-            succeed(op)
-        else:
-            _check_ceiling(op, now)
-        return
+            return {}, lambda: succeed(op)
+        return {}, lambda: _check_ceiling(op, now)
     if not op.node_group and op.params.get("awaiting_disk"):
-        _advance_awaiting_disk(op, view, now)
-        return
-    changes: dict[str, Any] = {}
-    if progress is None:
-        progress = _progress(op, view)
-        changes = {} if progress.failed else _facts(op, progress, now)
+        return _step_awaiting_disk(op, view, now)
+    progress = _progress(op, view)
     if progress.failed:
-        fail(op, progress.reason, progress.message, progress.causes)
-        return
-    if _helm_retrying(op, progress, now, changes):
-        return
+        return {}, lambda: fail(op, progress.reason, progress.message, progress.causes)
+    changes = _facts(op, progress, now)
+    end = _helm_retrying(op, progress, now, changes)
+    if end is not None:
+        return _changed(op, changes), end
     if progress.unschedulable:
         if op.node_group:
             message = _worker_unschedulable(op, progress.observed)
@@ -571,71 +554,88 @@ def advance(op: Operation, view: NamespaceView, now: Any, progress: Progress | N
         if op.queue_until_capacity:
             changes["state"] = OperationState.QUEUED
         elif (now - since).total_seconds() > settings.OPERATION_UNSCHEDULABLE_GRACE_SECONDS:
-            fail(op, progress.reason, message)
-            return
+            return _changed(op, changes), lambda: fail(op, progress.reason, message)
     elif op.unschedulable_since or op.state == OperationState.QUEUED:
         changes.update(
             unschedulable_since=None, reason="", message="", state=OperationState.PROVISIONING
         )
-    if changes:
-        _transition(op, set(POLLED_OPERATION_STATES), **changes)
+    changes = _changed(op, changes)
     if progress.done and op.kind == OperationKind.RESTART and not _want_running(op):
-        _restart_start(op)
-        return
+        return changes, lambda: _restart_start(op)
     if progress.done:
         if op.baseline.get("unchanged"):
-            succeed(op, ALREADY_DONE, _already_true(op))
-        else:
-            succeed(op)
+            return changes, lambda: succeed(op, ALREADY_DONE, _already_true(op))
+        return changes, lambda: succeed(op)
+    return changes, lambda: _check_ceiling(op, now)
+
+
+def advance(op: Operation, view: NamespaceView, now: Any) -> None:
+    """Move one polled operation forward from one observation (the apply of a no-op start or
+    stop; a sweep does the same for a batch at once, ``poll_cluster``)."""
+    changes, end = _step(op, view, now)
+    if changes:
+        _transition(op, set(POLLED_OPERATION_STATES), **changes)
+    if end is not None:
+        end()
+
+
+def _write_steps(steps: list[tuple[Operation, dict[str, Any], End]], now: Any) -> None:
+    """The changes of a batch's steps, in one UPDATE per set of fields (``update_rows``), and
+    only into operations still polled (one another worker ended is left alone)."""
+    rows = {op.pk: {**changes, "updated_at": now} for op, changes, _end in steps if changes}
+    if not rows:
         return
-    _check_ceiling(op, now)
+    update_rows(Operation, rows, only_where={"state": POLLED_OPERATION_STATES})
+    for op, _changes, _end in steps:
+        for key, value in rows.get(op.pk, {}).items():
+            setattr(op, key, value)
 
 
-def _helm_retrying(op: Operation, progress: Any, now: Any, changes: dict[str, Any]) -> bool:
+def _helm_retrying(op: Operation, progress: Any, now: Any, changes: dict[str, Any]) -> End:
     """Helm failed in a way that may clear (helm-controller retries forever): say what the
-    cluster is retrying, and fail only once the grace period has passed. True when handled."""
+    cluster is retrying (into ``changes``), and fail only once the grace period has passed.
+    What is left to do when Helm is retrying; None when it is not."""
     since_key = "helm_retrying_since"
     if not progress.retrying:
         if op.params.get(since_key):
             params = {k: v for k, v in op.params.items() if k != since_key}
             changes.update(params=params, reason="", message="")
-        return False
+        return None
     since = op.params.get(since_key) or now.isoformat()
     waited = (now - datetime.fromisoformat(since)).total_seconds()
     if waited > settings.OPERATION_HELM_RETRY_GRACE_SECONDS:
-        fail(op, progress.reason, progress.message)
-        return True
+        return lambda: fail(op, progress.reason, progress.message)
     message = _("The cluster is retrying (Helm retries until it works): %(message)s") % {
         "message": progress.message
     }
     changes.update(params={**op.params, since_key: since}, reason=progress.reason, message=message)
-    _transition(op, set(POLLED_OPERATION_STATES), **changes)
-    _check_ceiling(op, now)
-    return True
+    return lambda: _check_ceiling(op, now)
 
 
-def _advance_awaiting_disk(op: Operation, view: NamespaceView, now: Any) -> None:
+def _step_awaiting_disk(op: Operation, view: NamespaceView, now: Any) -> tuple[dict, End]:
     """A create whose VM waits for its disk: once the disk app is Ready, back to pending so the
     apply task sends the VM; a disk Helm cannot install fails the operation."""
     disk = view.apps.get((mf.PLURALS[mf.VM_DISK], _disk_name(op) or ""))
     progress = helm_progress(disk)
-    changes: dict[str, Any] = {}
     if progress.failed:
-        fail(op, progress.reason, progress.message, progress.causes)
-        return
+        return {}, lambda: fail(op, progress.reason, progress.message, progress.causes)
     if disk is not None and app_ready(disk):
-        if _transition(
-            op,
-            set(POLLED_OPERATION_STATES),
-            state=OperationState.PENDING,
-            disk_ready_at=op.disk_ready_at or now,
-            lease_until=None,
-        ):
-            queue.enqueue_on_commit("provisioning.apply_operation", op.pk)
-        return
-    if _helm_retrying(op, progress, now, changes):
-        return
-    _check_ceiling(op, now)
+        return {}, lambda: _disk_ready(op, now)
+    changes: dict[str, Any] = {}
+    end = _helm_retrying(op, progress, now, changes)
+    return _changed(op, changes), end or (lambda: _check_ceiling(op, now))
+
+
+def _disk_ready(op: Operation, now: Any) -> None:
+    """The disk of a VM held back for it is Ready: back to pending, the apply task sends the VM."""
+    if _transition(
+        op,
+        set(POLLED_OPERATION_STATES),
+        state=OperationState.PENDING,
+        disk_ready_at=op.disk_ready_at or now,
+        lease_until=None,
+    ):
+        queue.enqueue_on_commit("provisioning.apply_operation", op.pk)
 
 
 def _restart_start(op: Operation) -> None:
@@ -695,9 +695,9 @@ def poll_cluster(cluster_id: int) -> int:
     """One batched observation of every applied operation of a cluster. Returns how many.
     Its requests grow with the operations in flight, not with the tenants (``observe``)."""
     ops = list(
-        Operation.objects.filter(
-            cluster_id=cluster_id, state__in=POLLED_OPERATION_STATES
-        ).select_related("cluster", "tenant")
+        Operation.objects.filter(cluster_id=cluster_id, state__in=POLLED_OPERATION_STATES)
+        # One read per table: the cluster, tenants and models, not a copy of each per row.
+        .prefetch_related("cluster", "tenant", "gpu_model")
     )
     if not ops:
         return 0
@@ -713,20 +713,34 @@ def poll_cluster(cluster_id: int) -> int:
         clone_events_for = {
             op.namespace for op in ops if op.observed.get("printableStatus") == "Provisioning"
         }
-        views = observe(gateway, wanted, events_for, clone_events_for)
+        views = observe(gateway, wanted, events_for, clone_events_for, _awaiting_gpus(ops))
     finally:
         gateway.close()
     now = timezone.now()
-    # One commit and one UPDATE of what was seen per batch, not one per changed operation: a
-    # sweep of 1,000 new operations would otherwise wait for 1,000 writes and WAL flushes.
+    # Per batch: one commit, one UPDATE per set of changed fields (only the operations whose
+    # values changed: a sweep that sees nothing new writes nothing), then what ends.
     for start in range(0, len(ops), ADVANCE_BATCH):
         batch = ops[start : start + ADVANCE_BATCH]
+        steps = [(op, *_step(op, views.get(op.namespace, NamespaceView()), now)) for op in batch]
         with transaction.atomic():
-            progresses = _record_facts(batch, views, now)
-            for op in batch:
-                view = views.get(op.namespace, NamespaceView())
-                advance(op, view, now, progresses.get(op.pk))
+            _write_steps(steps, now)
+            for _op, _changes, end in steps:
+                if end is not None:
+                    end()
     return len(ops)
+
+
+def _awaiting_gpus(ops: list[Operation]) -> dict[tuple[str, str], Identity]:
+    """Tenant clusters whose nodes this poll reads: node groups whose workers booted (the "GPUs
+    ready" step; a retried resize records no GPU count, so every such group is read), with the
+    asker's rights (the admin kubeconfig Secret is readable from the tenant's -use level up).
+    Only node groups in flight, so a sweep costs two requests per group waiting for its GPUs
+    and nothing for the rest of the fleet."""
+    out: dict[tuple[str, str], Identity] = {}
+    for op in ops:
+        if op.node_group and op.scheduled_at and not _is_delete(op):
+            out.setdefault((op.namespace, op.name), identity_for(op))
+    return out
 
 
 def clusters_with_polled_operations() -> list[int]:

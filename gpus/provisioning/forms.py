@@ -16,10 +16,11 @@ from gpus.catalog.sizing import (
     FAMILY_PACKAGER,
     FAMILY_PROFILES,
     MIN_VCPU_PER_GPU,
-    NVIDIA_DRIVER_CLOUD_INIT,
     SERIES_LABELS,
+    driver_cloud_init,
     image_label,
     instance_series,
+    os_family,
     recommended_instance_type,
 )
 from gpus.inventory.selectors import Catalogue
@@ -217,6 +218,19 @@ class GpuVmForm(forms.Form):
         label=_("Install the NVIDIA driver at first boot (Hikube FAQ snippet)"),
         required=False,
         initial=True,
+        help_text=_(
+            "The snippet for the image's family: Ubuntu's packages, Debian's non-free ones, "
+            "NVIDIA's repository on Rocky Linux and AlmaLinux."
+        ),
+    )
+    # Cloud-init runs once, at first boot: the agent is offered here, not only later.
+    guest_agent = forms.BooleanField(
+        label=_("Install the portal's GPU agent at first boot"),
+        required=False,
+        help_text=_(
+            "Passed-through GPUs have no host telemetry: the agent posts nvidia-smi readings "
+            "every minute, so this VM's utilization shows in the portal. It needs the driver."
+        ),
     )
     cloud_init = forms.CharField(
         label=_("Cloud-init (optional)"),
@@ -410,12 +424,12 @@ class GpuVmForm(forms.Form):
                 },
             )
         packager = FAMILY_PACKAGER.get(family, "")
-        if data.get("install_driver") and packager != "apt":
+        if data.get("install_driver") and not driver_cloud_init(family):
             self.add_error(
                 "install_driver",
                 _(
-                    "The driver snippet uses apt-get, which %(image)s does not have: untick it "
-                    "and install the NVIDIA driver in your own cloud-init."
+                    "The portal has no driver snippet for %(image)s: untick it and install the "
+                    "NVIDIA driver in your own cloud-init."
                 )
                 % {"image": image_name},
             )
@@ -431,12 +445,15 @@ class GpuVmForm(forms.Form):
     def cloud_init_text(self) -> str:
         """The user's cloud-init, with the driver snippet's commands merged in when asked."""
         text = self.cleaned_data.get("cloud_init", "")
-        if not self.cleaned_data.get("install_driver"):
+        image = self.cleaned_data.get("image", "")
+        entry = self.catalogue.image(image)
+        snippet = driver_cloud_init(entry.os_family if entry else os_family(image))
+        if not self.cleaned_data.get("install_driver") or not snippet:
             return text
         if not text:
-            return NVIDIA_DRIVER_CLOUD_INIT
+            return snippet
         data = yaml.safe_load(text) or {}
-        driver = yaml.safe_load(NVIDIA_DRIVER_CLOUD_INIT)
+        driver = yaml.safe_load(snippet)
         data["runcmd"] = list(data.get("runcmd") or []) + driver["runcmd"]
         return "#cloud-config\n" + yaml.safe_dump(data, sort_keys=False)
 
@@ -458,6 +475,7 @@ class GpuVmForm(forms.Form):
             cloud_init=self.cloud_init_text(),
             run_strategy=d["run_strategy"],
             queue_until_capacity=d["queue_until_capacity"],
+            guest_agent=bool(d.get("guest_agent")),
         )
 
 

@@ -16,7 +16,13 @@ from gpus.inventory.models import GpuWorkload
 from gpus.inventory.reasons import explain
 from gpus.inventory.selectors import free_on_servers
 from gpus.kube import apps as mf
-from gpus.kube.operations import missing_from_cluster
+from gpus.kube.operations import (
+    GPUS_UNSEEN_FORBIDDEN,
+    GPUS_UNSEEN_MISSING,
+    GPUS_UNSEEN_OPERATOR_OFF,
+    GPUS_UNSEEN_UNREACHABLE,
+    missing_from_cluster,
+)
 from gpus.provisioning.capacity import capacity_sentence
 from gpus.provisioning.choices import (
     OperationKind,
@@ -50,11 +56,12 @@ def plain_reason(reason: str, message: str, wanted: int = 0) -> str:
 # A Helm render failure or a CDI wait naming something the cluster does not have (any more).
 MISSING_SENTENCES = {
     "instance_type": _(
-        "The cluster has no instance type “%(name)s” (any more): pick one it offers and retry."
+        "The cluster has no instance type “%(name)s” (any more): send the request again "
+        "with one it offers (a retry would send the same one)."
     ),
     "profile": _(
-        "The cluster has no operating system profile “%(name)s” (any more): pick one it offers "
-        "and retry."
+        "The cluster has no operating system profile “%(name)s” (any more): send the request "
+        "again with one it offers (a retry would send the same one)."
     ),
     "image": _(
         "The cluster has no image “%(name)s” (any more), so the disk can never be made: pick "
@@ -69,6 +76,7 @@ class Step:
     label: str
     at: Any
     current: bool = False
+    note: str = ""
 
 
 @dataclass
@@ -110,16 +118,21 @@ def describe(op: Operation, now: Any = None) -> OperationView:
         points.append((OperationStep.DISK_READY, op.disk_ready_at))
     # A VM created stopped (Halted) is never scheduled nor running: its timeline ends earlier.
     halted_create = creates and not op.node_group and _halted(op)
-    if (
-        (creates and not halted_create)
-        or op.kind in (OperationKind.START, OperationKind.RESTART)
+    group_steps: list[Step] = []
+    if op.node_group and op.kind != OperationKind.DELETE:
+        group_steps = node_group_steps(op)
+    elif (
+        (creates and not halted_create) or op.kind in (OperationKind.START, OperationKind.RESTART)
         # A node group being deleted has no server to find nor workers to run.
-        or (op.node_group and op.kind != OperationKind.DELETE)
     ):
         points.append((OperationStep.SCHEDULED, op.scheduled_at))
         points.append((OperationStep.RUNNING, op.running_at))
     # An action that was already true ran nothing: no steps to show (#20 tryout item 4).
-    steps = [] if op.was_already_true else [Step(str(k), str(k.label), at) for k, at in points]
+    steps = (
+        []
+        if op.was_already_true
+        else [Step(str(k), str(k.label), at) for k, at in points] + group_steps
+    )
     if op.is_active:
         for step in steps:
             if step.at is None:
@@ -147,6 +160,68 @@ def describe(op: Operation, now: Any = None) -> OperationView:
     if op.reason or op.message:
         view.explanation = plain_reason(op.reason, op.message, op.gpu_count)
     return view
+
+
+def gpus_unseen_sentence(observed: dict[str, Any]) -> str:
+    """Why the portal cannot see a node group's GPUs in its tenant cluster, in plain words."""
+    why = observed.get("gpus_unseen") or ""
+    if why == GPUS_UNSEEN_OPERATOR_OFF:
+        return _(
+            "The cluster's GPU operator is off, so no GPU is advertised to its pods: "
+            "turn it on to use them."
+        )
+    if why == GPUS_UNSEEN_MISSING:
+        return _(
+            "The cluster's admin kubeconfig is not there yet, so the portal cannot see "
+            "whether the GPUs are ready: booted workers are the last step it can check."
+        )
+    if why in (GPUS_UNSEEN_FORBIDDEN, GPUS_UNSEEN_UNREACHABLE):
+        return _(
+            "The portal could not read the cluster's admin kubeconfig or its nodes "
+            "(%(detail)s), so it cannot see whether the GPUs are ready: booted workers are "
+            "the last step it can check."
+        ) % {"detail": observed.get("gpus_unseen_detail") or why}
+    return ""
+
+
+def node_group_steps(op: Operation) -> list[Step]:
+    """A node group's two steps after the apply: its workers booted (the WorkloadMonitor's
+    count), then their GPUs ready in the tenant cluster, where the portal can read it."""
+    seen = op.observed or {}
+    booted, workers = int(seen.get("booted") or 0), int(seen.get("workers") or 0)
+    workers = workers or int(op.params.get("min_replicas") or 0)
+    if op.scheduled_at:
+        booted = max(booted, workers)
+    steps = [
+        Step(
+            str(OperationStep.WORKERS_BOOTED),
+            _("Workers booted (%(n)d of %(of)d)") % {"n": booted, "of": workers},
+            op.scheduled_at,
+        )
+    ]
+    unseen = gpus_unseen_sentence(seen)
+    if op.gpu_count and not unseen:
+        wanted = int(seen.get("gpus_wanted") or op.gpu_count)
+        ready = int(seen.get("gpus_ready") or 0)
+        if op.state == OperationState.SUCCEEDED:
+            ready = max(ready, wanted)
+        steps.append(
+            Step(
+                str(OperationStep.GPUS_READY),
+                _("GPUs ready (%(n)d of %(of)d)") % {"n": ready, "of": wanted},
+                op.running_at,
+            )
+        )
+    else:
+        steps.append(
+            Step(
+                str(OperationStep.RUNNING),
+                str(OperationStep.RUNNING.label),
+                op.running_at,
+                note=unseen,
+            )
+        )
+    return steps
 
 
 # --- My GPUs: a row agrees with its latest operation until a sync confirms it -------------

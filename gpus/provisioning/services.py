@@ -39,7 +39,7 @@ from gpus.provisioning.choices import (
 from gpus.provisioning.models import Operation
 from gpus.provisioning.signals import capacity_refused
 from gpus.tenancy.models import Tenant
-from gpus.web import queue, ratelimit
+from gpus.web import guest_agent, queue, ratelimit
 
 log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
@@ -281,6 +281,16 @@ def check_served_schema(
 
 def submit_vm(user: Any, tenant: Tenant, cluster: Cluster, request: VmRequest) -> Operation:
     vm_kind = cluster.vm_kind or mf.VM_INSTANCE
+    if request.guest_agent:
+        # Cloud-init runs once: the agent and the VM's own token go in now (a signed token
+        # naming this VM, bound to it on its first post).
+        token = guest_agent.creation_token(cluster.pk, tenant.namespace, request.name)
+        request = replace(
+            request,
+            cloud_init=guest_agent.merge_cloud_init(
+                request.cloud_init, guest_agent.cloud_init_snippet(token)
+            ),
+        )
     docs = vm_manifests(request, tenant.namespace, vm_kind)
     check_served_schema(cluster, docs)
     if target_exists(cluster, tenant, vm_kind, request.name):

@@ -61,6 +61,7 @@ from gpus.provisioning.selectors import (
 from gpus.provisioning.services import (
     OperationRefused,
     cancel,
+    check_served_schema,
     no_monitoring_warning,
     queue_down_message,
     retry,
@@ -544,6 +545,7 @@ def node_group_edit(
             keys: list[str] | None = list(plan.keys)
         else:
             keys = None
+        docs = node_group_manifests(ng, namespace, cluster.node_group_disk_field, keys=keys)
         if request.POST.get("confirm"):
             try:
                 op = submit_node_group(
@@ -554,11 +556,13 @@ def node_group_edit(
                 busy = active_operation(tenant, ng.cluster_name, ng.group)
             else:
                 return _recorded(request, op)
-        if not form.errors:  # a refused group (capacity, quota): no preview, no button
-            preview = yaml.safe_dump_all(
-                node_group_manifests(ng, namespace, cluster.node_group_disk_field, keys=keys),
-                sort_keys=False,
-            )
+        else:
+            try:  # what the served schema refuses is said before the confirm button, not after
+                check_served_schema(cluster, docs, partial=keys is not None)
+            except OperationRefused as exc:
+                _refused(form, exc)
+        if not form.errors:  # a refused group (capacity, quota, schema): no preview, no button
+            preview = yaml.safe_dump_all(docs, sort_keys=False)
     return render(
         request,
         "provisioning/node_group.html",

@@ -2,7 +2,9 @@
 vfio-pci and runs no driver), so a small script in the VM posts `nvidia-smi` readings.
 
 - `issue_token` / `revoke_tokens`: one token per VM, only its SHA-256 kept (shown once).
-- `cloud_init_snippet`: the cloud-config part the VM form offers (script + systemd timer).
+- `cloud_init_snippet` (gpus.web.guest_agent): the cloud-config part (script + systemd timer),
+  offered by the VM form at creation and by the utilization page for a running VM;
+- `bind_creation_token`: a token the VM form signed becomes the VM's row on its first post.
 - `parse_csv`: the posted body (`nvidia-smi --query-gpu=... --format=csv,noheader,nounits`).
 - `ingest`: authenticate, rate-limit, size-cap, check the GPUs are this VM's, store.
 
@@ -25,27 +27,20 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.models import GpuWorkload
 from gpus.utilization.collector import model_id_for, store
 from gpus.utilization.metrics.parse import SENTINEL, Reading
 from gpus.utilization.models import AgentToken, GpuDevice
-
-TOKEN_PREFIX = "hkga_"  # noqa: S105 - a public prefix, not a secret
-# The nvidia-smi fields the agent sends, in order (nvidia-smi --help-query-gpu).
-QUERY = (
-    "uuid",
-    "index",
-    "name",
-    "utilization.gpu",
-    "memory.used",
-    "memory.total",
-    "temperature.gpu",
-    "power.draw",
-    "power.limit",
-    "clocks.sm",
-    "clocks.mem",
-    "clocks_throttle_reasons.active",
+from gpus.web.guest_agent import (
+    QUERY,
+    TOKEN_PREFIX,
+    cloud_init_snippet,
+    read_creation_token,
 )
+
+__all__ = ["QUERY", "TOKEN_PREFIX", "cloud_init_snippet"]
+
 FIELD_MAP = {
     "utilization.gpu": "util",
     "memory.used": "mem_used",
@@ -55,7 +50,7 @@ FIELD_MAP = {
     "power.limit": "power_limit",
     "clocks.sm": "sm_clock",
     "clocks.mem": "mem_clock",
-    "clocks_throttle_reasons.active": "throttle",
+    "clocks_event_reasons.active": "throttle",
 }
 MAX_ROWS = 64  # GPUs per VM, with room
 # Another tenant's GPU that a trusted source (the exporters) reported this recently is still
@@ -98,10 +93,37 @@ def authenticate(token: str) -> AgentToken | None:
         .filter(token_hash=_hash(token), revoked_at__isnull=True)
         .first()
     )
+    if row is None:
+        return bind_creation_token(token)
     # Constant-time compare of what we looked up, so a timing side channel tells nothing.
-    if row is None or not secrets.compare_digest(row.token_hash, _hash(token)):
+    if not secrets.compare_digest(row.token_hash, _hash(token)):
         return None
     return row
+
+
+def bind_creation_token(token: str) -> AgentToken | None:
+    """A token the VM form put in a new VM's cloud-init (signed, naming the VM): on its first
+    post it becomes that VM's token row, once the snapshot shows the VM. Never when the VM has
+    had a token row since (issued from the utilization page: it replaces this one) or when this
+    one was revoked."""
+    target = read_creation_token(token)
+    if target is None:
+        return None
+    digest = _hash(token)
+    if AgentToken.objects.filter(token_hash=digest).exists():
+        return None  # bound once, then revoked
+    cluster_id, namespace, name = target
+    vm = GpuWorkload.objects.filter(
+        cluster_id=cluster_id, tenant__namespace=namespace, name=name, kind=WorkloadKind.VM
+    ).first()
+    if vm is None or AgentToken.objects.filter(workload=vm).exists():
+        return None
+    AgentToken.objects.create(workload=vm, prefix=f"{TOKEN_PREFIX}{digest[:7]}", token_hash=digest)
+    return (
+        AgentToken.objects.select_related("workload__tenant", "workload__cluster")
+        .filter(token_hash=digest)
+        .first()
+    )
 
 
 def _number(text: str) -> float | None:
@@ -232,54 +254,3 @@ def check_own_gpus(vm: GpuWorkload, readings: list[Reading]) -> None:
         )
         if other or other_tenant:
             raise AgentError(403, f"GPU {d.uuid} is not passed through to VM {vm.name}")
-
-
-AGENT_SCRIPT = """#!/bin/sh
-# Hikube portal GPU agent: posts nvidia-smi readings (this VM's GPUs have no host telemetry).
-set -eu
-. /etc/hikube-gpu-agent.env
-nvidia-smi --query-gpu={query} --format=csv,noheader,nounits > /run/hikube-gpu-agent.csv
-curl -fsS --max-time 10 -X POST -H "Authorization: Bearer $TOKEN" \\
-  -H "Content-Type: text/csv" --data-binary @/run/hikube-gpu-agent.csv "$URL"
-"""
-
-
-def cloud_init_snippet(token: str, url: str | None = None, interval: int = 60) -> str:
-    """cloud-config lines for a GPU VM: the agent script, its token (root-only file) and a
-    systemd timer. Merge into the VM's cloud-init user data (the VM form offers it)."""
-    url = url or settings.METRICS_AGENT_URL
-    interval = max(interval, int(settings.METRICS_AGENT_MIN_INTERVAL))
-    script = AGENT_SCRIPT.format(query=",".join(QUERY))
-    indent = "      "
-    body = "\n".join(indent + line if line else "" for line in script.splitlines())
-    return f"""#cloud-config
-write_files:
-  - path: /etc/hikube-gpu-agent.env
-    permissions: "0600"
-    content: |
-      TOKEN={token}
-      URL={url}
-  - path: /usr/local/bin/hikube-gpu-agent
-    permissions: "0755"
-    content: |
-{body}
-  - path: /etc/systemd/system/hikube-gpu-agent.service
-    content: |
-      [Unit]
-      Description=Hikube portal GPU agent (one post)
-      [Service]
-      Type=oneshot
-      ExecStart=/usr/local/bin/hikube-gpu-agent
-  - path: /etc/systemd/system/hikube-gpu-agent.timer
-    content: |
-      [Unit]
-      Description=Hikube portal GPU agent every {interval} s
-      [Timer]
-      OnBootSec=60
-      OnUnitActiveSec={interval}
-      [Install]
-      WantedBy=timers.target
-runcmd:
-  - [systemctl, daemon-reload]
-  - [systemctl, enable, --now, hikube-gpu-agent.timer]
-"""

@@ -35,13 +35,33 @@ class _Echo:
         return value
 
 
+# Cells written as they are: numbers (bool is not one of them: type(), not isinstance()).
+NUMBERS = frozenset({int, float, Decimal})
+# Distinct text cells remembered per export: the same cluster, model and time come back on
+# every row of a history, and each is made safe once; past this many, the rest are not kept.
+REMEMBERED = 4096
+
+
 def csv_lines(header: Sequence[str], rows: Iterable[Sequence[object]]) -> Iterable[str]:
     """The header then each row as CSV lines, every cell made safe, a few hundred rows a chunk
     (one write per row would be a system call per row in gunicorn)."""
     writer = csv.writer(_Echo())
+    safe: dict[object, object] = {}
+
+    def text(value: object) -> object:
+        try:
+            return safe[value]
+        except KeyError:
+            cell = safe_cell(value)
+            if len(safe) < REMEMBERED:
+                safe[value] = cell
+            return cell
+        except TypeError:  # unhashable: made safe each time
+            return safe_cell(value)
+
     chunk = [writer.writerow([safe_cell(c) for c in header])]
     for row in rows:
-        chunk.append(writer.writerow([safe_cell(c) for c in row]))
+        chunk.append(writer.writerow([c if type(c) in NUMBERS else text(c) for c in row]))
         if len(chunk) >= 500:
             yield "".join(chunk)
             chunk = []

@@ -109,7 +109,7 @@ def test_the_lower_quota_wins_and_the_clusters_refusal_is_told(
     # cluster's words (not after OPERATION_TIMEOUT_SECONDS).
     dc.kubectl("apply", "-f", "-", input=QUOTA % {"n": 0})
     op = _drive(provisioning.submit_vm(alice, acme, cluster, _request("one", 1)))
-    assert op.state == OperationState.FAILED and op.reason == "FailedCreate", op.message
+    assert op.state == OperationState.FAILED and op.reason == "QuotaExceeded", op.message
     assert "exceeded quota: tenant-quota" in op.message
     plain = plain_reason(op.reason, op.message, op.gpu_count)
     assert plain == (

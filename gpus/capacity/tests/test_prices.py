@@ -22,7 +22,7 @@ from gpus.capacity.models import Bucket, CapacitySample, GpuPrice, PriceList, Te
 from gpus.capacity.pricing import money
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import ResourceState, WorkloadKind
-from gpus.inventory.models import Cluster, GpuWorkload, TenantAllocation
+from gpus.inventory.models import CatalogueEntry, Cluster, GpuWorkload, TenantAllocation
 from gpus.provisioning.choices import OperationKind, OperationState
 from gpus.provisioning.models import Operation
 from gpus.provisioning.tests.test_provisioning_quota_security import group_form
@@ -200,6 +200,12 @@ def test_usage_rows_count_what_the_workloads_hold_besides_gpus(acme, alice):
     """At each sync: GPU-hours, and the vCPU, memory and disk of the workloads holding them (a
     node group from its spec, a VM from the portal's succeeded create)."""
     cluster = Cluster.objects.create(name="c1")
+    # The sizes come from the instance types the cluster serves (the sync's catalogue).
+    for name, vcpu, gib in (("u1.2xlarge", 8, 32), ("u1.xlarge", 4, 16)):
+        CatalogueEntry.objects.create(
+            cluster=cluster, kind=CatalogueEntry.Kind.INSTANCE_TYPE, name=name, vcpu=vcpu,
+            memory_mib=gib * 1024,
+        )  # fmt: skip
     l40s = GpuModel.objects.get(resource_name=L40S)
     TenantAllocation.objects.create(
         cluster=cluster, namespace=acme.namespace, tenant=acme, gpu_model=l40s, allocated=3
@@ -339,3 +345,17 @@ def test_a_change_of_currency_splits_the_spend_and_never_fails(alice_client, adm
             == 200
         )
     assert admin_client_.get(reverse("gpus:capacity_spend")).status_code == 200
+
+
+def test_energy_reads_the_hourly_rollups_or_the_5_minute_ones_before_an_hour_closed(acme):
+    from gpus.capacity.selectors import tenant_energy
+
+    now = timezone.now().replace(second=0, microsecond=0)
+    since = now - dt.timedelta(days=1)
+    row = {"scope": Scope.TENANT, "key": acme.namespace}
+    GroupRollup.objects.create(bucket=UtilBucket.FIVE_MINUTES, ts=now, energy_wh=100, **row)
+    assert [d["kwh"] for d in tenant_energy(acme, since)] == [pytest.approx(0.1)]
+    GroupRollup.objects.create(
+        bucket=UtilBucket.HOUR, ts=now - dt.timedelta(hours=2), energy_wh=1000, **row
+    )
+    assert sum(d["kwh"] for d in tenant_energy(acme, since)) == pytest.approx(1.0)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from devcluster.testing import run_devcluster
@@ -200,6 +203,62 @@ def test_unknown_resource_names_appear_as_unknown_models(tmp_path, acme):
     unknown = GpuModel.objects.get(resource_name="nvidia.com/GB202GL_RTX_PRO_6000")
     assert not unknown.is_known
     assert totals("nvidia.com/GB202GL_RTX_PRO_6000") == (4, 0, 4, 0)
+
+
+def test_an_unhealthy_gpu_stays_installed_and_shows_unavailable(tmp_path, acme, client):
+    """Issue 16 item 8: "installed" is the node's capacity; a GPU its device plugin reports
+    unhealthy (capacity 4, allocatable 3) is unavailable, not gone."""
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "nodes:\n"
+        "  - {prefix: gpu-l40s, count: 2, model: nvidia.com/AD102GL_L40S, gpus: 4,"
+        " unhealthy: {1: 1}}\n"
+        "tenants: [tenant-acme]\n"
+    )
+    with run_devcluster(tmp_path / "dc", fleet=str(fleet), speed=50.0) as dc:
+        shown = dc.kubectl(
+            "get",
+            "node",
+            "gpu-l40s-1",
+            "-o",
+            "jsonpath={.status.capacity.nvidia\\.com/AD102GL_L40S}/"
+            "{.status.allocatable.nvidia\\.com/AD102GL_L40S}",
+        ).stdout
+        assert shown == "4/3"
+        cluster = Cluster.objects.create(name="c3", kubeconfig=str(dc.kubeconfig), context="admin")
+        sync_cluster(cluster.pk)
+    assert totals(L40S) == (8, 0, 7, 1)
+    node = Node.objects.get(name="gpu-l40s-1")
+    assert (node.gpu_installed, node.gpu_free) == (4, 3)
+    gpu = node.gpus.get()
+    assert (gpu.installed, gpu.free, gpu.unavailable) == (4, 3, 1)
+    admin = get_user_model().objects.create_superuser("root", "root@example.com", "x")
+    client.force_login(admin)
+    page = client.get(reverse("gpus:node", args=[node.pk])).content.decode()
+    cells = re.findall(r'<td class="num"[^>]*>(\d+)</td>', page.split('id="node-gpus"')[1])
+    assert cells[:4] == ["4", "0", "3", "1"]
+
+
+def test_the_charts_md0_is_shown_as_non_gpu_workers(dc, cluster, acme, globex, bob_client):
+    """Issue 16 item 8: v1.1 merges values.yaml's md0 into every cluster's groups, so globex's
+    `serve` (whose spec names only `gpu`) runs md0 workers too: the portal shows the group and
+    counts its workers as workers without GPUs, never as GPUs."""
+    spec = dc.kubectl(
+        "--context", "tenant-globex", "get", "kuberneteses", "serve", "-o", "json"
+    ).stdout
+    assert "md0" not in json.loads(spec)["spec"]["nodeGroups"]
+    monitor = json.loads(
+        dc.kubectl("-n", "tenant-globex", "get", "workloadmonitors", "kubernetes-serve-md0",
+                   "-o", "json").stdout
+    )  # fmt: skip
+    sync_cluster(cluster.pk)
+    md0 = GpuWorkload.objects.get(tenant=globex, name="serve", node_group="md0")
+    assert (md0.gpus_per_instance, md0.gpu_model, md0.gpus_held) == (0, None, 0)
+    assert md0.instances == int(monitor["status"].get("availableReplicas") or 0)
+    gpu = GpuWorkload.objects.get(tenant=globex, name="serve", node_group="gpu")
+    assert gpu.gpus_per_instance == 2
+    page = bob_client.get(reverse("gpus:my_gpus", args=["tenant-globex"])).content.decode()
+    assert "md0" in page and "No GPUs (" in page
 
 
 def test_legacy_flavour_syncs_virtual_machines(tmp_path, acme, globex):

@@ -120,3 +120,22 @@ def test_the_page_says_a_short_term_is_too_short_next_to_the_field(admin_client_
     response = admin_client_.get(reverse("gpus:nodes"), {"q": "a1"})
     assert response.status_code == 200
     assert "Ensure this value has at least 3 characters (it has 2)." in response.content.decode()
+
+
+def test_a_broad_term_counts_up_to_the_cap_and_says_more_than(fleet, admin_client_):
+    """A broad term does not count every match: it stops past SEARCH_COUNT_CAP and says "more
+    than"; a narrow one gets its exact count. The filter's choices are plain queries (no
+    server-side cursor: DECLARE, FETCH, CLOSE for a handful of rows)."""
+    from django.urls import reverse
+
+    from gpus.inventory.selectors import SEARCH_COUNT_CAP
+
+    assert SEARCH_COUNT_CAP < A100S
+    with CaptureQueriesContext(connection) as queries:
+        broad = admin_client_.get(reverse("gpus:nodes"), {"q": "a100"}).content.decode()
+    assert f"More than {SEARCH_COUNT_CAP:,} nodes" in broad
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"]]
+    assert len(counts) == 1 and f"LIMIT {SEARCH_COUNT_CAP + 1}" in counts[0], counts
+    assert not [q for q in queries.captured_queries if q["sql"].startswith("DECLARE")]
+    narrow = admin_client_.get(reverse("gpus:nodes"), {"q": "l40s-001"}).content.decode()
+    assert "100 nodes" in narrow and "More than" not in narrow

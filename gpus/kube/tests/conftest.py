@@ -34,13 +34,8 @@ def load_schema(filename: str) -> dict[str, Any]:
     return json.loads((schema_dir() / filename).read_text())
 
 
-def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
-    """Fill schema defaults like cozystack-api does server-side before validation.
-
-    The charts mark nested keys ``required`` that users never send (e.g.
-    ``controlPlane.apiServer``); the server fills them from ``default``, so a spec is
-    judged after defaulting, as here.
-    """
+def _defaults(schema: dict[str, Any], value: Any) -> Any:
+    """``value`` with the schema's defaults filled in (properties, and entries of a map)."""
     if not isinstance(value, dict) or schema.get("type") not in (None, "object"):
         return value
     out = copy.deepcopy(value)
@@ -49,13 +44,35 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
         if key not in out and "default" in sub:
             out[key] = copy.deepcopy(sub["default"])
         if key in out:
-            out[key] = apply_defaults(sub, out[key])
+            out[key] = _defaults(sub, out[key])
     extra = schema.get("additionalProperties")
     if isinstance(extra, dict):
         for key in list(out):
             if key not in props:
-                out[key] = apply_defaults(extra, out[key])
+                out[key] = _defaults(extra, out[key])
     return out
+
+
+def _coalesce(defaults: Any, values: Any) -> Any:
+    if not isinstance(defaults, dict) or not isinstance(values, dict):
+        return copy.deepcopy(values)
+    out = copy.deepcopy(defaults)
+    for key, value in values.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _coalesce(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def helm_values(schema: dict[str, Any], spec: Any) -> Any:
+    """What Helm validates: the chart's values.yaml (the schema's defaults applied to nothing:
+    cozystack generates one from the other) coalesced with the spec as sent. cozystack-api
+    stores the spec undefaulted (rest.go Create), so a node group the spec adds gets nothing
+    from values.yaml, whose ``nodeGroups`` only holds md0: its required keys must be sent."""
+    return _coalesce(_defaults(schema, {}), spec)
 
 
 @pytest.fixture(scope="session")

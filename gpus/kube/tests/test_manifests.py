@@ -8,19 +8,19 @@ import jsonschema
 import pytest
 
 from gpus.kube import apps as m
-from gpus.kube.tests.conftest import apply_defaults
+from gpus.kube.tests.conftest import helm_values
 
 L40S = "nvidia.com/AD102GL_L40S"
 A100 = "nvidia.com/GA100_A100_PCIE_80GB"
 
 
 def assert_valid(schema: dict[str, Any], spec: dict[str, Any]) -> None:
-    jsonschema.validate(apply_defaults(schema, spec), schema)
+    jsonschema.validate(helm_values(schema, spec), schema)
 
 
 def errors(schema: dict[str, Any], spec: dict[str, Any]) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema)
-    return [e.message for e in validator.iter_errors(apply_defaults(schema, spec))]
+    return [e.message for e in validator.iter_errors(helm_values(schema, spec))]
 
 
 # --- VMs ----------------------------------------------------------------------------
@@ -157,12 +157,13 @@ def test_kubernetes_head_with_disk_size(chart_schemas):
     assert_valid(chart_schemas["Kubernetes-head"], cluster["spec"])
 
 
-def test_wrong_disk_field_would_lose_the_size(chart_schemas):
-    # Neither schema rejects the other version's field, which is why the field is
-    # discovered: on v1.1 a diskSize group silently gets the default 20Gi disk, and
-    # on v1.4+ the chart fails to render when ephemeralStorage is present.
-    defaulted = apply_defaults(chart_schemas["Kubernetes"], _cluster("diskSize")["spec"])
-    assert defaulted["nodeGroups"]["gpu"]["ephemeralStorage"] == "20Gi"
+def test_wrong_disk_field_fails_helm(chart_schemas):
+    # The field is discovered because each version refuses the other's: on v1.1 Helm gets
+    # the group as sent (cozystack-api defaults on read only), so a diskSize group misses the
+    # required ephemeralStorage (a GET would show it defaulted to 20Gi), and on v1.4+ the
+    # chart fails to render when ephemeralStorage is present.
+    spec = _cluster("diskSize")["spec"]
+    assert "'ephemeralStorage' is a required property" in errors(chart_schemas["Kubernetes"], spec)
     head_group = chart_schemas["Kubernetes-head"]["properties"]["nodeGroups"][
         "additionalProperties"
     ]

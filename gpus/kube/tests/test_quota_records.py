@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpus.kube.operations import NamespaceView, node_group_progress, quota_refusal
+from gpus.kube.operations import NamespaceView, node_group_progress
 from gpus.kube.records import (
     Condition,
     GpuQuotaLimit,
@@ -11,7 +11,7 @@ from gpus.kube.records import (
     gpu_quota_limits,
     quota_denial,
 )
-from gpus.kube.states import WorkloadState, vm_state
+from gpus.kube.states import QUOTA_EXCEEDED, WorkloadState, quota_refusal, vm_state
 
 REFUSAL = (
     'failed to create virtual machine pod: pods "virt-launcher-vm-instance-a-x2b4c" is '
@@ -53,14 +53,15 @@ def test_the_refusal_is_read_with_its_numbers() -> None:
 
 
 def test_kubevirt_reports_the_refusal_on_the_synchronized_condition() -> None:
-    def vm(reason: str, message: str) -> dict:
-        cond = {"type": "Synchronized", "status": "False", "reason": reason, "message": message}
-        return {"status": {"printableStatus": "Starting", "conditions": [cond]}}
+    def conds(reason: str, message: str) -> dict[str, Condition]:
+        return {"Synchronized": Condition("Synchronized", "False", reason, message)}
 
-    assert quota_refusal(vm("FailedCreate", REFUSAL)) == REFUSAL
-    assert quota_refusal(vm("FailedCreate", "pods is forbidden: violates PodSecurity")) == ""
-    assert quota_refusal(vm("Other", REFUSAL)) == ""
-    assert quota_refusal(None) == ""
+    refused = quota_refusal(conds("FailedCreate", REFUSAL))
+    assert refused is not None
+    assert (refused.reason, refused.message) == (QUOTA_EXCEEDED, REFUSAL)
+    assert quota_refusal(conds("FailedCreate", "pods is forbidden: violates PodSecurity")) is None
+    assert quota_refusal(conds("Other", REFUSAL)) is None
+    assert quota_refusal({}) is None
 
 
 def test_a_node_group_whose_worker_the_quota_refuses_fails() -> None:
@@ -90,7 +91,7 @@ def test_a_node_group_whose_worker_the_quota_refuses_fails() -> None:
         monitors={"kubernetes-ml-gpu": {"status": {"availableReplicas": 0}}},
     )
     progress = node_group_progress("ml", "gpu", view, 1, {})
-    assert progress.failed and progress.reason == "FailedCreate"
+    assert progress.failed and progress.reason == QUOTA_EXCEEDED
     assert progress.message == REFUSAL
 
 
@@ -113,6 +114,6 @@ def test_the_snapshot_says_why_the_vm_does_not_start() -> None:
     reading = vm_state(app, vm)
     assert (reading.state, reading.reason, reading.message) == (
         WorkloadState.STARTING,
-        "FailedCreate",
+        QUOTA_EXCEEDED,
         REFUSAL,
     )

@@ -183,7 +183,8 @@ def test_a_vm_whose_instance_type_the_cluster_lost_fails_at_once(dc, cluster, re
     assert "Specified instanceType does not exist in the cluster: cx1.large" in op.message
     assert "helm_retrying_since" not in op.params  # final: not waited out as a retry
     assert presenters.plain_reason(op.reason, op.message) == (
-        "The cluster has no instance type “cx1.large” (any more): pick one it offers and retry."
+        "The cluster has no instance type “cx1.large” (any more): send the request again with "
+        "one it offers (a retry would send the same one)."
     )
 
 

@@ -368,3 +368,64 @@ def test_a_sweep_records_what_it_saw_in_one_update_and_only_while_polled(cluster
     assert Operation.objects.get(pk=ops[2].pk).observed == {}
     for op in ops[:2]:
         drive(op, ENDED)
+
+
+def test_a_sweep_costs_the_same_queries_for_3_or_30_operations_and_writes_only_news(
+    cluster, alice, acme
+):
+    """#17.3: a sweep reads the operations in one query (and their cluster, tenants and models
+    in one each), writes what changed in one UPDATE per set of fields, and nothing when it sees
+    nothing new, even while Helm retries (the VMs here wait for a disk that never comes)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    gateway = gateway_for(cluster)
+
+    def in_flight(prefix: str, n: int) -> None:
+        rows = []
+        for i in range(n):
+            req = vm_request(f"{prefix}-{i}")
+            docs = apps.vm_manifests(req, acme.namespace, cluster.vm_kind)
+            vm = next(d for d in docs if d["kind"] == cluster.vm_kind)
+            gateway.session.call_json(
+                gateway.session.custom().create_namespaced_custom_object,
+                apps.GROUP, apps.VERSION, acme.namespace, apps.PLURALS[vm["kind"]], vm,
+            )  # fmt: skip
+            rows.append(
+                Operation(
+                    cluster=cluster, tenant=acme, actor_name="alice", kind=OperationKind.CREATE,
+                    namespace=acme.namespace, app_kind=cluster.vm_kind, name=req.name,
+                    manifests=docs, state=OperationState.PROVISIONING,
+                    applied_at=timezone.now(), baseline={"before": {}},
+                )
+            )  # fmt: skip
+        Operation.objects.bulk_create(rows)
+        for _ in range(200):  # until every one says what Helm retries
+            engine.poll_cluster(cluster.pk)
+            if not polled.exclude(reason="InstallFailed").exists():
+                return
+            time.sleep(0.1)
+        raise AssertionError(list(polled.values_list("name", "reason", "message")))
+
+    def sweep() -> list[str]:
+        expected = polled.count()
+        with CaptureQueriesContext(connection) as queries:
+            assert engine.poll_cluster(cluster.pk) == expected
+        return [q["sql"] for q in queries.captured_queries]
+
+    polled = Operation.objects.filter(cluster=cluster, state=OperationState.PROVISIONING)
+    in_flight("few", 3)
+    few = sweep()
+    assert not [q for q in few if q.startswith("UPDATE")], few  # nothing new: no write
+    Operation.objects.filter(cluster=cluster).update(observed={"seen": "before this sweep"})
+    first = sweep()
+    assert sum(q.startswith("UPDATE") for q in first) == 1, first  # 3 changes, one UPDATE
+    in_flight("many", 27)
+    Operation.objects.filter(cluster=cluster).update(observed={"seen": "before this sweep"})
+    first_many = sweep()
+    assert sum(q.startswith("UPDATE") for q in first_many) == 1, first_many
+    assert len(first_many) == len(first)
+    assert len(sweep()) == len(few)  # 30 operations, the queries of 3
+    assert not polled.filter(observed__seen="before this sweep").exists()
+    assert polled.count() == 30

@@ -75,3 +75,20 @@ def test_no_csv_is_written_past_the_one_writer() -> None:
         and ("csv.writer(" in (text := p.read_text()) or "csv.DictWriter(" in text)
     ]
     assert offenders == []
+
+
+def test_a_remembered_cell_is_made_safe_on_every_row() -> None:
+    """csv_lines makes each distinct text cell safe once and reuses it: every row still gets
+    the escaped text, numbers stay numbers, and a bool or a date is text, not a number."""
+    from gpus.web.exports import csv_lines
+
+    when = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    rows = [[HYPERLINK, 1.5, when], [HYPERLINK, -2, when], [True, None, "-x"], [["=1"], 0, ""]]
+    lines = list(csv.reader(io.StringIO("".join(csv_lines(["a", "b", "c"], rows)))))
+    assert lines == [
+        ["a", "b", "c"],
+        ["'" + HYPERLINK, "1.5", when.isoformat()],
+        ["'" + HYPERLINK, "-2", when.isoformat()],
+        ["True", "", "'-x"],
+        ["['=1']", "0", ""],
+    ]
