@@ -20,11 +20,10 @@ from django.db.models import (
     OuterRef,
     Q,
     QuerySet,
-    Subquery,
     Sum,
     Window,
 )
-from django.db.models.functions import Coalesce, RowNumber
+from django.db.models.functions import RowNumber
 from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -400,91 +399,115 @@ def _gpu_bucket(tr: TimeRange) -> str:
     )
 
 
-def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) -> dict:
+HEALTH_KEY = ("id",)
+
+
+def health(
+    tr: TimeRange,
+    tenant: Tenant | None = None,
+    limit: int = PAGE_SIZE,
+    page: PageRequest | None = None,
+) -> dict:
     """GPUs that raised an XID, were throttled, ran at their power cap or ran hot in the range:
-    aggregated per GPU in the database, the `limit` worst first, with how many there are.
+    one keyset page of them in the order the portal first saw them (the primary key), each
+    with its incidents counted over the range for the GPUs of the page only, and how many
+    there are (up to COUNT_CAP).
+
+    Whether a GPU is flagged is an EXISTS probe per GPU on the rollups' (bucket, device, ts)
+    and the XID events' (device, ts, xid) unique indexes, walked in primary-key order until a
+    page is full: the page never adds up the whole fleet's incident rows (issue 17.1).
 
     At the cap: a bucket's peak power at POWER_CAP_SHARE of the GPU's reported limit or its
     board power (dcgm.BOARD_POWER_W); hot: a bucket's peak temperature at HOT_C or more. A
     capped or hot GPU is flagged even when the exporter sends no throttle reasons (the
     default DCGM set has none)."""
     bucket = _gpu_bucket(tr)
-    qs = GpuRollup.objects.filter(bucket=bucket, ts__gte=tr.start, ts__lte=tr.end)
+    rollups = GpuRollup.objects.filter(bucket=bucket, ts__gte=tr.start, ts__lte=tr.end)
+    events = XidEvent.objects.filter(ts__gte=tr.start, ts__lte=tr.end)
     if tenant is not None:
-        qs = qs.filter(tenant=tenant)
+        rollups = rollups.filter(tenant=tenant)
+        events = events.filter(tenant=tenant)
     limits = list(_power_limits())
-    capped = Q()
+
+    # Per GPU (outer reference) for the walk; per row with the device joined for the counts.
+    capped_outer = Q(power_max__gte=OuterRef("power_limit_w") * POWER_CAP_SHARE)
+    capped_join = Q(
+        device__power_limit_w__isnull=False,
+        power_max__gte=F("device__power_limit_w") * POWER_CAP_SHARE,
+    )
     for model_name, watts in limits:
-        capped |= Q(
+        capped_join |= Q(
             device__power_limit_w__isnull=True,
             device__model_name__iexact=model_name,
             power_max__gte=watts * POWER_CAP_SHARE,
         )
-    capped |= Q(
-        device__power_limit_w__isnull=False,
-        power_max__gte=F("device__power_limit_w") * POWER_CAP_SHARE,
-    )
     hot = Q(temp_max__gte=HOT_C)
-    # XIDs as they first appeared (XidEvent), not the buckets the sticky gauge shows them in.
-    events = XidEvent.objects.filter(ts__gte=tr.start, ts__lte=tr.end)
-    if tenant is not None:
-        events = events.filter(tenant=tenant)
-    flagged = qs.filter(
-        Q(device_id__in=events.values("device_id")) | Q(throttle_any__gt=0) | capped | hot
+    of_device = rollups.filter(device_id=OuterRef("pk"))
+    flagged_rollup = of_device.filter(Q(throttle_any__gt=0) | hot | capped_outer)
+    board = Q()
+    for model_name, watts in limits:
+        board |= Q(model_name__iexact=model_name) & Exists(
+            of_device.filter(power_max__gte=watts * POWER_CAP_SHARE)
+        )
+    devices = GpuDevice.objects.select_related("tenant").filter(
+        Exists(events.filter(device_id=OuterRef("pk")))
+        | Exists(flagged_rollup)
+        | (Q(power_limit_w__isnull=True) & board)
     )
-    of_device = events.filter(device_id=OuterRef("device_id"))
+    result = keyset_page(devices, HEALTH_KEY, page or PageRequest(), limit)
+    total, more = capped_count(devices)
+    ids = [d.pk for d in result.rows]
     step_minutes = _step(bucket) / 60
-    per_device = (
-        flagged.values("device_id")
+    # The page's GPUs only: at most `limit` GPUs x the range's buckets, on the unique index.
+    per_device = {
+        r["device_id"]: r
+        for r in rollups.filter(device_id__in=ids)
+        .values("device_id")
         .annotate(
-            xid_events=Coalesce(
-                Subquery(of_device.values("device_id").annotate(n=Count("id")).values("n")[:1]),
-                0,
-            ),
-            last_xid_at=Subquery(of_device.order_by("-ts").values("ts")[:1]),
             throttle_buckets=Count("id", filter=Q(throttle_any__gt=0)),
-            capped_buckets=Count("id", filter=capped),
+            capped_buckets=Count("id", filter=capped_join),
             hot_buckets=Count("id", filter=hot),
             peak_power=Max("power_max"),
             peak_temp=Max("temp_max"),
         )
-        .order_by(
-            "-xid_events", "-throttle_buckets", "-capped_buckets", "-hot_buckets", "device_id"
-        )
-    )
-    top = list(per_device[:limit])
-    total, more = capped_count(flagged.values("device_id").distinct())
-    ids = [r["device_id"] for r in top]
-    devices = GpuDevice.objects.select_related("tenant").in_bulk(ids)
-    # The throttle reasons of the shown GPUs: OR of their masks, read for these GPUs only.
+    }
     masks: dict[int, int] = defaultdict(int)
-    xids: dict[int, set] = defaultdict(set)
-    for device_id, mask in flagged.filter(device_id__in=ids).values_list(
+    for device_id, mask in rollups.filter(device_id__in=ids, throttle_any__gt=0).values_list(
         "device_id", "throttle_any"
     ):
-        if mask and mask & THROTTLING:
+        if mask & THROTTLING:
             masks[device_id] |= mask
-    for device_id, xid in events.filter(device_id__in=ids).values_list("device_id", "xid"):
+    xids: dict[int, set] = defaultdict(set)
+    xid_count: dict[int, int] = defaultdict(int)
+    last_xid: dict[int, dt.datetime] = {}
+    for device_id, xid, ts in events.filter(device_id__in=ids).values_list(
+        "device_id", "xid", "ts"
+    ):
         xids[device_id].add(xid)
+        xid_count[device_id] += 1
+        if device_id not in last_xid or ts > last_xid[device_id]:
+            last_xid[device_id] = ts
     out = []
-    for r in top:
-        d = devices[r["device_id"]]
+    for d in result.rows:
+        r = per_device.get(d.pk, {})
         out.append(
             {
                 "device": d,
                 "xids": sorted(xids[d.pk]),
-                "xid_count": r["xid_events"],
-                "last_xid_at": r["last_xid_at"],
+                "xid_count": xid_count[d.pk],
+                "last_xid_at": last_xid.get(d.pk),
                 "reasons": decode_throttle(masks[d.pk]),
-                "throttled_minutes": r["throttle_buckets"] * step_minutes if masks[d.pk] else 0,
-                "capped_minutes": r["capped_buckets"] * step_minutes,
-                "hot_minutes": r["hot_buckets"] * step_minutes,
-                "peak_power": r["peak_power"],
-                "peak_temp": r["peak_temp"],
+                "throttled_minutes": (
+                    r.get("throttle_buckets", 0) * step_minutes if masks[d.pk] else 0
+                ),
+                "capped_minutes": r.get("capped_buckets", 0) * step_minutes,
+                "hot_minutes": r.get("hot_buckets", 0) * step_minutes,
+                "peak_power": r.get("peak_power"),
+                "peak_temp": r.get("peak_temp"),
                 "power_limit": board_power(d.model_name, d.power_limit_w),
             }
         )
-    return {"rows": out, "count": total, "more": more}
+    return {"rows": out, "count": total, "more": more, "page": result}
 
 
 def _power_limits() -> list[tuple[str, float]]:
