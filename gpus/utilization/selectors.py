@@ -13,17 +13,21 @@ import numpy as np
 from django.conf import settings
 from django.db.models import (
     Avg,
+    Case,
     Count,
     Exists,
     F,
+    FloatField,
     Max,
     OuterRef,
     Q,
     QuerySet,
     Sum,
+    Value,
+    When,
     Window,
 )
-from django.db.models.functions import RowNumber
+from django.db.models.functions import Coalesce, RowNumber
 from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -429,34 +433,34 @@ def health(
         events = events.filter(tenant=tenant)
     limits = list(_power_limits())
 
-    # Per GPU (outer reference) for the walk; per row with the device joined for the counts.
-    capped_outer = Q(power_max__gte=OuterRef("power_limit_w") * POWER_CAP_SHARE)
-    capped_join = Q(
-        device__power_limit_w__isnull=False,
-        power_max__gte=F("device__power_limit_w") * POWER_CAP_SHARE,
-    )
-    for model_name, watts in limits:
-        capped_join |= Q(
-            device__power_limit_w__isnull=True,
-            device__model_name__iexact=model_name,
-            power_max__gte=watts * POWER_CAP_SHARE,
-        )
     hot = Q(temp_max__gte=HOT_C)
-    of_device = rollups.filter(device_id=OuterRef("pk"))
-    flagged_rollup = of_device.filter(Q(throttle_any__gt=0) | hot | capped_outer)
-    board = Q()
-    for model_name, watts in limits:
-        board |= Q(model_name__iexact=model_name) & Exists(
-            of_device.filter(power_max__gte=watts * POWER_CAP_SHARE)
-        )
-    devices = GpuDevice.objects.select_related("tenant").filter(
-        Exists(events.filter(device_id=OuterRef("pk")))
-        | Exists(flagged_rollup)
-        | (Q(power_limit_w__isnull=True) & board)
+    # The GPU's cap: the limit it reports, else its model's board power; one correlated EXISTS
+    # per GPU (an OR of EXISTS made PostgreSQL hash every rollup of the range).
+    board = Case(
+        *(When(model_name__iexact=m, then=Value(w)) for m, w in limits),
+        default=Value(None),
+        output_field=FloatField(),
+    )
+    flagged_rollup = rollups.filter(device_id=OuterRef("pk")).filter(
+        Q(throttle_any__gt=0) | hot | Q(power_max__gte=OuterRef("cap_w") * POWER_CAP_SHARE)
+    )
+    devices = (
+        GpuDevice.objects.select_related("tenant")
+        .annotate(cap_w=Coalesce(F("power_limit_w"), board))
+        .filter(Exists(events.filter(device_id=OuterRef("pk"))) | Exists(flagged_rollup))
     )
     result = keyset_page(devices, HEALTH_KEY, page or PageRequest(), limit)
     total, more = capped_count(devices)
     ids = [d.pk for d in result.rows]
+    # At the cap, per row: the page's GPUs grouped by their cap (a few distinct values), so the
+    # counts read the page's rollups only, without joining every GPU.
+    by_cap: dict[float, list[int]] = defaultdict(list)
+    for d in result.rows:
+        if d.cap_w is not None:
+            by_cap[d.cap_w].append(d.pk)
+    capped = Q(pk__in=[])
+    for cap_w, of_cap in by_cap.items():
+        capped |= Q(device_id__in=of_cap, power_max__gte=cap_w * POWER_CAP_SHARE)
     step_minutes = _step(bucket) / 60
     # The page's GPUs only: at most `limit` GPUs x the range's buckets, on the unique index.
     per_device = {
@@ -465,7 +469,7 @@ def health(
         .values("device_id")
         .annotate(
             throttle_buckets=Count("id", filter=Q(throttle_any__gt=0)),
-            capped_buckets=Count("id", filter=capped_join),
+            capped_buckets=Count("id", filter=capped),
             hot_buckets=Count("id", filter=hot),
             peak_power=Max("power_max"),
             peak_temp=Max("temp_max"),
