@@ -232,7 +232,13 @@ def main() -> None:
         f"gunicorn (2 workers, production settings) on {'PostgreSQL' if postgres else 'SQLite'}; "
         f"{args.requests} requests per "
         f"term after {WARMUP} untimed, terms interleaved; sizes {', '.join(f'{s:,}' for s in sizes)}"
-        " GPUs (no 1,000,000-GPU run on this shared 2-core machine).",
+        " GPUs; the machine is shared (2 cores): the load average is next to each figure.",
+        "",
+        "The page: one query per table (the filter's cluster and model choices as plain queries, "
+        "not server-side cursors), the column names translated once per table, and a term's "
+        "count stopped past 1,000 matches (`More than 1,000 nodes`: a broad term on a large fleet "
+        "would count half of it), cached per snapshot. The search itself: see "
+        "`gpus.inventory.selectors.name_search`.",
         "",
         "| figure | value | unit | p50 | target | ok | load |",
         "|---|---|---|---|---|---|---|",

@@ -322,6 +322,9 @@ OPERATION_UNSCHEDULABLE_GRACE_SECONDS = env_float("OPERATION_UNSCHEDULABLE_GRACE
 # A Helm install/upgrade failure that may clear by itself (helm-controller retries forever) is
 # "retrying" this long before the operation fails (v1.1 HelmReleases retry every 5 minutes).
 OPERATION_HELM_RETRY_GRACE_SECONDS = env_float("OPERATION_HELM_RETRY_GRACE_SECONDS", 600.0)
+# A VM held back for its disk: one extra poll this soon after the disk is sent (an empty or
+# cached disk is Ready in seconds), so the VM need not wait a whole poll interval for it.
+OPERATION_DISK_RECHECK_SECONDS = env_float("OPERATION_DISK_RECHECK_SECONDS", 0.5)
 # How often an operation page asks the portal for its status while it is in flight.
 OPERATION_PAGE_POLL_SECONDS = env_float("OPERATION_PAGE_POLL_SECONDS", 2.0)
 # Per tenant: operations submitted per minute, and operations waiting for a worker (pending or

@@ -369,6 +369,12 @@ def apply(op: Operation) -> None:
             changes["baseline"] = {"before": {}, "unchanged": True}
         if _transition(op, {OperationState.APPLYING}, **changes):
             audit(op, op.tenant, "portal", "operation.applied", {"attempt": op.attempts})
+            if deferred:
+                # The next poll sends the VM once its disk is Ready: look again soon.
+                queue.enqueue_on_commit(
+                    "provisioning.poll_operations",
+                    countdown=settings.OPERATION_DISK_RECHECK_SECONDS,
+                )
             if unchanged:
                 target = Target(op.namespace, op.app_kind, op.name, labelled=False)
                 view = observe(gateway, [target])

@@ -13,16 +13,21 @@ from kombu.exceptions import OperationalError
 log = logging.getLogger(__name__)
 
 
-def enqueue(task_name: str, *args: object) -> None:
-    """Send one task by its registered name, e.g. ``enqueue("inventory.sync_inventory", 3)``."""
+def enqueue(task_name: str, *args: object, countdown: float | None = None) -> None:
+    """Send one task by its registered name, e.g. ``enqueue("inventory.sync_inventory", 3)``;
+    ``countdown`` delays it (a nudge: run eagerly, there is no later, so it is dropped)."""
     if current_app.conf.task_always_eager:
-        current_app.tasks[task_name].apply(args=args)
+        if countdown is None:
+            current_app.tasks[task_name].apply(args=args)
         return
-    current_app.send_task(task_name, args=args)
+    current_app.send_task(task_name, args=args, countdown=countdown)
 
 
 def enqueue_on_commit(
-    task_name: str, *args: object, sent: Callable[[bool], None] | None = None
+    task_name: str,
+    *args: object,
+    sent: Callable[[bool], None] | None = None,
+    countdown: float | None = None,
 ) -> None:
     """Send it once the current transaction commits: the worker must find the rows it reads.
 
@@ -32,7 +37,10 @@ def enqueue_on_commit(
 
     def send() -> None:
         try:
-            enqueue(task_name, *args)
+            if countdown is None:
+                enqueue(task_name, *args)
+            else:
+                enqueue(task_name, *args, countdown=countdown)
         except (OperationalError, OSError) as exc:
             log.warning("Task %s%r not sent, the broker is unreachable: %s", task_name, args, exc)
             went = False

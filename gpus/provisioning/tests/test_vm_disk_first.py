@@ -124,6 +124,37 @@ def test_the_portal_sends_the_vm_once_the_disk_is_ready(dc, cluster, alice, acme
     assert _install_failures(dc, "vm-instance-ordered") == []  # its release never failed
 
 
+def test_a_vm_held_back_for_its_disk_asks_for_a_poll_soon(
+    dc, cluster, alice, acme, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    """The apply that sends only the disk asks for one poll OPERATION_DISK_RECHECK_SECONDS
+    later (by name, after the commit), so the VM goes out once the disk is Ready rather than
+    a whole poll interval later; an apply that sends everything asks for none."""
+    sent: list[tuple[str, tuple, float | None]] = []
+    monkeypatch.setattr(
+        "gpus.web.queue.enqueue",
+        lambda name, *args, countdown=None: sent.append((name, args, countdown)),
+    )
+    request = apps.VmRequest(
+        name="nudged", gpu_resource=H100, gpu_count=1, instance_type="u1.2xlarge",
+        instance_profile="ubuntu", image="ubuntu-2404", disk_size_gi=20,
+        storage_class="replicated",
+    )  # fmt: skip
+    with override_settings(OPERATION_DISK_RECHECK_SECONDS=0.25):
+        with django_capture_on_commit_callbacks(execute=True):
+            op = services.submit_vm(alice, acme, cluster, request)
+        sent.clear()
+        with django_capture_on_commit_callbacks(execute=True):
+            engine.apply(engine.claim(op.pk))
+    op.refresh_from_db()
+    assert op.params.get("awaiting_disk") is True
+    assert sent == [("provisioning.poll_operations", (), 0.25)]
+    sent.clear()
+    op = _drive(op, {OperationState.SUCCEEDED, OperationState.FAILED})
+    assert op.state == OperationState.SUCCEEDED, (op.reason, op.message)
+    assert ("provisioning.poll_operations", (), 0.25) not in sent  # the VM's apply: no nudge
+
+
 def test_a_failure_that_clears_is_retrying_and_a_schema_error_fails_at_once(
     dc, cluster, alice, acme, alice_client
 ) -> None:
