@@ -93,7 +93,9 @@ class GpuDevice(models.Model):
         ordering = ["hostname", "index"]
         indexes = [
             models.Index(fields=["tenant", "hostname"], name="gpudevice_tenant_idx"),
-            models.Index(fields=["idle_since"], name="gpudevice_idle_idx"),
+            # The idle page's order (idle_since, id): a page is the first rows of this index,
+            # not a sort of every idle GPU.
+            models.Index(fields=["idle_since", "id"], name="gpudevice_idle_key_idx"),
             # The fleet page asks which busy metrics are in use: one index probe each.
             models.Index(fields=["busy_metric"], name="gpudevice_busy_metric_idx"),
         ]

@@ -13,15 +13,18 @@ import numpy as np
 from django.conf import settings
 from django.db.models import (
     Avg,
+    Case,
     Count,
     Exists,
     F,
+    FloatField,
     Max,
     OuterRef,
     Q,
     QuerySet,
-    Subquery,
     Sum,
+    Value,
+    When,
     Window,
 )
 from django.db.models.functions import Coalesce, RowNumber
@@ -400,91 +403,115 @@ def _gpu_bucket(tr: TimeRange) -> str:
     )
 
 
-def health(tr: TimeRange, tenant: Tenant | None = None, limit: int = PAGE_SIZE) -> dict:
+HEALTH_KEY = ("id",)
+
+
+def health(
+    tr: TimeRange,
+    tenant: Tenant | None = None,
+    limit: int = PAGE_SIZE,
+    page: PageRequest | None = None,
+) -> dict:
     """GPUs that raised an XID, were throttled, ran at their power cap or ran hot in the range:
-    aggregated per GPU in the database, the `limit` worst first, with how many there are.
+    one keyset page of them in the order the portal first saw them (the primary key), each
+    with its incidents counted over the range for the GPUs of the page only, and how many
+    there are (up to COUNT_CAP).
+
+    Whether a GPU is flagged is an EXISTS probe per GPU on the rollups' (bucket, device, ts)
+    and the XID events' (device, ts, xid) unique indexes, walked in primary-key order until a
+    page is full: the page never adds up the whole fleet's incident rows (issue 17.1).
 
     At the cap: a bucket's peak power at POWER_CAP_SHARE of the GPU's reported limit or its
     board power (dcgm.BOARD_POWER_W); hot: a bucket's peak temperature at HOT_C or more. A
     capped or hot GPU is flagged even when the exporter sends no throttle reasons (the
     default DCGM set has none)."""
     bucket = _gpu_bucket(tr)
-    qs = GpuRollup.objects.filter(bucket=bucket, ts__gte=tr.start, ts__lte=tr.end)
-    if tenant is not None:
-        qs = qs.filter(tenant=tenant)
-    limits = list(_power_limits())
-    capped = Q()
-    for model_name, watts in limits:
-        capped |= Q(
-            device__power_limit_w__isnull=True,
-            device__model_name__iexact=model_name,
-            power_max__gte=watts * POWER_CAP_SHARE,
-        )
-    capped |= Q(
-        device__power_limit_w__isnull=False,
-        power_max__gte=F("device__power_limit_w") * POWER_CAP_SHARE,
-    )
-    hot = Q(temp_max__gte=HOT_C)
-    # XIDs as they first appeared (XidEvent), not the buckets the sticky gauge shows them in.
+    rollups = GpuRollup.objects.filter(bucket=bucket, ts__gte=tr.start, ts__lte=tr.end)
     events = XidEvent.objects.filter(ts__gte=tr.start, ts__lte=tr.end)
     if tenant is not None:
+        rollups = rollups.filter(tenant=tenant)
         events = events.filter(tenant=tenant)
-    flagged = qs.filter(
-        Q(device_id__in=events.values("device_id")) | Q(throttle_any__gt=0) | capped | hot
+    limits = list(_power_limits())
+
+    hot = Q(temp_max__gte=HOT_C)
+    # The GPU's cap: the limit it reports, else its model's board power; one correlated EXISTS
+    # per GPU (an OR of EXISTS made PostgreSQL hash every rollup of the range).
+    board = Case(
+        *(When(model_name__iexact=m, then=Value(w)) for m, w in limits),
+        default=Value(None),
+        output_field=FloatField(),
     )
-    of_device = events.filter(device_id=OuterRef("device_id"))
+    flagged_rollup = rollups.filter(device_id=OuterRef("pk")).filter(
+        Q(throttle_any__gt=0) | hot | Q(power_max__gte=OuterRef("cap_w") * POWER_CAP_SHARE)
+    )
+    devices = (
+        GpuDevice.objects.select_related("tenant")
+        .annotate(cap_w=Coalesce(F("power_limit_w"), board))
+        .filter(Exists(events.filter(device_id=OuterRef("pk"))) | Exists(flagged_rollup))
+    )
+    result = keyset_page(devices, HEALTH_KEY, page or PageRequest(), limit)
+    total, more = capped_count(devices)
+    ids = [d.pk for d in result.rows]
+    # At the cap, per row: the page's GPUs grouped by their cap (a few distinct values), so the
+    # counts read the page's rollups only, without joining every GPU.
+    by_cap: dict[float, list[int]] = defaultdict(list)
+    for d in result.rows:
+        if d.cap_w is not None:
+            by_cap[d.cap_w].append(d.pk)
+    capped = Q(pk__in=[])
+    for cap_w, of_cap in by_cap.items():
+        capped |= Q(device_id__in=of_cap, power_max__gte=cap_w * POWER_CAP_SHARE)
     step_minutes = _step(bucket) / 60
-    per_device = (
-        flagged.values("device_id")
+    # The page's GPUs only: at most `limit` GPUs x the range's buckets, on the unique index.
+    per_device = {
+        r["device_id"]: r
+        for r in rollups.filter(device_id__in=ids)
+        .values("device_id")
         .annotate(
-            xid_events=Coalesce(
-                Subquery(of_device.values("device_id").annotate(n=Count("id")).values("n")[:1]),
-                0,
-            ),
-            last_xid_at=Subquery(of_device.order_by("-ts").values("ts")[:1]),
             throttle_buckets=Count("id", filter=Q(throttle_any__gt=0)),
             capped_buckets=Count("id", filter=capped),
             hot_buckets=Count("id", filter=hot),
             peak_power=Max("power_max"),
             peak_temp=Max("temp_max"),
         )
-        .order_by(
-            "-xid_events", "-throttle_buckets", "-capped_buckets", "-hot_buckets", "device_id"
-        )
-    )
-    top = list(per_device[:limit])
-    total, more = capped_count(flagged.values("device_id").distinct())
-    ids = [r["device_id"] for r in top]
-    devices = GpuDevice.objects.select_related("tenant").in_bulk(ids)
-    # The throttle reasons of the shown GPUs: OR of their masks, read for these GPUs only.
+    }
     masks: dict[int, int] = defaultdict(int)
-    xids: dict[int, set] = defaultdict(set)
-    for device_id, mask in flagged.filter(device_id__in=ids).values_list(
+    for device_id, mask in rollups.filter(device_id__in=ids, throttle_any__gt=0).values_list(
         "device_id", "throttle_any"
     ):
-        if mask and mask & THROTTLING:
+        if mask & THROTTLING:
             masks[device_id] |= mask
-    for device_id, xid in events.filter(device_id__in=ids).values_list("device_id", "xid"):
+    xids: dict[int, set] = defaultdict(set)
+    xid_count: dict[int, int] = defaultdict(int)
+    last_xid: dict[int, dt.datetime] = {}
+    for device_id, xid, ts in events.filter(device_id__in=ids).values_list(
+        "device_id", "xid", "ts"
+    ):
         xids[device_id].add(xid)
+        xid_count[device_id] += 1
+        if device_id not in last_xid or ts > last_xid[device_id]:
+            last_xid[device_id] = ts
     out = []
-    for r in top:
-        d = devices[r["device_id"]]
+    for d in result.rows:
+        r = per_device.get(d.pk, {})
         out.append(
             {
                 "device": d,
                 "xids": sorted(xids[d.pk]),
-                "xid_count": r["xid_events"],
-                "last_xid_at": r["last_xid_at"],
+                "xid_count": xid_count[d.pk],
+                "last_xid_at": last_xid.get(d.pk),
                 "reasons": decode_throttle(masks[d.pk]),
-                "throttled_minutes": r["throttle_buckets"] * step_minutes if masks[d.pk] else 0,
-                "capped_minutes": r["capped_buckets"] * step_minutes,
-                "hot_minutes": r["hot_buckets"] * step_minutes,
-                "peak_power": r["peak_power"],
-                "peak_temp": r["peak_temp"],
+                "throttled_minutes": (
+                    r.get("throttle_buckets", 0) * step_minutes if masks[d.pk] else 0
+                ),
+                "capped_minutes": r.get("capped_buckets", 0) * step_minutes,
+                "hot_minutes": r.get("hot_buckets", 0) * step_minutes,
+                "peak_power": r.get("peak_power"),
+                "peak_temp": r.get("peak_temp"),
                 "power_limit": board_power(d.model_name, d.power_limit_w),
             }
         )
-    return {"rows": out, "count": total, "more": more}
+    return {"rows": out, "count": total, "more": more, "page": result}
 
 
 def _power_limits() -> list[tuple[str, float]]:

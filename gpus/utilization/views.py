@@ -177,9 +177,10 @@ def idle(request: HttpRequest, namespace: str | None = None) -> HttpResponse:
 def health(request: HttpRequest) -> HttpResponse:
     _tenant(request, None)
     ctx = _context(request, None, section="health")
-    found = u.health(ctx["tr"])
+    found = u.health(ctx["tr"], page=PageRequest.from_query(request.GET))
     ctx |= {
         "rows": found["rows"],
+        "page": found["page"],
         "count": found["count"],
         "more": found["more"],
         "count_label": _count_label(found["count"], found["more"]),

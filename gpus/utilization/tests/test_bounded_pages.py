@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import pytest
 from django.db import connection
@@ -19,7 +20,7 @@ from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.models import Cluster, GpuWorkload, ModelInventory, Node
 from gpus.utilization import rollup
 from gpus.utilization.models import Bucket, GpuDevice, GpuRollup, GroupRollup, Scope
-from gpus.utilization.selectors import PAGE_SIZE, TimeRange, health
+from gpus.utilization.selectors import COUNT_CAP, PAGE_SIZE, TimeRange, health
 
 pytestmark = pytest.mark.django_db
 
@@ -225,3 +226,94 @@ def test_heatmap_by_host_node(admin_client_, acme) -> None:
         admin_client_.get(reverse("gpus:util_chart", args=["heatmap"]) + "?by=host").content
     )
     assert sorted(data["figure"]["data"][0]["y"]) == ["host-00000", "host-00001"]
+
+
+BIG_TABLES = {
+    "utilization_gpudevice",
+    "utilization_gpurollup",
+    "utilization_grouprollup",
+    "utilization_xidevent",
+}
+
+
+def _rows_read(node: dict) -> dict[str, float]:
+    """Rows each big table's scans read (kept plus discarded by a filter), over every loop."""
+    out: dict[str, float] = {}
+    table = node.get("Relation Name")
+    if table in BIG_TABLES:
+        read = (
+            node["Actual Rows"]
+            + node.get("Rows Removed by Filter", 0)
+            + node.get("Rows Removed by Index Recheck", 0)
+        )
+        out[table] = read * node["Actual Loops"]
+    for child in node.get("Plans", []):
+        for t, n in _rows_read(child).items():
+            out[t] = out.get(t, 0) + n
+    return out
+
+
+def _plans(client, url: str) -> list[tuple[str, dict]]:
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.get(url).status_code == 200
+    out = []
+    for q in ctx.captured_queries:
+        sql = q["sql"]
+        if sql.startswith("SELECT") and "utilization_" in sql:
+            with connection.cursor() as cursor:
+                cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql)
+                (plan,) = cursor.fetchone()[0]
+            out.append((sql, plan["Plan"]))
+    return out
+
+
+def test_health_idle_and_tenant_chart_read_a_bounded_part_of_big_tables(
+    admin_client_, alice_client, acme, globex
+) -> None:
+    """PostgreSQL plans of every utilization query behind the health and idle pages and the
+    tenant chart, on a fleet of 12,000 GPUs (half flagged at their power cap, every one idle):
+    no query reads more than a bounded number of rows of a big table, whatever its size;
+    the tenant chart reads its workloads' rollups by key prefix from an index (issue 17.1)."""
+    assert connection.vendor == "postgresql"
+    make_fleet(12000, acme, globex)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    sizes = {
+        "utilization_gpudevice": GpuDevice.objects.count(),
+        "utilization_gpurollup": GpuRollup.objects.count(),
+    }
+    assert sizes == {"utilization_gpudevice": 12000, "utilization_gpurollup": 12000}
+    # The page walks GPUs until 51 are flagged; the capped count until 1,001 are: about
+    # 2 x 1,001 GPUs and their probes here, never the 12,000.
+    bound = 2 * (COUNT_CAP + 1) + 4 * PAGE_SIZE
+    for url in (reverse("gpus:util_health"), reverse("gpus:util_idle")):
+        plans = _plans(admin_client_, url)
+        assert plans, url
+        for sql, plan in plans:
+            for table, read in _rows_read(plan).items():
+                assert read <= bound, (url, table, read, sql[:300])
+    chart = reverse("gpus:util_chart", args=["tenant"]) + "?tenant=tenant-acme"
+    ((sql, plan),) = _plans(alice_client, chart)
+    text = json.dumps(plan)
+    assert "grouprollup_key_prefix_idx" in text and '"Seq Scan"' not in text, text
+    # Only acme's workload rows: none read and thrown away.
+    acme_rows = GroupRollup.objects.filter(
+        scope=Scope.WORKLOAD, key__startswith="tenant-acme|"
+    ).count()
+    assert 0 < _rows_read(plan)["utilization_grouprollup"] <= acme_rows
+    assert acme_rows < GroupRollup.objects.count() / 2
+
+
+def test_health_pages_through_every_flagged_gpu(admin_client_, acme) -> None:
+    """The health page is a keyset page of flagged GPUs in first-seen order with a next link;
+    the next page holds the following ones; the count stays the total (issue 17.1)."""
+    make_fleet(240, acme)  # 120 GPUs report, each at its cap and hot
+    url = reverse("gpus:util_health")
+    first = admin_client_.get(url).content.decode()
+    assert "120 GPUs flagged, listed in the order the portal first saw them" in first
+    assert first.count('<code class="small">GPU-240-') == PAGE_SIZE
+    cursor = first.split('rel="next"')[0].rsplit("after=", 1)[1].split('"')[0]
+    second = admin_client_.get(url + "?after=" + cursor).content.decode()
+    shown_first = set(re.findall(r'<code class="small">(GPU-240-\d+)</code>', first))
+    shown_second = set(re.findall(r'<code class="small">(GPU-240-\d+)</code>', second))
+    assert len(shown_second) == PAGE_SIZE and not shown_first & shown_second
