@@ -12,6 +12,7 @@ from gpus.provisioning.models import AuditEvent, Operation
 from gpus.tenancy.models import Tenant
 from gpus.tenancy.selectors import get_tenant_for_user
 from gpus.web.access import User, require_platform_admin
+from gpus.web.paging import KeysetPage, PageRequest, keyset_page
 
 # --- operations ------------------------------------------------------------------------
 
@@ -105,4 +106,34 @@ def operations_in_flight(user: User, tenant: Tenant) -> QuerySet[Operation]:
 def audit_events(user: User) -> QuerySet[AuditEvent]:
     """Every audit event, newest first: platform admins only (tenants see their operations)."""
     require_platform_admin(user)
-    return AuditEvent.objects.select_related("tenant", "operation").order_by("-created_at", "-pk")
+    # The page links an event to its operation by id: the operation row is not read.
+    return AuditEvent.objects.select_related("tenant").order_by("-created_at", "-pk")
+
+
+# Pages are keyset ranges on (created_at, id), read from an index in that order: one query of
+# PER_PAGE + 1 rows whatever the table's size (an OFFSET walks every newer row first).
+PAGE_KEY = ("created_at", "id")
+OPERATIONS_PER_PAGE = 50
+AUDIT_PER_PAGE = 50
+# Counted exactly up to this many; beyond, a page says "more than 1,000" (an exact COUNT(*)
+# reads every matching row).
+COUNT_CAP = 1000
+
+
+def tenant_operations_page(user: User, tenant: Tenant, page: PageRequest) -> KeysetPage[Operation]:
+    """One page of the tenant's operations, newest first (the (tenant, created_at, id) index)."""
+    return keyset_page(
+        tenant_operations(user, tenant), PAGE_KEY, page, OPERATIONS_PER_PAGE, descending=True
+    )
+
+
+def audit_page(events: QuerySet[AuditEvent], page: PageRequest) -> KeysetPage[AuditEvent]:
+    """One page of (filtered) audit events, newest first."""
+    return keyset_page(events, PAGE_KEY, page, AUDIT_PER_PAGE, descending=True)
+
+
+def capped_count(qs: QuerySet[Any], cap: int = COUNT_CAP) -> tuple[int, bool]:
+    """How many rows, counted up to ``cap`` (reads at most cap + 1 index entries), and whether
+    there are more."""
+    n = qs.order_by().values("pk")[: cap + 1].count()
+    return min(n, cap), n > cap

@@ -8,7 +8,6 @@ from typing import Any
 import yaml
 from django.conf import settings
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -52,10 +51,12 @@ from gpus.provisioning.presenters import describe, overlay_operations
 from gpus.provisioning.selectors import (
     active_operation,
     audit_events,
+    audit_page,
+    capped_count,
     get_operation_for_user,
     operations_in_flight,
     target_operations,
-    tenant_operations,
+    tenant_operations_page,
     vm_image,
 )
 from gpus.provisioning.services import (
@@ -296,12 +297,8 @@ def vm_check(request: HttpRequest, namespace: str) -> HttpResponse:
 
 def operation_list(request: HttpRequest, namespace: str) -> HttpResponse:
     tenant = get_tenant_for_user(request.user, namespace)
-    paginator = Paginator(tenant_operations(request.user, tenant), 50)
-    return render(
-        request,
-        "provisioning/operations.html",
-        {"tenant": tenant, "page": paginator.get_page(request.GET.get("page"))},
-    )
+    page = tenant_operations_page(request.user, tenant, PageRequest.from_query(request.GET))
+    return render(request, "provisioning/operations.html", {"tenant": tenant, "page": page})
 
 
 def _operation_status_context(request: HttpRequest, namespace: str, pk: int) -> dict[str, Any]:
@@ -602,11 +599,20 @@ def node_group_check(
 
 def audit_log(request: HttpRequest) -> HttpResponse:
     audit_filter = AuditFilter(request.GET or None, queryset=audit_events(request.user))
-    page = Paginator(audit_filter.qs, 100).get_page(request.GET.get("page"))
+    page = audit_page(audit_filter.qs, PageRequest.from_query(request.GET))
+    count, more = capped_count(audit_filter.qs)
+    # The pager's links keep the filters (and drop the previous cursor).
     query = request.GET.copy()
-    query.pop("page", None)
+    for key in ("after", "before", "page"):
+        query.pop(key, None)
     return render(
         request,
         "provisioning/audit.html",
-        {"filter": audit_filter, "page": page, "query": query.urlencode()},
+        {
+            "filter": audit_filter,
+            "page": page,
+            "count": count,
+            "more": more,
+            "query": query.urlencode(),
+        },
     )
