@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import fcntl
 import io
 import os
 import re
@@ -49,16 +50,28 @@ def _redis(db: int) -> str:
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def static_root(tmp_path_factory) -> Path:
-    """The image's build step once for the module: the production storage reads its manifest."""
-    root = tmp_path_factory.mktemp("static")
-    env = {**os.environ, "STATIC_ROOT": str(root), "PYTHON": sys.executable}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    build = subprocess.run(
-        ["sh", "bin/build-assets"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert build.returncode == 0, build.stdout + build.stderr
+    """The image's build step once for the whole run: the production storage reads its
+    manifest. Under pytest-xdist the workers share one build (the run's common temporary
+    folder, under a file lock): each of this module's tests may land on its own worker, and
+    three builds side by side cost minutes on two cores (test_production tests the build)."""
+    shared = tmp_path_factory.getbasetemp().parent
+    root = shared / "production-static"
+    with (shared / "production-static.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "staticfiles.json").exists():
+            env = {**os.environ, "STATIC_ROOT": str(root), "PYTHON": sys.executable}
+            env.pop("DJANGO_SETTINGS_MODULE", None)
+            build = subprocess.run(
+                ["sh", "bin/build-assets"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert build.returncode == 0, build.stdout + build.stderr
     return root
 
 
