@@ -282,6 +282,9 @@ def test_the_spend_page_matches_the_exports_and_shows_energy(
     # The energy chart: one bar a day, in kWh.
     chart = alice_client.get(reverse("gpus:capacity_tenant_energy", args=[acme.namespace]))
     assert sum(chart.json()["figure"]["data"][0]["y"]) == pytest.approx(2.5)
+    # Dates on the axis over the whole 30 days, even with a single day to show.
+    xaxis = chart.json()["figure"]["layout"]["xaxis"]
+    assert xaxis["tickformat"] == "%Y-%m-%d" and xaxis["range"][0] < xaxis["range"][1]
     # Admins see every tenant's, and the same figure on the tenant's page.
     fleet = admin_client_.get(reverse("gpus:capacity_spend")).content.decode()
     assert 'id="spend-tenant-acme"' in fleet and money(spent, "CHF") in fleet
