@@ -144,6 +144,11 @@ def test_the_node_group_form_shows_minimum_maximum_and_the_roll(alice_client, ac
     html = alice_client.post(new, group_form(min_replicas="2", max_replicas="4")).content.decode()
     assert f"{money(2 * worker, 'CHF')} an hour, {money(2 * worker * HOURS, 'CHF')} a month" in html
     assert f"up to {money(4 * worker, 'CHF')} an hour" in html
+    # French puts a no-break space before the colon and the semicolon.
+    fr = alice_client.post(
+        new, group_form(min_replicas="2", max_replicas="4"), HTTP_ACCEPT_LANGUAGE="fr"
+    ).content.decode()
+    assert "Coût\u00a0:" in fr and "\u00a0; jusqu’à" in fr
     assert "During the roll" not in html
     # A resize to a larger instance type rolls every worker: the 2 old workers (u1.2xlarge) run
     # until up to 2 new ones (u1.8xlarge: 32 vCPU, 128 GiB; maxSurge = maxReplicas) replace them.
