@@ -6,6 +6,7 @@ import datetime as dt
 
 from django import forms
 from django.utils import timezone
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
 from gpus.capacity.models import Bucket, Currency
@@ -24,7 +25,9 @@ def _models() -> forms.ModelChoiceField:
 class QuotaForm(forms.Form):
     gpu_model = _models()
     limit = forms.IntegerField(
-        label=_("GPU limit"),
+        # The model field shares the msgid, lower-case in French (a field name): a label starts
+        # with a capital.
+        label=capfirst(_("GPU limit")),
         min_value=0,
         max_value=100_000,
         required=False,

@@ -261,7 +261,16 @@ def tenant_energy_chart(request: HttpRequest, namespace: str) -> JsonResponse:
         ],
         "layout": {
             "title": {"text": _("Energy of your GPUs per day (kWh)")},
-            "xaxis": {"type": "date"},
+            # The whole 30 days, a tick per date: one day alone would otherwise be ticked in
+            # fractions of a second, with English month names.
+            "xaxis": {
+                "type": "date",
+                "range": [
+                    (start - dt.timedelta(hours=12)).strftime("%Y-%m-%d %H:%M"),
+                    (now.astimezone(dt.UTC) + dt.timedelta(hours=12)).strftime("%Y-%m-%d %H:%M"),
+                ],
+                "tickformat": "%Y-%m-%d",
+            },
             "yaxis": {"title": {"text": _("kWh")}, "rangemode": "tozero"},
             "margin": {"l": 50, "r": 10, "t": 40, "b": 40},
         },

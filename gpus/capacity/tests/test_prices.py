@@ -144,6 +144,11 @@ def test_the_node_group_form_shows_minimum_maximum_and_the_roll(alice_client, ac
     html = alice_client.post(new, group_form(min_replicas="2", max_replicas="4")).content.decode()
     assert f"{money(2 * worker, 'CHF')} an hour, {money(2 * worker * HOURS, 'CHF')} a month" in html
     assert f"up to {money(4 * worker, 'CHF')} an hour" in html
+    # French puts a no-break space before the colon and the semicolon.
+    fr = alice_client.post(
+        new, group_form(min_replicas="2", max_replicas="4"), HTTP_ACCEPT_LANGUAGE="fr"
+    ).content.decode()
+    assert "Coût\u00a0:" in fr and "\u00a0; jusqu’à" in fr
     assert "During the roll" not in html
     # A resize to a larger instance type rolls every worker: the 2 old workers (u1.2xlarge) run
     # until up to 2 new ones (u1.8xlarge: 32 vCPU, 128 GiB; maxSurge = maxReplicas) replace them.
@@ -282,6 +287,9 @@ def test_the_spend_page_matches_the_exports_and_shows_energy(
     # The energy chart: one bar a day, in kWh.
     chart = alice_client.get(reverse("gpus:capacity_tenant_energy", args=[acme.namespace]))
     assert sum(chart.json()["figure"]["data"][0]["y"]) == pytest.approx(2.5)
+    # Dates on the axis over the whole 30 days, even with a single day to show.
+    xaxis = chart.json()["figure"]["layout"]["xaxis"]
+    assert xaxis["tickformat"] == "%Y-%m-%d" and xaxis["range"][0] < xaxis["range"][1]
     # Admins see every tenant's, and the same figure on the tenant's page.
     fleet = admin_client_.get(reverse("gpus:capacity_spend")).content.decode()
     assert 'id="spend-tenant-acme"' in fleet and money(spent, "CHF") in fleet

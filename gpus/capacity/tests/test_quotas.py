@@ -33,6 +33,9 @@ def test_admin_sets_a_quota_audited(admin_client_, alice_client, acme):
     # Bad input: an error next to the field, never a 500.
     page = admin_client_.post(url, {"gpu_model": l40s.pk, "limit": "-1"})
     assert page.status_code == 200 and "greater than or equal to 0" in page.content.decode()
+    # The field's label starts with a capital in French too (its msgid is the model field's).
+    fr = admin_client_.get(url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "Limite de GPU" in fr and "limite de GPU" not in fr
     # A tenant member sees the page read-only (with its GPU-hours) and may not post to it.
     page = alice_client.get(url).content.decode()
     assert 'id="quota-form"' not in page and 'id="gpu-hours"' in page

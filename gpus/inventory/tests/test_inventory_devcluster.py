@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
@@ -415,3 +416,18 @@ def test_helm_failures_and_terminating_apps_as_cozystack_reports_them(dc, cluste
     )
     ws = GpuWorkload.objects.get(name="gpu-ws")
     assert (ws.reason, ws.gpus_held) == ("Terminating", 1)
+
+
+def test_the_sync_command_also_reads_the_served_schemas(cluster):
+    """A first start (`make run` calls the command) offers the Kubernetes versions at once,
+    not after the beat's first schema refresh ten minutes later."""
+    from django.core.management import call_command
+
+    from gpus.inventory.models import ServedSchema
+    from gpus.inventory.selectors import catalogue_for
+
+    out = io.StringIO()
+    call_command("sync_inventory", stdout=out)
+    assert "nodes synced" in out.getvalue()
+    assert ServedSchema.objects.filter(cluster=cluster, app_kind="Kubernetes").exists()
+    assert catalogue_for(cluster).kubernetes_versions
