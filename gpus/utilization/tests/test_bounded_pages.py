@@ -267,6 +267,8 @@ def _plans(client, url: str) -> list[tuple[str, dict]]:
     return out
 
 
+# PostgreSQL's plans: the first CI pass (PostgreSQL) runs it, the embedded pass (SQLite) not.
+@pytest.mark.once
 def test_health_idle_and_tenant_chart_read_a_bounded_part_of_big_tables(
     admin_client_, alice_client, acme, globex
 ) -> None:
