@@ -20,19 +20,17 @@ from gpus.capacity.models import (
     ROLLUP_FIELDS,
     Bucket,
     CapacityRollup,
+    CapacitySample,
     Notification,
     RefusedRequest,
     TenantUsage,
     WaitlistEntry,
 )
 from gpus.catalog.models import GpuModel
-from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.models import (
     Cluster,
     ClusterQuota,
-    GpuWorkload,
     ModelInventory,
-    NodeGpu,
     TenantAllocation,
 )
 from gpus.provisioning.capacity import QuotaRoom, quota_rooms
@@ -82,7 +80,8 @@ class ModelCard:
 
 
 def model_cards(now: dt.datetime | None = None) -> list[ModelCard]:
-    """One card per GPU model with GPUs installed or asked for: 8 queries."""
+    """One card per GPU model with GPUs installed or asked for: 8 queries, none reading a row
+    per GPU, server or workload except the busy figures (see _add_busy)."""
     now = now or timezone.now()
     cards: dict[int, ModelCard] = {}
 
@@ -98,23 +97,17 @@ def model_cards(now: dt.datetime | None = None) -> list[ModelCard]:
     ):
         c = card(r["gpu_model_id"], r["gpu_model__display_name"])
         c.installed, c.allocated, c.free, c.unavailable = r["i"], r["a"], r["f"], r["u"]
-    for r in (
-        GpuWorkload.objects.filter(gpu_model__isnull=False)
-        .values("gpu_model_id", "gpu_model__display_name", "kind")
-        .annotate(n=Sum("gpus_held"))
+    for r in latest_samples().values(
+        "gpu_model_id",
+        "gpu_model__display_name",
+        "allocated_vms",
+        "allocated_node_groups",
+        "free_max_one",
     ):
         c = card(r["gpu_model_id"], r["gpu_model__display_name"])
-        if r["kind"] == WorkloadKind.VM:
-            c.allocated_vms += r["n"] or 0
-        else:
-            c.allocated_node_groups += r["n"] or 0
-    for r in (
-        NodeGpu.objects.filter(node__ready=True, node__unschedulable=False)
-        .values("gpu_model_id")
-        .annotate(most=Max("free"))
-    ):
-        if r["gpu_model_id"] in cards:
-            cards[r["gpu_model_id"]].free_max_one = r["most"] or 0
+        c.allocated_vms += r["allocated_vms"]
+        c.allocated_node_groups += r["allocated_node_groups"]
+        c.free_max_one = max(c.free_max_one, r["free_max_one"])
     for r in (
         waiting_operations()
         .values("gpu_model_id", "gpu_model__display_name")
@@ -133,6 +126,29 @@ def model_cards(now: dt.datetime | None = None) -> list[ModelCard]:
         if model_id in forecasts:
             c.forecast = forecasts[model_id]
     return list(cards.values())
+
+
+def latest_samples() -> QuerySet[CapacitySample]:
+    """Each cluster's latest capacity sample per GPU model, as its last sync wrote it (held by
+    VMs and node groups, the most free on one ready server): one row per cluster and model,
+    read from the (cluster, at) index, however many servers and workloads the fleet has."""
+    last = dict(
+        Cluster.objects.annotate(
+            last=Subquery(
+                CapacitySample.objects.filter(cluster_id=OuterRef("pk"))
+                .order_by("-at")
+                .values("at")[:1]
+            )
+        )
+        .filter(last__isnull=False)
+        .values_list("pk", "last")
+    )
+    if not last:
+        return CapacitySample.objects.none()
+    match = Q()
+    for cluster_id, at in last.items():
+        match |= Q(cluster_id=cluster_id, at=at)
+    return CapacitySample.objects.filter(match)
 
 
 def _add_busy(cards: dict[int, ModelCard]) -> None:

@@ -95,6 +95,15 @@ class Operation(models.Model):
             # fleet's key (50,000 operations, 5 deletes: 22 ms -> 0.14 ms). A state or a model
             # is read from the state and foreign-key indexes already there.
             models.Index(fields=["kind", "-id"], name="operation_kind_id_idx"),
+            # The capacity page's requests that failed after waiting unschedulable, newest
+            # first: read from the range's end instead of sorting every failed operation.
+            models.Index(
+                fields=["-finished_at"],
+                condition=models.Q(
+                    state="failed", unschedulable_since__isnull=False, gpu_model__isnull=False
+                ),
+                name="operation_unschedulable_idx",
+            ),
             # ... and by dates alone, keyed by (created_at, id): "until 300 days ago" reads
             # from the range's end (63 ms -> 0.2 ms) instead of sorting every older operation.
             models.Index(fields=["-created_at", "-id"], name="operation_created_idx"),
