@@ -127,6 +127,8 @@ def test_cards_read_the_latest_samples_with_a_fixed_number_of_queries(admin_clie
     assert len(refused) == 20 and refused[0]["who"] == "alice"
 
 
+# PostgreSQL's plans: the first CI pass (PostgreSQL) runs it, the embedded pass (SQLite) not.
+@pytest.mark.once
 def test_page_reads_a_bounded_part_of_big_tables(admin_client_, acme):
     """PostgreSQL plans of every query behind the page on 3,000 servers, workloads and failed
     requests: none reads more than a few hundred rows of a server, workload, operation or
