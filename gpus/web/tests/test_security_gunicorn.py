@@ -41,8 +41,13 @@ from hikube_portal.tests.test_production import ROOT, SECRET, VENV_BIN, compose_
 
 pytestmark = [pytest.mark.once, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-# Redis databases of the helper's server that no test settings use: gunicorn's broker and cache.
-BROKER_DB, CACHE_DB = 60, 62
+# gunicorn's broker, result and cache databases: the top of the Redis server, which the test
+# settings' own databases (a few per xdist worker from 0 up) never reach, three per xdist worker.
+# One set per worker: this module's tests run side by side on several workers, and each fixture
+# flushes its databases, which would reset another worker's rate counts mid-test.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+BROKER_DB = 61 - 3 * _WORKER
+CACHE_DB = BROKER_DB + 2
 
 
 def _redis(db: int) -> str:
