@@ -56,11 +56,18 @@ os.environ.setdefault("DEBUG", "true")
 os.environ.setdefault(
     "TEST_VAR_DIR", str(Path(os.environ.get("VAR_DIR") or _BASE / "var") / "test")
 )
+
+
+def xdist_worker_index() -> int:
+    """This pytest-xdist worker's number (gw3 -> 3); 0 outside xdist."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+
+
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _worker and os.environ.get("TEST_WORKER") != _worker:
     os.environ["TEST_WORKER"] = _worker
     os.environ["TEST_VAR_DIR"] = str(Path(os.environ["TEST_VAR_DIR"]) / _worker)
-    os.environ.update(worker_redis_urls(os.environ, int(_worker.removeprefix("gw"))))
+    os.environ.update(worker_redis_urls(os.environ, xdist_worker_index()))
 os.environ["VAR_DIR"] = os.environ["TEST_VAR_DIR"]
 
 from .settings import *  # noqa: E402, F403

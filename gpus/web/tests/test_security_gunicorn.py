@@ -37,6 +37,7 @@ from gpus.utilization.agent import issue_token
 from gpus.utilization.models import GpuDevice
 from gpus.utilization.tests.test_agent_security import BOB_UUID, line, vms  # noqa: F401
 from gpus.web.tests.test_exports import HYPERLINK
+from hikube_portal.test_settings import xdist_worker_index
 from hikube_portal.tests.test_production import ROOT, SECRET, VENV_BIN, compose_environment
 
 pytestmark = [pytest.mark.once, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -45,8 +46,7 @@ pytestmark = [pytest.mark.once, pytest.mark.integration, pytest.mark.django_db(t
 # settings' own databases (a few per xdist worker from 0 up) never reach, three per xdist worker.
 # One set per worker: this module's tests run side by side on several workers, and each fixture
 # flushes its databases, which would reset another worker's rate counts mid-test.
-_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-BROKER_DB = 61 - 3 * _WORKER
+BROKER_DB = 61 - 3 * xdist_worker_index()
 CACHE_DB = BROKER_DB + 2
 
 
