@@ -20,10 +20,10 @@ from gpus.inventory.selectors import (
     free_by_model,
     get_node_for_user,
     model_totals,
-    name_matches,
     node_holder_tenants,
     node_page,
     node_queryset,
+    search_matches,
     sync_issues,
     sync_summary,
     tenant_gpus_held,
@@ -122,13 +122,13 @@ def node_list(request: HttpRequest) -> HttpResponse:
     term = node_filter.name_term
     filters = {k: v for k, v in request.GET.items() if k in node_filter.filters and k != "sort"}
     names = {c.pk: c.name for c in clusters}
-    page = node_page(nodes, node_filter.sort_key, PageRequest.from_query(request.GET), term=term)
+    sort = node_filter.sort_key
+    page = node_page(nodes, sort, PageRequest.from_query(request.GET), term=term)
     for node in page.rows:
         node.cluster_name = names.get(node.cluster_id, "")
     cap = SEARCH_COUNT_CAP if term else None
-    count = cached_count(
-        name_matches(nodes, term) if term else nodes, sync.version, filters, "nodes", cap
-    )
+    counted = search_matches(nodes, term, sort) if term else nodes
+    count = cached_count(counted, sync.version, filters, "nodes", cap)
     context = {
         "filter": node_filter,
         "page": page,
