@@ -463,17 +463,20 @@ def get_tenant_usage_rows(start: dt.datetime, end: dt.datetime) -> list[dict]:
     ]
 
 
+def history_between(start: dt.datetime, end: dt.datetime, bucket: str) -> QuerySet:
+    """The capacity history's rollups over [start, end), in the exports' order."""
+    return CapacityRollup.objects.filter(bucket=bucket, ts__gte=start, ts__lt=end).order_by(
+        "ts", "cluster_id", "gpu_model_id"
+    )
+
+
 def history_rows(start: dt.datetime, end: dt.datetime, bucket: str) -> QuerySet:
-    """The capacity history per cluster and model over [start, end)."""
-    return (
-        CapacityRollup.objects.filter(bucket=bucket, ts__gte=start, ts__lt=end)
-        .values(
-            "ts",
-            *ROLLUP_FIELDS,
-            cluster_name=F("cluster__name"),
-            gpu_model_name=F("gpu_model__resource_name"),
-        )
-        .order_by("ts", "cluster_id", "gpu_model_id")
+    """The capacity history per cluster and model over [start, end), with their names."""
+    return history_between(start, end, bucket).values(
+        "ts",
+        *ROLLUP_FIELDS,
+        cluster_name=F("cluster__name"),
+        gpu_model_name=F("gpu_model__resource_name"),
     )
 
 
