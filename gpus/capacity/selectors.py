@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Avg, Count, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import F, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, Greatest, TruncDay
 from django.http import Http404
 from django.utils import timezone
@@ -38,7 +38,7 @@ from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
 from gpus.tenancy.models import Tenant
 from gpus.utilization.models import Bucket as UtilBucket
-from gpus.utilization.models import GpuRollup, GroupRollup, Scope
+from gpus.utilization.models import GroupRollup, Scope
 from gpus.web.access import User
 from gpus.web.paging import KeysetPage, PageRequest, keyset_page
 
@@ -80,8 +80,9 @@ class ModelCard:
 
 
 def model_cards(now: dt.datetime | None = None) -> list[ModelCard]:
-    """One card per GPU model with GPUs installed or asked for: 8 queries, none reading a row
-    per GPU, server or workload except the busy figures (see _add_busy)."""
+    """One card per GPU model with GPUs installed or asked for: 6 queries, none reading a row
+    per GPU, server or workload (how busy the GPUs are comes with each cluster's latest
+    sample, written at its sync from the utilization rollups)."""
     now = now or timezone.now()
     cards: dict[int, ModelCard] = {}
 
@@ -103,11 +104,18 @@ def model_cards(now: dt.datetime | None = None) -> list[ModelCard]:
         "allocated_vms",
         "allocated_node_groups",
         "free_max_one",
+        "reporting",
+        "busy_pct",
     ):
         c = card(r["gpu_model_id"], r["gpu_model__display_name"])
         c.allocated_vms += r["allocated_vms"]
         c.allocated_node_groups += r["allocated_node_groups"]
         c.free_max_one = max(c.free_max_one, r["free_max_one"])
+        if r["reporting"] and r["busy_pct"] is not None:
+            # The mean over every cluster's reporting GPUs: each cluster weighs its count.
+            busy_sum = (c.busy_pct or 0.0) * c.reporting + r["busy_pct"] * r["reporting"]
+            c.reporting += r["reporting"]
+            c.busy_pct = busy_sum / c.reporting
     for r in (
         waiting_operations()
         .values("gpu_model_id", "gpu_model__display_name")
@@ -120,7 +128,6 @@ def model_cards(now: dt.datetime | None = None) -> list[ModelCard]:
         .annotate(n=Sum("gpus"))
     ):
         card(r["gpu_model_id"], r["gpu_model__display_name"]).refused_24h = r["n"] or 0
-    _add_busy(cards)
     forecasts = forecasts_by_model(now)
     for model_id, c in cards.items():
         if model_id in forecasts:
@@ -149,28 +156,6 @@ def latest_samples() -> QuerySet[CapacitySample]:
     for cluster_id, at in last.items():
         match |= Q(cluster_id=cluster_id, at=at)
     return CapacitySample.objects.filter(match)
-
-
-def _add_busy(cards: dict[int, ModelCard]) -> None:
-    """How busy the allocated GPUs are, from the latest 5-minute utilization rollups, and how
-    many of them report (passthrough VMs have no host telemetry): 2 queries."""
-    latest = (
-        GpuRollup.objects.filter(bucket=UtilBucket.FIVE_MINUTES)
-        .order_by("-ts")
-        .values_list("ts", flat=True)
-        .first()
-    )
-    if latest is None:
-        return
-    for r in (
-        GpuRollup.objects.filter(bucket=UtilBucket.FIVE_MINUTES, ts=latest, allocated=True)
-        .values("device__gpu_model_id")
-        .annotate(n=Count("id"), busy=Avg("busy_avg"))
-    ):
-        c = cards.get(r["device__gpu_model_id"])
-        if c is not None:
-            c.reporting = r["n"]
-            c.busy_pct = r["busy"]
 
 
 def forecasts_by_model(now: dt.datetime) -> dict[int, Exhaustion]:
