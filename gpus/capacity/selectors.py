@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import F, Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import F, FilteredRelation, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, Greatest, TruncDay
 from django.http import Http404
 from django.utils import timezone
@@ -31,7 +31,6 @@ from gpus.inventory.models import (
     Cluster,
     ClusterQuota,
     ModelInventory,
-    TenantAllocation,
 )
 from gpus.provisioning.capacity import QuotaRoom, quota_rooms
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
@@ -296,15 +295,15 @@ def _top_tenants(days: int, now: dt.datetime) -> list[dict]:
 
 def quota_pressure() -> list[dict]:
     """Tenants holding at least 80 % of a quota, fullest first: the portal's (the snapshot's
-    GPUs held; 1 query, the sums in the database) and the cluster's own (1 query)."""
-    held = (
-        TenantAllocation.objects.filter(tenant=OuterRef("tenant"), gpu_model=OuterRef("gpu_model"))
-        .values("tenant")
-        .annotate(n=Sum("allocated"))
-        .values("n")
+    GPUs held; 1 query, the sums in the database) and the cluster's own (1 query). The held
+    GPUs are a join grouped by quota: a subquery per quota was a scan of the allocations per
+    quota (a tenth of the page's time with 500 tenants)."""
+    held = FilteredRelation(
+        "tenant__allocations", condition=Q(tenant__allocations__gpu_model=F("gpu_model"))
     )
     rows = (
-        GpuQuota.objects.annotate(held=Coalesce(Subquery(held), 0))
+        GpuQuota.objects.annotate(held_rows=held)
+        .annotate(held=Coalesce(Sum("held_rows__allocated"), 0))
         .filter(held__gte=F("limit") * NEAR_QUOTA)
         .annotate(share=F("held") * 1.0 / Greatest(F("limit"), 1))
         .select_related("tenant", "gpu_model")

@@ -12,13 +12,20 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from gpus.capacity import history
+from gpus.capacity import history, selectors
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import WorkloadKind
-from gpus.inventory.models import Cluster, GpuWorkload, ModelInventory, Node, NodeGpu
+from gpus.inventory.models import (
+    Cluster,
+    GpuWorkload,
+    ModelInventory,
+    Node,
+    NodeGpu,
+    TenantAllocation,
+)
 from gpus.provisioning.choices import OperationState
-from gpus.provisioning.models import Operation
-from gpus.testing import H100
+from gpus.provisioning.models import GpuQuota, Operation
+from gpus.testing import H100, L40S
 from gpus.utilization.models import GpuDevice, GpuRollup
 
 pytestmark = pytest.mark.django_db
@@ -178,3 +185,27 @@ def test_busy_figures_come_from_the_samples_whatever_the_rollups(admin_client_, 
     assert card.reporting == 4 and card.busy_pct == pytest.approx(55.0)
     assert len(with_rollups) == len(without)
     assert not any("utilization_gpurollup" in sql for sql in with_rollups)
+
+
+def test_quota_pressure_sums_a_tenants_gpus_of_the_quotas_model_over_clusters(acme, globex):
+    """A quota's held GPUs: the tenant's allocations of that model in every cluster, not its
+    other models' nor another tenant's."""
+    h100 = GpuModel.objects.get(resource_name=H100)
+    l40s = GpuModel.objects.get(resource_name=L40S)
+    a, b = Cluster.objects.create(name="qa"), Cluster.objects.create(name="qb")
+    for cluster, tenant, model, n in (
+        (a, acme, h100, 2),
+        (b, acme, h100, 2),
+        (a, acme, l40s, 5),
+        (a, globex, l40s, 3),
+    ):
+        TenantAllocation.objects.create(
+            cluster=cluster, namespace=tenant.namespace, tenant=tenant, gpu_model=model, allocated=n
+        )
+    GpuQuota.objects.create(tenant=acme, gpu_model=h100, limit=4)
+    GpuQuota.objects.create(tenant=globex, gpu_model=h100, limit=4)
+    GpuQuota.objects.create(tenant=globex, gpu_model=l40s, limit=10)
+    rows = selectors.quota_pressure()
+    assert [(r["tenant"], r["model"], r["held"], r["over"]) for r in rows] == [
+        (acme, h100, 4, False)
+    ]
