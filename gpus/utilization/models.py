@@ -243,6 +243,11 @@ class GroupRollup(models.Model):
     util_avg = models.FloatField(null=True)
     util_p95 = models.FloatField(null=True)
     util_p05 = models.FloatField(null=True)
+    # The group's mean busy % (each GPU's best busy metric, else its utilization) and the most
+    # memory one of its GPUs used (MiB, DCGM_FI_DEV_FB_USED): right-sizing reads these where
+    # per-GPU rows are not kept (query-API mode), with the per-GPU rows' meaning and units.
+    busy_avg = models.FloatField(null=True)
+    mem_used_max = models.FloatField(null=True)
     power_sum = models.FloatField(null=True)
     power_limit_sum = models.FloatField(null=True)
     energy_wh = models.FloatField(null=True)
