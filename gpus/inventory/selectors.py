@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import (
+    Case,
     Count,
     Max,
     OuterRef,
@@ -20,6 +21,7 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Sum,
+    When,
 )
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
@@ -624,6 +626,18 @@ def free_on_servers(model: GpuModel, cluster_id: int | None = None) -> tuple[int
 
 
 # --- recording -----------------------------------------------------------------------
+
+
+def served_instance_types() -> dict[str, int]:
+    """The default cluster's instance types (name -> vCPU) as its last sync read them: one
+    query (the advisor sizes from these)."""
+    default = Cluster.objects.order_by(
+        Case(When(last_synced_at__isnull=True, then=1), default=0), "pk"
+    ).values("pk")[:1]
+    rows = CatalogueEntry.objects.filter(
+        kind=CatalogueEntry.Kind.INSTANCE_TYPE, cluster=Subquery(default)
+    )
+    return dict(rows.values_list("name", "vcpu"))
 
 
 def default_cluster() -> Cluster | None:

@@ -9,6 +9,8 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from gpus.catalog.advisor import recommend
+from gpus.catalog.forms import AdvisorForm
 from gpus.catalog.selectors import catalog_models
 from gpus.inventory.filters import NodeFilter
 from gpus.inventory.selectors import (
@@ -24,6 +26,7 @@ from gpus.inventory.selectors import (
     node_page,
     node_queryset,
     search_matches,
+    served_instance_types,
     sync_issues,
     sync_summary,
     tenant_gpus_held,
@@ -55,6 +58,18 @@ def catalog(request: HttpRequest) -> HttpResponse:
         synced=any(c.last_synced_at for c in context["clusters"]),
     )
     return render(request, "inventory/catalog.html", context)
+
+
+def advisor(request: HttpRequest) -> HttpResponse:
+    """Which GPU and which way; the size among the instance types the default cluster (the
+    forms' own) serves, as its last sync read them."""
+    form = AdvisorForm(request.GET or None)
+    recommendation = None
+    if form.is_valid():
+        served = served_instance_types()
+        recommendation = recommend(form.cleaned_data["workload"], catalog_models(), served)
+    context = {"form": form, "recommendation": recommendation}
+    return render_page_or_fragment(request, "catalog/advisor.html", "catalog/_advice.html", context)
 
 
 def tenant_list(request: HttpRequest) -> HttpResponse:
