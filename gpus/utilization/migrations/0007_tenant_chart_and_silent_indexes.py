@@ -3,10 +3,13 @@
 workload rows of that bucket ("<namespace>|..." keys), index only; the prefix index walked every
 retained bucket of every one of its workloads, the rank index every workload of the fleet.
 
-PostgreSQL only, like 0006's prefix index (an operator class and INCLUDE are not in the model's
+The fleet page's workloads without telemetry read "a GPU of this workload seen since" from
+(workload, last_seen_at), not from every device row.
+
+The rank index is PostgreSQL only, like 0006's prefix index (an operator class and INCLUDE are not in the model's
 Meta); SQLite keeps its own plan."""
 
-from django.db import migrations
+from django.db import migrations, models
 
 EPOCH_KEY_INDEX = "grouprollup_epoch_key_idx"
 
@@ -28,4 +31,12 @@ def drop_index(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [("utilization", "0006_idle_key_and_workload_prefix_indexes")]
 
-    operations = [migrations.RunPython(create_index, drop_index)]
+    operations = [
+        migrations.RunPython(create_index, drop_index),
+        migrations.AddIndex(
+            model_name="gpudevice",
+            index=models.Index(
+                fields=["workload", "last_seen_at"], name="gpudevice_workload_seen_idx"
+            ),
+        ),
+    ]
