@@ -29,7 +29,7 @@ def drop_index(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("utilization", "0006_idle_key_and_workload_prefix_indexes")]
+    dependencies = [("utilization", "0007_grouprollup_busy_and_memory_peak")]
 
     operations = [
         migrations.RunPython(create_index, drop_index),
