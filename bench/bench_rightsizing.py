@@ -16,33 +16,30 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from decimal import Decimal
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from django_env import setup_production_django  # noqa: E402
+from http_timing import (  # noqa: E402
+    gunicorn,
+    percentile,
+    session,
+    session_cookie,
+    time_pages,
+    timed_get,
+)
 from results import figure, record  # noqa: E402
-
-from gpus.testing_ports import free_port  # noqa: E402
 
 RESULTS_MD = ROOT / "bench" / "results" / "rightsizing.md"
 RUNS = 60
 GPUS_PER_WORKLOAD = 4
 TENANTS = 500
-
-
-def p(xs: list[float], q: float) -> float:
-    return float(np.percentile(xs, q))
 
 
 def seed(gpus: int) -> dict[str, int]:
@@ -141,15 +138,6 @@ def seed(gpus: int) -> dict[str, int]:
     }
 
 
-def session_cookie(user_id: int) -> str:
-    from django.contrib.auth import get_user_model
-    from django.test import Client
-
-    client = Client()
-    client.force_login(get_user_model().objects.get(pk=user_id))
-    return client.cookies["sessionid"].value
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -173,58 +161,23 @@ def main() -> int:
         cache.clear()
         admin_cookie = session_cookie(sizes["admin"])
         member_cookie = session_cookie(sizes["member"])
-        port = free_port()
-        env = {**os.environ, "ALLOWED_HOSTS": "127.0.0.1", "GUNICORN_BIND": f"127.0.0.1:{port}"}
-        env["GUNICORN_WORKERS"] = "2"
-        web = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "gunicorn"),
-                "-c",
-                "python:hikube_portal.gunicorn_conf",
-                "hikube_portal.wsgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            import requests
+        admin, member = session(admin_cookie), session(member_cookie)
+        pages = {
+            "fleet": (admin, "/capacity/rightsizing/"),
+            "tenant_box": (member, "/rightsizing/?tenant=tenant-r000"),
+        }
+        with gunicorn(workers=2) as base:
+            cold: list[float] = []
 
-            for _ in range(100):
-                try:
-                    if requests.get(base + "/livez", timeout=1).status_code == 200:
-                        break
-                except requests.RequestException:
-                    time.sleep(0.3)
-            admin, member = requests.Session(), requests.Session()
-            admin.cookies.set("sessionid", admin_cookie)
-            member.cookies.set("sessionid", member_cookie)
-            pages = {
-                "fleet": (admin, "/capacity/rightsizing/"),
-                "tenant_box": (member, "/rightsizing/?tenant=tenant-r000"),
-            }
-            times: dict[str, list[float]] = {"fleet": [], "tenant_box": [], "fleet_cold": []}
-            for s, path in pages.values():
-                assert s.get(base + path, timeout=120).status_code == 200, path
-            for i in range(RUNS):
-                for name, (s, path) in pages.items():
-                    t0 = time.perf_counter()
-                    r = s.get(base + path, timeout=120)
-                    _ = r.content
-                    times[name].append((time.perf_counter() - t0) * 1000)
-                    assert r.status_code == 200, (path, r.status_code)
+            def first_load_of_the_hour(i: int) -> None:
                 if i % 10 == 0:  # the hour's first load: the aggregate over the week
                     cache.clear()
-                    t0 = time.perf_counter()
-                    r = admin.get(base + "/capacity/rightsizing/", timeout=120)
-                    times["fleet_cold"].append((time.perf_counter() - t0) * 1000)
-                    assert r.status_code == 200
-        finally:
-            os.killpg(web.pid, signal.SIGTERM)
-            web.wait(timeout=30)
+                    cold.append(timed_get(admin, base + "/capacity/rightsizing/", timeout=120))
+
+            times = time_pages(
+                base, pages, RUNS, warmup=1, timeout=120, after_round=first_load_of_the_hour
+            )
+            times["fleet_cold"] = cold
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     size = (
         f"{args.gpus:,} GPUs in {sizes['workloads']:,} VMs of {TENANTS} tenants, "
@@ -234,20 +187,20 @@ def main() -> int:
     figs = [
         figure(
             f"capacity.rightsizing_fleet_p95_ms@{n}",
-            round(p(times["fleet"], 95), 1),
+            round(percentile(times["fleet"], 95), 1),
             "ms",
             "<= 150 over HTTP (gunicorn, 2 workers), the week's aggregate cached for the hour",
-            p(times["fleet"], 95) <= 150,
-            p50=round(p(times["fleet"], 50), 1),
+            percentile(times["fleet"], 95) <= 150,
+            p50=round(percentile(times["fleet"], 50), 1),
             size=size,
             load=load,
         ),
         figure(
             f"capacity.rightsizing_fleet_first_load_ms@{n}",
-            round(p(times["fleet_cold"], 50), 1),
+            round(percentile(times["fleet_cold"], 50), 1),
             "ms",
             "<= 5000, once an hour (the week's aggregate over every GPU)",
-            p(times["fleet_cold"], 50) <= 5000,
+            percentile(times["fleet_cold"], 50) <= 5000,
             max=round(max(times["fleet_cold"]), 1),
             runs=len(times["fleet_cold"]),
             size=size,
@@ -255,11 +208,11 @@ def main() -> int:
         ),
         figure(
             f"capacity.rightsizing_tenant_box_p95_ms@{n}",
-            round(p(times["tenant_box"], 95), 1),
+            round(percentile(times["tenant_box"], 95), 1),
             "ms",
             "<= 150 over HTTP (gunicorn, 2 workers), the tenant's own rollups",
-            p(times["tenant_box"], 95) <= 150,
-            p50=round(p(times["tenant_box"], 50), 1),
+            percentile(times["tenant_box"], 95) <= 150,
+            p50=round(percentile(times["tenant_box"], 50), 1),
             size=size,
             load=load,
         ),

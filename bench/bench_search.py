@@ -1,5 +1,6 @@
 """Node name search over HTTP through gunicorn (issue 17 items 2 and 7): PostgreSQL with
-DATABASE_URL (its trigram index), else SQLite (figures with a ``.sqlite`` suffix; it scans).
+DATABASE_URL (its name pieces' index, NodeNameGram), else SQLite (figures with a ``.sqlite``
+suffix; it scans).
 
 For each fleet size, the node table holds that many GPUs' servers (8 GPUs each, named like
 devcluster's scale fleet: gpu-a100-00001..., then gpu-h100-..., then gpu-l40s-..., 30/20/50 %),
@@ -88,6 +89,7 @@ def load_fleet(gpus: int) -> list[str]:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("VACUUM ANALYZE inventory_node")
+            cursor.execute("VACUUM ANALYZE inventory_nodenamegram")
         else:
             cursor.execute("ANALYZE inventory_node")
     return names
@@ -238,7 +240,7 @@ def main() -> None:
         "not server-side cursors), the column names translated once per table, and a term's "
         "count stopped past 1,000 matches (`More than 1,000 nodes`: a broad term on a large fleet "
         "would count half of it), cached per snapshot. The search itself: see "
-        "`gpus.inventory.selectors.name_search`.",
+        "`gpus.inventory.selectors.node_page`.",
         "",
         "| figure | value | unit | p50 | target | ok | load |",
         "|---|---|---|---|---|---|---|",

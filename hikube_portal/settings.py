@@ -311,7 +311,10 @@ INVENTORY_SYNC_BACKOFF_MAX_SECONDS = env_float("INVENTORY_SYNC_BACKOFF_MAX_SECON
 PAGE_REFRESH_SECONDS = env_int("PAGE_REFRESH_SECONDS", 30)
 # Operations (provisioning): how often the batched poller looks, when a lost task is re-enqueued,
 # how long a claimed apply may run before another worker may take it, and when to give up.
-OPERATION_POLL_SECONDS = env_float("OPERATION_POLL_SECONDS", 2.0)
+# A sweep of a cluster holds its lock (Redis) so sweeps never overlap: a tick that finds it
+# held is skipped. The lease frees the lock of a worker killed mid-sweep.
+OPERATION_POLL_SECONDS = env_float("OPERATION_POLL_SECONDS", 1.0)
+OPERATION_POLL_LEASE_SECONDS = env_float("OPERATION_POLL_LEASE_SECONDS", 120.0)
 OPERATION_RECONCILE_SECONDS = env_float("OPERATION_RECONCILE_SECONDS", 10.0)
 OPERATION_RECONCILE_AFTER_SECONDS = env_float("OPERATION_RECONCILE_AFTER_SECONDS", 10.0)
 OPERATION_LEASE_SECONDS = env_float("OPERATION_LEASE_SECONDS", 60.0)

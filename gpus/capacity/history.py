@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Avg, Count, Max, Min, Q, Sum
+from django.db.models import Avg, Count, Max, Min, Q, Subquery, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
@@ -25,6 +25,8 @@ from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.models import GpuWorkload, ModelInventory, NodeGpu
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
 from gpus.provisioning.models import Operation
+from gpus.utilization.models import Bucket as UtilBucket
+from gpus.utilization.models import GpuRollup
 
 UTC = dt.UTC
 # A tenant's usage row: the most GPUs held, and GPU-, vCPU-, memory- and disk-GiB-hours.
@@ -100,6 +102,9 @@ def record_samples(cluster_id: int, at: dt.datetime) -> int:
         .annotate(n=Sum("gpu_count"))
     ):
         rows[r["gpu_model_id"]]["refused"] = rows[r["gpu_model_id"]].get("refused", 0) + r["n"]
+    for model_id, busy in _busy(cluster_id).items():
+        if model_id in rows:
+            rows[model_id].update(busy)
     with transaction.atomic():
         CapacitySample.objects.bulk_create(
             CapacitySample(cluster_id=cluster_id, gpu_model_id=model_id, at=at, **values)
@@ -107,6 +112,28 @@ def record_samples(cluster_id: int, at: dt.datetime) -> int:
         )
         _add_tenant_usage(cluster_id, at, previous)
     return len(rows)
+
+
+def _busy(cluster_id: int) -> dict[int, dict]:
+    """Per GPU model of the cluster: how many allocated GPUs report in the latest 5-minute
+    utilization rollups, and their mean busy %: 1 query, at the sync rather than on each view
+    of the capacity page (which then reads one sample per cluster and model)."""
+    latest = (
+        GpuRollup.objects.filter(bucket=UtilBucket.FIVE_MINUTES).order_by("-ts").values("ts")[:1]
+    )
+    return {
+        r["device__gpu_model_id"]: {"reporting": r["n"], "busy_pct": r["busy"]}
+        for r in GpuRollup.objects.filter(
+            bucket=UtilBucket.FIVE_MINUTES,
+            ts=Subquery(latest),
+            allocated=True,
+            device__cluster_id=cluster_id,
+            device__gpu_model__isnull=False,
+        )
+        .values("device__gpu_model_id")
+        .annotate(n=Count("id"), busy=Avg("busy_avg"))
+        .order_by()
+    }
 
 
 def _add_tenant_usage(cluster_id: int, at: dt.datetime, previous: dt.datetime | None) -> None:

@@ -27,6 +27,10 @@ class CapacitySample(models.Model):
     unavailable = models.PositiveIntegerField(default=0)
     queued = models.PositiveIntegerField(default=0)  # GPUs of operations waiting for capacity
     refused = models.PositiveIntegerField(default=0)  # GPUs refused since the previous sample
+    # How busy the allocated GPUs are, from the latest 5-minute utilization rollups at this
+    # sync: how many report telemetry (passthrough VMs have none) and their mean busy %.
+    reporting = models.PositiveIntegerField(default=0)
+    busy_pct = models.FloatField(null=True)
 
     class Meta:
         indexes = [

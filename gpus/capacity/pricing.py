@@ -16,6 +16,8 @@
   cluster by at most one rollup interval.
 - **This month's forecast**: spend so far this month + what the tenant holds now (the snapshot)
   x the current hourly price x the hours left until the month ends (UTC).
+- **Currencies** are never added to each other: a period priced by lists in CHF and in EUR has
+  a total per currency ("CHF 1,140.00 + EUR 230.00"), and the exports a row per currency.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from django.db.models import Case, IntegerField, QuerySet, Sum, Value, When
 from django.db.models.functions import TruncMonth
 from django.utils import formats, timezone
 
-from gpus.capacity.models import Bucket, GpuPrice, PriceList, TenantUsage
+from gpus.capacity.models import Bucket, Currency, GpuPrice, PriceList, TenantUsage
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.models import CatalogueEntry, Cluster, GpuWorkload, TenantAllocation
@@ -387,6 +389,58 @@ class Spend:
         self.unpriced_gpu_hours += other.unpriced_gpu_hours
 
 
+@dataclass
+class Totals:
+    """Spend over a period in each currency it was priced in (usage before any list, or of a
+    model without a price, is counted under no currency): never added across currencies."""
+
+    parts: dict[str, Spend] = field(default_factory=dict)
+
+    def add(self, other: Spend | Totals) -> None:
+        for part in other.parts.values() if isinstance(other, Totals) else [other]:
+            self.parts.setdefault(part.currency, Spend(currency=part.currency)).add(part)
+
+    def add_amount(self, amount: Decimal, currency: str) -> None:
+        self.parts.setdefault(currency, Spend(currency=currency)).amount += amount
+
+    @property
+    def priced(self) -> list[Spend]:
+        """One per currency, in alphabetical order (CHF before EUR)."""
+        return [self.parts[c] for c in sorted(self.parts) if c]
+
+    @property
+    def amounts(self) -> dict[str, Decimal]:
+        return {p.currency: p.amount for p in self.priced}
+
+    def amount_in(self, currency: str) -> Decimal:
+        part = self.parts.get(currency)
+        return part.amount if part is not None and currency else Decimal(0)
+
+    @property
+    def text(self) -> str:
+        """ "CHF 1,140.00 + EUR 230.00"; "—" when nothing is priced."""
+        return " + ".join(p.text for p in self.priced) or "—"
+
+    def _sum(self, attr: str) -> float:
+        return sum(getattr(p, attr) for p in self.parts.values())
+
+    @property
+    def gpu_hours(self) -> float:
+        return self._sum("gpu_hours")
+
+    @property
+    def vcpu_hours(self) -> float:
+        return self._sum("vcpu_hours")
+
+    @property
+    def memory_gib_hours(self) -> float:
+        return self._sum("memory_gib_hours")
+
+    @property
+    def disk_gib_hours(self) -> float:
+        return self._sum("disk_gib_hours")
+
+
 USAGE_SUMS = {
     "gpu_hours": Sum("gpu_hours"),
     "vcpu_hours": Sum("vcpu_hours"),
@@ -465,14 +519,27 @@ def next_month(start: dt.datetime) -> dt.datetime:
 
 @dataclass
 class TenantSpend:
-    """What a tenant's spend page shows."""
+    """What a tenant's spend page shows (every amount per currency)."""
 
-    month: Spend
-    forecast: Spend | None  # None: no list in force
+    month: Totals
+    forecast: Totals | None  # None: no list in force
     hourly_now: Decimal | None
-    by_model: list[tuple[str, Spend]]
-    by_month: list[tuple[dt.datetime, Spend]]
+    by_model: list[tuple[str, Totals]]
+    by_month: list[tuple[dt.datetime, Totals]]
     rates: Rates | None
+
+
+def _hours_left(now: dt.datetime) -> Decimal:
+    return Decimal(str((next_month(month_start(now)) - now).total_seconds() / 3600))
+
+
+def forecast_of(month: Totals, hourly: Decimal, rates: Rates, now: dt.datetime) -> Totals:
+    """Spent so far (in each currency) + what is held now at the list in force until the month
+    ends, in that list's currency."""
+    forecast = Totals()
+    forecast.add(month)
+    forecast.add_amount(hourly * _hours_left(now), rates.currency)
+    return forecast
 
 
 def tenant_spend(tenant: Tenant, now: dt.datetime | None = None, months: int = 12) -> TenantSpend:
@@ -491,17 +558,16 @@ def tenant_spend(tenant: Tenant, now: dt.datetime | None = None, months: int = 1
         ("month", "gpu_model__display_name"),
         lists,
     )
-    months_: dict[tuple[dt.datetime, str], Spend] = defaultdict(Spend)
-    models_: dict[tuple[str, str], Spend] = defaultdict(Spend)
-    month = Spend()
-    for (at, name, currency), s in priced.items():
-        months_[(at, currency)].add(s)
+    months_: dict[dt.datetime, Totals] = defaultdict(Totals)
+    models_: dict[str, Totals] = defaultdict(Totals)
+    month = Totals()
+    for (at, name, _currency), s in priced.items():
+        months_[at].add(s)
         if at == this_month:
-            models_[(name, currency)].add(s)
-            if month.currency in ("", currency):  # a list in another currency: its own rows
-                month.add(s)
-    by_month = sorted(((k[0], s) for k, s in months_.items()), key=lambda x: x[0], reverse=True)
-    by_model = sorted(((k[0], s) for k, s in models_.items()), key=lambda x: x[0])
+            models_[name].add(s)
+            month.add(s)
+    by_month = sorted(months_.items(), key=lambda x: x[0], reverse=True)
+    by_model = sorted(models_.items(), key=lambda x: x[0])
     rates = next((r for r in lists if r.valid_from <= now.astimezone(UTC).date()), None)
     hourly = forecast = None
     if rates is not None:
@@ -512,11 +578,7 @@ def tenant_spend(tenant: Tenant, now: dt.datetime | None = None, months: int = 1
             ),
             Decimal(0),
         )
-        hours_left = Decimal(str((next_month(this_month) - now).total_seconds() / 3600))
-        forecast = Spend(currency=rates.currency)
-        if month.currency in ("", rates.currency):
-            forecast.add(month)
-        forecast.amount += hourly * hours_left
+        forecast = forecast_of(month, hourly, rates, now)
     return TenantSpend(month, forecast, hourly, by_model, by_month, rates)
 
 
@@ -552,42 +614,45 @@ def spend_rows(start: dt.datetime, end: dt.datetime, tenant: Tenant | None = Non
 @dataclass
 class TenantLine:
     tenant: Tenant
-    month: Spend
-    forecast: Decimal | None
-    currency: str = ""
+    month: Totals
+    forecast: Totals | None  # None: no list in force
 
     @property
     def forecast_text(self) -> str:
-        return money(self.forecast, self.currency) if self.forecast is not None else "—"
+        return self.forecast.text if self.forecast is not None else "—"
 
 
 def fleet_spend(now: dt.datetime | None = None) -> list[TenantLine]:
-    """Every tenant's spend this month and its forecast (the admins' view), the largest first:
-    a fixed number of queries whatever the number of tenants."""
+    """Every tenant's spend this month and its forecast (the admins' view), the largest first
+    in the currency in force: a fixed number of queries whatever the number of tenants."""
     now = now or timezone.now()
     this_month = month_start(now)
     lists = price_lists()
     month = spend_by(usage_between(this_month, next_month(this_month)), ("tenant_id",), lists)
     rates = next((r for r in lists if r.valid_from <= now.astimezone(UTC).date()), None)
-    rates_currency = rates.currency if rates is not None else ""
     hourly: dict[int, Decimal] = defaultdict(Decimal)
     if rates is not None:
         for (tenant_id, model_id), h in held_resources().items():
             hourly[tenant_id] += rates.hourly(model_id, h.gpus, h.vcpus, h.memory_gib, h.disk_gib)
-    hours_left = Decimal(str((next_month(this_month) - now).total_seconds() / 3600))
-    spent: dict[int, Spend] = defaultdict(Spend)
-    for (tenant_id, currency), s in sorted(month.items(), key=lambda x: x[0][1] != rates_currency):
-        if spent[tenant_id].currency in ("", currency):
-            spent[tenant_id].add(s)
+    spent: dict[int, Totals] = defaultdict(Totals)
+    for (tenant_id, _currency), s in month.items():
+        spent[tenant_id].add(s)
     ids = set(spent) | set(hourly)
     tenants = {t.pk: t for t in Tenant.objects.filter(pk__in=ids)}
     lines = []
     for tenant_id in ids:
-        s = spent.get(tenant_id, Spend())
+        if tenant_id not in tenants:
+            continue
+        s = spent.get(tenant_id, Totals())
         forecast = None
-        if rates is not None and s.currency in ("", rates.currency):
-            forecast = s.amount + hourly.get(tenant_id, Decimal(0)) * hours_left
-        if tenant_id in tenants:
-            currency = rates.currency if rates is not None else s.currency
-            lines.append(TenantLine(tenants[tenant_id], s, forecast, currency))
-    return sorted(lines, key=lambda x: (-(x.forecast or x.month.amount), x.tenant.namespace))
+        if rates is not None:
+            forecast = forecast_of(s, hourly.get(tenant_id, Decimal(0)), rates, now)
+        lines.append(TenantLine(tenants[tenant_id], s, forecast))
+    # Compared currency by currency, the one in force first (amounts are never added).
+    order = sorted(Currency.values, key=lambda c: c != (rates.currency if rates else ""))
+
+    def largest(line: TenantLine) -> tuple:
+        figure = line.forecast if line.forecast is not None else line.month
+        return (*(-figure.amount_in(c) for c in order), line.tenant.namespace)
+
+    return sorted(lines, key=largest)

@@ -19,9 +19,11 @@ GPU VM and node group that holds GPUs:
 - **Savings** are per month (730 hours) at the price list in force now (``capacity.pricing``); a
   model without a price gives a suggestion without an amount.
 
-Per-GPU rollups exist for GPUs scraped directly and for guest agents; with a Prometheus or
-VictoriaMetrics query API as the source, the portal keeps only group rollups, and right-sizing
-has no per-GPU telemetry to judge from (it says so rather than guessing).
+Where the readings come from: per-GPU hourly rollups where the portal keeps them (GPUs scraped
+directly, guest agents); otherwise the workload's hourly group rollups, which is all the portal
+keeps with a Prometheus or VictoriaMetrics query API as the source. Both carry the same figures
+(each hour's mean busy % over the workload's GPUs, and the most memory one of them used, in
+MiB), so one workload is judged by the same rules in both modes.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from gpus.capacity import pricing
 from gpus.catalog.models import GpuModel
 from gpus.inventory.models import GpuWorkload
 from gpus.tenancy.models import Tenant
-from gpus.utilization.models import Bucket, GpuRollup
+from gpus.utilization.models import Bucket, GpuRollup, GroupRollup, Scope
+from gpus.utilization.rollup import workload_label
 
 WINDOW_DAYS = 7
 MIN_HOURS = 72  # three days of readings in the week
@@ -221,18 +224,33 @@ def decide(usage: Usage, models: list[GpuModel], prices: GpuPrices | None) -> Su
     return Suggestion(usage, Verdict.MOSTLY_IDLE, currency=currency)
 
 
-def _stats(tenant: Tenant | None, now: dt.datetime) -> list[tuple[int, int, int, int, float, Any]]:
-    """One aggregate over the window's hourly rollups, per workload still holding GPUs:
-    (workload, its model, GPUs held, hours with readings, mean busy %, memory peak). Fleet-wide
-    it is kept in the cache until the next hour's rollups (a week of a large fleet's hourly rows
-    is millions); one tenant's reads its own index."""
+Stat = tuple[int, int, int, int, float, Any]
+
+
+def _stats(tenant: Tenant | None, now: dt.datetime) -> list[Stat]:
+    """Per workload still holding GPUs, over the window's hourly rollups: (workload, its model,
+    GPUs held, hours with readings, mean busy %, memory peak). Fleet-wide it is kept in the
+    cache until the next hour's rollups (a week of a large fleet's hourly rows is millions); one
+    tenant's reads its own index."""
     end = now.replace(minute=0, second=0, microsecond=0)
-    key = f"capacity:rightsizing:2:{int(end.timestamp())}"  # :2: the rows' shape
+    key = f"capacity:rightsizing:3:{int(end.timestamp())}"  # :3: per-GPU and group rows
     if tenant is None and (cached := cache.get(key)) is not None:
         return cached
+    since = end - dt.timedelta(days=WINDOW_DAYS)
+    per_gpu = {s[0]: s for s in _per_gpu_stats(tenant, since, end)}
+    stats = list(per_gpu.values()) + [
+        s for s in _group_stats(tenant, since, end) if s[0] not in per_gpu
+    ]
+    if tenant is None:
+        cache.set(key, stats, 3600)
+    return stats
+
+
+def _per_gpu_stats(tenant: Tenant | None, since: dt.datetime, end: dt.datetime) -> list[Stat]:
+    """From per-GPU rows: one aggregate, the busy % averaged over the workload's GPU-hours."""
     rows = GpuRollup.objects.filter(
         bucket=Bucket.HOUR,
-        ts__gte=end - dt.timedelta(days=WINDOW_DAYS),
+        ts__gte=since,
         ts__lt=end,
         allocated=True,
         workload__gpus_held__gt=0,
@@ -240,7 +258,7 @@ def _stats(tenant: Tenant | None, now: dt.datetime) -> list[tuple[int, int, int,
     ).filter(Q(busy_avg__isnull=False) | Q(util_avg__isnull=False))
     if tenant is not None:
         rows = rows.filter(tenant=tenant, workload__tenant=tenant)
-    stats = [
+    return [
         (
             r["workload_id"],
             r["workload__gpu_model_id"],
@@ -257,9 +275,38 @@ def _stats(tenant: Tenant | None, now: dt.datetime) -> list[tuple[int, int, int,
         )
         .order_by()
     ]
-    if tenant is None:
-        cache.set(key, stats, 3600)
-    return stats
+
+
+def _group_stats(tenant: Tenant | None, since: dt.datetime, end: dt.datetime) -> list[Stat]:
+    """From the workloads' group rows (keyed "<tenant>|<workload label>"): one aggregate per
+    key, matched to the workloads holding GPUs. Each hour's busy % is already the mean over the
+    workload's GPUs, and its memory peak the highest of them."""
+    workloads = GpuWorkload.objects.filter(gpus_held__gt=0, gpu_model__isnull=False)
+    rows = GroupRollup.objects.filter(
+        bucket=Bucket.HOUR, scope=Scope.WORKLOAD, ts__gte=since, ts__lt=end, allocated__gt=0
+    ).filter(Q(busy_avg__isnull=False) | Q(util_avg__isnull=False))
+    if tenant is not None:
+        workloads = workloads.filter(tenant=tenant)
+        rows = rows.filter(key__startswith=f"{tenant.namespace}|")
+    by_key = {
+        f"{ns}|{workload_label(name, group, None)}": (pk, model_id, held)
+        for pk, ns, name, group, model_id, held in workloads.values_list(
+            "pk", "tenant__namespace", "name", "node_group", "gpu_model_id", "gpus_held"
+        )
+    }
+    out = []
+    for r in (
+        rows.values("key")
+        .annotate(
+            hours=Count("ts"),
+            busy=Avg(Coalesce("busy_avg", "util_avg")),
+            mem=Max("mem_used_max"),
+        )
+        .order_by()
+    ):
+        if (w := by_key.get(r["key"])) is not None:
+            out.append((*w, r["hours"], float(r["busy"] or 0.0), r["mem"]))
+    return out
 
 
 def suggestions(

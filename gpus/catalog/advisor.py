@@ -5,7 +5,7 @@ Pure: takes the catalog rows, returns a recommendation. The reasons quote the ov
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from django.utils.functional import Promise
@@ -13,6 +13,7 @@ from django.utils.translation import gettext_lazy as _
 
 from gpus.catalog.choices import Approach, GpuUse, Workload
 from gpus.catalog.models import GpuModel
+from gpus.catalog.sizing import recommended_instance_type, served_instance_type
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ RULES: dict[str, Rule] = {
 }
 
 # Hikube's FAQ: plan 8 to 16 vCPU per GPU; u1.2xlarge for one GPU.
-RECOMMENDED_INSTANCE_TYPE = "u1.2xlarge"
+RECOMMENDED_INSTANCE_TYPE = recommended_instance_type(1)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,11 @@ class Recommendation:
     instance_type: str = RECOMMENDED_INSTANCE_TYPE
 
 
-def recommend(workload: str, models: Iterable[GpuModel]) -> Recommendation:
+def recommend(
+    workload: str, models: Iterable[GpuModel], served: Mapping[str, int] | None = None
+) -> Recommendation:
+    """The rule for the workload; the size among the instance types the cluster serves (name ->
+    vCPU), the FAQ's when none are known."""
     rule = RULES[workload]
     candidates = [m for m in models if m.offered]
     chosen = None
@@ -96,4 +101,5 @@ def recommend(workload: str, models: Iterable[GpuModel]) -> Recommendation:
         model_reason=rule.model_reason,
         approach=rule.approach,
         approach_reason=rule.approach_reason,
+        instance_type=served_instance_type(1, served or {}),
     )

@@ -4,6 +4,7 @@ ones exist is the cluster's catalogue (inventory's CatalogueEntry)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from django.utils.translation import gettext_lazy as _
 
@@ -28,6 +29,19 @@ def recommended_instance_type(gpus: int) -> str:
     if gpus == 2:
         return "u1.4xlarge"
     return "u1.8xlarge"
+
+
+def served_instance_type(gpus: int, served: Mapping[str, int]) -> str:
+    """What to recommend for `gpus` GPUs among the instance types a cluster serves (name ->
+    vCPU): the FAQ's own if served; else the smallest that still gives MIN_VCPU_PER_GPU per GPU,
+    the u1 series first; else the largest served. The FAQ's name when nothing is known served."""
+    faq = recommended_instance_type(gpus)
+    if not served or faq in served:
+        return faq
+    enough = [n for n, vcpu in served.items() if vcpu >= MIN_VCPU_PER_GPU * max(gpus, 1)]
+    if enough:
+        return min(enough, key=lambda n: (instance_series(n) != "u1", served[n], n))
+    return max(served, key=lambda n: (served[n], instance_series(n) == "u1", n))
 
 
 def instance_series(name: str) -> str:

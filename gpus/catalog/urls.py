@@ -4,5 +4,4 @@ from gpus.catalog import views
 
 urlpatterns = [
     path("compare/", views.compare, name="compare"),
-    path("advisor/", views.advisor, name="advisor"),
 ]

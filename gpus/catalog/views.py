@@ -1,13 +1,13 @@
-"""The compare and advisor pages (the catalog page, with live free counts, is inventory's)."""
+"""The compare page (the catalog page, with live free counts, and the advisor, which sizes from the
+cluster's catalogue, are inventory's)."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from gpus.catalog.advisor import recommend
 from gpus.catalog.compare import APPROACH_ROWS, compare_rows
-from gpus.catalog.forms import AdvisorForm, CompareForm
-from gpus.catalog.selectors import catalog_models, offered_models
+from gpus.catalog.forms import CompareForm
+from gpus.catalog.selectors import offered_models
 from gpus.web.htmx import render_page_or_fragment
 
 
@@ -30,12 +30,3 @@ def compare(request: HttpRequest) -> HttpResponse:
     return render_page_or_fragment(
         request, "catalog/compare.html", "catalog/_compare_table.html", context
     )
-
-
-def advisor(request: HttpRequest) -> HttpResponse:
-    form = AdvisorForm(request.GET or None)
-    recommendation = None
-    if form.is_valid():
-        recommendation = recommend(form.cleaned_data["workload"], catalog_models())
-    context = {"form": form, "recommendation": recommendation}
-    return render_page_or_fragment(request, "catalog/advisor.html", "catalog/_advice.html", context)

@@ -29,8 +29,9 @@ NODE_SORTS = (
 
 class NodeFilter(django_filters.FilterSet):
     # Node names are at most 253 characters; longer input is a field error, not a database error.
-    # Three characters at least: the trigram index serves every term the form accepts. The
-    # search itself is the pager's (selectors.name_search): this field only parses it.
+    # Three characters at least: every term the form accepts has a three-character piece, which
+    # the search walks (selectors.name_gram_matches). The search itself is the pager's
+    # (selectors.node_page): this field only parses it.
     q = django_filters.CharFilter(
         method="keep", label=_("Name contains"), min_length=3, max_length=253
     )

@@ -149,6 +149,26 @@ class Node(models.Model):
         return self.name
 
 
+class NodeNameGram(models.Model):
+    """Each three-character piece of a node's name (upper case), with the name: the name search's
+    index on PostgreSQL (see inventory.selectors.name_gram_matches). Its primary key (gram, name,
+    node) holds, for any piece, the nodes containing it in name order, so a page of matches is a
+    range of it. Written only by triggers on the node table (migration 0008), whatever inserts,
+    renames or deletes nodes. SQLite has no such triggers: the table stays empty there, unread."""
+
+    pk = models.CompositePrimaryKey("gram", "name", "node")
+    gram = models.CharField(max_length=3)
+    name = models.CharField(max_length=253)
+    # The triggers delete a node's rows; no constraint, so a node's DELETE or TRUNCATE (the test
+    # database's flush) needs no cascade, and Django's collector leaves the rows alone.
+    node = models.ForeignKey(
+        "Node", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
+
+    def __str__(self) -> str:
+        return f"{self.gram} in {self.name}"
+
+
 class NodeGpu(models.Model):
     """GPUs of one model on one node: what the node advertises and what pods hold."""
 

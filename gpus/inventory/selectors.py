@@ -4,24 +4,26 @@ are fetched scoped to the user asking."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import (
+    Case,
     Count,
     Max,
-    OrderBy,
     OuterRef,
     Prefetch,
     Q,
     QuerySet,
     Subquery,
     Sum,
+    When,
 )
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest
 from django.utils import timezone
@@ -37,6 +39,7 @@ from gpus.inventory.models import (
     ModelInventory,
     Node,
     NodeGpu,
+    NodeNameGram,
     ServedSchema,
     SyncIssue,
     TenantAllocation,
@@ -44,7 +47,7 @@ from gpus.inventory.models import (
 from gpus.tenancy.models import Membership, Tenant
 from gpus.tenancy.selectors import get_tenant_for_user, tenants_for_user
 from gpus.web.access import User, is_platform_admin, require_platform_admin
-from gpus.web.paging import Fetch, KeysetPage, PageRequest, first_rows, keyset_page
+from gpus.web.paging import KeysetPage, PageRequest, keyset_page
 
 # --- inventory -----------------------------------------------------------------------
 
@@ -281,62 +284,82 @@ def node_queryset(user: User) -> QuerySet[Node]:
     return Node.objects.only(*NODE_LIST_COLUMNS)
 
 
-# A name search first reads this many nodes in the page's order and keeps the matches.
-SEARCH_WINDOW = 1000
-# What a plan may not do while a search reads every match through the trigram index (see
-# name_search): walk an ordered index, or read the whole table.
-SEARCH_PLANS_OFF = ("enable_indexscan", "enable_indexonlyscan", "enable_seqscan")
-
-
 def name_matches(nodes: QuerySet[Node], term: str) -> QuerySet[Node]:
     """Nodes whose name contains ``term`` (any case): ``UPPER(name) LIKE UPPER('%term%')``, the
     expression the trigram index of migration 0002 is built on."""
     return nodes.filter(name__icontains=term)
 
 
-def name_search(term: str) -> Fetch:
-    """How a page of nodes whose name contains ``term`` is read, at a cost that does not grow
-    with the fleet for a broad term:
+# The piece of the term whose nodes the search walks: the rarest by the table's statistics
+# (ANALYZE's most common values; a piece not among them is rarer than those that are), ties
+# broken by how many nodes hold it, counted up to 256 in its index range. Pieces are cut
+# as the triggers of migration 0008 cut names: upper case, three characters.
+RAREST_GRAM = """(
+    SELECT t.gram
+    FROM (SELECT DISTINCT substr(upper(%s), i, 3) AS gram
+          FROM generate_series(1, length(%s) - 2) AS i) AS t
+    LEFT JOIN (
+        SELECT unnest(most_common_vals::text::text[]) AS gram, unnest(most_common_freqs) AS freq
+        FROM pg_stats WHERE schemaname = current_schema()
+        AND tablename = 'inventory_nodenamegram' AND attname = 'gram'
+    ) AS s ON s.gram = t.gram
+    ORDER BY coalesce(s.freq, 0),
+             (SELECT count(*) FROM (SELECT 1 FROM inventory_nodenamegram g
+                                    WHERE g.gram = t.gram LIMIT 256) AS p),
+             t.gram
+    LIMIT 1
+)"""
 
-    1. the next SEARCH_WINDOW nodes in the page's order (a range of the sort's index) and the
-       matches among them: a broad term fills its page there, whatever the fleet;
-    2. if they hold less than a page, every match after the cursor through the trigram index
-       (PostgreSQL), sorted: its cost grows with the term's matches, not with the fleet.
-       PostgreSQL's planner takes matches for spread evenly along the name order, so for a
-       term whose matches come late (``l40s-0`` after every A100 and H100) it would walk the
-       name index and discard every node before them; on a small fleet it may read the whole
-       table. Both are off for this one query, which leaves it the trigram index (a bitmap
-       scan; every term the form accepts has a trigram). SQLite has no trigram index: there,
-       step 2 reads the table (embedded fleets are small).
-    """
 
-    def fetch(nodes: QuerySet[Node], order: Sequence[OrderBy], n: int) -> list[Node]:
-        window = list(nodes.order_by(*order).values_list("pk", flat=True)[:SEARCH_WINDOW])
-        rows = list(name_matches(nodes.filter(pk__in=window), term).order_by(*order)[:n])
-        if len(rows) == n or len(window) < SEARCH_WINDOW:
-            return rows  # a full page, or the window reached the end: nothing was missed
-        query = name_matches(nodes, term).order_by(*order)[:n]
-        if connection.vendor != "postgresql":
-            return list(query)
-        with transaction.atomic(), connection.cursor() as cursor:
-            # SET LOCAL lasts to the end of the transaction, which may be a caller's: the
-            # settings go back as they were once the query is read.
-            cursor.execute(
-                "SELECT name, setting, set_config(name, 'off', true) FROM pg_settings "
-                "WHERE name = ANY(%s)",
-                [list(SEARCH_PLANS_OFF)],
-            )
-            names, settings_before, _ = zip(*cursor.fetchall(), strict=True)
-            try:
-                return list(query)
-            finally:
-                cursor.execute(
-                    "SELECT set_config(name, setting, true) "
-                    "FROM unnest(%s::text[], %s::text[]) AS t(name, setting)",
-                    [list(names), list(settings_before)],
-                )
+def uses_name_grams(sort: str) -> bool:
+    """Whether a name search in this sort walks the node name pieces (NodeNameGram): the name
+    sort on PostgreSQL. Other sorts, and SQLite, filter the sort's own order."""
+    return sort.removeprefix("-") == "name" and connection.vendor == "postgresql"
 
-    return fetch
+
+def rarest_gram(term: str) -> str:
+    """The term's piece whose nodes a search walks (RAREST_GRAM), read on its own so that the
+    page's query names it: the planner then sees how many nodes hold it (its statistics) and
+    walks its index range in order instead of gathering and sorting a range it misjudged."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {RAREST_GRAM}", [term, term])
+        return cursor.fetchone()[0] or ""
+
+
+def name_gram_matches(
+    nodes: QuerySet[Node], term: str, gram: str | None = None
+) -> QuerySet[NodeNameGram]:
+    """The matches of ``term`` among ``nodes`` as rows of NodeNameGram for the term's rarest
+    piece (``gram``, or found within this query when not given): in name order, a range of its
+    primary key (gram, name, node), the name compared on the index entry itself. A page reads
+    the range until it holds a page of matches: its cost is the page and the nodes holding the
+    piece without the whole term in between, not the fleet (for every term the form accepts:
+    three characters make a piece)."""
+    piece = gram if gram is not None else RawSQL(RAREST_GRAM, [term, term])  # noqa: S611
+    grams = NodeNameGram.objects.filter(gram=piece, name__icontains=term)
+    if nodes.query.where:  # other filters (health, model, cluster...): the node must pass them
+        grams = grams.filter(node__in=nodes.order_by().values("pk"))
+    return grams
+
+
+def name_search_page(
+    nodes: QuerySet[Node], term: str, page: PageRequest, per_page: int, descending: bool
+) -> KeysetPage[Node]:
+    """A page of the nodes whose name contains ``term``, by name: two queries, the term's rarest
+    piece and a keyset page of ``name_gram_matches`` (the same cursor as the name sort's)."""
+    grams = (
+        name_gram_matches(nodes, term, rarest_gram(term))
+        .select_related("node")
+        .only("gram", "name", "node", *(f"node__{c}" for c in NODE_LIST_COLUMNS))
+    )
+    result = keyset_page(grams, ("name", "node_id"), page, per_page, descending=descending)
+    return KeysetPage(
+        [g.node for g in result.rows],
+        result.has_previous,
+        result.has_next,
+        previous_cursor=result.previous_cursor,
+        next_cursor=result.next_cursor,
+    )
 
 
 def node_page(
@@ -347,12 +370,22 @@ def node_page(
     term: str = "",
 ) -> KeysetPage[Node]:
     """One page of (filtered) nodes in the chosen order, with their GPUs per model; with
-    ``term``, of the nodes whose name contains it (``name_search``)."""
-    keys = NODE_SORT_KEYS.get(sort.removeprefix("-"), NODE_SORT_KEYS["name"])
-    fetch = name_search(term) if term else first_rows
-    result = keyset_page(
-        nodes.order_by(), keys, page, per_page, descending=sort.startswith("-"), fetch=fetch
-    )
+    ``term``, of the nodes whose name contains it. The same queries whatever the fleet and
+    the term: two, and one more for a name search by name on PostgreSQL.
+
+    A search by name (the default sort) on PostgreSQL walks the term's rarest name piece
+    (``name_search_page``): its cost does not grow with the fleet, broad terms included. In
+    other sorts the search filters the sort's order (PostgreSQL may read the trigram index of
+    migration 0002 instead): it costs what the matches before the page cost. SQLite has neither
+    index: it scans (embedded fleets are small).
+    """
+    descending = sort.startswith("-")
+    if term and uses_name_grams(sort):
+        result = name_search_page(nodes, term, page, per_page, descending)
+    else:
+        keys = NODE_SORT_KEYS.get(sort.removeprefix("-"), NODE_SORT_KEYS["name"])
+        matches = name_matches(nodes, term) if term else nodes
+        result = keyset_page(matches.order_by(), keys, page, per_page, descending=descending)
     gpus = (
         NodeGpu.objects.filter(node__in=[n.pk for n in result.rows])
         .select_related("gpu_model")
@@ -365,6 +398,11 @@ def node_page(
     for node in result.rows:
         node.gpu_list = by_node.get(node.pk, [])
     return result
+
+
+def search_matches(nodes: QuerySet[Node], term: str, sort: str) -> QuerySet[object]:
+    """What a search's count counts: the rows its pages read."""
+    return name_gram_matches(nodes, term) if uses_name_grams(sort) else name_matches(nodes, term)
 
 
 # A name search counts its matches up to this many and then says "more than": a broad term
@@ -588,6 +626,18 @@ def free_on_servers(model: GpuModel, cluster_id: int | None = None) -> tuple[int
 
 
 # --- recording -----------------------------------------------------------------------
+
+
+def served_instance_types() -> dict[str, int]:
+    """The default cluster's instance types (name -> vCPU) as its last sync read them: one
+    query (the advisor sizes from these)."""
+    default = Cluster.objects.order_by(
+        Case(When(last_synced_at__isnull=True, then=1), default=0), "pk"
+    ).values("pk")[:1]
+    rows = CatalogueEntry.objects.filter(
+        kind=CatalogueEntry.Kind.INSTANCE_TYPE, cluster=Subquery(default)
+    )
+    return dict(rows.values_list("name", "vcpu"))
 
 
 def default_cluster() -> Cluster | None:

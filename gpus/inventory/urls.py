@@ -4,6 +4,7 @@ from gpus.inventory import views
 
 urlpatterns = [
     path("", views.catalog, name="catalog"),
+    path("advisor/", views.advisor, name="advisor"),
     path("inventory/", views.inventory, name="inventory"),
     path("inventory/summary/", views.inventory_summary, name="inventory_summary"),
     path("inventory/sync/", views.inventory_sync, name="inventory_sync"),

@@ -9,6 +9,8 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from gpus.catalog.advisor import recommend
+from gpus.catalog.forms import AdvisorForm
 from gpus.catalog.selectors import catalog_models
 from gpus.inventory.filters import NodeFilter
 from gpus.inventory.selectors import (
@@ -20,10 +22,11 @@ from gpus.inventory.selectors import (
     free_by_model,
     get_node_for_user,
     model_totals,
-    name_matches,
     node_holder_tenants,
     node_page,
     node_queryset,
+    search_matches,
+    served_instance_types,
     sync_issues,
     sync_summary,
     tenant_gpus_held,
@@ -55,6 +58,18 @@ def catalog(request: HttpRequest) -> HttpResponse:
         synced=any(c.last_synced_at for c in context["clusters"]),
     )
     return render(request, "inventory/catalog.html", context)
+
+
+def advisor(request: HttpRequest) -> HttpResponse:
+    """Which GPU and which way; the size among the instance types the default cluster (the
+    forms' own) serves, as its last sync read them."""
+    form = AdvisorForm(request.GET or None)
+    recommendation = None
+    if form.is_valid():
+        served = served_instance_types()
+        recommendation = recommend(form.cleaned_data["workload"], catalog_models(), served)
+    context = {"form": form, "recommendation": recommendation}
+    return render_page_or_fragment(request, "catalog/advisor.html", "catalog/_advice.html", context)
 
 
 def tenant_list(request: HttpRequest) -> HttpResponse:
@@ -122,13 +137,13 @@ def node_list(request: HttpRequest) -> HttpResponse:
     term = node_filter.name_term
     filters = {k: v for k, v in request.GET.items() if k in node_filter.filters and k != "sort"}
     names = {c.pk: c.name for c in clusters}
-    page = node_page(nodes, node_filter.sort_key, PageRequest.from_query(request.GET), term=term)
+    sort = node_filter.sort_key
+    page = node_page(nodes, sort, PageRequest.from_query(request.GET), term=term)
     for node in page.rows:
         node.cluster_name = names.get(node.cluster_id, "")
     cap = SEARCH_COUNT_CAP if term else None
-    count = cached_count(
-        name_matches(nodes, term) if term else nodes, sync.version, filters, "nodes", cap
-    )
+    counted = search_matches(nodes, term, sort) if term else nodes
+    count = cached_count(counted, sync.version, filters, "nodes", cap)
     context = {
         "filter": node_filter,
         "page": page,

@@ -74,15 +74,24 @@ FINAL_LAUNCH_MESSAGES = {
 }
 
 
-def launch_refusal(conditions: Mapping[str, Condition]) -> StateReading | None:
-    """A failed reading when KubeVirt will never create the VM's launcher pod, else None.
-    Its reason names the cause (``GpuNotPermitted``); its message is the cluster's."""
+def failed_create(conditions: Mapping[str, Condition]) -> str | None:
+    """The cluster's message when virt-controller could not create the VM's launcher pod
+    (``Synchronized=False``, reason ``FailedCreate``), else None."""
     sync = conditions.get("Synchronized")
     if sync is None or sync.status != "False" or sync.reason != "FailedCreate":
         return None
+    return sync.message
+
+
+def launch_refusal(conditions: Mapping[str, Condition]) -> StateReading | None:
+    """A failed reading when KubeVirt will never create the VM's launcher pod, else None.
+    Its reason names the cause (``GpuNotPermitted``); its message is the cluster's."""
+    message = failed_create(conditions)
+    if message is None:
+        return None
     for text, reason in FINAL_LAUNCH_MESSAGES.items():
-        if text in sync.message:
-            return StateReading(WorkloadState.FAILED, reason, sync.message)
+        if text in message:
+            return StateReading(WorkloadState.FAILED, reason, message)
     return None
 
 
@@ -95,12 +104,10 @@ QUOTA_EXCEEDED = "QuotaExceeded"
 
 def quota_refusal(conditions: Mapping[str, Condition]) -> StateReading | None:
     """A reading naming the quota's refusal (the cluster's message), else None."""
-    sync = conditions.get("Synchronized")
-    if sync is None or sync.status != "False" or sync.reason != "FailedCreate":
+    message = failed_create(conditions)
+    if message is None or "exceeded quota: " not in message:
         return None
-    if "exceeded quota: " not in sync.message:
-        return None
-    return StateReading(WorkloadState.STARTING, QUOTA_EXCEEDED, sync.message)
+    return StateReading(WorkloadState.STARTING, QUOTA_EXCEEDED, message)
 
 
 @dataclass(frozen=True)

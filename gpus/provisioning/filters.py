@@ -20,8 +20,11 @@ class AuditFilter(django_filters.FilterSet):
     tenant = django_filters.ModelChoiceFilter(
         queryset=Tenant.objects.all(), label=_("Tenant"), empty_label=_("Any tenant")
     )
+    # The actor's name in any case, not a part of it: an exact match reads the actor's events
+    # from their index in the page's order, where "contains" walked every event for a name
+    # that matches few (issue 17: the page must cost the same at a million events).
     actor = django_filters.CharFilter(
-        field_name="actor_name", lookup_expr="icontains", label=_("Actor"), max_length=150
+        field_name="actor_name", lookup_expr="iexact", label=_("Actor"), max_length=150
     )
     action = django_filters.ChoiceFilter(
         field_name="operation__kind",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F
+from django.db.models.functions import Upper
 from django.utils.translation import gettext_lazy as _
 
 from gpus.catalog.models import GpuModel
@@ -155,6 +157,13 @@ class AuditEvent(models.Model):
             # for one tenant.
             models.Index(fields=["-created_at", "-id"], name="auditevent_created_idx"),
             models.Index(fields=["tenant", "-created_at", "-id"], name="auditevent_tenant_idx"),
+            # One actor's events (the filter's case-insensitive match), in the same order.
+            models.Index(
+                Upper("actor_name"),
+                F("created_at").desc(),
+                F("id").desc(),
+                name="auditevent_actor_idx",
+            ),
         ]
         verbose_name = _("audit event")
         verbose_name_plural = _("audit events")

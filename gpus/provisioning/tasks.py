@@ -11,7 +11,7 @@ from django.utils import translation
 
 from gpus.kube.errors import KubeError, TransientError
 from gpus.kube.retry import Backoff
-from gpus.provisioning import connect, engine
+from gpus.provisioning import connect, engine, sweeps
 from gpus.provisioning.engine import reconcile
 from gpus.web.logs import logs_operation
 
@@ -65,12 +65,13 @@ def clean_up_operation(self, operation_id: int) -> str:
 
 @shared_task(name="provisioning.poll_operations")
 def poll_operations() -> int:
-    """The beat entry point: one batched poll per cluster with operations in flight."""
+    """The beat entry point: one batched poll per cluster with operations in flight, each
+    skipped while another sweep of that cluster runs (``sweeps``: sweeps never overlap)."""
 
     polled = 0
     for cluster_id in engine.clusters_with_polled_operations():
         try:
-            polled += engine.poll_cluster(cluster_id)
+            polled += sweeps.sweep(cluster_id) or 0
         except KubeError as exc:
             # The next beat tick polls again; operations stay as they are meanwhile.
             log.warning("Polling operations of cluster %s failed: %s", cluster_id, exc)

@@ -341,9 +341,9 @@ def gpu_detail(
 
 
 def lines(per_line: Mapping[str, Series], key: str, title: str, y_title: str) -> go.Figure:
-    """One line per group (a tenant's VMs and node groups)."""
+    """One line per group (a tenant's VMs and node groups), in the order given."""
     fig = go.Figure()
-    for i, (name, s) in enumerate(sorted(per_line.items())):
+    for i, (name, s) in enumerate(per_line.items()):
         x, (y,) = downsample(s.ts, [s.lines[key]])
         fig.add_scatter(
             x=_x(x),

@@ -18,6 +18,7 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Max, Min
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from gpus.inventory.models import GpuWorkload, Node
@@ -193,6 +194,7 @@ def _unstored_rows(rollups: Sequence[GpuRollup]) -> list[tuple]:
                 name,
                 group,
                 kube,
+                r.mem_used_max if r.mem_used_max is not None else r.mem_used_avg,
             )
         )
     return out
@@ -243,6 +245,7 @@ def group_rollups(
         "workload__name",
         "workload__node_group",
         "device__kube_cluster",
+        Coalesce("mem_used_max", "mem_used_avg"),
     )
     rows = [r[1:] for r in stored if r[0] not in skip] + _unstored_rows(unstored)
     hosts = host_nodes()
@@ -263,6 +266,10 @@ def group_rollups(
     out = [GroupRollup(bucket=bucket, scope=Scope.FLEET, key="", ts=start, epoch=epoch, gpus=0)]
     for (scope, key), rs in groups.items():
         utils = np.array([r[0] for r in rs if r[0] is not None], dtype=float)
+        # Busy as right-sizing reads a GPU's: its best busy metric, else its utilization.
+        busies = [r[1] if r[1] is not None else r[0] for r in rs]
+        busies = [b for b in busies if b is not None]
+        mems = [r[13] for r in rs if r[13] is not None]
         powers = [r[3] for r in rs if r[3] is not None]
         limits = [board_power(r[5] or "", r[8]) for r in rs if r[3] is not None]
         allocated = sum(1 for r in rs if r[2])
@@ -278,6 +285,8 @@ def group_rollups(
             util_avg=float(utils.mean()) if utils.size else None,
             util_p95=float(np.percentile(utils, 95)) if utils.size else None,
             util_p05=float(np.percentile(utils, 5)) if utils.size else None,
+            busy_avg=sum(busies) / len(busies) if busies else None,
+            mem_used_max=max(mems, default=None),
             power_sum=sum(powers) if powers else None,
             power_limit_sum=sum(x for x in limits if x) if all(limits) and limits else None,
             energy_wh=sum(r[4] for r in rs if r[4] is not None) if powers else None,
@@ -418,7 +427,8 @@ def _has_unstored(hour: dt.datetime, end: dt.datetime) -> bool:
 def hourly_groups_from_5m(hour: dt.datetime) -> list[GroupRollup]:
     """Hourly group rows from the 5-minute group rows of that hour, when per-GPU rows are not
     all kept (query-API mode). Sums (energy, GPU-hours) are exact; the mean is weighted by
-    GPUs; percentiles and counts are the hour's mean of the 5-minute ones."""
+    GPUs (busy too); the memory peak is the hour's highest; percentiles and counts are the hour's
+    mean of the 5-minute ones."""
     end = hour + dt.timedelta(hours=1)
     fives = GroupRollup.objects.filter(bucket=Bucket.FIVE_MINUTES, ts__gte=hour, ts__lt=end)
     groups: dict[tuple[str, str], list[GroupRollup]] = defaultdict(list)
@@ -433,6 +443,9 @@ def hourly_groups_from_5m(hour: dt.datetime) -> list[GroupRollup]:
     for (scope, key), rs in groups.items():
         weighted = [(r.util_avg, r.gpus) for r in rs if r.util_avg is not None and r.gpus]
         total = sum(w for _, w in weighted)
+        busy = [(r.busy_avg, r.gpus) for r in rs if r.busy_avg is not None and r.gpus]
+        busy_total = sum(w for _, w in busy)
+        mems = [r.mem_used_max for r in rs if r.mem_used_max is not None]
         energies = [r.energy_wh for r in rs if r.energy_wh is not None]
         out.append(
             GroupRollup(
@@ -447,6 +460,8 @@ def hourly_groups_from_5m(hour: dt.datetime) -> list[GroupRollup]:
                 util_avg=sum(v * w for v, w in weighted) / total if total else None,
                 util_p95=mean(rs, "util_p95"),
                 util_p05=mean(rs, "util_p05"),
+                busy_avg=sum(v * w for v, w in busy) / busy_total if busy_total else None,
+                mem_used_max=max(mems, default=None),
                 power_sum=mean(rs, "power_sum"),
                 power_limit_sum=mean(rs, "power_limit_sum"),
                 energy_wh=sum(energies) if energies else None,

@@ -12,12 +12,14 @@ from urllib.parse import urlencode
 import numpy as np
 from django.conf import settings
 from django.db.models import (
+    Aggregate,
     Avg,
     Case,
     Count,
     Exists,
     F,
     FloatField,
+    JSONField,
     Max,
     OuterRef,
     Q,
@@ -28,6 +30,7 @@ from django.db.models import (
     Window,
 )
 from django.db.models.functions import Coalesce, RowNumber
+from django.db.models.lookups import GreaterThan
 from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -56,7 +59,16 @@ from gpus.utilization.models import (
     XidEvent,
 )
 from gpus.web.access import User, is_platform_admin, require_platform_admin
-from gpus.web.paging import KeysetPage, PageRequest, keyset_page
+from gpus.web.paging import (
+    AFTER,
+    BEFORE,
+    FIRST,
+    LAST,
+    KeysetPage,
+    PageRequest,
+    encode_cursor,
+    keyset_page,
+)
 
 # Every list on a utilization page is a page of this many rows (or the top this many), and
 # every count stops at COUNT_CAP: a page costs the same at 1,000 and at 1,000,000 GPUs.
@@ -403,7 +415,111 @@ def _gpu_bucket(tr: TimeRange) -> str:
     )
 
 
-HEALTH_KEY = ("id",)
+class _DistinctList(Aggregate):
+    """The distinct values of a group as a JSON array: jsonb_agg on PostgreSQL,
+    json_group_array on SQLite (Django 5.2 has no portable one)."""
+
+    function = "JSONB_AGG"
+    allow_distinct = True
+    output_field = JSONField()
+
+    def as_sqlite(self, compiler, connection, **extra):  # type: ignore[no-untyped-def]
+        return super().as_sql(compiler, connection, function="JSON_GROUP_ARRAY", **extra)
+
+
+# The columns of a flagged GPU the health page shows, read with its incidents (no query more).
+HEALTH_DEVICE = (
+    "device_id",
+    "device__uuid",
+    "device__model_name",
+    "device__hostname",
+    "device__power_limit_w",
+    "device__tenant_id",
+    "device__tenant__namespace",
+)
+
+
+def _health_sides(tr: TimeRange, tenant: Tenant | None) -> tuple[QuerySet, QuerySet, str]:
+    """Per flagged GPU of the range, grouped by GPU: its flagged rollups (throttled, at its cap,
+    hot) and its XID events. Both are walked in GPU order on the rollups' (bucket, device, ts)
+    and the events' (device, ts, xid) unique indexes: incident rows, never the devices."""
+    bucket = _gpu_bucket(tr)
+    rollups = GpuRollup.objects.filter(bucket=bucket, ts__gte=tr.start, ts__lte=tr.end)
+    events = XidEvent.objects.filter(ts__gte=tr.start, ts__lte=tr.end)
+    if tenant is not None:
+        rollups = rollups.filter(tenant=tenant)
+        events = events.filter(tenant=tenant)
+    # The GPU's cap: the limit it reports, else its model's board power.
+    board = Case(
+        *(When(device__model_name__iexact=m, then=Value(w)) for m, w in _power_limits()),
+        default=Value(None),
+        output_field=FloatField(),
+    )
+    cap = Coalesce(F("device__power_limit_w"), board)
+    throttled = Q(GreaterThan(F("throttle_any").bitand(THROTTLING), 0))
+    capped = Q(power_max__gte=cap * POWER_CAP_SHARE)
+    hot = Q(temp_max__gte=HOT_C)
+    bits = {  # the OR of the bitmasks, one reason at a time (no portable bit_or)
+        f"bit_{bit}": Max(F("throttle_any").bitand(bit))
+        for bit in THROTTLE_BITS
+        if bit & THROTTLING
+    }
+    flagged = (
+        rollups.values(*HEALTH_DEVICE)
+        .annotate(
+            throttle_buckets=Count("id", filter=throttled),
+            capped_buckets=Count("id", filter=capped),
+            hot_buckets=Count("id", filter=hot),
+            peak_power=Max("power_max"),
+            peak_temp=Max("temp_max"),
+            **bits,
+        )
+        .filter(Q(throttle_buckets__gt=0) | Q(capped_buckets__gt=0) | Q(hot_buckets__gt=0))
+    )
+    xids = events.values(*HEALTH_DEVICE).annotate(
+        xid_count=Count("id"), last_xid_at=Max("ts"), xid_list=_DistinctList("xid", distinct=True)
+    )
+    return flagged, xids, bucket
+
+
+def _merged_page(
+    sides: tuple[QuerySet, ...], request: PageRequest, per_page: int
+) -> KeysetPage[dict]:
+    """One keyset page (by GPU id) of the union of `sides`, grouped querysets of one row per
+    GPU: each side reads its first per_page + 1 GPUs after the cursor (any GPU of the page is
+    among them), and a GPU's rows from both sides make one."""
+    values = request.values
+    if request.where in (AFTER, BEFORE) and not (
+        len(values) == 1 and isinstance(values[0], int) and not isinstance(values[0], bool)
+    ):
+        request = PageRequest()
+    forward = request.where in (FIRST, AFTER)
+    merged: dict[int, dict] = {}
+    for side in sides:
+        if request.where == AFTER:
+            side = side.filter(device_id__gt=request.values[0])
+        elif request.where == BEFORE:
+            side = side.filter(device_id__lt=request.values[0])
+        for row in side.order_by("device_id" if forward else "-device_id")[: per_page + 1]:
+            merged.setdefault(row["device_id"], {}).update(row)
+    ids = sorted(merged, reverse=not forward)[: per_page + 1]
+    more = len(ids) > per_page
+    ids = ids[:per_page]
+    if request.where == BEFORE and not more:  # back at the start: a full first page instead
+        return _merged_page(sides, PageRequest(), per_page)
+    if not forward:
+        ids.reverse()
+    has_previous = request.where in (AFTER, BEFORE) or (request.where == LAST and more)
+    has_next = request.where == BEFORE or (forward and more)
+    if not ids:
+        return KeysetPage([], False, False)
+    return KeysetPage(
+        [merged[i] for i in ids],
+        has_previous,
+        has_next,
+        previous_cursor=encode_cursor([ids[0]]) if has_previous else "",
+        next_cursor=encode_cursor([ids[-1]]) if has_next else "",
+    )
 
 
 def health(
@@ -413,105 +529,65 @@ def health(
     page: PageRequest | None = None,
 ) -> dict:
     """GPUs that raised an XID, were throttled, ran at their power cap or ran hot in the range:
-    one keyset page of them in the order the portal first saw them (the primary key), each
-    with its incidents counted over the range for the GPUs of the page only, and how many
-    there are (up to COUNT_CAP).
+    one keyset page of them in the order the portal first saw them (the GPU's id), each with
+    its incidents over the range, and how many there are (up to COUNT_CAP).
 
-    Whether a GPU is flagged is an EXISTS probe per GPU on the rollups' (bucket, device, ts)
-    and the XID events' (device, ts, xid) unique indexes, walked in primary-key order until a
-    page is full: the page never adds up the whole fleet's incident rows (issue 17.1).
+    Four queries whatever the fleet and whatever the page holds (issue 17.1): the page's GPUs
+    from the flagged rollups and from the XID events, each grouped per GPU with the GPU's
+    columns and its counts; and the first COUNT_CAP + 1 GPUs of each for the count. Each reads
+    the incident rows of at most that many GPUs from an index in GPU order, never the devices.
 
     At the cap: a bucket's peak power at POWER_CAP_SHARE of the GPU's reported limit or its
     board power (dcgm.BOARD_POWER_W); hot: a bucket's peak temperature at HOT_C or more. A
     capped or hot GPU is flagged even when the exporter sends no throttle reasons (the
     default DCGM set has none)."""
-    bucket = _gpu_bucket(tr)
-    rollups = GpuRollup.objects.filter(bucket=bucket, ts__gte=tr.start, ts__lte=tr.end)
-    events = XidEvent.objects.filter(ts__gte=tr.start, ts__lte=tr.end)
-    if tenant is not None:
-        rollups = rollups.filter(tenant=tenant)
-        events = events.filter(tenant=tenant)
-    limits = list(_power_limits())
-
-    hot = Q(temp_max__gte=HOT_C)
-    # The GPU's cap: the limit it reports, else its model's board power; one correlated EXISTS
-    # per GPU (an OR of EXISTS made PostgreSQL hash every rollup of the range).
-    board = Case(
-        *(When(model_name__iexact=m, then=Value(w)) for m, w in limits),
-        default=Value(None),
-        output_field=FloatField(),
-    )
-    flagged_rollup = rollups.filter(device_id=OuterRef("pk")).filter(
-        Q(throttle_any__gt=0) | hot | Q(power_max__gte=OuterRef("cap_w") * POWER_CAP_SHARE)
-    )
-    devices = (
-        GpuDevice.objects.select_related("tenant")
-        .annotate(cap_w=Coalesce(F("power_limit_w"), board))
-        .filter(Exists(events.filter(device_id=OuterRef("pk"))) | Exists(flagged_rollup))
-    )
-    result = keyset_page(devices, HEALTH_KEY, page or PageRequest(), limit)
-    total, more = capped_count(devices)
-    ids = [d.pk for d in result.rows]
-    # At the cap, per row: the page's GPUs grouped by their cap (a few distinct values), so the
-    # counts read the page's rollups only, without joining every GPU.
-    by_cap: dict[float, list[int]] = defaultdict(list)
-    for d in result.rows:
-        if d.cap_w is not None:
-            by_cap[d.cap_w].append(d.pk)
-    capped = Q(pk__in=[])
-    for cap_w, of_cap in by_cap.items():
-        capped |= Q(device_id__in=of_cap, power_max__gte=cap_w * POWER_CAP_SHARE)
-    step_minutes = _step(bucket) / 60
-    # The page's GPUs only: at most `limit` GPUs x the range's buckets, on the unique index.
-    per_device = {
-        r["device_id"]: r
-        for r in rollups.filter(device_id__in=ids)
-        .values("device_id")
-        .annotate(
-            throttle_buckets=Count("id", filter=Q(throttle_any__gt=0)),
-            capped_buckets=Count("id", filter=capped),
-            hot_buckets=Count("id", filter=hot),
-            peak_power=Max("power_max"),
-            peak_temp=Max("temp_max"),
+    flagged, xids, bucket = _health_sides(tr, tenant)
+    result = _merged_page((flagged, xids), page or PageRequest(), limit)
+    counted: set[int] = set()
+    for side in (flagged, xids):
+        counted.update(
+            side.order_by("device_id").values_list("device_id", flat=True)[: COUNT_CAP + 1]
         )
-    }
-    masks: dict[int, int] = defaultdict(int)
-    for device_id, mask in rollups.filter(device_id__in=ids, throttle_any__gt=0).values_list(
-        "device_id", "throttle_any"
-    ):
-        if mask & THROTTLING:
-            masks[device_id] |= mask
-    xids: dict[int, set] = defaultdict(set)
-    xid_count: dict[int, int] = defaultdict(int)
-    last_xid: dict[int, dt.datetime] = {}
-    for device_id, xid, ts in events.filter(device_id__in=ids).values_list(
-        "device_id", "xid", "ts"
-    ):
-        xids[device_id].add(xid)
-        xid_count[device_id] += 1
-        if device_id not in last_xid or ts > last_xid[device_id]:
-            last_xid[device_id] = ts
+    step_minutes = _step(bucket) / 60
     out = []
-    for d in result.rows:
-        r = per_device.get(d.pk, {})
+    for r in result.rows:
+        mask = sum(v or 0 for k, v in r.items() if k.startswith("bit_"))
+        throttled = r.get("throttle_buckets", 0)
         out.append(
             {
-                "device": d,
-                "xids": sorted(xids[d.pk]),
-                "xid_count": xid_count[d.pk],
-                "last_xid_at": last_xid.get(d.pk),
-                "reasons": decode_throttle(masks[d.pk]),
-                "throttled_minutes": (
-                    r.get("throttle_buckets", 0) * step_minutes if masks[d.pk] else 0
-                ),
+                "device": _health_device(r),
+                "xids": sorted(r.get("xid_list") or []),
+                "xid_count": r.get("xid_count", 0),
+                "last_xid_at": r.get("last_xid_at"),
+                "reasons": decode_throttle(mask),
+                "throttled_minutes": throttled * step_minutes,
                 "capped_minutes": r.get("capped_buckets", 0) * step_minutes,
                 "hot_minutes": r.get("hot_buckets", 0) * step_minutes,
                 "peak_power": r.get("peak_power"),
                 "peak_temp": r.get("peak_temp"),
-                "power_limit": board_power(d.model_name, d.power_limit_w),
+                "power_limit": board_power(r["device__model_name"], r["device__power_limit_w"]),
             }
         )
-    return {"rows": out, "count": total, "more": more, "page": result}
+    return {
+        "rows": out,
+        "count": min(len(counted), COUNT_CAP),
+        "more": len(counted) > COUNT_CAP,
+        "page": result,
+    }
+
+
+def _health_device(r: dict) -> GpuDevice:
+    """The GPU of a health row from the columns read with its incidents (no query more)."""
+    tenant_id = r["device__tenant_id"]
+    tenant = Tenant(pk=tenant_id, namespace=r["device__tenant__namespace"]) if tenant_id else None
+    return GpuDevice(
+        pk=r["device_id"],
+        uuid=r["device__uuid"],
+        model_name=r["device__model_name"],
+        hostname=r["device__hostname"],
+        power_limit_w=r["device__power_limit_w"],
+        tenant=tenant,
+    )
 
 
 def _power_limits() -> list[tuple[str, float]]:
@@ -683,32 +759,78 @@ def tenant_workloads(
     return out, result
 
 
-def workload_series(tenant: Tenant, tr: TimeRange) -> dict[str, Series]:
-    """Mean utilization per VM / node group of a tenant, from the workload rollups."""
-    prefix = f"{tenant.namespace}|"
+# The tenant chart's lines: the busiest workloads one each, the others as one.
+TENANT_CHART_TOP = 10
+OTHERS = ""  # the key of the others' line (no workload has an empty name)
 
-    def rows_of(b: str) -> QuerySet:
+
+def workload_series(
+    tenant: Tenant, tr: TimeRange, top: int = TENANT_CHART_TOP
+) -> dict[str, Series]:
+    """Mean utilization of a tenant's `top` busiest VMs and node groups (the most busy GPUs in
+    the range's latest bucket, then the name), a line each in name order, from the workload
+    rollups; then, under OTHERS, the mean of all the others: the tenant's own rollup less the
+    lines shown, weighted by GPUs (omitted when nothing is left).
+
+    Three queries whatever the tenant's workloads (issue 17.1): the latest bucket (the tenant's
+    rollups), the ranking (that bucket's workload rows of the tenant, an index-only read of
+    grouprollup_epoch_key_idx on PostgreSQL), and the range's rows of the lines shown and of the
+    tenant. Before, every workload of the tenant was a line: 5,000 workloads were 5,000 lines."""
+    prefix = f"{tenant.namespace}|"
+    end_s = int(tr.end.timestamp())
+
+    def tenant_rows(b: str) -> QuerySet:
         return GroupRollup.objects.filter(
-            bucket=b, scope=Scope.WORKLOAD, key__startswith=prefix, ts__gte=tr.start, ts__lte=tr.end
+            bucket=b, scope=Scope.TENANT, key=tenant.namespace, ts__gte=tr.start, ts__lte=tr.end
         )
 
-    bucket = finer_if_empty(tr.gpu_bucket, rows_of)
-    qs = GroupRollup.objects.filter(
-        bucket=bucket,
-        scope=Scope.WORKLOAD,
-        key__startswith=prefix,
-        ts__gte=tr.start,
-        ts__lte=tr.end,
-        gpus__gt=0,
+    bucket = finer_if_empty(tr.gpu_bucket, tenant_rows)
+    axis = np.array(_axis(tr, _step(bucket)), dtype=np.float64)
+    if not axis.size:
+        return {}
+    first = int(axis[0])
+    in_range = GroupRollup.objects.filter(
+        bucket=bucket, epoch__gte=first, epoch__lte=end_s, gpus__gt=0
     )
-    axis = _axis(tr, _step(bucket))
-    index = {t: i for i, t in enumerate(axis)}
-    out: dict[str, Series] = {}
-    for key, epoch, u in qs.values_list("key", "epoch", "util_avg"):
-        s = out.setdefault(key.removeprefix(prefix), Series(axis, {"util": [None] * len(axis)}))
-        i = index.get(float(epoch))
-        if i is not None:
-            s.lines["util"][i] = u
+    latest = (
+        in_range.filter(scope=Scope.TENANT, key=tenant.namespace)
+        .order_by("-epoch")
+        .values_list("epoch", flat=True)
+        .first()
+    )
+    if latest is None:
+        return {}
+    shown = sorted(
+        GroupRollup.objects.filter(
+            bucket=bucket, scope=Scope.WORKLOAD, epoch=latest, key__startswith=prefix
+        )
+        .order_by("-busy", "key")
+        .values_list("key", flat=True)[:top]
+    )
+    rows = in_range.filter(
+        Q(scope=Scope.WORKLOAD, key__in=shown) | Q(scope=Scope.TENANT, key=tenant.namespace)
+    ).values_list("scope", "key", "epoch", "gpus", "util_avg")
+    util = {k: np.full(axis.size, np.nan) for k in shown}
+    gpus = {k: np.zeros(axis.size) for k in shown}
+    total_util, total_gpus = np.full(axis.size, np.nan), np.zeros(axis.size)
+    for scope, key, epoch, n, u in rows:
+        i = int((epoch - first) // _step(bucket))
+        if not 0 <= i < axis.size:
+            continue
+        if scope == Scope.TENANT:
+            total_util[i], total_gpus[i] = np.nan if u is None else u, n
+        elif u is not None:
+            util[key][i], gpus[key][i] = u, n
+    out = {k.removeprefix(prefix): Series(axis, {"util": util[k]}) for k in shown}
+    # The others: what the tenant's GPUs did beyond the lines shown (GPU-weighted means).
+    shown_gpus = sum(gpus.values(), np.zeros(axis.size))
+    shown_sum = sum((np.nan_to_num(util[k]) * gpus[k] for k in shown), np.zeros(axis.size))
+    rest = total_gpus - shown_gpus
+    with np.errstate(invalid="ignore", divide="ignore"):
+        others = np.where(rest >= 0.5, (total_util * total_gpus - shown_sum) / rest, np.nan)
+    others = np.clip(others, 0, 100)
+    if not np.isnan(others).all():
+        out[OTHERS] = Series(axis, {"util": others})
     return out
 
 

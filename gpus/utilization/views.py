@@ -373,8 +373,18 @@ def chart(request: HttpRequest, kind: str) -> HttpResponse:
     elif kind == "tenant" and tenant is not None:
         per, starts = charts.trim_leading_gap(u.workload_series(tenant, tr))
         if per:
+            title = _("Utilization of your GPUs")
+            others = per.pop(u.OTHERS, None)
             per = {k: charts.local(v, offset) for k, v in per.items()}
-            fig = charts.lines(per, "util", _("Utilization of your GPUs"), "%")
+            if others is not None:
+                # Said on the chart: which lines are there, and what the last one is.
+                said = _(
+                    "The %(n)s busiest VMs and node groups now, a line each; all the others "
+                    "together as one line (their mean)."
+                ) % {"n": len(per)}
+                title = f"{title}<br><sub>{said}</sub>"
+                per[_("all the others")] = charts.local(others, offset)
+            fig = charts.lines(per, "util", title, "%")
     else:
         raise Http404
     if fig is None:

@@ -11,12 +11,12 @@ import base64
 import binascii
 import datetime
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from django.db import models
-from django.db.models import F, OrderBy, QuerySet
+from django.db.models import F, QuerySet
 from django.db.models.fields.tuple_lookups import Tuple, TupleGreaterThan, TupleLessThan
 
 T = TypeVar("T")
@@ -107,22 +107,12 @@ def _key_of(row: Any, keys: Sequence[str]) -> str:
     return encode_cursor([get(k) for k in keys])
 
 
-# Reads the first `n` rows of a queryset in an order: by default a plain LIMIT; a search brings
-# its own (inventory.selectors.name_search), which looks for its matches in a bounded window.
-Fetch = Callable[[QuerySet[Any], Sequence[OrderBy], int], list[Any]]
-
-
-def first_rows(queryset: QuerySet[T], order: Sequence[OrderBy], n: int) -> list[T]:
-    return list(queryset.order_by(*order)[:n])
-
-
 def keyset_page(
     queryset: QuerySet[T],
     keys: Sequence[str],
     request: PageRequest,
     per_page: int,
     descending: bool = False,
-    fetch: Fetch = first_rows,
 ) -> KeysetPage[T]:
     """One page of `queryset` ordered by `keys` (all ascending, or all descending)."""
     if request.where in (AFTER, BEFORE) and not _valid(queryset, keys, request.values):
@@ -135,21 +125,25 @@ def keyset_page(
         (TupleLessThan, TupleGreaterThan) if descending else (TupleGreaterThan, TupleLessThan)
     )
     if request.where == AFTER:
-        rows = fetch(queryset.filter(after(key, list(request.values))), forward, per_page + 1)
+        rows = list(
+            queryset.filter(after(key, list(request.values))).order_by(*forward)[: per_page + 1]
+        )
         has_previous, has_next = True, len(rows) > per_page
         rows = rows[:per_page]
     elif request.where == BEFORE:
-        rows = fetch(queryset.filter(before(key, list(request.values))), backward, per_page + 1)
+        rows = list(
+            queryset.filter(before(key, list(request.values))).order_by(*backward)[: per_page + 1]
+        )
         if len(rows) <= per_page:  # back at the start: show a full first page instead
-            return keyset_page(queryset, keys, PageRequest(), per_page, descending, fetch)
+            return keyset_page(queryset, keys, PageRequest(), per_page, descending)
         has_previous, has_next = True, True
         rows = rows[:per_page][::-1]
     elif request.where == LAST:
-        rows = fetch(queryset, backward, per_page + 1)
+        rows = list(queryset.order_by(*backward)[: per_page + 1])
         has_previous, has_next = len(rows) > per_page, False
         rows = rows[:per_page][::-1]
     else:
-        rows = fetch(queryset, forward, per_page + 1)
+        rows = list(queryset.order_by(*forward)[: per_page + 1])
         has_previous, has_next = False, len(rows) > per_page
         rows = rows[:per_page]
     if not rows:

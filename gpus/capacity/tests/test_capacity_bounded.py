@@ -12,13 +12,21 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from gpus.capacity import history
+from gpus.capacity import history, selectors
 from gpus.catalog.models import GpuModel
 from gpus.inventory.choices import WorkloadKind
-from gpus.inventory.models import Cluster, GpuWorkload, ModelInventory, Node, NodeGpu
+from gpus.inventory.models import (
+    Cluster,
+    GpuWorkload,
+    ModelInventory,
+    Node,
+    NodeGpu,
+    TenantAllocation,
+)
 from gpus.provisioning.choices import OperationState
-from gpus.provisioning.models import Operation
-from gpus.testing import H100
+from gpus.provisioning.models import GpuQuota, Operation
+from gpus.testing import H100, L40S
+from gpus.utilization.models import GpuDevice, GpuRollup
 
 pytestmark = pytest.mark.django_db
 
@@ -150,3 +158,54 @@ def test_page_reads_a_bounded_part_of_big_tables(admin_client_, acme):
         for table, read in _rows_read(plan["Plan"]).items():
             assert read <= 300, (table, read, sql[:300])
     assert checked >= 3
+
+
+def test_busy_figures_come_from_the_samples_whatever_the_rollups(admin_client_, acme):
+    """How busy the allocated GPUs are is written with each cluster's sample at its sync: the
+    page reads no per-GPU utilization row, and its queries are the same with and without the
+    5-minute rollups (they were one more with them); the clusters' means weigh their counts."""
+    h100 = GpuModel.objects.get(resource_name=H100)
+    first, second = make_fleet(5, acme), make_fleet(6, acme)
+    _page(admin_client_)
+    response, without = _page(admin_client_)
+    card = {c.model_id: c for c in response.context["cards"]}[h100.pk]
+    assert (card.reporting, card.busy_pct) == (0, None)
+    now = timezone.now()
+    for cluster, busy in ((first, [10.0]), (second, [40.0, 70.0, 100.0])):
+        for i, b in enumerate(busy):
+            device = GpuDevice.objects.create(
+                uuid=f"GPU-{cluster.pk}-{i}", cluster=cluster, gpu_model=h100
+            )
+            GpuRollup.objects.create(
+                bucket="5m", ts=now, device=device, allocated=True, busy_avg=b, samples=5
+            )
+        history.record_samples(cluster.pk, now + dt.timedelta(seconds=1))
+    response, with_rollups = _page(admin_client_)
+    card = {c.model_id: c for c in response.context["cards"]}[h100.pk]
+    assert card.reporting == 4 and card.busy_pct == pytest.approx(55.0)
+    assert len(with_rollups) == len(without)
+    assert not any("utilization_gpurollup" in sql for sql in with_rollups)
+
+
+def test_quota_pressure_sums_a_tenants_gpus_of_the_quotas_model_over_clusters(acme, globex):
+    """A quota's held GPUs: the tenant's allocations of that model in every cluster, not its
+    other models' nor another tenant's."""
+    h100 = GpuModel.objects.get(resource_name=H100)
+    l40s = GpuModel.objects.get(resource_name=L40S)
+    a, b = Cluster.objects.create(name="qa"), Cluster.objects.create(name="qb")
+    for cluster, tenant, model, n in (
+        (a, acme, h100, 2),
+        (b, acme, h100, 2),
+        (a, acme, l40s, 5),
+        (a, globex, l40s, 3),
+    ):
+        TenantAllocation.objects.create(
+            cluster=cluster, namespace=tenant.namespace, tenant=tenant, gpu_model=model, allocated=n
+        )
+    GpuQuota.objects.create(tenant=acme, gpu_model=h100, limit=4)
+    GpuQuota.objects.create(tenant=globex, gpu_model=h100, limit=4)
+    GpuQuota.objects.create(tenant=globex, gpu_model=l40s, limit=10)
+    rows = selectors.quota_pressure()
+    assert [(r["tenant"], r["model"], r["held"], r["over"]) for r in rows] == [
+        (acme, h100, 4, False)
+    ]

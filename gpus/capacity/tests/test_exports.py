@@ -13,6 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from gpus.accounts.services import create_token
+from gpus.capacity import exports
+from gpus.capacity.forms import ExportForm
 from gpus.capacity.models import Bucket, TenantUsage
 from gpus.capacity.tests.test_capacity_page import backfill
 from gpus.catalog.models import GpuModel
@@ -92,3 +94,26 @@ def test_csv_and_json_agree_and_are_admin_only(
         "/api/v1/capacity/history", {"start": "x"}, HTTP_AUTHORIZATION=f"Bearer {admin_token}"
     )
     assert response.status_code == 422 and "start" in response.json()["errors"]
+
+
+def test_the_history_export_matches_the_api_and_escapes_names(admin_client_, snapshot):
+    """The history CSV names each cluster and model (made safe once, not per row) and rounds
+    the means as the API does: every cell equals the API's row."""
+    h100 = GpuModel.objects.get(resource_name=H100)
+    snapshot.name = "=HYPERLINK(1)"
+    snapshot.save(update_fields=["name"])
+    backfill(snapshot, h100, days=1, per_day=1 / 3)
+    today = timezone.now().date()
+    params = {"start": str(today - dt.timedelta(days=2)), "end": str(today + dt.timedelta(1))}
+    rows = read_csv(
+        admin_client_.get(reverse("gpus:capacity_export_history"), {**params, "bucket": "1h"})
+    )
+    form = ExportForm({**params, "bucket": "1h"})
+    assert form.is_valid()
+    api_rows = list(exports.history_dicts(*form.period(), "1h"))
+    assert len(rows) == len(api_rows) == 24
+    for row, api_row in zip(rows, api_rows, strict=True):
+        assert row["cluster_name"] == "'=HYPERLINK(1)" and row["gpu_model_name"] == H100
+        assert row["ts"] == api_row["ts"].isoformat()
+        for name in ("installed", "allocated", "free", "unavailable", "samples", "free_min"):
+            assert row[name] == str(api_row[name]), name

@@ -283,7 +283,7 @@ def test_the_spend_page_matches_the_exports_and_shows_energy(
     ).json()
     assert [(r["gpu_model"], D(r["amount"])) for r in got] == [(L40S, spent.quantize(D("0.01")))]
     # The forecast: spent so far plus what acme holds now (nothing here) for the rest.
-    assert response.context["spend"].forecast.amount == spent
+    assert response.context["spend"].forecast.amounts == {"CHF": spent}
     # The energy chart: one bar a day, in kWh.
     chart = alice_client.get(reverse("gpus:capacity_tenant_energy", args=[acme.namespace]))
     assert sum(chart.json()["figure"]["data"][0]["y"]) == pytest.approx(2.5)
@@ -353,6 +353,55 @@ def test_a_change_of_currency_splits_the_spend_and_never_fails(alice_client, adm
             == 200
         )
     assert admin_client_.get(reverse("gpus:capacity_spend")).status_code == 200
+
+
+def test_a_month_in_two_currencies_has_a_total_in_each(alice_client, admin_client_, alice, acme):
+    """A month priced by a CHF list and then a EUR one: the tenant's page, the admins' page and
+    the CSV and JSON exports give each currency its own total; CHF is never added to EUR."""
+    cluster = Cluster.objects.create(name="c1")
+    first = pricing.month_start(timezone.now()).date()
+    price_list(first - dt.timedelta(days=3), {L40S: "1"}, vcpu="0.01")
+    eur = price_list(first + dt.timedelta(days=15), {L40S: "2"}, vcpu="0.01")
+    PriceList.objects.filter(pk=eur.pk).update(currency="EUR")
+    _usage(cluster, acme, first, 1140, vcpu_hours=0)  # CHF 1,140.00
+    _usage(cluster, acme, first + dt.timedelta(days=20), 115, vcpu_hours=0)  # EUR 230.00
+    both = f"{money(D(1140), 'CHF')} + {money(D(230), 'EUR')}"
+    assert both == "CHF\u00a01,140.00 + EUR\u00a0230.00"
+    spend = pricing.tenant_spend(acme)
+    assert spend.month.amounts == {"CHF": D(1140), "EUR": D(230)}
+    assert spend.month.text == both and spend.month.gpu_hours == 1255
+    (this_month,) = spend.by_month
+    assert this_month[1].text == both
+    # The forecast keeps both (nothing held now: nothing added).
+    assert spend.forecast is not None and spend.forecast.amounts == {"CHF": D(1140), "EUR": D(230)}
+    page = alice_client.get(reverse("gpus:capacity_tenant_spend", args=[acme.namespace]))
+    html = page.content.decode()
+    assert html.count(both) >= 4  # this month, its forecast, the model's row and the month's
+    fleet = admin_client_.get(reverse("gpus:capacity_spend")).content.decode()
+    row = fleet[fleet.index('id="spend-tenant-acme"') :].split("</tr>")[0]
+    assert row.count(both) == 2  # spent so far and the forecast
+    # The exports: a row per currency, and their sums per currency are the page's.
+    params = {"start": str(first), "end": str(pricing.next_month(pricing.month_start(
+        timezone.now())).date())}  # fmt: skip
+    rows = read_csv(
+        alice_client.get(reverse("gpus:capacity_tenant_spend_csv", args=[acme.namespace]), params)
+    )
+    assert sorted((r["currency"], D(r["amount"])) for r in rows) == [
+        ("CHF", D("1140.00")),
+        ("EUR", D("230.00")),
+    ]
+    token = create_token(alice, "ci")[1]
+    got = (
+        Client()
+        .get(
+            f"/api/v1/tenants/{acme.namespace}/spend", params, HTTP_AUTHORIZATION=f"Bearer {token}"
+        )
+        .json()
+    )
+    assert sorted((r["currency"], D(r["amount"])) for r in got) == [
+        ("CHF", D("1140.00")),
+        ("EUR", D("230.00")),
+    ]
 
 
 def test_energy_reads_the_hourly_rollups_or_the_5_minute_ones_before_an_hour_closed(acme):

@@ -11,7 +11,14 @@ from gpus.kube.records import (
     gpu_quota_limits,
     quota_denial,
 )
-from gpus.kube.states import QUOTA_EXCEEDED, WorkloadState, quota_refusal, vm_state
+from gpus.kube.states import (
+    QUOTA_EXCEEDED,
+    WorkloadState,
+    failed_create,
+    launch_refusal,
+    quota_refusal,
+    vm_state,
+)
 
 REFUSAL = (
     'failed to create virtual machine pod: pods "virt-launcher-vm-instance-a-x2b4c" is '
@@ -62,6 +69,21 @@ def test_kubevirt_reports_the_refusal_on_the_synchronized_condition() -> None:
     assert quota_refusal(conds("FailedCreate", "pods is forbidden: violates PodSecurity")) is None
     assert quota_refusal(conds("Other", REFUSAL)) is None
     assert quota_refusal({}) is None
+
+
+def test_one_reading_of_failed_create_serves_the_quota_and_the_gpu_refusals() -> None:
+    def sync(status: str, reason: str, message: str) -> dict[str, Condition]:
+        return {"Synchronized": Condition("Synchronized", status, reason, message)}
+
+    assert failed_create(sync("False", "FailedCreate", REFUSAL)) == REFUSAL
+    assert failed_create(sync("True", "FailedCreate", REFUSAL)) is None
+    assert failed_create(sync("False", "Other", REFUSAL)) is None
+    assert failed_create({}) is None
+    gpu = "GPU nvidia.com/X is not permitted in permittedHostDevices configuration"
+    refused = launch_refusal(sync("False", "FailedCreate", gpu))
+    assert refused is not None and refused.state == WorkloadState.FAILED
+    assert launch_refusal(sync("True", "FailedCreate", gpu)) is None
+    assert quota_refusal(sync("False", "FailedCreate", gpu)) is None
 
 
 def test_a_node_group_whose_worker_the_quota_refuses_fails() -> None:

@@ -596,7 +596,7 @@ def test_audit_log_is_for_admins_and_filters(admin_client_, alice_client, bob, a
     assert alice_client.get("/audit/").status_code == 404
     page = admin_client_.get("/audit/").content.decode()
     assert "tenant-acme/x" in page and "tenant-acme/y" in page
-    page = admin_client_.get("/audit/?actor=ali&action=create").content.decode()
+    page = admin_client_.get("/audit/?actor=Alice&action=create").content.decode()
     assert "tenant-acme/x" in page and "tenant-acme/y" not in page
     page = admin_client_.get("/audit/?since=2000-01-01&until=2000-01-02").content.decode()
     assert "No event matches." in page

@@ -20,7 +20,13 @@ from gpus.inventory.choices import WorkloadKind
 from gpus.inventory.models import Cluster, GpuWorkload, ModelInventory, Node
 from gpus.utilization import rollup
 from gpus.utilization.models import Bucket, GpuDevice, GpuRollup, GroupRollup, Scope
-from gpus.utilization.selectors import COUNT_CAP, PAGE_SIZE, TimeRange, health
+from gpus.utilization.selectors import (
+    COUNT_CAP,
+    PAGE_SIZE,
+    TENANT_CHART_TOP,
+    TimeRange,
+    health,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -294,16 +300,25 @@ def test_health_idle_and_tenant_chart_read_a_bounded_part_of_big_tables(
         for sql, plan in plans:
             for table, read in _rows_read(plan).items():
                 assert read <= bound, (url, table, read, sql[:300])
+    # The tenant chart: its top lines, the ranking and the tenant's own rows, each from an
+    # index; the ranking reads acme's workload rows of one bucket, the lines TENANT_CHART_TOP
+    # workloads' rows: never every bucket of every workload of the tenant.
     chart = reverse("gpus:util_chart", args=["tenant"]) + "?tenant=tenant-acme"
-    ((sql, plan),) = _plans(alice_client, chart)
-    text = json.dumps(plan)
-    assert "grouprollup_key_prefix_idx" in text and '"Seq Scan"' not in text, text
-    # Only acme's workload rows: none read and thrown away.
+    plans = _plans(alice_client, chart)
+    assert len(plans) == 3, [sql[:200] for sql, _ in plans]
     acme_rows = GroupRollup.objects.filter(
         scope=Scope.WORKLOAD, key__startswith="tenant-acme|"
     ).count()
-    assert 0 < _rows_read(plan)["utilization_grouprollup"] <= acme_rows
-    assert acme_rows < GroupRollup.objects.count() / 2
+    acme_workloads = GpuWorkload.objects.filter(tenant=acme).count()
+    bound = acme_workloads + 24 * (TENANT_CHART_TOP + 1)
+    assert acme_rows > bound  # the tenant's rows: more than any query may read
+    for sql, plan in plans:
+        text = json.dumps(plan)
+        assert '"Seq Scan"' not in text, (sql[:300], text)
+        read = _rows_read(plan).get("utilization_grouprollup", 0)
+        assert read <= bound, (read, sql[:300])
+    ranking = next(plan for sql, plan in plans if '"busy" DESC' in sql)
+    assert "grouprollup_epoch_key_idx" in json.dumps(ranking)
 
 
 def test_health_pages_through_every_flagged_gpu(admin_client_, acme) -> None:
@@ -319,3 +334,53 @@ def test_health_pages_through_every_flagged_gpu(admin_client_, acme) -> None:
     shown_first = set(re.findall(r'<code class="small">(GPU-240-\d+)</code>', first))
     shown_second = set(re.findall(r'<code class="small">(GPU-240-\d+)</code>', second))
     assert len(shown_second) == PAGE_SIZE and not shown_first & shown_second
+
+
+def test_health_costs_the_same_with_an_empty_and_a_full_page(admin_client_, acme) -> None:
+    """The health page's queries do not depend on what the page holds: no GPU flagged (the
+    1,000-GPU bench fleet) or a full page and a count (issue 17.1: 5 against 8 queries)."""
+    url = reverse("gpus:util_health")
+    make_fleet(40, acme)
+    GpuRollup.objects.update(power_max=100, temp_max=40)  # nothing flagged
+    empty, body = _queries(admin_client_, url)
+    assert "No XID error, no throttling" in body.decode()
+    make_fleet(400, acme)  # 200 more GPUs at their cap and hot
+    full, body = _queries(admin_client_, url)
+    assert full == empty, (empty, full)
+    assert body.decode().count('<code class="small">GPU-400-') == PAGE_SIZE
+
+
+def _tenant_fleet(workloads: int, tenant) -> None:
+    """`workloads` node groups of 4 GPUs with telemetry, workload k busy at k % 100."""
+    make_fleet(4 * workloads, tenant)
+    for key in (
+        GroupRollup.objects.filter(scope=Scope.WORKLOAD).values_list("key", flat=True).distinct()
+    ):
+        k = int(key.split("|k")[1].split("/")[0])
+        GroupRollup.objects.filter(scope=Scope.WORKLOAD, key=key).update(busy=k % 100)
+
+
+def test_tenant_chart_draws_the_busiest_workloads_and_the_others_as_one_line(
+    alice_client, acme
+) -> None:
+    """Past TENANT_CHART_TOP workloads the chart draws the busiest ones and one line for all
+    the others, and says so; 24 workloads or 120 cost the same queries and lines (17.1)."""
+    url = reverse("gpus:util_chart", args=["tenant"]) + "?tenant=tenant-acme&range=1h"
+    _tenant_fleet(48, acme)  # 24 workloads with telemetry (every other one)
+    few, body = _queries(alice_client, url)
+    data = json.loads(body)
+    names = [t["name"] for t in data["figure"]["data"]]
+    assert len(names) == TENANT_CHART_TOP + 1 and names[-1] == "all the others"
+    assert "busiest VMs and node groups now" in data["figure"]["layout"]["title"]["text"]
+    GroupRollup.objects.all().delete()
+    _tenant_fleet(240, acme)  # 120 with telemetry
+    many, body = _queries(alice_client, url)
+    assert many == few, (few, many)
+    data = json.loads(body)
+    names = [t["name"] for t in data["figure"]["data"]]
+    assert len(names) == TENANT_CHART_TOP + 1
+    # The busiest now: busy 98, 96, ... (even workload numbers hold the telemetry).
+    assert "k000098/gpu" in names and "k000000/gpu" not in names[:-1]
+    # The others' mean: every workload's utilization is 50 %, so theirs is too.
+    others = [v for v in data["figure"]["data"][-1]["y"] if v is not None]
+    assert others and all(v == pytest.approx(50, abs=0.1) for v in others)

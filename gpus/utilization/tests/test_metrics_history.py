@@ -195,6 +195,9 @@ def test_query_api_rollups_keep_groups_not_per_gpu(device) -> None:
     assert fleet.gpus == 1 and fleet.util_avg == pytest.approx(50.0)
     assert fleet.gpu_hours == pytest.approx(1.0)
     assert fleet.energy_wh == pytest.approx(200.0)  # 200 W for an hour
+    # The workload's row keeps what right-sizing reads: busy % and memory peak (MiB).
+    vm = GroupRollup.objects.get(bucket="1h", scope="workload", ts=hour)
+    assert vm.busy_avg == pytest.approx(50.0) and vm.mem_used_max == 1000.0
     # The pages that used per-GPU rows read the groups (and the incidents).
     tr = TimeRange(hour, hour + dt.timedelta(hours=1), "custom")
     nodes, _, z, _more = heatmap(tr)

@@ -270,7 +270,7 @@ def test_favicon_and_health_need_no_login(db):
     [
         ("alice_client", "/", 6),
         ("alice_client", "/compare/", 5),
-        ("alice_client", "/advisor/?workload=llm", 4),
+        ("alice_client", "/advisor/?workload=llm", 5),  # + the served instance types
         ("alice_client", "/tenants/tenant-acme/", 9),
         # My GPUs also shows the operations in flight and, for operators, the actions (+2).
         ("alice_client", "/tenants/tenant-acme/gpus/", 9),
