@@ -66,6 +66,7 @@ P95_TARGET_MS = 100.0
 RATIO_TARGET = 1.5
 FLEETS = {1000: "scale:125", 100_000: "scale"}
 COPIES = 9
+KEPT = Path(tempfile.gettempdir()) / "bench-pages-kept.json"  # what --keep built
 ACCEPT_ENCODING = "gzip, deflate, br"  # what a browser sends (zstd aside)
 TENANT = "tenant-s00000a"  # the tenant user's: present at every size, like every block's
 EXACT = "gpu-l40s-00042"  # a node every size has (the 125-node fleet has 62 L40S nodes)
@@ -778,6 +779,10 @@ def main() -> None:
     parser.add_argument("--scale-fleet", default=FLEETS[100_000])
     # A folder kept between runs for the collected static files (collected once).
     parser.add_argument("--static-cache")
+    # Keep the built schemas (and what was built, in KEPT) for a later --reuse run, which
+    # migrates them and measures again without the 1,000,000-GPU build (15+ minutes).
+    parser.add_argument("--keep", action="store_true", help="keep the built schemas")
+    parser.add_argument("--reuse", action="store_true", help="measure the kept schemas")
     args = parser.parse_args()
     FLEETS[100_000] = args.scale_fleet
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -800,7 +805,16 @@ def main() -> None:
 
         if not (var_dir / "static" / "staticfiles.json").exists():  # else collected before
             call_command("collectstatic", "--noinput", verbosity=0)
-        built = build_all(sizes, workdir, var_dir)
+        if args.reuse:
+            built = {int(k): v for k, v in json.loads(KEPT.read_text()).items()}
+            for gpus in sizes:
+                inv.use_database(gpus, var_dir)
+                call_command("migrate", verbosity=0)
+                inv.settle_database()
+        else:
+            built = build_all(sizes, workdir, var_dir)
+        if args.keep:
+            KEPT.write_text(json.dumps(built, default=str))
         cookies, counts = {}, {}
         for gpus in sizes:
             inv.use_database(gpus, var_dir)
@@ -818,7 +832,8 @@ def main() -> None:
         finally:
             for server in servers.values():
                 server.stop()
-        inv.drop_databases(sizes)
+        if not args.keep:
+            inv.drop_databases(sizes)
     cmd = "DATABASE_URL=postgres://... .venv/bin/python bench/bench_pages.py"
     text = report(results, counts, rss, built, sizes, cmd)
     print(text)
