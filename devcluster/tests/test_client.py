@@ -286,7 +286,9 @@ def test_watch_streams_added_modified_deleted(
     ]
     body = {"apiVersion": f"{G}/{V}", "kind": "VMDisk", "metadata": {"name": "watched"}, "spec": {}}
     custom.create_namespaced_custom_object(G, V, "tenant-root", "vmdisks", body)
-    custom.delete_namespaced_custom_object(G, V, "tenant-root", "vmdisks", "watched")
+    # v1.1's app watch re-sends only objects that exist when it starts (rest.go Watch), so the
+    # delete waits for the ADDED: deleted before the watch began, the disk would never be seen
+    # (as happened on a loaded machine, where the watch request came after the deletion).
     seen = []
     w = watch.Watch()
     for ev in w.stream(
@@ -296,12 +298,14 @@ def test_watch_streams_added_modified_deleted(
         "tenant-root",
         "vmdisks",
         resource_version=start,
-        timeout_seconds=5,
+        timeout_seconds=30,
     ):
         seen.append(ev["type"])
+        if ev["type"] == "ADDED" and ev["object"]["metadata"]["name"] == "watched":
+            custom.delete_namespaced_custom_object(G, V, "tenant-root", "vmdisks", "watched")
         if ev["type"] == "DELETED":
             w.stop()
-    assert seen[0] == "ADDED" and seen[-1] == "DELETED"
+    assert seen[0] == "ADDED" and seen[-1] == "DELETED", seen
 
 
 def test_watch_from_compacted_resource_version_gets_410(tmp_path) -> None:

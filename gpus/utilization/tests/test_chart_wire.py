@@ -39,7 +39,9 @@ def _model_rows(buckets: list[dt.datetime], bucket: str = Bucket.FIVE_MINUTES) -
         )
         for b in buckets
         for scope, key in [(Scope.MODEL, m) for m in MODELS]
-        + [(Scope.FLEET, ""), (Scope.WORKLOAD, "tenant-acme|ml/gpu"), (Scope.NODE, "w-1")]
+        # A workload's rows always come with its tenant's (the tenant chart reads both).
+        + [(Scope.FLEET, ""), (Scope.TENANT, "tenant-acme"), (Scope.WORKLOAD, "tenant-acme|ml/gpu")]
+        + [(Scope.NODE, "w-1")]
     )
 
 
