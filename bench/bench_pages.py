@@ -783,6 +783,7 @@ def main() -> None:
     # migrates them and measures again without the 1,000,000-GPU build (15+ minutes).
     parser.add_argument("--keep", action="store_true", help="keep the built schemas")
     parser.add_argument("--reuse", action="store_true", help="measure the kept schemas")
+    parser.add_argument("--build-only", action="store_true", help="build and keep, measure nothing")
     args = parser.parse_args()
     FLEETS[100_000] = args.scale_fleet
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -813,8 +814,10 @@ def main() -> None:
                 inv.settle_database()
         else:
             built = build_all(sizes, workdir, var_dir)
-        if args.keep:
+        if args.keep or args.build_only:
             KEPT.write_text(json.dumps(built, default=str))
+        if args.build_only:
+            return
         cookies, counts = {}, {}
         for gpus in sizes:
             inv.use_database(gpus, var_dir)
