@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import django_filters
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -17,8 +17,13 @@ from gpus.tenancy.models import Tenant
 class AuditFilter(django_filters.FilterSet):
     """The audit log (platform admins): by tenant, actor, kind of action and time."""
 
-    tenant = django_filters.ModelChoiceFilter(
-        queryset=Tenant.objects.all(), label=_("Tenant"), empty_label=_("Any tenant")
+    # The namespace typed, as the log shows it: a list of every tenant grew the page with the
+    # tenants (2,272 options, 100 KB of HTML at 100,000 GPUs; issue 17).
+    tenant = django_filters.CharFilter(
+        method="filter_tenant",
+        label=_("Tenant"),
+        help_text=_("Its namespace, for example tenant-acme."),
+        max_length=63,
     )
     # The actor's name in any case, not a part of it: an exact match reads the actor's events
     # from their index in the page's order, where "contains" walked every event for a name
@@ -39,6 +44,14 @@ class AuditFilter(django_filters.FilterSet):
     class Meta:
         model = AuditEvent
         fields: list[str] = []
+
+    def filter_tenant(
+        self, queryset: QuerySet[AuditEvent], name: str, value: str
+    ) -> QuerySet[AuditEvent]:
+        # The tenant's id as a subquery, not a join: the events are then read from their
+        # (tenant, created_at, id) index in the page's order (a join sorted them all).
+        tenant = Tenant.objects.filter(namespace=value).values("pk")[:1]
+        return queryset.filter(tenant_id=Subquery(tenant))
 
     def filter_since(
         self, queryset: QuerySet[AuditEvent], name: str, value: dt.date

@@ -120,9 +120,11 @@ def test_audit_log_same_queries_capped_count_and_index(admin_client_, acme, glob
     targets += re.findall(r"VMInstance tenant-\w+/vm-(\d+)", second)
     events = list(AuditEvent.objects.order_by("-created_at", "-id")[: 2 * AUDIT_PER_PAGE])
     assert targets == [e.target.rsplit("-", 1)[1] for e in events]
-    # A filter and a last page: one more query (the chosen tenant is looked up), whatever the rows.
-    filtered = page_queries(admin_client_, f"/audit/?tenant={globex.pk}&actor=ali&page=last")
-    assert len(filtered) == len(few_queries) + 1
+    # A filter and a last page: as many queries (the tenant is a subquery), whatever the rows.
+    filtered = page_queries(
+        admin_client_, f"/audit/?tenant={globex.namespace}&actor=alice&page=last"
+    )
+    assert len(filtered) == len(few_queries)
     if connection.vendor != "postgresql":
         return
     table = AuditEvent._meta.db_table
@@ -242,7 +244,7 @@ def test_audit_and_operations_read_a_bounded_part_of_big_tables(
     audit_urls = [
         "/audit/",
         "/audit/?page=last",
-        f"/audit/?tenant={globex.pk}",
+        f"/audit/?tenant={globex.namespace}",
         "/audit/?actor=Alice",
         "/audit/?actor=nobody",
         "/audit/?actor=portal&page=last",

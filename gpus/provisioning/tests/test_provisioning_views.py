@@ -600,6 +600,11 @@ def test_audit_log_is_for_admins_and_filters(admin_client_, alice_client, bob, a
     assert "tenant-acme/x" in page and "tenant-acme/y" not in page
     page = admin_client_.get("/audit/?since=2000-01-01&until=2000-01-02").content.decode()
     assert "No event matches." in page
+    # The tenant by its namespace, as the log shows it; no list of every tenant in the form.
+    page = admin_client_.get("/audit/?tenant=tenant-acme").content.decode()
+    assert "tenant-acme/x" in page and "<option" not in page.split('id="id_tenant"')[1][:200]
+    page = admin_client_.get("/audit/?tenant=tenant-globex").content.decode()
+    assert "No event matches." in page
     with pytest.raises(ValueError):
         AuditEvent.objects.first().delete()
 
