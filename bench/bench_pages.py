@@ -64,6 +64,10 @@ RSS_REQUESTS = 1000  # per worker
 WORKERS = 1  # per size: a sequential client uses one at a time; its memory is exact
 P95_TARGET_MS = 100.0
 RATIO_TARGET = 1.5
+# Bytes on the wire: one budget for every page and size (the 30-day chart's, issue 17 item 6).
+# Not a ratio to the 1,000-GPU page: there a tenant holds a tenth of what it holds in the ten
+# clusters of 1,000,000, so its lists are legitimately shorter (pages bound them, not the fleet).
+WIRE_TARGET_KB = 100.0
 FLEETS = {1000: "scale:125", 100_000: "scale"}
 COPIES = 9
 KEPT = Path(tempfile.gettempdir()) / "bench-pages-kept.json"  # what --keep built
@@ -669,9 +673,9 @@ def figures(results: dict, counts: dict[int, dict], rss: dict, sizes: list[int])
             )  # fmt: skip
             out.append(
                 figure(f"{name}.wire_kb@{gpus}", round(r["bytes"] / 1024, 1), "KB",
-                       f"as sent for Accept-Encoding: {ACCEPT_ENCODING}; <= 1.5x the "
-                       f"{base:,}-GPU page ({load})",
-                       r["bytes"] <= 1.5 * by_size[base]["bytes"] + 2048,
+                       f"<= {WIRE_TARGET_KB:g} as sent for Accept-Encoding: {ACCEPT_ENCODING} "
+                       f"({load})",
+                       r["bytes"] <= WIRE_TARGET_KB * 1024,
                        content_encoding=r["encoding"], decoded_kb=round(r["raw_bytes"] / 1024, 1),
                        load_average=load)
             )  # fmt: skip
