@@ -19,7 +19,15 @@
           el.innerHTML = "";
           var p = document.createElement("p");
           p.className = "chart-empty";
-          p.textContent = data.empty;
+          // Say which chart is empty: with no title drawn, two empty boxes looked the same.
+          var label = el.getAttribute("aria-label");
+          if (label) {
+            var strong = document.createElement("strong");
+            strong.textContent = label;
+            p.appendChild(strong);
+            p.appendChild(document.createElement("br"));
+          }
+          p.appendChild(document.createTextNode(data.empty));
           el.appendChild(p);
           el.dataset.state = "empty";
           return;
