@@ -14,6 +14,11 @@ from gpus.catalog.models import GpuModel
 from gpus.provisioning.choices import OperationKind, OperationState
 
 
+def _date_input() -> forms.DateInput:
+    """The browser's date picker; its value is always ISO (YYYY-MM-DD), whatever the language."""
+    return forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+
+
 def _models() -> forms.ModelChoiceField:
     return forms.ModelChoiceField(
         queryset=GpuModel.objects.order_by("sort_order", "display_name"),
@@ -47,8 +52,8 @@ class WaitlistForm(forms.Form):
 
 
 class ExportForm(forms.Form):
-    start = forms.DateField(label=_("From"), required=False)
-    end = forms.DateField(label=_("To (excluded)"), required=False)
+    start = forms.DateField(label=_("From"), required=False, widget=_date_input())
+    end = forms.DateField(label=_("To (excluded)"), required=False, widget=_date_input())
     bucket = forms.ChoiceField(
         label=_("Resolution"), choices=Bucket.choices, required=False, initial=Bucket.DAY
     )
@@ -95,6 +100,7 @@ class PriceListForm(forms.Form):
 
     valid_from = forms.DateField(
         label=_("Valid from"),
+        widget=_date_input(),
         help_text=_("A UTC day, today or later: spend already counted keeps its prices."),
     )
     currency = forms.ChoiceField(label=_("Currency"), choices=Currency.choices)
@@ -148,8 +154,10 @@ class OperationFilterForm(forms.Form):
         required=False,
         empty_label=_("All models"),
     )
-    start = forms.DateField(label=_("Submitted from"), required=False)
-    end = forms.DateField(label=_("Submitted up to (included)"), required=False)
+    start = forms.DateField(label=_("Submitted from"), required=False, widget=_date_input())
+    end = forms.DateField(
+        label=_("Submitted up to (included)"), required=False, widget=_date_input()
+    )
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]

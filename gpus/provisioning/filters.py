@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import django_filters
+from django import forms
 from django.db.models import QuerySet, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -12,6 +13,11 @@ from django.utils.translation import gettext_lazy as _
 from gpus.provisioning.choices import OperationKind
 from gpus.provisioning.models import AuditEvent
 from gpus.tenancy.models import Tenant
+
+
+def _date_input() -> forms.DateInput:
+    """The browser's date picker; its value is always ISO (YYYY-MM-DD), whatever the language."""
+    return forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
 
 
 class AuditFilter(django_filters.FilterSet):
@@ -29,7 +35,11 @@ class AuditFilter(django_filters.FilterSet):
     # from their index in the page's order, where "contains" walked every event for a name
     # that matches few (issue 17: the page must cost the same at a million events).
     actor = django_filters.CharFilter(
-        field_name="actor_name", lookup_expr="iexact", label=_("Actor"), max_length=150
+        field_name="actor_name",
+        lookup_expr="iexact",
+        label=_("Actor (user name)"),
+        help_text=_("The whole user name, in any case: “alice” finds Alice, “ali” finds nothing."),
+        max_length=150,
     )
     action = django_filters.ChoiceFilter(
         field_name="operation__kind",
@@ -38,8 +48,12 @@ class AuditFilter(django_filters.FilterSet):
         empty_label=_("Any operation"),
     )
     # Ranges on the column itself (``created_at__date`` would hide it from its index).
-    since = django_filters.DateFilter(method="filter_since", label=_("From (date)"))
-    until = django_filters.DateFilter(method="filter_until", label=_("Until (date)"))
+    since = django_filters.DateFilter(
+        method="filter_since", label=_("From (date)"), widget=_date_input()
+    )
+    until = django_filters.DateFilter(
+        method="filter_until", label=_("Until (date)"), widget=_date_input()
+    )
 
     class Meta:
         model = AuditEvent

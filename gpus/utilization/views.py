@@ -298,6 +298,8 @@ def chart(request: HttpRequest, kind: str) -> HttpResponse:
     empty = _("No data in this range.")
     fig = None
     starts: float | None = None
+    # The heatmap says whether rows follow this page, so the page shows "next" only then.
+    more: bool | None = None
     if kind == "fleet" and tenant is None:
         per_model, starts = charts.trim_leading_gap(u.fleet_models(tr))
         series = {
@@ -331,7 +333,7 @@ def chart(request: HttpRequest, kind: str) -> HttpResponse:
             )
     elif kind == "heatmap" and tenant is None:
         scope, first = _heatmap_params(request)
-        nodes, axis, z, _more = u.heatmap(tr, scope, HEATMAP_ROWS, first)
+        nodes, axis, z, more = u.heatmap(tr, scope, HEATMAP_ROWS, first)
         if nodes:
             title = (
                 _("Utilization by host node") if scope == Scope.HOST else _("Utilization by node")
@@ -388,7 +390,7 @@ def chart(request: HttpRequest, kind: str) -> HttpResponse:
     else:
         raise Http404
     if fig is None:
-        return JsonResponse({"empty": empty})
+        return JsonResponse({"empty": empty} if more is None else {"empty": empty, "more": more})
     charts.finish(fig, local_end.tzname() or "")
     note = ""
     if starts is not None:
@@ -398,7 +400,9 @@ def chart(request: HttpRequest, kind: str) -> HttpResponse:
     locale = json.dumps(charts.plotly_locale(get_language() or "en"))
     body = (
         f'{{"points": {charts.points_per_line(fig)}, "locale": {locale},'
-        f' "note": {json.dumps(note)}, "figure": {charts.to_json(fig)}}}'
+        f' "note": {json.dumps(note)},'
+        + ("" if more is None else f' "more": {json.dumps(more)},')
+        + f' "figure": {charts.to_json(fig)}}}'
     )
     response = HttpResponse(body, content_type="application/json")
     # Private (per user), revalidated: a refresh within the collection period costs nothing

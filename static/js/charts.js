@@ -13,13 +13,22 @@
           if (!el.dataset.drawn) { el.dataset.state = "loading"; }
           return;
         }
+        showMore(el, data);
         if (data.empty) {
           showNote(el, "");
           if (el.dataset.drawn) { Plotly.purge(el); delete el.dataset.drawn; }
           el.innerHTML = "";
           var p = document.createElement("p");
           p.className = "chart-empty";
-          p.textContent = data.empty;
+          // Say which chart is empty: with no title drawn, two empty boxes looked the same.
+          var label = el.getAttribute("aria-label");
+          if (label) {
+            var strong = document.createElement("strong");
+            strong.textContent = label;
+            p.appendChild(strong);
+            p.appendChild(document.createElement("br"));
+          }
+          p.appendChild(document.createTextNode(data.empty));
           el.appendChild(p);
           el.dataset.state = "empty";
           return;
@@ -40,6 +49,14 @@
         el.dataset.state = "error";
         el.textContent = (el.dataset.errorText || "Error") + " (" + err.message + ")";
       });
+  }
+  // A paged chart (the heatmap) says whether rows follow: "next" shows only then.
+  function showMore(el, data) {
+    if (!("more" in data)) { return; }
+    var pager = el.nextElementSibling;
+    if (!pager || !pager.classList.contains("pagination")) { return; }
+    var next = pager.querySelector("a[rel=next]");
+    if (next) { next.hidden = !data.more; }
   }
   // "Data only since ...": said above the chart, in a sibling so Plotly never redraws it away.
   function showNote(el, text) {

@@ -407,6 +407,8 @@ def test_my_gpus_shows_operations_in_flight_and_split_capacity(alice_client, acm
     assert "Waiting for GPUs on one server" in html
     assert "7 free in all, but at most 4 on one server" in html
     assert "Waiting for a free GPU" not in html
+    # The tenant's spend is one click away (it was reachable only through the tenant page).
+    assert f'href="/tenants/{acme.namespace}/spend/" id="my-spend"' in html
 
 
 FIELDS = [*form_data().keys(), "queue_until_capacity"]

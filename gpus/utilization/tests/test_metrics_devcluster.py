@@ -155,6 +155,9 @@ def test_tenants_see_only_their_gpus(cluster, alice_client, bob_client, admin_cl
     )
     empty = admin_client_.get(reverse("gpus:util_chart", args=["allocation"]) + "?" + old.query())
     assert empty.json() == {"empty": "No data in this range."}
+    # The heatmap also says no rows follow, so its page hides "next" (charts.js).
+    heat = admin_client_.get(reverse("gpus:util_chart", args=["heatmap"]) + "?" + old.query())
+    assert heat.json() == {"empty": "No data in this range.", "more": False}
     chart = admin_client_.get(reverse("gpus:util_chart", args=["gpu"]) + f"?uuid={acme_gpu.uuid}")
     assert chart.status_code == 200 and chart.json()["points"] >= 1
 
