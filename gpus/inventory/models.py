@@ -49,11 +49,6 @@ class Cluster(models.Model):
     # One sync per cluster at a time: the running sync's lease (see gpus.inventory.sync).
     sync_lease = models.CharField(max_length=32, blank=True, editable=False)
     sync_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
-    # Tenant namespace -> the tenant namespace that runs its monitoring ("" for none), as the
-    # namespaces' `namespace.cozystack.io/monitoring` labels said at the last sync.
-    tenant_monitoring = models.JSONField(
-        _("monitoring tenant per tenant"), default=dict, blank=True
-    )
 
     class Meta:
         ordering = ["name"]
@@ -65,7 +60,10 @@ class Cluster(models.Model):
 
     def monitoring_for(self, namespace: str) -> str:
         """The tenant namespace that runs monitoring for `namespace` ("" for none)."""
-        return str((self.tenant_monitoring or {}).get(namespace) or "")
+        tenants = (
+            ClusterMonitoring.objects.filter(cluster=self).values_list("tenants", flat=True).first()
+        )
+        return str((tenants or {}).get(namespace) or "")
 
     @property
     def error_sentence(self) -> str:
@@ -343,6 +341,22 @@ class GpuWorkload(models.Model):
     def reason_text(self) -> str:
         """The cluster's reason in plain words (translated), "" when the reason is not known."""
         return explain(self.reason, self.message)
+
+
+class ClusterMonitoring(models.Model):
+    """Tenant namespace -> the tenant namespace that runs its monitoring ("" for none), as the
+    namespaces' `namespace.cozystack.io/monitoring` labels said at the last sync. A row of its
+    own, not a column of Cluster: it holds every tenant (70 KB of JSON at 2,272 tenants), and
+    every list that joins its rows' cluster read and decoded it once per row (12 ms of a page
+    of 50 operations)."""
+
+    cluster = models.OneToOneField(
+        Cluster, on_delete=models.CASCADE, primary_key=True, related_name="monitoring"
+    )
+    tenants = models.JSONField(_("monitoring tenant per tenant"), default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.cluster} monitoring"
 
 
 class ServedSchema(models.Model):

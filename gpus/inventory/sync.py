@@ -27,6 +27,7 @@ from gpus.inventory.clusters import gateway_for
 from gpus.inventory.models import (
     CatalogueEntry,
     Cluster,
+    ClusterMonitoring,
     ClusterQuota,
     GpuWorkload,
     ModelInventory,
@@ -401,10 +402,10 @@ def store_snapshot(
         _store_quotas(written, cluster, reading, catalog)
         _store_issues(written, cluster, odd, now)
         store_catalogue(written, cluster, reading.catalogue)
+        _store_monitoring(cluster, reading.tenant_monitoring)
         locked.update(
             vm_kind=reading.vm_kind,
             node_group_disk_field=reading.disk_field,
-            tenant_monitoring=reading.tenant_monitoring,
             last_synced_at=now,
             last_attempt_at=now,
             last_sync_seconds=(time.monotonic() - started) if started is not None else None,
@@ -801,6 +802,13 @@ def _store_quotas(
         wanted,
         fixed={"cluster": cluster},
     )
+
+
+def _store_monitoring(cluster: Cluster, tenants: dict[str, str]) -> None:
+    """The tenants' monitoring tenants, written only when they changed."""
+    stored = ClusterMonitoring.objects.filter(cluster=cluster).values_list("tenants", flat=True)
+    if stored.first() != tenants:
+        ClusterMonitoring.objects.update_or_create(cluster=cluster, defaults={"tenants": tenants})
 
 
 def _store_issues(written: Written, cluster: Cluster, odd: list[OddObject], now: datetime) -> None:
