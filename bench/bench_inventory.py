@@ -161,6 +161,7 @@ def copy_cluster(source: Any, name: str) -> Any:
 
     from gpus.inventory.models import (
         Cluster,
+        ClusterMonitoring,
         GpuWorkload,
         ModelInventory,
         Node,
@@ -175,6 +176,9 @@ def copy_cluster(source: Any, name: str) -> Any:
         last_synced_at=source.last_synced_at,
         last_attempt_at=source.last_attempt_at,
     )
+    # The same tenants, with the same monitoring tenants.
+    for row in ClusterMonitoring.objects.filter(cluster=source):
+        ClusterMonitoring.objects.create(cluster=target, tenants=row.tenants)
 
     def columns(model: Any, skip: set[str]) -> list[str]:
         return [f.column for f in model._meta.concrete_fields if f.column not in skip]

@@ -12,6 +12,8 @@ How each size's database is built (a PostgreSQL schema per size, kept until the 
   the tenants and the allocations are what a sync of such a fleet writes.
 - 1,000,000 GPUs: that synced 100,000-GPU cluster's rows copied under nine more cluster records
   (bench_inventory.copy_cluster): ten clusters, 125,000 nodes, 90,880 workloads.
+- The bench tenant takes over ten other tenants' workloads in the first cluster (busy_tenant),
+  so its pages are full (50 rows) at every size and compare like with like.
 - Then, from the synced workloads, what the background tasks would have written, in SQL:
   utilization in query-API mode (the mode past 10,000 GPUs, used at every size here so the
   sizes compare alike): a device per GPU of a Kubernetes worker (VM GPUs have no telemetry),
@@ -73,6 +75,7 @@ COPIES = 9
 KEPT = Path(tempfile.gettempdir()) / "bench-pages-kept.json"  # what --keep built
 ACCEPT_ENCODING = "gzip, deflate, br"  # what a browser sends (zstd aside)
 TENANT = "tenant-s00000a"  # the tenant user's: present at every size, like every block's
+DONORS = 10  # tenants whose workloads TENANT takes over (busy_tenant)
 EXACT = "gpu-l40s-00042"  # a node every size has (the 125-node fleet has 62 L40S nodes)
 BROAD = "l40s-0"  # every L40S node's name holds it
 
@@ -118,6 +121,37 @@ def insert_select(model: Any, exprs: dict[str, Expr], source: str, params: list[
     with connection.cursor() as cursor:
         cursor.execute(sql + source, args + params)
         return cursor.rowcount
+
+
+def busy_tenant() -> dict[str, int]:
+    """TENANT made one of the fleet's busiest: it takes over the workloads of the next DONORS
+    tenants in the first cluster (renamed apart), before telemetry and operations are written
+    from the workloads. Its My GPUs, operations and utilization then show a full page (50
+    rows) at every size; with the demo's 6 workloads a tenant, the 1,000-GPU pages held 6 rows
+    and the 1,000,000-GPU ones 60 (the tenant is in all ten clusters), so their ratio compared
+    page lengths, not fleet sizes."""
+    from django.db import connection
+
+    from gpus.inventory.models import Cluster
+    from gpus.tenancy.models import Tenant
+
+    tenant = Tenant.objects.get(namespace=TENANT)
+    first = Cluster.objects.order_by("pk").first()
+    donors = list(
+        Tenant.objects.filter(workloads__cluster=first)
+        .exclude(pk=tenant.pk)
+        .distinct()
+        .order_by("namespace")
+        .values_list("pk", flat=True)[:DONORS]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE inventory_gpuworkload w SET tenant_id = %s, name = w.name || '-' || t.namespace"
+            " FROM tenancy_tenant t WHERE t.id = w.tenant_id AND w.cluster_id = %s"
+            " AND w.tenant_id = ANY(%s)",
+            [tenant.pk, first.pk, donors],
+        )
+        return {"busy_tenant_workloads_taken": cursor.rowcount}
 
 
 def add_telemetry(now: dt.datetime) -> dict[str, int]:
@@ -353,7 +387,7 @@ def build(gpus: int, dc: Any, var_dir: Path) -> dict[str, Any]:
         for k in range(1, COPIES + 1):
             inv.copy_cluster(cluster, f"bench-c{k:02d}")
     now = dt.datetime.now(dt.UTC)
-    rows = {**add_telemetry(now), **add_operations(), **add_capacity(now)}
+    rows = {**busy_tenant(), **add_telemetry(now), **add_operations(), **add_capacity(now)}
     inv.settle_database()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
