@@ -645,7 +645,7 @@ def check(name: str, gpus: int, body: bytes) -> None:
     must = {
         "inventory.page.nodes_search_exact": EXACT.encode(),
         "inventory.page.nodes_search_broad": b"gpu-l40s-00001",
-        "inventory.page.my_gpus": b"vm-0",
+        "inventory.page.my_gpus": b"k8s-0",
         "utilization.page.heatmap_chart": b"heatmap",
         "utilization.page.heatmap_host_chart": b"heatmap",
         "utilization.page.tenant_chart": b'"figure"',
