@@ -4,6 +4,7 @@ writes it."""
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from gpus.catalog.models import GpuModel
@@ -120,6 +121,17 @@ class Node(models.Model):
             models.Index(fields=["gpu_free", "name", "id"], name="node_free_key_idx"),
             models.Index(fields=["gpu_allocated", "name", "id"], name="node_allocated_key_idx"),
             models.Index(fields=["gpu_installed", "name", "id"], name="node_installed_key_idx"),
+            # "Has free GPUs" (gpu_free > 0) in name order, alone or with a health: a range of
+            # its own. The (health, name) index skipped every full node first, and a fleet's
+            # full nodes grow with it (5,680 rows read for a page at 1,000,000 GPUs).
+            models.Index(
+                fields=["name", "id"], condition=Q(gpu_free__gt=0), name="node_has_free_key_idx"
+            ),
+            models.Index(
+                fields=["health", "name", "id"],
+                condition=Q(gpu_free__gt=0),
+                name="node_has_free_health_key_idx",
+            ),
             # The same sorts within one GPU model (the list filtered by model).
             models.Index(fields=["gpu_model", "name", "id"], name="node_model_name_key_idx"),
             models.Index(
