@@ -538,8 +538,9 @@ def health(
 
     Four queries whatever the fleet and whatever the page holds (issue 17.1): the page's GPUs
     from the flagged rollups and from the XID events, each grouped per GPU with the GPU's
-    columns and its counts; and the first HEALTH_COUNT_CAP + 1 GPUs of each for the count. Each reads
-    the incident rows of at most that many GPUs from an index in GPU order, never the devices.
+    columns and its counts; and the first HEALTH_COUNT_CAP + 1 GPUs of each for the count.
+    Each reads the incident rows of at most that many GPUs from an index in GPU order, never
+    the devices.
 
     At the cap: a bucket's peak power at POWER_CAP_SHARE of the GPU's reported limit or its
     board power (dcgm.BOARD_POWER_W); hot: a bucket's peak temperature at HOT_C or more. A
