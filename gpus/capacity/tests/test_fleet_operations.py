@@ -81,7 +81,10 @@ def test_bad_filters_are_said_next_to_the_field(admin_client_, snapshot, acme):
     assert response.status_code == 200
     form = response.context["form"]
     assert "end" in form.errors and "kind" in form.errors
-    assert "errorlist" in response.content.decode()
+    # Each error in the field's own box, as on every form of the portal.
+    page = response.content.decode()
+    end_box = page.split('id="id_end"')[1].split('<div class="field')[0]
+    assert 'class="field-error"' in end_box
     # The valid filter (start, in May 2026) still applies: today's operations are after it.
     assert len(names(response)) == 2
 
