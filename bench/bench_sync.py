@@ -192,13 +192,16 @@ def bench_size(gpus: int, workdir: Path, var_dir: Path) -> dict[str, object]:
             for i, dc in enumerate(dcs)
         ]
         ids = [c.pk for c in clusters]
+        loads = [os.getloadavg()[0]]
         first_s, first = full_pass(ids, var_dir)
+        loads.append(os.getloadavg()[0])
         node_rows = Node.objects.count()
         gpu_rows = NodeGpu.objects.count()
         workload_rows = GpuWorkload.objects.count() + TenantAllocation.objects.count()
 
         before = pg_counts()
         again_s, again = full_pass(ids, var_dir)
+        loads.append(os.getloadavg()[0])
         unchanged = delta(before, pg_counts())
 
         # N nodes change (cordoned): one cluster syncs them.
@@ -232,6 +235,9 @@ def bench_size(gpus: int, workdir: Path, var_dir: Path) -> dict[str, object]:
         "after_change": after_change,
         "changed_pg": changed,
         "anchor_s": anchor,
+        # The 1-minute load average before and after each pass (2 cores; ten devclusters
+        # serve the 1,000,000-GPU passes on the same machine).
+        "load": f"load {min(loads):.2f}-{max(loads):.2f}",
     }
 
 
@@ -327,6 +333,8 @@ def figures(r: dict, engine: str) -> list[dict]:
                 n_dead_tup_delta=r["unchanged_pg"]["dead"],
             )
         )
+    for f in out:
+        f["load_average"] = r["load"]
     return out
 
 
@@ -342,8 +350,8 @@ def report(results: list[dict], engine: str) -> str:
         "",
         "| GPUs | clusters | rows | first pass (s) | unchanged pass (s) | rows written unchanged"
         " | dead tuples unchanged | N cordoned | node rows / GPU rows written | peak RSS (MB)"
-        " | anchor LIST (s) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " | anchor LIST (s) | load |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         pg = r["unchanged_pg"]
@@ -359,7 +367,7 @@ def report(results: list[dict], engine: str) -> str:
             f"| {r['node_rows'] + r['gpu_rows'] + r['workload_rows']:,} "
             f"| {r['first_s']:.1f} | {r['again_s']:.1f} | {written} | {dead} | {r['changed_n']} "
             f"| {r['after_change']['node_rows']} / {r['after_change']['gpu_rows']} | {peak:.0f} "
-            f"| {r['anchor_s']:.2f} |"
+            f"| {r['anchor_s']:.2f} | {r['load']} |"
         )
     lines += [
         "",
