@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from gpus.capacity.models import Bucket, Currency
 from gpus.catalog.models import GpuModel
+from gpus.inventory.selectors import most_gpus_on_one_server
 from gpus.provisioning.choices import OperationKind, OperationState
 
 
@@ -49,6 +50,23 @@ class WaitlistForm(forms.Form):
     days = forms.IntegerField(
         label=_("Forget it after (days)"), min_value=1, max_value=30, initial=7
     )
+
+    def clean(self) -> dict:
+        data = super().clean() or {}
+        model, count = data.get("gpu_model"), data.get("count")
+        if model is not None and count and data.get("one_server"):
+            # A wish no server can ever meet would wait until it expires, unsaid.
+            most = most_gpus_on_one_server(model)
+            if most and count > most:
+                self.add_error(
+                    "count",
+                    _(
+                        "A server has at most %(n)d × %(model)s: ask for %(n)d or fewer, or "
+                        "untick “All on one server”."
+                    )
+                    % {"n": most, "model": model.display_name},
+                )
+        return data
 
 
 class ExportForm(forms.Form):

@@ -739,3 +739,11 @@ def catalogue_for(cluster: Cluster | None) -> Catalogue:
         kubernetes_versions=[str(v) for v in versions] if isinstance(versions, list) else [],
         kubernetes_default=str(version.get("default") or ""),
     )
+
+
+def most_gpus_on_one_server(gpu_model: GpuModel) -> int:
+    """The most GPUs of `gpu_model` one server has, over every cluster (0 when no server of a
+    single model has it): a VM's GPUs are all on one server, so no more can ever be free there.
+    One index read, the (gpu_model, gpu_installed, ...) index's last entry for the model."""
+    most = Node.objects.filter(gpu_model=gpu_model).aggregate(most=Max("gpu_installed"))["most"]
+    return int(most or 0)

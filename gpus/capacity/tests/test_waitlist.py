@@ -15,6 +15,7 @@ from gpus.capacity.models import Notification, NotificationKind, WaitlistEntry
 from gpus.capacity.tests.test_history import reading
 from gpus.catalog.models import GpuModel
 from gpus.inventory.models import GpuWorkload
+from gpus.inventory.selectors import most_gpus_on_one_server
 from gpus.inventory.sync import store_snapshot
 from gpus.provisioning import engine
 from gpus.provisioning.choices import OperationState
@@ -60,6 +61,22 @@ def test_the_waitlist_fires_exactly_once(
     alice_client.post(reverse("gpus:notifications_read"), {"pk": note.pk})
     assert "free" not in alice_client.get(reverse("gpus:notifications_unread")).content.decode()
     assert "free on one server" in alice_client.get(reverse("gpus:notifications")).content.decode()
+
+
+def test_a_wish_no_server_can_meet_is_refused_next_to_the_count(alice_client, acme, snapshot):
+    l40s = GpuModel.objects.get(resource_name=L40S)
+    most = most_gpus_on_one_server(l40s)
+    assert most == 4  # the snapshot's L40S server
+    url = reverse("gpus:capacity_waitlist", args=[acme.namespace])
+    wish = {"gpu_model": l40s.pk, "count": str(most + 1), "one_server": "on", "days": "7"}
+    response = alice_client.post(url, wish)
+    assert response.status_code == 200 and not WaitlistEntry.objects.exists()
+    after_count = response.content.decode().split('id="id_count"')[1]
+    error = after_count.split('<div id="err-count">')[1].split("</div>")[0]
+    assert "A server has at most 4 × NVIDIA L40S" in error
+    # Over several servers (a node group), the same number is a wish that can come true.
+    response = alice_client.post(url, {**wish, "one_server": ""})
+    assert response.status_code == 302 and WaitlistEntry.objects.get().count == most + 1
 
 
 def test_a_wish_expires_unfired(alice, acme, snapshot):
