@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -271,7 +271,7 @@ class Session:
         impersonate_groups: Iterable[str] = (),
         **kwargs: Any,
     ) -> Any:
-        """Like ``call`` but skips the strict pydantic models: raw body -> ``json.loads``.
+        """Like ``call`` but skips the strict pydantic models: raw body -> ``orjson.loads``.
 
         The body is read inside the guarded block so a read timeout is translated too.
         """
@@ -284,7 +284,7 @@ class Session:
                 data = resp.data
             finally:
                 resp.release_conn()
-            return json.loads(data) if data else None
+            return orjson.loads(data) if data else None
         except Exception as exc:
             if is_translatable(exc):
                 raise translate(exc, self.config.name) from exc
@@ -327,7 +327,7 @@ class Session:
             raw = resp.read()
             if not 200 <= resp.status <= 299:
                 raise ApiException.from_response(http_resp=resp, body=None, data=None)
-            return json.loads(raw) if raw else None
+            return orjson.loads(raw) if raw else None
 
         self.bucket.acquire()
         try:
