@@ -26,7 +26,23 @@ GIB = 1024  # MiB
 NBSP = "\u00a0"
 
 
-def _workload(cluster, tenant, name, resource, gpus=1, group="") -> GpuWorkload:
+def set_chf_prices(admin) -> None:
+    """Today's price list in CHF: an A100 at 3.00 an hour, an L40S at 1.60."""
+    services.set_price_list(
+        admin,
+        timezone.now().astimezone(dt.UTC).date(),
+        "CHF",
+        Decimal("0.02"),
+        Decimal("0.005"),
+        Decimal("0.1"),
+        {
+            GpuModel.objects.get(resource_name=A100): Decimal("3.00"),
+            GpuModel.objects.get(resource_name=L40S): Decimal("1.60"),
+        },
+    )
+
+
+def make_workload(cluster, tenant, name, resource, gpus=1, group="") -> GpuWorkload:
     return GpuWorkload.objects.create(
         cluster=cluster,
         tenant=tenant,
@@ -77,24 +93,14 @@ def _history(workload, busy, mem_mib, hours=168, peak_mib=None, now=None) -> Non
 @pytest.fixture
 def week(acme, globex, platform_admin):
     cluster = Cluster.objects.create(name="prod", last_synced_at=timezone.now())
-    a100 = GpuModel.objects.get(resource_name=A100)
-    l40s = GpuModel.objects.get(resource_name=L40S)
-    services.set_price_list(
-        platform_admin,
-        timezone.now().astimezone(dt.UTC).date(),
-        "CHF",
-        Decimal("0.02"),
-        Decimal("0.005"),
-        Decimal("0.1"),
-        {a100: Decimal("3.00"), l40s: Decimal("1.60")},
-    )
+    set_chf_prices(platform_admin)
     # 11 GB at most (10,490 MiB), 9 % busy: an L40S (48 GB) holds it.
-    _history(_workload(cluster, acme, "journey-01", A100), 9.0, 6000, peak_mib=10490)
-    _history(_workload(cluster, acme, "idle-vm", L40S), 1.0, 500)  # held but idle
-    _history(_workload(cluster, acme, "k8s", A100, gpus=2, group="gpu"), 80.0, 70000)  # busy
-    _history(_workload(cluster, acme, "big-mem", A100), 12.0, 58000)  # needs the memory
-    _history(_workload(cluster, acme, "new-vm", A100), 1.0, 500, hours=24)  # too new
-    _history(_workload(cluster, globex, "other", A100), 2.0, 500)
+    _history(make_workload(cluster, acme, "journey-01", A100), 9.0, 6000, peak_mib=10490)
+    _history(make_workload(cluster, acme, "idle-vm", L40S), 1.0, 500)  # held but idle
+    _history(make_workload(cluster, acme, "k8s", A100, gpus=2, group="gpu"), 80.0, 70000)  # busy
+    _history(make_workload(cluster, acme, "big-mem", A100), 12.0, 58000)  # needs the memory
+    _history(make_workload(cluster, acme, "new-vm", A100), 1.0, 500, hours=24)  # too new
+    _history(make_workload(cluster, globex, "other", A100), 2.0, 500)
     return cluster
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from gpus.capacity import rightsizing, services
+from gpus.capacity import rightsizing
+from gpus.capacity.tests.test_rightsizing import A100, make_workload, set_chf_prices
 from gpus.catalog.models import GpuModel
-from gpus.inventory.choices import ResourceState, WorkloadKind
-from gpus.inventory.models import Cluster, GpuWorkload
+from gpus.inventory.models import Cluster
 from gpus.testing import L40S
 from gpus.utilization import tasks
 from gpus.utilization.collector import collect_cluster
@@ -28,7 +28,6 @@ from gpus.utilization.tests.tsdb import run_prometheus, run_victoria_metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db, pytest.mark.timeout(300)]
 
-A100 = "nvidia.com/GA100_A100_PCIE_80GB"
 HOURS = 4  # closed hours of history (the test lowers MIN_HOURS to 3: the mode is under test)
 PEAK_MIB = 10490  # 11 GB: an L40S (48 GB) holds it within its 80 % margin
 NBSP = "\u00a0"
@@ -90,28 +89,9 @@ def test_a_vm_whose_peak_fits_a_smaller_model_gets_it_in_query_api_mode(
     url, uuid, first = source
     cluster = Cluster.objects.create(name="prod", last_synced_at=timezone.now())
     MetricSource.objects.create(cluster=cluster, kind="prometheus", url=url)
-    a100 = GpuModel.objects.get(resource_name=A100)
+    set_chf_prices(platform_admin)
+    vm = make_workload(cluster, acme, "journey-01", A100)
     l40s = GpuModel.objects.get(resource_name=L40S)
-    services.set_price_list(
-        platform_admin,
-        timezone.now().astimezone(dt.UTC).date(),
-        "CHF",
-        Decimal("0.02"),
-        Decimal("0.005"),
-        Decimal("0.1"),
-        {a100: Decimal("3.00"), l40s: Decimal("1.60")},
-    )
-    vm = GpuWorkload.objects.create(
-        cluster=cluster,
-        tenant=acme,
-        kind=WorkloadKind.VM,
-        app_kind="VMInstance",
-        name="journey-01",
-        gpu_model=a100,
-        gpus_per_instance=1,
-        gpus_held=1,
-        state=ResourceState.RUNNING,
-    )
     # The collector's pass finds the GPU and its owner (query-API mode keeps no samples); it has
     # seen it since the history's start, where the rollups begin.
     assert collect_cluster(cluster.pk)["gpus"] == 1
