@@ -36,6 +36,7 @@ from gpus.provisioning.capacity import QuotaRoom, quota_rooms
 from gpus.provisioning.choices import ACTIVE_OPERATION_STATES, OperationState
 from gpus.provisioning.models import GpuQuota, Operation
 from gpus.tenancy.models import Tenant
+from gpus.tenancy.selectors import tenant_id_of
 from gpus.utilization.models import Bucket as UtilBucket
 from gpus.utilization.models import GroupRollup, Scope
 from gpus.web.access import User
@@ -496,9 +497,7 @@ def fleet_operations(filters: dict[str, Any], page: PageRequest) -> KeysetPage[O
     qs = Operation.objects.select_related("tenant", "cluster", "gpu_model")
     key = OPERATIONS_KEY
     if "tenant" in filters:
-        # tenant_id = (subquery): the planner reads it first and then walks the tenant's index.
-        tenant = Tenant.objects.filter(namespace=filters["tenant"]).values("pk")[:1]
-        qs = qs.filter(tenant_id=Subquery(tenant))
+        qs = qs.filter(tenant_id=tenant_id_of(filters["tenant"]))
         key = TENANT_OPERATIONS_KEY
     if "kind" in filters:
         qs = qs.filter(kind=filters["kind"])
