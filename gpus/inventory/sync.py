@@ -402,7 +402,16 @@ def store_snapshot(
         _store_quotas(written, cluster, reading, catalog)
         _store_issues(written, cluster, odd, now)
         store_catalogue(written, cluster, reading.catalogue)
-        _store_monitoring(cluster, reading.tenant_monitoring)
+        # One row of its own (a Cluster column was decoded with every row joining its cluster).
+        sync_rows(
+            written,
+            "monitoring",
+            ClusterMonitoring.objects.filter(cluster=cluster),
+            (),
+            ("tenants",),
+            {(): {"tenants": reading.tenant_monitoring}},
+            fixed={"cluster": cluster},
+        )
         locked.update(
             vm_kind=reading.vm_kind,
             node_group_disk_field=reading.disk_field,
@@ -802,13 +811,6 @@ def _store_quotas(
         wanted,
         fixed={"cluster": cluster},
     )
-
-
-def _store_monitoring(cluster: Cluster, tenants: dict[str, str]) -> None:
-    """The tenants' monitoring tenants, written only when they changed."""
-    stored = ClusterMonitoring.objects.filter(cluster=cluster).values_list("tenants", flat=True)
-    if stored.first() != tenants:
-        ClusterMonitoring.objects.update_or_create(cluster=cluster, defaults={"tenants": tenants})
 
 
 def _store_issues(written: Written, cluster: Cluster, odd: list[OddObject], now: datetime) -> None:
