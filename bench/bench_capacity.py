@@ -262,7 +262,6 @@ def history_writes(models: int, nodes: int, clusters: int = 1) -> tuple[int, flo
                     free=8 - i % 9,
                 )
                 for i, n in enumerate(node_ids)
-                if i % 9 <= 8
             ),
             batch_size=5000,
         )
